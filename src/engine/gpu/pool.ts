@@ -1,0 +1,100 @@
+import { GpuError } from './errors.ts';
+import { MemoryLedger, type MemoryCategory } from './ledger.ts';
+import { BUF } from './usage.ts';
+
+export interface PooledBuffer {
+  readonly buffer: GPUBuffer;
+  /** Bytes actually allocated (the request rounded up to the pool's size class). */
+  readonly size: number;
+  category: MemoryCategory;
+  released: boolean;
+}
+
+const STORAGE_USAGE = BUF.STORAGE | BUF.COPY_SRC | BUF.COPY_DST;
+
+/**
+ * Size classes: multiples of 256 B up to 64 KiB, then 8 steps per power of two, so a
+ * released activation buffer is reused by the next one of similar size (≤ 12.5 % waste).
+ */
+export function sizeClass(bytes: number): number {
+  const b = Math.max(4, Math.ceil(bytes));
+  if (b <= 65536) return Math.ceil(b / 256) * 256;
+  const pow = 2 ** Math.floor(Math.log2(b));
+  const step = pow / 8;
+  return Math.ceil(b / step) * step;
+}
+
+/** Storage buffers by size class, with every byte recorded in the ledger. */
+export class BufferPool {
+  private readonly free = new Map<number, GPUBuffer[]>();
+  readonly ledger = new MemoryLedger();
+
+  constructor(
+    private readonly device: GPUDevice,
+    private readonly maxBufferSize: number,
+  ) {}
+
+  acquire(bytes: number, category: MemoryCategory, label: string): PooledBuffer {
+    const size = sizeClass(bytes);
+    if (size > this.maxBufferSize) {
+      throw new GpuError('limit', label, `needs a ${fmtBytes(size)} buffer; this GPU allows at most ${fmtBytes(this.maxBufferSize)} per buffer`);
+    }
+    const cached = this.free.get(size)?.pop();
+    if (cached) {
+      cached.label = label;
+      this.ledger.take(category, size, true);
+      return { buffer: cached, size, category, released: false };
+    }
+    const buffer = this.device.createBuffer({ size, usage: STORAGE_USAGE, label });
+    this.ledger.take(category, size, false);
+    return { buffer, size, category, released: false };
+  }
+
+  /** A buffer with other usages (readback staging, uniforms): never pooled, destroyed on release. */
+  acquireSpecial(bytes: number, usage: number, category: MemoryCategory, label: string): PooledBuffer {
+    const size = Math.ceil(bytes / 4) * 4;
+    const buffer = this.device.createBuffer({ size, usage, label });
+    this.ledger.take(category, size, false);
+    return { buffer, size, category, released: false };
+  }
+
+  release(b: PooledBuffer): void {
+    if (b.released) throw new Error(`buffer "${b.buffer.label}" released twice`);
+    b.released = true;
+    this.ledger.give(b.category, b.size, true);
+    const list = this.free.get(b.size) ?? [];
+    list.push(b.buffer);
+    this.free.set(b.size, list);
+  }
+
+  /** Frees a buffer on the GPU now instead of keeping it for reuse (weights, big one-offs). */
+  destroy(b: PooledBuffer): void {
+    if (b.released) throw new Error(`buffer "${b.buffer.label}" released twice`);
+    b.released = true;
+    this.ledger.give(b.category, b.size, false);
+    b.buffer.destroy();
+  }
+
+  /** Gives every pooled free buffer back to the GPU. */
+  trim(): void {
+    for (const [size, list] of this.free) {
+      for (const buf of list) {
+        buf.destroy();
+        this.ledger.dropPooled(size);
+      }
+    }
+    this.free.clear();
+  }
+}
+
+export function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}

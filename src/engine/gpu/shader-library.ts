@@ -1,0 +1,51 @@
+import { GpuError } from './errors.ts';
+
+/**
+ * WGSL sources by file name without extension ("matmul" for shaders/matmul.wgsl).
+ * The browser build fills it through Vite (`?raw`), Node reads the same files from disk:
+ * see src/engine/shaders.vite.ts and src/engine/shaders.node.ts.
+ */
+export type ShaderSources = Readonly<Record<string, string>>;
+
+/** Compile-time constants for a kernel; numbers keep their WGSL spelling via `wgslValue`. */
+export type ShaderConstants = Readonly<Record<string, number | boolean | string>>;
+
+const INCLUDE = /^[ \t]*#include\s+"([\w-]+)"[ \t]*$/gm;
+const PLACEHOLDER = /\{\{(\w+)\}\}/g;
+
+/**
+ * Expands `#include "name"` lines (each file once) and `{{NAME}}` placeholders.
+ * Unknown includes, missing constants and unused constants are errors: a typo in a
+ * constant name must not silently compile a different kernel.
+ */
+export function resolveShader(sources: ShaderSources, name: string, constants: ShaderConstants = {}): string {
+  const seen = new Set<string>();
+  const expand = (file: string, from: string): string => {
+    const src = sources[file];
+    if (src === undefined) throw new GpuError('compile', name, `shader "${file}" not found (included from ${from})`);
+    if (seen.has(file)) return '';
+    seen.add(file);
+    return src.replace(INCLUDE, (_, inc: string) => expand(inc, file));
+  };
+  const used = new Set<string>();
+  const text = expand(name, 'the pipeline cache').replace(PLACEHOLDER, (_, key: string) => {
+    if (!(key in constants)) throw new GpuError('compile', name, `constant {{${key}}} has no value`);
+    used.add(key);
+    return wgslValue(constants[key]);
+  });
+  const unused = Object.keys(constants).filter((k) => !used.has(k));
+  if (unused.length) throw new GpuError('compile', name, `constants never used by the shader: ${unused.join(', ')}`);
+  return text;
+}
+
+export function wgslValue(v: number | boolean | string): string {
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  if (typeof v === 'string') return v;
+  if (Number.isInteger(v)) return `${v}`;
+  return `${v}`;
+}
+
+export function constantsKey(name: string, constants: ShaderConstants = {}): string {
+  const keys = Object.keys(constants).sort();
+  return `${name}|${keys.map((k) => `${k}=${constants[k]}`).join(',')}`;
+}

@@ -1,0 +1,43 @@
+import type { MemoryCategory } from './ledger.ts';
+import type { PooledBuffer } from './pool.ts';
+
+/**
+ * Element types as stored on the GPU. 16-bit types are packed two per u32 (element 2j in
+ * the low half, as the little-endian bytes of a safetensors file already are); `u8` packs
+ * four per u32; `nf4` packs two 4-bit codes per byte.
+ */
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u32' | 'u8' | 'nf4';
+
+export const BITS: Record<DType, number> = { f32: 32, f16: 16, bf16: 16, i32: 32, u32: 32, u8: 8, nf4: 4 };
+
+/** Storage bytes for `numel` elements, padded to whole u32 words (what WGSL can bind). */
+export function storageBytes(dtype: DType, numel: number): number {
+  return Math.ceil((numel * BITS[dtype]) / 32) * 4;
+}
+
+export function numelOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** A GPU tensor: one pooled buffer holding a row-major array of `shape`. */
+export interface Tensor {
+  readonly buf: PooledBuffer;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly label: string;
+}
+
+export function describe(t: Tensor): string {
+  return `${t.label}[${t.shape.join('×')}:${t.dtype}]`;
+}
+
+export type HostArray = Float32Array | Int32Array | Uint32Array | Uint16Array | Uint8Array;
+
+export interface TensorSpec {
+  dtype: DType;
+  shape: readonly number[];
+  category: MemoryCategory;
+  label: string;
+}
