@@ -39,8 +39,8 @@ export default defineConfig({
       {
         extends: true,
         test: {
-          name: 'gpu-browser',
-          include: ['tests/gpu/**/*.test.ts'],
+          name: 'browser',
+          include: ['tests/gpu/**/*.test.ts', 'tests/browser/**/*.test.ts'],
           testTimeout: 300_000,
           hookTimeout: 120_000,
           fileParallelism: false,
