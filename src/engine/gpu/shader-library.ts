@@ -10,29 +10,33 @@ export type ShaderSources = Readonly<Record<string, string>>;
 /** Compile-time constants for a kernel; numbers keep their WGSL spelling via `wgslValue`. */
 export type ShaderConstants = Readonly<Record<string, number | boolean | string>>;
 
-const INCLUDE = /^[ \t]*#include\s+"([\w-]+)"[ \t]*$/gm;
+const INCLUDE = /^[ \t]*#include\s+"([\w{}-]+)"[ \t]*$/gm;
 const PLACEHOLDER = /\{\{(\w+)\}\}/g;
 
 /**
- * Expands `#include "name"` lines (each file once) and `{{NAME}}` placeholders.
+ * Expands `#include "name"` lines (each file once; the name may be a `{{NAME}}` placeholder,
+ * so one kernel can pull in, say, the weight decoder its constants select) and `{{NAME}}`
+ * placeholders.
  * Unknown includes, missing constants and unused constants are errors: a typo in a
  * constant name must not silently compile a different kernel.
  */
 export function resolveShader(sources: ShaderSources, name: string, constants: ShaderConstants = {}): string {
   const seen = new Set<string>();
+  const used = new Set<string>();
+  const substitute = (text: string): string =>
+    text.replace(PLACEHOLDER, (_, key: string) => {
+      if (!(key in constants)) throw new GpuError('compile', name, `constant {{${key}}} has no value`);
+      used.add(key);
+      return wgslValue(constants[key]);
+    });
   const expand = (file: string, from: string): string => {
     const src = sources[file];
     if (src === undefined) throw new GpuError('compile', name, `shader "${file}" not found (included from ${from})`);
     if (seen.has(file)) return '';
     seen.add(file);
-    return src.replace(INCLUDE, (_, inc: string) => expand(inc, file));
+    return src.replace(INCLUDE, (_, inc: string) => expand(substitute(inc), file));
   };
-  const used = new Set<string>();
-  const text = expand(name, 'the pipeline cache').replace(PLACEHOLDER, (_, key: string) => {
-    if (!(key in constants)) throw new GpuError('compile', name, `constant {{${key}}} has no value`);
-    used.add(key);
-    return wgslValue(constants[key]);
-  });
+  const text = substitute(expand(name, 'the pipeline cache'));
   const unused = Object.keys(constants).filter((k) => !used.has(k));
   if (unused.length) throw new GpuError('compile', name, `constants never used by the shader: ${unused.join(', ')}`);
   return text;
