@@ -1,3 +1,4 @@
+export {};
 // Dispatches `tabtune <command>` to src/cli/<command>.ts, whose default export is
 // `(argv: string[]) => Promise<number>` (the exit code).
 const COMMANDS: Record<string, string> = {

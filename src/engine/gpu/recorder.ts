@@ -28,7 +28,7 @@ const ARENA_BYTES = 64 * 1024;
 export class Recorder {
   readonly encoder: GPUCommandEncoder;
   private pass: GPUComputePassEncoder | null = null;
-  private readonly arenas: { buf: PooledBuffer; host: Uint8Array; used: number }[] = [];
+  private readonly arenas: { buf: PooledBuffer; host: Uint8Array<ArrayBuffer>; used: number }[] = [];
   private readonly whats: string[] = [];
   private readonly align: number;
   dispatchCount = 0;

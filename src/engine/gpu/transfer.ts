@@ -26,7 +26,7 @@ export function uploadTensor(gpu: Gpu, data: HostArray, spec: TensorSpec): Tenso
 }
 
 export function writeTensor(gpu: Gpu, t: Tensor, data: HostArray, byteOffset = 0): void {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   const padded = Math.ceil(bytes.byteLength / 4) * 4;
   if (byteOffset + padded > t.buf.size) {
     throw new GpuError('validation', describe(t), `writing ${bytes.byteLength} bytes at ${byteOffset} overflows its ${t.buf.size}-byte buffer`);

@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// `npm test`: makes sure the machine can give WebGPU to tests without a GPU, then runs every
+// vitest project (unit, gpu-node, browser, e2e) and prints one closing count line.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const chromium = process.env.TABTUNE_CHROMIUM ?? '/usr/bin/chromium';
+const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+function hasLib(name) {
+  const r = spawnSync('/sbin/ldconfig', ['-p'], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.includes(name);
+}
+
+function hasCjkFont() {
+  const r = spawnSync('fc-list', [':lang=zh'], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.trim().length > 0;
+}
+
+// Debian packages: chromium (browser tests + its SwiftShader Vulkan driver, which Dawn in Node
+// uses too), libvulkan1 (the loader Dawn needs), a small CJK font (screenshots of the 中文 UI).
+const missing = [];
+if (!existsSync(chromium) || !existsSync(ICD)) missing.push('chromium');
+if (!hasLib('libvulkan.so.1')) missing.push('libvulkan1');
+if (!hasCjkFont()) missing.push('fonts-wqy-microhei');
+
+if (missing.length) {
+  const cmd = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(' ')}`;
+  if (process.getuid?.() === 0) {
+    console.log(`npm test: installing ${missing.join(', ')} with apt (needed for WebGPU without a GPU)…`);
+    const r = spawnSync('bash', ['-c', `export DEBIAN_FRONTEND=noninteractive; ${cmd}`], { stdio: 'inherit' });
+    if (r.status !== 0) {
+      console.error(`npm test: apt-get failed (exit ${r.status}). Run as root: ${cmd}`);
+      process.exit(1);
+    }
+  } else {
+    console.error(`npm test: missing Debian packages: ${missing.join(', ')}.\nInstall them as root, then run npm test again:\n  sudo ${cmd}`);
+    process.exit(1);
+  }
+}
+
+// Types first: a type error anywhere (engine, UI, tests) fails the run, but tests still run so
+// the report shows everything at once.
+console.log('npm test: type-checking (tsc + svelte-check)…');
+const typecheck = spawnSync('npm', ['run', '--silent', 'typecheck'], { stdio: 'inherit', cwd: root });
+
+const artifacts = join(root, 'tests/artifacts');
+mkdirSync(artifacts, { recursive: true });
+const jsonOut = join(artifacts, 'vitest.json');
+const args = process.argv.slice(2);
+const vitest = spawnSync(
+  process.execPath,
+  [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${jsonOut}`, ...args],
+  { stdio: 'inherit', cwd: root, env: { ...process.env, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' } },
+);
+
+let closing = 'vitest: no report written';
+if (existsSync(jsonOut)) {
+  const r = JSON.parse(readFileSync(jsonOut, 'utf8'));
+  const skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+  closing = `vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed${skipped ? `, ${skipped} skipped` : ''}`;
+}
+if (typecheck.status !== 0) console.log('npm test: the type check FAILED (see above)');
+console.log(`\n${closing}`);
+process.exit(typecheck.status !== 0 ? 1 : (vitest.status ?? 1));
