@@ -1,0 +1,84 @@
+// Parsed examples → training tensors: max_samples, template + tokenization + masking + truncation,
+// val split, optional packing, statistics. Rows that fail here (e.g. a template that rejects a
+// conversation) are reported like parse errors: none disappears.
+import { EncodeError, encodeExample, type EncodeOptions, type EncodedWithText } from './encode.ts';
+import { packExamples } from './pack.ts';
+import { splitTrainVal, takeMaxSamples } from './split.ts';
+import { tokenStats, type TokenStats } from './stats.ts';
+import { ChatTemplate } from './template.ts';
+import type { TextTokenizer } from './tokenizer.ts';
+import type { EncodedExample, Example, PackedSequence, RowIssue } from './types.ts';
+
+export interface PrepareOptions extends EncodeOptions {
+  maxSamples?: number;
+  /** Fraction (< 1) or number of rows (≥ 1) held out for evaluation. */
+  valSize?: number;
+  seed?: number;
+  packing?: boolean;
+  /** Qwen3-style templates: passed to the template as `enable_thinking`. */
+  enableThinking?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface PreparedDataset {
+  train: EncodedExample[];
+  val: EncodedExample[];
+  /** Present when `packing` is on: the train examples packed into cutoffLen sequences. */
+  packed?: PackedSequence[];
+  /** Rows that could not be encoded (field and reason), in addition to the parse report. */
+  invalid: RowIssue[];
+  warnings: string[];
+  stats: TokenStats;
+  /** How assistant spans were found: 'prefix' for all rows, or the number of rows that needed 'search'. */
+  searchModeRows: number;
+}
+
+export function chatTemplateFor(tok: TextTokenizer, opts: { enableThinking?: boolean; template?: string | null } = {}): ChatTemplate {
+  return new ChatTemplate(opts.template !== undefined ? opts.template : tok.chatTemplate, {
+    bos_token: tok.bos?.content,
+    eos_token: tok.eos?.content,
+    pad_token: tok.pad?.content,
+    unk_token: tok.unk?.content,
+    enable_thinking: opts.enableThinking,
+  });
+}
+
+function stripText(e: EncodedWithText): EncodedExample {
+  return { row: e.row, inputIds: e.inputIds, labels: e.labels, fullLength: e.fullLength, truncated: e.truncated };
+}
+
+export function prepareDataset(examples: Example[], tok: TextTokenizer, opts: PrepareOptions, template?: ChatTemplate): PreparedDataset {
+  const tpl = template ?? chatTemplateFor(tok, { enableThinking: opts.enableThinking });
+  const warnings = [...tpl.warnings];
+  const chosen = takeMaxSamples(examples, opts.maxSamples);
+  if (chosen.length < examples.length) warnings.push(`max_samples ${opts.maxSamples}: using the first ${chosen.length} of ${examples.length} rows`);
+  const encoded: EncodedExample[] = [];
+  const invalid: RowIssue[] = [];
+  let searchModeRows = 0;
+  chosen.forEach((ex, i) => {
+    try {
+      const e = encodeExample(ex, tok, tpl, opts);
+      if (e.mode === 'search') searchModeRows++;
+      if (!e.labels.some((l) => l !== -100)) {
+        invalid.push({ row: ex.row, line: ex.line, field: '<labels>', reason: `no trained token left after cutoff_len ${opts.cutoffLen} (the prompt alone fills it)` });
+        return;
+      }
+      encoded.push(stripText(e));
+    } catch (err) {
+      const field = err instanceof EncodeError ? err.field : '<template>';
+      invalid.push({ row: ex.row, line: ex.line, field, reason: `chat template: ${(err as Error).message}` });
+    }
+    if (opts.onProgress && (i % 256 === 0 || i === chosen.length - 1)) opts.onProgress(i + 1, chosen.length);
+  });
+  if (searchModeRows) {
+    warnings.push(`${searchModeRows} row(s): the chat template rewrites earlier turns (e.g. drops reasoning from history), so answer spans were located by content rather than by prefix rendering`);
+  }
+  const { train, val } = splitTrainVal(encoded, opts.valSize, opts.seed ?? 42);
+  const stats = tokenStats(encoded, opts.cutoffLen);
+  const out: PreparedDataset = { train, val, invalid, warnings, stats, searchModeRows };
+  if (opts.packing) {
+    const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+    out.packed = packExamples(train, opts.cutoffLen, padId);
+  }
+  return out;
+}
