@@ -1,0 +1,509 @@
+// Hugging Face config.json → the decoder shape we run. Field semantics from transformers
+// `models/llama/configuration_llama.py`, `models/qwen2/configuration_qwen2.py`,
+// `models/qwen3/configuration_qwen3.py`, `models/mistral/configuration_mistral.py`;
+// RoPE from `modeling_rope_utils.py`.
+
+export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM'] as const;
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+
+export class ModelConfigError extends Error {
+  override readonly name = 'ModelConfigError';
+  constructor(
+    readonly file: string,
+    /** The config field at fault (dotted for nested ones). */
+    readonly field: string | null,
+    detail: string,
+  ) {
+    super(`${file}: ${field ? `${field}: ` : ''}${detail}`);
+  }
+}
+
+export type RopeScaling =
+  | { type: 'default' }
+  | { type: 'linear'; factor: number }
+  | { type: 'dynamic'; factor: number; originalMaxPositionEmbeddings: number | null }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+
+export type TorchDtype = 'float32' | 'float16' | 'bfloat16';
+
+export interface ModelConfig {
+  architecture: Architecture;
+  modelType: string;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  maxPositionEmbeddings: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  rope: RopeScaling;
+  tieWordEmbeddings: boolean;
+  /** q/k/v projections carry a bias (Qwen2 always; Llama/Qwen3 when attention_bias). */
+  qkvBias: boolean;
+  /** o_proj carries a bias (Llama/Qwen3 attention_bias). */
+  oBias: boolean;
+  /** gate/up/down carry a bias (Llama mlp_bias). */
+  mlpBias: boolean;
+  /** Qwen3: RMSNorm over head_dim on q and k before RoPE (self_attn.q_norm / k_norm). */
+  qkNorm: boolean;
+  /** Sliding-window attention size when the model uses it, else null. */
+  slidingWindow: number | null;
+  torchDtype: TorchDtype | null;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  padTokenId: number | null;
+  /** Things the user should know (e.g. how sliding-window attention is handled). */
+  notes: string[];
+}
+
+type Json = Record<string, unknown>;
+
+function isObj(x: unknown): x is Json {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+class Reader {
+  constructor(
+    readonly file: string,
+    readonly raw: Json,
+  ) {}
+  fail(field: string | null, detail: string): never {
+    throw new ModelConfigError(this.file, field, detail);
+  }
+  has(k: string): boolean {
+    return this.raw[k] !== undefined && this.raw[k] !== null;
+  }
+  int(k: string, dflt?: number, min = 1): number {
+    const v = this.raw[k];
+    if (v === undefined || v === null) {
+      if (dflt === undefined) this.fail(k, 'missing (required)');
+      return dflt;
+    }
+    if (typeof v !== 'number' || !Number.isSafeInteger(v)) this.fail(k, `must be an integer, got ${JSON.stringify(v)}`);
+    if (v < min) this.fail(k, `must be ≥ ${min}, got ${v}`);
+    return v;
+  }
+  num(k: string, dflt?: number, positive = true): number {
+    const v = this.raw[k];
+    if (v === undefined || v === null) {
+      if (dflt === undefined) this.fail(k, 'missing (required)');
+      return dflt;
+    }
+    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(k, `must be a number, got ${JSON.stringify(v)}`);
+    if (positive && !(v > 0)) this.fail(k, `must be > 0, got ${v}`);
+    return v;
+  }
+  bool(k: string, dflt: boolean): boolean {
+    const v = this.raw[k];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'boolean') this.fail(k, `must be true or false, got ${JSON.stringify(v)}`);
+    return v;
+  }
+  tokenId(k: string): number | null {
+    const v = this.raw[k];
+    if (v === undefined || v === null) return null;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) this.fail(k, `must be a token id, got ${JSON.stringify(v)}`);
+    return v;
+  }
+  tokenIds(k: string): number[] {
+    const v = this.raw[k];
+    if (v === undefined || v === null) return [];
+    const arr = Array.isArray(v) ? v : [v];
+    return arr.map((x, i) => {
+      if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) this.fail(Array.isArray(v) ? `${k}[${i}]` : k, `must be a token id, got ${JSON.stringify(x)}`);
+      return x;
+    });
+  }
+}
+
+function ropeNumber(r: Reader, where: string, params: Json, k: string, opts: { int?: boolean; min?: number } = {}): number {
+  const v = params[k];
+  if (v === undefined || v === null) r.fail(`${where}.${k}`, `required for rope_type "${String(params.rope_type ?? params.type)}"`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || (opts.int && !Number.isSafeInteger(v))) r.fail(`${where}.${k}`, `must be a${opts.int ? 'n integer' : ' number'}, got ${JSON.stringify(v)}`);
+  if (opts.min !== undefined && v < opts.min) r.fail(`${where}.${k}`, `must be ≥ ${opts.min}, got ${v}`);
+  return v;
+}
+
+/** Reads rope_theta + scaling from either `rope_scaling` (+ top-level rope_theta) or the newer `rope_parameters`. */
+function parseRope(r: Reader): { theta: number; rope: RopeScaling } {
+  const newer = r.raw.rope_parameters;
+  const legacy = r.raw.rope_scaling;
+  let where: string;
+  let params: Json | null;
+  if (isObj(newer)) {
+    where = 'rope_parameters';
+    params = newer;
+  } else if (newer !== undefined && newer !== null) {
+    r.fail('rope_parameters', 'must be an object');
+  } else if (isObj(legacy)) {
+    where = 'rope_scaling';
+    params = legacy;
+  } else if (legacy !== undefined && legacy !== null) {
+    r.fail('rope_scaling', 'must be an object or null');
+  } else {
+    where = 'rope_scaling';
+    params = null;
+  }
+  let theta: number;
+  if (params && params.rope_theta !== undefined && params.rope_theta !== null) theta = ropeNumber(r, where!, params, 'rope_theta', { min: Number.MIN_VALUE });
+  else theta = r.num('rope_theta', 10000);
+  if (!params) return { theta, rope: { type: 'default' } };
+  // BC: "rope_type" was originally "type" (modeling_rope_utils.py).
+  const t = params.rope_type ?? params.type ?? 'default';
+  const w = where!;
+  switch (t) {
+    case 'default':
+      return { theta, rope: { type: 'default' } };
+    case 'linear':
+      return { theta, rope: { type: 'linear', factor: ropeNumber(r, w, params, 'factor', { min: 1 }) } };
+    case 'dynamic': {
+      const omp = params.original_max_position_embeddings;
+      return {
+        theta,
+        rope: {
+          type: 'dynamic',
+          factor: ropeNumber(r, w, params, 'factor', { min: 1 }),
+          originalMaxPositionEmbeddings: omp === undefined || omp === null ? null : ropeNumber(r, w, params, 'original_max_position_embeddings', { int: true, min: 1 }),
+        },
+      };
+    }
+    case 'llama3': {
+      const low = ropeNumber(r, w, params, 'low_freq_factor', { min: Number.MIN_VALUE });
+      const high = ropeNumber(r, w, params, 'high_freq_factor', { min: Number.MIN_VALUE });
+      if (!(high > low)) r.fail(`${w}.high_freq_factor`, `must be greater than low_freq_factor (${low}), got ${high}`);
+      const omp = ropeNumber(r, w, params, 'original_max_position_embeddings', { int: true, min: 1 });
+      return { theta, rope: { type: 'llama3', factor: ropeNumber(r, w, params, 'factor', { min: 1 }), lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: omp } };
+    }
+    default:
+      r.fail(`${w}.rope_type`, `RoPE scaling ${JSON.stringify(t)} is not supported; supported: default, linear, dynamic, llama3`);
+  }
+}
+
+const DTYPES: Record<string, TorchDtype> = { float32: 'float32', float16: 'float16', bfloat16: 'bfloat16', float: 'float32', half: 'float16' };
+
+/** Parses config.json text (or an already-parsed object). Throws ModelConfigError naming the field. */
+export function parseModelConfig(input: string | Json, file = 'config.json'): ModelConfig {
+  let raw: unknown = input;
+  if (typeof input === 'string') {
+    try {
+      raw = JSON.parse(input);
+    } catch (e) {
+      throw new ModelConfigError(file, null, `not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  if (!isObj(raw)) throw new ModelConfigError(file, null, 'must be a JSON object');
+  const r = new Reader(file, raw);
+
+  const archs = raw.architectures;
+  let arch: string | undefined;
+  if (Array.isArray(archs) && archs.length > 0 && typeof archs[0] === 'string') arch = archs[0];
+  else if (archs === undefined || archs === null) {
+    const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' };
+    arch = typeof raw.model_type === 'string' ? byType[raw.model_type] : undefined;
+    if (!arch) r.fail('architectures', `missing, and model_type ${JSON.stringify(raw.model_type)} does not name a supported model; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`);
+  } else r.fail('architectures', `must be a list of class names, got ${JSON.stringify(archs)}`);
+  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch!)) {
+    r.fail('architectures', `unsupported architecture ${arch}; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`);
+  }
+  const architecture = arch as Architecture;
+  const notes: string[] = [];
+
+  const hiddenSize = r.int('hidden_size');
+  const intermediateSize = r.int('intermediate_size');
+  const numLayers = r.int('num_hidden_layers');
+  const numHeads = r.int('num_attention_heads');
+  const numKvHeads = r.int('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) r.fail('num_key_value_heads', `num_attention_heads (${numHeads}) must be divisible by num_key_value_heads (${numKvHeads})`);
+  let headDim: number;
+  if (r.has('head_dim')) headDim = r.int('head_dim');
+  else {
+    if (hiddenSize % numHeads !== 0) r.fail('hidden_size', `hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numHeads}) when head_dim is not given`);
+    headDim = hiddenSize / numHeads;
+  }
+  if (headDim % 2 !== 0) r.fail('head_dim', `RoPE needs an even head dimension, got ${headDim}`);
+  const vocabSize = r.int('vocab_size');
+  const maxPositionEmbeddings = r.int('max_position_embeddings', 2048);
+  const rmsNormEps = r.num('rms_norm_eps', 1e-6);
+  const { theta: ropeTheta, rope } = parseRope(r);
+  if (r.has('partial_rotary_factor') && r.raw.partial_rotary_factor !== 1 && r.raw.partial_rotary_factor !== 1.0) {
+    r.fail('partial_rotary_factor', `partial rotary embeddings are not supported (got ${JSON.stringify(r.raw.partial_rotary_factor)})`);
+  }
+  const act = raw.hidden_act ?? 'silu';
+  if (act !== 'silu' && act !== 'swish') r.fail('hidden_act', `only silu is supported, got ${JSON.stringify(act)}`);
+
+  const attentionBias = r.bool('attention_bias', false);
+  let qkvBias = false;
+  let oBias = false;
+  let mlpBias = false;
+  let qkNorm = false;
+  switch (architecture) {
+    case 'LlamaForCausalLM':
+      qkvBias = oBias = attentionBias;
+      mlpBias = r.bool('mlp_bias', false);
+      break;
+    case 'Qwen2ForCausalLM':
+      // modeling_qwen2.py: q/k/v always have a bias, o_proj never.
+      qkvBias = true;
+      break;
+    case 'Qwen3ForCausalLM':
+      qkvBias = oBias = attentionBias;
+      qkNorm = true;
+      break;
+    case 'MistralForCausalLM':
+      break;
+  }
+
+  let slidingWindow: number | null = null;
+  const sw = raw.sliding_window;
+  const swUsed = architecture === 'MistralForCausalLM' ? sw !== undefined && sw !== null : r.bool('use_sliding_window', false) && sw !== undefined && sw !== null;
+  if (swUsed) {
+    slidingWindow = r.int('sliding_window');
+    notes.push(
+      `${file}: the model uses sliding-window attention (window ${slidingWindow}); Tabtune uses full causal attention, which is identical while sequences are at most ${slidingWindow} tokens — longer sequences are refused`,
+    );
+  }
+
+  const dtypeRaw = raw.torch_dtype ?? raw.dtype ?? null;
+  let torchDtype: TorchDtype | null = null;
+  if (dtypeRaw !== null) {
+    if (typeof dtypeRaw !== 'string' || !(dtypeRaw in DTYPES)) r.fail(raw.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unsupported dtype ${JSON.stringify(dtypeRaw)}; expected float32, float16 or bfloat16`);
+    torchDtype = DTYPES[dtypeRaw];
+  }
+
+  const tieWordEmbeddings = r.bool('tie_word_embeddings', false);
+  const bosTokenId = r.tokenId('bos_token_id');
+  const eosTokenIds = r.tokenIds('eos_token_id');
+  const padTokenId = r.tokenId('pad_token_id');
+  for (const [k, v] of [['bos_token_id', bosTokenId], ['pad_token_id', padTokenId]] as const) {
+    if (v !== null && v >= vocabSize) r.fail(k, `token id ${v} is outside the vocabulary (vocab_size ${vocabSize})`);
+  }
+  eosTokenIds.forEach((id) => {
+    if (id >= vocabSize) r.fail('eos_token_id', `token id ${id} is outside the vocabulary (vocab_size ${vocabSize})`);
+  });
+  if (rope.type === 'llama3' && rope.originalMaxPositionEmbeddings >= maxPositionEmbeddings) {
+    notes.push(`${file}: rope_scaling.original_max_position_embeddings (${rope.originalMaxPositionEmbeddings}) is not below max_position_embeddings (${maxPositionEmbeddings})`);
+  }
+
+  return {
+    architecture,
+    modelType: typeof raw.model_type === 'string' ? raw.model_type : architecture.replace('ForCausalLM', '').toLowerCase(),
+    hiddenSize,
+    intermediateSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize,
+    maxPositionEmbeddings,
+    rmsNormEps,
+    ropeTheta,
+    rope,
+    tieWordEmbeddings,
+    qkvBias,
+    oBias,
+    mlpBias,
+    qkNorm,
+    slidingWindow,
+    torchDtype,
+    bosTokenId,
+    eosTokenIds,
+    padTokenId,
+    notes,
+  };
+}
+
+/** Refuses sequences longer than a sliding window (full attention is only exact up to it). */
+export function checkSequenceLength(config: ModelConfig, seqLen: number): void {
+  if (config.slidingWindow !== null && seqLen > config.slidingWindow) {
+    throw new ModelConfigError('config.json', 'sliding_window', `sequence of ${seqLen} tokens exceeds the sliding window of ${config.slidingWindow}; lower cutoff_len to ≤ ${config.slidingWindow}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expected weights
+
+export type WeightRole = 'embed' | 'norm' | 'linear' | 'bias' | 'qk-norm' | 'lm-head';
+
+export interface ExpectedWeight {
+  name: string;
+  shape: number[];
+  role: WeightRole;
+  /** Layer index, or null for embed/norm/lm_head. */
+  layer: number | null;
+  /** lm_head.weight when tied: checkpoints may or may not store it. */
+  optional: boolean;
+}
+
+export const ATTENTION_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
+export const MLP_MODULES = ['gate_proj', 'up_proj', 'down_proj'] as const;
+export type LinearModule = (typeof ATTENTION_MODULES)[number] | (typeof MLP_MODULES)[number];
+
+/** [out, in] of each linear module (y = x·Wᵀ). */
+export function linearShape(c: ModelConfig, m: LinearModule): [number, number] {
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  switch (m) {
+    case 'q_proj': return [q, c.hiddenSize];
+    case 'k_proj': return [kv, c.hiddenSize];
+    case 'v_proj': return [kv, c.hiddenSize];
+    case 'o_proj': return [c.hiddenSize, q];
+    case 'gate_proj': return [c.intermediateSize, c.hiddenSize];
+    case 'up_proj': return [c.intermediateSize, c.hiddenSize];
+    case 'down_proj': return [c.hiddenSize, c.intermediateSize];
+  }
+}
+
+export function moduleGroup(m: LinearModule): 'self_attn' | 'mlp' {
+  return (ATTENTION_MODULES as readonly string[]).includes(m) ? 'self_attn' : 'mlp';
+}
+
+/** Every tensor a transformers checkpoint of this config holds, with its shape, in model order. */
+export function expectedWeights(c: ModelConfig): ExpectedWeight[] {
+  const out: ExpectedWeight[] = [];
+  const push = (name: string, shape: number[], role: WeightRole, layer: number | null, optional = false) => out.push({ name, shape, role, layer, optional });
+  push('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize], 'embed', null);
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    push(`${p}.input_layernorm.weight`, [c.hiddenSize], 'norm', l);
+    for (const m of ATTENTION_MODULES) {
+      const [o, i] = linearShape(c, m);
+      push(`${p}.self_attn.${m}.weight`, [o, i], 'linear', l);
+      if ((m === 'o_proj' ? c.oBias : c.qkvBias)) push(`${p}.self_attn.${m}.bias`, [o], 'bias', l);
+    }
+    if (c.qkNorm) {
+      push(`${p}.self_attn.q_norm.weight`, [c.headDim], 'qk-norm', l);
+      push(`${p}.self_attn.k_norm.weight`, [c.headDim], 'qk-norm', l);
+    }
+    push(`${p}.post_attention_layernorm.weight`, [c.hiddenSize], 'norm', l);
+    for (const m of MLP_MODULES) {
+      const [o, i] = linearShape(c, m);
+      push(`${p}.mlp.${m}.weight`, [o, i], 'linear', l);
+      if (c.mlpBias) push(`${p}.mlp.${m}.bias`, [o], 'bias', l);
+    }
+  }
+  push('model.norm.weight', [c.hiddenSize], 'norm', null);
+  push('lm_head.weight', [c.vocabSize, c.hiddenSize], 'lm-head', null, c.tieWordEmbeddings);
+  return out;
+}
+
+export interface WeightCheck {
+  missing: ExpectedWeight[];
+  /** Present but not part of the model (and not a known-harmless buffer). */
+  unexpected: string[];
+  misshaped: { name: string; expected: number[]; actual: number[] }[];
+  /** Known-harmless extras (e.g. old rotary_emb.inv_freq buffers). */
+  ignored: string[];
+  /** bitsandbytes 4-bit weights (shape checked by element count; companions accepted). */
+  quantized: string[];
+  /** One line per problem, naming the tensor; empty when the checkpoint fits. */
+  problems: string[];
+}
+
+const IGNORABLE = [/\.rotary_emb\.inv_freq$/];
+// bitsandbytes companions of a quantized `M.weight` (REFERENCE.md, NF4 section).
+const BNB_SUFFIXES = ['.absmax', '.quant_map', '.nested_absmax', '.nested_quant_map', '.quant_state.bitsandbytes__nf4', '.quant_state.bitsandbytes__fp4'];
+
+/** Compares a checkpoint's tensors (name → shape) with what the config needs. */
+export function checkWeights(c: ModelConfig, available: ReadonlyMap<string, readonly number[]>): WeightCheck {
+  const expected = expectedWeights(c);
+  const byName = new Map(expected.map((w) => [w.name, w]));
+  const res: WeightCheck = { missing: [], unexpected: [], misshaped: [], ignored: [], quantized: [], problems: [] };
+  const companion = new Set<string>();
+  for (const w of expected) {
+    if (available.has(`${w.name}.quant_state.bitsandbytes__nf4`) || available.has(`${w.name}.quant_state.bitsandbytes__fp4`)) {
+      for (const s of BNB_SUFFIXES) if (available.has(w.name + s)) companion.add(w.name + s);
+    }
+  }
+  for (const w of expected) {
+    const shape = available.get(w.name);
+    if (!shape) {
+      if (!w.optional) {
+        res.missing.push(w);
+        res.problems.push(`missing tensor "${w.name}" (expected shape [${w.shape.join(', ')}])`);
+      }
+      continue;
+    }
+    if (companion.has(`${w.name}.quant_state.bitsandbytes__nf4`) || companion.has(`${w.name}.quant_state.bitsandbytes__fp4`)) {
+      res.quantized.push(w.name);
+      const numel = w.shape.reduce((a, b) => a * b, 1);
+      const packed = shape.reduce((a, b) => a * b, 1);
+      if (packed * 2 !== numel && packed * 2 !== numel + 1) {
+        res.misshaped.push({ name: w.name, expected: w.shape, actual: [...shape] });
+        res.problems.push(`tensor "${w.name}": 4-bit packed size ${packed} bytes does not hold [${w.shape.join(', ')}]`);
+      }
+      continue;
+    }
+    if (shape.length !== w.shape.length || shape.some((d, i) => d !== w.shape[i])) {
+      res.misshaped.push({ name: w.name, expected: w.shape, actual: [...shape] });
+      res.problems.push(`tensor "${w.name}" has shape [${shape.join(', ')}] but config.json implies [${w.shape.join(', ')}]`);
+    }
+  }
+  for (const name of available.keys()) {
+    if (byName.has(name) || companion.has(name)) continue;
+    if (IGNORABLE.some((re) => re.test(name))) res.ignored.push(name);
+    else {
+      res.unexpected.push(name);
+      res.problems.push(`unexpected tensor "${name}" (not part of a ${c.architecture} with this config.json)`);
+    }
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE inverse frequencies
+
+const f = Math.fround;
+
+/** Base frequencies 1/θ^(2i/d) in f32 as torch computes them (int64 arange → float / dim). */
+function defaultInvFreq(theta: number, dim: number): Float32Array {
+  const out = new Float32Array(dim / 2);
+  const base = f(theta);
+  for (let i = 0; i < dim / 2; i++) out[i] = f(1 / f(Math.pow(base, f((2 * i) / dim))));
+  return out;
+}
+
+/**
+ * inv_freq of length headDim/2 exactly as transformers `modeling_rope_utils.py` (ROPE_INIT_FUNCTIONS):
+ * default, linear (÷factor), dynamic NTK (base rescaled when seqLen exceeds the trained length),
+ * llama3 (per-wavelength band: keep high frequencies, ÷factor low ones, smooth blend between).
+ * `seqLen` only matters for dynamic scaling (transformers recomputes when seq_len > max_position_embeddings).
+ */
+export function computeInvFreq(c: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'rope' | 'maxPositionEmbeddings'>, seqLen?: number): Float32Array {
+  const dim = c.headDim;
+  const r = c.rope;
+  switch (r.type) {
+    case 'default':
+      return defaultInvFreq(c.ropeTheta, dim);
+    case 'linear':
+      return defaultInvFreq(c.ropeTheta, dim).map((x) => f(x / f(r.factor)));
+    case 'dynamic': {
+      // _compute_dynamic_ntk_parameters scales against config.max_position_embeddings.
+      const maxPos = c.maxPositionEmbeddings;
+      const s = seqLen !== undefined && seqLen > maxPos ? seqLen : maxPos;
+      const base = c.ropeTheta * Math.pow((r.factor * s) / maxPos - (r.factor - 1), dim / (dim - 2));
+      return defaultInvFreq(base, dim);
+    }
+    case 'llama3': {
+      const inv = defaultInvFreq(c.ropeTheta, dim);
+      const old = r.originalMaxPositionEmbeddings;
+      const lowWavelen = old / r.lowFreqFactor;
+      const highWavelen = old / r.highFreqFactor;
+      // torch casts the Python scalars to f32 inside each elementwise op; mirror that.
+      const factor = f(r.factor);
+      const out = new Float32Array(inv.length);
+      for (let i = 0; i < inv.length; i++) {
+        const wavelen = f(f(2 * Math.PI) / inv[i]);
+        if (wavelen < f(highWavelen)) out[i] = inv[i];
+        else if (wavelen > f(lowWavelen)) out[i] = f(inv[i] / factor);
+        else {
+          const smooth = f(f(f(f(old) / wavelen) - f(r.lowFreqFactor)) / f(r.highFreqFactor - r.lowFreqFactor));
+          out[i] = f(f(f(f(1 - smooth) * inv[i]) / factor) + f(smooth * inv[i]));
+        }
+      }
+      return out;
+    }
+  }
+}
