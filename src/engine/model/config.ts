@@ -195,7 +195,7 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     }
   }
   if (!isObj(raw)) throw new ModelConfigError(file, null, 'must be a JSON object');
-  const r = new Reader(file, raw);
+  const r: Reader = new Reader(file, raw);
 
   const archs = raw.architectures;
   let arch: string | undefined;
@@ -269,8 +269,9 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   const dtypeRaw = raw.torch_dtype ?? raw.dtype ?? null;
   let torchDtype: TorchDtype | null = null;
   if (dtypeRaw !== null) {
-    if (typeof dtypeRaw !== 'string' || !(dtypeRaw in DTYPES)) r.fail(raw.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unsupported dtype ${JSON.stringify(dtypeRaw)}; expected float32, float16 or bfloat16`);
-    torchDtype = DTYPES[dtypeRaw];
+    const known = typeof dtypeRaw === 'string' && Object.prototype.hasOwnProperty.call(DTYPES, dtypeRaw) ? DTYPES[dtypeRaw] : null;
+    if (known === null) r.fail(raw.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unsupported dtype ${JSON.stringify(dtypeRaw)}; expected float32, float16 or bfloat16`);
+    torchDtype = known;
   }
 
   const tieWordEmbeddings = r.bool('tie_word_embeddings', false);
