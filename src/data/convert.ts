@@ -41,9 +41,12 @@ function noColumns(): ColumnSpec['columns'] {
 /** The column spec for a format, with dataset_info.json `columns` / `tags` applied on top. */
 export function columnSpec(format: 'alpaca' | 'sharegpt' | 'openai' | 'text', entry?: DatasetInfoEntry): ColumnSpec {
   const columns = noColumns() as ColumnSpec['columns'];
-  if (format === 'alpaca') Object.assign(columns, { prompt: 'instruction', query: 'input', response: 'output', history: 'history', system: 'system', tools: 'tools' });
-  else if (format === 'sharegpt') Object.assign(columns, { messages: 'conversations', system: 'system', tools: 'tools' });
-  else if (format === 'openai') Object.assign(columns, { messages: 'messages', system: 'system', tools: 'tools' });
+  // With a dataset_info.json entry, LLaMA-Factory's DatasetAttr defaults apply exactly: history,
+  // system and tools are read only when `columns` names them. Auto-detected files read them by name.
+  const extra = entry ? {} : { system: 'system', tools: 'tools' };
+  if (format === 'alpaca') Object.assign(columns, { prompt: 'instruction', query: 'input', response: 'output', ...(entry ? {} : { history: 'history' }), ...extra });
+  else if (format === 'sharegpt') Object.assign(columns, { messages: 'conversations', ...extra });
+  else if (format === 'openai') Object.assign(columns, { messages: 'messages', ...extra });
   else columns.text = 'text';
   if (entry?.columns) {
     for (const [k, v] of Object.entries(entry.columns)) if (typeof v === 'string') (columns as Record<string, string>)[k] = v;
@@ -151,7 +154,8 @@ export function convertAlpaca(value: unknown, spec: ColumnSpec): Converted {
   }
   // LLaMA-Factory AlpacaDatasetConverter: query = instruction + "\n" + input when both are non-empty.
   const query = [instruction, input].filter((s) => s !== '').join('\n');
-  if (!query.trim()) issues.push({ field: c.prompt ?? 'instruction', reason: 'empty turn: instruction and input are both empty' });
+  const typeErr = issues.some((i) => i.field === c.prompt || i.field === c.query);
+  if (!query.trim() && !typeErr) issues.push({ field: c.prompt ?? 'instruction', reason: 'empty turn: instruction and input are both empty' });
   const system = optString(value, c.system, issues);
   const tools = readTools(value, c.tools, issues);
   if (issues.length) return { ok: false, issues };
@@ -188,7 +192,7 @@ export function convertSharegpt(value: unknown, spec: ColumnSpec): Converted {
   const openai = spec.format === 'openai';
   const issues: FieldIssue[] = [];
   const raw = maybeJson(value[col]);
-  if (raw === undefined) return { ok: false, issues: [{ field: col, reason: `missing '${col}'` }] };
+  if (raw === undefined) return { ok: false, issues: [{ field: col, reason: `missing '${col}' (the row has ${Object.keys(value).map((k) => `'${k}'`).join(', ') || 'no keys'})` }] };
   if (!Array.isArray(raw)) return { ok: false, issues: [{ field: col, reason: `wrong type: expected a list of messages, got ${typeName(raw)}` }] };
   const tagToRole = new Map<string, Role>([
     [t.user_tag, 'user'], [t.assistant_tag, 'assistant'], [t.observation_tag, 'observation'],

@@ -43,6 +43,13 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
     det = { format: opts.format, because: `format given: ${opts.format}`, spec: columnSpec(opts.format, opts.datasetInfo) };
   } else det = detectFormat(sampleValues, kindGuess, opts.datasetInfo);
 
+  const unmapped: string[] = [];
+  if (opts.datasetInfo && det.spec) {
+    const mapped = new Set(Object.values(det.spec.columns).filter((v): v is string => typeof v === 'string'));
+    for (const k of ['history', 'system', 'tools']) {
+      if (!mapped.has(k) && sampleValues.some((v) => v !== null && typeof v === 'object' && k in (v as object))) unmapped.push(k);
+    }
+  }
   const maxIssues = opts.maxIssues ?? 100_000;
   const invalid: RowIssue[] = [];
   let issuesDropped = 0;
@@ -53,10 +60,11 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
     if (invalid.length < maxIssues) invalid.push(i);
     else issuesDropped++;
   };
+  const rawField = kindGuess === 'csv' ? '<csv>' : kindGuess === 'txt' ? '<text>' : '<json>';
   const handle = (r: RawRecord) => {
     rows++;
     const where = { row: r.row, line: r.line, ...(r.byteOffset !== undefined ? { byteOffset: r.byteOffset } : {}) };
-    if (r.error !== undefined) { addIssue({ ...where, field: '<json>', reason: r.error }); return; }
+    if (r.error !== undefined) { addIssue({ ...where, field: rawField, reason: r.error }); return; }
     if (!det.spec) {
       addIssue({ ...where, field: '<row>', reason: det.format === 'ranking' ? 'ranking row: unsupported for SFT' : 'unknown format' });
       return;
@@ -83,6 +91,7 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
     }
   }
   const warnings = [...summary.warnings];
+  for (const k of unmapped) warnings.push(`rows have a '${k}' key that dataset_info.json "columns" does not name: it is ignored, as LLaMA-Factory ignores it`);
   if (issuesDropped) warnings.push(`${issuesDropped} further issues not listed (the report keeps the first ${maxIssues})`);
   const duplicateGroups = [...seen.values()].filter((g) => g.length > 1);
   if (duplicateGroups.length) {

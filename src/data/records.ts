@@ -87,7 +87,9 @@ export function parseJsonBytes(bytes: Uint8Array): Parsed {
     const before = text.slice(0, pos);
     let lines = 0;
     for (let i = 0; i < before.length; i++) if (before.charCodeAt(i) === NL) lines++;
-    return { error: `bad JSON: ${msg.replace(/\s+/g, ' ')}`, errorByte: utf8Len(before), errorLine: lines };
+    // The position V8 names is relative to this record; the report gives the absolute byte offset.
+    const reason = msg.replace(/\s+/g, ' ').replace(/ in JSON at position \d+( \(line \d+ column \d+\))?/, '');
+    return { error: `bad JSON: ${reason}`, errorByte: utf8Len(before), errorLine: lines };
   }
 }
 
