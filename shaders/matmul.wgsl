@@ -1,14 +1,15 @@
 // C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b], f32 math, any M/N/K.
 //   op(A) is M×K: A stored [M,K], or [K,M] when TRANS_A.
 //   op(B) is K×N: B stored [K,N], or [N,K] when TRANS_B (the nn.Linear case y = x·Wᵀ).
-// B may be f32, bf16 or f16 (B_KIND); 16-bit pairs are unpacked here, never widened in memory.
+// B comes through the weight decoder the constants select (`weightAt(i)`): weight_dense (f32, bf16,
+// f16; 16-bit pairs unpacked here, never widened in memory) or weight_nf4 (4-bit codes decoded per
+// element, so a quantized W is never materialised). Decoders own binding 2 and 4+.
 // Tiles: 64×64 outputs per workgroup of 16×16 threads, each thread 4×4 outputs strided by 16
 // so workgroup-memory reads are conflict-free; K is walked in slices of 16.
-#include "packed16"
+#include "{{B_DECODE}}"
 
 const TRANS_A: bool = {{TRANS_A}};
 const TRANS_B: bool = {{TRANS_B}};
-const B_KIND: u32 = {{B_KIND}};
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
@@ -22,7 +23,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 var<workgroup> tileA: array<f32, 1024>; // [TK][TM]
@@ -36,7 +36,7 @@ fn loadA(base: u32, m: u32, k: u32) -> f32 {
 fn loadB(base: u32, k: u32, n: u32) -> f32 {
   if (k >= p.K || n >= p.N) { return 0.0; }
   let i = base + select(k * p.N + n, n * p.K + k, TRANS_B);
-  return decodeWeight(B_KIND, i, b[wordIndex(B_KIND, i)]);
+  return weightAt(i);
 }
 
 @compute @workgroup_size(16, 16, 1)
