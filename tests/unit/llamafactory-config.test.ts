@@ -1,4 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { parse as parseYaml } from 'yaml';
 import {
   ALL_LORA_TARGETS,
   LlamaFactoryConfigError,
@@ -88,7 +91,7 @@ disable_gradient_checkpointing: true
 neftune_noise_alpha: 5
 `;
 
-function fails(text: string, parse = parseTrainYaml): LlamaFactoryConfigError {
+function fails(text: string, parse: (text: string, file?: string) => unknown = parseTrainYaml): LlamaFactoryConfigError {
   try {
     parse(text, 'my.yaml');
   } catch (e) {
@@ -199,6 +202,24 @@ describe('LLaMA-Factory train YAML', () => {
     expect(q).toContain('quantization_bit: 4\n');
     expect(q).toContain('disable_gradient_checkpointing: true\n');
     expect(q).toContain('learning_rate: 2.0e-4\n');
+  });
+
+  const hasPyYaml = existsSync('/usr/bin/python3') && (() => {
+    try {
+      execFileSync('/usr/bin/python3', ['-c', 'import yaml'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  it.skipIf(!hasPyYaml)('PyYAML (what LLaMA-Factory uses) reads our YAML as the same typed values', () => {
+    for (const src of [LLAMA3_LORA_SFT, QWEN25_QLORA]) {
+      const text = trainConfigToYaml(parseTrainYaml(src).config);
+      const py = JSON.parse(execFileSync('/usr/bin/python3', ['-c', 'import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))'], { input: text, encoding: 'utf8' }));
+      expect(py).toEqual(parseYaml(text));
+      expect(typeof py.learning_rate).toBe('number');
+      expect(typeof py.adam_epsilon).toBe('number');
+    }
   });
 
   it('formats floats the way PyYAML recognises them', () => {
