@@ -56,12 +56,20 @@ function prefixPairs(conv: Conversation, template: ChatTemplate, targets: number
     const p = template.render(conv, { upTo: k, addGenerationPrompt: true });
     const e = template.render(conv, { upTo: k + 1 });
     if (p.length < prevEnd || e.length < p.length || !full.startsWith(p) || !full.startsWith(e)) return null;
-    pairs.push({ source: full.slice(prevEnd, p.length), target: full.slice(p.length, e.length) });
+    const target = full.slice(p.length, e.length);
+    checkCallRendered(conv, k, target);
+    pairs.push({ source: full.slice(prevEnd, p.length), target });
     prevEnd = e.length;
   }
-  // Text after the last answer (rare: a template's closing tokens) is trained with the last answer.
-  pairs[pairs.length - 1].target += full.slice(prevEnd);
-  return pairs;
+  return withTrailing(pairs, full.slice(prevEnd), conv, template);
+}
+
+// Some templates ignore `tool_calls` and render a function_call turn as an empty assistant turn;
+// training on that would teach the model to answer tool requests with nothing.
+function checkCallRendered(conv: Conversation, k: number, target: string): void {
+  if (conv.messages[k].role === 'function_call' && !target.includes(needleOf(conv, k))) {
+    throw new EncodeError(`messages[${k}]`, `the chat template does not render tool calls (function_call turn ${k} renders as ${JSON.stringify(target.slice(0, 40))})`);
+  }
 }
 
 function needleOf(conv: Conversation, k: number): string {
@@ -87,21 +95,47 @@ function searchPairs(conv: Conversation, template: ChatTemplate, targets: number
     const withGen = template.render(conv, { upTo: k, addGenerationPrompt: true });
     const header = withGen.startsWith(without) ? withGen.slice(without.length) : '';
     const needle = needleOf(conv, k);
-    const pos = needle ? full.indexOf(needle, cursor) : -1;
+    // Anchor on the prompt turn just before: a tool name also appears in the tools listing.
+    const prev = conv.messages[k - 1]?.content.trim() ?? '';
+    const prevAt = prev ? full.indexOf(prev, cursor) : -1;
+    const from = prevAt >= 0 ? prevAt + prev.length : cursor;
+    const pos = needle ? full.indexOf(needle, from) : -1;
     if (pos < 0) throw new EncodeError(`messages[${k}]`, `the chat template does not render assistant turn ${k} verbatim: cannot locate it for label masking`);
     let start = pos;
-    if (header) {
-      const h = full.lastIndexOf(header, pos);
-      if (h >= cursor && h + header.length <= pos) start = h + header.length;
+    // The generation header ends the prompt; a header with a reasoning opener ("…assistant\n<think>\n")
+    // may appear only in its first line in earlier turns.
+    const nl = header.indexOf('\n');
+    for (const hd of nl >= 0 && nl < header.length - 1 ? [header, header.slice(0, nl + 1)] : [header]) {
+      if (!hd) continue;
+      const h = full.lastIndexOf(hd, pos);
+      if (h >= cursor && h + hd.length <= pos) { start = h + hd.length; break; }
     }
     const own = template.render(conv, { upTo: k + 1 });
     const at = own.lastIndexOf(needle);
     const suffix = at >= 0 ? own.slice(at + needle.length) : '';
-    const end = pos + needle.length + commonPrefixLen(suffix, full, pos + needle.length);
+    let common = commonPrefixLen(suffix, full, pos + needle.length);
+    // A partial match ("<|" of "<|return|>" vs "<|end|>") stops at the last complete marker.
+    if (common < suffix.length) while (common > 0 && !'>\n]}'.includes(suffix[common - 1])) common--;
+    const end = pos + needle.length + common;
     pairs.push({ source: full.slice(cursor, start), target: full.slice(start, end) });
     cursor = end;
   }
-  pairs[pairs.length - 1].target += full.slice(cursor);
+  return withTrailing(pairs, full.slice(cursor), conv, template);
+}
+
+// Text after the last answer: a template's closing tokens are trained with the last answer, but a
+// generation header that a template emits whatever add_generation_prompt says (the original Llama 3
+// release template does) is prompt, not answer.
+function withTrailing(pairs: TextPair[], trailing: string, conv: Conversation, template: ChatTemplate): TextPair[] {
+  if (!trailing) return pairs;
+  const n = conv.messages.length;
+  const plain = template.render(conv, { upTo: n });
+  const gen = template.render(conv, { upTo: n, addGenerationPrompt: true });
+  const header = gen.startsWith(plain) ? gen.slice(plain.length) : '';
+  const probe = template.render({ ...conv, messages: [{ role: 'user', content: 'x' }] });
+  const alwaysHeader = !header && /assistant/.test(trailing) && probe.endsWith(trailing);
+  if (alwaysHeader || (header && trailing.includes(header))) pairs.push({ source: trailing, target: '' });
+  else pairs[pairs.length - 1].target += trailing;
   return pairs;
 }
 

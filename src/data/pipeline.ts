@@ -34,13 +34,22 @@ export interface PreparedDataset {
 }
 
 export function chatTemplateFor(tok: TextTokenizer, opts: { enableThinking?: boolean; template?: string | null } = {}): ChatTemplate {
-  return new ChatTemplate(opts.template !== undefined ? opts.template : tok.chatTemplate, {
+  const t = new ChatTemplate(opts.template !== undefined ? opts.template : tok.chatTemplate, {
     bos_token: tok.bos?.content,
     eos_token: tok.eos?.content,
     pad_token: tok.pad?.content,
     unk_token: tok.unk?.content,
     enable_thinking: opts.enableThinking,
   });
+  try {
+    const probe = { messages: [{ role: 'user' as const, content: 'x' }] };
+    if (t.render(probe) === t.render(probe, { addGenerationPrompt: true })) {
+      t.warnings.push('the chat template ignores add_generation_prompt (it always or never writes the assistant header); check the rendered examples');
+    }
+  } catch {
+    // a template that rejects this probe (e.g. requires a system message) reports on real rows
+  }
+  return t;
 }
 
 function stripText(e: EncodedWithText): EncodedExample {

@@ -5,23 +5,37 @@ import { Template } from '@huggingface/jinja';
 import type { Conversation, Message } from './types.ts';
 
 /** ChatML, as used by Qwen and LLaMA-Factory's "chatml" template. */
-export const CHATML_TEMPLATE =
-  "{%- if tools %}<|im_start|>system\n{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}" +
-  '# Tools\n\nYou may call one or more functions. Function signatures:\n<tools>{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>' +
-  "<|im_end|>\n{%- elif messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n{%- endif %}" +
-  '{%- for message in messages %}' +
-  "{%- if message.role == 'system' %}{%- if not loop.first %}<|im_start|>system\n{{ message.content }}<|im_end|>\n{%- endif %}" +
-  "{%- elif message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant\n{% for tc in message.tool_calls %}<tool_call>\n{{ tc.function | tojson }}\n</tool_call>{% endfor %}<|im_end|>\n" +
-  "{%- elif message.role == 'tool' %}<|im_start|>tool\n{{ message.content }}<|im_end|>\n" +
-  '{%- else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{%- endif %}' +
-  '{%- endfor %}' +
-  "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}";
+export const CHATML_TEMPLATE = [
+  "{%- if tools %}",
+  "{{- '<|im_start|>system\\n' }}",
+  "{%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}",
+  "{{- '# Tools\\n\\nYou may call one or more functions. Function signatures:\\n<tools>' }}",
+  "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}",
+  "{{- '\\n</tools><|im_end|>\\n' }}",
+  "{%- elif messages[0].role == 'system' %}",
+  "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}",
+  "{%- endif %}",
+  "{%- for message in messages %}",
+  "{%- if message.role == 'system' %}",
+  "{%- if not loop.first %}{{- '<|im_start|>system\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}",
+  "{%- elif message.role == 'assistant' and message.tool_calls %}",
+  "{{- '<|im_start|>assistant\\n' }}",
+  "{%- for tc in message.tool_calls %}{{- '<tool_call>\\n' + (tc.function | tojson) + '\\n</tool_call>' }}{%- endfor %}",
+  "{{- '<|im_end|>\\n' }}",
+  "{%- else %}",
+  "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
+  "{%- endif %}",
+  "{%- endfor %}",
+  "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+].join('');
 
 /** A message as chat templates expect it (OpenAI / transformers shape). */
 export interface TemplateMessage {
   role: 'system' | 'user' | 'assistant' | 'tool';
   content: string;
-  tool_calls?: { type: 'function'; function: { name: string; arguments: unknown } }[];
+  tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: unknown } }[];
+  /** On tool results: the id of the call answered (Mistral templates require it). */
+  tool_call_id?: string;
 }
 
 export interface TemplateContext {
@@ -82,13 +96,19 @@ export function toolsOf(conv: Conversation): unknown[] | undefined {
   return list.map((t) => (t && typeof t === 'object' && 'function' in (t as object) ? t : { type: 'function', function: t }));
 }
 
-function toolCalls(content: string): TemplateMessage['tool_calls'] {
+// Deterministic 9-character alphanumeric call ids (the format Mistral templates insist on), so the
+// rendered text, and therefore the tokens and their cache key, never vary between runs.
+function callId(turn: number, k: number): string {
+  return `call${String(turn).padStart(3, '0')}${String(k).padStart(2, '0')}`.slice(-9);
+}
+
+function toolCalls(content: string, turn: number): NonNullable<TemplateMessage['tool_calls']> {
   const v = JSON.parse(content) as unknown;
   const calls = (Array.isArray(v) ? v : [v]) as { name: string; arguments?: unknown }[];
-  return calls.map((c) => {
+  return calls.map((c, k) => {
     let args = c.arguments ?? {};
     if (typeof args === 'string') { try { args = JSON.parse(args); } catch { /* template gets the string */ } }
-    return { type: 'function' as const, function: { name: c.name, arguments: args } };
+    return { id: callId(turn, k), type: 'function' as const, function: { name: c.name, arguments: args } };
   });
 }
 
@@ -97,13 +117,20 @@ export function toTemplateMessages(conv: Conversation, upTo?: number): TemplateM
   const out: TemplateMessage[] = [];
   if (conv.system) out.push({ role: 'system', content: conv.system });
   const msgs = upTo === undefined ? conv.messages : conv.messages.slice(0, upTo);
-  for (const m of msgs) out.push(templateMessage(m));
+  let pendingIds: string[] = [];
+  msgs.forEach((m, turn) => {
+    const t = templateMessage(m, turn);
+    if (t.tool_calls) pendingIds = t.tool_calls.map((c) => c.id);
+    // Observations answer the calls of the function_call turn before them, in order.
+    if (t.role === 'tool') t.tool_call_id = pendingIds.shift() ?? callId(turn, 0);
+    out.push(t);
+  });
   return out;
 }
 
-function templateMessage(m: Message): TemplateMessage {
+function templateMessage(m: Message, turn: number): TemplateMessage {
   switch (m.role) {
-    case 'function_call': return { role: 'assistant', content: '', tool_calls: toolCalls(m.content) };
+    case 'function_call': return { role: 'assistant', content: '', tool_calls: toolCalls(m.content, turn) };
     case 'observation':
     case 'tool': return { role: 'tool', content: m.content };
     default: return { role: m.role, content: m.content };
