@@ -1,0 +1,89 @@
+// Rotary position embedding (half-split / rotate_half layout of transformers' Llama, Qwen2,
+// Qwen3, Mistral); see shaders/rope.wgsl. IN PLACE: the forward rotates Q and K where they
+// lie, the backward rotates dL/dQ', dL/dK' back (inverse rotation) where they lie.
+// invFreq f32[headDim/2] comes from the host (computeInvFreq handles default / linear /
+// dynamic / llama3 scaling); cos/sin are computed here from f32(position)·invFreq[i].
+import { GpuError } from '../gpu/errors.ts';
+import { Params, type Recorder } from '../gpu/recorder.ts';
+import { describe, type Tensor } from '../gpu/tensor.ts';
+import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid } from './k1_shared.ts';
+
+export interface RopeShape {
+  /** Per-token positions i32[tokens] (packed sequences restart at 0 per segment). */
+  positionIds: Tensor;
+  /** f32[headDim/2] inverse frequencies. */
+  invFreq: Tensor;
+  tokens: number;
+  qHeads: number;
+  kvHeads: number;
+  /** Even head dimension D. */
+  headDim: number;
+  /** Multiplies cos and sin (transformers' attention_scaling; 1 unless yarn/longrope). */
+  attentionScaling?: number;
+  /** Elements between consecutive tokens (defaults qHeads·D / kvHeads·D) and first-element offsets. */
+  qRowStride?: number;
+  kRowStride?: number;
+  qOffset?: number;
+  kOffset?: number;
+}
+
+export interface RopeForwardArgs extends RopeShape {
+  /** Q [tokens, qHeads·D] f32, rotated in place. */
+  q: Tensor;
+  /** K [tokens, kvHeads·D] f32, rotated in place. */
+  k: Tensor;
+}
+
+export interface RopeBackwardArgs extends RopeShape {
+  /** dL/dQ' [tokens, qHeads·D] f32, turned into dL/dQ in place. */
+  dq: Tensor;
+  /** dL/dK' [tokens, kvHeads·D] f32, turned into dL/dK in place. */
+  dk: Tensor;
+}
+
+const WG = 64;
+
+async function record(rec: Recorder, kernel: string, q: Tensor, k: Tensor, a: RopeShape, direction: 1 | -1): Promise<void> {
+  const { tokens, qHeads, kvHeads, headDim } = a;
+  const w = `rope.${kernel} q${describe(q)} k${describe(k)} tokens=${tokens} heads=${qHeads}/${kvHeads} D=${headDim}`;
+  checkPositiveInt(w, 'tokens', tokens, 0);
+  checkPositiveInt(w, 'qHeads', qHeads, 0);
+  checkPositiveInt(w, 'kvHeads', kvHeads, 0);
+  checkPositiveInt(w, 'headDim', headDim, 2);
+  if (headDim % 2) throw new GpuError('validation', w, `headDim must be even, got ${headDim}`);
+  const qStride = a.qRowStride ?? qHeads * headDim;
+  const kStride = a.kRowStride ?? kvHeads * headDim;
+  if (qStride < qHeads * headDim || kStride < kvHeads * headDim) throw new GpuError('validation', w, `row strides ${qStride}/${kStride} are shorter than a token's heads`);
+  const qOff = a.qOffset ?? 0;
+  const kOff = a.kOffset ?? 0;
+  for (const [name, t] of [['q', q], ['k', k], ['invFreq', a.invFreq]] as const) checkDType(w, name, t, 'f32');
+  checkDType(w, 'positionIds', a.positionIds, 'i32');
+  if (tokens > 0) {
+    checkFits(w, 'q', q, qOff + (tokens - 1) * qStride + qHeads * headDim);
+    checkFits(w, 'k', k, kOff + (tokens - 1) * kStride + kvHeads * headDim);
+  }
+  checkFits(w, 'positionIds', a.positionIds, tokens);
+  checkFits(w, 'invFreq', a.invFreq, headDim / 2);
+  checkDistinct(w, [['q', q], ['k', k]]);
+  const pipeline = await rec.gpu.pipelines.get('rope');
+  const params = new Params(12)
+    .u32(tokens).u32(qHeads).u32(kvHeads).u32(headDim / 2)
+    .u32(qStride).u32(kStride).u32(qOff).u32(kOff)
+    .f32(direction).f32(a.attentionScaling ?? 1).u32(0).u32(0);
+  rec.dispatch({ pipeline, what: w }, params.buffer, [q, k, a.positionIds, a.invFreq], foldGrid(rec, Math.ceil((tokens * headDim) / 2 / WG)));
+}
+
+/** Records q ← rope(q), k ← rope(k) in place. */
+export function ropeForward(rec: Recorder, a: RopeForwardArgs): Promise<void> {
+  return record(rec, 'forward', a.q, a.k, a, 1);
+}
+
+/** Records dq ← R(θ)ᵀ·dq, dk ← R(θ)ᵀ·dk in place (the rotation is orthogonal: inverse = transpose). */
+export function ropeBackward(rec: Recorder, a: RopeBackwardArgs): Promise<void> {
+  return record(rec, 'backward', a.dq, a.dk, a, -1);
+}
+
+/** Bytes one call moves: Q and K read and written, positions and invFreq read. */
+export function ropeBytes(tokens: number, qHeads: number, kvHeads: number, headDim: number): number {
+  return 8 * tokens * (qHeads + kvHeads) * headDim + 4 * tokens + 2 * headDim;
+}
