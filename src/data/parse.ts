@@ -17,6 +17,8 @@ export interface ParseOptions {
   /** Force a format (skips detection). */
   format?: Exclude<DatasetFormat, 'unknown' | 'ranking'>;
   onProgress?: ProgressFn;
+  /** Progress is reported at most once per this many bytes (default 1 MiB). */
+  progressEveryBytes?: number;
   signal?: AbortSignal;
   /** Rows sampled for detection (default 200). */
   detectRows?: number;
@@ -26,7 +28,7 @@ export interface ParseOptions {
 
 export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Promise<ParsedDataset> {
   const file = opts.fileName ?? '<data>';
-  const gen = readRecords(src, { fileName: opts.fileName, kind: opts.fileKind, onProgress: opts.onProgress, signal: opts.signal });
+  const gen = readRecords(src, { fileName: opts.fileName, kind: opts.fileKind, onProgress: opts.onProgress, progressEveryBytes: opts.progressEveryBytes, signal: opts.signal });
   const sample: RawRecord[] = [];
   const detectRows = opts.detectRows ?? 200;
   let summary: { kind: FileKind; bytes: number; warnings: string[] } | undefined;

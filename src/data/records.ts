@@ -303,6 +303,7 @@ async function* readLines(
       lineStart = offset + i + 1;
       s = i + 1;
       if (rec) yield rec;
+      progress.tick(offset + s, row);
     }
     if (s < chunk.byteLength) parts.push(chunk.subarray(s));
     offset += chunk.byteLength;
@@ -359,7 +360,7 @@ async function* readJsonArray(
         if (b === LBRACE || b === LBRACK) { depth++; continue; }
         if (b === RBRACE || b === RBRACK) {
           depth--;
-          if (depth === 0) { out.push(finishElem(chunk, i + 1)); state = 3; }
+          if (depth === 0) { out.push(finishElem(chunk, i + 1)); state = 3; progress.tick(offset + i, row); }
           else if (depth < 0) { depth = 0; out.push(finishElem(chunk, i)); state = 4; }
           continue;
         }

@@ -3,10 +3,10 @@
 import { describe, expect, test } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parseDataset, parseDatasetInfo, type ValidationReport } from '../../../src/data/index.ts';
+import { parseDataset, parseDatasetInfo, type DatasetInfoEntry, type ValidationReport } from '../../../src/data/index.ts';
 import { DATASETS_DIR } from './helpers.ts';
 
-async function report(rel: string, entry?: Parameters<typeof parseDataset>[1]['datasetInfo']) {
+async function report(rel: string, entry?: DatasetInfoEntry) {
   const file = resolve(DATASETS_DIR, rel);
   return parseDataset(readFileSync(file), { fileName: rel, datasetInfo: entry });
 }
