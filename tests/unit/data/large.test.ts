@@ -1,16 +1,7 @@
 // A 100k-row JSONL parsed streaming, with progress, from a ReadableStream (as a Blob in a Worker).
 import { expect, test } from 'vitest';
 import { parseDataset, type Progress } from '../../../src/data/index.ts';
-
-export function bigJsonl(rows: number): string {
-  const out: string[] = [];
-  for (let i = 0; i < rows; i++) {
-    if (i % 10_000 === 9_999) out.push(`{"instruction": "row ${i}", "output": `); // a broken row
-    else if (i % 3 === 0) out.push(JSON.stringify({ conversations: [{ from: 'human', value: `Question ${i}: what is ${i} + 1?` }, { from: 'gpt', value: `${i + 1}` }] }));
-    else out.push(JSON.stringify({ conversations: [{ from: 'human', value: `Say ${i} in words.` }, { from: 'gpt', value: `Number ${i}, 数字 ${i}.` }] }));
-  }
-  return out.join('\n') + '\n';
-}
+import { BROKEN_LINES, bigJsonl } from './big.ts';
 
 test('100k-row JSONL: streaming with progress, every row accounted for', async () => {
   const text = bigJsonl(100_000);
@@ -21,7 +12,7 @@ test('100k-row JSONL: streaming with progress, every row accounted for', async (
   const ms = performance.now() - t0;
   expect(report.rows).toBe(100_000);
   expect(report.format).toBe('sharegpt');
-  expect(report.invalid.map((i) => i.line)).toEqual([10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 90_000, 100_000]);
+  expect(report.invalid.map((i) => i.line)).toEqual(BROKEN_LINES);
   expect(report.valid).toBe(99_990);
   expect(examples).toHaveLength(99_990);
   expect(progress.length).toBeGreaterThan(3);
