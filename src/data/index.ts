@@ -26,3 +26,5 @@ export {
   saveTokenized, loadTokenized, flattenExamples, unflattenExamples,
   type StoredFile, type StoredFileInfo, type FlatExamples, type TokenizedDataset, type TokenizeKeyOptions,
 } from './store.ts';
+export { parseDatasetCollection, type NamedSource, type CollectionResult } from './collection.ts';
+export type { ParseRequest, ParseMessage } from './parse.worker.ts';

@@ -128,3 +128,16 @@ describe('dataset_info.json', () => {
     expect(report.warnings.join()).toMatch(/'history' key that dataset_info.json "columns" does not name/);
   });
 });
+
+describe('a dropped folder with dataset_info.json', () => {
+  test('parses every entry whose file is present and names the rest', async () => {
+    const { parseDatasetCollection } = await import('../../../src/data/index.ts');
+    const files = ['dataset_info.json', 'support_chats.jsonl', 'qa_pairs.csv'].map((f) => ({ name: `custom_columns/${f}`, source: readFileSync(resolve(dir, f)) }));
+    const r = await parseDatasetCollection(files);
+    expect(r.datasets.map((d) => [d.name, d.parsed.report.format])).toEqual([['support_chats', 'sharegpt'], ['qa_pairs', 'alpaca'], ['prefs', 'ranking']]);
+    expect(r.errors.map((e) => e.name)).toEqual(['from_hub', 'bad_columns', 'web_text']);
+    expect(r.errors[2].reason).toMatch(/not among the given files/);
+    const loose = await parseDatasetCollection([{ name: 'a.jsonl', source: '{"text": "x"}\n' }, { name: 'notes.md', source: '#' }]);
+    expect(loose.datasets.map((d) => d.parsed.report.format)).toEqual(['text']);
+  });
+});
