@@ -1,0 +1,96 @@
+// Fused log-softmax + NLL over the vocabulary, f32 (torch.nn.functional.cross_entropy with
+// ignore_index, as transformers' ForCausalLMLoss uses it). One workgroup per token row:
+//   pass 1: each thread runs an online max/sum over its strided slice of the row, then the
+//           workgroup merges the (max, sum) pairs: lse = M + log Σ e^(x−M);
+//   loss_row = lse − x[label] (0 for label == ignoreIndex; NaN for a label outside [0, V));
+//   pass 2 (writeGrad): logits ← (softmax − onehot(label))·scale IN PLACE (zeros for ignored rows).
+// `sumLoss` then adds scale·Σ rows of rowLoss into lossAccum[accIndex] with one workgroup
+// (rowLoss holds the per-workgroup partials, so no atomics).
+const WG: u32 = 256u;
+#include "reduce"
+
+struct Params {
+  rows: u32, vocab: u32, scaleIndex: u32, writeGrad: u32,
+  ignoreIndex: i32, accumulate: u32, accIndex: u32, scaleFromBuffer: u32,
+  scaleValue: f32, labelOffset: u32, lossOffset: u32, _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Lowest finite f32: a start value for the running max that keeps exp(x − m) finite even
+// for rows holding −inf logits.
+const LOWEST: f32 = -3.4028234663852886e38;
+
+// ---- per-row loss and gradient -----------------------------------------------------------------
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<i32>;
+@group(0) @binding(3) var<storage, read> scaleBuf: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rowLoss: array<f32>;
+
+fn lossScale() -> f32 {
+  return select(p.scaleValue, scaleBuf[p.scaleIndex], p.scaleFromBuffer != 0u);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = wg.y * nwg.x + wg.x;
+  if (row >= p.rows) { return; } // uniform per workgroup
+  let base = row * p.vocab;
+  let label = labels[p.labelOffset + row];
+  let ignored = label == p.ignoreIndex;
+  let valid = !ignored && label >= 0 && u32(label) < p.vocab;
+  // Read the label's logit before any thread can overwrite it (the reductions below barrier).
+  var xLabel = 0.0;
+  if (valid) { xLabel = logits[base + u32(label)]; }
+
+  var m = LOWEST;
+  var s = 0.0;
+  for (var v = lid; v < p.vocab; v += WG) {
+    let x = logits[base + v];
+    if (x > m) {
+      s = s * exp(m - x) + 1.0;
+      m = x;
+    } else {
+      s += exp(x - m);
+    }
+  }
+  let rowMax = workgroupMax(m, lid);
+  let rowSum = workgroupSum(s * exp(m - rowMax), lid);
+  let lse = rowMax + log(rowSum);
+
+  if (lid == 0u) {
+    var loss = 0.0;
+    if (valid) { loss = lse - xLabel; } else if (!ignored) { loss = bitcast<f32>(0x7fc00000u | u32(label & 0xffff)); }
+    rowLoss[p.lossOffset + row] = loss;
+  }
+  if (p.writeGrad == 0u) { return; }
+  let scale = lossScale();
+  for (var v = lid; v < p.vocab; v += WG) {
+    var g = 0.0;
+    if (!ignored) {
+      g = exp(logits[base + v] - lse);
+      if (i32(v) == label) { g -= 1.0; }
+      g *= scale;
+    }
+    logits[base + v] = g;
+  }
+}
+
+// ---- Σ rows → scalar ----------------------------------------------------------------------------
+@group(0) @binding(1) var<storage, read> rowLossIn: array<f32>;
+@group(0) @binding(2) var<storage, read> scaleBuf2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lossAccum: array<f32>;
+
+@compute @workgroup_size(WG)
+fn sumLoss(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var r = lid; r < p.rows; r += WG) { acc += rowLossIn[p.lossOffset + r]; }
+  let total = workgroupSum(acc, lid);
+  if (lid == 0u) {
+    let scale = select(p.scaleValue, scaleBuf2[p.scaleIndex], p.scaleFromBuffer != 0u);
+    var v = total * scale;
+    if (p.accumulate != 0u) { v += lossAccum[p.accIndex]; }
+    lossAccum[p.accIndex] = v;
+  }
+}
