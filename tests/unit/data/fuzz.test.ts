@@ -75,3 +75,36 @@ describe('parsers never throw on bad input and account for every row', () => {
     }), { numRuns: 150 });
   });
 });
+
+describe('masking holds for random conversations', async () => {
+  const { chatTemplateFor, encodeExample, IGNORE_INDEX } = await import('../../../src/data/index.ts');
+  const { lenmlTokenizer, template } = await import('./helpers.ts');
+  const text = fc.string({ minLength: 1, maxLength: 40 }).map((s) => s.trim()).filter((s) => s.length > 0);
+  const conversation = fc.record({
+    system: fc.option(text, { nil: undefined }),
+    turns: fc.array(fc.tuple(text, text), { minLength: 1, maxLength: 3 }),
+  });
+  test.each([
+    ['qwen3', 'Qwen-Qwen2.5-7B-Instruct'],
+    ['llama3', 'meta-llama-Llama-3.1-8B-Instruct'],
+    ['qwen3', null],
+  ] as const)('%s / %s: ids = whole text, answers trained, prompts not', async (tk, tpl) => {
+    const tok = await lenmlTokenizer(tk);
+    const ct = tpl ? chatTemplateFor(tok, { template: template(tpl) }) : chatTemplateFor(tok, { template: null });
+    fc.assert(fc.property(conversation, ({ system, turns }) => {
+      const conv = { system, messages: turns.flatMap(([q, a]) => [{ role: 'user' as const, content: q }, { role: 'assistant' as const, content: a }]) };
+      const e = encodeExample({ kind: 'chat', row: 0, conversation: conv }, tok, ct, { cutoffLen: 100000 });
+      expect(Array.from(e.inputIds)).toEqual(tok.encode(e.text));
+      // trained positions are exactly the assistant spans: their decoded text holds every answer in order
+      const trained = tok.decode(Array.from(e.labels).filter((l) => l !== IGNORE_INDEX));
+      let at = 0;
+      for (const [, a] of turns) {
+        const i = trained.indexOf(a, at);
+        expect(i, `answer ${JSON.stringify(a)} in ${JSON.stringify(trained)}`).toBeGreaterThanOrEqual(0);
+        at = i + a.length;
+      }
+      const untrained = tok.decode(Array.from(e.inputIds).filter((_, i) => e.labels[i] === IGNORE_INDEX));
+      for (const [q] of turns) expect(untrained).toContain(q);
+    }), { numRuns: 60 });
+  });
+});
