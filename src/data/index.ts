@@ -16,7 +16,7 @@ export {
   conversationSegments, inferSeqlen, tokenizePairs, tokenizeSegments, splitWholeIds, buildSupervised, encodeText, encodeExample, EncodeError,
   type EncodeOptions, type Segments, type TextPair, type TokenPair, type EncodedWithText,
 } from './encode.ts';
-export { greedyKnapsack, packExamples } from './pack.ts';
+export { greedyKnapsack, packExamples, collateBatch, type PaddedBatch } from './pack.ts';
 export { takeMaxSamples, splitTrainVal } from './split.ts';
 export { tokenStats, textStats, histogram, type TokenStats, type TextStats, type Histogram } from './stats.ts';
 export { prepareDataset, chatTemplateFor, type PrepareOptions, type PreparedDataset } from './pipeline.ts';

@@ -58,3 +58,37 @@ export function packExamples(examples: EncodedExample[], cutoffLen: number, padI
   }
   return out;
 }
+
+/** A right-padded batch of unpacked examples, row-major [batch, seqLen]. */
+export interface PaddedBatch {
+  batch: number;
+  seqLen: number;
+  inputIds: Int32Array;
+  labels: Int32Array;
+  positionIds: Int32Array;
+  /** Real (unpadded) length of each row; the attention kernel masks keys at or past it. */
+  lengths: Int32Array;
+  rows: number[];
+}
+
+/**
+ * Pads examples to the longest one (rounded up to `padToMultipleOf`), like transformers'
+ * DataCollatorForSeq2Seq with label_pad_token_id -100: padding gets `padId`, label -100, position 0.
+ */
+export function collateBatch(examples: EncodedExample[], padId: number, padToMultipleOf = 1): PaddedBatch {
+  const longest = examples.reduce((m, e) => Math.max(m, e.inputIds.length), 0);
+  const seqLen = Math.max(1, Math.ceil(longest / padToMultipleOf) * padToMultipleOf);
+  const batch = examples.length;
+  const inputIds = new Int32Array(batch * seqLen).fill(padId);
+  const labels = new Int32Array(batch * seqLen).fill(IGNORE_INDEX);
+  const positionIds = new Int32Array(batch * seqLen);
+  const lengths = new Int32Array(batch);
+  examples.forEach((e, b) => {
+    const o = b * seqLen;
+    inputIds.set(e.inputIds, o);
+    labels.set(e.labels, o);
+    for (let p = 0; p < e.inputIds.length; p++) positionIds[o + p] = p;
+    lengths[b] = e.inputIds.length;
+  });
+  return { batch, seqLen, inputIds, labels, positionIds, lengths, rows: examples.map((e) => e.row) };
+}

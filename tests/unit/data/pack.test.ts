@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
-  IGNORE_INDEX, greedyKnapsack, packExamples, parseDataset, prepareDataset, splitTrainVal, takeMaxSamples, textStats,
+  IGNORE_INDEX, collateBatch, greedyKnapsack, packExamples, parseDataset, prepareDataset, splitTrainVal, takeMaxSamples, textStats,
   tokenStats, histogram, type EncodedExample,
 } from '../../../src/data/index.ts';
 import { DATASETS_DIR, lenmlTokenizer } from './helpers.ts';
@@ -41,6 +41,18 @@ describe('packing', () => {
     const tokens = packed.reduce((a, p) => a + p.seqStarts[p.seqStarts.length - 1], 0);
     expect(tokens).toBe(5 + 8 + 2 + 7 + 3);
     expect(() => packExamples([ex(0, 11)], 10, 0)).toThrow(/truncate first/);
+  });
+});
+
+describe('padded batches', () => {
+  test('right padding to the longest row (rounded up), labels -100, lengths', () => {
+    const b = collateBatch([ex(0, 3, 1), ex(1, 5)], 7, 4);
+    expect(b.seqLen).toBe(8);
+    expect(Array.from(b.lengths)).toEqual([3, 5]);
+    expect(Array.from(b.inputIds.subarray(0, 8))).toEqual([1000, 1001, 1002, 7, 7, 7, 7, 7]);
+    expect(Array.from(b.labels.subarray(0, 8))).toEqual([-100, 1001, 1002, -100, -100, -100, -100, -100]);
+    expect(Array.from(b.positionIds.subarray(8, 16))).toEqual([0, 1, 2, 3, 4, 0, 0, 0]);
+    expect(b.rows).toEqual([0, 1]);
   });
 });
 
