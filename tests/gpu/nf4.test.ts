@@ -242,6 +242,40 @@ describe(`nf4 (${runtime})`, () => {
     }
   });
 
+  it('dX = dY·dequant(W) is the gradient of Σ dY·(x·dequant(W)ᵀ): central differences in float64', async () => {
+    const gpu = await testGpu();
+    const [M, N, K] = [3, 4, 64];
+    const w = randn(N * K, 21, 0.3);
+    const ref = quantizeNf4Ref(w, 32);
+    const wq = dequantizeNf4Ref(ref.codes, ref.absmax, 32);
+    const x = Float64Array.from(randn(M * K, 22));
+    const dy = randn(M * N, 23);
+    const loss = (xs: Float64Array) => {
+      let s = 0;
+      for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) s += dy[m * N + n] * xs[m * K + k] * wq[n * K + k];
+      return s;
+    };
+    const src = uploadTensor(gpu, w, tensorSpec('f32', [N, K], 'weights', 'w'));
+    const rec = new Recorder(gpu);
+    const { weight } = await quantizeNf4(rec, { src, blocksize: 32 });
+    const tdy = uploadTensor(gpu, dy, tensorSpec('f32', [M, N], 'activations', 'dy'));
+    const tdx = uploadTensor(gpu, new Float32Array(M * K), tensorSpec('f32', [M, K], 'gradients', 'dx'));
+    await matmul(rec, { a: tdy, b: weight, c: tdx, M, N: K, K: N });
+    await rec.submit();
+    const dx = await readF32(gpu, tdx);
+    const h = 1e-4;
+    for (let i = 0; i < M * K; i++) {
+      const plus = Float64Array.from(x);
+      const minus = Float64Array.from(x);
+      plus[i] += h;
+      minus[i] -= h;
+      const fd = (loss(plus) - loss(minus)) / (2 * h);
+      expect(Math.abs(dx[i] - fd), `dX[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(fd)));
+    }
+    [src, tdy, tdx].forEach((t) => releaseTensor(gpu, t));
+    releaseNf4(gpu, weight);
+  });
+
   it('names the NF4 weight when a matmul does not fit it', async () => {
     const gpu = await testGpu();
     const src = uploadTensor(gpu, new Float32Array(64), tensorSpec('f32', [4, 16], 'weights', 'small'));

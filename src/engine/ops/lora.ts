@@ -1,9 +1,10 @@
 // LoRA adapters with PEFT semantics (peft src/peft/tuners/lora/layer.py, config.py):
 //   y = base(x) + s·(dropout(x)·Aᵀ)·Bᵀ,  A [r, in], B [out, r],  s = α/r (or α/√r with rsLoRA).
-// Built from the matmul op plus shaders/lora.wgsl for the dropout mask, which is a hash of
-// (seed, step, module, element) so the backward regenerates it instead of storing it.
-// Not fused with the base matmul: the adapter adds two skinny matmuls (N = r) and, with dropout,
-// one elementwise pass over x in each direction.
+// The wide products (y += s·t·Bᵀ, dX += g·A) use the matmul op; the products with an r-sized side
+// use the barrier-free `skinny` kernel of shaders/lora.wgsl, which also applies the dropout mask
+// while loading x (forward, dA) or on the result (dX). The mask is a hash of (seed, step, module,
+// element), regenerated in the backward: nothing of size N·in is stored or written for dropout.
+// Not fused with the base matmul: the adapter costs its own 2 dispatches forward and 4 backward.
 import type { Gpu } from '../gpu/device.ts';
 import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
@@ -89,27 +90,18 @@ export interface LoraWorkspace {
   t: Tensor;
   /** [N, r]: s·dY·B in the backward. */
   g: Tensor;
-  /** [N, in]: dropout(x) (forward, and regenerated in the backward); only with dropout. */
-  xd?: Tensor;
-  /** [N, in]: g·A before the dropout mask; only with dropout. */
-  gA?: Tensor;
 }
 
-export function createLoraWorkspace(gpu: Gpu, N: number, adapter: LoraAdapter, withDropout: boolean, label = 'lora'): LoraWorkspace {
-  const { r, inFeatures } = adapter;
-  const ws: LoraWorkspace = {
-    t: createTensor(gpu, tensorSpec('f32', [N, r], 'activations', `${label}.t`)),
-    g: createTensor(gpu, tensorSpec('f32', [N, r], 'scratch', `${label}.g`)),
+export function createLoraWorkspace(gpu: Gpu, N: number, adapter: LoraAdapter, label = 'lora'): LoraWorkspace {
+  return {
+    t: createTensor(gpu, tensorSpec('f32', [N, adapter.r], 'activations', `${label}.t`)),
+    g: createTensor(gpu, tensorSpec('f32', [N, adapter.r], 'scratch', `${label}.g`)),
   };
-  if (withDropout) {
-    ws.xd = createTensor(gpu, tensorSpec('f32', [N, inFeatures], 'scratch', `${label}.xd`));
-    ws.gA = createTensor(gpu, tensorSpec('f32', [N, inFeatures], 'scratch', `${label}.gA`));
-  }
-  return ws;
 }
 
 export function releaseLoraWorkspace(gpu: Gpu, ws: LoraWorkspace): void {
-  for (const t of [ws.t, ws.g, ws.xd, ws.gA]) if (t) releaseTensor(gpu, t);
+  releaseTensor(gpu, ws.t);
+  releaseTensor(gpu, ws.g);
 }
 
 export interface LoraForwardArgs {
@@ -123,7 +115,7 @@ export interface LoraForwardArgs {
   ws: LoraWorkspace;
 }
 
-function checkAdapter(what: string, ad: LoraAdapter, N: number, x: Tensor, outLike: Tensor): void {
+function checkAdapter(what: string, ad: LoraAdapter, N: number, x: Tensor, outLike: Tensor, ws: LoraWorkspace): void {
   const need = (t: Tensor, n: number, name: string) => {
     if (t.dtype !== 'f32' || numelOf(t.shape) < n) throw new GpuError('validation', what, `${name} ${describe(t)} must be f32 with ≥ ${n} elements`);
   };
@@ -131,37 +123,65 @@ function checkAdapter(what: string, ad: LoraAdapter, N: number, x: Tensor, outLi
   need(ad.b, ad.outFeatures * ad.r, 'B');
   need(x, N * ad.inFeatures, 'x');
   need(outLike, N * ad.outFeatures, 'y/dY');
+  need(ws.t, N * ad.r, 'workspace t');
+  need(ws.g, N * ad.r, 'workspace g');
 }
 
-function dropoutActive(d: LoraDropout | undefined): d is LoraDropout {
-  return !!d && d.p > 0;
+interface Skinny {
+  a: Tensor;
+  b: Tensor;
+  c: Tensor;
+  M: number;
+  N: number;
+  K: number;
+  /** A(m,k) = a[m·aRow + k·aCol], B(j,k) = b[j·bRow + k·bCol]. */
+  aRow: number;
+  aCol: number;
+  bRow: number;
+  bCol: number;
+  alpha?: number;
+  beta?: number;
+  /** 0 none, 1 mask A's loads, 2 mask B's loads, 3 mask the result (see shaders/lora.wgsl). */
+  drop?: 0 | 1 | 2 | 3;
+  dropout?: LoraDropout | null;
 }
 
-async function recordDropout(rec: Recorder, entry: 'dropout' | 'dropout_add', src: Tensor, dst: Tensor, numel: number, d: LoraDropout, what: string) {
-  const pipeline = await rec.gpu.pipelines.get('lora', {}, entry);
-  const params = new Params(8).u32(numel).u32(d.seed).u32(d.step).u32(d.moduleId).u32(dropThreshold(d.p)).f32(dropScale(d.p)).u32(0).u32(0);
-  const groups = Math.max(1, Math.ceil(numel / 256));
+/** C = alpha·A·Bᵀ + beta·C with an r-sized side, one thread per output; see shaders/lora.wgsl. */
+async function skinny(rec: Recorder, s: Skinny, what: string): Promise<void> {
+  const drop = s.dropout ? (s.drop ?? 0) : 0;
+  const d = s.dropout ?? { p: 0, seed: 0, step: 0, moduleId: 0 };
+  const pipeline = await rec.gpu.pipelines.get('lora', { DROP: `${drop}u` }, 'skinny');
+  const params = new Params(16)
+    .u32(s.M).u32(s.N).u32(s.K).u32(0)
+    .u32(s.aRow).u32(s.aCol).u32(s.bRow).u32(s.bCol)
+    .f32(s.alpha ?? 1).f32(s.beta ?? 0).u32(d.seed).u32(d.step)
+    .u32(d.moduleId).u32(dropThreshold(d.p)).f32(dropScale(d.p)).u32(0);
+  const groups = Math.max(1, Math.ceil((s.M * s.N) / 256));
   const gx = Math.min(groups, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
-  rec.dispatch({ pipeline, what }, params.buffer, [src, dst], [gx, Math.ceil(groups / gx)]);
+  rec.dispatch({ pipeline, what }, params.buffer, [s.a, s.b, s.c], [gx, Math.ceil(groups / gx)]);
 }
 
-/** Records y += s·(dropout(x)·Aᵀ)·Bᵀ and saves t = dropout(x)·Aᵀ in ws.t for the backward. */
+function activeDropout(d: LoraDropout | undefined): LoraDropout | null {
+  return d && d.p > 0 ? d : null;
+}
+
+/**
+ * Records y += s·(dropout(x)·Aᵀ)·Bᵀ and saves t = dropout(x)·Aᵀ in ws.t for the backward.
+ * The dropout mask is applied while x is loaded (no dropped copy of x is written).
+ */
 export async function loraForward(rec: Recorder, args: LoraForwardArgs): Promise<void> {
   const { x, y, adapter: ad, N, ws } = args;
-  const what = `lora.forward ${describe(x)} r=${ad.r} ${ad.inFeatures}→${ad.outFeatures} N=${N}`;
-  checkAdapter(what, ad, N, x, y);
-  let xin = x;
-  if (dropoutActive(args.dropout)) {
-    if (!ws.xd) throw new GpuError('validation', what, 'dropout needs a workspace created with withDropout');
-    await recordDropout(rec, 'dropout', x, ws.xd, N * ad.inFeatures, args.dropout, `${what} dropout`);
-    xin = ws.xd;
-  }
-  await matmul(rec, { a: xin, b: ad.a, c: ws.t, M: N, N: ad.r, K: ad.inFeatures, transB: true });
-  await matmul(rec, { a: ws.t, b: ad.b, c: y, M: N, N: ad.outFeatures, K: ad.r, transB: true, alpha: ad.scale, beta: 1 });
+  const { r, inFeatures: fin, outFeatures: fout } = ad;
+  const what = `lora.forward ${describe(x)} r=${r} ${fin}→${fout} N=${N}`;
+  checkAdapter(what, ad, N, x, y, ws);
+  const dropout = activeDropout(args.dropout);
+  // t[n,k] = Σ_i drop(x)[n,i]·A[k,i]
+  await skinny(rec, { a: x, b: ad.a, c: ws.t, M: N, N: r, K: fin, aRow: fin, aCol: 1, bRow: fin, bCol: 1, drop: 1, dropout }, `${what} t=x·Aᵀ`);
+  await matmul(rec, { a: ws.t, b: ad.b, c: y, M: N, N: fout, K: r, transB: true, alpha: ad.scale, beta: 1 });
 }
 
 export interface LoraBackwardArgs {
-  /** The forward's input [N, in] (dropout is regenerated from it). */
+  /** The forward's input [N, in] (the dropout mask is regenerated from the counters). */
   x: Tensor;
   /** [N, out] upstream gradient. */
   dY: Tensor;
@@ -185,26 +205,24 @@ export interface LoraBackwardArgs {
  */
 export async function loraBackward(rec: Recorder, args: LoraBackwardArgs): Promise<void> {
   const { x, dY, dX, dA, dB, adapter: ad, N, ws } = args;
-  const what = `lora.backward ${describe(dY)} r=${ad.r} ${ad.inFeatures}→${ad.outFeatures} N=${N}`;
-  checkAdapter(what, ad, N, x, dY);
+  const { r, inFeatures: fin, outFeatures: fout } = ad;
+  const what = `lora.backward ${describe(dY)} r=${r} ${fin}→${fout} N=${N}`;
+  checkAdapter(what, ad, N, x, dY, ws);
   const beta = args.accumulate ? 1 : 0;
-  const drop = dropoutActive(args.dropout) ? args.dropout : null;
-  let xin = x;
-  if (drop) {
-    if (!ws.xd || !ws.gA) throw new GpuError('validation', what, 'dropout needs a workspace created with withDropout');
-    await recordDropout(rec, 'dropout', x, ws.xd, N * ad.inFeatures, drop, `${what} dropout (regenerated)`);
-    xin = ws.xd;
-  }
-  await matmul(rec, { a: dY, b: ws.t, c: dB, M: ad.outFeatures, N: ad.r, K: N, transA: true, alpha: ad.scale, beta });
-  await matmul(rec, { a: dY, b: ad.b, c: ws.g, M: N, N: ad.r, K: ad.outFeatures, alpha: ad.scale });
-  await matmul(rec, { a: ws.g, b: xin, c: dA, M: ad.r, N: ad.inFeatures, K: N, transA: true, beta });
+  const dropout = activeDropout(args.dropout);
+  // dB[o,k] = s·Σ_n dY[n,o]·t[n,k]
+  await skinny(rec, { a: dY, b: ws.t, c: dB, M: fout, N: r, K: N, aRow: 1, aCol: fout, bRow: 1, bCol: r, alpha: ad.scale, beta }, `${what} dB`);
+  // g[n,k] = s·Σ_o dY[n,o]·B[o,k]
+  await skinny(rec, { a: dY, b: ad.b, c: ws.g, M: N, N: r, K: fout, aRow: fout, aCol: 1, bRow: 1, bCol: r, alpha: ad.scale }, `${what} g`);
+  // dA[k,i] = Σ_n g[n,k]·drop(x)[n,i]
+  await skinny(rec, { a: ws.g, b: x, c: dA, M: r, N: fin, K: N, aRow: 1, aCol: r, bRow: 1, bCol: fin, beta, drop: 2, dropout }, `${what} dA`);
   if (!dX) return;
-  if (!drop) {
-    await matmul(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: ad.inFeatures, K: ad.r, beta: 1 });
+  if (!dropout) {
+    await matmul(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, beta: 1 });
     return;
   }
-  await matmul(rec, { a: ws.g, b: ad.a, c: ws.gA!, M: N, N: ad.inFeatures, K: ad.r });
-  await recordDropout(rec, 'dropout_add', ws.gA!, dX, N * ad.inFeatures, drop, `${what} dX`);
+  // dX[n,i] += mask[n,i]·Σ_k g[n,k]·A[k,i]
+  await skinny(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, aRow: r, aCol: 1, bRow: 1, bCol: fin, beta: 1, drop: 3, dropout }, `${what} dX`);
 }
 
 /** FLOPs of the adapter's forward and backward (matmuls only), for benchmarks. */
