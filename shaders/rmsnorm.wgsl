@@ -6,8 +6,11 @@
 //   backwardInput   x, w, dy, rstd → dx (= or +=)     one workgroup per row
 //   weightPartials  x, dy, rstd → partials[slab, width]: Σ over a slab of rows of dy·x·rstd
 //   weightReduce    partials → dw (= or +=)           sums the slabs per column (no atomics)
+// (the weight passes give one thread per column: WG columns per workgroup)
 #include "packed16"
-const WG: u32 = 256u;
+// Threads per row: a power of two from 32 to 256 picked by the wrapper from the width (about 8
+// elements per thread), so narrow rows (q_norm/k_norm: 64–128) don't idle most of a workgroup.
+const WG: u32 = {{WG}};
 #include "reduce"
 
 const W_KIND: u32 = {{W_KIND}};

@@ -6,7 +6,10 @@ import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
 import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid, weightKind } from './k1_shared.ts';
 
-const WG = 256;
+/** Threads per row: ~8 elements each, a power of two in [32, 256]. */
+function workgroupSize(width: number): number {
+  return Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(Math.ceil(width / 8)))));
+}
 
 export interface RmsnormForwardArgs {
   /** Input [rows, width], f32. */
@@ -80,7 +83,7 @@ export async function rmsnormForward(rec: Recorder, a: RmsnormForwardArgs): Prom
   checkFits(w, 'rstd', a.rstd, a.rows);
   checkDistinct(w, [['x', a.x], ['y', a.y], ['rstd', a.rstd]]);
   if (!(a.eps >= 0)) throw new GpuError('validation', w, `eps must be ≥ 0, got ${a.eps}`);
-  const pipeline = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u` }, 'forward');
+  const pipeline = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${workgroupSize(a.width)}u` }, 'forward');
   rec.dispatch({ pipeline, what: w }, params(a.rows, a.width, a.eps, false).buffer, [a.x, a.weight, a.y, a.rstd], foldGrid(rec, a.rows));
 }
 
@@ -98,7 +101,7 @@ export async function rmsnormBackward(rec: Recorder, a: RmsnormBackwardArgs): Pr
     checkDType(wx, 'dx', a.dx, 'f32');
     checkFits(wx, 'dx', a.dx, a.rows * a.width);
     checkDistinct(wx, [['dx', a.dx], ['x', a.x], ['dy', a.dy], ['rstd', a.rstd], ['weight', a.weight]]);
-    const pipeline = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u` }, 'backwardInput');
+    const pipeline = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${workgroupSize(a.width)}u` }, 'backwardInput');
     rec.dispatch({ pipeline, what: wx }, params(a.rows, a.width, 0, !!a.accumulateDx).buffer, [a.x, a.weight, a.dy, a.rstd, a.dx], foldGrid(rec, a.rows));
   }
   if (a.dWeight) {
@@ -110,15 +113,16 @@ export async function rmsnormBackward(rec: Recorder, a: RmsnormBackwardArgs): Pr
     checkFits(ww, 'partials', a.partials, rmsnormWeightGradPartials(a.rows, a.width));
     checkDistinct(ww, [['partials', a.partials], ['dWeight', a.dWeight], ['x', a.x], ['dy', a.dy], ['rstd', a.rstd]]);
     const pr = params(a.rows, a.width, 0, !!a.accumulateDWeight);
+    const WG = workgroupSize(a.width);
     const slabs = Math.ceil(a.rows / slabRows(a.rows));
     if (a.rows === 0) {
       // No rows: the gradient of an empty sum is zero.
       if (!a.accumulateDWeight) rec.clear(a.dWeight);
       return;
     }
-    const p1 = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u` }, 'weightPartials');
+    const p1 = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${WG}u` }, 'weightPartials');
     rec.dispatch({ pipeline: p1, what: `${ww} (partials ${slabs} slabs)` }, pr.buffer, [a.x, a.dy, a.rstd, a.partials], [Math.ceil(a.width / WG), slabs]);
-    const p2 = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u` }, 'weightReduce');
+    const p2 = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${WG}u` }, 'weightReduce');
     rec.dispatch({ pipeline: p2, what: `${ww} (reduce)` }, pr.buffer, [a.partials, a.dWeight], [Math.ceil(a.width / WG)]);
   }
 }
