@@ -40,6 +40,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let label = labels[p.labelOffset + row];
   let ignored = label == p.ignoreIndex;
   let valid = !ignored && label >= 0 && u32(label) < p.vocab;
+  if (ignored) {
+    // Prompt / padding rows (often half of an SFT batch): no softmax needed. `ignored` is
+    // uniform across the workgroup, so returning here keeps the barriers below uniform.
+    if (lid == 0u) { rowLoss[p.lossOffset + row] = 0.0; }
+    if (p.writeGrad != 0u) {
+      for (var v = lid; v < p.vocab; v += WG) { logits[base + v] = 0.0; }
+    }
+    return;
+  }
   // Read the label's logit before any thread can overwrite it (the reductions below barrier).
   var xLabel = 0.0;
   if (valid) { xLabel = logits[base + u32(label)]; }
@@ -60,20 +69,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let lse = rowMax + log(rowSum);
 
   if (lid == 0u) {
-    var loss = 0.0;
-    if (valid) { loss = lse - xLabel; } else if (!ignored) { loss = bitcast<f32>(0x7fc00000u | u32(label & 0xffff)); }
+    var loss = lse - xLabel;
+    if (!valid) { loss = bitcast<f32>(0x7fc00000u | u32(label & 0xffff)); }
     rowLoss[p.lossOffset + row] = loss;
   }
   if (p.writeGrad == 0u) { return; }
   let scale = lossScale();
   for (var v = lid; v < p.vocab; v += WG) {
-    var g = 0.0;
-    if (!ignored) {
-      g = exp(logits[base + v] - lse);
-      if (i32(v) == label) { g -= 1.0; }
-      g *= scale;
-    }
-    logits[base + v] = g;
+    var g = exp(logits[base + v] - lse);
+    if (i32(v) == label) { g -= 1.0; }
+    logits[base + v] = g * scale;
   }
 }
 
