@@ -46,7 +46,3 @@ export function foldGrid(rec: Recorder, groups: number): [number, number] {
   const y = Math.ceil(groups / max);
   return [Math.ceil(groups / y), y];
 }
-
-export function shapeOf(rows: number, width: number): string {
-  return `[${rows}×${width}]`;
-}
