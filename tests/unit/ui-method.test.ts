@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { checkMethod, DEFAULT_METHOD, guessTemplate, methodFromYaml, methodYaml, totalSteps, type MethodSettings } from '../../src/ui/method.ts';
+
+describe('method settings', () => {
+  it('start from LlamaBoard defaults', () => {
+    expect(DEFAULT_METHOD).toMatchObject({
+      method: 'lora', learningRate: 5e-5, numTrainEpochs: 3, maxSamples: 100000, cutoffLen: 2048, batchSize: 2, gradAccum: 8,
+      valSize: 0, lrScheduler: 'cosine', warmupSteps: 0, maxGradNorm: 1, loggingSteps: 5, saveSteps: 100, loraRank: 8, loraAlpha: 16,
+      loraDropout: 0, loraTarget: [], useRslora: false, neftuneAlpha: 0, packing: false, trainOnPrompt: false, seed: 42,
+    });
+    expect(checkMethod({ ...DEFAULT_METHOD })).toEqual([]);
+  });
+
+  it('round-trip through LLaMA-Factory YAML', () => {
+    const s: MethodSettings = { ...DEFAULT_METHOD, method: 'qlora', learningRate: 2e-4, loraRank: 16, loraAlpha: 32, loraTarget: ['q_proj', 'v_proj'], useRslora: true, neftuneAlpha: 5, packing: true, valSize: 0.1, template: 'qwen', doubleQuant: false };
+    const yaml = methodYaml(s, { modelNameOrPath: 'Qwen/Qwen2.5-0.5B-Instruct', datasets: ['identity_en_zh'] });
+    expect(yaml).toMatch(/^learning_rate: 2\.0e-4$/m);
+    expect(yaml).toMatch(/^quantization_bit: 4$/m);
+    expect(yaml).toMatch(/^lora_target: q_proj,v_proj$/m);
+    expect(yaml).toMatch(/^neftune_noise_alpha: 5\.0$/m);
+    const back = methodFromYaml(yaml);
+    expect(back.settings).toEqual(s);
+    expect(back.model).toBe('Qwen/Qwen2.5-0.5B-Instruct');
+    expect(back.datasets).toEqual(['identity_en_zh']);
+    const d = methodFromYaml(methodYaml({ ...DEFAULT_METHOD }, { modelNameOrPath: 'm/x', datasets: ['d'] }));
+    expect(d.settings).toEqual({ ...DEFAULT_METHOD });
+  });
+
+  it('name the knob and the reason for bad values', () => {
+    const p = checkMethod({ ...DEFAULT_METHOD, learningRate: 0, batchSize: 1.5, loraDropout: 1, valSize: 2.5, loraTarget: ['qproj'] });
+    expect(p.map((x) => x.field).sort()).toEqual(['batchSize', 'learningRate', 'loraDropout', 'loraTarget', 'valSize']);
+  });
+
+  it('count optimizer steps like the HF Trainer and guess templates', () => {
+    expect(totalSteps(100, { batchSize: 2, gradAccum: 8, numTrainEpochs: 3 })).toBe(21);
+    expect(totalSteps(3, { batchSize: 2, gradAccum: 8, numTrainEpochs: 1 })).toBe(1);
+    expect(guessTemplate('Qwen/Qwen2.5-0.5B-Instruct', null)).toBe('qwen');
+    expect(guessTemplate('meta-llama/Llama-3.2-1B-Instruct', 'LlamaForCausalLM')).toBe('llama3');
+  });
+});
