@@ -1,0 +1,341 @@
+// Flash-style causal attention with GQA, packed-sequence segments and a KV-cache query offset,
+// forward and FlashAttention-2 backward; see shaders/attention.wgsl, shaders/attention_backward.wgsl
+// and shaders/attention_common.wgsl (layouts and the masking rule).
+//
+// Layouts (token-major f32): Q, O, dO, dQ [N, Hq·D]; K, V, dK, dV [Nk, Hkv·D]; LSE [Hq, N] in
+// natural-log units; segmentIds i32[Nk] indexed by key position (query i sits at key position
+// queryOffset + i, so in training N == Nk and it is simply i32[N]). No buffer of size N×Nk exists
+// anywhere: backward scratch is rowDot [Hq, N] plus, when Hq > Hkv, per-query-head dK/dV
+// partials [Nk, Hq, D] (summed per KV head afterwards, because WGSL has no float atomics).
+import type { Gpu } from '../gpu/device.ts';
+import { GpuError } from '../gpu/errors.ts';
+import { Params, type Recorder } from '../gpu/recorder.ts';
+import { describe, numelOf, type Tensor } from '../gpu/tensor.ts';
+import { createTensor, releaseTensor, tensorSpec } from '../gpu/transfer.ts';
+
+export interface AttentionShape {
+  /** N: query rows. */
+  queries: number;
+  /** Nk: key rows (== N in training). */
+  keys: number;
+  qHeads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Softmax scale; default 1/√headDim. */
+  scale?: number;
+  /** Query row i sits at key index queryOffset + i (KV-cache prefill/decode); default 0. */
+  queryOffset?: number;
+  /**
+   * i32 per key position (training: i32[N]); query n sees keys m ≤ n with the same id. A query
+   * with id < 0 is padding: O = 0, LSE = 0 and no gradient flows through it.
+   */
+  segmentIds?: Tensor;
+}
+
+export interface AttentionForwardArgs extends AttentionShape {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  out: Tensor;
+  /** f32 [Hq, N]: per-row log-sum-exp of the scaled scores, needed by the backward. */
+  lse?: Tensor;
+}
+
+export interface AttentionBackwardArgs extends AttentionShape {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  out: Tensor;
+  lse: Tensor;
+  dOut: Tensor;
+  /** Overwritten. */
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  scratch?: AttentionScratch;
+}
+
+/** Backward scratch (see attentionScratchBytes); reusable across layers and steps of one shape or smaller. */
+export interface AttentionScratch {
+  /** f32 [Hq, N]: D_i = Σ_d dO·O. */
+  rowDot: Tensor;
+  /** f32 [Nk, Hq, D] per-query-head dK/dV partials; null when Hq == Hkv. */
+  dkHeads: Tensor | null;
+  dvHeads: Tensor | null;
+}
+
+const ROWS_PER_WG = 64; // forward / dq: one thread per (query, head-of-group) row
+const KEYS_PER_WG = 32; // dkdv: one thread per key
+const MIN_STORAGE = 16384; // WebGPU's guaranteed maxComputeWorkgroupStorageSize
+const MAX_BLOCK = 32;
+
+let storageBudgetOverride: number | null = null;
+
+/**
+ * Tests only: tile as if the device offered `bytes` of workgroup memory (null restores), so the
+ * 16 KiB-minimum tiling is exercised on adapters that offer more.
+ */
+export function setAttentionStorageBudgetForTests(bytes: number | null): void {
+  storageBudgetOverride = bytes;
+}
+
+export interface AttentionTiling {
+  /** Keys per workgroup-memory block in the forward and dq kernels. */
+  keyBlock: number;
+  /** Query rows per workgroup-memory block in the dkdv kernel. */
+  queryBlock: number;
+}
+
+/**
+ * Block sizes that fit `storageBytes` of workgroup memory: K+V tiles (forward, dq) and Q+dO tiles
+ * plus three per-row scalars (dkdv), in multiples of 4 up to 32 rows.
+ */
+export function attentionTiling(headDim: number, storageBytes: number): AttentionTiling {
+  const fit = (perRow: number) => Math.max(4, Math.min(MAX_BLOCK, Math.floor(storageBytes / perRow / 4) * 4));
+  return { keyBlock: fit(2 * headDim * 4 + 4), queryBlock: fit(2 * headDim * 4 + 12) };
+}
+
+function tilingFor(gpu: Gpu, headDim: number): AttentionTiling {
+  const offered = gpu.limits.maxComputeWorkgroupStorageSize ?? MIN_STORAGE;
+  const budget = Math.min(storageBudgetOverride ?? offered, offered, 32768);
+  const t = attentionTiling(headDim, budget);
+  // With head_dim 256 even 4-row blocks need 8 KiB; refuse rather than fail to compile.
+  if (Math.max(t.keyBlock * (2 * headDim * 4 + 4), t.queryBlock * (2 * headDim * 4 + 12)) > budget) {
+    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs more workgroup memory than the ${budget} bytes the device offers`);
+  }
+  return t;
+}
+
+function scaleOf(s: AttentionShape): number {
+  return s.scale ?? 1 / Math.sqrt(s.headDim);
+}
+
+/** Bytes the backward needs besides its inputs and outputs; linear in N and Nk. */
+export function attentionScratchBytes(shape: AttentionShape): number {
+  const rowDot = 4 * shape.qHeads * shape.queries;
+  const heads = shape.qHeads === shape.kvHeads ? 0 : 2 * 4 * shape.keys * shape.qHeads * shape.headDim;
+  return rowDot + heads;
+}
+
+/** Bytes the forward allocates besides its inputs and outputs (a throw-away LSE when none is passed). */
+export function attentionForwardScratchBytes(shape: AttentionShape, withLse: boolean): number {
+  return withLse ? 0 : 4 * shape.qHeads * shape.queries;
+}
+
+export function createAttentionScratch(gpu: Gpu, shape: AttentionShape, label = 'attention'): AttentionScratch {
+  const grouped = shape.qHeads !== shape.kvHeads;
+  const headsSpec = (name: string) => tensorSpec('f32', [shape.keys, shape.qHeads, shape.headDim], 'scratch', `${label}.${name}`);
+  return {
+    rowDot: createTensor(gpu, tensorSpec('f32', [shape.qHeads, shape.queries], 'scratch', `${label}.rowDot`)),
+    dkHeads: grouped ? createTensor(gpu, headsSpec('dkHeads')) : null,
+    dvHeads: grouped ? createTensor(gpu, headsSpec('dvHeads')) : null,
+  };
+}
+
+export function releaseAttentionScratch(gpu: Gpu, s: AttentionScratch): void {
+  for (const t of [s.rowDot, s.dkHeads, s.dvHeads]) if (t) releaseTensor(gpu, t);
+}
+
+// Scratch made on demand when the caller passes none: kept per device and grown, so layers and
+// steps reuse one set (dispatches in a queue run in order, so reuse across ops is safe).
+const implicitScratch = new WeakMap<Gpu, { shape: AttentionShape; s: AttentionScratch }>();
+const lseSinks = new WeakMap<Gpu, Tensor>();
+
+function fitsScratch(s: AttentionScratch, shape: AttentionShape): boolean {
+  const grouped = shape.qHeads !== shape.kvHeads;
+  if (numelOf(s.rowDot.shape) < shape.qHeads * shape.queries) return false;
+  if (!grouped) return true;
+  const need = shape.keys * shape.qHeads * shape.headDim;
+  return !!s.dkHeads && !!s.dvHeads && numelOf(s.dkHeads.shape) >= need && numelOf(s.dvHeads.shape) >= need;
+}
+
+function implicitScratchFor(gpu: Gpu, shape: AttentionShape): AttentionScratch {
+  const have = implicitScratch.get(gpu);
+  if (have && fitsScratch(have.s, shape)) return have.s;
+  if (have) releaseAttentionScratch(gpu, have.s);
+  const grown: AttentionShape = have
+    ? {
+        ...shape,
+        queries: Math.max(shape.queries, have.shape.queries),
+        keys: Math.max(shape.keys, have.shape.keys),
+        qHeads: Math.max(shape.qHeads, have.shape.qHeads),
+        headDim: Math.max(shape.headDim, have.shape.headDim),
+      }
+    : shape;
+  const s = createAttentionScratch(gpu, grown, 'attention.implicit');
+  implicitScratch.set(gpu, { shape: grown, s });
+  return s;
+}
+
+function lseSinkFor(gpu: Gpu, elements: number): Tensor {
+  const have = lseSinks.get(gpu);
+  if (have && numelOf(have.shape) >= elements) return have;
+  if (have) releaseTensor(gpu, have);
+  const t = createTensor(gpu, tensorSpec('f32', [elements], 'scratch', 'attention.lseSink'));
+  lseSinks.set(gpu, t);
+  return t;
+}
+
+/** Frees the scratch the ops made for callers that passed none (e.g. before unloading a model). */
+export function releaseAttentionCaches(gpu: Gpu): void {
+  const s = implicitScratch.get(gpu);
+  if (s) releaseAttentionScratch(gpu, s.s);
+  implicitScratch.delete(gpu);
+  const l = lseSinks.get(gpu);
+  if (l) releaseTensor(gpu, l);
+  lseSinks.delete(gpu);
+}
+
+function shapeLabel(s: AttentionShape): string {
+  const seg = s.segmentIds ? ` seg${describe(s.segmentIds)}` : '';
+  const off = s.queryOffset ? ` offset=${s.queryOffset}` : '';
+  return `N=${s.queries} Nk=${s.keys} H=${s.qHeads}/${s.kvHeads} D=${s.headDim}${off}${seg}`;
+}
+
+function check(what: string, cond: boolean, msg: string): void {
+  if (!cond) throw new GpuError('validation', what, msg);
+}
+
+function checkTensor(what: string, name: string, t: Tensor, elements: number, dtype: 'f32' | 'i32' = 'f32'): void {
+  check(what, t.dtype === dtype, `${name} ${describe(t)} must be ${dtype}`);
+  check(what, numelOf(t.shape) >= elements, `${name} needs ${elements} elements but ${describe(t)} holds ${numelOf(t.shape)}`);
+}
+
+function checkShape(what: string, s: AttentionShape): void {
+  const isInt = (v: number, min: number) => Number.isInteger(v) && v >= min;
+  check(what, isInt(s.queries, 1) && isInt(s.keys, 1), 'queries and keys must be integers ≥ 1');
+  check(what, isInt(s.qHeads, 1) && isInt(s.kvHeads, 1) && s.qHeads % s.kvHeads === 0, 'qHeads must be a positive multiple of kvHeads');
+  check(what, isInt(s.headDim, 4) && s.headDim % 4 === 0, `headDim must be a multiple of 4 (kernels read vec4), got ${s.headDim}`);
+  const off = s.queryOffset ?? 0;
+  check(what, isInt(off, 0), `queryOffset must be an integer ≥ 0, got ${off}`);
+  check(what, off + s.queries <= s.keys, `queries at key positions ${off}..${off + s.queries - 1} need keys ≥ ${off + s.queries}, got ${s.keys}`);
+  check(what, Number.isFinite(scaleOf(s)), 'scale must be finite');
+  if (s.segmentIds) checkTensor(what, 'segmentIds', s.segmentIds, s.keys, 'i32');
+}
+
+function checkDistinct(what: string, outs: [string, Tensor][], all: [string, Tensor | undefined][]): void {
+  for (const [name, t] of outs) {
+    for (const [other, u] of all) {
+      if (u && other !== name && u.buf.buffer === t.buf.buffer) {
+        throw new GpuError('validation', what, `${name} and ${other} share one buffer (${describe(t)}); outputs must be distinct`);
+      }
+    }
+  }
+}
+
+/** Folds `tiles` workgroups into x (+ z) under the per-dimension limit. */
+function fold(rec: Recorder, tiles: number): { x: number; z: number } {
+  const max = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
+  const z = Math.ceil(tiles / max);
+  return { x: Math.ceil(tiles / z), z };
+}
+
+function params(s: AttentionShape, tilesX: number, tiles: number): ArrayBuffer {
+  const scale = scaleOf(s);
+  return new Params(12)
+    .u32(s.queries).u32(s.keys).u32(s.qHeads).u32(s.kvHeads)
+    .u32(s.qHeads / s.kvHeads).u32(s.queryOffset ?? 0).u32(s.segmentIds ? 1 : 0).u32(tilesX)
+    .f32(scale * Math.LOG2E).f32(scale).u32(tiles).u32(0).buffer;
+}
+
+/** Records O = softmax(scale·Q·Kᵀ + mask)·V and LSE. */
+export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): Promise<void> {
+  const what = `attention.forward ${shapeLabel(a)} q${describe(a.q)} k${describe(a.k)} v${describe(a.v)} → out${describe(a.out)}`;
+  checkShape(what, a);
+  const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = a;
+  checkTensor(what, 'q', a.q, N * Hq * D);
+  checkTensor(what, 'k', a.k, Nk * Hkv * D);
+  checkTensor(what, 'v', a.v, Nk * Hkv * D);
+  checkTensor(what, 'out', a.out, N * Hq * D);
+  if (a.lse) checkTensor(what, 'lse', a.lse, Hq * N);
+  const inputs: [string, Tensor | undefined][] = [['q', a.q], ['k', a.k], ['v', a.v], ['segmentIds', a.segmentIds], ['out', a.out], ['lse', a.lse]];
+  checkDistinct(what, a.lse ? [['out', a.out], ['lse', a.lse]] : [['out', a.out]], inputs);
+
+  const gpu = rec.gpu;
+  const tiling = tilingFor(gpu, D);
+  const tiles = Math.ceil((N * (Hq / Hkv)) / ROWS_PER_WG);
+  const { x, z } = fold(rec, tiles);
+  const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, BC: tiling.keyBlock, WG: ROWS_PER_WG });
+  const lse = a.lse ?? lseSinkFor(gpu, Hq * N);
+  // Without segments the seg binding is never read; q stands in (both read-only).
+  const seg = a.segmentIds ?? a.q;
+  rec.dispatch({ pipeline, what }, params(a, x, tiles), [a.q, a.k, a.v, seg, a.out, lse], [x, Hkv, z]);
+}
+
+/** Records dQ, dK, dV (overwritten) from dO, the forward's O and LSE. */
+export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs): Promise<void> {
+  const what = `attention.backward ${shapeLabel(a)} q${describe(a.q)} k${describe(a.k)} v${describe(a.v)} dOut${describe(a.dOut)}`;
+  checkShape(what, a);
+  const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = a;
+  for (const [name, t] of [['q', a.q], ['out', a.out], ['dOut', a.dOut], ['dq', a.dq]] as const) checkTensor(what, name, t, N * Hq * D);
+  for (const [name, t] of [['k', a.k], ['v', a.v], ['dk', a.dk], ['dv', a.dv]] as const) checkTensor(what, name, t, Nk * Hkv * D);
+  checkTensor(what, 'lse', a.lse, Hq * N);
+  const gpu = rec.gpu;
+  const scratch = a.scratch ?? implicitScratchFor(gpu, a);
+  check(what, fitsScratch(scratch, a), `scratch is too small for this shape (needs ${attentionScratchBytes(a)} bytes: rowDot [Hq, N]${Hq !== Hkv ? ' and dK/dV partials [Nk, Hq, D]' : ''})`);
+  const inputs: [string, Tensor | undefined][] = [
+    ['q', a.q], ['k', a.k], ['v', a.v], ['out', a.out], ['lse', a.lse], ['dOut', a.dOut], ['segmentIds', a.segmentIds],
+    ['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowDot', scratch.rowDot],
+    ['scratch.dkHeads', scratch.dkHeads ?? undefined], ['scratch.dvHeads', scratch.dvHeads ?? undefined],
+  ];
+  checkDistinct(what, [['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowDot', scratch.rowDot]], inputs);
+
+  const tiling = tilingFor(gpu, D);
+  const constants = { D4: D / 4, BC: tiling.keyBlock, WG: ROWS_PER_WG, BK: KEYS_PER_WG, BQ: tiling.queryBlock };
+  const [pRowDot, pDq, pDkdv, pReduce] = await Promise.all(
+    ['rowDot', 'dq', 'dkdv', 'reduceHeads'].map((entry) => gpu.pipelines.get('attention_backward', constants, entry)),
+  );
+  const seg = a.segmentIds ?? a.q;
+
+  const rdTiles = Math.ceil((N * Hq) / ROWS_PER_WG);
+  const rd = fold(rec, rdTiles);
+  rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rd.x, rdTiles), [a.dOut, a.out, scratch.rowDot], [rd.x, 1, rd.z]);
+
+  const dqTiles = Math.ceil((N * (Hq / Hkv)) / ROWS_PER_WG);
+  const dqf = fold(rec, dqTiles);
+  rec.dispatch(
+    { pipeline: pDq, what: `${what} [dq]` },
+    params(a, dqf.x, dqTiles),
+    [a.q, a.k, a.v, seg, a.dOut, a.lse, scratch.rowDot, a.dq],
+    [dqf.x, Hkv, dqf.z],
+  );
+
+  const grouped = Hq !== Hkv;
+  const kTiles = Math.ceil(Nk / KEYS_PER_WG);
+  const kf = fold(rec, kTiles);
+  const dkTarget = grouped ? scratch.dkHeads! : a.dk;
+  const dvTarget = grouped ? scratch.dvHeads! : a.dv;
+  rec.dispatch(
+    { pipeline: pDkdv, what: `${what} [dkdv]` },
+    params(a, kf.x, kTiles),
+    [a.q, a.k, a.v, seg, a.dOut, a.lse, scratch.rowDot, dkTarget, dvTarget],
+    [kf.x, Hq, kf.z],
+  );
+  if (grouped) {
+    const redTiles = Math.ceil((Nk * Hkv * (D / 4)) / ROWS_PER_WG);
+    const rf = fold(rec, redTiles);
+    rec.dispatch(
+      { pipeline: pReduce, what: `${what} [reduceHeads]` },
+      params(a, rf.x, redTiles),
+      [scratch.dkHeads!, scratch.dvHeads!, a.dk, a.dv],
+      [rf.x, 1, rf.z],
+    );
+  }
+}
+
+/** Visible (query, key) pairs under the causal rule without segments: the work the kernels do. */
+export function attentionPairs(queries: number, keys: number, queryOffset = 0): number {
+  let pairs = 0;
+  for (let i = 0; i < queries; i++) pairs += Math.min(keys, queryOffset + i + 1);
+  return pairs;
+}
+
+/** Forward FLOPs: QKᵀ and PV over the visible pairs (2 + 2 per pair and dim) per query head. */
+export function attentionForwardFlops(s: AttentionShape): number {
+  return 4 * attentionPairs(s.queries, s.keys, s.queryOffset) * s.qHeads * s.headDim;
+}
+
+/** Backward FLOPs as computed (QKᵀ recomputed twice, dP twice, dV, dK, dQ): 14 per pair and dim. */
+export function attentionBackwardFlops(s: AttentionShape): number {
+  return 14 * attentionPairs(s.queries, s.keys, s.queryOffset) * s.qHeads * s.headDim;
+}

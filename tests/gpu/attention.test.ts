@@ -1,0 +1,171 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Recorder, readF32, releaseTensor, tensorSpec, uploadTensor, type Tensor } from '../../src/engine/gpu/index.ts';
+import {
+  attentionBackward,
+  attentionForward,
+  attentionScratchBytes,
+  attentionTiling,
+  createAttentionScratch,
+  releaseAttentionScratch,
+  setAttentionStorageBudgetForTests,
+  type AttentionShape,
+} from '../../src/engine/ops/attention.ts';
+import { attentionBackwardRef, attentionFiniteDifference, attentionForwardRef, type AttentionRefShape } from '../cpu/attention.ts';
+import { expectClose, relError } from '../cpu/compare.ts';
+import { randn } from '../cpu/random.ts';
+import { loadFixture } from '../reference/fixtures.ts';
+import { runtime, testGpu } from './context.ts';
+
+interface Case {
+  N: number;
+  Nk?: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  offset?: number;
+  segments?: number[];
+  /** Multiplies Q so softmax rows are peaked (exercises the online max rescaling). */
+  qScale?: number;
+  backward?: boolean;
+  /** Tile as on a device with only this much workgroup memory. */
+  storage?: number;
+}
+
+interface GpuRun {
+  out: Float32Array;
+  lse: Float32Array;
+  dq?: Float32Array;
+  dk?: Float32Array;
+  dv?: Float32Array;
+}
+
+async function runGpu(shape: AttentionShape, host: { q: Float32Array; k: Float32Array; v: Float32Array; dOut?: Float32Array; seg?: Int32Array }): Promise<GpuRun> {
+  const gpu = await testGpu();
+  const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = shape;
+  const made: Tensor[] = [];
+  const up = (data: Float32Array | Int32Array, dims: number[], label: string) => {
+    const t = uploadTensor(gpu, data, tensorSpec(data instanceof Int32Array ? 'i32' : 'f32', dims, 'activations', label));
+    made.push(t);
+    return t;
+  };
+  const q = up(host.q, [N, Hq * D], 'q');
+  const k = up(host.k, [Nk, Hkv * D], 'k');
+  const v = up(host.v, [Nk, Hkv * D], 'v');
+  // Outputs start as NaN so anything the kernels fail to write shows up.
+  const out = up(new Float32Array(N * Hq * D).fill(NaN), [N, Hq * D], 'out');
+  const lse = up(new Float32Array(Hq * N).fill(NaN), [Hq, N], 'lse');
+  const segmentIds = host.seg ? up(host.seg, [Nk], 'seg') : undefined;
+  const full = { ...shape, segmentIds };
+  const rec = new Recorder(gpu, 'attention-test');
+  await attentionForward(rec, { ...full, q, k, v, out, lse });
+  const res: GpuRun = { out: new Float32Array(0), lse: new Float32Array(0) };
+  let grads: Tensor[] = [];
+  if (host.dOut) {
+    const dOut = up(host.dOut, [N, Hq * D], 'dOut');
+    grads = [
+      up(new Float32Array(N * Hq * D).fill(NaN), [N, Hq * D], 'dq'),
+      up(new Float32Array(Nk * Hkv * D).fill(NaN), [Nk, Hkv * D], 'dk'),
+      up(new Float32Array(Nk * Hkv * D).fill(NaN), [Nk, Hkv * D], 'dv'),
+    ];
+    const scratch = createAttentionScratch(gpu, shape);
+    await attentionBackward(rec, { ...full, q, k, v, out, lse, dOut, dq: grads[0], dk: grads[1], dv: grads[2], scratch });
+    await rec.submit();
+    releaseAttentionScratch(gpu, scratch);
+  } else {
+    await rec.submit();
+  }
+  res.out = await readF32(gpu, out);
+  res.lse = await readF32(gpu, lse);
+  if (grads.length) {
+    res.dq = await readF32(gpu, grads[0]);
+    res.dk = await readF32(gpu, grads[1]);
+    res.dv = await readF32(gpu, grads[2]);
+  }
+  for (const t of made) releaseTensor(gpu, t);
+  return res;
+}
+
+function caseShape(c: Case): AttentionShape {
+  const Nk = c.Nk ?? c.N + (c.offset ?? 0);
+  return { queries: c.N, keys: Nk, qHeads: c.Hq, kvHeads: c.Hkv, headDim: c.D, queryOffset: c.offset };
+}
+
+async function runCase(c: Case) {
+  const shape = caseShape(c);
+  const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = shape;
+  const seed = N * 31 + Nk * 7 + Hq * 3 + D;
+  const q = randn(N * Hq * D, seed, c.qScale ?? 1);
+  const k = randn(Nk * Hkv * D, seed + 1);
+  const v = randn(Nk * Hkv * D, seed + 2);
+  const dOut = c.backward === false ? undefined : randn(N * Hq * D, seed + 3);
+  const seg = c.segments ? Int32Array.from(c.segments) : undefined;
+  if (seg) expect(seg.length).toBe(Nk);
+  if (c.storage) setAttentionStorageBudgetForTests(c.storage);
+  const got = await runGpu(shape, { q, k, v, dOut, seg });
+  const ref: AttentionRefShape = { ...shape, segmentIds: seg };
+  const want = attentionForwardRef(ref, q, k, v);
+  const tol = { rtol: 2e-4, atol: 2e-5 };
+  expectClose(got.out, want.out, tol, `O ${JSON.stringify(c)}`);
+  expectClose(got.lse, want.lse, tol, `LSE ${JSON.stringify(c)}`);
+  if (dOut) {
+    const g = attentionBackwardRef(ref, q, k, v, dOut);
+    // Gradients sum over up to Nk·group terms; scale the absolute floor with the largest value.
+    const gtol = (x: Float64Array) => ({ rtol: 5e-4, atol: 2e-5 * Math.max(1, ...Array.from(x, Math.abs)) });
+    expectClose(got.dq!, g.dq, gtol(g.dq), `dQ ${JSON.stringify(c)}`);
+    expectClose(got.dk!, g.dk, gtol(g.dk), `dK ${JSON.stringify(c)}`);
+    expectClose(got.dv!, g.dv, gtol(g.dv), `dV ${JSON.stringify(c)}`);
+  }
+}
+
+function segmentsOf(...runs: [id: number, length: number][]): number[] {
+  return runs.flatMap(([id, n]) => Array<number>(n).fill(id));
+}
+
+describe(`attention (${runtime})`, () => {
+  afterEach(() => setAttentionStorageBudgetForTests(null));
+
+  const cases: [string, Case][] = [
+    ['seq 1, D 64', { N: 1, Hq: 1, Hkv: 1, D: 64 }],
+    ['seq 17, GQA 14:2, D 64', { N: 17, Hq: 14, Hkv: 2, D: 64 }],
+    ['seq 17, GQA 2:1, D 80', { N: 17, Hq: 2, Hkv: 1, D: 80 }],
+    ['seq 130, MHA 2:2, D 64 (crosses key and query blocks)', { N: 130, Hq: 2, Hkv: 2, D: 64 }],
+    ['seq 130, GQA 4:2, D 80, peaked softmax', { N: 130, Hq: 4, Hkv: 2, D: 80, qScale: 4 }],
+    ['seq 17, D 32', { N: 17, Hq: 2, Hkv: 2, D: 32 }],
+    ['seq 17, GQA 4:1, D 128', { N: 17, Hq: 4, Hkv: 1, D: 128 }],
+    ['seq 37, D 128 with 16 KiB tiles', { N: 37, Hq: 2, Hkv: 1, D: 128, storage: 16384 }],
+    ['seq 70, D 64 with 16 KiB tiles', { N: 70, Hq: 2, Hkv: 2, D: 64, storage: 16384 }],
+    ['packed segments + padding, GQA 4:2', { N: 40, Hq: 4, Hkv: 2, D: 64, segments: segmentsOf([0, 15], [1, 20], [-1, 5]) }],
+    ['batch of 3 rows × 13 (ids per row), GQA 14:2', { N: 39, Hq: 14, Hkv: 2, D: 64, segments: segmentsOf([0, 5], [1, 8], [2, 9], [-1, 4], [7, 13]) }],
+    ['decode: 1 query at offset 36, GQA 14:2', { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 36 }],
+    ['prefill chunk: 5 queries at offset 20, D 80', { N: 5, Hq: 4, Hkv: 2, D: 80, offset: 20 }],
+    ['cache larger than needed: 3 queries at offset 4 of 50 keys', { N: 3, Nk: 50, Hq: 2, Hkv: 1, D: 64, offset: 4 }],
+  ];
+  for (const [name, c] of cases) it(name, () => runCase(c));
+
+  it('tiles fit 16 KiB of workgroup memory for head_dim up to 256', () => {
+    for (const D of [32, 64, 80, 128, 256]) {
+      const t = attentionTiling(D, 16384);
+      expect(t.keyBlock * (8 * D + 4)).toBeLessThanOrEqual(16384);
+      expect(t.queryBlock * (8 * D + 12)).toBeLessThanOrEqual(16384);
+      expect(t.keyBlock % 4).toBe(0);
+    }
+  });
+
+  it('scratch grows linearly with sequence length', () => {
+    const at = (n: number) => attentionScratchBytes({ queries: n, keys: n, qHeads: 14, kvHeads: 2, headDim: 64 });
+    expect(at(4096)).toBe(16 * at(256));
+  });
+
+  it('names the kernel and shapes on bad input', async () => {
+    const gpu = await testGpu();
+    const small = uploadTensor(gpu, new Float32Array(64), tensorSpec('f32', [1, 64], 'activations', 'small'));
+    const rec = new Recorder(gpu);
+    const shape = { queries: 2, keys: 2, qHeads: 1, kvHeads: 1, headDim: 64 };
+    await expect(attentionForward(rec, { ...shape, q: small, k: small, v: small, out: small })).rejects.toThrow(/attention\.forward.*q needs 128 elements/);
+    await expect(attentionForward(rec, { ...shape, qHeads: 3, kvHeads: 2, q: small, k: small, v: small, out: small })).rejects.toThrow(/multiple of kvHeads/);
+    await expect(attentionForward(rec, { ...shape, headDim: 6, q: small, k: small, v: small, out: small })).rejects.toThrow(/multiple of 4/);
+    await expect(attentionForward(rec, { ...shape, queryOffset: 1, q: small, k: small, v: small, out: small })).rejects.toThrow(/need keys ≥ 3/);
+    await rec.submit();
+    releaseTensor(gpu, small);
+  });
+});
