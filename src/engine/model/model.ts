@@ -1,0 +1,217 @@
+// A decoder on the GPU: its config, its weights under their Hugging Face names, and LoRA
+// adapter sets attached to it (PEFT semantics, see src/engine/ops/lora.ts).
+import type { Gpu } from '../gpu/device.ts';
+import { describe, type Tensor } from '../gpu/tensor.ts';
+import { releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
+import { initLoraA, initLoraB, loraScale, type LoraAdapter } from '../ops/lora.ts';
+import { isNf4, releaseNf4, type Nf4Weight } from '../ops/nf4.ts';
+import { ATTENTION_MODULES, MLP_MODULES, linearShape, moduleGroup, type LinearModule, type ModelConfig } from './config.ts';
+
+/**
+ * A 2-D weight larger than one storage binding (e.g. a 152k × 2048 embedding), cut into
+ * consecutive row ranges, each its own buffer. Only the embedding / lm_head are ever split.
+ */
+export interface RowSplitWeight {
+  readonly kind: 'rows';
+  readonly shape: readonly [number, number];
+  readonly dtype: Tensor['dtype'];
+  readonly parts: readonly { readonly tensor: Tensor; readonly row0: number; readonly rows: number }[];
+  readonly label: string;
+}
+
+export type ModelWeight = Tensor | Nf4Weight | RowSplitWeight;
+
+export function isRowSplit(w: unknown): w is RowSplitWeight {
+  return typeof w === 'object' && w !== null && (w as { kind?: unknown }).kind === 'rows';
+}
+
+export function weightLabel(w: ModelWeight): string {
+  if (isNf4(w)) return `${w.label}[${w.shape.join('×')}:nf4]`;
+  if (isRowSplit(w)) return `${w.label}[${w.shape.join('×')}:${w.dtype} in ${w.parts.length} row parts]`;
+  return describe(w);
+}
+
+export const LINEAR_MODULES: readonly LinearModule[] = [...ATTENTION_MODULES, ...MLP_MODULES];
+
+export function modulePrefix(layer: number, m: LinearModule): string {
+  return `model.layers.${layer}.${moduleGroup(m)}.${m}`;
+}
+
+export class Model {
+  /** Weights by Hugging Face tensor name; with tied embeddings lm_head.weight is the embedding itself. */
+  readonly weights = new Map<string, ModelWeight>();
+  /** f32 [headDim/2] RoPE inverse frequencies (computeInvFreq). */
+  invFreq: Tensor | null = null;
+  /** What the loader did (quantized tensors, dtype conversions, splits), for the UI. */
+  readonly notes: string[] = [];
+  private released = false;
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly config: ModelConfig,
+  ) {}
+
+  get(name: string): ModelWeight {
+    const w = this.weights.get(name);
+    if (!w) throw new Error(`model: weight "${name}" is not loaded`);
+    return w;
+  }
+
+  /** A dense (not split) weight; NF4 allowed for linear layers. */
+  linear(layer: number, m: LinearModule): Tensor | Nf4Weight {
+    const name = `${modulePrefix(layer, m)}.weight`;
+    const w = this.get(name);
+    if (isRowSplit(w)) throw new Error(`model: ${name} is split into row parts; only the embedding and lm_head may be`);
+    return w;
+  }
+
+  bias(layer: number, m: LinearModule): Tensor | null {
+    const w = this.weights.get(`${modulePrefix(layer, m)}.bias`);
+    return w ? (w as Tensor) : null;
+  }
+
+  tensor(name: string): Tensor {
+    const w = this.get(name);
+    if (isNf4(w) || isRowSplit(w)) throw new Error(`model: ${name} must be a plain tensor, it is ${weightLabel(w)}`);
+    return w;
+  }
+
+  get embedding(): Tensor | RowSplitWeight {
+    return this.get('model.embed_tokens.weight') as Tensor | RowSplitWeight;
+  }
+
+  get lmHead(): Tensor | Nf4Weight | RowSplitWeight {
+    return this.get('lm_head.weight');
+  }
+
+  /** Total GPU bytes of the weights (tied tensors counted once). */
+  weightBytes(): number {
+    const seen = new Set<unknown>();
+    let n = 0;
+    for (const w of this.weights.values()) {
+      if (seen.has(w)) continue;
+      seen.add(w);
+      if (isNf4(w)) n += w.packed.buf.size + w.absmax.buf.size + (w.nested?.table.buf.size ?? 0);
+      else if (isRowSplit(w)) n += w.parts.reduce((a, p) => a + p.tensor.buf.size, 0);
+      else n += w.buf.size;
+    }
+    return n;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    const seen = new Set<unknown>();
+    for (const w of this.weights.values()) {
+      if (seen.has(w)) continue;
+      seen.add(w);
+      if (isNf4(w)) releaseNf4(this.gpu, w);
+      else if (isRowSplit(w)) w.parts.forEach((p) => releaseTensor(this.gpu, p.tensor));
+      else releaseTensor(this.gpu, w);
+    }
+    this.weights.clear();
+    if (this.invFreq) releaseTensor(this.gpu, this.invFreq);
+    this.invFreq = null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoRA
+
+export interface LoraConfig {
+  rank: number;
+  alpha: number;
+  dropout: number;
+  /** Module names (q_proj, ...), or 'all' (every linear layer, LLaMA-Factory's lora_target: all). */
+  targets: readonly string[] | 'all';
+  rsLora?: boolean;
+  /** Seeds A's initialisation and the dropout masks. */
+  seed: number;
+  /** Layers to adapt (default all). */
+  layers?: readonly number[];
+}
+
+export interface LoraModuleState {
+  /** f32 [r, in] and [out, r] (PEFT lora_A / lora_B). */
+  A: Tensor;
+  B: Tensor;
+  /** The op-level view of the same tensors. */
+  adapter: LoraAdapter;
+  layer: number;
+  module: LinearModule;
+  /** Stream id of this module's dropout mask and initialisation. */
+  moduleId: number;
+}
+
+export class LoraSet {
+  /** By HF module name, e.g. "model.layers.0.self_attn.q_proj". */
+  readonly adapters = new Map<string, LoraModuleState>();
+  readonly scale: number;
+  readonly targets: LinearModule[];
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly config: LoraConfig,
+  ) {
+    this.scale = loraScale(config.alpha, config.rank, config.rsLora ?? false);
+    this.targets = resolveTargets(config.targets);
+  }
+
+  get(layer: number, m: LinearModule): LoraModuleState | undefined {
+    return this.adapters.get(modulePrefix(layer, m));
+  }
+
+  /** PEFT key of a tensor: base_model.model.<module>.lora_A.weight. */
+  static peftKey(moduleName: string, which: 'A' | 'B'): string {
+    return `base_model.model.${moduleName}.lora_${which}.weight`;
+  }
+
+  parameterCount(): number {
+    let n = 0;
+    for (const a of this.adapters.values()) n += a.adapter.r * (a.adapter.inFeatures + a.adapter.outFeatures);
+    return n;
+  }
+
+  release(): void {
+    for (const a of this.adapters.values()) {
+      releaseTensor(this.gpu, a.A);
+      releaseTensor(this.gpu, a.B);
+    }
+    this.adapters.clear();
+  }
+}
+
+export function resolveTargets(targets: readonly string[] | 'all'): LinearModule[] {
+  if (targets === 'all' || (targets.length === 1 && targets[0] === 'all')) return [...LINEAR_MODULES];
+  const out: LinearModule[] = [];
+  for (const t of targets) {
+    if (!(LINEAR_MODULES as readonly string[]).includes(t)) {
+      throw new Error(`LoRA target "${t}" is not a linear layer of this model; choose from ${LINEAR_MODULES.join(', ')} or "all"`);
+    }
+    if (!out.includes(t as LinearModule)) out.push(t as LinearModule);
+  }
+  if (!out.length) throw new Error('LoRA needs at least one target module');
+  return out;
+}
+
+/**
+ * Adds PEFT-initialised adapters (A Kaiming-uniform from the seed, B zero) to every targeted
+ * linear layer. Weights of the base model are untouched.
+ */
+export function attachLora(model: Model, cfg: LoraConfig): LoraSet {
+  const set = new LoraSet(model.gpu, cfg);
+  const c = model.config;
+  const layers = cfg.layers ?? Array.from({ length: c.numLayers }, (_, i) => i);
+  for (const l of layers) {
+    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`LoRA layer ${l} outside 0..${c.numLayers - 1}`);
+    for (const m of set.targets) {
+      const [out, inF] = linearShape(c, m);
+      const moduleId = l * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(m);
+      const name = modulePrefix(l, m);
+      const A = uploadTensor(model.gpu, initLoraA(cfg.rank, inF, cfg.seed, moduleId), tensorSpec('f32', [cfg.rank, inF], 'adapters', `${name}.lora_A`));
+      const B = uploadTensor(model.gpu, initLoraB(out, cfg.rank), tensorSpec('f32', [out, cfg.rank], 'adapters', `${name}.lora_B`));
+      set.adapters.set(name, { A, B, adapter: { a: A, b: B, r: cfg.rank, inFeatures: inF, outFeatures: out, scale: set.scale }, layer: l, module: m, moduleId });
+    }
+  }
+  return set;
+}
