@@ -1,0 +1,594 @@
+// The Llama / Qwen2 / Qwen3 / Mistral decoder stack, forward and backward, composed from the ops
+// (transformers modeling_llama.py / modeling_qwen2.py / modeling_qwen3.py):
+//   h = embed(ids)                       (+ NEFTune noise when training)
+//   per layer: h += o_proj(attn(rope(q(norm1 h)), rope(k(..)), v(..)))
+//              h += down(silu(gate(norm2 h)) · up(norm2 h))
+//   logits = lm_head(norm(h)), loss = Σ CE(shifted labels) · (1/count in the accumulation window)
+// LoRA is added to any linear layer; q/k/v biases (Qwen2) via a rank-1 matmul with a ones
+// column; Qwen3 q/k RMSNorm over head_dim before RoPE. Gradient checkpointing keeps only each
+// layer's input and recomputes the layer in the backward.
+import type { Gpu } from '../gpu/device.ts';
+import { Recorder } from '../gpu/recorder.ts';
+import type { Tensor } from '../gpu/tensor.ts';
+import { createTensor, releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
+import type { MemoryCategory } from '../gpu/ledger.ts';
+import { attentionBackward, attentionForward } from '../ops/attention.ts';
+import { crossEntropy, type LossScale } from '../ops/cross_entropy.ts';
+import { embeddingBackward, embeddingCsr, embeddingForward, type NeftuneOptions } from '../ops/embedding.ts';
+import { createLoraWorkspace, loraBackward, loraForward, releaseLoraWorkspace, type LoraDropout, type LoraWorkspace } from '../ops/lora.ts';
+import { matmul } from '../ops/matmul.ts';
+import type { Nf4Weight } from '../ops/nf4.ts';
+import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
+import { ropeBackward, ropeForward } from '../ops/rope.ts';
+import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
+import { labelRuns, type HostBatch } from './batch.ts';
+import { linearShape, type LinearModule, type ModelConfig } from './config.ts';
+import { LINEAR_MODULES, isRowSplit, modulePrefix, type LoraModuleState, type LoraSet, type Model, type RowSplitWeight } from './model.ts';
+
+/** Bytes of one logits chunk [rows, vocab] f32 (the loss never holds all rows' logits at once). */
+const LOGITS_CHUNK_BYTES = 64 << 20;
+
+export interface DecoderOptions {
+  /** Recompute each layer in the backward instead of keeping its activations. */
+  checkpointing?: boolean;
+  /** Train every base weight (full fine-tuning; weights must be f32 and not split). */
+  full?: boolean;
+  /** Rows per logits chunk (default: as many as fit in 64 MiB). */
+  lossChunkRows?: number;
+  /** Forward only (generation): no gradient buffers. */
+  inference?: boolean;
+}
+
+/** Per-layer activations (what the backward reads). */
+interface LayerActs {
+  xn1: Tensor;
+  rstd1: Tensor;
+  qPre?: Tensor;
+  kPre?: Tensor;
+  rstdQ?: Tensor;
+  rstdK?: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  o: Tensor;
+  lse: Tensor;
+  hMid: Tensor;
+  xn2: Tensor;
+  rstd2: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  act: Tensor;
+  lora: Map<LinearModule, LoraWorkspace>;
+}
+
+/** What one recorded pass needs besides the model. */
+export interface PassInputs {
+  hb: HostBatch;
+  ids: Tensor;
+  positions: Tensor;
+  segments: Tensor;
+  labels: Tensor;
+  ones: Tensor | null;
+  /** Micro-step counter picking the dropout masks (same in forward, recompute and backward); null = no dropout (eval). */
+  dropoutStep: number | null;
+  neftune?: NeftuneOptions;
+  /** Generation: attend over a KV cache holding `offset` earlier tokens (B = 1, no segments). */
+  kv?: { k: Tensor[]; v: Tensor[]; offset: number };
+}
+
+export interface LossTarget {
+  /** 1/(labels in the accumulation window), read on the GPU. */
+  lossScale: LossScale;
+  /** Receives Σ scaled token losses at index (accumulated). */
+  accum: Tensor;
+  accumIndex: number;
+}
+
+/** Trainable gradient tensors, by parameter name. */
+export type GradMap = Map<string, Tensor>;
+
+export class Decoder {
+  readonly gpu: Gpu;
+  /** Gradient tensor per trainable tensor: LoRA "…lora_A"/"…lora_B", or the HF weight name (full). */
+  readonly grads: GradMap = new Map();
+  private readonly c: ModelConfig;
+  private disposed = false;
+
+  constructor(
+    readonly model: Model,
+    readonly lora: LoraSet | null,
+    readonly opts: DecoderOptions = {},
+  ) {
+    this.gpu = model.gpu;
+    this.c = model.config;
+    if (opts.inference) return;
+    if (opts.full) {
+      for (const [name, w] of model.weights) {
+        if (name === 'lm_head.weight' && w === model.weights.get('model.embed_tokens.weight')) continue;
+        if (isRowSplit(w) || (w as Nf4Weight).kind === 'nf4' || (w as Tensor).dtype !== 'f32') {
+          throw new Error(`full fine-tuning needs f32 weights in single buffers; ${name} is not (load with computeDType 'f32')`);
+        }
+        this.grads.set(name, this.zeros([...(w as Tensor).shape], `grad ${name}`, 'gradients'));
+      }
+    }
+    if (lora) {
+      for (const [name, st] of lora.adapters) {
+        this.grads.set(`${name}.lora_A`, this.zeros([...st.A.shape], `grad ${name}.lora_A`, 'gradients'));
+        this.grads.set(`${name}.lora_B`, this.zeros([...st.B.shape], `grad ${name}.lora_B`, 'gradients'));
+      }
+    }
+  }
+
+  private zeros(shape: number[], label: string, cat: MemoryCategory): Tensor {
+    return createTensor(this.gpu, tensorSpec('f32', shape, cat, label));
+  }
+
+  /** Records zeroing of every gradient (start of an accumulation window). */
+  clearGrads(rec: Recorder): void {
+    for (const g of this.grads.values()) rec.clear(g);
+  }
+
+  release(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const g of this.grads.values()) releaseTensor(this.gpu, g);
+    this.grads.clear();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Inputs
+
+  uploadInputs(hb: HostBatch, dropoutStep: number | null, neftune?: NeftuneOptions): PassInputs {
+    const g = this.gpu;
+    const up = (a: Int32Array, label: string) => uploadTensor(g, a, tensorSpec('i32', [hb.N], 'activations', label));
+    const needOnes = this.c.qkvBias || this.c.oBias || this.c.mlpBias;
+    return {
+      hb,
+      ids: up(hb.ids, 'input_ids'),
+      positions: up(hb.positions, 'position_ids'),
+      segments: up(hb.segments, 'segment_ids'),
+      labels: up(hb.shifted, 'labels'),
+      ones: needOnes ? uploadTensor(g, new Float32Array(hb.N).fill(1), tensorSpec('f32', [hb.N, 1], 'activations', 'ones')) : null,
+      dropoutStep,
+      neftune,
+    };
+  }
+
+  releaseInputs(p: PassInputs): void {
+    for (const t of [p.ids, p.positions, p.segments, p.labels, p.ones]) if (t) releaseTensor(this.gpu, t);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Buffers
+
+  private allocActs(N: number, cat: MemoryCategory, tag: string): LayerActs {
+    const c = this.c;
+    const H = c.hiddenSize;
+    const QD = c.numHeads * c.headDim;
+    const KD = c.numKvHeads * c.headDim;
+    const I = c.intermediateSize;
+    const t = (shape: number[], name: string) => this.zeros(shape, `${tag}.${name}`, cat);
+    const acts: LayerActs = {
+      xn1: t([N, H], 'xn1'),
+      rstd1: t([N], 'rstd1'),
+      q: t([N, QD], 'q'),
+      k: t([N, KD], 'k'),
+      v: t([N, KD], 'v'),
+      o: t([N, QD], 'attn_out'),
+      lse: t([c.numHeads, N], 'lse'),
+      hMid: t([N, H], 'h_mid'),
+      xn2: t([N, H], 'xn2'),
+      rstd2: t([N], 'rstd2'),
+      gate: t([N, I], 'gate'),
+      up: t([N, I], 'up'),
+      act: t([N, I], 'act'),
+      lora: new Map(),
+    };
+    if (c.qkNorm) {
+      acts.qPre = t([N, QD], 'q_pre');
+      acts.kPre = t([N, KD], 'k_pre');
+      acts.rstdQ = t([N * c.numHeads], 'rstd_q');
+      acts.rstdK = t([N * c.numKvHeads], 'rstd_k');
+    }
+    return acts;
+  }
+
+  private allocLoraWs(acts: LayerActs, layer: number, N: number): void {
+    if (!this.lora) return;
+    for (const m of LINEAR_MODULES) {
+      const st = this.lora.get(layer, m);
+      if (st && !acts.lora.has(m)) acts.lora.set(m, createLoraWorkspace(this.gpu, N, st.adapter, `${modulePrefix(layer, m)}.lora_ws`));
+    }
+  }
+
+  private releaseActs(acts: LayerActs): void {
+    for (const [k, v] of Object.entries(acts)) {
+      if (k === 'lora') continue;
+      if (v) releaseTensor(this.gpu, v as Tensor);
+    }
+    for (const ws of acts.lora.values()) releaseLoraWorkspace(this.gpu, ws);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Linear layers
+
+  private dropout(st: LoraModuleState, step: number | null): LoraDropout | undefined {
+    const p = this.lora?.config.dropout ?? 0;
+    return p > 0 && step !== null ? { p, seed: this.lora!.config.seed, step, moduleId: st.moduleId } : undefined;
+  }
+
+  /** y (= or +=) x·Wᵀ + b + LoRA. */
+  private async linearForward(rec: Recorder, p: PassInputs, layer: number, m: LinearModule, x: Tensor, y: Tensor, acts: LayerActs, beta = 0): Promise<void> {
+    const [out, inF] = linearShape(this.c, m);
+    const N = p.hb.N;
+    await matmul(rec, { a: x, b: this.model.linear(layer, m), c: y, M: N, N: out, K: inF, transB: true, beta });
+    const bias = this.model.bias(layer, m);
+    if (bias) await matmul(rec, { a: p.ones!, b: bias, c: y, M: N, N: out, K: 1, beta: 1 });
+    const st = this.lora?.get(layer, m);
+    if (st) await loraForward(rec, { x, y, adapter: st.adapter, N, dropout: this.dropout(st, p.dropoutStep), ws: acts.lora.get(m)! });
+  }
+
+  /** dX (= or +=) dY·W (+ LoRA), and the trainable gradients (+=). */
+  private async linearBackward(rec: Recorder, p: PassInputs, layer: number, m: LinearModule, x: Tensor, dY: Tensor, dX: Tensor, acts: LayerActs, accumulateDx: boolean): Promise<void> {
+    const [out, inF] = linearShape(this.c, m);
+    const N = p.hb.N;
+    const name = modulePrefix(layer, m);
+    await matmul(rec, { a: dY, b: this.model.linear(layer, m), c: dX, M: N, N: inF, K: out, beta: accumulateDx ? 1 : 0 });
+    const st = this.lora?.get(layer, m);
+    if (st) {
+      await loraBackward(rec, {
+        x, dY, dX, dA: this.grads.get(`${name}.lora_A`)!, dB: this.grads.get(`${name}.lora_B`)!, accumulate: true,
+        adapter: st.adapter, N, dropout: this.dropout(st, p.dropoutStep), ws: acts.lora.get(m)!,
+      });
+    }
+    const dW = this.grads.get(`${name}.weight`);
+    if (dW) await matmul(rec, { a: dY, b: x, c: dW, M: out, N: inF, K: N, transA: true, beta: 1 });
+    const dBias = this.grads.get(`${name}.bias`);
+    if (dBias) await matmul(rec, { a: p.ones!, b: dY, c: dBias, M: 1, N: out, K: N, transA: true, beta: 1 });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // One layer
+
+  private async layerForward(rec: Recorder, p: PassInputs, l: number, hIn: Tensor, hOut: Tensor, a: LayerActs): Promise<void> {
+    const c = this.c;
+    const N = p.hb.N;
+    const H = c.hiddenSize;
+    const D = c.headDim;
+    const pre = `model.layers.${l}`;
+    const eps = c.rmsNormEps;
+    await rmsnormForward(rec, { x: hIn, weight: this.model.tensor(`${pre}.input_layernorm.weight`), y: a.xn1, rstd: a.rstd1, rows: N, width: H, eps });
+    await this.linearForward(rec, p, l, 'q_proj', a.xn1, a.qPre ?? a.q, a);
+    await this.linearForward(rec, p, l, 'k_proj', a.xn1, a.kPre ?? a.k, a);
+    await this.linearForward(rec, p, l, 'v_proj', a.xn1, a.v, a);
+    if (c.qkNorm) {
+      await rmsnormForward(rec, { x: a.qPre!, weight: this.model.tensor(`${pre}.self_attn.q_norm.weight`), y: a.q, rstd: a.rstdQ!, rows: N * c.numHeads, width: D, eps });
+      await rmsnormForward(rec, { x: a.kPre!, weight: this.model.tensor(`${pre}.self_attn.k_norm.weight`), y: a.k, rstd: a.rstdK!, rows: N * c.numKvHeads, width: D, eps });
+    }
+    await ropeForward(rec, { q: a.q, k: a.k, positionIds: p.positions, invFreq: this.model.invFreq!, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
+    if (p.kv) {
+      const row = c.numKvHeads * D * 4;
+      rec.copy(a.k, 0, p.kv.k[l], p.kv.offset * row, N * row);
+      rec.copy(a.v, 0, p.kv.v[l], p.kv.offset * row, N * row);
+      await attentionForward(rec, { queries: N, keys: p.kv.offset + N, queryOffset: p.kv.offset, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, q: a.q, k: p.kv.k[l], v: p.kv.v[l], out: a.o, lse: a.lse });
+    } else {
+      await attentionForward(rec, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, segmentIds: p.segments, q: a.q, k: a.k, v: a.v, out: a.o, lse: a.lse });
+    }
+    rec.copy(hIn, 0, a.hMid, 0, N * H * 4);
+    await this.linearForward(rec, p, l, 'o_proj', a.o, a.hMid, a, 1);
+    await rmsnormForward(rec, { x: a.hMid, weight: this.model.tensor(`${pre}.post_attention_layernorm.weight`), y: a.xn2, rstd: a.rstd2, rows: N, width: H, eps });
+    await this.linearForward(rec, p, l, 'gate_proj', a.xn2, a.gate, a);
+    await this.linearForward(rec, p, l, 'up_proj', a.xn2, a.up, a);
+    await swigluForward(rec, { gate: a.gate, up: a.up, y: a.act, rows: N, width: c.intermediateSize });
+    rec.copy(a.hMid, 0, hOut, 0, N * H * 4);
+    await this.linearForward(rec, p, l, 'down_proj', a.act, hOut, a, 1);
+  }
+
+  /** dh: on entry dL/dhOut, on exit dL/dhIn. */
+  private async layerBackward(rec: Recorder, p: PassInputs, l: number, hIn: Tensor, a: LayerActs, dh: Tensor, s: BackScratch): Promise<void> {
+    const c = this.c;
+    const N = p.hb.N;
+    const H = c.hiddenSize;
+    const D = c.headDim;
+    const I = c.intermediateSize;
+    const pre = `model.layers.${l}`;
+    const normGrad = (name: string) => this.grads.get(name);
+    // MLP
+    await this.linearBackward(rec, p, l, 'down_proj', a.act, dh, s.dAct, a, false);
+    await swigluBackward(rec, { gate: a.gate, up: a.up, dy: s.dAct, dGate: s.dGate, dUp: s.dUp, rows: N, width: I });
+    await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, s.dGate, s.dXn, a, false);
+    await this.linearBackward(rec, p, l, 'up_proj', a.xn2, s.dUp, s.dXn, a, true);
+    const ln2 = `${pre}.post_attention_layernorm.weight`;
+    await rmsnormBackward(rec, { x: a.hMid, rstd: a.rstd2, weight: this.model.tensor(ln2), dy: s.dXn, dx: dh, accumulateDx: true, dWeight: normGrad(ln2), accumulateDWeight: true, partials: s.partials, rows: N, width: H });
+    // Attention
+    await this.linearBackward(rec, p, l, 'o_proj', a.o, dh, s.dO, a, false);
+    await attentionBackward(rec, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, segmentIds: p.segments, q: a.q, k: a.k, v: a.v, out: a.o, lse: a.lse, dOut: s.dO, dq: s.dq, dk: s.dk, dv: s.dv });
+    await ropeBackward(rec, { dq: s.dq, dk: s.dk, positionIds: p.positions, invFreq: this.model.invFreq!, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
+    let dq = s.dq;
+    let dk = s.dk;
+    if (c.qkNorm) {
+      const qn = `${pre}.self_attn.q_norm.weight`;
+      const kn = `${pre}.self_attn.k_norm.weight`;
+      await rmsnormBackward(rec, { x: a.qPre!, rstd: a.rstdQ!, weight: this.model.tensor(qn), dy: s.dq, dx: s.dqPre!, dWeight: normGrad(qn), accumulateDWeight: true, partials: s.partials, rows: N * c.numHeads, width: D });
+      await rmsnormBackward(rec, { x: a.kPre!, rstd: a.rstdK!, weight: this.model.tensor(kn), dy: s.dk, dx: s.dkPre!, dWeight: normGrad(kn), accumulateDWeight: true, partials: s.partials, rows: N * c.numKvHeads, width: D });
+      dq = s.dqPre!;
+      dk = s.dkPre!;
+    }
+    await this.linearBackward(rec, p, l, 'q_proj', a.xn1, dq, s.dXn, a, false);
+    await this.linearBackward(rec, p, l, 'k_proj', a.xn1, dk, s.dXn, a, true);
+    await this.linearBackward(rec, p, l, 'v_proj', a.xn1, s.dv, s.dXn, a, true);
+    const ln1 = `${pre}.input_layernorm.weight`;
+    await rmsnormBackward(rec, { x: hIn, rstd: a.rstd1, weight: this.model.tensor(ln1), dy: s.dXn, dx: dh, accumulateDx: true, dWeight: normGrad(ln1), accumulateDWeight: true, partials: s.partials, rows: N, width: H });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Embedding and LM head (row-split aware)
+
+  private async embed(rec: Recorder, p: PassInputs, out: Tensor): Promise<void> {
+    const c = this.c;
+    const N = p.hb.N;
+    const W = this.model.embedding;
+    if (!isRowSplit(W)) {
+      await embeddingForward(rec, { ids: p.ids, weight: W, out, tokens: N, vocab: c.vocabSize, hidden: c.hiddenSize, neftune: p.neftune });
+      return;
+    }
+    // Split table: gather each part's tokens into a scratch, then copy runs of rows into place.
+    for (const part of W.parts) {
+      const where: number[] = [];
+      for (let n = 0; n < N; n++) if (p.hb.ids[n] >= part.row0 && p.hb.ids[n] < part.row0 + part.rows) where.push(n);
+      if (!where.length) continue;
+      const local = uploadTensor(this.gpu, Int32Array.from(where, (n) => p.hb.ids[n] - part.row0), tensorSpec('i32', [where.length], 'scratch', 'embed.local_ids'));
+      const tmp = this.zeros([where.length, c.hiddenSize], 'embed.part_rows', 'scratch');
+      const nf = p.neftune ? { ...p.neftune, stream: p.neftune.stream * 64 + W.parts.indexOf(part) } : undefined;
+      await embeddingForward(rec, { ids: local, weight: part.tensor, out: tmp, tokens: where.length, vocab: part.rows, hidden: c.hiddenSize, neftune: nf });
+      const row = c.hiddenSize * 4;
+      for (let j = 0; j < where.length; ) {
+        let k = j + 1;
+        while (k < where.length && where[k] === where[k - 1] + 1) k++;
+        rec.copy(tmp, j * row, out, where[j] * row, (k - j) * row);
+        j = k;
+      }
+      // Buffers stay alive until the recorder is submitted: release them afterwards.
+      this.deferred.push(local, tmp);
+    }
+  }
+
+  private deferred: Tensor[] = [];
+
+  private flushDeferred(): void {
+    for (const t of this.deferred) releaseTensor(this.gpu, t);
+    this.deferred = [];
+  }
+
+  private async lmHeadForward(rec: Recorder, xf: Tensor, r0: number, R: number, logits: Tensor): Promise<void> {
+    const { hiddenSize: H, vocabSize: V } = this.c;
+    const W = this.model.lmHead;
+    if (!isRowSplit(W)) {
+      await matmul(rec, { a: xf, aOffset: r0 * H, b: W, c: logits, M: R, N: V, K: H, transB: true });
+      return;
+    }
+    // One 1-row product per token row so each part lands in its vocabulary columns.
+    for (const part of (W as RowSplitWeight).parts) {
+      await matmul(rec, { a: xf, aOffset: r0 * H, aBatchStride: H, b: part.tensor, bBatchStride: 0, c: logits, cOffset: part.row0, cBatchStride: V, M: 1, N: part.rows, K: H, batch: R, transB: true });
+    }
+  }
+
+  private async lmHeadBackward(rec: Recorder, xf: Tensor, r0: number, R: number, dLogits: Tensor, dxf: Tensor): Promise<void> {
+    const { hiddenSize: H, vocabSize: V } = this.c;
+    const W = this.model.lmHead;
+    if (!isRowSplit(W)) {
+      await matmul(rec, { a: dLogits, b: W, c: dxf, cOffset: r0 * H, M: R, N: H, K: V });
+    } else {
+      for (const [i, part] of W.parts.entries()) {
+        await matmul(rec, { a: dLogits, aOffset: part.row0, aBatchStride: V, b: part.tensor, bBatchStride: 0, c: dxf, cOffset: r0 * H, cBatchStride: H, M: 1, N: H, K: part.rows, batch: R, beta: i ? 1 : 0 });
+      }
+    }
+    const tiedOrHead = this.grads.get('lm_head.weight') ?? (this.c.tieWordEmbeddings ? this.grads.get('model.embed_tokens.weight') : undefined);
+    if (tiedOrHead) await matmul(rec, { a: dLogits, b: xf, bOffset: r0 * H, c: tiedOrHead, M: V, N: H, K: R, transA: true, beta: 1 });
+  }
+
+  private chunkRows(N: number): number {
+    return Math.max(1, Math.min(N, this.opts.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * this.c.vocabSize))));
+  }
+
+  /** Row ranges whose logits are computed: the label runs (or every row when logits are captured), cut into chunks. */
+  private chunks(hb: HostBatch, all: boolean): [number, number][] {
+    const R = this.chunkRows(hb.N);
+    const runs = all ? [[0, hb.N] as [number, number]] : labelRuns(hb.shifted);
+    const out: [number, number][] = [];
+    for (const [s, e] of runs) for (let r = s; r < e; r += R) out.push([r, Math.min(R, e - r)]);
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Passes
+
+  /**
+   * Records forward + backward of one micro-batch and submits. Gradients are ADDED to this.grads
+   * (clear them at the start of an accumulation window); the scaled loss is added to loss.accum.
+   */
+  async trainMicroBatch(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor }): Promise<{ dispatches: number }> {
+    const rec = new Recorder(this.gpu, 'train micro-batch');
+    const c = this.c;
+    const N = p.hb.N;
+    const H = c.hiddenSize;
+    const L = c.numLayers;
+    const ckpt = !!this.opts.checkpointing;
+    const hs: Tensor[] = [];
+    for (let l = 0; l <= L; l++) hs.push(this.zeros([N, H], `h${l}`, 'activations'));
+    const acts: LayerActs[] = [];
+    const shared = ckpt ? this.allocActs(N, 'activations', 'layer(recompute)') : null;
+    const s = this.allocBackScratch(N);
+    try {
+      await this.embed(rec, p, hs[0]);
+      for (let l = 0; l < L; l++) {
+        const a = shared ?? this.allocActs(N, 'activations', `layer${l}`);
+        this.allocLoraWs(a, l, N);
+        if (!shared) acts.push(a);
+        await this.layerForward(rec, p, l, hs[l], hs[l + 1], a);
+      }
+      // Final norm, logits in chunks, loss, dLogits in place, dxf.
+      const xf = this.zeros([N, H], 'xf', 'activations');
+      const rstdF = this.zeros([N], 'rstd_f', 'activations');
+      this.deferred.push(xf, rstdF);
+      const normW = this.model.tensor('model.norm.weight');
+      await rmsnormForward(rec, { x: hs[L], weight: normW, y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
+      rec.clear(s.dxf);
+      await this.lossChunks(rec, p, xf, s.dxf, loss, true, capture?.logits);
+      await rmsnormBackward(rec, { x: hs[L], rstd: rstdF, weight: normW, dy: s.dxf, dx: s.dh, dWeight: this.grads.get('model.norm.weight'), accumulateDWeight: true, partials: s.partials, rows: N, width: H });
+      for (let l = L - 1; l >= 0; l--) {
+        const a = shared ?? acts[l];
+        if (shared) {
+          this.allocLoraWs(a, l, N);
+          await this.layerForward(rec, p, l, hs[l], hs[l + 1], a);
+        }
+        await this.layerBackward(rec, p, l, hs[l], a, s.dh, s);
+      }
+      const dEmbed = this.grads.get('model.embed_tokens.weight');
+      if (dEmbed) {
+        const csr = embeddingCsr(p.hb.ids, c.vocabSize);
+        const t = (a: Int32Array, label: string) => uploadTensor(this.gpu, a, tensorSpec('i32', [Math.max(1, a.length)], 'scratch', label));
+        const u = t(csr.uniqueIds, 'csr.unique'), o = t(csr.offsets, 'csr.offsets'), ps = t(csr.positions, 'csr.positions');
+        this.deferred.push(u, o, ps);
+        await embeddingBackward(rec, { dOut: s.dh, uniqueIds: u, offsets: o, positions: ps, uniqueCount: csr.uniqueIds.length, dWeight: dEmbed, accumulate: true, tokens: N, vocab: c.vocabSize, hidden: H });
+      }
+      await rec.submit();
+      return { dispatches: rec.dispatchCount };
+    } finally {
+      this.flushDeferred();
+      hs.forEach((t) => releaseTensor(this.gpu, t));
+      acts.forEach((a) => this.releaseActs(a));
+      if (shared) this.releaseActs(shared);
+      this.releaseBackScratch(s);
+    }
+  }
+
+  /** Forward only: adds the scaled loss of the labelled rows to loss.accum (evaluation), optionally captures logits [N, V]. */
+  async forwardLoss(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor; hidden?: Tensor }): Promise<{ dispatches: number }> {
+    const rec = new Recorder(this.gpu, 'eval forward');
+    const c = this.c;
+    const N = p.hb.N;
+    const H = c.hiddenSize;
+    const h = [this.zeros([N, H], 'h_a', 'activations'), this.zeros([N, H], 'h_b', 'activations')];
+    const a = this.allocActs(N, 'activations', 'layer(eval)');
+    const xf = this.zeros([N, H], 'xf', 'activations');
+    const rstdF = this.zeros([N], 'rstd_f', 'activations');
+    try {
+      await this.embed(rec, p, h[0]);
+      for (let l = 0; l < c.numLayers; l++) {
+        this.allocLoraWs(a, l, N);
+        await this.layerForward(rec, p, l, h[l % 2], h[(l + 1) % 2], a);
+      }
+      const hL = h[c.numLayers % 2];
+      await rmsnormForward(rec, { x: hL, weight: this.model.tensor('model.norm.weight'), y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
+      if (capture?.hidden) rec.copy(xf, 0, capture.hidden, 0, N * H * 4);
+      await this.lossChunks(rec, p, xf, null, loss, false, capture?.logits);
+      await rec.submit();
+      return { dispatches: rec.dispatchCount };
+    } finally {
+      this.flushDeferred();
+      h.forEach((t) => releaseTensor(this.gpu, t));
+      this.releaseActs(a);
+      releaseTensor(this.gpu, xf);
+      releaseTensor(this.gpu, rstdF);
+    }
+  }
+
+  /** Forward of the new tokens only (KV cache or not): logits of the LAST token into `logits` [V]. */
+  async forwardLast(p: PassInputs, logits: Tensor): Promise<{ dispatches: number }> {
+    const rec = new Recorder(this.gpu, 'generate forward');
+    const c = this.c;
+    const N = p.hb.N;
+    const H = c.hiddenSize;
+    const h = [this.zeros([N, H], 'h_a', 'activations'), this.zeros([N, H], 'h_b', 'activations')];
+    const a = this.allocActs(N, 'activations', 'layer(generate)');
+    const xf = this.zeros([N, H], 'xf', 'activations');
+    const rstdF = this.zeros([N], 'rstd_f', 'activations');
+    try {
+      await this.embed(rec, p, h[0]);
+      for (let l = 0; l < c.numLayers; l++) {
+        this.allocLoraWs(a, l, N);
+        await this.layerForward(rec, p, l, h[l % 2], h[(l + 1) % 2], a);
+      }
+      await rmsnormForward(rec, { x: h[c.numLayers % 2], weight: this.model.tensor('model.norm.weight'), y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
+      await this.lmHeadForward(rec, xf, N - 1, 1, logits);
+      await rec.submit();
+      return { dispatches: rec.dispatchCount };
+    } finally {
+      this.flushDeferred();
+      h.forEach((t) => releaseTensor(this.gpu, t));
+      this.releaseActs(a);
+      releaseTensor(this.gpu, xf);
+      releaseTensor(this.gpu, rstdF);
+    }
+  }
+
+  private async lossChunks(rec: Recorder, p: PassInputs, xf: Tensor, dxf: Tensor | null, loss: LossTarget, train: boolean, logitsOut?: Tensor): Promise<void> {
+    const V = this.c.vocabSize;
+    const N = p.hb.N;
+    const chunks = this.chunks(p.hb, !!logitsOut);
+    if (!chunks.length) return;
+    const R = Math.max(...chunks.map(([, r]) => r));
+    const logits = this.zeros([R, V], 'logits_chunk', 'scratch');
+    const rowLoss = this.zeros([N], 'row_loss', 'scratch');
+    this.deferred.push(logits, rowLoss);
+    for (const [r0, rows] of chunks) {
+      await this.lmHeadForward(rec, xf, r0, rows, logits);
+      if (logitsOut) rec.copy(logits, 0, logitsOut, r0 * V * 4, rows * V * 4);
+      await crossEntropy(rec, {
+        logits, labels: p.labels, labelOffset: r0, rowLoss, lossOffset: r0, lossScale: loss.lossScale,
+        lossAccum: { tensor: loss.accum, index: loss.accumIndex, accumulate: true }, rows, vocab: V, writeGrad: train,
+      });
+      if (train && dxf) await this.lmHeadBackward(rec, xf, r0, rows, logits, dxf);
+    }
+  }
+
+  private allocBackScratch(N: number): BackScratch {
+    const c = this.c;
+    const H = c.hiddenSize;
+    const QD = c.numHeads * c.headDim;
+    const KD = c.numKvHeads * c.headDim;
+    const I = c.intermediateSize;
+    const t = (shape: number[], name: string) => this.zeros(shape, `grad.${name}`, 'scratch');
+    const partialRows = Math.max(N, c.qkNorm ? N * c.numHeads : 0);
+    const width = Math.max(H, c.headDim);
+    const s: BackScratch = {
+      dh: t([N, H], 'dh'),
+      dxf: t([N, H], 'dxf'),
+      dXn: t([N, H], 'dxn'),
+      dAct: t([N, I], 'dact'),
+      dGate: t([N, I], 'dgate'),
+      dUp: t([N, I], 'dup'),
+      dO: t([N, QD], 'do'),
+      dq: t([N, QD], 'dq'),
+      dk: t([N, KD], 'dk'),
+      dv: t([N, KD], 'dv'),
+      partials: t([Math.max(rmsnormWeightGradPartials(partialRows, width), rmsnormWeightGradPartials(N, H))], 'norm_partials'),
+    };
+    if (c.qkNorm) {
+      s.dqPre = t([N, QD], 'dq_pre');
+      s.dkPre = t([N, KD], 'dk_pre');
+    }
+    return s;
+  }
+
+  private releaseBackScratch(s: BackScratch): void {
+    for (const v of Object.values(s)) if (v) releaseTensor(this.gpu, v);
+  }
+}
+
+interface BackScratch {
+  dh: Tensor;
+  dxf: Tensor;
+  dXn: Tensor;
+  dAct: Tensor;
+  dGate: Tensor;
+  dUp: Tensor;
+  dO: Tensor;
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  dqPre?: Tensor;
+  dkPre?: Tensor;
+  partials: Tensor;
+}
