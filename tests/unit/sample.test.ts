@@ -280,3 +280,24 @@ describe('TextStreamer', () => {
     expect(u.flush()).toBe('\uFFFD');
   });
 });
+
+describe('PyTorch reference (transformers logits processors in torch, tests/reference/gen_export.py)', () => {
+  it('processLogits equals the torch warpers on every fixture case', async () => {
+    const { loadFixture } = await import('../reference/fixtures.ts');
+    const fx = await loadFixture('sample_warpers');
+    const V = fx.meta.vocab as number;
+    const logits = fx.f32('logits');
+    const warped = fx.f32('warped');
+    const history = fx.t.history.data as Int32Array;
+    const H = fx.t.history.shape[1];
+    (fx.meta.cases as { do_sample: boolean; temperature: number; top_k: number; top_p: number; repetition_penalty: number }[]).forEach((c, i) => {
+      const o: SamplingOptions = { doSample: c.do_sample, temperature: c.temperature, topK: c.top_k, topP: c.top_p, repetitionPenalty: c.repetition_penalty };
+      const got = processLogits(logits.subarray(i * V, (i + 1) * V), history.subarray(i * H, (i + 1) * H), o);
+      const want = warped.subarray(i * V, (i + 1) * V);
+      for (let j = 0; j < V; j++) {
+        if (want[j] === NEG) expect(got[j], `case ${i} token ${j} kept`).toBe(NEG);
+        else expect(Math.abs(got[j] - want[j]), `case ${i} token ${j}`).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(want[j])));
+      }
+    });
+  });
+});
