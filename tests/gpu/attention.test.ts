@@ -142,6 +142,46 @@ describe(`attention (${runtime})`, () => {
   ];
   for (const [name, c] of cases) it(name, () => runCase(c));
 
+  for (const name of ['attention_gqa', 'attention_segments', 'attention_offset']) {
+    it(`matches PyTorch autograd: ${name}`, async () => {
+      const fx = await loadFixture(name);
+      const { N, Nk, Hq, Hkv, D, offset } = fx.meta as Record<string, number>;
+      const shape: AttentionShape = { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D, queryOffset: offset };
+      const seg = fx.t.seg ? (fx.t.seg.data as Int32Array) : undefined;
+      const got = await runGpu(shape, { q: fx.f32('q'), k: fx.f32('k'), v: fx.f32('v'), dOut: fx.f32('dOut'), seg });
+      for (const [key, value] of [['out', got.out], ['lse', got.lse], ['dq', got.dq!], ['dk', got.dk!], ['dv', got.dv!]] as const) {
+        const err = relError(value, fx.f32(key));
+        expect(err, `${name} ${key} max rel error ${err.toExponential(2)}`).toBeLessThanOrEqual(1e-4);
+      }
+    });
+  }
+
+  it('backward matches central differences of the f64 reference, and the GPU matches that backward', async () => {
+    // Tiny shape with GQA, two packed sequences and a padding token.
+    const seg = Int32Array.from([0, 0, 0, 1, 1, -1]);
+    const shape: AttentionShape = { queries: 6, keys: 6, qHeads: 4, kvHeads: 2, headDim: 8 };
+    const ref: AttentionRefShape = { ...shape, segmentIds: seg };
+    const q = randn(6 * 4 * 8, 501);
+    const k = randn(6 * 2 * 8, 502);
+    const v = randn(6 * 2 * 8, 503);
+    const dOut = randn(6 * 4 * 8, 504);
+    const inputs = { q: Float64Array.from(q), k: Float64Array.from(k), v: Float64Array.from(v) };
+    const analytic = attentionBackwardRef(ref, q, k, v, dOut);
+    for (const which of ['q', 'k', 'v'] as const) {
+      const fd = attentionFiniteDifference(ref, inputs, which, dOut);
+      expectClose(analytic[`d${which}`], fd, { rtol: 1e-6, atol: 1e-8 }, `CPU d${which} vs central differences`);
+    }
+    const got = await runGpu(shape, { q, k, v, dOut, seg });
+    const tight = { rtol: 1e-5, atol: 1e-6 };
+    expectClose(got.dq!, analytic.dq, tight, 'GPU dQ vs CPU');
+    expectClose(got.dk!, analytic.dk, tight, 'GPU dK vs CPU');
+    expectClose(got.dv!, analytic.dv, tight, 'GPU dV vs CPU');
+    // The padding query gets nothing and gives nothing.
+    expect(Array.from(got.dq!.subarray(5 * 32, 6 * 32)).every((x) => x === 0)).toBe(true);
+    expect(Array.from(got.out.subarray(5 * 32, 6 * 32)).every((x) => x === 0)).toBe(true);
+    expect(Array.from(got.dk!.subarray(5 * 16, 6 * 16)).every((x) => x === 0)).toBe(true);
+  });
+
   it('tiles fit 16 KiB of workgroup memory for head_dim up to 256', () => {
     for (const D of [32, 64, 80, 128, 256]) {
       const t = attentionTiling(D, 16384);
