@@ -1,0 +1,102 @@
+// Whole-model checks against PyTorch (tests/reference/gen_engine.py): logits, loss, LoRA and
+// full fine-tuning gradients of a tiny Llama (f32, padded batch) and a tiny Qwen2 (bf16 weights,
+// q/k/v biases, tied embeddings, one packed row with two examples and padding).
+import { describe, expect, it } from 'vitest';
+import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
+import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
+import { Decoder } from '../../src/engine/model/decoder.ts';
+import { relError } from '../cpu/compare.ts';
+import { loadFixture, type Fixture } from '../reference/fixtures.ts';
+import { runtime, testGpu } from './context.ts';
+import { fixtureLora, fixtureModel, realRows } from './engine-util.ts';
+
+function batchOf(fx: Fixture): MicroBatch {
+  const B = fx.meta.B as number;
+  const T = fx.meta.T as number;
+  const seg = fx.t.segments.data as Int32Array;
+  return { batch: B, seqLen: T, inputIds: fx.t.ids.data as Int32Array, labels: fx.t.labels.data as Int32Array, positionIds: fx.t.positions.data as Int32Array, segmentIds: seg };
+}
+
+interface Result {
+  logits: Float32Array;
+  loss: number;
+  grads: Map<string, Float32Array>;
+}
+
+async function run(fx: Fixture, opts: { full?: boolean; checkpointing?: boolean; lossChunkRows?: number }): Promise<Result> {
+  const gpu = await testGpu();
+  const model = await fixtureModel(gpu, fx);
+  const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha);
+  const dec = new Decoder(model, lora, { full: opts.full, checkpointing: opts.checkpointing, lossChunkRows: opts.lossChunkRows });
+  const hb = prepareBatch(batchOf(fx));
+  expect(hb.labelCount).toBe(fx.meta.count);
+  const V = model.config.vocabSize;
+  const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, V], 'scratch', 'test logits'));
+  const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
+  try {
+    const inputs = dec.uploadInputs(hb, 0);
+    await dec.forwardLoss(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 0 }, { logits: logitsT });
+    const rec = new Recorder(gpu, 'clear');
+    dec.clearGrads(rec);
+    await rec.submit();
+    await dec.trainMicroBatch(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 1 });
+    dec.releaseInputs(inputs);
+    const grads = new Map<string, Float32Array>();
+    for (const [k, t] of dec.grads) grads.set(k, await readF32(gpu, t));
+    const acc = await readF32(gpu, accum);
+    // The training pass's loss equals the eval pass's.
+    expect(Math.abs(acc[1] - acc[0])).toBeLessThan(1e-5 * Math.abs(acc[0]));
+    return { logits: await readF32(gpu, logitsT), loss: acc[0], grads };
+  } finally {
+    releaseTensor(gpu, logitsT);
+    releaseTensor(gpu, accum);
+    dec.release();
+    lora.release();
+    model.release();
+  }
+}
+
+function checkAgainst(fx: Fixture, r: Result, full: boolean): void {
+  const V = (fx.meta.config as { vocab_size: number }).vocab_size;
+  const seg = fx.t.segments.data as Int32Array;
+  const eLogits = realRows(fx.f32('logits'), seg, V);
+  const aLogits = realRows(r.logits, seg, V);
+  const lRel = relError(aLogits, eLogits);
+  expect(lRel, `logits rel ${lRel}`).toBeLessThanOrEqual(1e-4);
+  const eLoss = fx.f32('loss')[0];
+  expect(Math.abs(r.loss - eLoss) / eLoss, `loss ${r.loss} vs ${eLoss}`).toBeLessThanOrEqual(1e-4);
+  let worst = 0;
+  let n = 0;
+  for (const [k, g] of r.grads) {
+    const m = /^(.*)\.lora_([AB])$/.exec(k);
+    const key = m ? `grad_${m[2]}:${m[1]}` : `grad_w:${k}`;
+    if (!m && !full) continue;
+    const e = fx.f32(key);
+    const rel = relError(g, e);
+    worst = Math.max(worst, rel);
+    n++;
+    expect(rel, `${key} rel ${rel}`).toBeLessThanOrEqual(1e-3);
+  }
+  expect(n).toBeGreaterThan(full ? 28 : 27);
+  console.log(`[${runtime}] logits rel ${lRel.toExponential(2)}, loss rel ${(Math.abs(r.loss - eLoss) / eLoss).toExponential(2)}, worst grad rel ${worst.toExponential(2)} over ${n} tensors`);
+}
+
+describe(`engine vs PyTorch [${runtime}]`, () => {
+  it('tiny Llama (f32, padded batch): logits, loss, LoRA and full fine-tuning gradients', async () => {
+    const fx = await loadFixture('engine_llama');
+    const r = await run(fx, { full: true });
+    checkAgainst(fx, r, true);
+  });
+
+  it('tiny Llama with gradient checkpointing and a 5-row loss chunk gives the same gradients', async () => {
+    const fx = await loadFixture('engine_llama');
+    const r = await run(fx, { checkpointing: true, lossChunkRows: 5 });
+    checkAgainst(fx, r, false);
+  });
+
+  it('tiny Qwen2 (bf16, biases, tied, packed row + padding): logits, loss, LoRA gradients', async () => {
+    const fx = await loadFixture('engine_qwen2');
+    const r = await run(fx, {});
+    checkAgainst(fx, r, false);
+  });
+});

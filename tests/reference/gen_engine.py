@@ -1,0 +1,356 @@
+"""Whole-model fixtures for the engine: a tiny Llama and a tiny Qwen2 written out explicitly from
+transformers' modeling_llama.py / modeling_qwen2.py (pre-norm decoder, RMSNorm, half-split RoPE,
+GQA causal attention, SwiGLU MLP, q/k/v biases for Qwen2, tied embeddings), PEFT LoRA
+(peft tuners/lora/layer.py: y = xW^T + b + s*(xA^T)B^T), the HF Trainer's loss normalisation over
+an accumulation window, clip_grad_norm_, torch.optim.AdamW and get_cosine_schedule_with_warmup
+(transformers optimization.py). QLoRA bases are dequantized with the bitsandbytes rules of
+gen_nf4.py. Math in float64 (the truth); weights are exactly the f32 / bf16 values the engine gets.
+"""
+import math
+
+import torch
+
+import common
+import gen_nf4
+
+D64 = torch.float64
+LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def llama_config():
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 300,
+            "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False,
+            "hidden_act": "silu", "torch_dtype": "float32"}
+
+
+def qwen2_config():
+    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+            "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+            "hidden_act": "silu", "torch_dtype": "bfloat16"}
+
+
+def shapes(cfg):
+    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    D = cfg.get("head_dim", H // cfg["num_attention_heads"])
+    q, kv = cfg["num_attention_heads"] * D, cfg["num_key_value_heads"] * D
+    return {"q_proj": (q, H), "k_proj": (kv, H), "v_proj": (kv, H), "o_proj": (H, q),
+            "gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}
+
+
+def random_weights(cfg, g, bias):
+    """Random weights (f32) under their HF names; std chosen so logits are far from uniform."""
+    H, V = cfg["hidden_size"], cfg["vocab_size"]
+    w = {"model.embed_tokens.weight": torch.randn(V, H, generator=g) * 0.7}
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        w[f"{p}.input_layernorm.weight"] = 1 + 0.2 * torch.randn(H, generator=g)
+        w[f"{p}.post_attention_layernorm.weight"] = 1 + 0.2 * torch.randn(H, generator=g)
+        for m, (o, i) in shapes(cfg).items():
+            grp = "self_attn" if m in LINEARS[:4] else "mlp"
+            w[f"{p}.{grp}.{m}.weight"] = torch.randn(o, i, generator=g) * (1.2 / math.sqrt(i))
+            if bias and m in ("q_proj", "k_proj", "v_proj"):
+                w[f"{p}.{grp}.{m}.bias"] = 0.3 * torch.randn(o, generator=g)
+    w["model.norm.weight"] = 1 + 0.2 * torch.randn(H, generator=g)
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = torch.randn(V, H, generator=g) * (2.0 / math.sqrt(H))
+    return w
+
+
+def module_name(l, m):
+    return f"model.layers.{l}.{'self_attn' if m in LINEARS[:4] else 'mlp'}.{m}"
+
+
+def inv_freq(cfg):
+    D = cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+    # modeling_rope_utils._compute_default_rope_parameters, in f32 like transformers.
+    return 1.0 / (cfg["rope_theta"] ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+
+
+def rmsnorm(x, w, eps):
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def forward(cfg, W, lora, scale, ids, pos, seg):
+    """Token-major forward over N tokens; seg[n] < 0 marks padding. Returns logits [N, V] (f64)."""
+    H = cfg["hidden_size"]
+    Hq, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    D = cfg.get("head_dim", H // Hq)
+    eps = cfg["rms_norm_eps"]
+    N = ids.numel()
+    freqs = pos.to(D64)[:, None] * inv_freq(cfg).to(D64)[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+    n_idx = torch.arange(N)
+    visible = (n_idx[None, :] <= n_idx[:, None]) & (seg[None, :] == seg[:, None]) & (seg[:, None] >= 0)
+    visible = visible | torch.eye(N, dtype=torch.bool)  # padding rows: keep softmax finite, zeroed below
+    pad = (seg < 0)[:, None]
+
+    def lin(x, l, m):
+        name = module_name(l, m)
+        y = x @ W[f"{name}.weight"].T
+        if f"{name}.bias" in W:
+            y = y + W[f"{name}.bias"]
+        if lora is not None and name in lora:
+            A, B = lora[name]
+            y = y + scale * ((x @ A.T) @ B.T)
+        return y
+
+    h = W["model.embed_tokens.weight"][ids]
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        x = rmsnorm(h, W[f"{p}.input_layernorm.weight"], eps)
+        q = lin(x, l, "q_proj").view(N, Hq, D)
+        k = lin(x, l, "k_proj").view(N, Hkv, D)
+        v = lin(x, l, "v_proj").view(N, Hkv, D)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = Hq // Hkv
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        s = torch.einsum("nhd,mhd->hnm", q, k) * (D ** -0.5)
+        s = s.masked_fill(~visible[None], float("-inf"))
+        o = torch.einsum("hnm,mhd->nhd", torch.softmax(s, dim=-1), v).reshape(N, Hq * D)
+        o = o.masked_fill(pad, 0.0)
+        h = h + lin(o, l, "o_proj")
+        x = rmsnorm(h, W[f"{p}.post_attention_layernorm.weight"], eps)
+        a = torch.nn.functional.silu(lin(x, l, "gate_proj")) * lin(x, l, "up_proj")
+        h = h + lin(a, l, "down_proj")
+    h = rmsnorm(h, W["model.norm.weight"], eps)
+    head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
+    return h @ head.T
+
+
+def shift_labels(labels, B, T):
+    lab = labels.view(B, T)
+    out = torch.full((B, T), -100, dtype=torch.long)
+    out[:, :-1] = lab[:, 1:]
+    return out.reshape(-1)
+
+
+def loss_sum(logits, shifted):
+    valid = shifted != -100
+    return torch.nn.functional.cross_entropy(logits[valid], shifted[valid], reduction="sum"), int(valid.sum())
+
+
+def segments_padded(lengths, T):
+    seg = torch.full((len(lengths) * T,), -1, dtype=torch.long)
+    for b, L in enumerate(lengths):
+        seg[b * T:b * T + L] = b
+    return seg
+
+
+def to64(W):
+    return {k: v.to(D64) for k, v in W.items()}
+
+
+def lora_init(cfg, g, r, nonzero_b):
+    out = {}
+    for l in range(cfg["num_hidden_layers"]):
+        for m, (o, i) in shapes(cfg).items():
+            bound = 1 / math.sqrt(i)
+            A = (torch.rand(r, i, generator=g) * 2 - 1) * bound
+            B = torch.randn(o, r, generator=g) * 0.2 if nonzero_b else torch.zeros(o, r)
+            out[module_name(l, m)] = (A, B)
+    return out
+
+
+def grad_case(cfg, W32, Wcompute, g, ids, labels, pos, seg, B, T, full):
+    """Logits, loss and LoRA (+ optionally all-weight) gradients of one batch."""
+    r, alpha = 4, 8.0
+    lora32 = lora_init(cfg, g, r, True)
+    W = {k: v.clone().requires_grad_(full) for k, v in to64(Wcompute).items()}
+    lora = {k: (A.to(D64).requires_grad_(True), Bm.to(D64).requires_grad_(True)) for k, (A, Bm) in lora32.items()}
+    logits = forward(cfg, W, lora, alpha / r, ids, pos, seg)
+    shifted = shift_labels(labels, B, T)
+    s, count = loss_sum(logits, shifted)
+    loss = s / count
+    loss.backward()
+    t = {"ids": ids.to(torch.int32), "labels": labels.to(torch.int32), "positions": pos.to(torch.int32),
+         "segments": seg.to(torch.int32), "logits": logits.detach(), "loss": loss.detach().reshape(1)}
+    for k, v in W32.items():
+        t[f"w:{k}"] = v
+    for k, (A, Bm) in lora32.items():
+        t[f"lora_A:{k}"] = A
+        t[f"lora_B:{k}"] = Bm
+        t[f"grad_A:{k}"] = lora[k][0].grad
+        t[f"grad_B:{k}"] = lora[k][1].grad
+    if full:
+        for k, v in W.items():
+            t[f"grad_w:{k}"] = v.grad
+    meta = {"config": cfg, "B": B, "T": T, "rank": r, "alpha": alpha, "count": count}
+    return t, meta
+
+
+def llama_case():
+    g = common.seed(1234)
+    cfg = llama_config()
+    W32 = random_weights(cfg, g, bias=False)
+    B, T = 2, 9
+    lengths = [9, 6]
+    ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
+    labels = ids.clone()
+    labels[0:3] = -100  # prompt of row 0
+    labels[T:T + 2] = -100
+    for b, L in enumerate(lengths):
+        ids[b * T + L:(b + 1) * T] = 0
+        labels[b * T + L:(b + 1) * T] = -100
+    pos = torch.arange(T).repeat(B)
+    seg = segments_padded(lengths, T)
+    t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=True)
+    meta["lengths"] = lengths
+    return common.fixture("tests/reference/gen_engine.py llama_case", meta, t)
+
+
+def qwen2_case():
+    g = common.seed(4321)
+    cfg = qwen2_config()
+    Wf = random_weights(cfg, g, bias=True)
+    Wbf = {k: v.to(torch.bfloat16) for k, v in Wf.items()}  # what the checkpoint holds
+    Wc = {k: v.float() for k, v in Wbf.items()}
+    # One packed row of T = 12 holding examples of 5 and 4 tokens (positions restart) + 3 padding.
+    B, T = 1, 12
+    starts = [0, 5, 9]
+    ids = torch.randint(1, cfg["vocab_size"], (T,), generator=g)
+    ids[9:] = 0
+    labels = ids.clone()
+    labels[0:2] = -100
+    labels[5:6] = -100
+    labels[9:] = -100
+    pos = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 0, 0])
+    seg = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, -1, -1, -1])
+    t, meta = grad_case(cfg, Wbf, Wc, g, ids, labels, pos, seg, B, T, full=False)
+    meta["seqStarts"] = starts
+    return common.fixture("tests/reference/gen_engine.py qwen2_case", meta, t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs
+
+
+def cosine_lambda(s, warmup, total):
+    # transformers get_cosine_schedule_with_warmup (num_cycles 0.5)
+    if s < warmup:
+        return s / max(1, warmup)
+    progress = (s - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+
+
+def make_examples(g, V, n, lo, hi):
+    ex = []
+    for _ in range(n):
+        L = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        ids = torch.randint(1, V, (L,), generator=g)
+        lab = ids.clone()
+        k = int(torch.randint(1, max(2, L // 2), (1,), generator=g))
+        lab[:k] = -100
+        ex.append((ids, lab))
+    return ex
+
+
+def collate(examples):
+    T = max(e[0].numel() for e in examples)
+    B = len(examples)
+    ids = torch.zeros(B * T, dtype=torch.long)
+    lab = torch.full((B * T,), -100, dtype=torch.long)
+    for b, (i, l) in enumerate(examples):
+        ids[b * T:b * T + i.numel()] = i
+        lab[b * T:b * T + l.numel()] = l
+    return ids, lab, B, T, [e[0].numel() for e in examples]
+
+
+def train_run(cfg, Wbase, g, steps, targets, r=4, alpha=8.0, lr=5e-3, warmup=3, accum=2, bs=2, max_norm=1.0, wd=0.01):
+    """steps optimizer steps of LoRA over 4 fixed micro-batches; window s = micro-batches 2s, 2s+1 (mod 4)."""
+    examples = make_examples(g, cfg["vocab_size"], 8, 4, 11)
+    mbs = [collate(examples[2 * j:2 * j + 2]) for j in range(4)]
+    lora32 = {k: v for k, v in lora_init(cfg, g, r, False).items() if k.split(".")[-1] in targets}
+    lora = {k: (A.to(D64).clone().requires_grad_(True), Bm.to(D64).clone().requires_grad_(True)) for k, (A, Bm) in lora32.items()}
+    W = to64(Wbase)
+    params = [p for pair in lora.values() for p in pair]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lambda(s, warmup, steps))
+    losses, norms, lrs = [], [], []
+    for s in range(steps):
+        window = [mbs[(accum * s + j) % 4] for j in range(accum)]
+        count = sum(int((shift_labels(lab, B, T) != -100).sum()) for (_, lab, B, T, _) in window)
+        total = 0.0
+        opt.zero_grad()
+        for ids, lab, B, T, lengths in window:
+            logits = forward(cfg, W, lora, alpha / r, ids, torch.arange(T).repeat(B), segments_padded(lengths, T))
+            ls, _ = loss_sum(logits, shift_labels(lab, B, T))
+            (ls / count).backward()
+            total += float(ls) / count
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        losses.append(total)
+        norms.append(float(norm))
+    t = {}
+    for j, (ids, lab, B, T, lengths) in enumerate(mbs):
+        t[f"mb{j}_ids"] = ids.to(torch.int32)
+        t[f"mb{j}_labels"] = lab.to(torch.int32)
+        t[f"mb{j}_lengths"] = torch.tensor(lengths, dtype=torch.int32)
+    for k, (A, Bm) in lora32.items():
+        t[f"lora_A:{k}"] = A
+        t[f"final_A:{k}"] = lora[k][0].detach()
+        t[f"final_B:{k}"] = lora[k][1].detach()
+    t["losses"] = torch.tensor(losses, dtype=D64)
+    t["grad_norms"] = torch.tensor(norms, dtype=D64)
+    t["lrs"] = torch.tensor(lrs, dtype=D64)
+    meta = {"config": cfg, "steps": steps, "targets": targets, "rank": r, "alpha": alpha, "lr": lr, "warmup": warmup,
+            "accum": accum, "batch": bs, "max_norm": max_norm, "weight_decay": wd, "micro_batches": [[j for j in range(4)]],
+            "window_rule": "window s = micro-batches (accum*s + j) % 4"}
+    return t, meta
+
+
+def nf4_base(W32, blocksize=64, double=True):
+    """bitsandbytes NF4 round trip of every linear weight (QLoRA's frozen base)."""
+    out = dict(W32)
+    for k, w in W32.items():
+        if not any(f".{m}.weight" in k for m in LINEARS):
+            continue
+        _, absmax, codes = gen_nf4.quantize_nf4(w, blocksize)
+        if double:
+            absmax = gen_nf4.double_quant(absmax)["absmax_dq"]
+        out[k] = gen_nf4.dequantize(codes, absmax, blocksize).reshape(w.shape)
+    return out
+
+
+def train_lora_case():
+    cfg = llama_config()
+    W32 = random_weights(cfg, common.seed(1234), bias=False)  # same weights as llama_case
+    g = common.seed(99)
+    t, meta = train_run(cfg, W32, g, 20, ["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"])
+    return common.fixture("tests/reference/gen_engine.py train_lora_case", meta, t)
+
+
+def train_qlora_case():
+    cfg = llama_config()
+    W32 = random_weights(cfg, common.seed(1234), bias=False)
+    base = nf4_base(W32)
+    g = common.seed(7)
+    t, meta = train_run(cfg, base, g, 12, LINEARS)
+    # The forward of the quantized base alone on micro-batch 0 (logits check).
+    ids, lab, B, T, lengths = collate(make_examples(common.seed(8), cfg["vocab_size"], 2, 6, 10))
+    t["base_ids"] = ids.to(torch.int32)
+    t["base_lengths"] = torch.tensor(lengths, dtype=torch.int32)
+    t["base_logits"] = forward(cfg, to64(base), None, 0.0, ids, torch.arange(T).repeat(B), segments_padded(lengths, T))
+    meta.update({"nf4_blocksize": 64, "double_quant": True, "base_B": B, "base_T": T})
+    return common.fixture("tests/reference/gen_engine.py train_qlora_case", meta, t)
+
+
+def main():
+    torch.set_default_dtype(torch.float32)
+    return {
+        "engine_llama": llama_case(),
+        "engine_qwen2": qwen2_case(),
+        "engine_train_lora": train_lora_case(),
+        "engine_train_qlora": train_qlora_case(),
+    }
