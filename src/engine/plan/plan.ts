@@ -4,7 +4,14 @@
 // suggestions below; the gpu test compares it with the ledger's measured peak.
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../gpu/ledger.ts';
 import { sizeClass } from '../gpu/pool.ts';
+import { storageBytes, type DType } from '../gpu/tensor.ts';
 import { ATTENTION_MODULES, linearShape, MLP_MODULES, type LinearModule, type ModelConfig } from '../model/config.ts';
+import { ADAMW_BLOCK } from '../ops/adamw.ts';
+import { gradNormPartials } from '../ops/grad_norm.ts';
+import { rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
+
+/** The decoder's logits chunk budget (src/engine/model/decoder.ts LOGITS_CHUNK_BYTES). */
+const LOGITS_CHUNK_BYTES = 64 << 20;
 
 export type PlanMethod = 'lora' | 'qlora' | 'full';
 export type WeightDtype = 'bf16' | 'f16' | 'f32';
@@ -24,7 +31,7 @@ export interface TrainPlanConfig {
   gradientCheckpointing: boolean;
   /** Storage dtype of the checkpoint's 16-bit weights; default from config.torch_dtype (bf16 when absent). */
   weightDtype?: WeightDtype;
-  /** Logit rows computed at once by the chunked cross entropy (default 256). */
+  /** Logit rows computed at once by the chunked cross entropy (default: as many as fit in 64 MiB, as the decoder). */
   lossChunkRows?: number;
   /** Largest storage buffer the device binds; bigger tensors are split (default 1 GiB). */
   maxBufferBytes?: number;
@@ -91,6 +98,10 @@ class Ledger {
       existing.bytes += p.bytes * n;
     } else this.items.push({ category, what, count: p.count * n, bytes: p.bytes * n });
   }
+  /** Bytes taken as they are (buffers outside the size-class pool). */
+  addRaw(category: MemoryCategory, what: string, bytes: number, count: number): void {
+    if (bytes > 0) this.items.push({ category, what, count, bytes });
+  }
   byCategory(): Record<MemoryCategory, number> {
     const out = Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, 0])) as Record<MemoryCategory, number>;
     for (const i of this.items) out[i.category] += i.bytes;
@@ -112,128 +123,154 @@ function checkConfig(t: TrainPlanConfig): void {
 
 const LINEARS: readonly LinearModule[] = [...ATTENTION_MODULES, ...MLP_MODULES];
 
-/** NF4 storage of one [out, in] weight: packed codes + absmax (f32, or u8 codes + nested table). */
-function nf4Buffers(numel: number, blocksize: number, doubleQuant: boolean): { packed: number; absmax: number; table: number } {
-  const blocks = Math.ceil(numel / blocksize);
-  if (!doubleQuant) return { packed: Math.ceil(numel / 2), absmax: 4 * blocks, table: 0 };
-  // nested.table = [code8 (256), offset, nested absmax per 256 blocks] f32 (src/engine/ops/nf4.ts)
-  return { packed: Math.ceil(numel / 2), absmax: blocks, table: 4 * (256 + 1 + Math.ceil(blocks / 256)) };
+/** Pool bytes of a tensor of `numel` elements of `dtype` (storageBytes, then the size class). */
+function tb(dtype: DType, numel: number): number {
+  return storageBytes(dtype, numel);
 }
 
+// Uniform parameter blocks of a recorder live in 64 KiB arenas (src/engine/gpu/recorder.ts) that
+// are kept for reuse, so the largest recorder (one training micro-batch) sets how many exist.
+const UNIFORM_ARENA_BYTES = 64 * 1024;
+const UNIFORM_SLOT_BYTES = 256;
+
 /**
- * Peak GPU bytes by category for training `model` with `train`. Pure arithmetic: call it
- * freely while the user edits the form.
+ * Peak GPU bytes by category for training `model` with `train`, buffer by buffer as the engine
+ * allocates them (src/engine/model/load.ts, decoder.ts, train/trainer.ts). Pure arithmetic: call
+ * it freely while the user edits the form. Load-time transients (a 16-bit weight held while it
+ * is quantized) come before training and are not part of the training peak.
  */
 export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPlan {
   checkConfig(train);
   const c = model;
   const maxBuffer = train.maxBufferBytes ?? DEFAULT_MAX_BUFFER;
   const L = new Ledger(maxBuffer);
+  const full = train.method === 'full';
   const wd: WeightDtype = train.weightDtype ?? (c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16');
-  const wBytes = train.method === 'full' ? 4 : wd === 'f32' ? 4 : 2;
+  const wType: DType = full ? 'f32' : wd;
   const H = c.hiddenSize;
   const I = c.intermediateSize;
   const V = c.vocabSize;
-  const Q = c.numHeads * c.headDim;
-  const KV = c.numKvHeads * c.headDim;
-  const N = train.batchSize * train.seqLen;
+  const D = c.headDim;
+  const QD = c.numHeads * D;
+  const KD = c.numKvHeads * D;
+  const layers = c.numLayers;
+  const T = Math.ceil(train.seqLen / 8) * 8; // the collator pads to a multiple of 8
+  const N = train.batchSize * T;
   const rank = train.loraRank ?? 8;
-  const targets = new Set(train.method === 'full' ? [] : (train.loraTargets ?? LINEARS));
+  const targets = full ? [] : LINEARS.filter((m) => (train.loraTargets ?? LINEARS).includes(m));
   const blocksize = train.nf4Blocksize ?? 64;
   const dq = train.doubleQuant ?? true;
-  let paramCount = 0; // every parameter (full fine-tuning trains them all)
+  const trainableTensors: number[] = [];
+  const biasModules = LINEARS.filter((m) => ((ATTENTION_MODULES as readonly string[]).includes(m) ? (m === 'o_proj' ? c.oBias : c.qkvBias) : c.mlpBias));
 
-  // ---- weights: embedding, norms, linears (dense or NF4), biases, lm_head
-  L.add('weights', 'embed_tokens', V * H * wBytes);
-  L.add('weights', 'norms', H * wBytes, 2 * c.numLayers + 1);
-  paramCount += V * H + (2 * c.numLayers + 1) * H;
-  if (c.qkNorm) {
-    L.add('weights', 'q/k norms', c.headDim * wBytes, 2 * c.numLayers);
-    paramCount += 2 * c.numLayers * c.headDim;
-  }
+  // ---- weights (load.ts): dense in the stored dtype (f32 for full FT), NF4 for QLoRA linears
+  const dense = (what: string, shape: [number, number] | [number], n: number, splittable = false) => {
+    const numel = shape.reduce((a, b) => a * b, 1);
+    if (splittable && tb(wType, numel) > maxBuffer) {
+      // row split: parts of floor(limit / rowBytes) rows (load.ts loadRowSplit)
+      const rowBytes = tb(wType, shape[1]!);
+      const rowsPer = Math.max(1, Math.floor(maxBuffer / rowBytes));
+      for (let r0 = 0; r0 < shape[0]; r0 += rowsPer) L.add('weights', what, tb(wType, Math.min(rowsPer, shape[0] - r0) * shape[1]!), n);
+    } else L.add('weights', what, tb(wType, numel), n);
+    if (full) for (let i = 0; i < n; i++) trainableTensors.push(numel);
+  };
+  dense('embed_tokens', [V, H], 1, true);
+  dense('norms', [H], 2 * layers + 1);
+  if (c.qkNorm) dense('q/k norms', [D], 2 * layers);
   for (const m of LINEARS) {
     const [o, i] = linearShape(c, m);
-    paramCount += o * i * c.numLayers;
     if (train.method === 'qlora') {
-      const b = nf4Buffers(o * i, blocksize, dq);
-      L.add('weights', 'linear weights (NF4 codes)', b.packed, c.numLayers);
-      L.add('weights', dq ? 'NF4 absmax (8-bit, double quant)' : 'NF4 absmax (f32)', b.absmax, c.numLayers);
-      if (b.table) L.add('weights', 'NF4 nested absmax tables', b.table, c.numLayers);
-    } else L.add('weights', `linear weights (${train.method === 'full' ? 'f32' : wd})`, o * i * wBytes, c.numLayers);
-    const hasBias = (ATTENTION_MODULES as readonly string[]).includes(m) ? (m === 'o_proj' ? c.oBias : c.qkvBias) : c.mlpBias;
-    if (hasBias) {
-      L.add('weights', 'biases', o * wBytes, c.numLayers);
-      paramCount += o * c.numLayers;
-    }
+      const blocks = Math.ceil((o * i) / blocksize);
+      L.add('weights', 'linear weights (NF4 codes)', tb('nf4', o * i), layers);
+      if (dq) {
+        L.add('weights', 'NF4 absmax (8-bit, double quant)', tb('u8', blocks), layers);
+        L.add('weights', 'NF4 nested absmax tables', tb('f32', 257 + Math.ceil(blocks / 256)), layers);
+      } else L.add('weights', 'NF4 absmax (f32)', tb('f32', blocks), layers);
+    } else dense(`linear weights (${wType})`, [o, i], layers);
   }
-  // lm_head stays unquantized (bitsandbytes / LLaMA-Factory skip it); tied heads reuse the embedding.
-  if (!c.tieWordEmbeddings) {
-    L.add('weights', 'lm_head', V * H * wBytes);
-    paramCount += V * H;
-  }
+  for (const m of biasModules) dense('biases', [linearShape(c, m)[0]], layers);
+  // lm_head stays unquantized (bitsandbytes / LLaMA-Factory skip it); a tied head is the embedding.
+  if (!c.tieWordEmbeddings) dense('lm_head', [V, H], 1, true);
+  L.add('weights', 'RoPE inv_freq', tb('f32', D / 2));
 
-  // ---- adapters, their gradients and AdamW moments (f32)
-  const adapterShapes: [number, number][] = [];
-  if (train.method !== 'full') {
-    for (const m of LINEARS) {
-      if (!targets.has(m)) continue;
-      const [o, i] = linearShape(c, m);
-      for (let l = 0; l < c.numLayers; l++) adapterShapes.push([rank * i, o * rank]);
-    }
-    for (const [a, b] of adapterShapes) {
-      L.add('adapters', 'LoRA A', 4 * a);
-      L.add('adapters', 'LoRA B', 4 * b);
-    }
-    const n = adapterShapes.reduce((s, [a, b]) => s + a + b, 0);
-    L.add('gradients', 'adapter gradients (one arena)', 4 * n);
-    L.add('optimizer', 'AdamW m, v (two arenas)', 4 * n, 2);
-  } else {
-    L.add('gradients', 'parameter gradients (one arena)', 4 * paramCount);
-    L.add('optimizer', 'AdamW m, v (two arenas)', 4 * paramCount, 2);
+  // ---- adapters (model.ts attachLora), gradients (decoder grads + the trainer's flat arena),
+  //      optimizer (params arena, exp_avg, exp_avg_sq, block table)
+  for (const m of targets) {
+    const [o, i] = linearShape(c, m);
+    L.add('adapters', 'LoRA A', tb('f32', rank * i), layers);
+    L.add('adapters', 'LoRA B', tb('f32', o * rank), layers);
+    for (let l = 0; l < layers; l++) trainableTensors.push(rank * i, o * rank);
   }
+  for (const n of trainableTensors) L.add('gradients', full ? 'parameter gradients' : 'adapter gradients', tb('f32', n));
+  const total = trainableTensors.reduce((a, b) => a + b, 0);
+  L.add('gradients', 'gradient arena (flat, for clipping and AdamW)', tb('f32', total));
+  L.add('optimizer', 'AdamW parameter arena, exp_avg, exp_avg_sq', tb('f32', total), 3);
+  const adamBlocks = trainableTensors.reduce((a, n) => a + Math.ceil(n / ADAMW_BLOCK), 0);
+  L.add('optimizer', 'AdamW block table', tb('u32', 4 * adamBlocks));
 
-  // ---- activations kept from the forward for the backward (f32, token-major)
-  const nTargets = targets.size;
-  const layerSaved = (what: string, n: number) => {
-    L.add('activations', `${what}: layer input`, 4 * N * H, n);
-    L.add('activations', `${what}: normed inputs`, 4 * N * H, 2 * n);
-    L.add('activations', `${what}: rms 1/σ`, 4 * N, 2 * n);
-    L.add('activations', `${what}: q`, 4 * N * Q, n);
-    L.add('activations', `${what}: k, v`, 4 * N * KV, 2 * n);
-    L.add('activations', `${what}: attention output`, 4 * N * Q, n);
-    L.add('activations', `${what}: attention LSE`, 4 * N * c.numHeads, n);
-    L.add('activations', `${what}: residual after attention`, 4 * N * H, n);
-    L.add('activations', `${what}: gate, up, act`, 4 * N * I, 3 * n);
-    if (nTargets) L.add('activations', `${what}: LoRA x·Aᵀ`, 4 * N * rank, nTargets * n);
-  };
-  if (train.gradientCheckpointing) {
-    // one layer input per layer; the layer being differentiated is recomputed whole
-    L.add('activations', 'checkpointed layer inputs', 4 * N * H, c.numLayers);
-    layerSaved('recomputed layer', 1);
-  } else layerSaved('layers', c.numLayers);
-  L.add('activations', 'final norm output', 4 * N * H);
-  L.add('activations', 'final rms 1/σ', 4 * N);
-  L.add('activations', 'input ids, labels, segment ids', 4 * N, 3);
-
-  // ---- scratch: the largest transient set (backward of one layer, or the loss chunk)
-  const chunk = Math.min(train.lossChunkRows ?? 256, N);
-  const lossScratch = pooled(4 * chunk * V, maxBuffer).bytes + pooled(4 * N, maxBuffer).bytes + 2 * 256;
-  const layerBackward = [4 * N * H, 4 * N * H, 4 * N * Math.max(I, Q), 4 * N * Math.max(I, Q), 4 * N * Q, 4 * N * KV, 4 * N * KV, 4 * N * c.numHeads]
-    .reduce((s, b) => s + pooled(b, maxBuffer).bytes, 0) + (nTargets ? pooled(4 * N * rank, maxBuffer).bytes : 0);
-  if (lossScratch >= layerBackward) {
-    L.add('scratch', `logits chunk (${chunk} rows × vocab) + row losses`, lossScratch);
-  } else {
-    L.add('scratch', 'layer backward temporaries (dX, dQ/dK/dV, dGate/dUp)', layerBackward);
+  // ---- activations of one micro-batch (decoder.ts trainMicroBatch): inputs, residual stream,
+  //      per-layer saved tensors (one recomputed set with gradient checkpointing), final norm
+  const needOnes = biasModules.length > 0;
+  L.add('activations', 'input ids, positions, segments, labels', tb('i32', N), 4);
+  if (needOnes) L.add('activations', 'ones column (biases)', tb('f32', N));
+  L.add('activations', 'residual stream h0..hL', tb('f32', N * H), layers + 1);
+  const sets = train.gradientCheckpointing ? 1 : layers;
+  const what = train.gradientCheckpointing ? 'recomputed layer' : 'saved layers';
+  L.add('activations', `${what}: normed inputs`, tb('f32', N * H), 2 * sets);
+  L.add('activations', `${what}: rms 1/σ`, tb('f32', N), 2 * sets);
+  L.add('activations', `${what}: q, attention output`, tb('f32', N * QD), 2 * sets);
+  L.add('activations', `${what}: k, v`, tb('f32', N * KD), 2 * sets);
+  L.add('activations', `${what}: attention LSE`, tb('f32', c.numHeads * N), sets);
+  L.add('activations', `${what}: residual after attention`, tb('f32', N * H), sets);
+  L.add('activations', `${what}: gate, up, act`, tb('f32', N * I), 3 * sets);
+  if (c.qkNorm) {
+    L.add('activations', `${what}: q, k before norm`, tb('f32', N * QD), sets);
+    L.add('activations', `${what}: q, k before norm`, tb('f32', N * KD), sets);
+    L.add('activations', `${what}: q/k rms 1/σ`, tb('f32', N * c.numHeads), sets);
+    L.add('activations', `${what}: q/k rms 1/σ`, tb('f32', N * c.numKvHeads), sets);
   }
+  // LoRA workspaces: x·Aᵀ saved (activations) and s·dY·B (scratch), one per module per saved set
+  L.add('activations', `${what}: LoRA x·Aᵀ`, tb('f32', N * rank), targets.length * sets);
+  L.add('activations', 'final norm output, rms 1/σ', tb('f32', N * H));
+  L.add('activations', 'final norm output, rms 1/σ', tb('f32', N));
+
+  // ---- scratch: backward temporaries, the loss chunk, attention backward scratch, trainer state
+  L.add('scratch', 'LoRA dY·B', tb('f32', N * rank), targets.length * sets);
+  L.add('scratch', 'backward: dh, dxf, dX', tb('f32', N * H), 3);
+  L.add('scratch', 'backward: dAct, dGate, dUp', tb('f32', N * I), 3);
+  L.add('scratch', 'backward: dO, dQ', tb('f32', N * QD), 2);
+  L.add('scratch', 'backward: dK, dV', tb('f32', N * KD), 2);
+  if (c.qkNorm) {
+    L.add('scratch', 'backward: dQ, dK before norm', tb('f32', N * QD));
+    L.add('scratch', 'backward: dQ, dK before norm', tb('f32', N * KD));
+  }
+  const partialRows = Math.max(N, c.qkNorm ? N * c.numHeads : 0);
+  L.add('scratch', 'RMSNorm weight-gradient partials', tb('f32', Math.max(rmsnormWeightGradPartials(partialRows, Math.max(H, D)), rmsnormWeightGradPartials(N, H))));
+  const chunk = Math.max(1, Math.min(N, train.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
+  L.add('scratch', `logits chunk (${chunk} rows × vocab)`, tb('f32', chunk * V));
+  L.add('scratch', 'per-row losses', tb('f32', N));
+  L.add('scratch', 'attention backward rowDot', tb('f32', c.numHeads * N));
+  if (c.numHeads !== c.numKvHeads) L.add('scratch', 'attention backward dK/dV per query head', tb('f32', N * c.numHeads * D), 2);
+  L.add('scratch', 'gradient-norm partials', tb('f32', gradNormPartials([total])));
+  L.add('scratch', 'step report, loss scale', tb('f32', 8));
+  L.add('scratch', 'step report, loss scale', tb('f32', 4));
+  const nL = targets.length;
+  const biases = biasModules.length;
+  const fwd = 2 + 7 + biases + 2 * nL + 1 + 1 + 1 + (c.qkNorm ? 2 : 0);
+  const bwd = 7 + 4 * nL + 1 + 2 + 4 + 1 + (c.qkNorm ? 2 : 0) + (full ? 7 + biases + 4 : 0);
+  const chunks = Math.ceil(N / chunk);
+  const dispatches = 1 + layers * (fwd * (train.gradientCheckpointing ? 2 : 1) + bwd) + 2 + chunks * 4 + 2;
+  const arenas = Math.ceil((dispatches * UNIFORM_SLOT_BYTES) / UNIFORM_ARENA_BYTES);
+  L.addRaw('scratch', 'uniform parameter arenas (≈ one slot per dispatch)', arenas * UNIFORM_ARENA_BYTES, arenas);
 
   const byCategory = L.byCategory();
-  const total = MEMORY_CATEGORIES.reduce((s, k) => s + byCategory[k], 0);
+  const sum = MEMORY_CATEGORIES.reduce((s, k) => s + byCategory[k], 0);
   return {
-    total,
+    total: sum,
     byCategory,
     items: L.items,
-    fits: (budget) => total <= budget,
-    suggestions: (budget) => suggest(model, train, total, budget),
+    fits: (budget) => sum <= budget,
+    suggestions: (budget) => suggest(model, train, sum, budget),
   };
 }
 
