@@ -1,4 +1,6 @@
 import { en, type MessageKey } from './locales/en.ts';
+
+export type { MessageKey };
 import { zh } from './locales/zh.ts';
 
 export type Locale = 'en' | 'zh';

@@ -1,13 +1,51 @@
 import { viteShaders } from '../engine/shaders.vite.ts';
 import type { Gpu } from '../engine/gpu/device.ts';
+import { planMemory, type TrainPlanConfig } from '../engine/plan/plan.ts';
+import type { MemoryCategory } from '../engine/gpu/ledger.ts';
+import { downloadModel, HubError, type DownloadProgress } from '../io/hub.ts';
+import { openModelStore, type ModelStore, type StoredModel } from '../io/model-store.ts';
 import { probeGpu, type ProbeResult } from './probe.ts';
+import { openModel, type ModelSession, type ModelState } from './model-session.ts';
+import { DataSession, type DataOverview, type PrepareOptions, type PrepareSummary, type PreviewRow } from './data-session.ts';
+import { featureReport, type FeatureReport } from './engine-features.ts';
 
 export type { ProbeResult } from './probe.ts';
+export type { ModelState } from './model-session.ts';
+export type { DataOverview, DatasetSummary, PrepareOptions, PrepareSummary, PreviewRow } from './data-session.ts';
+export type { DownloadProgress } from '../io/hub.ts';
+export type { FeatureReport } from './engine-features.ts';
 
 export interface WorkerEvents {
   /** The GPU device was lost (driver reset, tab backgrounded too long, OOM): state is on the host. */
   deviceLost(info: { reason: string; message: string }): void;
 }
+
+/** A failure the UI shows in plain words: `kind` picks the advice. */
+export interface StudioError {
+  kind: string;
+  message: string;
+}
+
+export type Result<T> = { ok: true; value: T } | { ok: false; error: StudioError };
+
+export interface PlanView {
+  total: number;
+  byCategory: Record<MemoryCategory, number>;
+  items: { category: MemoryCategory; what: string; count: number; bytes: number }[];
+  fits: boolean;
+  suggestions: { kind: string; label: string; change: Partial<TrainPlanConfig>; total: number; saves: number; fits: boolean }[];
+}
+
+async function guard<T>(f: () => Promise<T>): Promise<Result<T>> {
+  try {
+    return { ok: true, value: await f() };
+  } catch (e) {
+    const err = e as Error & { kind?: string };
+    return { ok: false, error: { kind: e instanceof HubError ? e.kind : err.kind ?? err.name ?? 'error', message: err.message ?? String(e) } };
+  }
+}
+
+const DEMO_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'];
 
 /**
  * The Worker's API, called from the UI through comlink. The Worker owns the GPU device,
@@ -16,6 +54,11 @@ export interface WorkerEvents {
 export class TabtuneWorker {
   private gpu: Gpu | null = null;
   private events: Partial<WorkerEvents> = {};
+  private model: ModelSession | null = null;
+  private store: ModelStore | null = null;
+  private download: AbortController | null = null;
+  private readonly data = new DataSession();
+  private dataReady: Promise<void> | null = null;
 
   /** Registers UI callbacks (comlink proxies). */
   subscribe(events: Partial<WorkerEvents>): void {
@@ -34,5 +77,135 @@ export class TabtuneWorker {
 
   memory() {
     return this.gpu?.ledger.report() ?? null;
+  }
+
+  features(): Promise<FeatureReport> {
+    return featureReport();
+  }
+
+  // ---- model ------------------------------------------------------------------------------
+
+  private async modelStore(): Promise<ModelStore> {
+    return (this.store ??= await openModelStore());
+  }
+
+  modelState(): ModelState | null {
+    return this.model?.state ?? null;
+  }
+
+  /** The demo model bundled with the app (public/demo-model/), so the studio works offline. */
+  openDemoModel(): Promise<Result<ModelState>> {
+    return guard(async () => {
+      const base = new URL(`${import.meta.env.BASE_URL}demo-model/`, self.location.origin);
+      const files = new Map<string, Blob>();
+      for (const f of DEMO_FILES) {
+        const res = await fetch(new URL(f, base)).catch(() => null);
+        // Vite's preview answers unknown paths with index.html; only take real files.
+        if (res?.ok && !(res.headers.get('content-type') ?? '').includes('text/html')) files.set(f, await res.blob());
+      }
+      this.model = await openModel('tabtune-demo', 'demo', files);
+      return this.model.state;
+    });
+  }
+
+  openLocalModel(files: { name: string; file: Blob }[]): Promise<Result<ModelState>> {
+    return guard(async () => {
+      const folder = files[0]?.name.includes('/') ? files[0].name.split('/')[0] : 'local model';
+      this.model = await openModel(folder, 'local', new Map(files.map((f) => [f.name, f.file])));
+      return this.model.state;
+    });
+  }
+
+  /** Downloads (or takes from the browser cache) a hub model, reporting bytes, speed and ETA. */
+  openHubModel(id: string, token: string | null, onProgress: (p: DownloadProgress) => void): Promise<Result<ModelState>> {
+    return guard(async () => {
+      this.download?.abort();
+      const ctl = (this.download = new AbortController());
+      const store = await this.modelStore();
+      const res = await downloadModel(id, store, { signal: ctl.signal, token: token || undefined, onProgress });
+      const files = new Map<string, Blob>();
+      for (const f of res.files) {
+        const b = await store.get(res.modelId, f);
+        if (b) files.set(f, b);
+      }
+      this.download = null;
+      this.model = await openModel(res.modelId, 'hub', files);
+      return this.model.state;
+    });
+  }
+
+  cancelDownload(): void {
+    this.download?.abort();
+    this.download = null;
+  }
+
+  async cachedModels(): Promise<{ kind: string; models: StoredModel[]; usage: number | null; quota: number | null }> {
+    const store = await this.modelStore();
+    const est = await navigator.storage?.estimate?.().catch(() => null);
+    return { kind: store.kind, models: await store.list(), usage: est?.usage ?? null, quota: est?.quota ?? null };
+  }
+
+  async deleteCachedModel(id: string): Promise<void> {
+    await (await this.modelStore()).delete(id);
+  }
+
+  // ---- data -------------------------------------------------------------------------------
+
+  /** Loads the sample datasets and the user's stored files (once). */
+  initData(): Promise<Result<DataOverview>> {
+    return guard(async () => {
+      this.dataReady ??= (async () => {
+        await this.data.loadSamples();
+        await this.data.restoreUserFiles().catch(() => {});
+      })();
+      await this.dataReady;
+      return this.data.overview();
+    });
+  }
+
+  addDatasetFiles(files: { name: string; file: Blob }[]): Promise<Result<DataOverview>> {
+    return guard(async () => {
+      await this.dataReady;
+      await this.data.addFiles(files.map((f) => ({ name: f.name, blob: f.file })));
+      return this.data.overview();
+    });
+  }
+
+  removeDataset(key: string): Promise<Result<DataOverview>> {
+    return guard(async () => {
+      await this.data.remove(key);
+      return this.data.overview();
+    });
+  }
+
+  private tokenizer() {
+    const tok = this.model?.tokenizer;
+    if (!tok) throw Object.assign(new Error('no tokenizer: open a model with tokenizer.json and tokenizer_config.json in the Model step first'), { kind: 'no-model' });
+    return tok;
+  }
+
+  previewData(o: { keys: string[]; page: number; pageSize: number; cutoffLen: number; trainOnPrompt: boolean; maskHistory: boolean }): Promise<Result<{ rows: PreviewRow[]; total: number; warnings: string[] }>> {
+    return guard(async () => {
+      const tok = this.tokenizer();
+      return { ...this.data.preview(tok, o), warnings: this.data.templateWarnings(tok) };
+    });
+  }
+
+  prepareData(o: PrepareOptions): Promise<Result<PrepareSummary>> {
+    return guard(async () => this.data.prepare(this.tokenizer(), o));
+  }
+
+  // ---- planning ---------------------------------------------------------------------------
+
+  /** Predicted GPU memory of a run with the current model, against `budgetBytes`. */
+  plan(train: TrainPlanConfig, budgetBytes: number): Result<PlanView> {
+    try {
+      const config = this.model?.config;
+      if (!config) throw Object.assign(new Error('open a model with a valid config.json first'), { kind: 'no-model' });
+      const p = planMemory(config, train);
+      return { ok: true, value: { total: p.total, byCategory: p.byCategory, items: p.items, fits: p.fits(budgetBytes), suggestions: p.suggestions(budgetBytes) } };
+    } catch (e) {
+      return { ok: false, error: { kind: (e as Error).name, message: (e as Error).message } };
+    }
   }
 }

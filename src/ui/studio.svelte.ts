@@ -1,0 +1,26 @@
+// Runtime state shared by the steps (not persisted: it is rebuilt from the Worker after a reload).
+import type { DataOverview, DownloadProgress, FeatureReport, ModelState, ProbeResult, StudioError } from '../worker/api.ts';
+import type { WorkerApi } from '../worker/client.ts';
+
+export const studio = $state({
+  probe: null as ProbeResult | null,
+  features: null as FeatureReport | null,
+  model: null as ModelState | null,
+  modelBusy: false,
+  modelError: null as StudioError | null,
+  download: null as DownloadProgress | null,
+  data: null as DataOverview | null,
+  dataBusy: false,
+  dataError: null as StudioError | null,
+});
+
+let apiRef: WorkerApi | null = null;
+
+export function setApi(a: WorkerApi): void {
+  apiRef = a;
+}
+
+export function api(): WorkerApi {
+  if (!apiRef) throw new Error('the engine worker is not running');
+  return apiRef;
+}

@@ -1,0 +1,186 @@
+// The studio's Model → Data → Method flow in Chromium (SwiftShader), with a tiny model made here.
+import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Browser, BrowserContext, Page } from 'playwright';
+import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
+import { serializeSafetensors } from '../../src/io/safetensors-writer.ts';
+import { mulberry32 } from '../../src/data/hash.ts';
+
+const root = join(import.meta.dirname, '../..');
+const modelDir = join(ARTIFACTS, 'studio-tiny-model');
+
+/** A 2-layer Llama with the demo tokenizer and random bf16 weights. */
+async function makeTinyModel(): Promise<string[]> {
+  mkdirSync(modelDir, { recursive: true });
+  const config = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 6144, max_position_embeddings: 256, rms_norm_eps: 1e-6,
+    rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'bfloat16', eos_token_id: 6142, pad_token_id: 6141,
+  };
+  const text = JSON.stringify(config, null, 2);
+  writeFileSync(join(modelDir, 'config.json'), text);
+  const rnd = mulberry32(7);
+  const tensors = expectedWeights(parseModelConfig(text)).filter((w) => !w.optional).map((w) => {
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * 0.1));
+    const u32 = new Uint32Array(f.buffer);
+    const bf = new Uint16Array(n).map((_, i) => u32[i] >>> 16);
+    return { name: w.name, dtype: 'BF16' as const, shape: w.shape, data: new Uint8Array(bf.buffer) };
+  });
+  writeFileSync(join(modelDir, 'model.safetensors'), await serializeSafetensors(tensors));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'public/demo-model', f), join(modelDir, f));
+  return ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => join(modelDir, f));
+}
+
+function makeDataFiles(): { valid: string; broken: string } {
+  const dir = join(ARTIFACTS, 'studio-data');
+  mkdirSync(dir, { recursive: true });
+  const valid = join(dir, 'my_pets.jsonl');
+  const rows = Array.from({ length: 12 }, (_, i) => ({ instruction: `Name pet number ${i}.`, input: '', output: `Pet ${i} is called Biscuit ${i}.` }));
+  writeFileSync(valid, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  return { valid, broken: join(root, 'datasets/broken/sharegpt_turn_errors.json') };
+}
+
+async function openTab(page: Page, name: RegExp) {
+  await page.getByRole('tab', { name }).click();
+}
+
+describe('studio: model, data, method', () => {
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let errors: string[];
+  let modelFiles: string[];
+  let data: { valid: string; broken: string };
+
+  beforeAll(async () => {
+    modelFiles = await makeTinyModel();
+    data = makeDataFiles();
+    browser = await launch();
+    context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+    page = await context.newPage();
+    errors = collectErrors(page);
+    await page.goto(inject('baseUrl'));
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('has seven labelled steps reachable with the keyboard', async () => {
+    const tabs = page.getByRole('tab');
+    await expect.poll(() => tabs.count()).toBe(7);
+    expect(await tabs.allTextContents()).toEqual(['1 Model', '2 Data', '3 Method', '4 Train', '5 Chat', '6 Evaluate', '7 Export']);
+    await page.getByRole('tab', { name: /Model/ }).focus();
+    await page.keyboard.press('ArrowRight');
+    expect(await page.getByRole('tab', { name: /Data/ }).getAttribute('aria-selected')).toBe('true');
+    await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toMatch(/Data/);
+    await page.keyboard.press('End');
+    expect(await page.getByRole('tab', { name: /Export/ }).getAttribute('aria-selected')).toBe('true');
+    await page.keyboard.press('Home');
+    expect(await page.getByRole('tab', { name: /Model/ }).getAttribute('aria-selected')).toBe('true');
+  });
+
+  it('opens the demo tokenizer offline and a tiny local model with its config and weights checked', async () => {
+    await page.getByTestId('tokenizer-ok').waitFor({ timeout: 60_000 });
+    await page.getByLabel('A folder on this computer').check();
+    await page.locator('#model-files').setInputFiles(modelFiles);
+    await expect.poll(() => page.getByTestId('model-arch').textContent(), { timeout: 60_000 }).toMatch(/LlamaForCausalLM/);
+    const info = await page.getByTestId('model-info').textContent();
+    expect(info).toMatch(/matching config\.json/);
+    expect(info).toMatch(/Layers\s*2/);
+    await screenshot(page, 'studio-1-model');
+  });
+
+  it('says clearly when a model folder is unsupported', async () => {
+    const dir = join(ARTIFACTS, 'studio-bad-model');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' }));
+    await page.locator('#model-files').setInputFiles([join(dir, 'config.json')]);
+    await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 30_000 }).toMatch(/GPT2LMHeadModel[\s\S]*Pick a Llama, Qwen2\/2\.5\/3 or Mistral model/);
+    // back to the tiny model for the next steps
+    await page.locator('#model-files').setInputFiles(modelFiles);
+    await expect.poll(() => page.getByTestId('model-arch').textContent(), { timeout: 60_000 }).toMatch(/LlamaForCausalLM/);
+  });
+
+  it('preselects the demo dataset and previews rendered conversations with trained tokens marked', async () => {
+    await openTab(page, /Data/);
+    const demo = page.locator('[data-key="samples/identity_en_zh"]');
+    await demo.waitFor({ timeout: 60_000 });
+    expect(await demo.getByRole('checkbox').isChecked()).toBe(true);
+    const preview = page.getByTestId('preview');
+    await preview.waitFor({ timeout: 60_000 });
+    expect(await preview.locator('mark').count()).toBeGreaterThan(0);
+    expect(await preview.locator('mark').first().textContent()).not.toContain('<|im_start|>user');
+    expect(await preview.textContent()).toContain('<|im_start|>assistant');
+  });
+
+  it('reports a broken dataset row by row and accepts a valid one', async () => {
+    await page.locator('#data-files').setInputFiles([data.valid, data.broken]);
+    const mine = page.locator('[data-key$="/my_pets.jsonl"]');
+    await mine.waitFor({ timeout: 60_000 });
+    expect(await mine.textContent()).toMatch(/alpaca\s*12\s*12\s*0/);
+    const broken = page.getByRole('region', { name: /Validation report for sharegpt_turn_errors\.json/ });
+    await broken.waitFor();
+    const issues = broken.getByTestId('issue');
+    expect(await issues.count()).toBeGreaterThan(2);
+    const text = await broken.textContent();
+    expect(text).toMatch(/invalid/);
+    expect(text).toMatch(/sharegpt_turn_errors\.json/);
+    expect(await issues.first().textContent()).toMatch(/\S+/);
+    await page.getByRole('button', { name: 'Tokenize and count' }).click();
+    const stats = page.getByTestId('token-stats');
+    await stats.waitFor({ timeout: 120_000 });
+    expect(await page.getByTestId('trained-tokens').textContent()).toMatch(/\d+ in total, \d+ trained/);
+    await screenshot(page, 'studio-2-data');
+  });
+
+  it('shows LlamaBoard defaults, live YAML and the memory planner with one-click fixes', async () => {
+    await openTab(page, /Method/);
+    const yaml = page.getByTestId('yaml');
+    await yaml.waitFor();
+    const y = await yaml.textContent();
+    for (const line of ['learning_rate: 5.0e-5', 'num_train_epochs: 3.0', 'cutoff_len: 2048', 'max_samples: 100000', 'per_device_train_batch_size: 2', 'gradient_accumulation_steps: 8', 'lr_scheduler_type: cosine', 'max_grad_norm: 1.0', 'logging_steps: 5', 'save_steps: 100', 'lora_rank: 8', 'lora_alpha: 16', 'lora_target: all']) {
+      expect(y).toContain(line);
+    }
+    expect(y).toMatch(/dataset: identity_en_zh,my_pets\.jsonl/);
+    await page.getByLabel('Learning rate').fill('1e-4');
+    await expect.poll(() => yaml.textContent()).toContain('learning_rate: 1.0e-4');
+    await page.getByLabel('LoRA rank').fill('0');
+    await expect.poll(() => page.getByRole('alert').filter({ hasText: 'whole number' }).count()).toBeGreaterThan(0);
+    await page.getByLabel('LoRA rank').fill('16');
+
+    const planner = page.getByTestId('planner');
+    await page.getByLabel('GPU memory to use (GiB)').fill('0.001');
+    await expect.poll(() => page.getByTestId('plan-total').textContent(), { timeout: 30_000 }).toMatch(/more than your/);
+    const fix = planner.getByRole('button').first();
+    const before = await page.getByTestId('plan-total').textContent();
+    await fix.click();
+    await expect.poll(() => page.getByTestId('plan-total').textContent()).not.toBe(before);
+    await page.getByLabel('GPU memory to use (GiB)').fill('8');
+    await expect.poll(() => page.getByTestId('plan-total').textContent()).toMatch(/within your 8\.00 GiB/);
+    await screenshot(page, 'studio-3-method');
+  });
+
+  it('keeps settings, step and dropped files after a reload', async () => {
+    await page.waitForTimeout(600); // settings are saved 250 ms after the last change
+    await page.reload();
+    await expect.poll(() => page.getByRole('tab', { name: /Method/ }).getAttribute('aria-selected'), { timeout: 30_000 }).toBe('true');
+    expect(await page.getByLabel('Learning rate').inputValue()).toBe('0.0001');
+    expect(await page.getByLabel('LoRA rank').inputValue()).toBe('16');
+    await openTab(page, /Data/);
+    await page.locator('[data-key$="/my_pets.jsonl"]').waitFor({ timeout: 60_000 });
+    expect(await page.locator('[data-key$="/my_pets.jsonl"]').getByRole('checkbox').isChecked()).toBe(true);
+  });
+
+  it('switches every step to Chinese', async () => {
+    await page.getByRole('button', { name: 'Language' }).click();
+    await expect.poll(() => page.getByRole('tab').allTextContents()).toEqual(['1 模型', '2 数据', '3 方法', '4 训练', '5 对话', '6 评估', '7 导出']);
+    await page.getByRole('tab', { name: /方法/ }).click();
+    await page.getByLabel('学习率', { exact: true }).waitFor();
+    await screenshot(page, 'studio-4-method-zh');
+    await page.getByRole('button', { name: 'Language' }).click();
+    expect(errors.filter((e) => !/Failed to load resource/.test(e))).toEqual([]);
+  });
+});
