@@ -1,6 +1,9 @@
 // Node-only: export files into a folder on disk (CLI, tests). The browser writes to OPFS / downloads.
-import { mkdir, open } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { nodeFileSource } from '../../io/node-fs.ts';
+import { openCheckpoint, type TensorStore } from '../../io/safetensors-index.ts';
 import type { ExportWrite } from './merged.ts';
 
 export function nodeDirWriter(dir: string): ExportWrite {
@@ -18,4 +21,13 @@ export function nodeDirWriter(dir: string): ExportWrite {
       await fh.close();
     }
   };
+}
+
+/** A PEFT adapter folder on disk (adapter_config.json + adapter_model.safetensors). Close the store when done. */
+export async function openAdapterFolder(dir: string): Promise<{ configText: string; store: TensorStore }> {
+  const cfgPath = join(dir, 'adapter_config.json');
+  if (!existsSync(cfgPath)) throw new Error(`${dir}: no adapter_config.json (is this a PEFT LoRA adapter folder?)`);
+  const configText = await readFile(cfgPath, 'utf8');
+  const store = await openCheckpoint(async (n) => (existsSync(join(dir, n)) ? nodeFileSource(join(dir, n)) : null), 'adapter_model');
+  return { configText, store };
 }
