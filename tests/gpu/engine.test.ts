@@ -99,4 +99,10 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     const r = await run(fx, {});
     checkAgainst(fx, r, false);
   });
+
+  it('tiny Qwen3 (q/k RMSNorm before RoPE, head_dim 24, checkpointing): logits, loss, LoRA gradients', async () => {
+    const fx = await loadFixture('engine_qwen3');
+    const r = await run(fx, { checkpointing: true });
+    checkAgainst(fx, r, false);
+  });
 });

@@ -31,6 +31,13 @@ def qwen2_config():
             "hidden_act": "silu", "torch_dtype": "bfloat16"}
 
 
+def qwen3_config():
+    return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 24, "vocab_size": 300,
+            "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+            "attention_bias": False, "hidden_act": "silu", "torch_dtype": "float32"}
+
+
 def shapes(cfg):
     H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     D = cfg.get("head_dim", H // cfg["num_attention_heads"])
@@ -39,7 +46,7 @@ def shapes(cfg):
             "gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}
 
 
-def random_weights(cfg, g, bias):
+def random_weights(cfg, g, bias, qk_norm=False):
     """Random weights (f32) under their HF names; std chosen so logits are far from uniform."""
     H, V = cfg["hidden_size"], cfg["vocab_size"]
     w = {"model.embed_tokens.weight": torch.randn(V, H, generator=g) * 0.7}
@@ -47,6 +54,10 @@ def random_weights(cfg, g, bias):
         p = f"model.layers.{l}"
         w[f"{p}.input_layernorm.weight"] = 1 + 0.2 * torch.randn(H, generator=g)
         w[f"{p}.post_attention_layernorm.weight"] = 1 + 0.2 * torch.randn(H, generator=g)
+        if qk_norm:
+            D = cfg["head_dim"]
+            w[f"{p}.self_attn.q_norm.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
+            w[f"{p}.self_attn.k_norm.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
         for m, (o, i) in shapes(cfg).items():
             grp = "self_attn" if m in LINEARS[:4] else "mlp"
             w[f"{p}.{grp}.{m}.weight"] = torch.randn(o, i, generator=g) * (1.2 / math.sqrt(i))
@@ -109,6 +120,9 @@ def forward(cfg, W, lora, scale, ids, pos, seg):
         q = lin(x, l, "q_proj").view(N, Hq, D)
         k = lin(x, l, "k_proj").view(N, Hkv, D)
         v = lin(x, l, "v_proj").view(N, Hkv, D)
+        if f"{p}.self_attn.q_norm.weight" in W:  # Qwen3: RMSNorm over head_dim before RoPE
+            q = rmsnorm(q, W[f"{p}.self_attn.q_norm.weight"], eps)
+            k = rmsnorm(k, W[f"{p}.self_attn.k_norm.weight"], eps)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         rep = Hq // Hkv
@@ -228,6 +242,24 @@ def qwen2_case():
     t, meta = grad_case(cfg, Wbf, Wc, g, ids, labels, pos, seg, B, T, full=False)
     meta["seqStarts"] = starts
     return common.fixture("tests/reference/gen_engine.py qwen2_case", meta, t)
+
+
+def qwen3_case():
+    g = common.seed(777)
+    cfg = qwen3_config()
+    W32 = random_weights(cfg, g, bias=False, qk_norm=True)
+    B, T = 2, 7
+    lengths = [7, 5]
+    ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
+    labels = ids.clone()
+    labels[0:2] = -100
+    for b, L in enumerate(lengths):
+        ids[b * T + L:(b + 1) * T] = 0
+        labels[b * T + L:(b + 1) * T] = -100
+    pos = torch.arange(T).repeat(B)
+    seg = segments_padded(lengths, T)
+    t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=False)
+    return common.fixture("tests/reference/gen_engine.py qwen3_case", meta, t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +383,7 @@ def main():
     return {
         "engine_llama": llama_case(),
         "engine_qwen2": qwen2_case(),
+        "engine_qwen3": qwen3_case(),
         "engine_train_lora": train_lora_case(),
         "engine_train_qlora": train_qlora_case(),
     }

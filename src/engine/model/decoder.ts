@@ -12,7 +12,7 @@ import { Recorder } from '../gpu/recorder.ts';
 import type { Tensor } from '../gpu/tensor.ts';
 import { createTensor, releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
 import type { MemoryCategory } from '../gpu/ledger.ts';
-import { attentionBackward, attentionForward } from '../ops/attention.ts';
+import { attentionBackward, attentionForward, createAttentionScratch, releaseAttentionScratch, type AttentionScratch } from '../ops/attention.ts';
 import { crossEntropy, type LossScale } from '../ops/cross_entropy.ts';
 import { embeddingBackward, embeddingCsr, embeddingForward, type NeftuneOptions } from '../ops/embedding.ts';
 import { createLoraWorkspace, loraBackward, loraForward, releaseLoraWorkspace, type LoraDropout, type LoraWorkspace } from '../ops/lora.ts';
@@ -302,7 +302,7 @@ export class Decoder {
     await rmsnormBackward(rec, { x: a.hMid, rstd: a.rstd2, weight: this.model.tensor(ln2), dy: s.dXn, dx: dh, accumulateDx: true, dWeight: normGrad(ln2), accumulateDWeight: true, partials: s.partials, rows: N, width: H });
     // Attention
     await this.linearBackward(rec, p, l, 'o_proj', a.o, dh, s.dO, a, false);
-    await attentionBackward(rec, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, segmentIds: p.segments, q: a.q, k: a.k, v: a.v, out: a.o, lse: a.lse, dOut: s.dO, dq: s.dq, dk: s.dk, dv: s.dv });
+    await attentionBackward(rec, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, segmentIds: p.segments, q: a.q, k: a.k, v: a.v, out: a.o, lse: a.lse, dOut: s.dO, dq: s.dq, dk: s.dk, dv: s.dv, scratch: s.attn });
     await ropeBackward(rec, { dq: s.dq, dk: s.dk, positionIds: p.positions, invFreq: this.model.invFreq!, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
     let dq = s.dq;
     let dk = s.dk;
@@ -565,6 +565,7 @@ export class Decoder {
       dv: t([N, KD], 'dv'),
       partials: t([Math.max(rmsnormWeightGradPartials(partialRows, width), rmsnormWeightGradPartials(N, H))], 'norm_partials'),
     };
+    s.attn = createAttentionScratch(this.gpu, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }, 'grad.attention');
     if (c.qkNorm) {
       s.dqPre = t([N, QD], 'dq_pre');
       s.dkPre = t([N, KD], 'dk_pre');
@@ -573,7 +574,9 @@ export class Decoder {
   }
 
   private releaseBackScratch(s: BackScratch): void {
-    for (const v of Object.values(s)) if (v) releaseTensor(this.gpu, v);
+    const { attn, ...tensors } = s;
+    for (const v of Object.values(tensors)) if (v) releaseTensor(this.gpu, v);
+    if (attn) releaseAttentionScratch(this.gpu, attn);
   }
 }
 
@@ -591,4 +594,5 @@ interface BackScratch {
   dqPre?: Tensor;
   dkPre?: Tensor;
   partials: Tensor;
+  attn?: AttentionScratch;
 }
