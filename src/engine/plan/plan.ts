@@ -246,7 +246,9 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   }
   const partialRows = Math.max(N, c.qkNorm ? N * c.numHeads : 0);
   L.add('scratch', 'RMSNorm weight-gradient partials', tb('f32', Math.max(rmsnormWeightGradPartials(partialRows, Math.max(H, D)), rmsnormWeightGradPartials(N, H))));
-  const chunk = Math.max(1, Math.min(N, train.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
+  // Logits are computed for runs of labelled rows, and a run never crosses a sequence end (the last
+  // token of a row has no label), so a chunk holds at most T − 1 rows.
+  const chunk = Math.max(1, Math.min(T - 1, train.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
   L.add('scratch', `logits chunk (${chunk} rows × vocab)`, tb('f32', chunk * V));
   L.add('scratch', 'per-row losses', tb('f32', N));
   L.add('scratch', 'attention backward rowDot', tb('f32', c.numHeads * N));
@@ -258,7 +260,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const biases = biasModules.length;
   const fwd = 2 + 7 + biases + 2 * nL + 1 + 1 + 1 + (c.qkNorm ? 2 : 0);
   const bwd = 7 + 4 * nL + 1 + 2 + 4 + 1 + (c.qkNorm ? 2 : 0) + (full ? 7 + biases + 4 : 0);
-  const chunks = Math.ceil(N / chunk);
+  const chunks = train.batchSize * Math.ceil((T - 1) / chunk);
   const dispatches = 1 + layers * (fwd * (train.gradientCheckpointing ? 2 : 1) + bwd) + 2 + chunks * 4 + 2;
   const arenas = Math.ceil((dispatches * UNIFORM_SLOT_BYTES) / UNIFORM_ARENA_BYTES);
   L.addRaw('scratch', 'uniform parameter arenas (≈ one slot per dispatch)', arenas * UNIFORM_ARENA_BYTES, arenas);

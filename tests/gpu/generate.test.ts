@@ -1,0 +1,165 @@
+// Generation on a tiny model: KV-cache decode equals recomputing the whole sequence each step,
+// adapter on / off differ (A/B chat), stop tokens, max_new_tokens, abort, seeded sampling.
+// And planMemory against the memory ledger's measured peak of a real training step.
+import { describe, expect, it } from 'vitest';
+import { writeTensor } from '../../src/engine/gpu/index.ts';
+import { generate, generateAll } from '../../src/engine/generate/generate.ts';
+import { argmax as argmaxOf } from '../../src/engine/generate/sample.ts';
+import { parseModelConfig } from '../../src/engine/model/config.ts';
+import { loadModel } from '../../src/engine/model/load.ts';
+import { attachLora, type LoraSet, type Model } from '../../src/engine/model/model.ts';
+import { forwardLogits } from '../../src/engine/model/infer.ts';
+import { memoryWeightSource } from '../../src/engine/model/weights.ts';
+import { randn } from '../cpu/random.ts';
+import { testGpu } from './context.ts';
+
+// Built in memory (no files), so it runs in Node and in Chromium.
+function tinyConfig(): Record<string, unknown> {
+  return {
+    architectures: ['Qwen2ForCausalLM'], hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+    vocab_size: 64, max_position_embeddings: 64, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'float32', eos_token_id: 63,
+  };
+}
+
+async function tinyModel(qlora = false): Promise<Model> {
+  const gpu = await testGpu();
+  const { expectedWeights } = await import('../../src/engine/model/config.ts');
+  const c = parseModelConfig(tinyConfig());
+  const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
+  let s = 11;
+  for (const w of expectedWeights(c)) {
+    if (w.optional) continue;
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    const v = randn(n, s++, w.role === 'embed' ? 1 : w.role === 'linear' ? 1.5 / Math.sqrt(w.shape[1]) : 0.1);
+    if (w.role === 'norm') for (let i = 0; i < n; i++) v[i] += 1;
+    map.set(w.name, { dtype: 'F32', shape: [...w.shape], bytes: new Uint8Array(v.buffer) });
+  }
+  return loadModel(gpu, c, memoryWeightSource(map, 'tiny'), qlora ? { quantize: 'nf4', doubleQuant: true } : {});
+}
+
+function noisyLora(model: Model): LoraSet {
+  const lora = attachLora(model, { rank: 4, alpha: 16, dropout: 0, targets: 'all', seed: 5 });
+  let s = 70;
+  for (const st of lora.adapters.values()) writeTensor(model.gpu, st.B, randn(st.B.shape[0] * st.B.shape[1], s++, 0.5));
+  return lora;
+}
+
+const greedy = { doSample: false, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1 };
+
+describe('generate (prefill + KV-cache decode)', () => {
+  it('greedy decode with the cache equals argmax over full recomputation, adapter on and off', async () => {
+    const model = await tinyModel();
+    const lora = noisyLora(model);
+    try {
+      const prompt = [3, 14, 15, 9, 26];
+      for (const l of [null, lora]) {
+        const r = await generateAll(model, l, prompt, { ...greedy, maxNewTokens: 8, stopIds: [] });
+        expect(r.reason).toBe('length');
+        expect(r.tokens.length).toBe(8);
+        const seq = [...prompt];
+        for (let i = 0; i < 8; i++) {
+          const logits = await forwardLogits(model, l, Int32Array.from(seq), null);
+          seq.push(argmaxOf(logits));
+        }
+        expect(Array.from(r.tokens)).toEqual(seq.slice(prompt.length));
+      }
+      const a = await generateAll(model, null, prompt, { ...greedy, maxNewTokens: 8, stopIds: [] });
+      const b = await generateAll(model, lora, prompt, { ...greedy, maxNewTokens: 8, stopIds: [] });
+      expect(Array.from(a.tokens)).not.toEqual(Array.from(b.tokens)); // A/B: the adapter changes the answer
+    } finally {
+      lora.release();
+      model.release();
+    }
+  });
+
+  it('stops at a stop id, streams through the iterator and the callback, aborts, and replays a seeded sample', async () => {
+    const model = await tinyModel();
+    try {
+      const prompt = [1, 2, 3];
+      const full = await generateAll(model, null, prompt, { ...greedy, maxNewTokens: 6, stopIds: [] });
+      const stopAt = full.tokens[2];
+      const firstIdx = Array.from(full.tokens).indexOf(stopAt);
+      const streamed: number[] = [];
+      const cb: number[] = [];
+      const it = generate(model, null, prompt, { ...greedy, maxNewTokens: 6, stopIds: [stopAt], onToken: (id) => cb.push(id) });
+      let res;
+      for (;;) {
+        const n = await it.next();
+        if (n.done) {
+          res = n.value;
+          break;
+        }
+        streamed.push(n.value);
+      }
+      expect(res.reason).toBe('stop');
+      expect(res.stopId).toBe(stopAt);
+      expect(streamed).toEqual(Array.from(full.tokens.slice(0, firstIdx)));
+      expect(cb).toEqual(streamed);
+
+      const ac = new AbortController();
+      const got: number[] = [];
+      const r2 = await generateAll(model, null, prompt, { ...greedy, maxNewTokens: 6, stopIds: [], signal: ac.signal, onToken: (id) => { got.push(id); if (got.length === 2) ac.abort(); } });
+      expect(r2.reason).toBe('abort');
+      expect(r2.tokens.length).toBe(2);
+
+      const sample = { doSample: true, temperature: 30, topK: 40, topP: 0.99, repetitionPenalty: 1.3, maxNewTokens: 10, stopIds: [] as number[] };
+      const s1 = await generateAll(model, null, prompt, { ...sample, seed: 1 });
+      const s2 = await generateAll(model, null, prompt, { ...sample, seed: 1 });
+      const s3 = await generateAll(model, null, prompt, { ...sample, seed: 2 });
+      expect(Array.from(s1.tokens)).toEqual(Array.from(s2.tokens));
+      expect(Array.from(s1.tokens)).not.toEqual(Array.from(s3.tokens));
+    } finally {
+      model.release();
+    }
+  });
+
+  it('caps generation at max_position_embeddings and refuses a prompt that fills it', async () => {
+    const model = await tinyModel();
+    try {
+      const prompt = Array.from({ length: 60 }, (_, i) => i % 60);
+      const r = await generateAll(model, null, prompt, { ...greedy, maxNewTokens: 50, stopIds: [] });
+      expect(r.tokens.length).toBe(4);
+      await expect(generateAll(model, null, Array.from({ length: 64 }, () => 1), { ...greedy, maxNewTokens: 5, stopIds: [] })).rejects.toThrow(/at most 64 positions/);
+    } finally {
+      model.release();
+    }
+  });
+});
+
+describe('planMemory against the ledger', () => {
+  for (const [method, ckpt] of [['lora', false], ['lora', true], ['qlora', true]] as const) {
+    it(`two training steps of a tiny Qwen2 (${method} all, gradient checkpointing ${ckpt ? 'on' : 'off'}): predicted peak within 5 %`, async () => {
+      const { planMemory } = await import('../../src/engine/plan/plan.ts');
+      const { Trainer } = await import('../../src/engine/train/trainer.ts');
+      const { MEMORY_CATEGORIES } = await import('../../src/engine/gpu/index.ts');
+      const gpu = await testGpu();
+      gpu.pool.trim();
+      const model = await tinyModel(method === 'qlora');
+      const lora = attachLora(model, { rank: 8, alpha: 16, dropout: 0.05, targets: 'all', seed: 1 });
+      const B = 2;
+      const T = 48;
+      const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7) % 63);
+      const labels = Int32Array.from(ids, (x, i) => (i % T < 10 ? -100 : x));
+      // Measure only what training adds on top of a loaded model: weights/adapters are counted as they stand.
+      gpu.pool.ledger.resetPeaks();
+      const trainer = new Trainer(model, lora, { learningRate: 1e-3, lrSchedulerType: 'constant', totalSteps: 2, seed: 0, gradientCheckpointing: ckpt });
+      try {
+        await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
+        await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
+        const peak = gpu.pool.ledger.report().peak;
+        const plan = planMemory(model.config, { method, doubleQuant: true, batchSize: B, seqLen: T, loraRank: 8, gradientCheckpointing: ckpt });
+        const measured = MEMORY_CATEGORIES.reduce((s, c) => s + peak[c], 0);
+        const lines = MEMORY_CATEGORIES.map((c) => `${c}: planned ${plan.byCategory[c]} measured ${peak[c]}`);
+        if (typeof process !== 'undefined' && process.env?.TABTUNE_PLAN_REPORT) console.log(`checkpointing ${ckpt}: total planned ${plan.total} measured ${measured}\n${lines.join('\n')}`);
+        expect(Math.abs(plan.total - measured) / measured, lines.join('\n')).toBeLessThan(0.05);
+        for (const c of MEMORY_CATEGORIES) {
+          expect(Math.abs(plan.byCategory[c] - peak[c]) / Math.max(1, peak[c]), lines.join('\n')).toBeLessThan(0.05);
+        }
+      } finally {
+        trainer.release();
+        lora.release();
+        model.release();
+      }
+    });
+  }
+});
