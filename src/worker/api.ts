@@ -8,12 +8,17 @@ import { probeGpu, type ProbeResult } from './probe.ts';
 import { openModel, type ModelSession, type ModelState } from './model-session.ts';
 import { DataSession, type DataOverview, type PrepareOptions, type PrepareSummary, type PreviewRow } from './data-session.ts';
 import { featureReport, type FeatureReport } from './engine-features.ts';
+import { EngineSession, type ChatReply, type ChatRequest, type EvalResult, type ExportedFile, type RunProgress } from './engine-session.ts';
+import type { RunRecord } from './runs.ts';
+import type { MethodSettings } from '../ui/method.ts';
 
 export type { ProbeResult } from './probe.ts';
 export type { ModelState } from './model-session.ts';
 export type { DataOverview, DatasetSummary, PrepareOptions, PrepareSummary, PreviewRow } from './data-session.ts';
 export type { DownloadProgress } from '../io/hub.ts';
 export type { FeatureReport } from './engine-features.ts';
+export type { ChatReply, ChatRequest, EvalResult, ExportedFile, RunProgress } from './engine-session.ts';
+export type { RunRecord, LogPoint, EvalPoint, StepPoint } from './runs.ts';
 
 export interface WorkerEvents {
   /** The GPU device was lost (driver reset, tab backgrounded too long, OOM): state is on the host. */
@@ -59,6 +64,7 @@ export class TabtuneWorker {
   private download: AbortController | null = null;
   private readonly data = new DataSession();
   private dataReady: Promise<void> | null = null;
+  private readonly engine = new EngineSession(() => this.ensureGpu(), () => this.model, this.data);
 
   /** Registers UI callbacks (comlink proxies). */
   subscribe(events: Partial<WorkerEvents>): void {
@@ -69,10 +75,19 @@ export class TabtuneWorker {
     if (this.gpu) this.gpu.destroy();
     const { result, gpu } = await probeGpu(viteShaders, (info) => {
       this.gpu = null;
+      this.engine.deviceLost();
       this.events.deviceLost?.(info);
     });
     this.gpu = gpu;
     return result;
+  }
+
+  private async ensureGpu(): Promise<Gpu> {
+    if (!this.gpu) {
+      const r = await this.probe();
+      if (!r.ok || !this.gpu) throw Object.assign(new Error(`no GPU: ${r.ok ? 'the device was lost' : r.message}`), { kind: 'no-gpu' });
+    }
+    return this.gpu;
   }
 
   memory() {
@@ -207,5 +222,65 @@ export class TabtuneWorker {
     } catch (e) {
       return { ok: false, error: { kind: (e as Error).name, message: (e as Error).message } };
     }
+  }
+
+  // ---- training, chat, evaluation, export ------------------------------------------------------
+
+  /** Live progress of the active run (comlink proxy), or null to stop listening. */
+  watchRuns(f: ((p: RunProgress) => void) | null): void {
+    this.engine.onProgress(f);
+  }
+
+  runs(): Promise<Result<{ runs: RunRecord[]; active: string | null; progress: RunProgress | null }>> {
+    return guard(async () => ({ runs: await this.engine.runs(), active: this.engine.activeRunId(), progress: this.engine.snapshot() }));
+  }
+
+  startRun(o: { method: MethodSettings; datasetKeys: string[] }): Promise<Result<RunRecord>> {
+    return guard(async () => {
+      await this.dataReady;
+      return this.engine.start({ ...o, datasetNames: this.data.names(o.datasetKeys) });
+    });
+  }
+
+  resumeRun(id: string): Promise<Result<RunRecord>> {
+    return guard(async () => {
+      await this.dataReady;
+      return this.engine.resume(id);
+    });
+  }
+
+  openRun(id: string): Promise<Result<RunRecord>> {
+    return guard(async () => {
+      await this.dataReady;
+      return this.engine.openRun(id);
+    });
+  }
+
+  pauseRun(): void {
+    this.engine.pause();
+  }
+
+  stopRun(): void {
+    this.engine.stop();
+  }
+
+  deleteRun(id: string): Promise<Result<void>> {
+    return guard(() => this.engine.removeRun(id));
+  }
+
+  chat(req: ChatRequest, onText: (text: string) => void): Promise<Result<ChatReply>> {
+    return guard(() => this.engine.chat(req, onText));
+  }
+
+  stopChat(): void {
+    this.engine.stopChat();
+  }
+
+  evaluate(o: { rows: number; maxNewTokens: number }, onRow: (done: number, total: number) => void): Promise<Result<EvalResult>> {
+    return guard(() => this.engine.evaluate(o, onRow));
+  }
+
+  exportRun(kind: 'merged' | 'peft' | 'bundle', o: { dtype: 'bf16' | 'f16' | 'f32'; maxShardGB: number; zip: boolean }, onProgress: (done: number, total: number) => void): Promise<Result<{ files: ExportedFile[]; notes: string[] }>> {
+    return guard(() => this.engine.export(kind, o, onProgress));
   }
 }

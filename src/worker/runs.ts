@@ -1,0 +1,88 @@
+// Training runs in IndexedDB: the run record (settings, curves, status) and its latest trainer
+// checkpoint (LoRA/full parameters, AdamW moments, data cursor), so a reload, a crash or a lost
+// GPU device resumes the same run and the same curve.
+import { createStore, del, get, keys, set, type UseStore } from 'idb-keyval';
+import type { Checkpoint } from '../engine/train/trainer.ts';
+import type { MethodSettings } from '../ui/method.ts';
+
+export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
+
+export interface LogPoint {
+  step: number;
+  epoch: number;
+  /** Mean train loss over the logging window (what LlamaBoard plots). */
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** Tokens per second over the window. */
+  tokensPerSecond: number;
+}
+
+export interface StepPoint {
+  step: number;
+  loss: number;
+  lr: number;
+}
+
+export interface EvalPoint {
+  step: number;
+  loss: number;
+}
+
+export interface RunRecord {
+  id: string;
+  createdAt: number;
+  updatedAt: number;
+  model: { id: string; source: 'demo' | 'hub' | 'local' };
+  datasetKeys: string[];
+  datasetNames: string[];
+  method: MethodSettings;
+  totalSteps: number;
+  trainExamples: number;
+  valExamples: number;
+  status: RunStatus;
+  step: number;
+  epoch: number;
+  /** Seconds of training so far (over every resume). */
+  elapsed: number;
+  tokensSeen: number;
+  steps: StepPoint[];
+  logs: LogPoint[];
+  evals: EvalPoint[];
+  checkpointStep: number | null;
+  error?: string;
+}
+
+let storeRef: UseStore | undefined;
+const store = () => (storeRef ??= createStore('tabtune-runs', 'runs'));
+
+export async function saveRun(r: RunRecord): Promise<void> {
+  await set(`run:${r.id}`, r, store());
+}
+
+export async function loadRun(id: string): Promise<RunRecord | undefined> {
+  return get<RunRecord>(`run:${id}`, store());
+}
+
+export async function listRuns(): Promise<RunRecord[]> {
+  const out: RunRecord[] = [];
+  for (const k of await keys(store())) {
+    if (typeof k !== 'string' || !k.startsWith('run:')) continue;
+    const r = await get<RunRecord>(k, store());
+    if (r) out.push(r);
+  }
+  return out.sort((a, b) => b.createdAt - a.createdAt);
+}
+
+export async function saveCheckpointRecord(id: string, c: Checkpoint): Promise<void> {
+  await set(`ckpt:${id}`, c, store());
+}
+
+export async function loadCheckpointRecord(id: string): Promise<Checkpoint | undefined> {
+  return get<Checkpoint>(`ckpt:${id}`, store());
+}
+
+export async function deleteRun(id: string): Promise<void> {
+  await del(`run:${id}`, store());
+  await del(`ckpt:${id}`, store());
+}
