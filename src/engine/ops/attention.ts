@@ -335,7 +335,10 @@ export function attentionForwardFlops(s: AttentionShape): number {
   return 4 * attentionPairs(s.queries, s.keys, s.queryOffset) * s.qHeads * s.headDim;
 }
 
-/** Backward FLOPs as computed (QKᵀ recomputed twice, dP twice, dV, dK, dQ): 14 per pair and dim. */
+/**
+ * Backward FLOPs by the FlashAttention convention (QKᵀ, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q, dS·K: 10 per pair and
+ * dim). The kernels recompute QKᵀ and dO·Vᵀ in both the dQ and the dK/dV pass, so they execute 14.
+ */
 export function attentionBackwardFlops(s: AttentionShape): number {
-  return 14 * attentionPairs(s.queries, s.keys, s.queryOffset) * s.qHeads * s.headDim;
+  return 10 * attentionPairs(s.queries, s.keys, s.queryOffset) * s.qHeads * s.headDim;
 }
