@@ -35,15 +35,45 @@ DATASET_WEIGHT = 8
 MODEL_MAX_LENGTH = 1024
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
-# Qwen2.5-style ChatML template (system turn first, default system prompt when none is given).
+# Qwen2.5-style ChatML template (system turn first, default system prompt when none is given;
+# tools in the system turn, assistant tool calls as <tool_call> JSON, tool results as a user
+# turn of <tool_response> blocks), so sharegpt rows with function calls render as on Qwen2.5.
+TOOLS_HEADER = (
+    "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>"
+)
+TOOLS_FOOTER = (
+    "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "
+    "within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, "
+    "\"arguments\": <args-json-object>}\\n</tool_call>"
+)
 CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
+    "{%- else %}{%- set system = '" + DEFAULT_SYSTEM + "' %}{%- endif %}"
+    "{{- '<|im_start|>system\\n' + system }}"
+    "{%- if tools %}"
+    "{{- '" + TOOLS_HEADER + "' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '" + TOOLS_FOOTER + "' }}"
     "{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
     "{%- for message in messages %}"
-    "{%- if not (loop.first and message['role'] == 'system') %}"
+    "{%- if loop.first and message['role'] == 'system' %}"
+    "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if message['content'] %}{{- '\\n' + message['content'] }}{%- endif %}"
+    "{%- for tool_call in message['tool_calls'] %}"
+    "{%- if tool_call['function'] is defined %}{%- set tool_call = tool_call['function'] %}{%- endif %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call['name'] + '\", \"arguments\": ' }}"
+    "{{- tool_call['arguments'] | tojson }}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
@@ -195,7 +225,15 @@ def tokenizer_config(vocab_len: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vocab-size", type=int, default=6144, help="total vocabulary incl. special tokens")
+    ap.add_argument("--config-only", action="store_true", help="rewrite tokenizer_config.json for the existing tokenizer.json")
     args = ap.parse_args()
+    if args.config_only:
+        with open(os.path.join(OUT_DIR, "tokenizer.json"), encoding="utf-8") as f:
+            vocab_len = len(json.load(f)["model"]["vocab"])
+        with open(os.path.join(OUT_DIR, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(tokenizer_config(vocab_len), f, ensure_ascii=False, indent=2)
+            f.write("\n")
+        return
     t0 = time.time()
     counts = word_counts()
     print(f"{len(counts)} distinct pre-tokens, {sum(counts.values())} total ({time.time() - t0:.1f}s)")
