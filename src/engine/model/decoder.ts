@@ -354,10 +354,18 @@ export class Decoder {
   }
 
   private deferred: Tensor[] = [];
+  private deferredActions: (() => void)[] = [];
 
   private flushDeferred(): void {
     for (const t of this.deferred) releaseTensor(this.gpu, t);
     this.deferred = [];
+  }
+
+  /** After submitting an external recorder given to trainMicroBatch: frees what it used. */
+  releaseDeferred(): void {
+    this.flushDeferred();
+    for (const f of this.deferredActions) f();
+    this.deferredActions = [];
   }
 
   private async lmHeadForward(rec: Recorder, xf: Tensor, r0: number, R: number, logits: Tensor): Promise<void> {
@@ -407,8 +415,11 @@ export class Decoder {
    * Records forward + backward of one micro-batch and submits. Gradients are ADDED to this.grads
    * (clear them at the start of an accumulation window); the scaled loss is added to loss.accum.
    */
-  async trainMicroBatch(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor }): Promise<{ dispatches: number }> {
-    const rec = new Recorder(this.gpu, 'train micro-batch');
+  async trainMicroBatch(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor }, external?: Recorder): Promise<{ dispatches: number }> {
+    // With an external recorder nothing is submitted and every buffer is kept until
+    // releaseDeferred() (called after the caller's submit): a buffer handed back to the pool
+    // mid-recording could be refilled by a host write that the queue would run too early.
+    const rec = external ?? new Recorder(this.gpu, 'train micro-batch');
     const c = this.c;
     const N = p.hb.N;
     const H = c.hiddenSize;
@@ -452,14 +463,21 @@ export class Decoder {
         this.deferred.push(u, o, ps);
         await embeddingBackward(rec, { dOut: s.dh, uniqueIds: u, offsets: o, positions: ps, uniqueCount: csr.uniqueIds.length, dWeight: dEmbed, accumulate: true, tokens: N, vocab: c.vocabSize, hidden: H });
       }
+      if (external) return { dispatches: 0 };
       await rec.submit();
       return { dispatches: rec.dispatchCount };
     } finally {
-      this.flushDeferred();
-      hs.forEach((t) => releaseTensor(this.gpu, t));
-      acts.forEach((a) => this.releaseActs(a));
-      if (shared) this.releaseActs(shared);
-      this.releaseBackScratch(s);
+      const release = () => {
+        hs.forEach((t) => releaseTensor(this.gpu, t));
+        acts.forEach((a) => this.releaseActs(a));
+        if (shared) this.releaseActs(shared);
+        this.releaseBackScratch(s);
+      };
+      if (external) this.deferredActions.push(release);
+      else {
+        this.flushDeferred();
+        release();
+      }
     }
   }
 

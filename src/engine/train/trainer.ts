@@ -181,8 +181,7 @@ export class Trainer {
     pre.clear(this.report);
     await pre.submit();
     for (const hb of hbs) {
-      const nf = this.cfg.neftuneAlpha ? { alpha: this.cfg.neftuneAlpha, seqLen: hb.T, seed: this.cfg.seed, stream: this.microStep } : undefined;
-      const inputs = this.decoder.uploadInputs(hb, this.microStep, nf);
+      const inputs = this.decoder.uploadInputs(hb, this.microStep, this.neftune(hb.T, this.microStep));
       try {
         dispatches += (await this.decoder.trainMicroBatch(inputs, { lossScale: { buffer: this.lossScale, index: 0 }, accum: this.report, accumIndex: REPORT.loss })).dispatches;
       } finally {
@@ -191,6 +190,23 @@ export class Trainer {
       this.microStep++;
     }
     const rec = new Recorder(gpu, 'optimizer step');
+    await this.recordOptimizer(rec, lr);
+    await rec.submit();
+    dispatches += rec.dispatchCount;
+    const r = new Float32Array(await readBytes(gpu, this.report.buf.buffer, 0, 32, 'step report'));
+    this.stepCount++;
+    return {
+      step: this.stepCount, loss: r[REPORT.loss], gradNorm: r[REPORT.norm], lr, nextLr: lrAt(this.schedule, this.stepCount),
+      tokens, labelTokens, skipped: r[REPORT.nonFinite] !== 0, dispatches, readbacks: 1, epoch: this.data ? this.data.epoch : null,
+    };
+  }
+
+  /** NEFTune noise of micro-batch `stream` (seqLen = the padded length, as transformers' hook). */
+  private neftune(seqLen: number, stream: number) {
+    return this.cfg.neftuneAlpha ? { alpha: this.cfg.neftuneAlpha, seqLen, seed: this.cfg.seed, stream } : undefined;
+  }
+
+  private async recordOptimizer(rec: Recorder, lr: number): Promise<void> {
     for (const p of this.params) rec.copy(p.grad, 0, this.arena.g, p.offset * 4, p.count * 4);
     await gradNorm(rec, { ranges: [{ grads: this.arena.g }], partials: this.arena.partials, stats: this.report, statsIndex: 0, maxNorm: this.cfg.maxGradNorm ?? 0 });
     const wd = this.cfg.weightDecay ?? 0;
@@ -200,13 +216,32 @@ export class Trainer {
       beta1: this.cfg.adamBeta1, beta2: this.cfg.adamBeta2, eps: this.cfg.adamEpsilon, gradStats: { tensor: this.report, index: 0 },
     });
     for (const p of this.params) rec.copy(this.arena.p, p.offset * 4, p.tensor, 0, p.count * 4);
-    await rec.submit();
-    dispatches += rec.dispatchCount;
-    const r = new Float32Array(await readBytes(gpu, this.report.buf.buffer, 0, 32, 'step report'));
-    this.stepCount++;
+  }
+
+  /**
+   * Records a whole optimizer step into `rec` without submitting or reading back (benchmarks:
+   * one command buffer per step). Every micro-batch's buffers stay allocated until `finish()`,
+   * which the caller runs after submitting; it also advances the counters.
+   */
+  async recordStep(rec: Recorder, window: MicroBatch[]): Promise<{ tokens: number; finish: () => void }> {
+    const gpu = this.model.gpu;
+    const hbs = window.map(prepareBatch);
+    const labelTokens = hbs.reduce((a, h) => a + h.labelCount, 0);
+    writeTensor(gpu, this.lossScale, new Float32Array([labelTokens > 0 ? 1 / labelTokens : 0, 0, 0, 0]));
+    const lr = lrAt(this.schedule, this.stepCount);
+    this.decoder.clearGrads(rec);
+    rec.clear(this.report);
+    const inputs = hbs.map((hb, i) => this.decoder.uploadInputs(hb, this.microStep + i, this.neftune(hb.T, this.microStep + i)));
+    for (const inp of inputs) await this.decoder.trainMicroBatch(inp, { lossScale: { buffer: this.lossScale, index: 0 }, accum: this.report, accumIndex: REPORT.loss }, undefined, rec);
+    await this.recordOptimizer(rec, lr);
     return {
-      step: this.stepCount, loss: r[REPORT.loss], gradNorm: r[REPORT.norm], lr, nextLr: lrAt(this.schedule, this.stepCount),
-      tokens, labelTokens, skipped: r[REPORT.nonFinite] !== 0, dispatches, readbacks: 1, epoch: this.data ? this.data.epoch : null,
+      tokens: hbs.reduce((a, h) => a + h.N, 0),
+      finish: () => {
+        this.decoder.releaseDeferred();
+        inputs.forEach((i) => this.decoder.releaseInputs(i));
+        this.microStep += hbs.length;
+        this.stepCount++;
+      },
     };
   }
 
