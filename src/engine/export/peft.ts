@@ -56,7 +56,14 @@ export async function exportPeft(lora: LoraSet, loraCfg: LoraConfig | null, base
  * Uploads a PEFT LoRA adapter onto `model` as a LoraSet. Refuses what one LoraSet cannot express
  * faithfully (per-module rank/alpha patterns, DoRA) and adapters that do not fit the model.
  */
-export async function loadPeftAdapter(model: Model, configText: string, store: TensorStore, file = ADAPTER_CONFIG): Promise<{ lora: LoraSet; config: LoraAdapterConfig }> {
+export async function loadPeftAdapter(
+  model: Model,
+  configText: string,
+  store: TensorStore,
+  file = ADAPTER_CONFIG,
+  /** Training settings for continuing to train it (dropout defaults to the adapter's lora_dropout). */
+  overrides: { dropout?: number; seed?: number } = {},
+): Promise<{ lora: LoraSet; config: LoraAdapterConfig }> {
   const ac = parseAdapterConfig(configText, file);
   if (Object.keys(ac.rankPattern).length || Object.keys(ac.alphaPattern).length) throw new PeftError(file, 'rank_pattern', 'per-module ranks/alphas are not supported');
   if (ac.useDora) throw new PeftError(file, 'use_dora', 'DoRA adapters are not supported');
@@ -76,7 +83,7 @@ export async function loadPeftAdapter(model: Model, configText: string, store: T
   const modules = [...new Set([...found.values()].map((e) => e.module))];
   const layers = [...new Set([...found.values()].map((e) => e.layer))].sort((a, b) => a - b);
   const loraCfg: LoraConfig = {
-    rank: ac.r, alpha: ac.loraAlpha, dropout: ac.loraDropout, targets: modules, rsLora: ac.useRslora, seed: 0,
+    rank: ac.r, alpha: ac.loraAlpha, dropout: overrides.dropout ?? ac.loraDropout, targets: modules, rsLora: ac.useRslora, seed: overrides.seed ?? 0,
     ...(layers.length < c.numLayers ? { layers } : {}),
   };
   const lora = new LoraSet(model.gpu, loraCfg);

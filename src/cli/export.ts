@@ -1,0 +1,105 @@
+// `tabtune export <config.yaml>`: merges a LoRA adapter into its base model with LLaMA-Factory's
+// export keys (model_name_or_path, adapter_name_or_path, export_dir, export_size in GB) and writes
+// a transformers checkpoint: config.json, generation_config.json, the tokenizer files, and
+// model.safetensors or shards + model.safetensors.index.json, in the base model's torch_dtype.
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { CliError, loadAdapterFolder, loadFolderModel, openNodeGpu, parseYamlArgs, requireModelFolder, resolvePath, yamlWithOverrides } from '../engine/export/node-cli.ts';
+import { nodeDirWriter } from '../engine/export/node-dir.ts';
+import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
+import type { FloatDType } from '../engine/export/convert.ts';
+import { LlamaFactoryConfigError, parseExportYaml, type ExportConfig } from '../engine/train/llamafactory-config.ts';
+
+const USAGE = `usage: tabtune export <config.yaml> [key=value ...] [--dtype bf16|f16|f32]
+
+Merges adapter_name_or_path into model_name_or_path and writes a transformers checkpoint to export_dir
+(shards of at most export_size GB). The dtype is the base model's torch_dtype unless --dtype is given.`;
+
+export interface ExportArgs {
+  yamlPath: string;
+  config: ExportConfig;
+  dtype: FloatDType | null;
+  warnings: string[];
+  notes: string[];
+}
+
+export function parseExportArgs(argv: string[]): ExportArgs | 'help' {
+  const a = parseYamlArgs(argv, ['dtype'], 'export');
+  if (a.flags.has('help')) return 'help';
+  for (const f of a.flags.keys()) if (f !== 'dtype') throw new CliError(`unknown option --${f}`);
+  const d = a.flags.get('dtype');
+  if (d !== undefined && d !== 'bf16' && d !== 'f16' && d !== 'f32') throw new CliError(`--dtype must be bf16, f16 or f32, got ${String(d)}`);
+  const parsed = parseExportYaml(yamlWithOverrides(a.yamlPath, a.overrides), a.yamlPath);
+  return { yamlPath: a.yamlPath, config: parsed.config, dtype: (d as FloatDType | undefined) ?? null, warnings: parsed.warnings, notes: parsed.notes };
+}
+
+/** transformers' default when config.json has no torch_dtype is float32. */
+export function exportDtypeFor(torchDtype: string | null): FloatDType {
+  return torchDtype === 'bfloat16' ? 'bf16' : torchDtype === 'float16' ? 'f16' : 'f32';
+}
+
+export default async function exportCmd(argv: string[]): Promise<number> {
+  const err = (s: string) => process.stderr.write(`${s}\n`);
+  let args: ExportArgs | 'help';
+  try {
+    args = parseExportArgs(argv);
+  } catch (e) {
+    if (e instanceof CliError || e instanceof LlamaFactoryConfigError) {
+      err(`tabtune export: ${e.message}${e instanceof CliError ? `\n\n${USAGE}` : ''}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (args === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const c = args.config;
+  args.warnings.forEach((w) => err(`warning: ${w}`));
+  args.notes.forEach((n) => err(`note: ${n}`));
+  let close = () => {};
+  try {
+    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath));
+    const outDir = resolvePath(c.exportDir, args.yamlPath);
+    if (existsSync(outDir) && readdirSync(outDir).some((f) => f.endsWith('.safetensors') || f === 'config.json')) {
+      err(`tabtune export: note: ${outDir} already holds a checkpoint; its files are overwritten`);
+    }
+    const g = await openNodeGpu(err);
+    close = g.close;
+    const { model, files } = await loadFolderModel(g.gpu, dir);
+    try {
+      const lora = await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath);
+      const dtype = args.dtype ?? exportDtypeFor(model.config.torchDtype);
+      const tokenizerFiles = new Map<string, Uint8Array>();
+      for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json']) if (existsSync(join(dir, f))) tokenizerFiles.set(f, readFileSync(join(dir, f)));
+      if (!tokenizerFiles.has('tokenizer.json') && !tokenizerFiles.has('tokenizer.model')) err(`tabtune export: warning: ${dir} has no tokenizer files; the export will have none`);
+      err(`tabtune: merging ${lora ? `${c.adapterNameOrPath![0]} (${lora.adapters.size} modules, scale ${lora.scale})` : 'no adapter'} into ${dir} → ${outDir} as ${dtype}, shards ≤ ${c.exportSize} GB`);
+      let last = -1;
+      const written = await exportMerged(model, lora, {
+        dtype, maxShardBytes: c.exportSize * 1e9, configText: files.configText, tokenizerFiles, write: nodeDirWriter(outDir),
+        onNote: (n) => err(`note: ${n}`),
+        onProgress: (p) => {
+          const pct = Math.floor((100 * p.done) / p.total);
+          if (process.stderr.isTTY && pct !== last) process.stderr.write(`\r  ${pct} % (${p.tensor})`.padEnd(80));
+          last = pct;
+        },
+      });
+      if (process.stderr.isTTY) process.stderr.write('\n');
+      for (const f of written) process.stdout.write(`${join(outDir, f)}\n`);
+      lora?.release();
+    } finally {
+      model.release();
+      await files.source.close?.();
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof CliError) {
+      err(`tabtune export: ${e.message}`);
+      return 2;
+    }
+    err(`tabtune export: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    close();
+  }
+}

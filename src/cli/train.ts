@@ -1,0 +1,295 @@
+// `tabtune train <config.yaml>`: supervised fine-tuning from a LLaMA-Factory training YAML
+// (examples/train_lora/*.yaml keys; src/engine/train/llamafactory-config.ts). Like LLaMA-Factory
+// it writes into output_dir the PEFT adapter (adapter_config.json, adapter_model.safetensors) or,
+// for finetuning_type full, the model; trainer_log.jsonl (one JSON object per logging step, the
+// fields of LLaMA-Factory's LogCallback); checkpoint-N/ every save_steps; and it resumes from a
+// checkpoint when resume_from_checkpoint is true (the last one) or a path — or on its own, as
+// LLaMA-Factory does, when output_dir already holds checkpoints and overwrite_output_dir is off.
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chatTemplateFor, prepareDataset } from '../data/index.ts';
+import type { EncodedExample, PackedSequence } from '../data/types.ts';
+import { fmtBytes } from '../engine/gpu/pool.ts';
+import { MEMORY_CATEGORIES } from '../engine/gpu/ledger.ts';
+import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
+import {
+  CliError, folderTokenizer, hms, listCheckpoints, loadAdapterFolder, loadFolderModel, openNodeGpu, parseYamlArgs, readDatasets, requireModelFolder,
+  resolveDatasets, resolvePath, yamlWithOverrides,
+} from '../engine/export/node-cli.ts';
+import { nodeDirWriter } from '../engine/export/node-dir.ts';
+import { exportPeft } from '../engine/export/peft.ts';
+import { planMemory } from '../engine/plan/plan.ts';
+import { attachLora, type LoraSet } from '../engine/model/model.ts';
+import { checkpointFromFiles, checkpointToFiles } from '../engine/train/checkpoint-files.ts';
+import { DataLoader } from '../engine/train/data.ts';
+import { LlamaFactoryConfigError, parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-config.ts';
+import { Trainer } from '../engine/train/trainer.ts';
+
+const USAGE = `usage: tabtune train <config.yaml> [key=value ...]
+
+Supervised fine-tuning (LoRA, QLoRA with quantization_bit: 4, or full) from a LLaMA-Factory YAML.
+model_name_or_path must be a local folder; datasets come from dataset_dir/dataset_info.json or are
+files. key=value overrides a YAML key (e.g. max_steps=10 output_dir=saves/try).`;
+
+export const TRAINER_LOG = 'trainer_log.jsonl';
+
+export interface TrainArgs {
+  yamlPath: string;
+  config: TrainConfig;
+  /** resume_from_checkpoint: true (the YAML parser takes only paths, so the flag is lifted out here). */
+  resumeLast: boolean;
+  warnings: string[];
+  notes: string[];
+}
+
+export function parseTrainArgs(argv: string[]): TrainArgs | 'help' {
+  const a = parseYamlArgs(argv, [], 'train');
+  if (a.flags.has('help')) return 'help';
+  for (const f of a.flags.keys()) throw new CliError(`unknown option --${f}`);
+  let resumeLast = false;
+  const text = yamlWithOverrides(a.yamlPath, a.overrides, (raw) => {
+    const r = raw.resume_from_checkpoint;
+    if (r === true || r === 'true' || r === 'True') resumeLast = true;
+    if (typeof r === 'boolean' || r === 'true' || r === 'True' || r === 'false' || r === 'False') delete raw.resume_from_checkpoint;
+  });
+  const parsed = parseTrainYaml(text, a.yamlPath);
+  if (!parsed.config.doTrain) throw new CliError(`${a.yamlPath}: do_train is false: nothing to do`);
+  return { yamlPath: a.yamlPath, config: parsed.config, resumeLast, warnings: parsed.warnings, notes: parsed.notes };
+}
+
+/** What LLaMA-Factory / transformers would resume from, or an error when output_dir is not empty. */
+export function resumeDecision(outputDir: string, c: TrainConfig, resumeLast: boolean, yamlPath: string): { from: string | null; reason: string } {
+  const cks = listCheckpoints(outputDir);
+  if (c.resumeFromCheckpoint !== null) {
+    const p = resolvePath(c.resumeFromCheckpoint, yamlPath);
+    if (!existsSync(join(p, 'trainer_state.json'))) throw new CliError(`resume_from_checkpoint: ${p} is not a checkpoint folder (no trainer_state.json)`);
+    return { from: p, reason: 'resume_from_checkpoint' };
+  }
+  if (resumeLast) {
+    if (!cks.length) throw new CliError(`resume_from_checkpoint: true, but ${outputDir} has no checkpoint-N folder`);
+    return { from: cks[cks.length - 1].dir, reason: 'resume_from_checkpoint: true (last checkpoint)' };
+  }
+  if (c.overwriteOutputDir || !existsSync(outputDir)) return { from: null, reason: 'fresh start' };
+  if (cks.length) return { from: cks[cks.length - 1].dir, reason: `${outputDir} holds checkpoints and overwrite_output_dir is off (as LLaMA-Factory, training resumes)` };
+  if (readdirSync(outputDir).length) throw new CliError(`output_dir ${outputDir} already exists and is not empty; set overwrite_output_dir: true or choose another folder`);
+  return { from: null, reason: 'fresh start' };
+}
+
+export interface LogRow {
+  current_steps: number;
+  total_steps: number;
+  loss?: number;
+  eval_loss?: number;
+  lr?: number;
+  grad_norm?: number;
+  epoch: number;
+  percentage: number;
+  elapsed_time: string;
+  remaining_time: string;
+  total_tokens?: number;
+}
+
+/** One trainer_log.jsonl row (LLaMA-Factory callbacks.py LogCallback fields and rounding). */
+export function logRow(step: number, total: number, epoch: number, elapsedS: number, stepsThisRun: number, extra: Partial<LogRow>): LogRow {
+  const perStep = stepsThisRun > 0 ? elapsedS / stepsThisRun : 0;
+  return {
+    current_steps: step,
+    total_steps: total,
+    ...extra,
+    epoch: Math.round(epoch * 100) / 100,
+    percentage: Math.round((step / total) * 10000) / 100,
+    elapsed_time: hms(elapsedS),
+    remaining_time: hms(perStep * (total - step)),
+  };
+}
+
+/** Keeps the rows of an earlier run up to `step` (a resumed run appends from there). */
+export function truncateLog(path: string, step: number): void {
+  if (!existsSync(path)) return;
+  const keep = readFileSync(path, 'utf8').split('\n').filter((line) => {
+    if (!line.trim()) return false;
+    try {
+      return (JSON.parse(line) as LogRow).current_steps <= step;
+    } catch {
+      return false;
+    }
+  });
+  writeFileSync(path, keep.map((l) => `${l}\n`).join(''));
+}
+
+function round4(x: number): number {
+  return Math.round(x * 1e4) / 1e4;
+}
+
+export default async function train(argv: string[]): Promise<number> {
+  const err = (s: string) => process.stderr.write(`${s}\n`);
+  let args: TrainArgs | 'help';
+  try {
+    args = parseTrainArgs(argv);
+  } catch (e) {
+    if (e instanceof CliError || e instanceof LlamaFactoryConfigError) {
+      err(`tabtune train: ${e.message}${e instanceof CliError && /YAML config file|option/.test(e.message) ? `\n\n${USAGE}` : ''}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (args === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const c = args.config;
+  args.warnings.forEach((w) => err(`warning: ${w}`));
+  args.notes.forEach((n) => err(`note: ${n}`));
+  let close = () => {};
+  try {
+    if (c.lora.useDora) throw new CliError('use_dora: DoRA training is not supported yet');
+    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath));
+    const outDir = resolvePath(c.outputDir, args.yamlPath);
+    const resume = resumeDecision(outDir, c, args.resumeLast, args.yamlPath);
+
+    // ---- data (before the GPU: bad data fails fast)
+    const tok = await folderTokenizer(dir);
+    const loaded = await readDatasets(resolveDatasets(c.dataset, c.datasetDir, args.yamlPath));
+    loaded.warnings.forEach((w) => err(`warning: ${w}`));
+    const tpl = chatTemplateFor(tok);
+    const prep = prepareDataset(loaded.examples, tok, {
+      cutoffLen: c.cutoffLen, trainOnPrompt: c.trainOnPrompt, maskHistory: c.maskHistory, maxSamples: c.maxSamples ?? undefined,
+      valSize: c.valSize || undefined, seed: c.seed, packing: c.packing,
+    }, tpl);
+    prep.warnings.forEach((w) => err(`warning: ${w}`));
+    const invalid = [...loaded.invalid.map((i) => `${i.dataset} row ${i.issue.row}: ${i.issue.field}: ${i.issue.reason}`), ...prep.invalid.map((i) => `row ${i.row}: ${i.field}: ${i.reason}`)];
+    if (invalid.length) {
+      err(`warning: ${invalid.length} row(s) skipped:`);
+      invalid.slice(0, 20).forEach((l) => err(`  ${l}`));
+      if (invalid.length > 20) err(`  … and ${invalid.length - 20} more (tabtune data <file> lists them all)`);
+    }
+    const items: (EncodedExample | PackedSequence)[] = prep.packed ?? prep.train;
+    if (!items.length) throw new CliError('no usable training example (see the skipped rows above)');
+    err(`tabtune: ${loaded.rows} rows → ${prep.train.length} train / ${prep.val.length} eval examples${prep.packed ? ` packed into ${prep.packed.length} sequences of ${c.cutoffLen}` : ''}; ${prep.stats.truncated} truncated at cutoff_len ${c.cutoffLen}`);
+
+    // ---- GPU, model, adapter
+    const g = await openNodeGpu(err);
+    close = g.close;
+    const quant = c.quantization;
+    const { model, files } = await loadFolderModel(g.gpu, dir, {
+      quantize: quant ? 'nf4' : undefined, doubleQuant: quant?.doubleQuantization, computeDType: c.finetuningType === 'full' ? 'f32' : 'stored',
+      onProgress: (p) => process.stderr.isTTY && process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
+    });
+    if (process.stderr.isTTY) process.stderr.write('\n');
+    let lora: LoraSet | null = null;
+    let trainer: Trainer | null = null;
+    try {
+      model.notes.forEach((n) => err(`note: ${n}`));
+      if (c.finetuningType === 'lora') {
+        lora = c.adapterNameOrPath
+          ? await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, { dropout: c.lora.dropout, seed: c.seed })
+          : attachLora(model, { rank: c.lora.rank, alpha: c.lora.alpha, dropout: c.lora.dropout, targets: c.lora.target, rsLora: c.lora.useRslora, seed: c.seed });
+      }
+      const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+      const loader = new DataLoader(items, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: c.gradientAccumulationSteps, seed: c.seed, padId });
+      const totalSteps = c.maxSteps ?? Math.max(1, Math.ceil(c.numTrainEpochs * loader.stepsPerEpoch));
+      const longest = Math.max(...items.map((x) => x.inputIds.length));
+      const plan = planMemory(model.config, {
+        method: c.finetuningType === 'full' ? 'full' : quant ? 'qlora' : 'lora', batchSize: c.perDeviceTrainBatchSize, seqLen: longest,
+        loraRank: lora?.config.rank, loraTargets: lora?.targets, gradientCheckpointing: c.gradientCheckpointing, doubleQuant: quant?.doubleQuantization,
+        maxBufferBytes: g.gpu.limits.maxStorageBufferBindingSize,
+      });
+      err(`tabtune: planned GPU memory ${fmtBytes(plan.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(plan.byCategory[k])}`).join(', ')})`);
+      trainer = new Trainer(model, lora, {
+        learningRate: c.learningRate, lrSchedulerType: c.lrSchedulerType, totalSteps, warmupSteps: c.warmupSteps, warmupRatio: c.warmupRatio,
+        weightDecay: c.weightDecay, adamBeta1: c.adamBeta1, adamBeta2: c.adamBeta2, adamEpsilon: c.adamEpsilon, maxGradNorm: c.maxGradNorm,
+        gradientCheckpointing: c.gradientCheckpointing, neftuneAlpha: c.neftuneNoiseAlpha, seed: c.seed, full: c.finetuningType === 'full',
+      }, loader);
+      const logPath = join(outDir, TRAINER_LOG);
+      mkdirSync(outDir, { recursive: true });
+      if (resume.from) {
+        const ck = new Map<string, Uint8Array>();
+        for (const f of ['trainer_state.json', 'optimizer.safetensors']) {
+          const p = join(resume.from, f);
+          if (!existsSync(p)) throw new CliError(`${resume.from}: no ${f}; cannot resume from this checkpoint`);
+          ck.set(f, readFileSync(p));
+        }
+        await trainer.loadCheckpoint(await checkpointFromFiles(ck));
+        truncateLog(logPath, trainer.stepCount);
+        err(`tabtune: resuming at step ${trainer.stepCount} from ${resume.from} (${resume.reason})`);
+      } else if (existsSync(logPath)) rmSync(logPath);
+      if (trainer.stepCount >= totalSteps) err(`tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`);
+
+      const valLoader = prep.val.length ? new DataLoader(prep.val, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: 1, seed: c.seed, padId, shuffle: false }) : null;
+      const evalBatches = valLoader ? Array.from({ length: valLoader.microBatchesPerEpoch }, () => valLoader.nextWindow()[0]) : [];
+      const trainable = trainer.trainableParameters;
+      err(`tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainable.toLocaleString('en-US')} trainable parameters`);
+      g.gpu.pool.ledger.resetPeaks();
+      const t0 = performance.now();
+      const startStep = trainer.stepCount;
+      let windowLoss = 0;
+      let windowSteps = 0;
+      let lossSum = 0;
+      let tokens = 0;
+      const saveCheckpoint = async (step: number) => {
+        const ckDir = join(outDir, `checkpoint-${step}`);
+        mkdirSync(ckDir, { recursive: true });
+        if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
+        for (const [name, bytes] of await checkpointToFiles(await trainer!.saveCheckpoint())) writeFileSync(join(ckDir, name), bytes);
+        err(`tabtune: saved ${ckDir}`);
+      };
+      while (trainer.stepCount < totalSteps) {
+        const r = await trainer.step();
+        tokens += r.tokens;
+        if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
+        windowLoss += r.loss;
+        windowSteps++;
+        lossSum += r.loss;
+        const elapsed = (performance.now() - t0) / 1000;
+        const last = r.step === totalSteps;
+        if (r.step % c.loggingSteps === 0 || last) {
+          const row = logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { loss: round4(windowLoss / windowSteps), lr: r.nextLr, grad_norm: round4(r.gradNorm), total_tokens: tokens });
+          appendFileSync(logPath, `${JSON.stringify(row)}\n`);
+          err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${r.nextLr.toExponential(4)}, 'epoch': ${row.epoch}}  [${r.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
+          windowLoss = 0;
+          windowSteps = 0;
+          if (evalBatches.length) {
+            const evalLoss = await trainer.evaluate(evalBatches);
+            appendFileSync(logPath, `${JSON.stringify(logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { eval_loss: round4(evalLoss) }))}\n`);
+            err(`{'eval_loss': ${round4(evalLoss)}, 'epoch': ${row.epoch}}`);
+          }
+        }
+        if (r.step % c.saveSteps === 0 || last) await saveCheckpoint(r.step);
+      }
+
+      // ---- final artifacts, as LLaMA-Factory leaves them in output_dir
+      if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(outDir));
+      else {
+        const tokFiles = new Map<string, Uint8Array>();
+        for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json']) if (existsSync(join(dir, f))) tokFiles.set(f, readFileSync(join(dir, f)));
+        const dtype = model.config.torchDtype === 'bfloat16' ? 'bf16' : model.config.torchDtype === 'float16' ? 'f16' : 'f32';
+        await exportMerged(model, null, { dtype, configText: files.configText, tokenizerFiles: tokFiles, write: nodeDirWriter(outDir) });
+      }
+      if (lora) for (const f of TOKENIZER_FILE_NAMES) if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
+      const runtime = (performance.now() - t0) / 1000;
+      const done = trainer.stepCount - startStep;
+      writeFileSync(join(outDir, 'train_results.json'), `${JSON.stringify({
+        epoch: Math.round(loader.epoch * 100) / 100, train_loss: done ? lossSum / done : null, train_runtime: Math.round(runtime * 1e4) / 1e4,
+        train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0, train_tokens_per_second: Math.round((tokens / runtime) * 1e3) / 1e3,
+      }, null, 2)}\n`);
+      const peak = g.gpu.pool.ledger.report().peak;
+      const measured = MEMORY_CATEGORIES.reduce((s, k) => s + peak[k], 0);
+      err(`tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(plan.total)}); adapter and logs in ${outDir}`);
+    } finally {
+      trainer?.release();
+      lora?.release();
+      model.release();
+      await files.source.close?.();
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof CliError) {
+      err(`tabtune train: ${e.message}`);
+      return 2;
+    }
+    err(`tabtune train: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    close();
+  }
+}
