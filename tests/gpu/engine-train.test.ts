@@ -104,6 +104,32 @@ describe(`engine training vs PyTorch [${runtime}]`, () => {
     }
   });
 
+  it('full fine-tuning (every f32 weight, HF decay groups, linear schedule) follows the PyTorch curve', async () => {
+    const gpu = await testGpu();
+    const fx = await loadFixture('engine_train_full');
+    const model = await fixtureModel(gpu, fx, await loadFixture('engine_llama'), { computeDType: 'f32' });
+    const m = fx.meta;
+    const trainer = new Trainer(model, null, { learningRate: m.lr, lrSchedulerType: 'linear', totalSteps: m.steps, warmupSteps: m.warmup, weightDecay: m.weight_decay, maxGradNorm: m.max_norm, seed: 0, full: true });
+    try {
+      const mbs = microBatches(fx);
+      const losses = fx.f32('losses');
+      const norms = fx.f32('grad_norms');
+      for (let s = 0; s < m.steps; s++) {
+        const r = await trainer.step(mbs);
+        expect(Math.abs(r.loss - losses[s]) / losses[s], `loss at step ${s}: ${r.loss} vs ${losses[s]}`).toBeLessThanOrEqual(1e-4);
+        expect(Math.abs(r.gradNorm - norms[s]) / norms[s], `grad norm at step ${s}`).toBeLessThanOrEqual(1e-3);
+      }
+      for (const name of ['model.layers.1.mlp.down_proj.weight', 'model.norm.weight', 'model.embed_tokens.weight', 'lm_head.weight']) {
+        const rel = relError(await readF32(gpu, model.tensor(name)), fx.f32(`final_w:${name}`));
+        expect(rel, `${name} after ${m.steps} steps: rel ${rel}`).toBeLessThanOrEqual(1e-4);
+      }
+      console.log(`[${runtime}] full FT: ${trainer.trainableParameters} parameters, loss ${losses[0].toFixed(4)} → ${losses[m.steps - 1].toFixed(4)}`);
+    } finally {
+      trainer.release();
+      model.release();
+    }
+  });
+
   it('resume: 10 steps + checkpoint files + fresh trainer + 10 steps == 20 straight (dropout, NEFTune, shuffled data)', async () => {
     const gpu = await testGpu();
     const fx = await loadFixture('engine_train_lora');

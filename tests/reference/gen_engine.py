@@ -342,6 +342,45 @@ def train_run(cfg, Wbase, g, steps, targets, r=4, alpha=8.0, lr=5e-3, warmup=3, 
     return t, meta
 
 
+def train_full_case(steps=6, lr=2e-3, warmup=1, wd=0.01, max_norm=1.0):
+    """Full fine-tuning of every weight (f32 tiny Llama): HF decay groups (no decay for norms)."""
+    cfg = llama_config()
+    W32 = random_weights(cfg, common.seed(1234), bias=False)
+    g = common.seed(5)
+    examples = make_examples(g, cfg["vocab_size"], 4, 4, 11)
+    mbs = [collate(examples[2 * j:2 * j + 2]) for j in range(2)]
+    W = {k: v.to(D64).clone().requires_grad_(True) for k, v in W32.items()}
+    decay = [v for k, v in W.items() if not k.endswith("norm.weight")]
+    nodecay = [v for k, v in W.items() if k.endswith("norm.weight")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": nodecay, "weight_decay": 0.0}], lr=lr, eps=1e-8)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s / max(1, warmup)) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
+    losses, norms = [], []
+    for s in range(steps):
+        count = sum(int((shift_labels(lab, B, T) != -100).sum()) for (_, lab, B, T, _) in mbs)
+        opt.zero_grad()
+        total = 0.0
+        for ids, lab, B, T, lengths in mbs:
+            logits = forward(cfg, W, None, 0.0, ids, torch.arange(T).repeat(B), segments_padded(lengths, T))
+            ls, _ = loss_sum(logits, shift_labels(lab, B, T))
+            (ls / count).backward()
+            total += float(ls) / count
+        norms.append(float(torch.nn.utils.clip_grad_norm_(list(W.values()), max_norm)))
+        opt.step()
+        sched.step()
+        losses.append(total)
+    t = {}
+    for j, (ids, lab, B, T, lengths) in enumerate(mbs):
+        t[f"mb{j}_ids"] = ids.to(torch.int32)
+        t[f"mb{j}_labels"] = lab.to(torch.int32)
+        t[f"mb{j}_lengths"] = torch.tensor(lengths, dtype=torch.int32)
+    t["losses"] = torch.tensor(losses, dtype=D64)
+    t["grad_norms"] = torch.tensor(norms, dtype=D64)
+    for k in ("model.layers.1.mlp.down_proj.weight", "model.norm.weight", "model.embed_tokens.weight", "lm_head.weight"):
+        t[f"final_w:{k}"] = W[k].detach()
+    meta = {"config": cfg, "steps": steps, "lr": lr, "warmup": warmup, "weight_decay": wd, "max_norm": max_norm, "accum": 2, "scheduler": "linear"}
+    return common.fixture("tests/reference/gen_engine.py train_full_case", meta, t)
+
+
 def nf4_base(W32, blocksize=64, double=True):
     """bitsandbytes NF4 round trip of every linear weight (QLoRA's frozen base)."""
     out = dict(W32)
@@ -386,4 +425,5 @@ def main():
         "engine_qwen3": qwen3_case(),
         "engine_train_lora": train_lora_case(),
         "engine_train_qlora": train_qlora_case(),
+        "engine_train_full": train_full_case(),
     }

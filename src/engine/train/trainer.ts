@@ -102,6 +102,7 @@ export class Trainer {
   microStep = 0;
   readonly schedule: ScheduleConfig;
   private disposed = false;
+  private readonly ready: Promise<void>;
 
   constructor(
     readonly model: Model,
@@ -142,8 +143,8 @@ export class Trainer {
     rec.clear(this.arena.v);
     rec.clear(this.arena.g);
     for (const p of this.params) rec.copy(p.tensor, 0, this.arena.p, p.offset * 4, p.count * 4);
-    // Validation errors surface at the first step's submit.
-    void rec.submit();
+    this.ready = rec.submit();
+    this.ready.catch(() => undefined); // surfaced when a step awaits it
   }
 
   private paramTensor(name: string): Tensor {
@@ -167,6 +168,7 @@ export class Trainer {
 
   /** One optimizer step over `window` (its micro-batches), or over the DataLoader's next window. */
   async step(window?: MicroBatch[]): Promise<StepResult> {
+    await this.ready;
     const gpu = this.model.gpu;
     const w = window ?? this.data?.nextWindow();
     if (!w || !w.length) throw new Error('trainer.step needs at least one micro-batch');
@@ -224,6 +226,7 @@ export class Trainer {
    * which the caller runs after submitting; it also advances the counters.
    */
   async recordStep(rec: Recorder, window: MicroBatch[]): Promise<{ tokens: number; finish: () => void }> {
+    await this.ready;
     const gpu = this.model.gpu;
     const hbs = window.map(prepareBatch);
     const labelTokens = hbs.reduce((a, h) => a + h.labelCount, 0);
