@@ -34,9 +34,8 @@ export interface ChatArgs {
 
 /** Parses argv + the YAML; throws CliError / LlamaFactoryConfigError. */
 export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
-  const a = parseYamlArgs(argv, ['prompt', 'system', 'seed'], 'chat');
+  const a = parseYamlArgs(argv, ['prompt', 'system', 'seed'], 'chat', ['no-adapter']);
   if (a.flags.has('help')) return 'help';
-  for (const f of a.flags.keys()) if (!['prompt', 'system', 'seed', 'no-adapter'].includes(f)) throw new CliError(`unknown option --${f}`);
   const prompt = a.flags.get('prompt');
   if (typeof prompt !== 'string' || !prompt.trim()) throw new CliError('--prompt "…" is required');
   const seedRaw = a.flags.get('seed');
@@ -70,7 +69,7 @@ export default async function chat(argv: string[]): Promise<number> {
   args.warnings.forEach((w) => err(`warning: ${w}`));
   let close = () => {};
   try {
-    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath));
+    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
     const tok = await folderTokenizer(dir);
     const g = await openNodeGpu(err);
     close = g.close;

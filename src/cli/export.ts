@@ -26,7 +26,6 @@ export interface ExportArgs {
 export function parseExportArgs(argv: string[]): ExportArgs | 'help' {
   const a = parseYamlArgs(argv, ['dtype'], 'export');
   if (a.flags.has('help')) return 'help';
-  for (const f of a.flags.keys()) if (f !== 'dtype') throw new CliError(`unknown option --${f}`);
   const d = a.flags.get('dtype');
   if (d !== undefined && d !== 'bf16' && d !== 'f16' && d !== 'f32') throw new CliError(`--dtype must be bf16, f16 or f32, got ${String(d)}`);
   const parsed = parseExportYaml(yamlWithOverrides(a.yamlPath, a.overrides), a.yamlPath);
@@ -59,7 +58,7 @@ export default async function exportCmd(argv: string[]): Promise<number> {
   args.notes.forEach((n) => err(`note: ${n}`));
   let close = () => {};
   try {
-    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath));
+    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
     const outDir = resolvePath(c.exportDir, args.yamlPath);
     if (existsSync(outDir) && readdirSync(outDir).some((f) => f.endsWith('.safetensors') || f === 'config.json')) {
       err(`tabtune export: note: ${outDir} already holds a checkpoint; its files are overwritten`);

@@ -45,7 +45,6 @@ export interface TrainArgs {
 export function parseTrainArgs(argv: string[]): TrainArgs | 'help' {
   const a = parseYamlArgs(argv, [], 'train');
   if (a.flags.has('help')) return 'help';
-  for (const f of a.flags.keys()) throw new CliError(`unknown option --${f}`);
   let resumeLast = false;
   const text = yamlWithOverrides(a.yamlPath, a.overrides, (raw) => {
     const r = raw.resume_from_checkpoint;
@@ -143,7 +142,7 @@ export default async function train(argv: string[]): Promise<number> {
   let close = () => {};
   try {
     if (c.lora.useDora) throw new CliError('use_dora: DoRA training is not supported yet');
-    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath));
+    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
     const outDir = resolvePath(c.outputDir, args.yamlPath);
     const resume = resumeDecision(outDir, c, args.resumeLast, args.yamlPath);
 

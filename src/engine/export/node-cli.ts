@@ -29,7 +29,7 @@ export interface YamlArgs {
  * `<config.yaml> [key=value ...] [--flag [value] ...]`. `valued` lists the flags that take a value.
  * Values of overrides are read as YAML scalars (so `lora_rank=16` is a number, `do_sample=false` a bool).
  */
-export function parseYamlArgs(argv: string[], valued: readonly string[], command: string): YamlArgs {
+export function parseYamlArgs(argv: string[], valued: readonly string[], command: string, switches: readonly string[] = []): YamlArgs {
   let yamlPath: string | undefined;
   const overrides: Record<string, unknown> = {};
   const flags = new Map<string, string | true>();
@@ -42,8 +42,10 @@ export function parseYamlArgs(argv: string[], valued: readonly string[], command
         const v = eq > 0 ? a.slice(eq + 1) : argv[++i];
         if (v === undefined) throw new CliError(`--${name} needs a value`);
         flags.set(name, v);
-      } else if (eq > 0) throw new CliError(`--${name} takes no value`);
-      else flags.set(name, true);
+      } else if (name === 'help' || switches.includes(name)) {
+        if (eq > 0) throw new CliError(`--${name} takes no value`);
+        flags.set(name, true);
+      } else throw new CliError(`unknown option --${name}`);
     } else if (a === '-h') flags.set('help', true);
     else if (/^[A-Za-z_][A-Za-z0-9_]*=/.test(a)) {
       const eq = a.indexOf('=');
@@ -79,9 +81,9 @@ export function resolvePath(p: string, yamlPath: string): string {
   return existsSync(fromYaml) ? fromYaml : fromCwd;
 }
 
-export function requireModelFolder(p: string, key = 'model_name_or_path'): string {
+export function requireModelFolder(p: string, key = 'model_name_or_path', asWritten = p): string {
   if (!existsSync(p)) {
-    const looksHub = /^[\w.-]+\/[\w.-]+$/.test(p);
+    const looksHub = /^[\w.-]+\/[\w.-]+$/.test(asWritten);
     throw new CliError(`${key}: ${p} is not a local folder${looksHub ? ' (Hub ids are not downloaded by the command line: download the repository into a folder, e.g. with huggingface-cli download, and give its path)' : ''}`);
   }
   if (!statSync(p).isDirectory()) throw new CliError(`${key}: ${p} is a file; give the model folder (config.json + *.safetensors)`);
