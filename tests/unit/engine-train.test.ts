@@ -5,6 +5,8 @@ import type { EncodedExample } from '../../src/data/types.ts';
 import { labelRuns, prepareBatch } from '../../src/engine/model/batch.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../../src/engine/train/checkpoint-files.ts';
 import { DataLoader, epochOrder } from '../../src/engine/train/data.ts';
+import { loadOptionsFrom, loraConfigFrom, totalTrainingSteps, trainerConfigFrom } from '../../src/engine/train/from-config.ts';
+import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 import { lrAt, lrLambda, warmupStepsOf } from '../../src/engine/train/schedule.ts';
 import type { Checkpoint } from '../../src/engine/train/trainer.ts';
 
@@ -101,5 +103,27 @@ describe('checkpoint files', () => {
     const back = await checkpointFromFiles(await checkpointToFiles(c));
     expect(back).toEqual(c);
     await expect(checkpointFromFiles(new Map())).rejects.toThrow(/trainer_state\.json and optimizer\.safetensors/);
+  });
+});
+
+describe('LLaMA-Factory YAML → engine settings', () => {
+  const yaml = (extra: string) => `model_name_or_path: ./m\nstage: sft\ndo_train: true\nfinetuning_type: lora\nlora_target: all\ndataset: d\ncutoff_len: 256\noutput_dir: out\nper_device_train_batch_size: 2\ngradient_accumulation_steps: 4\nnum_train_epochs: 3.0\nlearning_rate: 1.0e-4\nlr_scheduler_type: cosine\nwarmup_ratio: 0.1\n${extra}`;
+  it('QLoRA keys map to NF4 loading, all targets, HF step count and the trainer config', () => {
+    const { config: tc } = parseTrainYaml(yaml('quantization_bit: 4\nlora_rank: 16\nlora_alpha: 32\n'));
+    expect(loadOptionsFrom(tc)).toEqual({ quantize: 'nf4', doubleQuant: tc.quantization!.doubleQuantization });
+    expect(loraConfigFrom(tc)).toMatchObject({ rank: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
+    // 10 micro-batches per epoch, accumulation 4 → 3 updates per epoch (last one short) → 9.
+    const total = totalTrainingSteps(10, tc);
+    expect(total).toBe(9);
+    const t = trainerConfigFrom(tc, total);
+    expect(t).toMatchObject({ learningRate: 1e-4, lrSchedulerType: 'cosine', totalSteps: 9, warmupRatio: 0.1, full: false });
+    expect(totalTrainingSteps(10, { ...tc, maxSteps: 5 })).toBe(5);
+  });
+
+  it('full fine-tuning loads f32 weights and refuses 4-bit', () => {
+    const { config: tc } = parseTrainYaml(yaml('').replace('finetuning_type: lora\nlora_target: all\n', 'finetuning_type: full\n'));
+    expect(loadOptionsFrom(tc)).toEqual({ computeDType: 'f32' });
+    expect(loraConfigFrom(tc)).toBeNull();
+    expect(() => loadOptionsFrom({ ...tc, quantization: { bits: 4, type: 'nf4', doubleQuantization: true } })).toThrow(/QLoRA/);
   });
 });
