@@ -3,19 +3,29 @@
 // atomics, so dQ and dK/dV are separate passes that each own their outputs.
 // Entry points (layouts and masking rule in attention_common.wgsl):
 //   rowDot       dO, O → rowDot [Hq, N] = Σ_d dO·O                  one thread per (query, head)
-//   dq           Q, K, V, seg, dO, LSE, rowDot → dQ [N, Hq, D]      one thread per (query, head-of-group)
-//                row, K/V blocks in workgroup memory (same tiling as the forward)
-//   dkdv         Q, K, V, seg, dO, LSE, rowDot → dK/dV of one query head [Nk, Hq, D]: one thread
-//                per key, Q/dO blocks in workgroup memory, walking query blocks from the diagonal.
+//   dq           Q, K, V, seg, dO, LSE, rowDot → dQ [N, Hq, D]      rows and lanes as the forward
+//                (shaders/attention.wgsl), K/V blocks in workgroup memory
+//   dkdv         Q, K, V, seg, dO, LSE, rowDot → dK/dV of one query head [Nk, Hq, D]: LK lanes per
+//                key (interleaved vec4 columns, so k, v, dk, dv cost 4·D/LK registers), Q/dO
+//                blocks in workgroup memory, walking query blocks from the diagonal.
 //                With group == 1 this is dK/dV itself; otherwise per-head partials …
 //   reduceHeads  … summed over the `group` query heads of each KV head → dK, dV [Nk, Hkv, D].
 #include "attention_common"
 
-const D4: u32 = {{D4}};   // head_dim / 4
-const BC: u32 = {{BC}};   // dq: keys per block in workgroup memory
-const WG: u32 = {{WG}};   // dq, rowDot, reduceHeads: threads per workgroup
-const BK: u32 = {{BK}};   // dkdv: keys (threads) per workgroup
-const BQ: u32 = {{BQ}};   // dkdv: query rows per block in workgroup memory
+const D4: u32 = {{D4}};       // head_dim / 4
+const L: u32 = {{L}};         // dq: lanes per row
+const ROWS: u32 = {{ROWS}};   // dq: rows per workgroup
+const BC: u32 = {{BC}};       // dq: keys per block in workgroup memory
+const PARTQ: u32 = {{PARTQ}}; // dq: ROWS·BC·L partial dots when L > 1, else 1 (unused)
+const LK: u32 = {{LK}};       // dkdv: lanes per key
+const BK: u32 = {{BK}};       // dkdv: keys per workgroup
+const BQ: u32 = {{BQ}};       // dkdv: query rows per block in workgroup memory
+const PARTK: u32 = {{PARTK}}; // dkdv: BK·BQ·LK partial dots when LK > 1, else 1 (unused)
+const DL4: u32 = D4 / L;
+const DK4: u32 = D4 / LK;
+const WGQ: u32 = ROWS * L;
+const WGK: u32 = BK * LK;
+const WG: u32 = 64u;          // rowDot, reduceHeads
 
 // ---- rowDot ---------------------------------------------------------------------------
 @group(0) @binding(1) var<storage, read> rdDOut: array<vec4<f32>>;
@@ -49,15 +59,19 @@ fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 var<workgroup> kTile: array<vec4<f32>, BC * D4>;
 var<workgroup> vTile: array<vec4<f32>, BC * D4>;
 var<workgroup> segTile: array<i32, BC>;
+var<workgroup> partQS: array<f32, PARTQ>;
+var<workgroup> partQP: array<f32, PARTQ>;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WGQ)
 fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let tile = tileOf(wg);
   if (tile >= P.tiles) { return; } // uniform per workgroup
   let kvHead = wg.y;
+  let rowLocal = lid / L;
+  let lane = lid % L;
   let rowsTotal = P.queries * P.group;
-  let firstRow = tile * WG;
-  let row = firstRow + lid;
+  let firstRow = tile * ROWS;
+  let row = firstRow + rowLocal;
   let inRange = row < rowsTotal;
   let rowC = min(row, rowsTotal - 1u);
   let i = rowC / P.group;
@@ -66,24 +80,26 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
   var segQ = 0;
   if (P.useSegments != 0u) { segQ = seg[pos]; }
   let live = inRange && segQ >= 0;
-  let lastQuery = (min(firstRow + WG, rowsTotal) - 1u) / P.group;
+  let lastQuery = (min(firstRow + ROWS, rowsTotal) - 1u) / P.group;
   let keyEnd = min(P.keys, P.queryOffset + lastQuery + 1u);
 
-  var qr: array<vec4<f32>, D4>;
-  var dor: array<vec4<f32>, D4>;
-  var acc: array<vec4<f32>, D4>;
-  let base = (i * P.qHeads + h) * D4;
-  for (var t = 0u; t < D4; t++) {
-    qr[t] = q[base + t] * P.scaleLog2;
-    dor[t] = dOut[base + t];
+  var qr: array<vec4<f32>, DL4>;
+  var dor: array<vec4<f32>, DL4>;
+  var acc: array<vec4<f32>, DL4>;
+  let base = (i * P.qHeads + h) * D4 + lane;
+  for (var t = 0u; t < DL4; t++) {
+    qr[t] = q[base + t * L] * P.scaleLog2;
+    dor[t] = dOut[base + t * L];
     acc[t] = vec4<f32>(0.0);
   }
   let lse2 = lse[h * P.queries + i] * LOG2E;
   let rowD = rowDotIn[h * P.queries + i];
+  var s: array<f32, BC>;
+  var dp: array<f32, BC>;
 
   for (var kb = 0u; kb < keyEnd; kb += BC) {
     workgroupBarrier();
-    for (var e = lid; e < BC * D4; e += WG) {
+    for (var e = lid; e < BC * D4; e += WGQ) {
       let key = kb + e / D4;
       var kv = vec4<f32>(0.0);
       var vv = vec4<f32>(0.0);
@@ -95,31 +111,56 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
       kTile[e] = kv;
       vTile[e] = vv;
     }
-    for (var c = lid; c < BC; c += WG) {
+    for (var c = lid; c < BC; c += WGQ) {
       var sk = 0;
       if (P.useSegments != 0u && kb + c < keyEnd) { sk = seg[kb + c]; }
       segTile[c] = sk;
     }
     workgroupBarrier();
-    if (live && kb <= pos) {
+    let work = live && kb <= pos;
+    if (work) {
       for (var c = 0u; c < BC; c++) {
-        let key = kb + c;
-        if (key <= pos && key < keyEnd && segTile[c] == segQ) {
-          var sc = 0.0;
-          var dp = 0.0;
-          for (var t = 0u; t < D4; t++) {
-            sc += dot(qr[t], kTile[c * D4 + t]);
-            dp += dot(dor[t], vTile[c * D4 + t]);
+        var sc = 0.0;
+        var pc = 0.0;
+        if (kb + c <= pos && segTile[c] == segQ) {
+          for (var t = 0u; t < DL4; t++) {
+            sc += dot(qr[t], kTile[c * D4 + t * L + lane]);
+            pc += dot(dor[t], vTile[c * D4 + t * L + lane]);
           }
-          let ds = exp2(sc - lse2) * (dp - rowD);
-          for (var t = 0u; t < D4; t++) { acc[t] = fma(vec4<f32>(ds), kTile[c * D4 + t], acc[t]); }
+        }
+        s[c] = sc;
+        dp[c] = pc;
+      }
+    }
+    if (L > 1u) {
+      for (var c = 0u; c < BC; c++) {
+        partQS[(rowLocal * BC + c) * L + lane] = s[c];
+        partQP[(rowLocal * BC + c) * L + lane] = dp[c];
+      }
+      workgroupBarrier();
+      for (var c = 0u; c < BC; c++) {
+        var sc = 0.0;
+        var pc = 0.0;
+        for (var j = 0u; j < L; j++) {
+          sc += partQS[(rowLocal * BC + c) * L + j];
+          pc += partQP[(rowLocal * BC + c) * L + j];
+        }
+        s[c] = sc;
+        dp[c] = pc;
+      }
+    }
+    if (work) {
+      for (var c = 0u; c < BC; c++) {
+        if (kb + c <= pos && segTile[c] == segQ) {
+          let ds = exp2(s[c] - lse2) * (dp[c] - rowD);
+          for (var t = 0u; t < DL4; t++) { acc[t] = fma(vec4<f32>(ds), kTile[c * D4 + t * L + lane], acc[t]); }
         }
       }
     }
   }
   if (!inRange) { return; }
   let outScale = select(0.0, P.scale, live);
-  for (var t = 0u; t < D4; t++) { dqOut[base + t] = acc[t] * outScale; }
+  for (var t = 0u; t < DL4; t++) { dqOut[base + t * L] = acc[t] * outScale; }
 }
 
 // ---- dkdv -----------------------------------------------------------------------------
@@ -132,38 +173,44 @@ var<workgroup> doTile: array<vec4<f32>, BQ * D4>;
 var<workgroup> lseTile: array<f32, BQ>;   // log2 units
 var<workgroup> rowDTile: array<f32, BQ>;
 var<workgroup> segRowTile: array<i32, BQ>; // < 0: padding or past the last query
+var<workgroup> partKS: array<f32, PARTK>;
+var<workgroup> partKP: array<f32, PARTK>;
 
-@compute @workgroup_size(BK)
+@compute @workgroup_size(WGK)
 fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let tile = tileOf(wg);
   if (tile >= P.tiles) { return; } // uniform per workgroup
   let h = wg.y;
   let kvHead = h / P.group;
+  let keyLocal = lid / LK;
+  let lane = lid % LK;
   let kb = tile * BK;
-  let key = kb + lid;
+  let key = kb + keyLocal;
   let keyInRange = key < P.keys;
   let keyC = min(key, P.keys - 1u);
   var segK = 0;
   if (P.useSegments != 0u) { segK = seg[keyC]; }
 
-  var kr: array<vec4<f32>, D4>;
-  var vr: array<vec4<f32>, D4>;
-  var dk: array<vec4<f32>, D4>;
-  var dv: array<vec4<f32>, D4>;
-  let kvBase = (keyC * P.kvHeads + kvHead) * D4;
-  for (var t = 0u; t < D4; t++) {
-    kr[t] = k[kvBase + t] * P.scaleLog2;
-    vr[t] = v[kvBase + t];
+  var kr: array<vec4<f32>, DK4>;
+  var vr: array<vec4<f32>, DK4>;
+  var dk: array<vec4<f32>, DK4>;
+  var dv: array<vec4<f32>, DK4>;
+  let kvBase = (keyC * P.kvHeads + kvHead) * D4 + lane;
+  for (var t = 0u; t < DK4; t++) {
+    kr[t] = k[kvBase + t * LK] * P.scaleLog2;
+    vr[t] = v[kvBase + t * LK];
     dk[t] = vec4<f32>(0.0);
     dv[t] = vec4<f32>(0.0);
   }
+  var s: array<f32, BQ>;
+  var dp: array<f32, BQ>;
   // Causal: queries before position kb see none of this block's keys.
   var iStart = 0u;
   if (kb > P.queryOffset) { iStart = kb - P.queryOffset; }
 
   for (var i0 = iStart; i0 < P.queries; i0 += BQ) {
     workgroupBarrier();
-    for (var e = lid; e < BQ * D4; e += BK) {
+    for (var e = lid; e < BQ * D4; e += WGK) {
       let i = i0 + e / D4;
       var qv = vec4<f32>(0.0);
       var dov = vec4<f32>(0.0);
@@ -175,7 +222,7 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       qTile[e] = qv;
       doTile[e] = dov;
     }
-    for (var r = lid; r < BQ; r += BK) {
+    for (var r = lid; r < BQ; r += WGK) {
       let i = i0 + r;
       var sr = -1;
       var l2 = 0.0;
@@ -193,29 +240,55 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
     if (keyInRange) {
       for (var r = 0u; r < BQ; r++) {
+        var sc = 0.0;
+        var pc = 0.0;
         let sr = segRowTile[r];
         if (sr >= 0 && sr == segK && key <= P.queryOffset + i0 + r) {
-          var sc = 0.0;
-          var dp = 0.0;
-          for (var t = 0u; t < D4; t++) {
-            sc += dot(kr[t], qTile[r * D4 + t]);
-            dp += dot(vr[t], doTile[r * D4 + t]);
+          for (var t = 0u; t < DK4; t++) {
+            sc += dot(kr[t], qTile[r * D4 + t * LK + lane]);
+            pc += dot(vr[t], doTile[r * D4 + t * LK + lane]);
           }
-          let p = exp2(sc - lseTile[r]);
-          let ds = p * (dp - rowDTile[r]);
-          for (var t = 0u; t < D4; t++) {
-            dv[t] = fma(vec4<f32>(p), doTile[r * D4 + t], dv[t]);
-            dk[t] = fma(vec4<f32>(ds), qTile[r * D4 + t], dk[t]);
+        }
+        s[r] = sc;
+        dp[r] = pc;
+      }
+    }
+    if (LK > 1u) {
+      for (var r = 0u; r < BQ; r++) {
+        partKS[(keyLocal * BQ + r) * LK + lane] = s[r];
+        partKP[(keyLocal * BQ + r) * LK + lane] = dp[r];
+      }
+      workgroupBarrier();
+      for (var r = 0u; r < BQ; r++) {
+        var sc = 0.0;
+        var pc = 0.0;
+        for (var j = 0u; j < LK; j++) {
+          sc += partKS[(keyLocal * BQ + r) * LK + j];
+          pc += partKP[(keyLocal * BQ + r) * LK + j];
+        }
+        s[r] = sc;
+        dp[r] = pc;
+      }
+    }
+    if (keyInRange) {
+      for (var r = 0u; r < BQ; r++) {
+        let sr = segRowTile[r];
+        if (sr >= 0 && sr == segK && key <= P.queryOffset + i0 + r) {
+          let p = exp2(s[r] - lseTile[r]);
+          let ds = p * (dp[r] - rowDTile[r]);
+          for (var t = 0u; t < DK4; t++) {
+            dv[t] = fma(vec4<f32>(p), doTile[r * D4 + t * LK + lane], dv[t]);
+            dk[t] = fma(vec4<f32>(ds), qTile[r * D4 + t * LK + lane], dk[t]);
           }
         }
       }
     }
   }
   if (!keyInRange) { return; }
-  let outBase = (key * P.qHeads + h) * D4;
-  for (var t = 0u; t < D4; t++) {
-    dkOut[outBase + t] = dk[t] * P.scale;
-    dvOut[outBase + t] = dv[t];
+  let outBase = (key * P.qHeads + h) * D4 + lane;
+  for (var t = 0u; t < DK4; t++) {
+    dkOut[outBase + t * LK] = dk[t] * P.scale;
+    dvOut[outBase + t * LK] = dv[t];
   }
 }
 

@@ -4,6 +4,7 @@ import {
   attentionBackward,
   attentionForward,
   attentionScratchBytes,
+  attentionBlockBytes,
   attentionTiling,
   createAttentionScratch,
   releaseAttentionScratch,
@@ -134,6 +135,7 @@ describe(`attention (${runtime})`, () => {
     ['seq 17, GQA 4:1, D 128', { N: 17, Hq: 4, Hkv: 1, D: 128 }],
     ['seq 37, D 128 with 16 KiB tiles', { N: 37, Hq: 2, Hkv: 1, D: 128, storage: 16384 }],
     ['seq 70, D 64 with 16 KiB tiles', { N: 70, Hq: 2, Hkv: 2, D: 64, storage: 16384 }],
+    ['seq 9, D 256 (4 lanes per row, 8 per key) with 16 KiB tiles', { N: 9, Hq: 2, Hkv: 1, D: 256, storage: 16384 }],
     ['packed segments + padding, GQA 4:2', { N: 40, Hq: 4, Hkv: 2, D: 64, segments: segmentsOf([0, 15], [1, 20], [-1, 5]) }],
     ['batch of 3 rows × 13 (ids per row), GQA 14:2', { N: 39, Hq: 14, Hkv: 2, D: 64, segments: segmentsOf([0, 5], [1, 8], [2, 9], [-1, 4], [7, 13]) }],
     ['decode: 1 query at offset 36, GQA 14:2', { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 36 }],
@@ -182,12 +184,18 @@ describe(`attention (${runtime})`, () => {
     expect(Array.from(got.dk!.subarray(5 * 16, 6 * 16)).every((x) => x === 0)).toBe(true);
   });
 
-  it('tiles fit 16 KiB of workgroup memory for head_dim up to 256', () => {
-    for (const D of [32, 64, 80, 128, 256]) {
+  it('tiles fit 16 KiB of workgroup memory and 256 threads for head_dim up to 256', () => {
+    for (const D of [32, 64, 80, 96, 128, 256]) {
       const t = attentionTiling(D, 16384);
-      expect(t.keyBlock * (8 * D + 4)).toBeLessThanOrEqual(16384);
-      expect(t.queryBlock * (8 * D + 12)).toBeLessThanOrEqual(16384);
-      expect(t.keyBlock % 4).toBe(0);
+      const threads = t.rows * t.lanes;
+      expect(threads).toBeLessThanOrEqual(64);
+      expect(t.keyBlockForward * attentionBlockBytes.forward(D, t.lanes, threads)).toBeLessThanOrEqual(16384);
+      expect(t.keyBlockDq * attentionBlockBytes.dq(D, t.lanes, threads)).toBeLessThanOrEqual(16384);
+      expect(t.queryBlock * attentionBlockBytes.dkdv(D, t.keyLanes, t.keysPerGroup * t.keyLanes)).toBeLessThanOrEqual(16384);
+      expect(t.keysPerGroup * t.keyLanes).toBeLessThanOrEqual(256);
+      // Registers per thread stay bounded: ≤ 64 floats per vector per lane (forward/dq), ≤ 32 (dkdv).
+      expect(D / t.lanes).toBeLessThanOrEqual(64);
+      expect(D / t.keyLanes).toBeLessThanOrEqual(32);
     }
   });
 

@@ -64,10 +64,15 @@ export interface AttentionScratch {
   dvHeads: Tensor | null;
 }
 
-const ROWS_PER_WG = 64; // forward / dq: one thread per (query, head-of-group) row
-const KEYS_PER_WG = 32; // dkdv: one thread per key
+const THREADS = 64; // forward / dq: rows × lanes per workgroup; also rowDot and reduceHeads
+const MAX_KEYS_PER_WG = 32; // dkdv
+const MAX_DKDV_THREADS = 256;
 const MIN_STORAGE = 16384; // WebGPU's guaranteed maxComputeWorkgroupStorageSize
 const MAX_BLOCK = 32;
+// Per-thread register arrays: forward/dq hold 2–3 vectors of D/lanes floats, dkdv four; these
+// caps (in vec4s per lane) keep them near 128–192 floats so real GPUs do not spill.
+const MAX_ROW_VEC4 = 16;
+const MAX_KEY_VEC4 = 8;
 
 let storageBudgetOverride: number | null = null;
 
@@ -80,28 +85,70 @@ export function setAttentionStorageBudgetForTests(bytes: number | null): void {
 }
 
 export interface AttentionTiling {
-  /** Keys per workgroup-memory block in the forward and dq kernels. */
-  keyBlock: number;
-  /** Query rows per workgroup-memory block in the dkdv kernel. */
+  /** Forward/dq: lanes per (query, head) row, rows per workgroup, keys per block (forward, dq). */
+  lanes: number;
+  rows: number;
+  keyBlockForward: number;
+  keyBlockDq: number;
+  /** dkdv: lanes per key, keys per workgroup, query rows per block. */
+  keyLanes: number;
+  keysPerGroup: number;
   queryBlock: number;
 }
 
+function lanesFor(d4: number, maxPerLane: number): number {
+  for (let l = 1; l <= d4; l++) if (d4 % l === 0 && d4 / l <= maxPerLane) return l;
+  return d4;
+}
+
 /**
- * Block sizes that fit `storageBytes` of workgroup memory: K+V tiles (forward, dq) and Q+dO tiles
- * plus three per-row scalars (dkdv), in multiples of 4 up to 32 rows.
+ * Block sizes that fit `storageBytes` of workgroup memory, in multiples of 4 up to 32 rows:
+ * forward/dq hold K and V blocks plus (with lanes > 1) the lanes' partial dot products; dkdv
+ * holds Q and dO blocks, three per-row scalars and its partial dots.
  */
 export function attentionTiling(headDim: number, storageBytes: number): AttentionTiling {
+  const d4 = headDim / 4;
+  const lanes = lanesFor(d4, MAX_ROW_VEC4);
+  const rows = Math.floor(THREADS / lanes);
+  const keyLanes = lanesFor(d4, MAX_KEY_VEC4);
+  // Fewer keys per workgroup when the partial dots of even a 4-row query block would not fit.
+  let keysPerGroup = Math.min(MAX_KEYS_PER_WG, Math.floor(MAX_DKDV_THREADS / keyLanes));
+  while (keysPerGroup > 4 && 4 * attentionBlockBytes.dkdv(headDim, keyLanes, keysPerGroup * keyLanes) > storageBytes) keysPerGroup = Math.floor(keysPerGroup / 2);
   const fit = (perRow: number) => Math.max(4, Math.min(MAX_BLOCK, Math.floor(storageBytes / perRow / 4) * 4));
-  return { keyBlock: fit(2 * headDim * 4 + 4), queryBlock: fit(2 * headDim * 4 + 12) };
+  const threads = rows * lanes;
+  return {
+    lanes,
+    rows,
+    keyBlockForward: fit(attentionBlockBytes.forward(headDim, lanes, threads)),
+    keyBlockDq: fit(attentionBlockBytes.dq(headDim, lanes, threads)),
+    keyLanes,
+    keysPerGroup,
+    queryBlock: fit(attentionBlockBytes.dkdv(headDim, keyLanes, keysPerGroup * keyLanes)),
+  };
 }
+
+/** Workgroup bytes per block row of each kernel (K/V or Q/dO rows, scalars, partial dots). */
+export const attentionBlockBytes = {
+  forward: (d: number, lanes: number, threads: number) => 8 * d + 4 + (lanes > 1 ? 4 * threads : 0),
+  dq: (d: number, lanes: number, threads: number) => 8 * d + 4 + (lanes > 1 ? 8 * threads : 0),
+  dkdv: (d: number, lanes: number, threads: number) => 8 * d + 12 + (lanes > 1 ? 8 * threads : 0),
+};
 
 function tilingFor(gpu: Gpu, headDim: number): AttentionTiling {
   const offered = gpu.limits.maxComputeWorkgroupStorageSize ?? MIN_STORAGE;
   const budget = Math.min(storageBudgetOverride ?? offered, offered, 32768);
   const t = attentionTiling(headDim, budget);
-  // With head_dim 256 even 4-row blocks need 8 KiB; refuse rather than fail to compile.
-  if (Math.max(t.keyBlock * (2 * headDim * 4 + 4), t.queryBlock * (2 * headDim * 4 + 12)) > budget) {
-    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs more workgroup memory than the ${budget} bytes the device offers`);
+  const threads = t.rows * t.lanes;
+  const need = Math.max(
+    t.keyBlockForward * attentionBlockBytes.forward(headDim, t.lanes, threads),
+    t.keyBlockDq * attentionBlockBytes.dq(headDim, t.lanes, threads),
+    t.queryBlock * attentionBlockBytes.dkdv(headDim, t.keyLanes, t.keysPerGroup * t.keyLanes),
+  );
+  if (need > budget) {
+    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs ${need} bytes of workgroup memory; the device offers ${budget}`);
+  }
+  if (t.keysPerGroup * t.keyLanes > (gpu.limits.maxComputeInvocationsPerWorkgroup ?? 256)) {
+    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs ${t.keysPerGroup * t.keyLanes} threads per workgroup`);
   }
   return t;
 }
@@ -253,9 +300,10 @@ export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): 
 
   const gpu = rec.gpu;
   const tiling = tilingFor(gpu, D);
-  const tiles = Math.ceil((N * (Hq / Hkv)) / ROWS_PER_WG);
+  const tiles = Math.ceil((N * (Hq / Hkv)) / tiling.rows);
   const { x, z } = fold(rec, tiles);
-  const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, BC: tiling.keyBlock, WG: ROWS_PER_WG });
+  const part = tiling.lanes > 1 ? tiling.rows * tiling.lanes * tiling.keyBlockForward : 1;
+  const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, L: tiling.lanes, ROWS: tiling.rows, BC: tiling.keyBlockForward, PART: part });
   const lse = a.lse ?? lseSinkFor(gpu, Hq * N);
   // Without segments the seg binding is never read; q stands in (both read-only).
   const seg = a.segmentIds ?? a.q;
@@ -281,17 +329,28 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   checkDistinct(what, [['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowDot', scratch.rowDot]], inputs);
 
   const tiling = tilingFor(gpu, D);
-  const constants = { D4: D / 4, BC: tiling.keyBlock, WG: ROWS_PER_WG, BK: KEYS_PER_WG, BQ: tiling.queryBlock };
+  const t = tiling;
+  const constants = {
+    D4: D / 4,
+    L: t.lanes,
+    ROWS: t.rows,
+    BC: t.keyBlockDq,
+    PARTQ: t.lanes > 1 ? t.rows * t.lanes * t.keyBlockDq : 1,
+    LK: t.keyLanes,
+    BK: t.keysPerGroup,
+    BQ: t.queryBlock,
+    PARTK: t.keyLanes > 1 ? t.keysPerGroup * t.keyLanes * t.queryBlock : 1,
+  };
   const [pRowDot, pDq, pDkdv, pReduce] = await Promise.all(
     ['rowDot', 'dq', 'dkdv', 'reduceHeads'].map((entry) => gpu.pipelines.get('attention_backward', constants, entry)),
   );
   const seg = a.segmentIds ?? a.q;
 
-  const rdTiles = Math.ceil((N * Hq) / ROWS_PER_WG);
+  const rdTiles = Math.ceil((N * Hq) / THREADS);
   const rd = fold(rec, rdTiles);
   rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rd.x, rdTiles), [a.dOut, a.out, scratch.rowDot], [rd.x, 1, rd.z]);
 
-  const dqTiles = Math.ceil((N * (Hq / Hkv)) / ROWS_PER_WG);
+  const dqTiles = Math.ceil((N * (Hq / Hkv)) / t.rows);
   const dqf = fold(rec, dqTiles);
   rec.dispatch(
     { pipeline: pDq, what: `${what} [dq]` },
@@ -301,7 +360,7 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   );
 
   const grouped = Hq !== Hkv;
-  const kTiles = Math.ceil(Nk / KEYS_PER_WG);
+  const kTiles = Math.ceil(Nk / t.keysPerGroup);
   const kf = fold(rec, kTiles);
   const dkTarget = grouped ? scratch.dkHeads! : a.dk;
   const dvTarget = grouped ? scratch.dvHeads! : a.dv;
@@ -312,7 +371,7 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
     [kf.x, Hq, kf.z],
   );
   if (grouped) {
-    const redTiles = Math.ceil((Nk * Hkv * (D / 4)) / ROWS_PER_WG);
+    const redTiles = Math.ceil((Nk * Hkv * (D / 4)) / THREADS);
     const rf = fold(rec, redTiles);
     rec.dispatch(
       { pipeline: pReduce, what: `${what} [reduceHeads]` },
