@@ -32,6 +32,8 @@ model_name_or_path must be a local folder; datasets come from dataset_dir/datase
 files. key=value overrides a YAML key (e.g. max_steps=10 output_dir=saves/try).`;
 
 export const TRAINER_LOG = 'trainer_log.jsonl';
+/** Counters of the command line kept beside the trainer state in checkpoint-N/. */
+const CLI_STATE = 'tabtune_cli_state.json';
 
 export interface TrainArgs {
   yamlPath: string;
@@ -200,6 +202,7 @@ export default async function train(argv: string[]): Promise<number> {
         gradientCheckpointing: c.gradientCheckpointing, neftuneAlpha: c.neftuneNoiseAlpha, seed: c.seed, full: c.finetuningType === 'full',
       }, loader);
       const logPath = join(outDir, TRAINER_LOG);
+      let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
       mkdirSync(outDir, { recursive: true });
       if (resume.from) {
         const ck = new Map<string, Uint8Array>();
@@ -209,6 +212,8 @@ export default async function train(argv: string[]): Promise<number> {
           ck.set(f, new Uint8Array(readFileSync(p))); // a plain copy: Node Buffer.slice() shares memory, which checkpointFromFiles does not expect
         }
         await trainer.loadCheckpoint(await checkpointFromFiles(ck));
+        const extra = join(resume.from, CLI_STATE);
+        if (existsSync(extra)) tokens = (JSON.parse(readFileSync(extra, 'utf8')) as { total_tokens?: number }).total_tokens ?? 0;
         truncateLog(logPath, trainer.stepCount);
         err(`tabtune: resuming at step ${trainer.stepCount} from ${resume.from} (${resume.reason})`);
       } else if (existsSync(logPath)) rmSync(logPath);
@@ -221,15 +226,16 @@ export default async function train(argv: string[]): Promise<number> {
       g.gpu.pool.ledger.resetPeaks();
       const t0 = performance.now();
       const startStep = trainer.stepCount;
+      const startTokens = tokens;
       let windowLoss = 0;
       let windowSteps = 0;
       let lossSum = 0;
-      let tokens = 0;
       const saveCheckpoint = async (step: number) => {
         const ckDir = join(outDir, `checkpoint-${step}`);
         mkdirSync(ckDir, { recursive: true });
         if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
         for (const [name, bytes] of await checkpointToFiles(await trainer!.saveCheckpoint())) writeFileSync(join(ckDir, name), bytes);
+        writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
         err(`tabtune: saved ${ckDir}`);
       };
       while (trainer.stepCount < totalSteps) {
@@ -269,7 +275,7 @@ export default async function train(argv: string[]): Promise<number> {
       const done = trainer.stepCount - startStep;
       writeFileSync(join(outDir, 'train_results.json'), `${JSON.stringify({
         epoch: Math.round(loader.epoch * 100) / 100, train_loss: done ? lossSum / done : null, train_runtime: Math.round(runtime * 1e4) / 1e4,
-        train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0, train_tokens_per_second: Math.round((tokens / runtime) * 1e3) / 1e3,
+        train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0, train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
       }, null, 2)}\n`);
       const peak = g.gpu.pool.ledger.report().peak;
       const measured = MEMORY_CATEGORIES.reduce((s, k) => s + peak[k], 0);

@@ -77,6 +77,7 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
     expect(log2.map((r) => r.current_steps)).toEqual([1, 2, 3, 4]);
     expect(log2.map((r) => r.loss)).toEqual(log1.map((r) => r.loss));
     expect(log2.map((r) => r.grad_norm)).toEqual(log1.map((r) => r.grad_norm));
+    expect(log2.map((r) => r.total_tokens)).toEqual(log1.map((r) => r.total_tokens));
 
     // ---- chat: greedy, streamed to stdout; the same text as generate() in this process
     const chatYaml = join(root, 'chat.yaml');
