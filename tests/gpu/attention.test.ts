@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Recorder, readF32, releaseTensor, tensorSpec, uploadTensor, type Tensor } from '../../src/engine/gpu/index.ts';
 import {
   attentionBackward,
@@ -7,6 +7,7 @@ import {
   attentionBlockBytes,
   attentionTiling,
   createAttentionScratch,
+  releaseAttentionCaches,
   releaseAttentionScratch,
   setAttentionStorageBudgetForTests,
   type AttentionShape,
@@ -30,6 +31,7 @@ interface Case {
   backward?: boolean;
   /** Tile as on a device with only this much workgroup memory. */
   storage?: number;
+  implicitScratch?: boolean;
 }
 
 interface GpuRun {
@@ -40,7 +42,19 @@ interface GpuRun {
   dv?: Float32Array;
 }
 
-async function runGpu(shape: AttentionShape, host: { q: Float32Array; k: Float32Array; v: Float32Array; dOut?: Float32Array; seg?: Int32Array }): Promise<GpuRun> {
+interface HostInputs {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  dOut?: Float32Array;
+  seg?: Int32Array;
+  /** Let the ops make their own scratch (no scratch passed to the backward). */
+  implicitScratch?: boolean;
+  /** Forward without an LSE output (inference). */
+  noLse?: boolean;
+}
+
+async function runGpu(shape: AttentionShape, host: HostInputs): Promise<GpuRun> {
   const gpu = await testGpu();
   const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = shape;
   const made: Tensor[] = [];
@@ -58,7 +72,7 @@ async function runGpu(shape: AttentionShape, host: { q: Float32Array; k: Float32
   const segmentIds = host.seg ? up(host.seg, [Nk], 'seg') : undefined;
   const full = { ...shape, segmentIds };
   const rec = new Recorder(gpu, 'attention-test');
-  await attentionForward(rec, { ...full, q, k, v, out, lse });
+  await attentionForward(rec, { ...full, q, k, v, out, lse: host.noLse ? undefined : lse });
   const res: GpuRun = { out: new Float32Array(0), lse: new Float32Array(0) };
   let grads: Tensor[] = [];
   if (host.dOut) {
@@ -68,10 +82,10 @@ async function runGpu(shape: AttentionShape, host: { q: Float32Array; k: Float32
       up(new Float32Array(Nk * Hkv * D).fill(NaN), [Nk, Hkv * D], 'dk'),
       up(new Float32Array(Nk * Hkv * D).fill(NaN), [Nk, Hkv * D], 'dv'),
     ];
-    const scratch = createAttentionScratch(gpu, shape);
+    const scratch = host.implicitScratch ? undefined : createAttentionScratch(gpu, shape);
     await attentionBackward(rec, { ...full, q, k, v, out, lse, dOut, dq: grads[0], dk: grads[1], dv: grads[2], scratch });
     await rec.submit();
-    releaseAttentionScratch(gpu, scratch);
+    if (scratch) releaseAttentionScratch(gpu, scratch);
   } else {
     await rec.submit();
   }
@@ -102,7 +116,7 @@ async function runCase(c: Case) {
   const seg = c.segments ? Int32Array.from(c.segments) : undefined;
   if (seg) expect(seg.length).toBe(Nk);
   if (c.storage) setAttentionStorageBudgetForTests(c.storage);
-  const got = await runGpu(shape, { q, k, v, dOut, seg });
+  const got = await runGpu(shape, { q, k, v, dOut, seg, implicitScratch: c.implicitScratch });
   const ref: AttentionRefShape = { ...shape, segmentIds: seg };
   const want = attentionForwardRef(ref, q, k, v);
   const tol = { rtol: 2e-4, atol: 2e-5 };
@@ -124,6 +138,7 @@ function segmentsOf(...runs: [id: number, length: number][]): number[] {
 
 describe(`attention (${runtime})`, () => {
   afterEach(() => setAttentionStorageBudgetForTests(null));
+  afterAll(async () => releaseAttentionCaches(await testGpu()));
 
   const cases: [string, Case][] = [
     ['seq 1, D 64', { N: 1, Hq: 1, Hkv: 1, D: 64 }],
@@ -141,6 +156,9 @@ describe(`attention (${runtime})`, () => {
     ['decode: 1 query at offset 36, GQA 14:2', { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 36 }],
     ['prefill chunk: 5 queries at offset 20, D 80', { N: 5, Hq: 4, Hkv: 2, D: 80, offset: 20 }],
     ['cache larger than needed: 3 queries at offset 4 of 50 keys', { N: 3, Nk: 50, Hq: 2, Hkv: 1, D: 64, offset: 4 }],
+    // The second case outgrows the scratch the op made for the first one.
+    ['op-made backward scratch, GQA 4:2', { N: 9, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
+    ['op-made backward scratch grows, GQA 4:2', { N: 33, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
   ];
   for (const [name, c] of cases) it(name, () => runCase(c));
 
@@ -182,6 +200,16 @@ describe(`attention (${runtime})`, () => {
     expect(Array.from(got.dq!.subarray(5 * 32, 6 * 32)).every((x) => x === 0)).toBe(true);
     expect(Array.from(got.out.subarray(5 * 32, 6 * 32)).every((x) => x === 0)).toBe(true);
     expect(Array.from(got.dk!.subarray(5 * 16, 6 * 16)).every((x) => x === 0)).toBe(true);
+  });
+
+  it('forward without an LSE output (inference) gives the same O', async () => {
+    const shape: AttentionShape = { queries: 3, keys: 20, qHeads: 14, kvHeads: 2, headDim: 64, queryOffset: 17 };
+    const q = randn(3 * 14 * 64, 71);
+    const k = randn(20 * 2 * 64, 72);
+    const v = randn(20 * 2 * 64, 73);
+    const got = await runGpu(shape, { q, k, v, noLse: true });
+    expectClose(got.out, attentionForwardRef({ ...shape, segmentIds: undefined }, q, k, v).out, { rtol: 2e-4, atol: 2e-5 }, 'O without LSE');
+    expect(got.lse.every((x) => Number.isNaN(x))).toBe(true);
   });
 
   it('tiles fit 16 KiB of workgroup memory and 256 threads for head_dim up to 256', () => {

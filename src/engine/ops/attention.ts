@@ -184,9 +184,22 @@ export function releaseAttentionScratch(gpu: Gpu, s: AttentionScratch): void {
 }
 
 // Scratch made on demand when the caller passes none: kept per device and grown, so layers and
-// steps reuse one set (dispatches in a queue run in order, so reuse across ops is safe).
-const implicitScratch = new WeakMap<Gpu, { shape: AttentionShape; s: AttentionScratch }>();
-const lseSinks = new WeakMap<Gpu, Tensor>();
+// steps reuse one set (dispatches in a queue run in order, so reuse across ops is safe). A set
+// outgrown while a recorder may still reference it is retired, not released: handing its buffer
+// to another owner before that recorder submits would let the old dispatches overwrite it.
+interface Implicit {
+  shape: AttentionShape | null;
+  scratch: AttentionScratch | null;
+  lseSink: Tensor | null;
+  retired: Tensor[];
+}
+const implicit = new WeakMap<Gpu, Implicit>();
+
+function implicitFor(gpu: Gpu): Implicit {
+  let c = implicit.get(gpu);
+  if (!c) implicit.set(gpu, (c = { shape: null, scratch: null, lseSink: null, retired: [] }));
+  return c;
+}
 
 function fitsScratch(s: AttentionScratch, shape: AttentionShape): boolean {
   const grouped = shape.qHeads !== shape.kvHeads;
@@ -197,40 +210,43 @@ function fitsScratch(s: AttentionScratch, shape: AttentionShape): boolean {
 }
 
 function implicitScratchFor(gpu: Gpu, shape: AttentionShape): AttentionScratch {
-  const have = implicitScratch.get(gpu);
-  if (have && fitsScratch(have.s, shape)) return have.s;
-  if (have) releaseAttentionScratch(gpu, have.s);
-  const grown: AttentionShape = have
+  const c = implicitFor(gpu);
+  if (c.scratch && fitsScratch(c.scratch, shape)) return c.scratch;
+  const old = c.shape;
+  if (c.scratch) for (const t of [c.scratch.rowDot, c.scratch.dkHeads, c.scratch.dvHeads]) if (t) c.retired.push(t);
+  const grown: AttentionShape = old
     ? {
         ...shape,
-        queries: Math.max(shape.queries, have.shape.queries),
-        keys: Math.max(shape.keys, have.shape.keys),
-        qHeads: Math.max(shape.qHeads, have.shape.qHeads),
-        headDim: Math.max(shape.headDim, have.shape.headDim),
+        queries: Math.max(shape.queries, old.queries),
+        keys: Math.max(shape.keys, old.keys),
+        qHeads: Math.max(shape.qHeads, old.qHeads),
+        headDim: Math.max(shape.headDim, old.headDim),
       }
     : shape;
-  const s = createAttentionScratch(gpu, grown, 'attention.implicit');
-  implicitScratch.set(gpu, { shape: grown, s });
-  return s;
+  c.scratch = createAttentionScratch(gpu, grown, 'attention.implicit');
+  c.shape = grown;
+  return c.scratch;
 }
 
 function lseSinkFor(gpu: Gpu, elements: number): Tensor {
-  const have = lseSinks.get(gpu);
-  if (have && numelOf(have.shape) >= elements) return have;
-  if (have) releaseTensor(gpu, have);
-  const t = createTensor(gpu, tensorSpec('f32', [elements], 'scratch', 'attention.lseSink'));
-  lseSinks.set(gpu, t);
-  return t;
+  const c = implicitFor(gpu);
+  if (c.lseSink && numelOf(c.lseSink.shape) >= elements) return c.lseSink;
+  if (c.lseSink) c.retired.push(c.lseSink);
+  c.lseSink = createTensor(gpu, tensorSpec('f32', [elements], 'scratch', 'attention.lseSink'));
+  return c.lseSink;
 }
 
-/** Frees the scratch the ops made for callers that passed none (e.g. before unloading a model). */
+/**
+ * Frees the scratch the ops made for callers that passed none (call after the last recorder
+ * that used attention has been submitted, e.g. when unloading a model).
+ */
 export function releaseAttentionCaches(gpu: Gpu): void {
-  const s = implicitScratch.get(gpu);
-  if (s) releaseAttentionScratch(gpu, s.s);
-  implicitScratch.delete(gpu);
-  const l = lseSinks.get(gpu);
-  if (l) releaseTensor(gpu, l);
-  lseSinks.delete(gpu);
+  const c = implicit.get(gpu);
+  if (!c) return;
+  if (c.scratch) releaseAttentionScratch(gpu, c.scratch);
+  if (c.lseSink) releaseTensor(gpu, c.lseSink);
+  for (const t of c.retired) releaseTensor(gpu, t);
+  implicit.delete(gpu);
 }
 
 function shapeLabel(s: AttentionShape): string {
