@@ -22,6 +22,7 @@ import { planMemory } from '../engine/plan/plan.ts';
 import { attachLora, type LoraSet } from '../engine/model/model.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../engine/train/checkpoint-files.ts';
 import { DataLoader } from '../engine/train/data.ts';
+import { loadOptionsFrom, loraConfigFrom, totalTrainingSteps, trainerConfigFrom } from '../engine/train/from-config.ts';
 import { LlamaFactoryConfigError, parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-config.ts';
 import { Trainer } from '../engine/train/trainer.ts';
 
@@ -143,7 +144,12 @@ export default async function train(argv: string[]): Promise<number> {
   args.notes.forEach((n) => err(`note: ${n}`));
   let close = () => {};
   try {
-    if (c.lora.useDora) throw new CliError('use_dora: DoRA training is not supported yet');
+    try {
+      loraConfigFrom(c); // refuses what the engine cannot train (DoRA) before any work
+      loadOptionsFrom(c);
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
     const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
     const outDir = resolvePath(c.outputDir, args.yamlPath);
     const resume = resumeDecision(outDir, c, args.resumeLast, args.yamlPath);
@@ -173,7 +179,7 @@ export default async function train(argv: string[]): Promise<number> {
     close = g.close;
     const quant = c.quantization;
     const { model, files } = await loadFolderModel(g.gpu, dir, {
-      quantize: quant ? 'nf4' : undefined, doubleQuant: quant?.doubleQuantization, computeDType: c.finetuningType === 'full' ? 'f32' : 'stored',
+      ...loadOptionsFrom(c),
       onProgress: (p) => process.stderr.isTTY && process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
     });
     if (process.stderr.isTTY) process.stderr.write('\n');
@@ -184,11 +190,11 @@ export default async function train(argv: string[]): Promise<number> {
       if (c.finetuningType === 'lora') {
         lora = c.adapterNameOrPath
           ? await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, { dropout: c.lora.dropout, seed: c.seed })
-          : attachLora(model, { rank: c.lora.rank, alpha: c.lora.alpha, dropout: c.lora.dropout, targets: c.lora.target, rsLora: c.lora.useRslora, seed: c.seed });
+          : attachLora(model, loraConfigFrom(c)!);
       }
       const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
       const loader = new DataLoader(items, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: c.gradientAccumulationSteps, seed: c.seed, padId });
-      const totalSteps = c.maxSteps ?? Math.max(1, Math.ceil(c.numTrainEpochs * loader.stepsPerEpoch));
+      const totalSteps = totalTrainingSteps(loader.microBatchesPerEpoch, c);
       const longest = Math.max(...items.map((x) => x.inputIds.length));
       const plan = planMemory(model.config, {
         method: c.finetuningType === 'full' ? 'full' : quant ? 'qlora' : 'lora', batchSize: c.perDeviceTrainBatchSize, seqLen: longest,
@@ -196,11 +202,7 @@ export default async function train(argv: string[]): Promise<number> {
         maxBufferBytes: g.gpu.limits.maxStorageBufferBindingSize,
       });
       err(`tabtune: planned GPU memory ${fmtBytes(plan.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(plan.byCategory[k])}`).join(', ')})`);
-      trainer = new Trainer(model, lora, {
-        learningRate: c.learningRate, lrSchedulerType: c.lrSchedulerType, totalSteps, warmupSteps: c.warmupSteps, warmupRatio: c.warmupRatio,
-        weightDecay: c.weightDecay, adamBeta1: c.adamBeta1, adamBeta2: c.adamBeta2, adamEpsilon: c.adamEpsilon, maxGradNorm: c.maxGradNorm,
-        gradientCheckpointing: c.gradientCheckpointing, neftuneAlpha: c.neftuneNoiseAlpha, seed: c.seed, full: c.finetuningType === 'full',
-      }, loader);
+      trainer = new Trainer(model, lora, trainerConfigFrom(c, totalSteps), loader);
       const logPath = join(outDir, TRAINER_LOG);
       let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
       mkdirSync(outDir, { recursive: true });
