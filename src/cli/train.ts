@@ -197,7 +197,7 @@ export default async function train(argv: string[]): Promise<number> {
       const totalSteps = totalTrainingSteps(loader.microBatchesPerEpoch, c);
       const longest = Math.max(...items.map((x) => x.inputIds.length));
       const plan = planMemory(model.config, {
-        method: c.finetuningType === 'full' ? 'full' : quant ? 'qlora' : 'lora', batchSize: c.perDeviceTrainBatchSize, seqLen: longest,
+        method: c.finetuningType === 'full' ? 'full' : quant ? 'qlora' : 'lora', batchSize: c.perDeviceTrainBatchSize, seqLen: longest, packing: c.packing,
         loraRank: lora?.config.rank, loraTargets: lora?.targets, gradientCheckpointing: c.gradientCheckpointing, doubleQuant: quant?.doubleQuantization,
         maxBufferBytes: g.gpu.limits.maxStorageBufferBindingSize,
       });

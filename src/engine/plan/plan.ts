@@ -20,8 +20,10 @@ export interface TrainPlanConfig {
   method: PlanMethod;
   /** Sequences per micro-batch (per_device_train_batch_size). */
   batchSize: number;
-  /** Tokens per sequence (cutoff_len; with packing every row is this long). */
+  /** Tokens per sequence (cutoff_len, or the longest example; with packing every row is this long). */
   seqLen: number;
+  /** Rows are packed to exactly seqLen (otherwise the collator pads to a multiple of 8). */
+  packing?: boolean;
   /** LoRA/QLoRA: rank and target module names (q_proj … down_proj). */
   loraRank?: number;
   loraTargets?: readonly string[];
@@ -154,7 +156,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const QD = c.numHeads * D;
   const KD = c.numKvHeads * D;
   const layers = c.numLayers;
-  const T = Math.ceil(train.seqLen / 8) * 8; // the collator pads to a multiple of 8
+  const T = train.packing ? train.seqLen : Math.ceil(train.seqLen / 8) * 8; // packed rows are cutoff_len long; the collator pads to a multiple of 8
   const N = train.batchSize * T;
   const rank = train.loraRank ?? 8;
   const targets = full ? [] : LINEARS.filter((m) => (train.loraTargets ?? LINEARS).includes(m));
