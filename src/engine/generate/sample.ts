@@ -68,43 +68,140 @@ export function applyTopK(scores: Float32Array, topK: number, minKeep = 1): void
   if (topK <= 0) return;
   const k = Math.min(Math.max(topK, minKeep), scores.length);
   if (k >= scores.length) return;
-  const sorted = Float32Array.from(scores).sort(); // ascending; -Infinity first
-  const kth = sorted[sorted.length - k];
+  const kth = kthLargest(scores, k);
   for (let i = 0; i < scores.length; i++) if (scores[i] < kth) scores[i] = -Infinity;
 }
 
-/** Indices of the finite-or-not scores in ascending score order, ties by ascending index (stable). */
-function ascendingOrder(scores: Float32Array, candidates: Int32Array): Int32Array {
-  const idx = Int32Array.from(candidates);
-  idx.sort((a, b) => scores[a] - scores[b] || a - b);
-  return idx;
+/** The k-th largest value (with multiplicity): a size-k min-heap, O(V log k), no copy of the row. */
+export function kthLargest(x: Float32Array, k: number): number {
+  if (k > 4096) return Float32Array.from(x).sort()[x.length - k];
+  const heap = new Float32Array(k);
+  let n = 0;
+  const down = (i: number) => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < n && heap[l] < heap[m]) m = l;
+      if (r < n && heap[r] < heap[m]) m = r;
+      if (m === i) return;
+      const t = heap[i];
+      heap[i] = heap[m];
+      heap[m] = t;
+      i = m;
+    }
+  };
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (n < k) {
+      let j = n++;
+      heap[j] = v;
+      while (j > 0) {
+        const p = (j - 1) >> 1;
+        if (heap[p] <= heap[j]) break;
+        const t = heap[p];
+        heap[p] = heap[j];
+        heap[j] = t;
+        j = p;
+      }
+    } else if (v > heap[0]) {
+      heap[0] = v;
+      down(0);
+    }
+  }
+  return heap[0];
 }
 
 /**
  * TopPLogitsWarper: sort ascending, softmax, cumulative sum; drop the tokens whose cumulative
  * probability is ≤ 1 − top_p, always keeping the `minKeep` most probable. In place.
- * Tokens already at −∞ carry zero probability and stay removed.
+ * Tokens already at −∞ carry zero probability and stay removed. Ties are ordered by index (a
+ * stable sort), so equal scores drop lowest index first. A native numeric sort of the weights
+ * finds the cut (a 152k vocabulary costs milliseconds, not an index sort with a comparator).
  */
 export function applyTopP(scores: Float32Array, topP: number, minKeep = 1): void {
   if (topP >= 1) return;
+  let max = -Infinity;
   let live = 0;
-  for (let i = 0; i < scores.length; i++) if (scores[i] !== -Infinity) live++;
-  const cand = new Int32Array(live);
-  for (let i = 0, j = 0; i < scores.length; i++) if (scores[i] !== -Infinity) cand[j++] = i;
-  const order = ascendingOrder(scores, cand);
-  if (order.length === 0) return;
-  const max = scores[order[order.length - 1]];
+  for (let i = 0; i < scores.length; i++) {
+    if (scores[i] === -Infinity) continue;
+    live++;
+    if (scores[i] > max) max = scores[i];
+  }
+  if (live === 0) return;
+  const e = new Float64Array(scores.length);
+  const sorted = new Float64Array(live);
   let sum = 0;
-  const e = new Float64Array(order.length);
-  for (let j = 0; j < order.length; j++) sum += e[j] = Math.exp(scores[order[j]] - max);
+  for (let i = 0, j = 0; i < scores.length; i++) {
+    if (scores[i] === -Infinity) continue;
+    e[i] = Math.exp(scores[i] - max);
+    sorted[j++] = e[i];
+  }
+  for (let j = 0; j < live; j++) sum += sorted[j];
+  if (live > 4096 && minKeep === 1) {
+    topPBucketed(scores, e, sum, 1 - topP);
+    return;
+  }
+  sorted.sort();
+  sum = 0;
+  for (let j = 0; j < live; j++) sum += sorted[j];
+  // k = length of the ascending prefix to remove
   const threshold = 1 - topP;
+  const keepFrom = live - Math.min(minKeep, live);
+  let k = 0;
   let cum = 0;
-  const keepFrom = order.length - Math.min(minKeep, order.length);
-  for (let j = 0; j < order.length; j++) {
-    cum += e[j] / sum;
-    if (j >= keepFrom) break;
-    if (cum <= threshold) scores[order[j]] = -Infinity;
-    else break; // cumulative sums only grow: nothing later is removed
+  while (k < keepFrom) {
+    cum += sorted[k] / sum;
+    if (cum > threshold) break;
+    k++;
+  }
+  if (k === 0) return;
+  const cut = sorted[k - 1];
+  let below = 0;
+  for (let j = 0; j < k && sorted[j] < cut; j++) below++;
+  let tiesToDrop = k - below;
+  for (let i = 0; i < scores.length; i++) {
+    if (scores[i] === -Infinity) continue;
+    if (e[i] < cut) scores[i] = -Infinity;
+    else if (e[i] === cut && tiesToDrop > 0) {
+      scores[i] = -Infinity;
+      tiesToDrop--;
+    }
+  }
+}
+
+/**
+ * Top-p for large live sets without sorting them all: weights are bucketed by half-octaves of
+ * their size; whole buckets of the smallest weights whose cumulative mass stays ≤ 1 − p are
+ * removed at once, and only the bucket where the cumulative mass crosses it (and the larger ones)
+ * are sorted. The most probable token (weight 1, bucket 0) is always kept.
+ */
+function topPBucketed(scores: Float32Array, e: Float64Array, sum: number, threshold: number): void {
+  const B = 128;
+  const bucketOf = (w: number) => Math.min(B - 1, Math.floor(-Math.log2(w) * 2));
+  const mass = new Float64Array(B);
+  for (let i = 0; i < scores.length; i++) if (scores[i] !== -Infinity) mass[bucketOf(e[i])] += e[i];
+  let cum = 0;
+  let cross = 0;
+  for (let b = B - 1; b >= 0; b--) {
+    if ((cum + mass[b]) / sum > threshold) {
+      cross = b;
+      break;
+    }
+    cum += mass[b];
+  }
+  const cand: number[] = [];
+  for (let i = 0; i < scores.length; i++) {
+    if (scores[i] === -Infinity) continue;
+    if (bucketOf(e[i]) > cross) scores[i] = -Infinity;
+    else cand.push(i);
+  }
+  cand.sort((a, b) => e[a] - e[b] || a - b);
+  let c = cum / sum;
+  for (let j = 0; j < cand.length - 1; j++) {
+    c += e[cand[j]] / sum;
+    if (c <= threshold) scores[cand[j]] = -Infinity;
+    else break;
   }
 }
 
