@@ -240,28 +240,44 @@ export default async function train(argv: string[]): Promise<number> {
         writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
         err(`tabtune: saved ${ckDir}`);
       };
-      while (trainer.stepCount < totalSteps) {
-        const r = await trainer.step();
-        tokens += r.tokens;
-        if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
-        windowLoss += r.loss;
-        windowSteps++;
-        lossSum += r.loss;
-        const elapsed = (performance.now() - t0) / 1000;
-        const last = r.step === totalSteps;
-        if (r.step % c.loggingSteps === 0 || last) {
-          const row = logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { loss: round4(windowLoss / windowSteps), lr: r.nextLr, grad_norm: round4(r.gradNorm), total_tokens: tokens });
-          appendFileSync(logPath, `${JSON.stringify(row)}\n`);
-          err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${r.nextLr.toExponential(4)}, 'epoch': ${row.epoch}}  [${r.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
-          windowLoss = 0;
-          windowSteps = 0;
-          if (evalBatches.length) {
-            const evalLoss = await trainer.evaluate(evalBatches);
-            appendFileSync(logPath, `${JSON.stringify(logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { eval_loss: round4(evalLoss) }))}\n`);
-            err(`{'eval_loss': ${round4(evalLoss)}, 'epoch': ${row.epoch}}`);
+      // Ctrl-C: finish the step in flight, save a checkpoint, stop (a second Ctrl-C quits at once).
+      let interrupted = false;
+      const onSigint = () => {
+        if (interrupted) process.exit(130);
+        interrupted = true;
+        err('\ntabtune: interrupted — saving a checkpoint after this step (Ctrl-C again to quit without saving)');
+      };
+      process.on('SIGINT', onSigint);
+      try {
+        while (trainer.stepCount < totalSteps) {
+          const r = await trainer.step();
+          tokens += r.tokens;
+          if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
+          windowLoss += r.loss;
+          windowSteps++;
+          lossSum += r.loss;
+          const elapsed = (performance.now() - t0) / 1000;
+          const last = r.step === totalSteps;
+          if (r.step % c.loggingSteps === 0 || last) {
+            const row = logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { loss: round4(windowLoss / windowSteps), lr: r.nextLr, grad_norm: round4(r.gradNorm), total_tokens: tokens });
+            appendFileSync(logPath, `${JSON.stringify(row)}\n`);
+            err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${r.nextLr.toExponential(4)}, 'epoch': ${row.epoch}}  [${r.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
+            windowLoss = 0;
+            windowSteps = 0;
+            if (evalBatches.length) {
+              const evalLoss = await trainer.evaluate(evalBatches);
+              appendFileSync(logPath, `${JSON.stringify(logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { eval_loss: round4(evalLoss) }))}\n`);
+              err(`{'eval_loss': ${round4(evalLoss)}, 'epoch': ${row.epoch}}`);
+            }
+          }
+          if (r.step % c.saveSteps === 0 || last || interrupted) await saveCheckpoint(r.step);
+          if (interrupted) {
+            err(`tabtune: stopped at step ${r.step} of ${totalSteps}; resume with resume_from_checkpoint: true`);
+            return 130;
           }
         }
-        if (r.step % c.saveSteps === 0 || last) await saveCheckpoint(r.step);
+      } finally {
+        process.off('SIGINT', onSigint);
       }
 
       // ---- final artifacts, as LLaMA-Factory leaves them in output_dir
