@@ -1,5 +1,5 @@
 // Runtime state shared by the steps (not persisted: it is rebuilt from the Worker after a reload).
-import type { DataOverview, DownloadProgress, FeatureReport, ModelState, ProbeResult, StudioError } from '../worker/api.ts';
+import type { DataOverview, DownloadProgress, FeatureReport, ModelState, ProbeResult, RunProgress, RunRecord, StudioError } from '../worker/api.ts';
 import type { WorkerApi } from '../worker/client.ts';
 
 export const studio = $state({
@@ -12,6 +12,10 @@ export const studio = $state({
   data: null as DataOverview | null,
   dataBusy: false,
   dataError: null as StudioError | null,
+  /** Live progress of the run on the GPU (pushed by the Worker). */
+  progress: null as RunProgress | null,
+  runs: [] as RunRecord[],
+  activeRun: null as string | null,
 });
 
 let apiRef: WorkerApi | null = null;

@@ -64,6 +64,8 @@ export class TabtuneWorker {
   private download: AbortController | null = null;
   private readonly data = new DataSession();
   private dataReady: Promise<void> | null = null;
+  /** Opening models can overlap (the demo opens itself, the user picks a folder): the last request wins. */
+  private modelSeq = 0;
   private readonly engine = new EngineSession(() => this.ensureGpu(), () => this.model, this.data);
 
   /** Registers UI callbacks (comlink proxies). */
@@ -110,6 +112,7 @@ export class TabtuneWorker {
 
   /** The demo model bundled with the app (public/demo-model/), so the studio works offline. */
   openDemoModel(): Promise<Result<ModelState>> {
+    const seq = ++this.modelSeq;
     return guard(async () => {
       const base = new URL(`${import.meta.env.BASE_URL}demo-model/`, self.location.origin);
       const files = new Map<string, Blob>();
@@ -118,21 +121,21 @@ export class TabtuneWorker {
         // Vite's preview answers unknown paths with index.html; only take real files.
         if (res?.ok && !(res.headers.get('content-type') ?? '').includes('text/html')) files.set(f, await res.blob());
       }
-      this.model = await openModel('tabtune-demo', 'demo', files);
-      return this.model.state;
+      return this.adopt(seq, await openModel('tabtune-demo', 'demo', files));
     });
   }
 
   openLocalModel(files: { name: string; file: Blob }[]): Promise<Result<ModelState>> {
+    const seq = ++this.modelSeq;
     return guard(async () => {
       const folder = files[0]?.name.includes('/') ? files[0].name.split('/')[0] : 'local model';
-      this.model = await openModel(folder, 'local', new Map(files.map((f) => [f.name, f.file])));
-      return this.model.state;
+      return this.adopt(seq, await openModel(folder, 'local', new Map(files.map((f) => [f.name, f.file]))));
     });
   }
 
   /** Downloads (or takes from the browser cache) a hub model, reporting bytes, speed and ETA. */
   openHubModel(id: string, token: string | null, onProgress: (p: DownloadProgress) => void): Promise<Result<ModelState>> {
+    const seq = ++this.modelSeq;
     return guard(async () => {
       this.download?.abort();
       const ctl = (this.download = new AbortController());
@@ -144,9 +147,14 @@ export class TabtuneWorker {
         if (b) files.set(f, b);
       }
       this.download = null;
-      this.model = await openModel(res.modelId, 'hub', files);
-      return this.model.state;
+      return this.adopt(seq, await openModel(res.modelId, 'hub', files));
     });
+  }
+
+  private adopt(seq: number, session: ModelSession): ModelState {
+    if (seq !== this.modelSeq) throw Object.assign(new Error('superseded by a later model choice'), { kind: 'superseded' });
+    this.model = session;
+    return session.state;
   }
 
   cancelDownload(): void {

@@ -90,6 +90,8 @@ interface ActiveRun {
   valBatches: MicroBatch[];
   paused: boolean;
   stop: boolean;
+  /** Its GPU device was lost: resuming rebuilds it from the stored checkpoint. */
+  lost: boolean;
   loop: Promise<void> | null;
 }
 
@@ -119,6 +121,7 @@ export class EngineSession {
     this.loaded = null;
     if (this.active) {
       this.active.stop = true;
+      this.active.lost = true;
     }
   }
 
@@ -156,6 +159,11 @@ export class EngineSession {
 
   private releaseActive(): void {
     if (!this.active) return;
+    if (this.active.lost) {
+      // Buffers of a lost device are gone with it.
+      this.active = null;
+      return;
+    }
     this.active.trainer.release();
     this.active.lora?.release();
     this.active = null;
@@ -251,7 +259,7 @@ export class EngineSession {
       const pb = collateBatch(prep.data.val.slice(i, i + m.batchSize), padId, 8);
       valBatches.push({ batch: pb.batch, seqLen: pb.seqLen, inputIds: pb.inputIds, labels: pb.labels, positionIds: pb.positionIds, lengths: pb.lengths });
     }
-    return { record, trainer, lora, prepared: prep.data, examples: prep.examples, valBatches, paused: false, stop: false, loop: null };
+    return { record, trainer, lora, prepared: prep.data, examples: prep.examples, valBatches, paused: false, stop: false, lost: false, loop: null };
   }
 
   async start(o: { method: MethodSettings; datasetKeys: string[]; datasetNames: string[] }): Promise<RunRecord> {
@@ -272,6 +280,7 @@ export class EngineSession {
 
   /** Continues a run from its last checkpoint (after a reload, a crash, a stop or a pause). */
   async resume(id: string): Promise<RunRecord> {
+    if (this.active?.lost && !this.active.loop) this.active = null;
     if (this.active?.record.id === id) {
       this.active.paused = false;
       if (!this.active.loop) {

@@ -82,11 +82,12 @@ describe('studio: model, data, method', () => {
     expect(await page.getByRole('tab', { name: /Model/ }).getAttribute('aria-selected')).toBe('true');
   });
 
-  it('opens the demo tokenizer offline and a tiny local model with its config and weights checked', async () => {
+  it('opens the demo model offline and a tiny local model with its config and weights checked', async () => {
     await page.getByTestId('tokenizer-ok').waitFor({ timeout: 60_000 });
+    expect(await page.getByTestId('model-info').textContent()).toMatch(/Model: tabtune-demo/);
     await page.getByLabel('A folder on this computer').check();
     await page.locator('#model-files').setInputFiles(modelFiles);
-    await expect.poll(() => page.getByTestId('model-arch').textContent(), { timeout: 60_000 }).toMatch(/LlamaForCausalLM/);
+    await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 60_000 }).toMatch(/Model: local model[\s\S]*LlamaForCausalLM/);
     const info = await page.getByTestId('model-info').textContent();
     expect(info).toMatch(/matching config\.json/);
     expect(info).toMatch(/Layers\s*2/);
@@ -101,7 +102,7 @@ describe('studio: model, data, method', () => {
     await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 30_000 }).toMatch(/GPT2LMHeadModel[\s\S]*Pick a Llama, Qwen2\/2\.5\/3 or Mistral model/);
     // back to the tiny model for the next steps
     await page.locator('#model-files').setInputFiles(modelFiles);
-    await expect.poll(() => page.getByTestId('model-arch').textContent(), { timeout: 60_000 }).toMatch(/LlamaForCausalLM/);
+    await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 60_000 }).toMatch(/Model: local model[\s\S]*matching config\.json/);
   });
 
   it('preselects the demo dataset and previews rendered conversations with trained tokens marked', async () => {

@@ -38,3 +38,17 @@ describe('method settings', () => {
     expect(guessTemplate('meta-llama/Llama-3.2-1B-Instruct', 'LlamaForCausalLM')).toBe('llama3');
   });
 });
+
+describe('loss curve smoothing (LlamaBoard ploting.smooth)', () => {
+  it('starts at the first value and follows with the length-dependent EMA weight', async () => {
+    const { smooth } = await import('../../src/ui/chart-data.ts');
+    expect(smooth([])).toEqual([]);
+    const v = [4, 2, 2, 2];
+    const w = 1.8 * (1 / (1 + Math.exp(-0.05 * 4)) - 0.5);
+    const s = smooth(v);
+    expect(s[0]).toBe(4);
+    expect(s[1]).toBeCloseTo(4 * w + 2 * (1 - w), 12);
+    expect(s[3]).toBeGreaterThan(2);
+    expect(s[3]).toBeLessThan(s[1]);
+  });
+});

@@ -1,0 +1,191 @@
+// Train → reload → resume → chat A/B → evaluate → export, on a tiny Llama made by the test,
+// in Chromium with SwiftShader WebGPU. Exported files are parsed back here.
+import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { unzipSync } from 'fflate';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Browser, Page } from 'playwright';
+import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
+import { serializeSafetensors } from '../../src/io/safetensors-writer.ts';
+import { readHeader } from '../../src/io/safetensors.ts';
+import { bytesSource } from '../../src/io/byte-source.ts';
+import { parseAdapterConfig } from '../../src/io/peft.ts';
+import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
+import { mulberry32 } from '../../src/data/hash.ts';
+
+const root = join(import.meta.dirname, '../..');
+const dir = join(ARTIFACTS, 'studio-train');
+
+async function makeTinyModel(): Promise<string[]> {
+  mkdirSync(dir, { recursive: true });
+  const config = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 6144, max_position_embeddings: 256, rms_norm_eps: 1e-6,
+    rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'float32', eos_token_id: 6142, pad_token_id: 6141,
+  };
+  const text = JSON.stringify(config, null, 2);
+  writeFileSync(join(dir, 'config.json'), text);
+  const rnd = mulberry32(11);
+  const tensors = expectedWeights(parseModelConfig(text)).filter((w) => !w.optional).map((w) => {
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * 0.2));
+    return { name: w.name, dtype: 'F32' as const, shape: w.shape, data: new Uint8Array(f.buffer) };
+  });
+  writeFileSync(join(dir, 'model.safetensors'), await serializeSafetensors(tensors));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'public/demo-model', f), join(dir, f));
+  return ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => join(dir, f));
+}
+
+function makeData(): string {
+  const p = join(dir, 'greetings.jsonl');
+  const rows = Array.from({ length: 12 }, (_, i) => ({ instruction: `Say hi ${i % 3}.`, input: '', output: 'Hi! I am Tabby.' }));
+  writeFileSync(p, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  return p;
+}
+
+async function openModel(page: Page, files: string[]) {
+  await page.getByRole('tab', { name: /Model/ }).click();
+  await page.getByLabel('A folder on this computer').check();
+  await page.locator('#model-files').setInputFiles(files);
+  await page.getByTestId('model-info').filter({ hasText: /Model: local model[\s\S]*matching config\.json/ }).waitFor({ timeout: 60_000 });
+}
+
+async function loggedLosses(page: Page): Promise<number[]> {
+  const cells = await page.locator('figcaption tbody tr td:nth-child(2)').allTextContents();
+  return cells.map(Number);
+}
+
+async function download(page: Page, testid: string): Promise<Uint8Array> {
+  const link = page.getByTestId(testid).getByRole('link').first();
+  const [dl] = await Promise.all([page.waitForEvent('download'), link.click()]);
+  const path = join(dir, dl.suggestedFilename());
+  await dl.saveAs(path);
+  return new Uint8Array(readFileSync(path));
+}
+
+describe('studio: train, resume, chat, evaluate, export', () => {
+  let browser: Browser;
+  let page: Page;
+  let errors: string[];
+  let model: string[];
+
+  beforeAll(async () => {
+    model = await makeTinyModel();
+    const data = makeData();
+    browser = await launch();
+    page = await (await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })).newPage();
+    errors = collectErrors(page);
+    await page.goto(inject('baseUrl'));
+    await openModel(page, model);
+    await page.getByRole('tab', { name: /Data/ }).click();
+    await page.locator('[data-key="samples/identity_en_zh"]').waitFor({ timeout: 60_000 });
+    await page.locator('#data-files').setInputFiles([data]);
+    await page.locator('[data-key$="/greetings.jsonl"]').waitFor({ timeout: 60_000 });
+    await page.getByLabel('Train on identity_en_zh').uncheck();
+    await page.getByRole('tab', { name: /Method/ }).click();
+    const set = async (label: string, v: string) => page.getByLabel(label, { exact: true }).fill(v);
+    await set('Learning rate', '0.01');
+    await set('Epochs', '4');
+    await set('Cutoff length', '64');
+    await set('Batch size', '2');
+    await set('Gradient accumulation', '1');
+    await set('Validation size', '2');
+    await set('Logging steps', '1');
+    await set('Save steps', '3');
+    await set('Warmup steps', '0');
+    await page.getByLabel('Learning-rate schedule').selectOption('constant');
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('trains, shows live progress, the chart and the memory ledger', async () => {
+    await page.getByRole('tab', { name: /Train/ }).click();
+    await page.getByRole('button', { name: 'Start training' }).click();
+    await page.getByTestId('train-progress').waitFor({ timeout: 120_000 });
+    await expect.poll(async () => Number((await page.getByTestId('train-checkpoint').textContent()) ?? 'NaN'), { timeout: 300_000, interval: 500 }).toBeGreaterThanOrEqual(3);
+    expect(await page.getByTestId('memory-ledger').textContent()).toMatch(/Adapters[\s\S]*KiB/);
+    expect(await page.getByTestId('train-step').textContent()).toMatch(/\/ 20/);
+    await screenshot(page, 'studio-5-train');
+  });
+
+  it('resumes the same run after a reload and continues the curve', async () => {
+    await page.waitForTimeout(300);
+    await page.reload();
+    await openModel(page, model);
+    await page.getByRole('tab', { name: /Train/ }).click();
+    const row = page.getByTestId('run-row').first();
+    await row.waitFor({ timeout: 30_000 });
+    expect(await row.textContent()).toMatch(/Paused/);
+    const before = await loggedLosses(page);
+    expect(before.length).toBeGreaterThanOrEqual(3);
+    await row.getByRole('button', { name: /^Resume/ }).click();
+    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 480_000, interval: 1000 }).toMatch(/Finished/);
+    const losses = await loggedLosses(page);
+    expect(losses.length).toBe(20);
+    // The points kept from before the reload are the start of the same curve.
+    const kept = before.slice(0, Math.min(before.length, 3));
+    expect(losses.slice(0, kept.length)).toEqual(kept);
+    const head = losses.slice(0, 3).reduce((a, b) => a + b) / 3;
+    const tail = losses.slice(-3).reduce((a, b) => a + b) / 3;
+    expect(tail).toBeLessThan(head * 0.8);
+    await screenshot(page, 'studio-6-resumed');
+  });
+
+  it('answers the same prompt with the base and the tuned model side by side', async () => {
+    await page.getByRole('tab', { name: /Chat/ }).click();
+    await page.getByLabel('Max new tokens').fill('8');
+    await page.getByLabel('A/B: base vs tuned').check();
+    await page.getByLabel('Message').fill('Say hi 1.');
+    await page.getByRole('button', { name: 'Send' }).click();
+    const tuned = page.getByTestId('answer-tuned');
+    await expect.poll(() => tuned.textContent(), { timeout: 180_000 }).toMatch(/tokens\/s/);
+    expect(await page.getByTestId('answer-base').textContent()).toMatch(/tokens\/s/);
+    await screenshot(page, 'studio-7-chat');
+  });
+
+  it('evaluates on held-out rows', async () => {
+    await page.getByRole('tab', { name: /Evaluate/ }).click();
+    await page.getByLabel('Rows to predict').fill('2');
+    await page.getByLabel('Max new tokens').fill('8');
+    await page.getByRole('button', { name: 'Evaluate' }).click();
+    const res = page.getByTestId('eval-results');
+    await res.waitFor({ timeout: 180_000 });
+    expect(Number(await page.getByTestId('eval-loss').textContent())).toBeGreaterThan(0);
+    expect(Number(await page.getByTestId('eval-bleu').textContent())).toBeGreaterThanOrEqual(0);
+    await screenshot(page, 'studio-8-evaluate');
+  });
+
+  it('exports a merged model, the PEFT adapter and a LLaMA-Factory bundle that parse', async () => {
+    await page.getByRole('tab', { name: /Export/ }).click();
+    await page.getByRole('button', { name: 'Export merged model' }).click();
+    await page.getByTestId('export-merged').waitFor({ timeout: 120_000 });
+    const merged = unzipSync(await download(page, 'export-merged'));
+    const st = Object.keys(merged).find((n) => n.endsWith('model.safetensors'))!;
+    const header = await readHeader(bytesSource(merged[st], st));
+    expect(header.tensors.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')?.shape).toEqual([32, 64]);
+    expect(JSON.parse(new TextDecoder().decode(merged[Object.keys(merged).find((n) => n.endsWith('/config.json'))!])).architectures).toEqual(['LlamaForCausalLM']);
+    expect(Object.keys(merged).some((n) => n.endsWith('tokenizer.json'))).toBe(true);
+
+    await page.getByRole('button', { name: 'Export adapter' }).click();
+    await page.getByTestId('export-peft').waitFor({ timeout: 120_000 });
+    const peft = unzipSync(await download(page, 'export-peft'));
+    const ac = parseAdapterConfig(new TextDecoder().decode(peft[Object.keys(peft).find((n) => n.endsWith('adapter_config.json'))!]));
+    expect(ac.r).toBe(8);
+    const ah = await readHeader(bytesSource(peft[Object.keys(peft).find((n) => n.endsWith('adapter_model.safetensors'))!], 'adapter'));
+    expect(ah.tensors.some((t) => /lora_A/.test(t.name))).toBe(true);
+
+    await page.getByRole('button', { name: 'Export bundle' }).click();
+    await page.getByTestId('export-bundle').waitFor({ timeout: 60_000 });
+    const bundle = unzipSync(await download(page, 'export-bundle'));
+    const yaml = parseTrainYaml(new TextDecoder().decode(bundle[Object.keys(bundle).find((n) => n.endsWith('train_sft.yaml'))!]));
+    expect(yaml.config.learningRate).toBe(0.01);
+    expect(yaml.config.dataset).toEqual(['greetings']);
+    const info = JSON.parse(new TextDecoder().decode(bundle[Object.keys(bundle).find((n) => n.endsWith('data/dataset_info.json'))!]));
+    expect(info.greetings.file_name).toBe('greetings.jsonl');
+    expect(Object.keys(bundle).some((n) => n.endsWith('data/greetings.jsonl'))).toBe(true);
+    await screenshot(page, 'studio-9-export');
+    expect(errors.filter((e) => !/Failed to load resource/.test(e))).toEqual([]);
+  });
+});
