@@ -60,6 +60,7 @@ const CASES: Case[] = [
   { name: 'llama-bf16-to-f32-sharded', arch: 'llama', stored: 'BF16', out: 'f32', shardBytes: 120_000, targets: 'all', maxBindingBytes: 16_384 },
   { name: 'qwen2-f32-to-bf16', arch: 'qwen2', stored: 'F32', out: 'bf16', targets: ['q_proj', 'v_proj', 'down_proj'], rsLora: true },
   { name: 'qwen2-f32-to-f32', arch: 'qwen2', stored: 'F32', out: 'f32', targets: 'all' },
+  { name: 'llama-bf16-to-f16', arch: 'llama', stored: 'BF16', out: 'f16', targets: ['o_proj', 'gate_proj', 'up_proj'] },
 ];
 
 describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) checked in PyTorch', () => {
