@@ -4,8 +4,8 @@ import {
   attentionBackward,
   attentionForward,
   attentionScratchBytes,
-  attentionBlockBytes,
   attentionTiling,
+  attentionTilingBytes,
   createAttentionScratch,
   releaseAttentionCaches,
   releaseAttentionScratch,
@@ -146,6 +146,7 @@ describe(`attention (${runtime})`, () => {
     ['seq 17, GQA 2:1, D 80', { N: 17, Hq: 2, Hkv: 1, D: 80 }],
     ['seq 130, MHA 2:2, D 64 (crosses key and query blocks)', { N: 130, Hq: 2, Hkv: 2, D: 64 }],
     ['seq 130, GQA 4:2, D 80, peaked softmax', { N: 130, Hq: 4, Hkv: 2, D: 80, qScale: 4 }],
+    ['seq 130, GQA 14:2, D 64', { N: 130, Hq: 14, Hkv: 2, D: 64 }],
     ['seq 17, D 32', { N: 17, Hq: 2, Hkv: 2, D: 32 }],
     ['seq 17, GQA 4:1, D 128', { N: 17, Hq: 4, Hkv: 1, D: 128 }],
     ['seq 37, D 128 with 16 KiB tiles', { N: 37, Hq: 2, Hkv: 1, D: 128, storage: 16384 }],
@@ -215,15 +216,15 @@ describe(`attention (${runtime})`, () => {
   it('tiles fit 16 KiB of workgroup memory and 256 threads for head_dim up to 256', () => {
     for (const D of [32, 64, 80, 96, 128, 256]) {
       const t = attentionTiling(D, 16384);
-      const threads = t.rows * t.lanes;
-      expect(threads).toBeLessThanOrEqual(64);
-      expect(t.keyBlockForward * attentionBlockBytes.forward(D, t.lanes, threads)).toBeLessThanOrEqual(16384);
-      expect(t.keyBlockDq * attentionBlockBytes.dq(D, t.lanes, threads)).toBeLessThanOrEqual(16384);
-      expect(t.queryBlock * attentionBlockBytes.dkdv(D, t.keyLanes, t.keysPerGroup * t.keyLanes)).toBeLessThanOrEqual(16384);
-      expect(t.keysPerGroup * t.keyLanes).toBeLessThanOrEqual(256);
-      // Registers per thread stay bounded: ≤ 64 floats per vector per lane (forward/dq), ≤ 32 (dkdv).
-      expect(D / t.lanes).toBeLessThanOrEqual(64);
-      expect(D / t.keyLanes).toBeLessThanOrEqual(32);
+      const bytes = attentionTilingBytes(D, t);
+      for (const [kernel, b] of Object.entries(bytes)) expect(b, `${kernel} D=${D}`).toBeLessThanOrEqual(16384);
+      expect(t.forward.rows * t.forward.lanes).toBeLessThanOrEqual(64);
+      expect(t.dq.rows * t.dq.lanes).toBeLessThanOrEqual(64);
+      expect(t.dkdv.keys * t.dkdv.lanes).toBeLessThanOrEqual(256);
+      // Register vectors per thread: ≤ 64 floats (forward), ≤ 32 (dq, dkdv).
+      expect(D / t.forward.lanes).toBeLessThanOrEqual(64);
+      expect(D / t.dq.lanes).toBeLessThanOrEqual(32);
+      expect(D / t.dkdv.lanes).toBeLessThanOrEqual(32);
     }
   });
 

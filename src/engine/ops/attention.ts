@@ -69,8 +69,9 @@ const MAX_KEYS_PER_WG = 32; // dkdv
 const MAX_DKDV_THREADS = 256;
 const MIN_STORAGE = 16384; // WebGPU's guaranteed maxComputeWorkgroupStorageSize
 const MAX_BLOCK = 32;
-// Per-thread register arrays: forward/dq hold 2–3 vectors of D/lanes floats, dkdv four; these
-// caps (in vec4s per lane) keep them near 128–192 floats so real GPUs do not spill.
+// Per-thread register arrays: the forward holds 2 vectors of D/lanes floats, dq 3, dkdv 4, plus
+// one or two score arrays per block; these caps (vec4s per lane) keep each thread near 128–160
+// floats so real GPUs do not spill.
 const MAX_ROW_VEC4 = 16;
 const MAX_KEY_VEC4 = 8;
 
@@ -85,46 +86,17 @@ export function setAttentionStorageBudgetForTests(bytes: number | null): void {
 }
 
 export interface AttentionTiling {
-  /** Forward/dq: lanes per (query, head) row, rows per workgroup, keys per block (forward, dq). */
-  lanes: number;
-  rows: number;
-  keyBlockForward: number;
-  keyBlockDq: number;
-  /** dkdv: lanes per key, keys per workgroup, query rows per block. */
-  keyLanes: number;
-  keysPerGroup: number;
-  queryBlock: number;
+  /** Forward: lanes per (query, head) row, rows per workgroup, keys per K/V block. */
+  forward: { lanes: number; rows: number; keyBlock: number };
+  /** dQ pass: same roles as the forward (it holds three vectors per row instead of two). */
+  dq: { lanes: number; rows: number; keyBlock: number };
+  /** dK/dV pass: lanes per key, keys per workgroup, query rows per Q/dO block. */
+  dkdv: { lanes: number; keys: number; queryBlock: number };
 }
 
 function lanesFor(d4: number, maxPerLane: number): number {
   for (let l = 1; l <= d4; l++) if (d4 % l === 0 && d4 / l <= maxPerLane) return l;
   return d4;
-}
-
-/**
- * Block sizes that fit `storageBytes` of workgroup memory, in multiples of 4 up to 32 rows:
- * forward/dq hold K and V blocks plus (with lanes > 1) the lanes' partial dot products; dkdv
- * holds Q and dO blocks, three per-row scalars and its partial dots.
- */
-export function attentionTiling(headDim: number, storageBytes: number): AttentionTiling {
-  const d4 = headDim / 4;
-  const lanes = lanesFor(d4, MAX_ROW_VEC4);
-  const rows = Math.floor(THREADS / lanes);
-  const keyLanes = lanesFor(d4, MAX_KEY_VEC4);
-  // Fewer keys per workgroup when the partial dots of even a 4-row query block would not fit.
-  let keysPerGroup = Math.min(MAX_KEYS_PER_WG, Math.floor(MAX_DKDV_THREADS / keyLanes));
-  while (keysPerGroup > 4 && 4 * attentionBlockBytes.dkdv(headDim, keyLanes, keysPerGroup * keyLanes) > storageBytes) keysPerGroup = Math.floor(keysPerGroup / 2);
-  const fit = (perRow: number) => Math.max(4, Math.min(MAX_BLOCK, Math.floor(storageBytes / perRow / 4) * 4));
-  const threads = rows * lanes;
-  return {
-    lanes,
-    rows,
-    keyBlockForward: fit(attentionBlockBytes.forward(headDim, lanes, threads)),
-    keyBlockDq: fit(attentionBlockBytes.dq(headDim, lanes, threads)),
-    keyLanes,
-    keysPerGroup,
-    queryBlock: fit(attentionBlockBytes.dkdv(headDim, keyLanes, keysPerGroup * keyLanes)),
-  };
 }
 
 /** Workgroup bytes per block row of each kernel (K/V or Q/dO rows, scalars, partial dots). */
@@ -134,21 +106,52 @@ export const attentionBlockBytes = {
   dkdv: (d: number, lanes: number, threads: number) => 8 * d + 12 + (lanes > 1 ? 8 * threads : 0),
 };
 
+/**
+ * Block sizes that fit `storageBytes` of workgroup memory, in multiples of 4 up to 32 rows:
+ * forward/dq hold K and V blocks plus (with lanes > 1) the lanes' partial dot products; dkdv
+ * holds Q and dO blocks, three per-row scalars and its partial dots. Lanes split the head dim so
+ * each thread's register vectors stay at ≤ 64 floats (forward: q, acc) or ≤ 32 (dq: q, dO, acc;
+ * dkdv: k, v, dk, dv).
+ */
+export function attentionTiling(headDim: number, storageBytes: number): AttentionTiling {
+  const d4 = headDim / 4;
+  const fit = (perRow: number) => Math.max(4, Math.min(MAX_BLOCK, Math.floor(storageBytes / perRow / 4) * 4));
+  const rowKernel = (maxVec4: number, bytes: typeof attentionBlockBytes.forward) => {
+    const lanes = lanesFor(d4, maxVec4);
+    const rows = Math.floor(THREADS / lanes);
+    return { lanes, rows, keyBlock: fit(bytes(headDim, lanes, rows * lanes)) };
+  };
+  const keyLanes = lanesFor(d4, MAX_KEY_VEC4);
+  // Fewer keys per workgroup when the partial dots of even a 4-row query block would not fit.
+  let keys = Math.min(MAX_KEYS_PER_WG, Math.floor(MAX_DKDV_THREADS / keyLanes));
+  while (keys > 4 && 4 * attentionBlockBytes.dkdv(headDim, keyLanes, keys * keyLanes) > storageBytes) keys = Math.floor(keys / 2);
+  return {
+    forward: rowKernel(MAX_ROW_VEC4, attentionBlockBytes.forward),
+    dq: rowKernel(MAX_KEY_VEC4, attentionBlockBytes.dq),
+    dkdv: { lanes: keyLanes, keys, queryBlock: fit(attentionBlockBytes.dkdv(headDim, keyLanes, keys * keyLanes)) },
+  };
+}
+
+/** Workgroup bytes each kernel of a tiling uses, for limit checks. */
+export function attentionTilingBytes(headDim: number, t: AttentionTiling): { forward: number; dq: number; dkdv: number } {
+  return {
+    forward: t.forward.keyBlock * attentionBlockBytes.forward(headDim, t.forward.lanes, t.forward.rows * t.forward.lanes),
+    dq: t.dq.keyBlock * attentionBlockBytes.dq(headDim, t.dq.lanes, t.dq.rows * t.dq.lanes),
+    dkdv: t.dkdv.queryBlock * attentionBlockBytes.dkdv(headDim, t.dkdv.lanes, t.dkdv.keys * t.dkdv.lanes),
+  };
+}
+
 function tilingFor(gpu: Gpu, headDim: number): AttentionTiling {
   const offered = gpu.limits.maxComputeWorkgroupStorageSize ?? MIN_STORAGE;
   const budget = Math.min(storageBudgetOverride ?? offered, offered, 32768);
   const t = attentionTiling(headDim, budget);
-  const threads = t.rows * t.lanes;
-  const need = Math.max(
-    t.keyBlockForward * attentionBlockBytes.forward(headDim, t.lanes, threads),
-    t.keyBlockDq * attentionBlockBytes.dq(headDim, t.lanes, threads),
-    t.queryBlock * attentionBlockBytes.dkdv(headDim, t.keyLanes, t.keysPerGroup * t.keyLanes),
-  );
+  const bytes = attentionTilingBytes(headDim, t);
+  const need = Math.max(bytes.forward, bytes.dq, bytes.dkdv);
   if (need > budget) {
     throw new GpuError('limit', `attention head_dim ${headDim}`, `needs ${need} bytes of workgroup memory; the device offers ${budget}`);
   }
-  if (t.keysPerGroup * t.keyLanes > (gpu.limits.maxComputeInvocationsPerWorkgroup ?? 256)) {
-    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs ${t.keysPerGroup * t.keyLanes} threads per workgroup`);
+  if (t.dkdv.keys * t.dkdv.lanes > (gpu.limits.maxComputeInvocationsPerWorkgroup ?? 256)) {
+    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs ${t.dkdv.keys * t.dkdv.lanes} threads per workgroup`);
   }
   return t;
 }
@@ -316,10 +319,11 @@ export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): 
 
   const gpu = rec.gpu;
   const tiling = tilingFor(gpu, D);
-  const tiles = Math.ceil((N * (Hq / Hkv)) / tiling.rows);
+  const f = tiling.forward;
+  const tiles = Math.ceil((N * (Hq / Hkv)) / f.rows);
   const { x, z } = fold(rec, tiles);
-  const part = tiling.lanes > 1 ? tiling.rows * tiling.lanes * tiling.keyBlockForward : 1;
-  const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, L: tiling.lanes, ROWS: tiling.rows, BC: tiling.keyBlockForward, PART: part });
+  const part = f.lanes > 1 ? f.rows * f.lanes * f.keyBlock : 1;
+  const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part });
   const lse = a.lse ?? lseSinkFor(gpu, Hq * N);
   // Without segments the seg binding is never read; q stands in (both read-only).
   const seg = a.segmentIds ?? a.q;
@@ -348,14 +352,14 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   const t = tiling;
   const constants = {
     D4: D / 4,
-    L: t.lanes,
-    ROWS: t.rows,
-    BC: t.keyBlockDq,
-    PARTQ: t.lanes > 1 ? t.rows * t.lanes * t.keyBlockDq : 1,
-    LK: t.keyLanes,
-    BK: t.keysPerGroup,
-    BQ: t.queryBlock,
-    PARTK: t.keyLanes > 1 ? t.keysPerGroup * t.keyLanes * t.queryBlock : 1,
+    L: t.dq.lanes,
+    ROWS: t.dq.rows,
+    BC: t.dq.keyBlock,
+    PARTQ: t.dq.lanes > 1 ? t.dq.rows * t.dq.lanes * t.dq.keyBlock : 1,
+    LK: t.dkdv.lanes,
+    BK: t.dkdv.keys,
+    BQ: t.dkdv.queryBlock,
+    PARTK: t.dkdv.lanes > 1 ? t.dkdv.keys * t.dkdv.lanes * t.dkdv.queryBlock : 1,
   };
   const [pRowDot, pDq, pDkdv, pReduce] = await Promise.all(
     ['rowDot', 'dq', 'dkdv', 'reduceHeads'].map((entry) => gpu.pipelines.get('attention_backward', constants, entry)),
@@ -366,7 +370,7 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   const rd = fold(rec, rdTiles);
   rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rd.x, rdTiles), [a.dOut, a.out, scratch.rowDot], [rd.x, 1, rd.z]);
 
-  const dqTiles = Math.ceil((N * (Hq / Hkv)) / t.rows);
+  const dqTiles = Math.ceil((N * (Hq / Hkv)) / t.dq.rows);
   const dqf = fold(rec, dqTiles);
   rec.dispatch(
     { pipeline: pDq, what: `${what} [dq]` },
@@ -376,7 +380,7 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   );
 
   const grouped = Hq !== Hkv;
-  const kTiles = Math.ceil(Nk / t.keysPerGroup);
+  const kTiles = Math.ceil(Nk / t.dkdv.keys);
   const kf = fold(rec, kTiles);
   const dkTarget = grouped ? scratch.dkHeads! : a.dk;
   const dvTarget = grouped ? scratch.dvHeads! : a.dv;
