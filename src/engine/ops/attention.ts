@@ -348,8 +348,7 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   ];
   checkDistinct(what, [['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowDot', scratch.rowDot]], inputs);
 
-  const tiling = tilingFor(gpu, D);
-  const t = tiling;
+  const t = tilingFor(gpu, D);
   const constants = {
     D4: D / 4,
     L: t.dq.lanes,
