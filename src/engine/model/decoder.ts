@@ -229,11 +229,11 @@ export class Decoder {
   }
 
   /** dX (= or +=) dY·W (+ LoRA), and the trainable gradients (+=). */
-  private async linearBackward(rec: Recorder, p: PassInputs, layer: number, m: LinearModule, x: Tensor, dY: Tensor, dX: Tensor, acts: LayerActs, accumulateDx: boolean): Promise<void> {
+  private async linearBackward(rec: Recorder, p: PassInputs, layer: number, m: LinearModule, x: Tensor, dY: Tensor, dX: Tensor | undefined, acts: LayerActs, accumulateDx: boolean): Promise<void> {
     const [out, inF] = linearShape(this.c, m);
     const N = p.hb.N;
     const name = modulePrefix(layer, m);
-    await matmul(rec, { a: dY, b: this.model.linear(layer, m), c: dX, M: N, N: inF, K: out, beta: accumulateDx ? 1 : 0 });
+    if (dX) await matmul(rec, { a: dY, b: this.model.linear(layer, m), c: dX, M: N, N: inF, K: out, beta: accumulateDx ? 1 : 0 });
     const st = this.lora?.get(layer, m);
     if (st) {
       await loraBackward(rec, {
@@ -284,8 +284,11 @@ export class Decoder {
     await this.linearForward(rec, p, l, 'down_proj', a.act, hOut, a, 1);
   }
 
-  /** dh: on entry dL/dhOut, on exit dL/dhIn. */
-  private async layerBackward(rec: Recorder, p: PassInputs, l: number, hIn: Tensor, a: LayerActs, dh: Tensor, s: BackScratch): Promise<void> {
+  /**
+   * dh: on entry dL/dhOut, on exit dL/dhIn. Without `inputGrad` (layer 0 when the embedding does
+   * not train) the gradient is not carried past q/k/v: only their own parameter gradients are made.
+   */
+  private async layerBackward(rec: Recorder, p: PassInputs, l: number, hIn: Tensor, a: LayerActs, dh: Tensor, s: BackScratch, inputGrad = true): Promise<void> {
     const c = this.c;
     const N = p.hb.N;
     const H = c.hiddenSize;
@@ -314,11 +317,13 @@ export class Decoder {
       dq = s.dqPre!;
       dk = s.dkPre!;
     }
-    await this.linearBackward(rec, p, l, 'q_proj', a.xn1, dq, s.dXn, a, false);
-    await this.linearBackward(rec, p, l, 'k_proj', a.xn1, dk, s.dXn, a, true);
-    await this.linearBackward(rec, p, l, 'v_proj', a.xn1, s.dv, s.dXn, a, true);
     const ln1 = `${pre}.input_layernorm.weight`;
-    await rmsnormBackward(rec, { x: hIn, rstd: a.rstd1, weight: this.model.tensor(ln1), dy: s.dXn, dx: dh, accumulateDx: true, dWeight: normGrad(ln1), accumulateDWeight: true, partials: s.partials, rows: N, width: H });
+    const dW1 = normGrad(ln1);
+    const dXn = inputGrad || dW1 ? s.dXn : undefined;
+    await this.linearBackward(rec, p, l, 'q_proj', a.xn1, dq, dXn, a, false);
+    await this.linearBackward(rec, p, l, 'k_proj', a.xn1, dk, dXn, a, true);
+    await this.linearBackward(rec, p, l, 'v_proj', a.xn1, s.dv, dXn, a, true);
+    if (dXn) await rmsnormBackward(rec, { x: hIn, rstd: a.rstd1, weight: this.model.tensor(ln1), dy: s.dXn, dx: inputGrad ? dh : undefined, accumulateDx: true, dWeight: dW1, accumulateDWeight: true, partials: s.partials, rows: N, width: H });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -453,7 +458,7 @@ export class Decoder {
           this.allocLoraWs(a, l, N);
           await this.layerForward(rec, p, l, hs[l], hs[l + 1], a);
         }
-        await this.layerBackward(rec, p, l, hs[l], a, s.dh, s);
+        await this.layerBackward(rec, p, l, hs[l], a, s.dh, s, l > 0 || this.grads.has('model.embed_tokens.weight'));
       }
       const dEmbed = this.grads.get('model.embed_tokens.weight');
       if (dEmbed) {

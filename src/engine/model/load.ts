@@ -111,9 +111,11 @@ export async function loadModel(gpu: Gpu, config: ModelConfig, source: WeightSou
   return model;
 }
 
-function fileFor(source: WeightSource, name: string): string {
-  const names = source.names();
-  return names.length ? source.fileOf(names[0]) : 'checkpoint';
+/** A tensor that is absent lives in no file: name the checkpoint's file(s) instead. */
+function fileFor(source: WeightSource, _name: string): string {
+  const files = [...new Set(source.names().map((n) => source.fileOf(n)))];
+  if (!files.length) return 'checkpoint (no tensors)';
+  return files.length === 1 ? files[0] : `checkpoint (${files.length} shards: ${files.join(', ')})`;
 }
 
 function releaseAny(gpu: Gpu, w: unknown): void {
