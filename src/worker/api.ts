@@ -177,18 +177,23 @@ export class TabtuneWorker {
   /** Loads the sample datasets and the user's stored files (once). */
   initData(): Promise<Result<DataOverview>> {
     return guard(async () => {
-      this.dataReady ??= (async () => {
-        await this.data.loadSamples();
-        await this.data.restoreUserFiles().catch(() => {});
-      })();
-      await this.dataReady;
+      await this.ensureData();
       return this.data.overview();
     });
   }
 
+  /** Samples and the user's stored files, loaded once (a resumed run needs them before the Data step opens). */
+  private ensureData(): Promise<void> {
+    this.dataReady ??= (async () => {
+      await this.data.loadSamples();
+      await this.data.restoreUserFiles().catch(() => {});
+    })();
+    return this.dataReady;
+  }
+
   addDatasetFiles(files: { name: string; file: Blob }[]): Promise<Result<DataOverview>> {
     return guard(async () => {
-      await this.dataReady;
+      await this.ensureData();
       await this.data.addFiles(files.map((f) => ({ name: f.name, blob: f.file })));
       return this.data.overview();
     });
@@ -245,21 +250,21 @@ export class TabtuneWorker {
 
   startRun(o: { method: MethodSettings; datasetKeys: string[] }): Promise<Result<RunRecord>> {
     return guard(async () => {
-      await this.dataReady;
+      await this.ensureData();
       return this.engine.start({ ...o, datasetNames: this.data.names(o.datasetKeys) });
     });
   }
 
   resumeRun(id: string): Promise<Result<RunRecord>> {
     return guard(async () => {
-      await this.dataReady;
+      await this.ensureData();
       return this.engine.resume(id);
     });
   }
 
   openRun(id: string): Promise<Result<RunRecord>> {
     return guard(async () => {
-      await this.dataReady;
+      await this.ensureData();
       return this.engine.openRun(id);
     });
   }
