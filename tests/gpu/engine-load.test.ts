@@ -11,6 +11,7 @@ import { loadModel } from '../../src/engine/model/load.ts';
 import { isRowSplit, type Model } from '../../src/engine/model/model.ts';
 import { memoryWeightSource, openModelFiles } from '../../src/engine/model/weights.ts';
 import { isNf4, NF4_CODE, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
+import { toBf16, toF16 } from '../../src/engine/numeric/half.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
@@ -183,6 +184,37 @@ describe(`engine loading [${runtime}]`, () => {
         }
       } finally {
         quantized.release();
+      }
+    });
+  }
+
+  for (const dtype of ['F16', 'BF16'] as const) {
+    it(`${dtype} weights kept 16-bit on the GPU give the same logits as the same values widened to f32 at load`, async () => {
+      const gpu = await testGpu();
+      const fx = await loadFixture('engine_llama');
+      const src = fixtureSource(fx);
+      const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
+      for (const n of src.names()) {
+        const f = new Float32Array((await src.read(n)).slice().buffer);
+        const h = dtype === 'F16' ? toF16(f) : toBf16(f);
+        map.set(n, { dtype, shape: src.shape(n), bytes: new Uint8Array(h.buffer) });
+      }
+      const config = parseModelConfig(fx.meta.config as Record<string, unknown>);
+      const half = await loadModel(gpu, config, memoryWeightSource(map, `${dtype}.safetensors`));
+      const wide = await loadModel(gpu, config, memoryWeightSource(map, `${dtype}.safetensors`), { computeDType: 'f32' });
+      try {
+        expect((half.weights.get('model.layers.0.mlp.up_proj.weight') as { dtype: string }).dtype).toBe(dtype.toLowerCase());
+        expect((wide.weights.get('model.layers.0.mlp.up_proj.weight') as { dtype: string }).dtype).toBe('f32');
+        expect(wide.notes.some((n) => n.includes(`${dtype} → F32`))).toBe(true);
+        const ids = fx.t.ids.data as Int32Array;
+        const lengths = Int32Array.from(fx.meta.lengths as number[]);
+        const a = await allLogits(half, ids, fx.meta.B, fx.meta.T, lengths);
+        const b = await allLogits(wide, ids, fx.meta.B, fx.meta.T, lengths);
+        const rel = relError(a, b);
+        expect(rel, `${dtype} vs widened: rel ${rel}`).toBeLessThanOrEqual(1e-6);
+      } finally {
+        half.release();
+        wide.release();
       }
     });
   }

@@ -4,6 +4,7 @@
 // checkpoint continues the identical curve.
 import { describe, expect, it } from 'vitest';
 import { readF32, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
+import { BUF } from '../../src/engine/gpu/usage.ts';
 import type { EncodedExample } from '../../src/data/types.ts';
 import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
@@ -44,9 +45,22 @@ async function followCurve(model: Model, fx: Fixture, tol: { loss: number; norm:
   try {
     for (let s = 0; s < fx.meta.steps; s++) {
       const window = Array.from({ length: fx.meta.accum }, (_, j) => mbs[(fx.meta.accum * s + j) % mbs.length]);
-      const r = await trainer.step(window);
+      // Count the staging buffers the step maps for reading: exactly one per optimizer step.
+      const acquire = gpu.pool.acquireSpecial;
+      let maps = 0;
+      gpu.pool.acquireSpecial = (bytes, usage, cat, label) => {
+        if (usage & BUF.MAP_READ) maps++;
+        return acquire.call(gpu.pool, bytes, usage, cat, label);
+      };
+      let r: StepResult;
+      try {
+        r = await trainer.step(window);
+      } finally {
+        gpu.pool.acquireSpecial = acquire;
+      }
       results.push(r);
       expect(r.readbacks).toBe(1);
+      expect(maps, 'GPU→CPU readbacks in one step').toBe(1);
       expect(Math.abs(r.lr - lrs[s]), `lr at step ${s}`).toBeLessThanOrEqual(1e-6 * fx.meta.lr);
       expect(Math.abs(r.loss - losses[s]) / losses[s], `loss at step ${s}: ${r.loss} vs ${losses[s]}`).toBeLessThanOrEqual(tol.loss);
       expect(Math.abs(r.gradNorm - norms[s]) / norms[s], `grad norm at step ${s}: ${r.gradNorm} vs ${norms[s]}`).toBeLessThanOrEqual(tol.norm);
