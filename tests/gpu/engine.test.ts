@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
 import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
+import { Trainer } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
@@ -98,6 +99,23 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     const fx = await loadFixture('engine_qwen2');
     const r = await run(fx, {});
     checkAgainst(fx, r, false);
+  });
+
+  it('Trainer.evaluate gives the PyTorch loss with LoRA dropout configured (dropout is off in evaluation)', async () => {
+    const gpu = await testGpu();
+    const fx = await loadFixture('engine_llama');
+    const model = await fixtureModel(gpu, fx);
+    const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0.3, 9);
+    const trainer = new Trainer(model, lora, { learningRate: 1e-3, lrSchedulerType: 'constant', totalSteps: 1, seed: 0 });
+    try {
+      const loss = await trainer.evaluate([batchOf(fx)]);
+      const want = fx.f32('loss')[0];
+      expect(Math.abs(loss - want) / want, `eval loss ${loss} vs ${want}`).toBeLessThanOrEqual(1e-5);
+    } finally {
+      trainer.release();
+      lora.release();
+      model.release();
+    }
   });
 
   it('tiny Qwen3 (q/k RMSNorm before RoPE, head_dim 24, checkpointing): logits, loss, LoRA gradients', async () => {

@@ -22,7 +22,7 @@ import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../o
 import { ropeBackward, ropeForward } from '../ops/rope.ts';
 import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
 import { labelRuns, type HostBatch } from './batch.ts';
-import { linearShape, type LinearModule, type ModelConfig } from './config.ts';
+import { checkSequenceLength, linearShape, type LinearModule, type ModelConfig } from './config.ts';
 import { LINEAR_MODULES, isRowSplit, modulePrefix, type LoraModuleState, type LoraSet, type Model, type RowSplitWeight } from './model.ts';
 
 /** Bytes of one logits chunk [rows, vocab] f32 (the loss never holds all rows' logits at once). */
@@ -139,6 +139,8 @@ export class Decoder {
   // Inputs
 
   uploadInputs(hb: HostBatch, dropoutStep: number | null, neftune?: NeftuneOptions): PassInputs {
+    // Attention here is full causal within a segment: refuse rows longer than a sliding window.
+    checkSequenceLength(this.c, hb.T);
     const g = this.gpu;
     const up = (a: Int32Array, label: string) => uploadTensor(g, a, tensorSpec('i32', [hb.N], 'activations', label));
     const needOnes = this.c.qkvBias || this.c.oBias || this.c.mlpBias;
