@@ -21,7 +21,7 @@ export interface ChatSettings {
 export interface Settings {
   version: 1;
   step: StepId;
-  model: { source: 'demo' | 'hub' | 'local'; hubId: string };
+  model: { source: 'demo' | 'hub' | 'local'; hubId: string; /** Folder name of the last local model (kept in browser storage). */ localId: string };
   /** Keys of the selected datasets (DataSession keys). */
   datasets: string[];
   /** Whether the user has touched the dataset selection (else the demo dataset is preselected). */
@@ -37,7 +37,7 @@ export interface Settings {
 export const DEFAULT_SETTINGS: Settings = {
   version: 1,
   step: 'model',
-  model: { source: 'demo', hubId: 'HuggingFaceTB/SmolLM2-135M-Instruct' },
+  model: { source: 'demo', hubId: 'HuggingFaceTB/SmolLM2-135M-Instruct', localId: '' },
   datasets: [],
   datasetsChosen: false,
   method: { ...DEFAULT_METHOD },

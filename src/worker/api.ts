@@ -50,6 +50,7 @@ async function guard<T>(f: () => Promise<T>): Promise<Result<T>> {
   }
 }
 
+const LOCAL_PREFIX = 'local:';
 const DEMO_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'];
 
 /**
@@ -129,7 +130,10 @@ export class TabtuneWorker {
     const seq = ++this.modelSeq;
     return guard(async () => {
       const folder = files[0]?.name.includes('/') ? files[0].name.split('/')[0] : 'local model';
-      return this.adopt(seq, await openModel(folder, 'local', new Map(files.map((f) => [f.name, f.file]))));
+      const state = this.adopt(seq, await openModel(folder, 'local', new Map(files.map((f) => [f.name, f.file]))));
+      // Keep a copy in the browser so a reload reopens it (and a run can resume) without picking it again.
+      if (state.config.ok && state.tokenizer.ok && state.weights.ok) void this.keepLocal(folder, files).catch(() => {});
+      return state;
     });
   }
 
@@ -148,6 +152,41 @@ export class TabtuneWorker {
       }
       this.download = null;
       return this.adopt(seq, await openModel(res.modelId, 'hub', files));
+    });
+  }
+
+  private async keepLocal(folder: string, files: { name: string; file: Blob }[]): Promise<void> {
+    const store = await this.modelStore();
+    const id = `${LOCAL_PREFIX}${folder}`;
+    await store.delete(id);
+    for (const f of files) {
+      const name = f.name.split('/').pop()!;
+      const w = await store.openPartial(id, name, 0);
+      const reader = f.file.stream().getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        await w.write(value);
+      }
+      await w.close();
+      await store.commit(id, name);
+    }
+  }
+
+  /** Reopens a model kept in the browser (a hub download or a copied local folder) without the network. */
+  openStoredModel(storeId: string): Promise<Result<ModelState>> {
+    const seq = ++this.modelSeq;
+    return guard(async () => {
+      const store = await this.modelStore();
+      const entry = (await store.list()).find((m) => m.modelId === storeId);
+      if (!entry || !entry.files.length) throw Object.assign(new Error(`"${storeId}" is no longer stored in this browser`), { kind: 'missing' });
+      const files = new Map<string, Blob>();
+      for (const f of entry.files) {
+        const b = await store.get(storeId, f.name);
+        if (b) files.set(f.name, b);
+      }
+      const local = storeId.startsWith(LOCAL_PREFIX);
+      return this.adopt(seq, await openModel(local ? storeId.slice(LOCAL_PREFIX.length) : storeId, local ? 'local' : 'hub', files));
     });
   }
 

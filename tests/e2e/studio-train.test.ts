@@ -113,7 +113,9 @@ describe('studio: train, resume, chat, evaluate, export', () => {
   it('resumes the same run after a reload and continues the curve', async () => {
     await page.waitForTimeout(300);
     await page.reload();
-    await openModel(page, model);
+    // The local model was kept in browser storage: it reopens by itself, no need to pick it again.
+    await page.getByRole('tab', { name: /Model/ }).click();
+    await page.getByTestId('model-info').filter({ hasText: /Model: local model[\s\S]*matching config\.json/ }).waitFor({ timeout: 60_000 });
     await page.getByRole('tab', { name: /Train/ }).click();
     const row = page.getByTestId('run-row').first();
     await row.waitFor({ timeout: 30_000 });
@@ -129,7 +131,7 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     expect(losses.slice(0, kept.length)).toEqual(kept);
     const head = losses.slice(0, 3).reduce((a, b) => a + b) / 3;
     const tail = losses.slice(-3).reduce((a, b) => a + b) / 3;
-    expect(tail).toBeLessThan(head * 0.8);
+    expect(tail).toBeLessThan(head - 0.5);
     await screenshot(page, 'studio-6-resumed');
   });
 
