@@ -1,10 +1,9 @@
 // Runtime state shared by the steps (not persisted: it is rebuilt from the Worker after a reload).
-import type { DataOverview, DownloadProgress, FeatureReport, ModelState, ProbeResult, RunProgress, RunRecord, StudioError } from '../worker/api.ts';
+import type { DataOverview, DownloadProgress, ModelState, ProbeResult, RunProgress, RunRecord, StudioError } from '../worker/api.ts';
 import type { WorkerApi } from '../worker/client.ts';
 
 export const studio = $state({
   probe: null as ProbeResult | null,
-  features: null as FeatureReport | null,
   model: null as ModelState | null,
   modelBusy: false,
   modelError: null as StudioError | null,

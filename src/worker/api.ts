@@ -7,7 +7,6 @@ import { openModelStore, type ModelStore, type StoredModel } from '../io/model-s
 import { probeGpu, type ProbeResult } from './probe.ts';
 import { openModel, type ModelSession, type ModelState } from './model-session.ts';
 import { DataSession, type DataOverview, type PrepareOptions, type PrepareSummary, type PreviewRow } from './data-session.ts';
-import { featureReport, type FeatureReport } from './engine-features.ts';
 import { EngineSession, type ChatReply, type ChatRequest, type EvalResult, type ExportedFile, type RunProgress } from './engine-session.ts';
 import type { RunRecord } from './runs.ts';
 import type { MethodSettings } from '../ui/method.ts';
@@ -16,7 +15,6 @@ export type { ProbeResult } from './probe.ts';
 export type { ModelState } from './model-session.ts';
 export type { DataOverview, DatasetSummary, PrepareOptions, PrepareSummary, PreviewRow } from './data-session.ts';
 export type { DownloadProgress } from '../io/hub.ts';
-export type { FeatureReport } from './engine-features.ts';
 export type { ChatReply, ChatRequest, EvalResult, ExportedFile, RunProgress } from './engine-session.ts';
 export type { RunRecord, LogPoint, EvalPoint, StepPoint } from './runs.ts';
 
@@ -95,10 +93,6 @@ export class TabtuneWorker {
 
   memory() {
     return this.gpu?.ledger.report() ?? null;
-  }
-
-  features(): Promise<FeatureReport> {
-    return featureReport();
   }
 
   // ---- model ------------------------------------------------------------------------------
