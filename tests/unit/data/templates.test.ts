@@ -1,4 +1,4 @@
-// Every chat template of ../shared/fixtures/chat-templates rendered with @huggingface/jinja on a
+// Every chat template of tests/fixtures/shared/chat-templates rendered with @huggingface/jinja on a
 // multi-turn, a system-prompt and a tool-calling conversation, and split into (prompt, answer) pieces.
 // A template either renders and splits correctly, or is listed below with the reason it cannot.
 import { describe, expect, test } from 'vitest';

@@ -1,4 +1,4 @@
-// The tokenizer wrapper against llama.cpp's tokenizer test vectors (../shared/fixtures/tokenizer-vectors,
+// The tokenizer wrapper against llama.cpp's tokenizer test vectors (tests/fixtures/shared/tokenizer-vectors,
 // ids produced by the Hugging Face `tokenizers` library, encoded without special tokens).
 import { describe, expect, test } from 'vitest';
 import { readFileSync } from 'node:fs';
