@@ -80,7 +80,7 @@ async function followCurve(model: Model, fx: Fixture, tol: { loss: number; norm:
   return results;
 }
 
-describe(`engine training vs PyTorch [${runtime}]`, () => {
+describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => {
   it('20 LoRA steps (accumulation 2, warmup 3 + cosine, clip 1.0, AdamW wd 0.01) follow the PyTorch curve', async () => {
     const gpu = await testGpu();
     const fx = await loadFixture('engine_train_lora');
