@@ -145,4 +145,45 @@ function trainCase(s: Shape): BenchCase {
   };
 }
 
-export const cases: BenchCase[] = SHAPES.map(trainCase);
+/**
+ * The hardware-independent figures of a full Qwen2.5-0.5B-shaped step without running it (so
+ * software adapters get them too): the step is recorded into a command buffer that is never
+ * submitted; dispatches and the ledger's peak by category are what a real step would show with
+ * one micro-batch (every buffer of a micro-batch lives until its end in both cases).
+ */
+function censusCase(s: Shape): BenchCase {
+  const config = parseModelConfig(s.config);
+  const extra: Record<string, number | string> = { tokens_per_step: s.batch * s.seq, layers: config.numLayers, note: 'recorded, not executed' };
+  return {
+    name: `census ${s.name.replace(/^train /, '')}`,
+    shape: `B${s.batch} T${s.seq} H${config.hiddenSize} L${config.numLayers} V${config.vocabSize} ${s.dtype.toLowerCase()}${s.checkpointing ? ' ckpt' : ''}`,
+    flops: 0,
+    bytesMoved: 0,
+    extra,
+    async setup(gpu: Gpu) {
+      const { Recorder } = await import('../../src/engine/gpu/recorder.ts');
+      const model = await loadModel(gpu, config, randomSource(config, s.dtype));
+      const lora = attachLora(model, { rank: s.rank, alpha: 2 * s.rank, dropout: 0, targets: 'all', seed: 1 });
+      const trainer = new Trainer(model, lora, { learningRate: 1e-4, lrSchedulerType: 'cosine', totalSteps: 1000, warmupSteps: 10, maxGradNorm: 1, seed: 1, gradientCheckpointing: s.checkpointing });
+      gpu.ledger.resetPeaks();
+      const rec = new Recorder(gpu, 'census');
+      const { finish } = await trainer.recordStep(rec, [batchOf(s, config.vocabSize)]);
+      extra.dispatches_per_step = rec.dispatchCount;
+      extra.readbacks_per_step = 1;
+      const peak = gpu.ledger.report().peak;
+      for (const cat of MEMORY_CATEGORIES) extra[`peak_${cat}_MB`] = Math.round(peak[cat] / 1e5) / 10;
+      extra.trainable_params = trainer.trainableParameters;
+      finish();
+      return {
+        async record() {},
+        cleanup() {
+          trainer.release();
+          lora.release();
+          model.release();
+        },
+      };
+    },
+  };
+}
+
+export const cases: BenchCase[] = [...SHAPES.map(trainCase), censusCase(SHAPES[2])];
