@@ -24,10 +24,10 @@ interface Result {
   grads: Map<string, Float32Array>;
 }
 
-async function run(fx: Fixture, opts: { full?: boolean; checkpointing?: boolean; lossChunkRows?: number }): Promise<Result> {
+async function run(fx: Fixture, opts: { full?: boolean; checkpointing?: boolean; lossChunkRows?: number; dropout?: number }): Promise<Result> {
   const gpu = await testGpu();
   const model = await fixtureModel(gpu, fx);
-  const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha);
+  const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, opts.dropout ?? 0, 21);
   const dec = new Decoder(model, lora, { full: opts.full, checkpointing: opts.checkpointing, lossChunkRows: opts.lossChunkRows });
   const hb = prepareBatch(batchOf(fx));
   expect(hb.labelCount).toBe(fx.meta.count);
@@ -99,6 +99,19 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     const fx = await loadFixture('engine_qwen2');
     const r = await run(fx, {});
     checkAgainst(fx, r, false);
+  });
+
+  it('with LoRA dropout, the recomputed layers of gradient checkpointing regenerate the same masks', async () => {
+    const fx = await loadFixture('engine_llama');
+    const plain = await run(fx, { dropout: 0.25 });
+    const ckpt = await run(fx, { dropout: 0.25, checkpointing: true });
+    const noDrop = await run(fx, {});
+    let differs = 0;
+    for (const [k, g] of plain.grads) {
+      expect(relError(ckpt.grads.get(k)!, g), k).toBeLessThanOrEqual(1e-6);
+      if (relError(noDrop.grads.get(k)!, g) > 1e-3) differs++;
+    }
+    expect(differs, 'dropout changes the gradients').toBeGreaterThan(20);
   });
 
   it('Trainer.evaluate gives the PyTorch loss with LoRA dropout configured (dropout is off in evaluation)', async () => {
