@@ -188,6 +188,12 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     expect(info.greetings.file_name).toBe('greetings.jsonl');
     expect(Object.keys(bundle).some((n) => n.endsWith('data/greetings.jsonl'))).toBe(true);
     await screenshot(page, 'studio-9-export');
+    await page.getByRole('button', { name: /Language/ }).click();
+    await page.getByRole('tab', { name: /训练/ }).click();
+    await page.getByRole('heading', { name: '此浏览器中的训练' }).waitFor();
+    expect(await page.getByTestId('run-row').first().textContent()).toMatch(/已完成/);
+    await screenshot(page, 'studio-10-train-zh');
+    await page.getByRole('button', { name: /Language/ }).click();
     expect(errors.filter((e) => !/Failed to load resource/.test(e))).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 // The studio's Model → Data → Method flow in Chromium (SwiftShader), with a tiny model made here.
-import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright';
@@ -184,4 +184,34 @@ describe('studio: model, data, method', () => {
     await page.getByRole('button', { name: 'Language' }).click();
     expect(errors.filter((e) => !/Failed to load resource/.test(e))).toEqual([]);
   });
+
+  it('downloads a hub model through its resolve URLs, caches it and reopens it after a reload without the network', async () => {
+    // A fake huggingface.co serving the tiny model (Range requests included), counting requests.
+    const served: string[] = [];
+    const files = new Map(modelFiles.map((p) => [p.split('/').pop()!, readFileSync(p)]));
+    await context.route('https://huggingface.co/**', async (route) => {
+      const req = route.request();
+      const m = /\/test-org\/tiny-llama\/resolve\/main\/(.+)$/.exec(req.url());
+      const body = m ? files.get(decodeURIComponent(m[1])) : undefined;
+      served.push(`${req.method()} ${m?.[1] ?? req.url()}`);
+      const cors = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'content-length, content-range' };
+      if (!body) return route.fulfill({ status: 404, body: 'Entry not found', headers: cors });
+      if (req.method() === 'HEAD') return route.fulfill({ status: 200, headers: { ...cors, 'content-length': String(body.length) } });
+      return route.fulfill({ status: 200, body, headers: { ...cors, 'content-length': String(body.length) } });
+    });
+    await page.getByRole('tab', { name: /Model/ }).click();
+    await page.getByLabel('Hugging Face Hub').check();
+    await page.getByLabel('Model id').fill('test-org/tiny-llama');
+    await page.getByRole('button', { name: 'Download and open' }).click();
+    await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 60_000 }).toMatch(/Model: test-org\/tiny-llama[\s\S]*matching config\.json/);
+    expect(served).toContain('GET model.safetensors');
+    expect(await page.getByRole('region', { name: 'Models stored in this browser' }).textContent()).toContain('test-org/tiny-llama');
+    await screenshot(page, 'studio-1b-hub');
+    const before = served.length;
+    await page.waitForTimeout(600);
+    await page.reload();
+    await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 60_000 }).toMatch(/Model: test-org\/tiny-llama[\s\S]*matching config\.json/);
+    expect(served.slice(before)).toEqual([]);
+  });
 });
+
