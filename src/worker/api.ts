@@ -224,10 +224,10 @@ export class TabtuneWorker {
     return this.dataReady;
   }
 
-  addDatasetFiles(files: { name: string; file: Blob }[]): Promise<Result<DataOverview>> {
+  addDatasetFiles(files: { name: string; file: Blob }[], onProgress?: (p: { bytesDone: number; totalBytes?: number; rows: number }) => void): Promise<Result<DataOverview>> {
     return guard(async () => {
       await this.ensureData();
-      await this.data.addFiles(files.map((f) => ({ name: f.name, blob: f.file })));
+      await this.data.addFiles(files.map((f) => ({ name: f.name, blob: f.file })), onProgress);
       return this.data.overview();
     });
   }

@@ -4,7 +4,7 @@
 import {
   chatTemplateFor, deleteDatasetFile, encodeExample, IGNORE_INDEX, listDatasetFiles, loadDatasetFile, parseDatasetCollection, prepareDataset,
   saveDatasetFile, textStats, type ChatTemplate, type DatasetInfoEntry, type Example, type HfTokenizer, type PreparedDataset, type RowIssue,
-  type TextStats, type TokenStats, type ValidationReport,
+  type TextStats, type TokenStats, type ValidationReport, type Progress,
 } from '../data/index.ts';
 
 export type DatasetOrigin = 'sample' | 'user';
@@ -117,7 +117,7 @@ export class DataSession {
   }
 
   /** Dropped files (one or more; a dataset_info.json among them names the datasets). */
-  async addFiles(files: { name: string; blob: Blob }[]): Promise<string> {
+  async addFiles(files: { name: string; blob: Blob }[], onProgress?: (p: Progress) => void): Promise<string> {
     const id = `u${Date.now().toString(36)}${this.nextId++}`;
     const storedIds: string[] = [];
     for (const f of files) {
@@ -128,12 +128,13 @@ export class DataSession {
         // IndexedDB full or unavailable: the dataset still works until the page is closed.
       }
     }
-    await this.addGroup(id, 'user', files, storedIds);
+    await this.addGroup(id, 'user', files, storedIds, onProgress);
     return id;
   }
 
-  private async addGroup(id: string, origin: DatasetOrigin, files: { name: string; blob: Blob }[], storedIds: string[]): Promise<void> {
-    const res = await parseDatasetCollection(files.map((f) => ({ name: f.name, source: f.blob })));
+  private async addGroup(id: string, origin: DatasetOrigin, files: { name: string; blob: Blob }[], storedIds: string[], onProgress?: (p: Progress) => void): Promise<void> {
+    // Progress of the file being parsed (bytes and rows), for big files.
+    const res = await parseDatasetCollection(files.map((f) => ({ name: f.name, source: f.blob })), onProgress ? { onProgress } : {});
     const group: Group = {
       id, origin, storedIds, files,
       parsed: res.datasets.map((d) => ({ name: d.name, file: d.file, entry: d.entry, report: d.parsed.report, examples: d.parsed.examples, stats: textStats(d.parsed.examples, d.parsed.report.duplicateGroups) })),

@@ -109,6 +109,7 @@ export const en = {
   'data.pickFiles': 'Pick files…',
   'data.pickFolder': 'Pick a folder…',
   'data.parsing': 'Reading and checking the files…',
+  'data.parseProgress': '{done} of {total}, {rows} rows so far',
   'data.datasets': 'Datasets',
   'data.use': 'Use',
   'data.useLabel': 'Train on {name}',

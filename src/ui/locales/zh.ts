@@ -111,6 +111,7 @@ export const zh: Record<MessageKey, string> = {
   'data.pickFiles': '选择文件…',
   'data.pickFolder': '选择文件夹…',
   'data.parsing': '正在读取并检查文件…',
+  'data.parseProgress': '已读 {done} / {total}，{rows} 行',
   'data.datasets': '数据集',
   'data.use': '使用',
   'data.useLabel': '在 {name} 上训练',
