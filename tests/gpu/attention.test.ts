@@ -157,6 +157,7 @@ describe(`attention (${runtime})`, () => {
     ['decode: 1 query at offset 36, GQA 14:2', { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 36 }],
     ['prefill chunk: 5 queries at offset 20, D 80', { N: 5, Hq: 4, Hkv: 2, D: 80, offset: 20 }],
     ['cache larger than needed: 3 queries at offset 4 of 50 keys', { N: 3, Nk: 50, Hq: 2, Hkv: 1, D: 64, offset: 4 }],
+    ['segments with an offset: 4 queries at offset 6, new segment starting at key 3', { N: 4, Hq: 4, Hkv: 2, D: 64, offset: 6, segments: segmentsOf([0, 3], [1, 7]) }],
     // The second case outgrows the scratch the op made for the first one.
     ['op-made backward scratch, GQA 4:2', { N: 9, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
     ['op-made backward scratch grows, GQA 4:2', { N: 33, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
