@@ -105,6 +105,10 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     await page.getByRole('button', { name: 'Start training' }).click();
     await page.getByTestId('train-progress').waitFor({ timeout: 120_000 });
     await expect.poll(async () => Number((await page.getByTestId('train-checkpoint').textContent()) ?? 'NaN'), { timeout: 300_000, interval: 500 }).toBeGreaterThanOrEqual(3);
+    // The page stays responsive while the Worker trains.
+    const t0 = Date.now();
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(null))));
+    expect(Date.now() - t0).toBeLessThan(2000);
     expect(await page.getByTestId('memory-ledger').textContent()).toMatch(/Adapters[\s\S]*KiB/);
     expect(await page.getByTestId('train-step').textContent()).toMatch(/\/ 20/);
     await screenshot(page, 'studio-5-train');

@@ -162,6 +162,16 @@ describe('studio: model, data, method', () => {
     await page.getByLabel('GPU memory to use (GiB)').fill('8');
     await expect.poll(() => page.getByTestId('plan-total').textContent()).toMatch(/within your 8\.00 GiB/);
     await screenshot(page, 'studio-3-method');
+
+    // Settings load back from a LLaMA-Factory YAML; unknown keys are reported, not dropped silently.
+    const yamlPath = join(ARTIFACTS, 'studio-data', 'load_me.yaml');
+    writeFileSync(yamlPath, 'model_name_or_path: x/y\nstage: sft\ndo_train: true\nfinetuning_type: lora\nlora_rank: 32\nlearning_rate: 3.0e-4\nnum_train_epochs: 2.0\ndataset: identity\nmystery_key: 1\n');
+    await page.locator('#load-yaml').setInputFiles(yamlPath);
+    await expect.poll(() => page.getByLabel('LoRA rank').inputValue()).toBe('32');
+    expect(await page.getByLabel('Learning rate').inputValue()).toBe('0.0003');
+    expect(await page.getByRole('status').filter({ hasText: 'load_me.yaml' }).textContent()).toMatch(/mystery_key/);
+    await page.getByLabel('Learning rate').fill('1e-4');
+    await page.getByLabel('LoRA rank').fill('16');
   });
 
   it('keeps settings, step and dropped files after a reload', async () => {
