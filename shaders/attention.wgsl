@@ -8,7 +8,10 @@
 // interleaved vec4 columns lane, lane+L, … of Q and of the output accumulator, which keeps the
 // per-thread registers at 2·D/L floats for large head dims; with L > 1 the lanes' partial dot
 // products meet in workgroup memory.
-// Grid: x (+ z fold) = row tiles, y = KV head. Outputs: O [N, Hq, D], LSE [Hq, N] (natural log).
+// Grid: x (+ z fold) = row tiles, y = KV head · splits. Outputs: O [N, Hq, D], LSE [Hq, N]
+// (natural log). Decode (all rows in one tile, many keys) splits the keys over `splits`
+// workgroups per KV head (flash-decoding): split s writes its own normalised O_s and LSE_s at
+// offset s, and the `combine` entry point merges them: O = Σ_s O_s·exp(LSE_s − LSE).
 #include "attention_common"
 
 const D4: u32 = {{D4}};     // head_dim / 4
@@ -35,7 +38,8 @@ var<workgroup> partS: array<f32, PART>;
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let tile = tileOf(wg);
   if (tile >= P.tiles) { return; } // uniform per workgroup
-  let kvHead = wg.y;
+  let kvHead = wg.y / P.splits;
+  let split = wg.y % P.splits;
   let rowLocal = lid / L;
   let lane = lid % L;
   let rowsTotal = P.queries * P.group;
@@ -51,7 +55,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let live = inRange && segQ >= 0;
   // Keys past the last query of the tile are masked for every row: stop there (causal).
   let lastQuery = (min(firstRow + ROWS, rowsTotal) - 1u) / P.group;
-  let keyEnd = min(P.keys, P.queryOffset + lastQuery + 1u);
+  var keyEnd = min(P.keys, P.queryOffset + lastQuery + 1u);
+  var keyBegin = 0u;
+  if (P.splits > 1u) {
+    keyBegin = split * P.keySplit;
+    keyEnd = min(keyEnd, keyBegin + P.keySplit);
+  }
 
   var qr: array<vec4<f32>, DL4>;
   var acc: array<vec4<f32>, DL4>;
@@ -64,7 +73,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var l = 0.0;
   var s: array<f32, BC>;
 
-  for (var kb = 0u; kb < keyEnd; kb += BC) {
+  for (var kb = keyBegin; kb < keyEnd; kb += BC) {
     workgroupBarrier();
     for (var e = lid; e < BC * D4; e += WG) {
       let key = kb + e / D4;
@@ -89,7 +98,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (work) {
       for (var c = 0u; c < BC; c++) {
         var d = 0.0;
-        if (kb + c <= pos && segTile[c] == segQ) { // pos < keyEnd, so the key is loaded
+        if (kb + c <= pos && kb + c < keyEnd && segTile[c] == segQ) {
           for (var t = 0u; t < DL4; t++) { d += dot(qr[t], kTile[c * D4 + t * L + lane]); }
         }
         s[c] = d;
@@ -107,7 +116,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (work) {
       var mNew = m;
       for (var c = 0u; c < BC; c++) {
-        if (!(kb + c <= pos && segTile[c] == segQ)) { s[c] = MASKED; }
+        if (!(kb + c <= pos && kb + c < keyEnd && segTile[c] == segQ)) { s[c] = MASKED; }
         mNew = max(mNew, s[c]);
       }
       if (mNew >= MASK_TEST) { // something visible in this block
@@ -129,6 +138,42 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (!inRange) { return; }
   let seen = live && l > 0.0;
   let inv = select(0.0, 1.0 / l, seen);
-  for (var t = 0u; t < DL4; t++) { o[qBase + t * L] = acc[t] * inv; }
-  if (lane == 0u) { lse[h * P.queries + i] = select(0.0, (m + log2(l)) * LN2, seen); }
+  let oAt = split * P.queries * P.qHeads * D4 + qBase;
+  for (var t = 0u; t < DL4; t++) { o[oAt + t * L] = acc[t] * inv; }
+  // A split that saw nothing gets weight exp(MASKED) = 0 in the combine; unsplit rows keep LSE 0.
+  let unseen = select(0.0, MASKED, P.splits > 1u);
+  if (lane == 0u) { lse[split * P.qHeads * P.queries + h * P.queries + i] = select(unseen, (m + log2(l)) * LN2, seen); }
+}
+
+// ---- combine (after a split forward) ------------------------------------------------------
+@group(0) @binding(1) var<storage, read> partO: array<vec4<f32>>;   // [splits, N, Hq, D]
+@group(0) @binding(2) var<storage, read> partLse: array<f32>;      // [splits, Hq, N]
+@group(0) @binding(3) var<storage, read_write> outO: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> outLse: array<f32>;
+
+@compute @workgroup_size(64)
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let idx = tileOf(wg) * 64u + lid; // (query, head)
+  if (idx >= P.queries * P.qHeads) { return; }
+  let i = idx / P.qHeads;
+  let h = idx % P.qHeads;
+  let rows = P.queries * P.qHeads;
+  var mx = MASKED;
+  for (var s = 0u; s < P.splits; s++) { mx = max(mx, partLse[s * rows + h * P.queries + i]); }
+  if (mx < MASK_TEST) { // padding (or nothing visible): O = 0, LSE = 0 as unsplit
+    for (var t = 0u; t < D4; t++) { outO[idx * D4 + t] = vec4<f32>(0.0); }
+    outLse[h * P.queries + i] = 0.0;
+    return;
+  }
+  var total = 0.0;
+  for (var s = 0u; s < P.splits; s++) { total += exp(partLse[s * rows + h * P.queries + i] - mx); }
+  for (var t = 0u; t < D4; t++) {
+    var acc = vec4<f32>(0.0);
+    for (var s = 0u; s < P.splits; s++) {
+      let w = exp(partLse[s * rows + h * P.queries + i] - mx) / total;
+      acc = fma(vec4<f32>(w), partO[(s * rows + idx) * D4 + t], acc);
+    }
+    outO[idx * D4 + t] = acc;
+  }
+  outLse[h * P.queries + i] = mx + log(total);
 }

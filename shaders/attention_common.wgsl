@@ -10,7 +10,9 @@ struct AttnParams {
   queries: u32, keys: u32, qHeads: u32, kvHeads: u32,
   group: u32, queryOffset: u32, useSegments: u32, tilesX: u32,
   // softmax scale · log2(e): the kernels work in base 2 (exp2) and save LSE in natural log units
-  scaleLog2: f32, scale: f32, tiles: u32, _pad0: u32,
+  scaleLog2: f32, scale: f32, tiles: u32, splits: u32,
+  // Forward only: keys per split (a multiple of the key block) when splits > 1 (decode).
+  keySplit: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: AttnParams;

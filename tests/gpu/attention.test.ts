@@ -3,6 +3,7 @@ import { Recorder, readF32, releaseTensor, tensorSpec, uploadTensor, type Tensor
 import {
   attentionBackward,
   attentionForward,
+  attentionForwardSplits,
   attentionScratchBytes,
   attentionTiling,
   attentionTilingBytes,
@@ -158,6 +159,12 @@ describe(`attention (${runtime})`, () => {
     ['prefill chunk: 5 queries at offset 20, D 80', { N: 5, Hq: 4, Hkv: 2, D: 80, offset: 20 }],
     ['cache larger than needed: 3 queries at offset 4 of 50 keys', { N: 3, Nk: 50, Hq: 2, Hkv: 1, D: 64, offset: 4 }],
     ['segments with an offset: 4 queries at offset 6, new segment starting at key 3', { N: 4, Hq: 4, Hkv: 2, D: 64, offset: 6, segments: segmentsOf([0, 3], [1, 7]) }],
+    // Decode walks long caches in key splits merged by a combine pass.
+    ['decode with 5 key splits: 1 query at offset 699, GQA 14:2', { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 699 }],
+    [
+      'decode with key splits: segment starts late (early splits see nothing), padding query',
+      { N: 2, Hq: 4, Hkv: 2, D: 80, offset: 598, segments: segmentsOf([0, 550], [1, 49], [-1, 1]) },
+    ],
     // The second case outgrows the scratch the op made for the first one.
     ['op-made backward scratch, GQA 4:2', { N: 9, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
     ['op-made backward scratch grows, GQA 4:2', { N: 33, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
@@ -212,6 +219,22 @@ describe(`attention (${runtime})`, () => {
     const got = await runGpu(shape, { q, k, v, noLse: true });
     expectClose(got.out, attentionForwardRef({ ...shape, segmentIds: undefined }, q, k, v).out, { rtol: 2e-4, atol: 2e-5 }, 'O without LSE');
     expect(got.lse.every((x) => Number.isNaN(x))).toBe(true);
+    // The same with a cache long enough for key splits.
+    const long: AttentionShape = { ...shape, keys: 400, queryOffset: 397 };
+    const k2 = randn(400 * 2 * 64, 74);
+    const v2 = randn(400 * 2 * 64, 75);
+    const split = await runGpu(long, { q, k: k2, v: v2, noLse: true });
+    expectClose(split.out, attentionForwardRef({ ...long, segmentIds: undefined }, q, k2, v2).out, { rtol: 2e-4, atol: 2e-5 }, 'split O without LSE');
+  });
+
+  it('splits decode keys only when all rows fit one workgroup', () => {
+    const decode = { queries: 1, keys: 2048, qHeads: 14, kvHeads: 2, headDim: 64, queryOffset: 2047 };
+    const s = attentionForwardSplits(decode, 64, 32);
+    expect(s.splits).toBeGreaterThan(8);
+    expect(s.keySplit % 32).toBe(0);
+    expect(s.splits * s.keySplit).toBeGreaterThanOrEqual(2048);
+    expect(attentionForwardSplits({ ...decode, queries: 256, keys: 256, queryOffset: 0 }, 64, 32).splits).toBe(1);
+    expect(attentionForwardSplits({ ...decode, keys: 100, queryOffset: 99 }, 64, 32).splits).toBe(1);
   });
 
   it('tiles fit 16 KiB of workgroup memory and 256 threads for head_dim up to 256', () => {

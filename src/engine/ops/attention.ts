@@ -167,9 +167,15 @@ export function attentionScratchBytes(shape: AttentionShape): number {
   return rowDot + heads;
 }
 
-/** Bytes the forward allocates besides its inputs and outputs (a throw-away LSE when none is passed). */
-export function attentionForwardScratchBytes(shape: AttentionShape, withLse: boolean): number {
-  return withLse ? 0 : 4 * shape.qHeads * shape.queries;
+/**
+ * Bytes the forward allocates besides its inputs and outputs: a throw-away LSE when none is
+ * passed, and per-split O/LSE when decode splits the keys (at most 32 splits of ≤ 64 rows).
+ */
+export function attentionForwardScratchBytes(shape: AttentionShape, withLse: boolean, gpuStorageBytes = 32768): number {
+  const f = attentionTiling(shape.headDim, gpuStorageBytes).forward;
+  const { splits } = attentionForwardSplits(shape, f.rows, f.keyBlock);
+  const split = splits > 1 ? 4 * splits * shape.queries * shape.qHeads * (shape.headDim + 1) : 0;
+  return (withLse ? 0 : 4 * shape.qHeads * shape.queries) + split;
 }
 
 export function createAttentionScratch(gpu: Gpu, shape: AttentionShape, label = 'attention'): AttentionScratch {
@@ -193,15 +199,26 @@ export function releaseAttentionScratch(gpu: Gpu, s: AttentionScratch): void {
 interface Implicit {
   shape: AttentionShape | null;
   scratch: AttentionScratch | null;
-  lseSink: Tensor | null;
+  /** LSE sink for forwards without an LSE output; per-split O and LSE of a split forward. */
+  tensors: Map<string, Tensor>;
   retired: Tensor[];
 }
 const implicit = new WeakMap<Gpu, Implicit>();
 
 function implicitFor(gpu: Gpu): Implicit {
   let c = implicit.get(gpu);
-  if (!c) implicit.set(gpu, (c = { shape: null, scratch: null, lseSink: null, retired: [] }));
+  if (!c) implicit.set(gpu, (c = { shape: null, scratch: null, tensors: new Map(), retired: [] }));
   return c;
+}
+
+function implicitTensor(gpu: Gpu, name: string, elements: number): Tensor {
+  const c = implicitFor(gpu);
+  const have = c.tensors.get(name);
+  if (have && numelOf(have.shape) >= elements) return have;
+  if (have) c.retired.push(have);
+  const t = createTensor(gpu, tensorSpec('f32', [elements], 'scratch', `attention.${name}`));
+  c.tensors.set(name, t);
+  return t;
 }
 
 function fitsScratch(s: AttentionScratch, shape: AttentionShape): boolean {
@@ -231,14 +248,6 @@ function implicitScratchFor(gpu: Gpu, shape: AttentionShape): AttentionScratch {
   return c.scratch;
 }
 
-function lseSinkFor(gpu: Gpu, elements: number): Tensor {
-  const c = implicitFor(gpu);
-  if (c.lseSink && numelOf(c.lseSink.shape) >= elements) return c.lseSink;
-  if (c.lseSink) c.retired.push(c.lseSink);
-  c.lseSink = createTensor(gpu, tensorSpec('f32', [elements], 'scratch', 'attention.lseSink'));
-  return c.lseSink;
-}
-
 /**
  * Frees the scratch the ops made for callers that passed none (call after the last recorder
  * that used attention has been submitted, e.g. when unloading a model).
@@ -247,8 +256,7 @@ export function releaseAttentionCaches(gpu: Gpu): void {
   const c = implicit.get(gpu);
   if (!c) return;
   if (c.scratch) releaseAttentionScratch(gpu, c.scratch);
-  if (c.lseSink) releaseTensor(gpu, c.lseSink);
-  for (const t of c.retired) releaseTensor(gpu, t);
+  for (const t of [...c.tensors.values(), ...c.retired]) releaseTensor(gpu, t);
   implicit.delete(gpu);
 }
 
@@ -296,12 +304,30 @@ function fold(rec: Recorder, tiles: number): { x: number; z: number } {
   return { x: Math.ceil(tiles / z), z };
 }
 
-function params(s: AttentionShape, tilesX: number, tiles: number): ArrayBuffer {
+function params(s: AttentionShape, tilesX: number, tiles: number, split = { splits: 1, keySplit: 0 }): ArrayBuffer {
   const scale = scaleOf(s);
-  return new Params(12)
+  return new Params(16)
     .u32(s.queries).u32(s.keys).u32(s.qHeads).u32(s.kvHeads)
     .u32(s.qHeads / s.kvHeads).u32(s.queryOffset ?? 0).u32(s.segmentIds ? 1 : 0).u32(tilesX)
-    .f32(scale * Math.LOG2E).f32(scale).u32(tiles).u32(0).buffer;
+    .f32(scale * Math.LOG2E).f32(scale).u32(tiles).u32(split.splits)
+    .u32(split.keySplit).u32(0).u32(0).u32(0).buffer;
+}
+
+const MAX_SPLITS = 32;
+const MIN_BLOCKS_PER_SPLIT = 4;
+
+/**
+ * Key splits for the forward (flash-decoding): only when every row fits one workgroup, i.e. a
+ * KV head would otherwise run on a single workgroup walking the whole cache (decode, tiny prefill).
+ */
+export function attentionForwardSplits(s: AttentionShape, rowsPerGroup: number, keyBlock: number): { splits: number; keySplit: number } {
+  const rows = s.queries * (s.qHeads / s.kvHeads);
+  const keyEnd = Math.min(s.keys, (s.queryOffset ?? 0) + s.queries);
+  const blocks = Math.ceil(keyEnd / keyBlock);
+  if (rows > rowsPerGroup || blocks < 2 * MIN_BLOCKS_PER_SPLIT) return { splits: 1, keySplit: 0 };
+  const want = Math.min(MAX_SPLITS, Math.floor(blocks / MIN_BLOCKS_PER_SPLIT));
+  const keySplit = Math.ceil(blocks / want) * keyBlock;
+  return { splits: Math.ceil(keyEnd / keySplit), keySplit };
 }
 
 /** Records O = softmax(scale·Q·Kᵀ + mask)·V and LSE. */
@@ -324,10 +350,21 @@ export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): 
   const { x, z } = fold(rec, tiles);
   const part = f.lanes > 1 ? f.rows * f.lanes * f.keyBlock : 1;
   const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part });
-  const lse = a.lse ?? lseSinkFor(gpu, Hq * N);
+  const lse = a.lse ?? implicitTensor(gpu, 'lseSink', Hq * N);
   // Without segments the seg binding is never read; q stands in (both read-only).
   const seg = a.segmentIds ?? a.q;
-  rec.dispatch({ pipeline, what }, params(a, x, tiles), [a.q, a.k, a.v, seg, a.out, lse], [x, Hkv, z]);
+  const split = attentionForwardSplits(a, f.rows, f.keyBlock);
+  if (split.splits === 1) {
+    rec.dispatch({ pipeline, what }, params(a, x, tiles), [a.q, a.k, a.v, seg, a.out, lse], [x, Hkv, z]);
+    return;
+  }
+  const partO = implicitTensor(gpu, 'splitOut', split.splits * N * Hq * D);
+  const partLse = implicitTensor(gpu, 'splitLse', split.splits * Hq * N);
+  rec.dispatch({ pipeline, what: `${what} [${split.splits} key splits]` }, params(a, x, tiles, split), [a.q, a.k, a.v, seg, partO, partLse], [x, Hkv * split.splits, z]);
+  const combine = await gpu.pipelines.get('attention', { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part }, 'combine');
+  const cTiles = Math.ceil((N * Hq) / THREADS);
+  const cf = fold(rec, cTiles);
+  rec.dispatch({ pipeline: combine, what: `${what} [combine]` }, params(a, cf.x, cTiles, split), [partO, partLse, a.out, lse], [cf.x, 1, cf.z]);
 }
 
 /** Records dQ, dK, dV (overwritten) from dO, the forward's O and LSE. */
