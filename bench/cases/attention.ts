@@ -10,6 +10,7 @@ import {
   attentionForwardScratchBytes,
   attentionScratchBytes,
   createAttentionScratch,
+  releaseAttentionCaches,
   releaseAttentionScratch,
   type AttentionShape,
 } from '../../src/engine/ops/attention.ts';
@@ -108,7 +109,36 @@ function backwardCase(seq: number, heavy = false): BenchCase {
   };
 }
 
+/** One generated token against a KV cache of `cache` positions (key-split forward + combine). */
+function decodeCase(cache: number): BenchCase {
+  const s: AttentionShape = { queries: 1, keys: cache, qHeads: HQ, kvHeads: HKV, headDim: D, queryOffset: cache - 1 };
+  return {
+    name: `attention decode kv${cache}`,
+    shape: `1 query, cache ${cache}, H${HQ}/${HKV} D${D}`,
+    flops: attentionForwardFlops(s),
+    bytesMoved: 4 * (2 * HQ * D + 2 * cache * HKV * D),
+    extra: { scratch_B: attentionForwardScratchBytes(s, false) },
+    async setup(gpu) {
+      const all: Tensor[] = [
+        uploadTensor(gpu, filled(HQ * D, 1), tensorSpec('f32', [1, HQ * D], 'activations', 'q')),
+        uploadTensor(gpu, filled(cache * HKV * D, 2), tensorSpec('f32', [cache, HKV * D], 'activations', 'kCache')),
+        uploadTensor(gpu, filled(cache * HKV * D, 3), tensorSpec('f32', [cache, HKV * D], 'activations', 'vCache')),
+        uploadTensor(gpu, new Float32Array(HQ * D), tensorSpec('f32', [1, HQ * D], 'activations', 'out')),
+      ];
+      const [q, k, v, out] = all;
+      return {
+        record: (rec) => attentionForward(rec, { ...s, q, k, v, out }),
+        cleanup: () => {
+          all.forEach((x) => releaseTensor(gpu, x));
+          releaseAttentionCaches(gpu); // the LSE sink and per-split buffers the op made
+        },
+      };
+    },
+  };
+}
+
 export const cases: BenchCase[] = [
+  decodeCase(1024),
   forwardCase(256),
   backwardCase(256),
   forwardCase(1024),
