@@ -257,6 +257,7 @@ export const en = {
   'train.needModel': 'Open a complete model (config, tokenizer and weights) in the Model step first.',
   'train.needData': 'Select at least one dataset in the Data step.',
   'train.fixMethod': 'Fix the settings marked in the Method step.',
+  'train.starting': 'Preparing the data, the model on the GPU and the adapters…',
   'train.start': 'Start training',
   'train.progress': 'Run {id}',
   'train.progressLabel': 'Training progress',

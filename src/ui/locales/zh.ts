@@ -259,6 +259,7 @@ export const zh: Record<MessageKey, string> = {
   'train.needModel': '请先在“模型”步骤中打开完整的模型（配置、分词器和权重）。',
   'train.needData': '请在“数据”步骤中至少选择一个数据集。',
   'train.fixMethod': '请修正“方法”步骤中标出的设置。',
+  'train.starting': '正在准备数据、把模型加载到 GPU 并创建适配器…',
   'train.start': '开始训练',
   'train.progress': '训练 {id}',
   'train.progressLabel': '训练进度',

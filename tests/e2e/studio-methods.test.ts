@@ -1,0 +1,128 @@
+// QLoRA and full fine-tuning through the studio on a tiny Llama: a short run of each, then the
+// export that fits the method (PEFT adapter for QLoRA, merged weights for full).
+import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { unzipSync } from 'fflate';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Browser, Page } from 'playwright';
+import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
+import { serializeSafetensors } from '../../src/io/safetensors-writer.ts';
+import { readHeader } from '../../src/io/safetensors.ts';
+import { bytesSource } from '../../src/io/byte-source.ts';
+import { parseAdapterConfig } from '../../src/io/peft.ts';
+import { mulberry32 } from '../../src/data/hash.ts';
+
+const root = join(import.meta.dirname, '../..');
+const dir = join(ARTIFACTS, 'studio-methods');
+
+async function makeTinyModel(): Promise<string[]> {
+  mkdirSync(dir, { recursive: true });
+  const config = {
+    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
+    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 6144, max_position_embeddings: 256, rms_norm_eps: 1e-6,
+    rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'bfloat16', eos_token_id: 6142, pad_token_id: 6141,
+  };
+  const text = JSON.stringify(config, null, 2);
+  writeFileSync(join(dir, 'config.json'), text);
+  const rnd = mulberry32(5);
+  const tensors = expectedWeights(parseModelConfig(text)).filter((w) => !w.optional).map((w) => {
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * 0.2));
+    const u32 = new Uint32Array(f.buffer);
+    return { name: w.name, dtype: 'BF16' as const, shape: w.shape, data: new Uint8Array(new Uint16Array(n).map((_, i) => u32[i] >>> 16).buffer) };
+  });
+  writeFileSync(join(dir, 'model.safetensors'), await serializeSafetensors(tensors));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'public/demo-model', f), join(dir, f));
+  return ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => join(dir, f));
+}
+
+async function download(page: Page, testid: string): Promise<Record<string, Uint8Array>> {
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).getByRole('link').first().click()]);
+  const path = join(dir, dl.suggestedFilename());
+  await dl.saveAs(path);
+  return unzipSync(new Uint8Array(readFileSync(path)));
+}
+
+async function trainWith(page: Page, method: RegExp) {
+  await page.getByRole('tab', { name: /Method/ }).click();
+  await page.getByRole('radio', { name: method }).check();
+  await page.getByRole('tab', { name: /Train/ }).click();
+  const before = await page.getByTestId('run-row').count();
+  await page.getByRole('button', { name: 'Start training' }).click();
+  await expect.poll(() => page.getByTestId('run-row').count(), { timeout: 120_000 }).toBe(before + 1);
+  const id = await page.getByTestId('run-row').first().getAttribute('data-run');
+  await expect.poll(() => page.getByTestId('train-progress').textContent(), { timeout: 300_000, interval: 1000 }).toMatch(new RegExp(`Run ${id}[\\s\\S]*Finished`));
+  expect(await page.getByTestId('train-step').textContent()).toMatch(/^2 \/ 2$/);
+}
+
+describe('studio: QLoRA and full fine-tuning', () => {
+  let browser: Browser;
+  let page: Page;
+  let errors: string[];
+
+  beforeAll(async () => {
+    const model = await makeTinyModel();
+    const data = join(dir, 'tiny.jsonl');
+    writeFileSync(data, Array.from({ length: 6 }, (_, i) => JSON.stringify({ instruction: `Count to ${i}.`, input: '', output: `${i}.` })).join('\n') + '\n');
+    browser = await launch();
+    page = await (await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })).newPage();
+    errors = collectErrors(page);
+    await page.goto(inject('baseUrl'));
+    await page.getByLabel('A folder on this computer').check();
+    await page.locator('#model-files').setInputFiles(model);
+    await page.getByTestId('model-info').filter({ hasText: /Model: local model[\s\S]*Qwen2ForCausalLM[\s\S]*matching config\.json/ }).waitFor({ timeout: 60_000 });
+    await page.getByRole('tab', { name: /Data/ }).click();
+    await page.locator('[data-key="samples/identity_en_zh"]').waitFor({ timeout: 60_000 });
+    await page.locator('#data-files').setInputFiles([data]);
+    await page.locator('[data-key$="/tiny.jsonl"]').waitFor({ timeout: 60_000 });
+    await page.getByLabel('Train on identity_en_zh').uncheck();
+    await page.getByRole('tab', { name: /Method/ }).click();
+    // 6 rows, batch 2, accumulation 2: 3 micro-batches = 2 optimizer steps.
+    for (const [label, v] of [['Learning rate', '0.001'], ['Epochs', '1'], ['Cutoff length', '32'], ['Batch size', '2'], ['Gradient accumulation', '2'], ['Logging steps', '1'], ['Save steps', '100']]) {
+      await page.getByLabel(label, { exact: true }).fill(v);
+    }
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('trains QLoRA (NF4 base) and exports its adapter', async () => {
+    await trainWith(page, /QLoRA/);
+    expect(await page.getByTestId('memory-ledger').textContent()).toMatch(/Adapters/);
+    await page.getByRole('tab', { name: /Export/ }).click();
+    await page.getByRole('button', { name: 'Export adapter' }).click();
+    await page.getByTestId('export-peft').waitFor({ timeout: 120_000 });
+    const files = await download(page, 'export-peft');
+    const cfg = parseAdapterConfig(new TextDecoder().decode(files[Object.keys(files).find((n) => n.endsWith('adapter_config.json'))!]));
+    expect(cfg.targetModules.length).toBe(7);
+    await screenshot(page, 'studio-11-qlora-export');
+  });
+
+  it('trains all weights (full) and exports them merged; chat explains there is no separate base', async () => {
+    await trainWith(page, /^Full/);
+    expect(await page.getByTestId('memory-ledger').textContent()).toMatch(/Optimizer state/);
+    await page.getByRole('tab', { name: /Chat/ }).click();
+    await page.getByLabel('Max new tokens').fill('4');
+    await page.getByLabel('A/B: base vs tuned').check();
+    await page.getByLabel('Message').fill('Count to 2.');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.getByRole('alert').filter({ hasText: /full fine-tuning changed the base weights/ }).waitFor({ timeout: 120_000 }).catch(async (e) => {
+      await screenshot(page, 'studio-methods-failure');
+      throw e;
+    });
+    await page.getByLabel('A/B: base vs tuned').uncheck();
+    await page.getByLabel('Message').fill('Count to 2.');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await expect.poll(() => page.getByTestId('answer-tuned').last().textContent(), { timeout: 120_000 }).toMatch(/tokens\/s/);
+    await page.getByRole('tab', { name: /Export/ }).click();
+    await page.getByLabel('Weight precision').selectOption('f32');
+    await page.getByRole('button', { name: 'Export merged model' }).click();
+    await page.getByTestId('export-merged').waitFor({ timeout: 120_000 });
+    const files = await download(page, 'export-merged');
+    const st = Object.keys(files).find((n) => n.endsWith('model.safetensors'))!;
+    const h = await readHeader(bytesSource(files[st], st));
+    expect(h.tensors.find((t) => t.name === 'model.layers.0.self_attn.q_proj.bias')?.dtype).toBe('F32');
+    expect(errors.filter((e) => !/Failed to load resource/.test(e))).toEqual([]);
+  });
+});
