@@ -13,8 +13,10 @@ export interface RunOptions {
 export async function runCases(gpu: Gpu, cases: BenchCase[], opts: RunOptions): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
   const software = /swiftshader|llvmpipe|lavapipe/i.test(`${gpu.adapter.architecture} ${gpu.adapter.description}`);
+  // --filter is a regular expression over case names (a plain word matches as a substring).
+  const keep = opts.filter ? new RegExp(opts.filter, 'i') : null;
   for (const c of cases) {
-    if (opts.filter && !c.name.includes(opts.filter)) continue;
+    if (keep && !keep.test(c.name)) continue;
     if (c.heavy && software && !opts.full) {
       opts.log?.(`skip ${c.name} (${c.shape}): heavy on a software adapter; --full runs it`);
       continue;

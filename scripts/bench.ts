@@ -1,4 +1,4 @@
-// npm run bench [-- --browser] [--filter NAME] [--runs N] [--full]
+// npm run bench [-- --browser] [--filter REGEX] [--runs N] [--full]
 // Prints a table and writes bench/results.json (one object per case). Never asserted in tests.
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
