@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkMethod, DEFAULT_METHOD, guessTemplate, methodFromYaml, methodYaml, totalSteps, type MethodSettings } from '../../src/ui/method.ts';
+import { checkMethod, DEFAULT_METHOD, DEMO_METHOD, guessTemplate, methodFromYaml, methodYaml, totalSteps, type MethodSettings } from '../../src/ui/method.ts';
 
 describe('method settings', () => {
   it('start from LlamaBoard defaults', () => {
@@ -50,5 +50,13 @@ describe('loss curve smoothing (LlamaBoard ploting.smooth)', () => {
     expect(s[1]).toBeCloseTo(4 * w + 2 * (1 - w), 12);
     expect(s[3]).toBeGreaterThan(2);
     expect(s[3]).toBeLessThan(s[1]);
+  });
+});
+
+describe('demo preset', () => {
+  it('is a valid method that differs from LlamaBoard only where the tiny demo model needs it', () => {
+    expect(checkMethod({ ...DEMO_METHOD })).toEqual([]);
+    const changed = Object.keys(DEMO_METHOD).filter((k) => DEMO_METHOD[k as keyof typeof DEMO_METHOD] !== DEFAULT_METHOD[k as keyof typeof DEFAULT_METHOD]).sort();
+    expect(changed).toEqual(['batchSize', 'cutoffLen', 'gradAccum', 'gradientCheckpointing', 'learningRate', 'numTrainEpochs', 'saveSteps']);
   });
 });

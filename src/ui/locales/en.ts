@@ -180,6 +180,8 @@ export const en = {
   'method.save': 'Save settings (YAML)',
   'method.load': 'Load settings…',
   'method.reset': 'Reset to defaults',
+  'method.demo.help': 'The demo model is tiny: LlamaBoard’s defaults (lr 5e-5, 3 epochs) barely move it. The demo preset (lr 5e-3, 20 epochs, batch 8, cutoff 256) teaches it the identity dataset in about 280 steps.',
+  'method.demo.apply': 'Use the demo preset',
   'method.loaded': 'Loaded {file}',
   'knob.learningRate': 'Learning rate',
   'knob.learningRate.help': 'Step size of AdamW. 5e-5 is LlamaBoard’s default; LoRA often uses 1e-4 to 2e-4.',

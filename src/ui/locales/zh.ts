@@ -182,6 +182,8 @@ export const zh: Record<MessageKey, string> = {
   'method.save': '保存设置（YAML）',
   'method.load': '加载设置…',
   'method.reset': '恢复默认值',
+  'method.demo.help': '演示模型很小：LlamaBoard 的默认值（学习率 5e-5，3 个 epoch）几乎改变不了它。演示预设（学习率 5e-3，20 个 epoch，批大小 8，截断长度 256）大约 280 步就能让它学会身份数据集。',
+  'method.demo.apply': '使用演示预设',
   'method.loaded': '已加载 {file}',
   'knob.learningRate': '学习率',
   'knob.learningRate.help': 'AdamW 的步长。LlamaBoard 默认 5e-5；LoRA 常用 1e-4 到 2e-4。',
