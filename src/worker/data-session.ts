@@ -5,7 +5,9 @@ import {
   chatTemplateFor, deleteDatasetFile, encodeExample, IGNORE_INDEX, listDatasetFiles, loadDatasetFile, parseDatasetCollection, prepareDataset,
   saveDatasetFile, textStats, type ChatTemplate, type DatasetInfoEntry, type Example, type HfTokenizer, type PreparedDataset, type RowIssue,
   type TextStats, type TokenStats, type ValidationReport, type Progress,
+  sha256Hex,
 } from '../data/index.ts';
+import { createStore, get, set, type UseStore } from 'idb-keyval';
 
 export type DatasetOrigin = 'sample' | 'user';
 
@@ -52,7 +54,17 @@ export interface PrepareSummary {
   invalidCount: number;
   warnings: string[];
   tokenizerHash: string;
+  /** The tokenized result came from IndexedDB (same files, tokenizer and options as before). */
+  fromCache: boolean;
 }
+
+/**
+ * The last prepared (tokenized, split, packed) data, kept in IndexedDB so a reload or a resumed
+ * run does not tokenize again. One entry only: a new choice of data or options replaces it.
+ */
+let preparedStore: UseStore | null = null;
+const PREPARED_KEY = 'latest';
+interface StoredPrepared { key: string; data: PreparedDataset }
 
 export interface PreviewRow {
   dataset: string;
@@ -226,19 +238,40 @@ export class DataSession {
     return { rows, total: all.length };
   }
 
-  prepare(tok: HfTokenizer, o: PrepareOptions, onProgress?: (done: number, total: number) => void): PrepareSummary {
+  /** What the tokens depend on: the bytes of every selected file, the tokenizer, the options. */
+  private async preparedKey(tok: HfTokenizer, o: PrepareOptions): Promise<string> {
+    const files: string[] = [];
+    for (const src of this.sourcesOf(o.keys)) files.push(`${src.name}/${src.file}:${await sha256Hex(new Uint8Array(await src.blob.arrayBuffer()))}`);
+    return sha256Hex(JSON.stringify({ files, tokenizer: tok.hash, o }));
+  }
+
+  async prepare(tok: HfTokenizer, o: PrepareOptions, onProgress?: (done: number, total: number) => void): Promise<PrepareSummary> {
     const examples = this.examplesOf(o.keys);
     if (!examples.length) throw new Error('no usable rows: select at least one dataset with valid rows');
-    // Rows of different datasets share row numbers; renumber so the report can name the dataset.
-    const renumbered = examples.map(({ ex }, i) => ({ ...ex, row: i }) as Example);
-    const data = prepareDataset(renumbered, tok, {
-      cutoffLen: o.cutoffLen, trainOnPrompt: o.trainOnPrompt, maskHistory: o.maskHistory, maxSamples: o.maxSamples, valSize: o.valSize, seed: o.seed, packing: o.packing, onProgress,
-    }, this.template(tok));
+    let key: string | null = null;
+    let data: PreparedDataset | undefined;
+    try {
+      key = await this.preparedKey(tok, o);
+      preparedStore ??= createStore('tabtune-prepared', 'prepared');
+      const hit = await get<StoredPrepared>(PREPARED_KEY, preparedStore);
+      if (hit?.key === key) data = hit.data;
+    } catch {
+      // No IndexedDB (private window, quota): tokenize as usual.
+    }
+    const fromCache = data !== undefined;
+    if (!data) {
+      // Rows of different datasets share row numbers; renumber so the report can name the dataset.
+      const renumbered = examples.map(({ ex }, i) => ({ ...ex, row: i }) as Example);
+      data = prepareDataset(renumbered, tok, {
+        cutoffLen: o.cutoffLen, trainOnPrompt: o.trainOnPrompt, maskHistory: o.maskHistory, maxSamples: o.maxSamples, valSize: o.valSize, seed: o.seed, packing: o.packing, onProgress,
+      }, this.template(tok));
+      if (key && preparedStore) await set(PREPARED_KEY, { key, data } satisfies StoredPrepared, preparedStore).catch(() => {});
+    }
     this.prepared = { opts: o, tokHash: tok.hash, data, examples };
     const invalid = data.invalid.map((r) => ({ ...r, row: examples[r.row].ex.row, dataset: examples[r.row].dataset }));
     return {
       train: data.train.length, val: data.val.length, packed: data.packed?.length ?? null, stats: data.stats,
-      invalid: invalid.slice(0, MAX_ISSUES), invalidCount: invalid.length, warnings: data.warnings, tokenizerHash: tok.hash,
+      invalid: invalid.slice(0, MAX_ISSUES), invalidCount: invalid.length, warnings: data.warnings, tokenizerHash: tok.hash, fromCache,
     };
   }
 

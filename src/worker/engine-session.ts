@@ -224,7 +224,7 @@ export class EngineSession {
     const tok = ms.tokenizer!;
     this.phase = 'preparing';
     const opts = this.prepareOptions(record.datasetKeys, m);
-    this.data.prepare(tok, opts);
+    await this.data.prepare(tok, opts);
     const prep = this.data.preparedFor(tok.hash, opts)!;
     const items = prep.data.packed ?? prep.data.train;
     if (!items.length) throw new UserError('no-data', 'no training rows: select datasets with valid rows in the Data step');
