@@ -33,6 +33,7 @@ var<workgroup> kTile: array<vec4<f32>, BC * D4>;
 var<workgroup> vTile: array<vec4<f32>, BC * D4>;
 var<workgroup> segTile: array<i32, BC>;
 var<workgroup> partS: array<f32, PART>;
+#include "attention_kv_tile"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -75,23 +76,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
   for (var kb = keyBegin; kb < keyEnd; kb += BC) {
     workgroupBarrier();
-    for (var e = lid; e < BC * D4; e += WG) {
-      let key = kb + e / D4;
-      var kv = vec4<f32>(0.0);
-      var vv = vec4<f32>(0.0);
-      if (key < keyEnd) {
-        let at = (key * P.kvHeads + kvHead) * D4 + e % D4;
-        kv = k[at];
-        vv = v[at];
-      }
-      kTile[e] = kv;
-      vTile[e] = vv;
-    }
-    for (var c = lid; c < BC; c += WG) {
-      var sk = 0;
-      if (P.useSegments != 0u && kb + c < keyEnd) { sk = seg[kb + c]; }
-      segTile[c] = sk;
-    }
+    loadKvTile(kb, keyEnd, kvHead, lid, WG);
     workgroupBarrier();
     // No `continue` in this loop: skipping must not make the barriers non-uniform.
     let work = live && kb <= pos;

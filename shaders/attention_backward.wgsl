@@ -61,6 +61,7 @@ var<workgroup> vTile: array<vec4<f32>, BC * D4>;
 var<workgroup> segTile: array<i32, BC>;
 var<workgroup> partQS: array<f32, PARTQ>;
 var<workgroup> partQP: array<f32, PARTQ>;
+#include "attention_kv_tile"
 
 @compute @workgroup_size(WGQ)
 fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -99,23 +100,7 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
 
   for (var kb = 0u; kb < keyEnd; kb += BC) {
     workgroupBarrier();
-    for (var e = lid; e < BC * D4; e += WGQ) {
-      let key = kb + e / D4;
-      var kv = vec4<f32>(0.0);
-      var vv = vec4<f32>(0.0);
-      if (key < keyEnd) {
-        let at = (key * P.kvHeads + kvHead) * D4 + e % D4;
-        kv = k[at];
-        vv = v[at];
-      }
-      kTile[e] = kv;
-      vTile[e] = vv;
-    }
-    for (var c = lid; c < BC; c += WGQ) {
-      var sk = 0;
-      if (P.useSegments != 0u && kb + c < keyEnd) { sk = seg[kb + c]; }
-      segTile[c] = sk;
-    }
+    loadKvTile(kb, keyEnd, kvHead, lid, WGQ);
     workgroupBarrier();
     let work = live && kb <= pos;
     if (work) {
