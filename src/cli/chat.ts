@@ -5,9 +5,10 @@
 import { chatTemplateFor, type TemplateMessage } from '../data/index.ts';
 import {
   CliError, folderTokenizer, loadAdapterFolder, loadFolderModel, openNodeGpu, parseYamlArgs, requireModelFolder, resolvePath, stopIdsFor, yamlWithOverrides,
+  commandFailed, errLine, parseCommandArgs,
 } from '../engine/export/node-cli.ts';
 import { generate, TextStreamer } from '../engine/generate/generate.ts';
-import { LlamaFactoryConfigError, parseInferYaml, type InferConfig } from '../engine/train/llamafactory-config.ts';
+import { parseInferYaml, type InferConfig } from '../engine/train/llamafactory-config.ts';
 
 const USAGE = `usage: tabtune chat <config.yaml> --prompt "…" [key=value ...] [options]
 
@@ -50,21 +51,9 @@ export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
 }
 
 export default async function chat(argv: string[]): Promise<number> {
-  const err = (s: string) => process.stderr.write(`${s}\n`);
-  let args: ChatArgs | 'help';
-  try {
-    args = parseChatArgs(argv);
-  } catch (e) {
-    if (e instanceof CliError || e instanceof LlamaFactoryConfigError) {
-      err(`tabtune chat: ${e.message}${e instanceof CliError ? `\n\n${USAGE}` : ''}`);
-      return 2;
-    }
-    throw e;
-  }
-  if (args === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
+  const err = errLine;
+  const args = parseCommandArgs('chat', USAGE, argv, parseChatArgs);
+  if (typeof args === 'number') return args;
   const c = args.config;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   let close = () => {};
@@ -108,12 +97,7 @@ export default async function chat(argv: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof CliError) {
-      err(`tabtune chat: ${e.message}`);
-      return 2;
-    }
-    err(`tabtune chat: ${(e as Error).message}`);
-    return 1;
+    return commandFailed('chat', e);
   } finally {
     close();
   }

@@ -4,11 +4,11 @@
 // model.safetensors or shards + model.safetensors.index.json, in the base model's torch_dtype.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CliError, loadAdapterFolder, loadFolderModel, openNodeGpu, parseYamlArgs, requireModelFolder, resolvePath, yamlWithOverrides } from '../engine/export/node-cli.ts';
+import { CliError, commandFailed, errLine, loadAdapterFolder, parseCommandArgs, loadFolderModel, openNodeGpu, parseYamlArgs, requireModelFolder, resolvePath, yamlWithOverrides } from '../engine/export/node-cli.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import type { FloatDType } from '../engine/export/convert.ts';
-import { LlamaFactoryConfigError, parseExportYaml, type ExportConfig } from '../engine/train/llamafactory-config.ts';
+import { parseExportYaml, type ExportConfig } from '../engine/train/llamafactory-config.ts';
 
 const USAGE = `usage: tabtune export <config.yaml> [key=value ...] [--dtype bf16|f16|f32]
 
@@ -38,21 +38,9 @@ export function exportDtypeFor(torchDtype: string | null): FloatDType {
 }
 
 export default async function exportCmd(argv: string[]): Promise<number> {
-  const err = (s: string) => process.stderr.write(`${s}\n`);
-  let args: ExportArgs | 'help';
-  try {
-    args = parseExportArgs(argv);
-  } catch (e) {
-    if (e instanceof CliError || e instanceof LlamaFactoryConfigError) {
-      err(`tabtune export: ${e.message}${e instanceof CliError ? `\n\n${USAGE}` : ''}`);
-      return 2;
-    }
-    throw e;
-  }
-  if (args === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
+  const err = errLine;
+  const args = parseCommandArgs('export', USAGE, argv, parseExportArgs);
+  if (typeof args === 'number') return args;
   const c = args.config;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
@@ -92,12 +80,7 @@ export default async function exportCmd(argv: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof CliError) {
-      err(`tabtune export: ${e.message}`);
-      return 2;
-    }
-    err(`tabtune export: ${(e as Error).message}`);
-    return 1;
+    return commandFailed('export', e);
   } finally {
     close();
   }

@@ -15,6 +15,7 @@ import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import {
   CliError, folderTokenizer, hms, listCheckpoints, loadAdapterFolder, loadFolderModel, openNodeGpu, parseYamlArgs, readDatasets, requireModelFolder,
   resolveDatasets, resolvePath, yamlWithOverrides,
+  commandFailed, errLine, parseCommandArgs,
 } from '../engine/export/node-cli.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportPeft } from '../engine/export/peft.ts';
@@ -23,7 +24,7 @@ import { attachLora, type LoraSet } from '../engine/model/model.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../engine/train/checkpoint-files.ts';
 import { DataLoader } from '../engine/train/data.ts';
 import { loadOptionsFrom, loraConfigFrom, totalTrainingSteps, trainerConfigFrom } from '../engine/train/from-config.ts';
-import { LlamaFactoryConfigError, parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-config.ts';
+import { parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-config.ts';
 import { Trainer } from '../engine/train/trainer.ts';
 
 const USAGE = `usage: tabtune train <config.yaml> [key=value ...]
@@ -124,21 +125,9 @@ function round4(x: number): number {
 }
 
 export default async function train(argv: string[]): Promise<number> {
-  const err = (s: string) => process.stderr.write(`${s}\n`);
-  let args: TrainArgs | 'help';
-  try {
-    args = parseTrainArgs(argv);
-  } catch (e) {
-    if (e instanceof CliError || e instanceof LlamaFactoryConfigError) {
-      err(`tabtune train: ${e.message}${e instanceof CliError && /YAML config file|option/.test(e.message) ? `\n\n${USAGE}` : ''}`);
-      return 2;
-    }
-    throw e;
-  }
-  if (args === 'help') {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
+  const err = errLine;
+  const args = parseCommandArgs('train', USAGE, argv, parseTrainArgs, (e) => /YAML config file|option/.test(e.message));
+  if (typeof args === 'number') return args;
   const c = args.config;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
@@ -306,12 +295,7 @@ export default async function train(argv: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    if (e instanceof CliError) {
-      err(`tabtune train: ${e.message}`);
-      return 2;
-    }
-    err(`tabtune train: ${(e as Error).message}`);
-    return 1;
+    return commandFailed('train', e);
   } finally {
     close();
   }

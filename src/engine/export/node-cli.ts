@@ -11,6 +11,7 @@ import type { LoraSet, Model } from '../model/model.ts';
 import { openModelFolder } from '../model/node-folder.ts';
 import type { ModelFiles } from '../model/weights.ts';
 import { openAdapterFolder } from './node-dir.ts';
+import { LlamaFactoryConfigError } from '../train/llamafactory-config.ts';
 import { loadPeftAdapter } from './peft.ts';
 
 /** An error the user fixes (bad YAML, missing folder, …): printed without a stack, exit status 2. */
@@ -239,4 +240,37 @@ export function listCheckpoints(outputDir: string): { step: number; dir: string 
 export function hms(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
   return `${Math.floor(s / 3600)}:${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** Writes one line to stderr (the commands keep stdout for answers and usage). */
+export function errLine(s: string): void {
+  process.stderr.write(`${s}\n`);
+}
+
+/**
+ * Parses a command's argv: the parsed args, or the exit code after printing help (0) or a
+ * parse error (2; the usage is appended where `withUsage` says the mistake was in the call).
+ */
+export function parseCommandArgs<A>(cmd: string, usage: string, argv: string[], parse: (argv: string[]) => A | 'help', withUsage: (e: CliError) => boolean = () => true): A | number {
+  let args: A | 'help';
+  try {
+    args = parse(argv);
+  } catch (e) {
+    if (e instanceof CliError || e instanceof LlamaFactoryConfigError) {
+      errLine(`tabtune ${cmd}: ${e.message}${e instanceof CliError && withUsage(e) ? `\n\n${usage}` : ''}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (args === 'help') {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  return args;
+}
+
+/** Exit code for a failed command: 2 for what the user asked wrong, 1 for anything else. */
+export function commandFailed(cmd: string, e: unknown): number {
+  errLine(`tabtune ${cmd}: ${(e as Error).message}`);
+  return e instanceof CliError ? 2 : 1;
 }
