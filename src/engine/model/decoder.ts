@@ -488,47 +488,25 @@ export class Decoder {
     }
   }
 
-  /** Forward only: adds the scaled loss of the labelled rows to loss.accum (evaluation), optionally captures logits [N, V]. */
-  async forwardLoss(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor; hidden?: Tensor }): Promise<{ dispatches: number }> {
-    const rec = new Recorder(this.gpu, 'eval forward');
+  /**
+   * Records embedding, every layer and the final norm over the batch's tokens into `rec`; the
+   * normalised hidden state is `xf` [N, H]. `release` frees what it allocated (call it after
+   * the caller's submit and flushDeferred).
+   */
+  private async recordFinalHidden(rec: Recorder, p: PassInputs, label: string): Promise<{ xf: Tensor; release: () => void }> {
     const c = this.c;
     const N = p.hb.N;
     const H = c.hiddenSize;
     const h = [this.zeros([N, H], 'h_a', 'activations'), this.zeros([N, H], 'h_b', 'activations')];
-    const a = this.allocActs(N, 'activations', 'layer(eval)');
+    const a = this.allocActs(N, 'activations', `layer(${label})`);
     const xf = this.zeros([N, H], 'xf', 'activations');
     const rstdF = this.zeros([N], 'rstd_f', 'activations');
-    try {
-      await this.embed(rec, p, h[0]);
-      for (let l = 0; l < c.numLayers; l++) {
-        this.allocLoraWs(a, l, N);
-        await this.layerForward(rec, p, l, h[l % 2], h[(l + 1) % 2], a);
-      }
-      const hL = h[c.numLayers % 2];
-      await rmsnormForward(rec, { x: hL, weight: this.model.tensor('model.norm.weight'), y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
-      if (capture?.hidden) rec.copy(xf, 0, capture.hidden, 0, N * H * 4);
-      await this.lossChunks(rec, p, xf, null, loss, false, capture?.logits);
-      await rec.submit();
-      return { dispatches: rec.dispatchCount };
-    } finally {
-      this.flushDeferred();
+    const release = () => {
       h.forEach((t) => releaseTensor(this.gpu, t));
       this.releaseActs(a);
       releaseTensor(this.gpu, xf);
       releaseTensor(this.gpu, rstdF);
-    }
-  }
-
-  /** Forward of the new tokens only (KV cache or not): logits of the LAST token into `logits` [V]. */
-  async forwardLast(p: PassInputs, logits: Tensor): Promise<{ dispatches: number }> {
-    const rec = new Recorder(this.gpu, 'generate forward');
-    const c = this.c;
-    const N = p.hb.N;
-    const H = c.hiddenSize;
-    const h = [this.zeros([N, H], 'h_a', 'activations'), this.zeros([N, H], 'h_b', 'activations')];
-    const a = this.allocActs(N, 'activations', 'layer(generate)');
-    const xf = this.zeros([N, H], 'xf', 'activations');
-    const rstdF = this.zeros([N], 'rstd_f', 'activations');
+    };
     try {
       await this.embed(rec, p, h[0]);
       for (let l = 0; l < c.numLayers; l++) {
@@ -536,15 +514,40 @@ export class Decoder {
         await this.layerForward(rec, p, l, h[l % 2], h[(l + 1) % 2], a);
       }
       await rmsnormForward(rec, { x: h[c.numLayers % 2], weight: this.model.tensor('model.norm.weight'), y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
-      await this.lmHeadForward(rec, xf, N - 1, 1, logits);
+    } catch (e) {
+      this.flushDeferred();
+      release();
+      throw e;
+    }
+    return { xf, release };
+  }
+
+  /** Forward only: adds the scaled loss of the labelled rows to loss.accum (evaluation), optionally captures logits [N, V]. */
+  async forwardLoss(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor; hidden?: Tensor }): Promise<{ dispatches: number }> {
+    const rec = new Recorder(this.gpu, 'eval forward');
+    const { xf, release } = await this.recordFinalHidden(rec, p, 'eval');
+    try {
+      if (capture?.hidden) rec.copy(xf, 0, capture.hidden, 0, p.hb.N * this.c.hiddenSize * 4);
+      await this.lossChunks(rec, p, xf, null, loss, false, capture?.logits);
       await rec.submit();
       return { dispatches: rec.dispatchCount };
     } finally {
       this.flushDeferred();
-      h.forEach((t) => releaseTensor(this.gpu, t));
-      this.releaseActs(a);
-      releaseTensor(this.gpu, xf);
-      releaseTensor(this.gpu, rstdF);
+      release();
+    }
+  }
+
+  /** Forward of the new tokens only (KV cache or not): logits of the LAST token into `logits` [V]. */
+  async forwardLast(p: PassInputs, logits: Tensor): Promise<{ dispatches: number }> {
+    const rec = new Recorder(this.gpu, 'generate forward');
+    const { xf, release } = await this.recordFinalHidden(rec, p, 'generate');
+    try {
+      await this.lmHeadForward(rec, xf, p.hb.N - 1, 1, logits);
+      await rec.submit();
+      return { dispatches: rec.dispatchCount };
+    } finally {
+      this.flushDeferred();
+      release();
     }
   }
 
