@@ -64,5 +64,8 @@ if (existsSync(jsonOut)) {
   closing = `vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed${skipped ? `, ${skipped} skipped` : ''}`;
 }
 if (typecheck.status !== 0) console.log('npm test: the type check FAILED (see above)');
+if (vitest.status !== 0 && !/ [1-9]\d* failed/.test(closing)) {
+  console.log(`npm test: vitest exited with status ${vitest.status} (unhandled errors or a crash: see above)`);
+}
 console.log(`\n${closing}`);
 process.exit(typecheck.status !== 0 ? 1 : (vitest.status ?? 1));

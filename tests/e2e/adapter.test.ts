@@ -52,10 +52,9 @@ describe('without WebGPU', () => {
     try {
       const page = await browser.newPage();
       // Hide WebGPU in every realm (the Worker included) the way an unsupported browser would.
-      await page.route('**/*', async (route) => {
+      // Only scripts are rewritten: routing everything would let a background model fetch outlive the browser.
+      await page.route(/\.m?js(\?|$)/, async (route) => {
         const res = await route.fetch();
-        const type = res.headers()['content-type'] ?? '';
-        if (!/javascript/.test(type)) return route.fulfill({ response: res });
         const body = `try{Object.defineProperty(Object.getPrototypeOf(navigator),'gpu',{get:()=>undefined});}catch{}\n${await res.text()}`;
         await route.fulfill({ response: res, body });
       });
@@ -65,6 +64,7 @@ describe('without WebGPU', () => {
       expect(await alert.textContent()).toMatch(/WebGPU is not available here[\s\S]*Chrome/);
       expect(await page.getByRole('button', { name: 'Try again' }).isVisible()).toBe(true);
       await screenshot(page, 'no-webgpu');
+      await page.unrouteAll({ behavior: 'ignoreErrors' });
     } finally {
       await browser.close();
     }
