@@ -40,8 +40,6 @@ const CLI_STATE = 'tabtune_cli_state.json';
 export interface TrainArgs {
   yamlPath: string;
   config: TrainConfig;
-  /** resume_from_checkpoint: true (the YAML parser takes only paths, so the flag is lifted out here). */
-  resumeLast: boolean;
   warnings: string[];
   notes: string[];
 }
@@ -49,26 +47,21 @@ export interface TrainArgs {
 export function parseTrainArgs(argv: string[]): TrainArgs | 'help' {
   const a = parseYamlArgs(argv, [], 'train');
   if (a.flags.has('help')) return 'help';
-  let resumeLast = false;
-  const text = yamlWithOverrides(a.yamlPath, a.overrides, (raw) => {
-    const r = raw.resume_from_checkpoint;
-    if (r === true || r === 'true' || r === 'True') resumeLast = true;
-    if (typeof r === 'boolean' || r === 'true' || r === 'True' || r === 'false' || r === 'False') delete raw.resume_from_checkpoint;
-  });
+  const text = yamlWithOverrides(a.yamlPath, a.overrides);
   const parsed = parseTrainYaml(text, a.yamlPath);
   if (!parsed.config.doTrain) throw new CliError(`${a.yamlPath}: do_train is false: nothing to do`);
-  return { yamlPath: a.yamlPath, config: parsed.config, resumeLast, warnings: parsed.warnings, notes: parsed.notes };
+  return { yamlPath: a.yamlPath, config: parsed.config, warnings: parsed.warnings, notes: parsed.notes };
 }
 
 /** What LLaMA-Factory / transformers would resume from, or an error when output_dir is not empty. */
-export function resumeDecision(outputDir: string, c: TrainConfig, resumeLast: boolean, yamlPath: string): { from: string | null; reason: string } {
+export function resumeDecision(outputDir: string, c: TrainConfig, yamlPath: string): { from: string | null; reason: string } {
   const cks = listCheckpoints(outputDir);
-  if (c.resumeFromCheckpoint !== null) {
+  if (typeof c.resumeFromCheckpoint === 'string') {
     const p = resolvePath(c.resumeFromCheckpoint, yamlPath);
     if (!existsSync(join(p, 'trainer_state.json'))) throw new CliError(`resume_from_checkpoint: ${p} is not a checkpoint folder (no trainer_state.json)`);
     return { from: p, reason: 'resume_from_checkpoint' };
   }
-  if (resumeLast) {
+  if (c.resumeFromCheckpoint === true) {
     if (!cks.length) throw new CliError(`resume_from_checkpoint: true, but ${outputDir} has no checkpoint-N folder`);
     return { from: cks[cks.length - 1].dir, reason: 'resume_from_checkpoint: true (last checkpoint)' };
   }
@@ -141,7 +134,7 @@ export default async function train(argv: string[]): Promise<number> {
     }
     const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
     const outDir = resolvePath(c.outputDir, args.yamlPath);
-    const resume = resumeDecision(outDir, c, args.resumeLast, args.yamlPath);
+    const resume = resumeDecision(outDir, c, args.yamlPath);
 
     // ---- data (before the GPU: bad data fails fast)
     const tok = await folderTokenizer(dir);

@@ -69,15 +69,14 @@ describe('parseYamlArgs', () => {
 describe('tabtune train arguments', () => {
   const cfg = (extra = '') =>
     y('t.yaml', `model_name_or_path: ${join(dir, 'model')}\nstage: sft\ndo_train: true\nfinetuning_type: lora\ndataset: alpaca_a\ndataset_dir: ${join(dir, 'data')}\noutput_dir: ${join(dir, 'out')}\n${extra}`);
-  it('parses LLaMA-Factory keys and lifts resume_from_checkpoint: true', () => {
+  it('parses LLaMA-Factory keys and resume_from_checkpoint: true / false / a path', () => {
     const a = parseTrainArgs([cfg('lora_rank: 4\nresume_from_checkpoint: true\n'), 'lora_alpha=32']);
     if (a === 'help') throw new Error('help');
     expect(a.config.lora.rank).toBe(4);
     expect(a.config.lora.alpha).toBe(32);
-    expect(a.resumeLast).toBe(true);
-    expect(a.config.resumeFromCheckpoint).toBeNull();
+    expect(a.config.resumeFromCheckpoint).toBe(true);
     const b = parseTrainArgs([cfg('resume_from_checkpoint: false\n')]);
-    expect(b !== 'help' && b.resumeLast).toBe(false);
+    expect(b !== 'help' && b.config.resumeFromCheckpoint).toBeNull();
     const c = parseTrainArgs([cfg('resume_from_checkpoint: saves/x/checkpoint-10\n')]);
     expect(c !== 'help' && c.config.resumeFromCheckpoint).toBe('saves/x/checkpoint-10');
   });
@@ -105,22 +104,22 @@ describe('tabtune train arguments', () => {
     const a = parseTrainArgs([cfg()]);
     if (a === 'help') throw new Error('help');
     const c = { ...a.config, outputDir: out };
-    expect(resumeDecision(out, c, false, 't.yaml').from).toBeNull();
-    expect(() => resumeDecision(out, c, true, 't.yaml')).toThrow(/no checkpoint-N folder/);
+    expect(resumeDecision(out, c, 't.yaml').from).toBeNull();
+    expect(() => resumeDecision(out, { ...c, resumeFromCheckpoint: true }, 't.yaml')).toThrow(/no checkpoint-N folder/);
     mkdirSync(join(out, 'checkpoint-2'), { recursive: true });
     mkdirSync(join(out, 'checkpoint-10'), { recursive: true });
     mkdirSync(join(out, 'checkpoint-x'), { recursive: true });
     writeFileSync(join(out, 'checkpoint-2', 'trainer_state.json'), '{}');
     expect(listCheckpoints(out).map((x) => x.step)).toEqual([2, 10]);
-    expect(resumeDecision(out, c, true, 't.yaml').from).toBe(join(out, 'checkpoint-10'));
-    expect(resumeDecision(out, c, false, 't.yaml').reason).toMatch(/resumes/);
-    expect(resumeDecision(out, { ...c, overwriteOutputDir: true }, false, 't.yaml').from).toBeNull();
-    expect(resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-2') }, false, 't.yaml').from).toBe(join(out, 'checkpoint-2'));
-    expect(() => resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-10') }, false, 't.yaml')).toThrow(/no trainer_state.json/);
+    expect(resumeDecision(out, { ...c, resumeFromCheckpoint: true }, 't.yaml').from).toBe(join(out, 'checkpoint-10'));
+    expect(resumeDecision(out, c, 't.yaml').reason).toMatch(/resumes/);
+    expect(resumeDecision(out, { ...c, overwriteOutputDir: true }, 't.yaml').from).toBeNull();
+    expect(resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-2') }, 't.yaml').from).toBe(join(out, 'checkpoint-2'));
+    expect(() => resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-10') }, 't.yaml')).toThrow(/no trainer_state.json/);
     const other = join(dir, 'busy');
     mkdirSync(other, { recursive: true });
     writeFileSync(join(other, 'notes.txt'), 'x');
-    expect(() => resumeDecision(other, c, false, 't.yaml')).toThrow(/not empty.*overwrite_output_dir/);
+    expect(() => resumeDecision(other, c, 't.yaml')).toThrow(/not empty.*overwrite_output_dir/);
   });
 });
 

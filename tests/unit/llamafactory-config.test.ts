@@ -186,7 +186,7 @@ describe('LLaMA-Factory train YAML', () => {
   });
 
   it('writes YAML that LLaMA-Factory (PyYAML) reads as the same values, and that parses back identically', () => {
-    for (const src of [LLAMA3_LORA_SFT, QWEN25_QLORA]) {
+    for (const src of [LLAMA3_LORA_SFT, QWEN25_QLORA, `${QWEN25_QLORA}\nresume_from_checkpoint: true\n`, `${QWEN25_QLORA}\nresume_from_checkpoint: saves/q/checkpoint-100\n`]) {
       const { config } = parseTrainYaml(src);
       const text = trainConfigToYaml(config);
       expect(parseTrainYaml(text).config).toEqual(config);

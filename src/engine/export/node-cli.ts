@@ -60,16 +60,15 @@ export function parseYamlArgs(argv: string[], valued: readonly string[], command
 }
 
 /** The YAML file's text with overrides applied (re-serialised only when there are overrides). */
-export function yamlWithOverrides(path: string, overrides: Record<string, unknown>, edit?: (raw: Record<string, unknown>) => void): string {
+export function yamlWithOverrides(path: string, overrides: Record<string, unknown>): string {
   if (!existsSync(path)) throw new CliError(`${path}: no such file`);
   const text = readFileSync(path, 'utf8');
-  if (!Object.keys(overrides).length && !edit) return text;
+  if (!Object.keys(overrides).length) return text;
   const doc = parseDocument(text, { uniqueKeys: true });
   if (doc.errors.length) return text; // the config parser reports the YAML error with its position
   const raw = doc.toJS() as unknown;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return text;
   Object.assign(raw, overrides);
-  edit?.(raw as Record<string, unknown>);
   return stringify(raw);
 }
 

@@ -67,7 +67,8 @@ export interface TrainConfig {
   seed: number;
   gradientCheckpointing: boolean;
   neftuneNoiseAlpha: number | null;
-  resumeFromCheckpoint: string | null;
+  /** A checkpoint folder, `true` for the last checkpoint in output_dir (transformers' convention), or null. */
+  resumeFromCheckpoint: string | true | null;
   /** Kept so the YAML we write back says what the user asked for (compute is f32 here). */
   bf16: boolean;
   fp16: boolean;
@@ -254,6 +255,14 @@ class Values {
   }
 }
 
+/** transformers takes a path or a boolean here; PyYAML users also write the string "True". */
+function resumeFrom(v: Values): string | true | null {
+  const r = v.raw.resume_from_checkpoint;
+  if (r === true || r === 'true' || r === 'True') return true;
+  if (r === false || r === 'false' || r === 'False') return null;
+  return v.str('resume_from_checkpoint');
+}
+
 function load(text: string, file: string): Record<string, unknown> {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -379,7 +388,7 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     seed: v.int('seed', 42, 0),
     gradientCheckpointing,
     neftuneNoiseAlpha: neft,
-    resumeFromCheckpoint: v.str('resume_from_checkpoint'),
+    resumeFromCheckpoint: resumeFrom(v),
     bf16: typeof v.raw.bf16 === 'boolean' ? v.raw.bf16 : false,
     fp16: typeof v.raw.fp16 === 'boolean' ? v.raw.fp16 : false,
     plotLoss: typeof v.raw.plot_loss === 'boolean' ? v.raw.plot_loss : false,
@@ -485,7 +494,7 @@ export function trainConfigToYaml(c: TrainConfig): string {
   kv('save_steps', String(c.saveSteps));
   kv('plot_loss', String(c.plotLoss));
   kv('overwrite_output_dir', String(c.overwriteOutputDir));
-  if (c.resumeFromCheckpoint !== null) kv('resume_from_checkpoint', yamlStr(c.resumeFromCheckpoint));
+  if (c.resumeFromCheckpoint !== null) kv('resume_from_checkpoint', c.resumeFromCheckpoint === true ? 'true' : yamlStr(c.resumeFromCheckpoint));
   lines.push('', '### train');
   kv('per_device_train_batch_size', String(c.perDeviceTrainBatchSize));
   kv('gradient_accumulation_steps', String(c.gradientAccumulationSteps));
