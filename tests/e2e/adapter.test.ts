@@ -26,6 +26,9 @@ describe('the studio finds WebGPU from its Worker', () => {
       }
     });
     await page.goto(inject('baseUrl'));
+    // Folded once the self-test passes; the summary line already names the adapter.
+    await expect.poll(() => page.getByTestId('gpu-status').textContent(), { timeout: 120_000 }).toMatch(/self-test passed \(software adapter/);
+    await page.getByText('Your GPU and WebGPU self-test').click();
     const panel = page.getByTestId('adapter-panel');
     await panel.waitFor({ timeout: 120_000 });
     await expect.poll(() => page.getByTestId('adapter-architecture').textContent()).toMatch(/swiftshader/i);
