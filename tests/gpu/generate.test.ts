@@ -21,10 +21,10 @@ function tinyConfig(): Record<string, unknown> {
   };
 }
 
-async function tinyModel(qlora = false): Promise<Model> {
+async function tinyModel(qlora = false, over: Record<string, unknown> = {}): Promise<Model> {
   const gpu = await testGpu();
   const { expectedWeights } = await import('../../src/engine/model/config.ts');
-  const c = parseModelConfig(tinyConfig());
+  const c = parseModelConfig({ ...tinyConfig(), ...over });
   const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
   let s = 11;
   for (const w of expectedWeights(c)) {
@@ -47,6 +47,29 @@ function noisyLora(model: Model): LoraSet {
 const greedy = { doSample: false, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1 };
 
 describe('generate (prefill + KV-cache decode)', () => {
+  it('dynamic NTK RoPE rescales the base once a pass reaches past max_position_embeddings', async () => {
+    const maxPos = 8;
+    const dynamic = await tinyModel(false, { max_position_embeddings: maxPos, rope_scaling: { rope_type: 'dynamic', factor: 2 } });
+    const plain = await tinyModel(false, { max_position_embeddings: maxPos });
+    // transformers _compute_dynamic_ntk_parameters with seq_len = 13, head_dim 8.
+    const seq = 13, d = 8;
+    const stretched = await tinyModel(false, { max_position_embeddings: maxPos, rope_theta: 10000 * Math.pow((2 * seq) / maxPos - 1, d / (d - 2)) });
+    try {
+      const ids = Int32Array.from({ length: seq }, (_, i) => (i * 7 + 3) % 60);
+      const short = ids.slice(0, maxPos);
+      const rel = (a: Float32Array, b: Float32Array) => Math.max(...a.map((x, i) => Math.abs(x - b[i]))) / Math.max(...b.map(Math.abs));
+      expect(rel(await forwardLogits(dynamic, null, short, null), await forwardLogits(plain, null, short, null))).toBe(0);
+      const long = await forwardLogits(dynamic, null, ids, null);
+      expect(rel(long, await forwardLogits(stretched, null, ids, null))).toBeLessThan(1e-6);
+      expect(rel(long, await forwardLogits(plain, null, ids, null))).toBeGreaterThan(1e-3);
+      // Generation may run past the trained length (up to max_position_embeddings × factor = 16).
+      expect((await generateAll(dynamic, null, [1, 2, 3, 4, 5, 6], { ...greedy, maxNewTokens: 20, stopIds: [] })).tokens.length).toBe(10);
+      expect((await generateAll(plain, null, [1, 2, 3, 4, 5, 6], { ...greedy, maxNewTokens: 20, stopIds: [] })).tokens.length).toBe(2);
+    } finally {
+      for (const m of [dynamic, plain, stretched]) m.release();
+    }
+  });
+
   it('greedy decode with the cache equals argmax over full recomputation, adapter on and off', async () => {
     const model = await tinyModel();
     const lora = noisyLora(model);

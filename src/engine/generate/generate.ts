@@ -13,10 +13,12 @@ export type GenerateOptions = DecodeOptions;
 /**
  * Yields each generated token id as soon as it is chosen (the stop token is not yielded); the
  * return value (for `it.next()` callers) says why generation ended. The KV cache lives for one
- * call: sized prompt + maxNewTokens, capped at max_position_embeddings.
+ * call: sized prompt + maxNewTokens, capped at the model's positions (max_position_embeddings;
+ * × factor with dynamic NTK RoPE, whose point is to reach past the trained length).
  */
 export async function* generate(model: Model, lora: LoraSet | null, promptIds: ArrayLike<number>, opts: GenerateOptions): AsyncGenerator<number, DecodeResult, void> {
-  const maxPos = model.config.maxPositionEmbeddings;
+  const c = model.config;
+  const maxPos = c.rope.type === 'dynamic' ? Math.floor(c.maxPositionEmbeddings * c.rope.factor) : c.maxPositionEmbeddings;
   if (promptIds.length >= maxPos) throw new GenerateError(`the prompt has ${promptIds.length} tokens; the model handles at most ${maxPos} positions`);
   const maxNew = Math.min(opts.maxNewTokens, maxPos - promptIds.length);
   const cache = new KvCache(model, promptIds.length + maxNew);

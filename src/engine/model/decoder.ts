@@ -22,7 +22,7 @@ import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../o
 import { ropeBackward, ropeForward } from '../ops/rope.ts';
 import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
 import { labelRuns, type HostBatch } from './batch.ts';
-import { checkSequenceLength, linearShape, type LinearModule, type ModelConfig } from './config.ts';
+import { checkSequenceLength, computeInvFreq, linearShape, type LinearModule, type ModelConfig } from './config.ts';
 import { LINEAR_MODULES, isRowSplit, modulePrefix, type LoraModuleState, type LoraSet, type Model, type RowSplitWeight } from './model.ts';
 
 /** Bytes of one logits chunk [rows, vocab] f32 (the loss never holds all rows' logits at once). */
@@ -66,6 +66,9 @@ export interface PassInputs {
   hb: HostBatch;
   ids: Tensor;
   positions: Tensor;
+  /** RoPE inverse frequencies for this pass: the model's, or (dynamic NTK past the trained length) its own. */
+  invFreq: Tensor;
+  ownInvFreq: boolean;
   segments: Tensor;
   labels: Tensor;
   ones: Tensor | null;
@@ -144,10 +147,13 @@ export class Decoder {
     const g = this.gpu;
     const up = (a: Int32Array, label: string) => uploadTensor(g, a, tensorSpec('i32', [hb.N], 'activations', label));
     const needOnes = this.c.qkvBias || this.c.oBias || this.c.mlpBias;
+    const passInvFreq = this.passInvFreq(hb.positions);
     return {
       hb,
       ids: up(hb.ids, 'input_ids'),
       positions: up(hb.positions, 'position_ids'),
+      invFreq: passInvFreq ?? this.model.invFreq!,
+      ownInvFreq: passInvFreq !== null,
       segments: up(hb.segments, 'segment_ids'),
       labels: up(hb.shifted, 'labels'),
       ones: needOnes ? uploadTensor(g, new Float32Array(hb.N).fill(1), tensorSpec('f32', [hb.N, 1], 'activations', 'ones')) : null,
@@ -157,7 +163,20 @@ export class Decoder {
   }
 
   releaseInputs(p: PassInputs): void {
-    for (const t of [p.ids, p.positions, p.segments, p.labels, p.ones]) if (t) releaseTensor(this.gpu, t);
+    for (const t of [p.ids, p.positions, p.segments, p.labels, p.ones, p.ownInvFreq ? p.invFreq : null]) if (t) releaseTensor(this.gpu, t);
+  }
+
+  /**
+   * Dynamic NTK scaling rescales the RoPE base once a pass reaches past max_position_embeddings
+   * (transformers' dynamic_rope_update, with seq_len = largest position + 1); below it the
+   * model's own table applies. Null when the model's table is the right one.
+   */
+  private passInvFreq(positions: Int32Array): Tensor | null {
+    if (this.c.rope.type !== 'dynamic') return null;
+    let maxPos = 0;
+    for (const p of positions) if (p > maxPos) maxPos = p;
+    if (maxPos + 1 <= this.c.maxPositionEmbeddings) return null;
+    return uploadTensor(this.gpu, computeInvFreq(this.c, maxPos + 1), tensorSpec('f32', [this.c.headDim / 2], 'activations', 'rope.inv_freq.dynamic'));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -267,7 +286,7 @@ export class Decoder {
       await rmsnormForward(rec, { x: a.qPre!, weight: this.model.tensor(`${pre}.self_attn.q_norm.weight`), y: a.q, rstd: a.rstdQ!, rows: N * c.numHeads, width: D, eps });
       await rmsnormForward(rec, { x: a.kPre!, weight: this.model.tensor(`${pre}.self_attn.k_norm.weight`), y: a.k, rstd: a.rstdK!, rows: N * c.numKvHeads, width: D, eps });
     }
-    await ropeForward(rec, { q: a.q, k: a.k, positionIds: p.positions, invFreq: this.model.invFreq!, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
+    await ropeForward(rec, { q: a.q, k: a.k, positionIds: p.positions, invFreq: p.invFreq, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
     if (p.kv) {
       const row = c.numKvHeads * D * 4;
       rec.copy(a.k, 0, p.kv.k[l], p.kv.offset * row, N * row);
@@ -308,7 +327,7 @@ export class Decoder {
     // Attention
     await this.linearBackward(rec, p, l, 'o_proj', a.o, dh, s.dO, a, false);
     await attentionBackward(rec, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, segmentIds: p.segments, q: a.q, k: a.k, v: a.v, out: a.o, lse: a.lse, dOut: s.dO, dq: s.dq, dk: s.dk, dv: s.dv, scratch: s.attn });
-    await ropeBackward(rec, { dq: s.dq, dk: s.dk, positionIds: p.positions, invFreq: this.model.invFreq!, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
+    await ropeBackward(rec, { dq: s.dq, dk: s.dk, positionIds: p.positions, invFreq: p.invFreq, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
     let dq = s.dq;
     let dk = s.dk;
     if (c.qkNorm) {

@@ -36,13 +36,15 @@ export class KvCache {
   }
 }
 
-const decoders = new WeakMap<Model, Map<LoraSet | null, Decoder>>();
+// Weak on both keys: a chat that swaps adapters must not keep every released LoraSet reachable.
+const decoders = new WeakMap<Model, { base?: Decoder; tuned: WeakMap<LoraSet, Decoder> }>();
 
 function inferenceDecoder(model: Model, lora: LoraSet | null): Decoder {
   let m = decoders.get(model);
-  if (!m) decoders.set(model, (m = new Map()));
-  let d = m.get(lora);
-  if (!d) m.set(lora, (d = new Decoder(model, lora, { inference: true })));
+  if (!m) decoders.set(model, (m = { tuned: new WeakMap() }));
+  if (!lora) return (m.base ??= new Decoder(model, null, { inference: true }));
+  let d = m.tuned.get(lora);
+  if (!d) m.tuned.set(lora, (d = new Decoder(model, lora, { inference: true })));
   return d;
 }
 
