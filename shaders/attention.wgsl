@@ -41,22 +41,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (tile >= P.tiles) { return; } // uniform per workgroup
   let kvHead = wg.y / P.splits;
   let split = wg.y % P.splits;
-  let rowLocal = lid / L;
-  let lane = lid % L;
-  let rowsTotal = P.queries * P.group;
-  let firstRow = tile * ROWS;
-  let row = firstRow + rowLocal;
-  let inRange = row < rowsTotal;
-  let rowC = min(row, rowsTotal - 1u);
-  let i = rowC / P.group;
-  let h = kvHead * P.group + rowC % P.group;
-  let pos = P.queryOffset + i;
-  var segQ = 0;
-  if (P.useSegments != 0u) { segQ = seg[pos]; }
-  let live = inRange && segQ >= 0;
-  // Keys past the last query of the tile are masked for every row: stop there (causal).
-  let lastQuery = (min(firstRow + ROWS, rowsTotal) - 1u) / P.group;
-  var keyEnd = min(P.keys, P.queryOffset + lastQuery + 1u);
+  let qrow = queryRow(tile, kvHead, lid);
+  var keyEnd = tileKeyEnd(tile);
   var keyBegin = 0u;
   if (P.splits > 1u) {
     keyBegin = split * P.keySplit;
@@ -65,7 +51,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
   var qr: array<vec4<f32>, DL4>;
   var acc: array<vec4<f32>, DL4>;
-  let qBase = (i * P.qHeads + h) * D4 + lane;
+  let qBase = (qrow.i * P.qHeads + qrow.h) * D4 + qrow.lane;
   for (var t = 0u; t < DL4; t++) {
     qr[t] = q[qBase + t * L] * P.scaleLog2;
     acc[t] = vec4<f32>(0.0);
@@ -79,29 +65,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     loadKvTile(kb, keyEnd, kvHead, lid, WG);
     workgroupBarrier();
     // No `continue` in this loop: skipping must not make the barriers non-uniform.
-    let work = live && kb <= pos;
+    let work = qrow.live && kb <= qrow.pos;
     if (work) {
       for (var c = 0u; c < BC; c++) {
         var d = 0.0;
-        if (kb + c <= pos && kb + c < keyEnd && segTile[c] == segQ) {
-          for (var t = 0u; t < DL4; t++) { d += dot(qr[t], kTile[c * D4 + t * L + lane]); }
+        if (kb + c <= qrow.pos && kb + c < keyEnd && segTile[c] == qrow.segment) {
+          for (var t = 0u; t < DL4; t++) { d += dot(qr[t], kTile[c * D4 + t * L + qrow.lane]); }
         }
         s[c] = d;
       }
     }
     if (L > 1u) {
-      for (var c = 0u; c < BC; c++) { partS[(rowLocal * BC + c) * L + lane] = s[c]; }
+      for (var c = 0u; c < BC; c++) { partS[(qrow.inTile * BC + c) * L + qrow.lane] = s[c]; }
       workgroupBarrier();
       for (var c = 0u; c < BC; c++) {
         var d = 0.0;
-        for (var j = 0u; j < L; j++) { d += partS[(rowLocal * BC + c) * L + j]; }
+        for (var j = 0u; j < L; j++) { d += partS[(qrow.inTile * BC + c) * L + j]; }
         s[c] = d;
       }
     }
     if (work) {
       var mNew = m;
       for (var c = 0u; c < BC; c++) {
-        if (!(kb + c <= pos && kb + c < keyEnd && segTile[c] == segQ)) { s[c] = MASKED; }
+        if (!(kb + c <= qrow.pos && kb + c < keyEnd && segTile[c] == qrow.segment)) { s[c] = MASKED; }
         mNew = max(mNew, s[c]);
       }
       if (mNew >= MASK_TEST) { // something visible in this block
@@ -112,7 +98,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           if (s[c] >= MASK_TEST) {
             let p = exp2(s[c] - mNew);
             l += p;
-            for (var t = 0u; t < DL4; t++) { acc[t] = fma(vec4<f32>(p), vTile[c * D4 + t * L + lane], acc[t]); }
+            for (var t = 0u; t < DL4; t++) { acc[t] = fma(vec4<f32>(p), vTile[c * D4 + t * L + qrow.lane], acc[t]); }
           }
         }
         m = mNew;
@@ -120,14 +106,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
   }
 
-  if (!inRange) { return; }
-  let seen = live && l > 0.0;
+  if (!qrow.inRange) { return; }
+  let seen = qrow.live && l > 0.0;
   let inv = select(0.0, 1.0 / l, seen);
   let oAt = split * P.queries * P.qHeads * D4 + qBase;
   for (var t = 0u; t < DL4; t++) { o[oAt + t * L] = acc[t] * inv; }
   // A split that saw nothing gets weight exp(MASKED) = 0 in the combine; unsplit rows keep LSE 0.
   let unseen = select(0.0, MASKED, P.splits > 1u);
-  if (lane == 0u) { lse[split * P.qHeads * P.queries + h * P.queries + i] = select(unseen, (m + log2(l)) * LN2, seen); }
+  if (qrow.lane == 0u) { lse[split * P.qHeads * P.queries + qrow.h * P.queries + qrow.i] = select(unseen, (m + log2(l)) * LN2, seen); }
 }
 
 // ---- combine (after a split forward) ------------------------------------------------------

@@ -68,33 +68,20 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
   let tile = tileOf(wg);
   if (tile >= P.tiles) { return; } // uniform per workgroup
   let kvHead = wg.y;
-  let rowLocal = lid / L;
-  let lane = lid % L;
-  let rowsTotal = P.queries * P.group;
-  let firstRow = tile * ROWS;
-  let row = firstRow + rowLocal;
-  let inRange = row < rowsTotal;
-  let rowC = min(row, rowsTotal - 1u);
-  let i = rowC / P.group;
-  let h = kvHead * P.group + rowC % P.group;
-  let pos = P.queryOffset + i;
-  var segQ = 0;
-  if (P.useSegments != 0u) { segQ = seg[pos]; }
-  let live = inRange && segQ >= 0;
-  let lastQuery = (min(firstRow + ROWS, rowsTotal) - 1u) / P.group;
-  let keyEnd = min(P.keys, P.queryOffset + lastQuery + 1u);
+  let qrow = queryRow(tile, kvHead, lid);
+  let keyEnd = tileKeyEnd(tile);
 
   var qr: array<vec4<f32>, DL4>;
   var dor: array<vec4<f32>, DL4>;
   var acc: array<vec4<f32>, DL4>;
-  let base = (i * P.qHeads + h) * D4 + lane;
+  let base = (qrow.i * P.qHeads + qrow.h) * D4 + qrow.lane;
   for (var t = 0u; t < DL4; t++) {
     qr[t] = q[base + t * L] * P.scaleLog2;
     dor[t] = dOut[base + t * L];
     acc[t] = vec4<f32>(0.0);
   }
-  let lse2 = lse[h * P.queries + i] * LOG2E;
-  let rowD = rowDotIn[h * P.queries + i];
+  let lse2 = lse[qrow.h * P.queries + qrow.i] * LOG2E;
+  let rowD = rowDotIn[qrow.h * P.queries + qrow.i];
   var s: array<f32, BC>;
   var dp: array<f32, BC>;
 
@@ -102,15 +89,15 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
     workgroupBarrier();
     loadKvTile(kb, keyEnd, kvHead, lid, WGQ);
     workgroupBarrier();
-    let work = live && kb <= pos;
+    let work = qrow.live && kb <= qrow.pos;
     if (work) {
       for (var c = 0u; c < BC; c++) {
         var sc = 0.0;
         var pc = 0.0;
-        if (kb + c <= pos && segTile[c] == segQ) {
+        if (kb + c <= qrow.pos && segTile[c] == qrow.segment) {
           for (var t = 0u; t < DL4; t++) {
-            sc += dot(qr[t], kTile[c * D4 + t * L + lane]);
-            pc += dot(dor[t], vTile[c * D4 + t * L + lane]);
+            sc += dot(qr[t], kTile[c * D4 + t * L + qrow.lane]);
+            pc += dot(dor[t], vTile[c * D4 + t * L + qrow.lane]);
           }
         }
         s[c] = sc;
@@ -119,16 +106,16 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
     }
     if (L > 1u) {
       for (var c = 0u; c < BC; c++) {
-        partQS[(rowLocal * BC + c) * L + lane] = s[c];
-        partQP[(rowLocal * BC + c) * L + lane] = dp[c];
+        partQS[(qrow.inTile * BC + c) * L + qrow.lane] = s[c];
+        partQP[(qrow.inTile * BC + c) * L + qrow.lane] = dp[c];
       }
       workgroupBarrier();
       for (var c = 0u; c < BC; c++) {
         var sc = 0.0;
         var pc = 0.0;
         for (var j = 0u; j < L; j++) {
-          sc += partQS[(rowLocal * BC + c) * L + j];
-          pc += partQP[(rowLocal * BC + c) * L + j];
+          sc += partQS[(qrow.inTile * BC + c) * L + j];
+          pc += partQP[(qrow.inTile * BC + c) * L + j];
         }
         s[c] = sc;
         dp[c] = pc;
@@ -136,15 +123,15 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
     }
     if (work) {
       for (var c = 0u; c < BC; c++) {
-        if (kb + c <= pos && segTile[c] == segQ) {
+        if (kb + c <= qrow.pos && segTile[c] == qrow.segment) {
           let ds = exp2(s[c] - lse2) * (dp[c] - rowD);
-          for (var t = 0u; t < DL4; t++) { acc[t] = fma(vec4<f32>(ds), kTile[c * D4 + t * L + lane], acc[t]); }
+          for (var t = 0u; t < DL4; t++) { acc[t] = fma(vec4<f32>(ds), kTile[c * D4 + t * L + qrow.lane], acc[t]); }
         }
       }
     }
   }
-  if (!inRange) { return; }
-  let outScale = select(0.0, P.scale, live);
+  if (!qrow.inRange) { return; }
+  let outScale = select(0.0, P.scale, qrow.live);
   for (var t = 0u; t < DL4; t++) { dqOut[base + t * L] = acc[t] * outScale; }
 }
 
