@@ -4,8 +4,8 @@
 // to stdout. `do_sample: false` is greedy. Diagnostics go to stderr.
 import { chatTemplateFor, type TemplateMessage } from '../data/index.ts';
 import {
-  CliError, folderTokenizer, loadAdapterFolder, loadFolderModel, openNodeGpu, parseYamlArgs, requireModelFolder, resolvePath, stopIdsFor, yamlWithOverrides,
-  commandFailed, errLine, parseCommandArgs,
+  CliError, folderTokenizer, loadAdapterFolder, parseYamlArgs, requireModelFolder, resolvePath, stopIdsFor, yamlWithOverrides,
+  errLine, parseCommandArgs, runGpuCommand, withFolderModel,
 } from '../engine/export/node-cli.ts';
 import { generate, TextStreamer } from '../engine/generate/generate.ts';
 import { parseInferYaml, type InferConfig } from '../engine/train/llamafactory-config.ts';
@@ -56,14 +56,11 @@ export default async function chat(argv: string[]): Promise<number> {
   if (typeof args === 'number') return args;
   const c = args.config;
   args.warnings.forEach((w) => err(`warning: ${w}`));
-  let close = () => {};
-  try {
+  return runGpuCommand('chat', async (openGpu) => {
     const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
     const tok = await folderTokenizer(dir);
-    const g = await openNodeGpu(err);
-    close = g.close;
-    const { model, files } = await loadFolderModel(g.gpu, dir);
-    try {
+    const g = await openGpu();
+    await withFolderModel(g.gpu, dir, {}, async (model) => {
       const lora = args.useAdapter ? await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath) : null;
       err(`tabtune: ${model.config.architecture} from ${dir}${lora ? ` + adapter ${c.adapterNameOrPath![0]} (r=${lora.config.rank}, ${lora.adapters.size} modules)` : c.adapterNameOrPath && !args.useAdapter ? ' (adapter off: --no-adapter)' : ''}`);
       const tpl = chatTemplateFor(tok);
@@ -91,14 +88,6 @@ export default async function chat(argv: string[]): Promise<number> {
       const tps = result.tokens.length / Math.max(1e-3, result.decodeMs / 1000);
       err(`tabtune: ${result.promptTokens} prompt tokens (${result.prefillMs.toFixed(0)} ms), ${result.tokens.length} new tokens at ${tps.toFixed(1)} tokens/s, ended by ${result.reason === 'stop' ? 'a stop token' : result.reason === 'length' ? `max_new_tokens (${c.maxNewTokens})` : 'abort'}`);
       lora?.release();
-    } finally {
-      model.release();
-      await files.source.close?.();
-    }
-    return 0;
-  } catch (e) {
-    return commandFailed('chat', e);
-  } finally {
-    close();
-  }
+    });
+  });
 }

@@ -4,7 +4,7 @@
 // model.safetensors or shards + model.safetensors.index.json, in the base model's torch_dtype.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CliError, commandFailed, errLine, loadAdapterFolder, parseCommandArgs, loadFolderModel, openNodeGpu, parseYamlArgs, requireModelFolder, resolvePath, yamlWithOverrides } from '../engine/export/node-cli.ts';
+import { CliError, errLine, loadAdapterFolder, parseCommandArgs, parseYamlArgs, requireModelFolder, resolvePath, runGpuCommand, withFolderModel, yamlWithOverrides } from '../engine/export/node-cli.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import type { FloatDType } from '../engine/export/convert.ts';
@@ -44,17 +44,14 @@ export default async function exportCmd(argv: string[]): Promise<number> {
   const c = args.config;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
-  let close = () => {};
-  try {
+  return runGpuCommand('export', async (openGpu) => {
     const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
     const outDir = resolvePath(c.exportDir, args.yamlPath);
     if (existsSync(outDir) && readdirSync(outDir).some((f) => f.endsWith('.safetensors') || f === 'config.json')) {
       err(`tabtune export: note: ${outDir} already holds a checkpoint; its files are overwritten`);
     }
-    const g = await openNodeGpu(err);
-    close = g.close;
-    const { model, files } = await loadFolderModel(g.gpu, dir);
-    try {
+    const g = await openGpu();
+    await withFolderModel(g.gpu, dir, {}, async (model, files) => {
       const lora = await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath);
       const dtype = args.dtype ?? exportDtypeFor(model.config.torchDtype);
       const tokenizerFiles = new Map<string, Uint8Array>();
@@ -74,14 +71,6 @@ export default async function exportCmd(argv: string[]): Promise<number> {
       if (process.stderr.isTTY) process.stderr.write('\n');
       for (const f of written) process.stdout.write(`${join(outDir, f)}\n`);
       lora?.release();
-    } finally {
-      model.release();
-      await files.source.close?.();
-    }
-    return 0;
-  } catch (e) {
-    return commandFailed('export', e);
-  } finally {
-    close();
-  }
+    });
+  });
 }

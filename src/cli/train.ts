@@ -13,13 +13,14 @@ import { fmtBytes } from '../engine/gpu/pool.ts';
 import { MEMORY_CATEGORIES } from '../engine/gpu/ledger.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import {
-  CliError, folderTokenizer, hms, listCheckpoints, loadAdapterFolder, loadFolderModel, openNodeGpu, parseYamlArgs, readDatasets, requireModelFolder,
+  CliError, folderTokenizer, hms, listCheckpoints, loadAdapterFolder, parseYamlArgs, readDatasets, requireModelFolder,
   resolveDatasets, resolvePath, yamlWithOverrides,
-  commandFailed, errLine, parseCommandArgs,
+  errLine, parseCommandArgs, runGpuCommand, withFolderModel,
 } from '../engine/export/node-cli.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportPeft } from '../engine/export/peft.ts';
 import { planMemory } from '../engine/plan/plan.ts';
+import type { LoadOptions } from '../engine/model/load.ts';
 import { attachLora, type LoraSet } from '../engine/model/model.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../engine/train/checkpoint-files.ts';
 import { DataLoader } from '../engine/train/data.ts';
@@ -124,8 +125,7 @@ export default async function train(argv: string[]): Promise<number> {
   const c = args.config;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
-  let close = () => {};
-  try {
+  return runGpuCommand('train', async (openGpu) => {
     try {
       loraConfigFrom(c); // refuses what the engine cannot train (DoRA) before any work
       loadOptionsFrom(c);
@@ -157,139 +157,133 @@ export default async function train(argv: string[]): Promise<number> {
     err(`tabtune: ${loaded.rows} rows → ${prep.train.length} train / ${prep.val.length} eval examples${prep.packed ? ` packed into ${prep.packed.length} sequences of ${c.cutoffLen}` : ''}; ${prep.stats.truncated} truncated at cutoff_len ${c.cutoffLen}`);
 
     // ---- GPU, model, adapter
-    const g = await openNodeGpu(err);
-    close = g.close;
+    const g = await openGpu();
     const quant = c.quantization;
-    const { model, files } = await loadFolderModel(g.gpu, dir, {
+    const loadOpts: LoadOptions = {
       ...loadOptionsFrom(c),
       onProgress: (p) => process.stderr.isTTY && process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
-    });
-    if (process.stderr.isTTY) process.stderr.write('\n');
-    let lora: LoraSet | null = null;
-    let trainer: Trainer | null = null;
-    try {
-      model.notes.forEach((n) => err(`note: ${n}`));
-      if (c.finetuningType === 'lora') {
-        lora = c.adapterNameOrPath
-          ? await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, { dropout: c.lora.dropout, seed: c.seed })
-          : attachLora(model, loraConfigFrom(c)!);
-      }
-      const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
-      const loader = new DataLoader(items, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: c.gradientAccumulationSteps, seed: c.seed, padId });
-      const totalSteps = totalTrainingSteps(loader.microBatchesPerEpoch, c);
-      const longest = Math.max(...items.map((x) => x.inputIds.length));
-      const plan = planMemory(model.config, {
-        method: c.finetuningType === 'full' ? 'full' : quant ? 'qlora' : 'lora', batchSize: c.perDeviceTrainBatchSize, seqLen: longest, packing: c.packing,
-        loraRank: lora?.config.rank, loraTargets: lora?.targets, gradientCheckpointing: c.gradientCheckpointing, doubleQuant: quant?.doubleQuantization,
-        maxBufferBytes: g.gpu.limits.maxStorageBufferBindingSize,
-      });
-      err(`tabtune: planned GPU memory ${fmtBytes(plan.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(plan.byCategory[k])}`).join(', ')})`);
-      trainer = new Trainer(model, lora, trainerConfigFrom(c, totalSteps), loader);
-      const logPath = join(outDir, TRAINER_LOG);
-      let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
-      mkdirSync(outDir, { recursive: true });
-      if (resume.from) {
-        const ck = new Map<string, Uint8Array>();
-        for (const f of ['trainer_state.json', 'optimizer.safetensors']) {
-          const p = join(resume.from, f);
-          if (!existsSync(p)) throw new CliError(`${resume.from}: no ${f}; cannot resume from this checkpoint`);
-          ck.set(f, new Uint8Array(readFileSync(p))); // a plain copy: Node Buffer.slice() shares memory, which checkpointFromFiles does not expect
-        }
-        await trainer.loadCheckpoint(await checkpointFromFiles(ck));
-        const extra = join(resume.from, CLI_STATE);
-        if (existsSync(extra)) tokens = (JSON.parse(readFileSync(extra, 'utf8')) as { total_tokens?: number }).total_tokens ?? 0;
-        truncateLog(logPath, trainer.stepCount);
-        err(`tabtune: resuming at step ${trainer.stepCount} from ${resume.from} (${resume.reason})`);
-      } else if (existsSync(logPath)) rmSync(logPath);
-      if (trainer.stepCount >= totalSteps) err(`tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`);
-
-      const valLoader = prep.val.length ? new DataLoader(prep.val, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: 1, seed: c.seed, padId, shuffle: false }) : null;
-      const evalBatches = valLoader ? Array.from({ length: valLoader.microBatchesPerEpoch }, () => valLoader.nextWindow()[0]) : [];
-      const trainable = trainer.trainableParameters;
-      err(`tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainable.toLocaleString('en-US')} trainable parameters`);
-      g.gpu.pool.ledger.resetPeaks();
-      const t0 = performance.now();
-      const startStep = trainer.stepCount;
-      const startTokens = tokens;
-      let windowLoss = 0;
-      let windowSteps = 0;
-      let lossSum = 0;
-      const saveCheckpoint = async (step: number) => {
-        const ckDir = join(outDir, `checkpoint-${step}`);
-        mkdirSync(ckDir, { recursive: true });
-        if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
-        for (const [name, bytes] of await checkpointToFiles(await trainer!.saveCheckpoint())) writeFileSync(join(ckDir, name), bytes);
-        writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
-        err(`tabtune: saved ${ckDir}`);
-      };
-      // Ctrl-C: finish the step in flight, save a checkpoint, stop (a second Ctrl-C quits at once).
-      let interrupted = false;
-      const onSigint = () => {
-        if (interrupted) process.exit(130);
-        interrupted = true;
-        err('\ntabtune: interrupted — saving a checkpoint after this step (Ctrl-C again to quit without saving)');
-      };
-      process.on('SIGINT', onSigint);
+    };
+    await withFolderModel(g.gpu, dir, loadOpts, async (model, files) => {
+      if (process.stderr.isTTY) process.stderr.write('\n');
+      let lora: LoraSet | null = null;
+      let trainer: Trainer | null = null;
       try {
-        while (trainer.stepCount < totalSteps) {
-          const r = await trainer.step();
-          tokens += r.tokens;
-          if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
-          windowLoss += r.loss;
-          windowSteps++;
-          lossSum += r.loss;
-          const elapsed = (performance.now() - t0) / 1000;
-          const last = r.step === totalSteps;
-          if (r.step % c.loggingSteps === 0 || last) {
-            const row = logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { loss: round4(windowLoss / windowSteps), lr: r.nextLr, grad_norm: round4(r.gradNorm), total_tokens: tokens });
-            appendFileSync(logPath, `${JSON.stringify(row)}\n`);
-            err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${r.nextLr.toExponential(4)}, 'epoch': ${row.epoch}}  [${r.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
-            windowLoss = 0;
-            windowSteps = 0;
-            if (evalBatches.length) {
-              const evalLoss = await trainer.evaluate(evalBatches);
-              appendFileSync(logPath, `${JSON.stringify(logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { eval_loss: round4(evalLoss) }))}\n`);
-              err(`{'eval_loss': ${round4(evalLoss)}, 'epoch': ${row.epoch}}`);
+        model.notes.forEach((n) => err(`note: ${n}`));
+        if (c.finetuningType === 'lora') {
+          lora = c.adapterNameOrPath
+            ? await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, { dropout: c.lora.dropout, seed: c.seed })
+            : attachLora(model, loraConfigFrom(c)!);
+        }
+        const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+        const loader = new DataLoader(items, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: c.gradientAccumulationSteps, seed: c.seed, padId });
+        const totalSteps = totalTrainingSteps(loader.microBatchesPerEpoch, c);
+        const longest = Math.max(...items.map((x) => x.inputIds.length));
+        const plan = planMemory(model.config, {
+          method: c.finetuningType === 'full' ? 'full' : quant ? 'qlora' : 'lora', batchSize: c.perDeviceTrainBatchSize, seqLen: longest, packing: c.packing,
+          loraRank: lora?.config.rank, loraTargets: lora?.targets, gradientCheckpointing: c.gradientCheckpointing, doubleQuant: quant?.doubleQuantization,
+          maxBufferBytes: g.gpu.limits.maxStorageBufferBindingSize,
+        });
+        err(`tabtune: planned GPU memory ${fmtBytes(plan.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(plan.byCategory[k])}`).join(', ')})`);
+        trainer = new Trainer(model, lora, trainerConfigFrom(c, totalSteps), loader);
+        const logPath = join(outDir, TRAINER_LOG);
+        let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
+        mkdirSync(outDir, { recursive: true });
+        if (resume.from) {
+          const ck = new Map<string, Uint8Array>();
+          for (const f of ['trainer_state.json', 'optimizer.safetensors']) {
+            const p = join(resume.from, f);
+            if (!existsSync(p)) throw new CliError(`${resume.from}: no ${f}; cannot resume from this checkpoint`);
+            ck.set(f, new Uint8Array(readFileSync(p))); // a plain copy: Node Buffer.slice() shares memory, which checkpointFromFiles does not expect
+          }
+          await trainer.loadCheckpoint(await checkpointFromFiles(ck));
+          const extra = join(resume.from, CLI_STATE);
+          if (existsSync(extra)) tokens = (JSON.parse(readFileSync(extra, 'utf8')) as { total_tokens?: number }).total_tokens ?? 0;
+          truncateLog(logPath, trainer.stepCount);
+          err(`tabtune: resuming at step ${trainer.stepCount} from ${resume.from} (${resume.reason})`);
+        } else if (existsSync(logPath)) rmSync(logPath);
+        if (trainer.stepCount >= totalSteps) err(`tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`);
+
+        const valLoader = prep.val.length ? new DataLoader(prep.val, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: 1, seed: c.seed, padId, shuffle: false }) : null;
+        const evalBatches = valLoader ? Array.from({ length: valLoader.microBatchesPerEpoch }, () => valLoader.nextWindow()[0]) : [];
+        const trainable = trainer.trainableParameters;
+        err(`tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainable.toLocaleString('en-US')} trainable parameters`);
+        g.gpu.pool.ledger.resetPeaks();
+        const t0 = performance.now();
+        const startStep = trainer.stepCount;
+        const startTokens = tokens;
+        let windowLoss = 0;
+        let windowSteps = 0;
+        let lossSum = 0;
+        const saveCheckpoint = async (step: number) => {
+          const ckDir = join(outDir, `checkpoint-${step}`);
+          mkdirSync(ckDir, { recursive: true });
+          if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
+          for (const [name, bytes] of await checkpointToFiles(await trainer!.saveCheckpoint())) writeFileSync(join(ckDir, name), bytes);
+          writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
+          err(`tabtune: saved ${ckDir}`);
+        };
+        // Ctrl-C: finish the step in flight, save a checkpoint, stop (a second Ctrl-C quits at once).
+        let interrupted = false;
+        const onSigint = () => {
+          if (interrupted) process.exit(130);
+          interrupted = true;
+          err('\ntabtune: interrupted — saving a checkpoint after this step (Ctrl-C again to quit without saving)');
+        };
+        process.on('SIGINT', onSigint);
+        try {
+          while (trainer.stepCount < totalSteps) {
+            const r = await trainer.step();
+            tokens += r.tokens;
+            if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
+            windowLoss += r.loss;
+            windowSteps++;
+            lossSum += r.loss;
+            const elapsed = (performance.now() - t0) / 1000;
+            const last = r.step === totalSteps;
+            if (r.step % c.loggingSteps === 0 || last) {
+              const row = logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { loss: round4(windowLoss / windowSteps), lr: r.nextLr, grad_norm: round4(r.gradNorm), total_tokens: tokens });
+              appendFileSync(logPath, `${JSON.stringify(row)}\n`);
+              err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${r.nextLr.toExponential(4)}, 'epoch': ${row.epoch}}  [${r.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
+              windowLoss = 0;
+              windowSteps = 0;
+              if (evalBatches.length) {
+                const evalLoss = await trainer.evaluate(evalBatches);
+                appendFileSync(logPath, `${JSON.stringify(logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { eval_loss: round4(evalLoss) }))}\n`);
+                err(`{'eval_loss': ${round4(evalLoss)}, 'epoch': ${row.epoch}}`);
+              }
+            }
+            if (r.step % c.saveSteps === 0 || last || interrupted) await saveCheckpoint(r.step);
+            if (interrupted) {
+              err(`tabtune: stopped at step ${r.step} of ${totalSteps}; resume with resume_from_checkpoint: true`);
+              return 130;
             }
           }
-          if (r.step % c.saveSteps === 0 || last || interrupted) await saveCheckpoint(r.step);
-          if (interrupted) {
-            err(`tabtune: stopped at step ${r.step} of ${totalSteps}; resume with resume_from_checkpoint: true`);
-            return 130;
-          }
+        } finally {
+          process.off('SIGINT', onSigint);
         }
-      } finally {
-        process.off('SIGINT', onSigint);
-      }
 
-      // ---- final artifacts, as LLaMA-Factory leaves them in output_dir
-      if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(outDir));
-      else {
-        const tokFiles = new Map<string, Uint8Array>();
-        for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json']) if (existsSync(join(dir, f))) tokFiles.set(f, readFileSync(join(dir, f)));
-        const dtype = model.config.torchDtype === 'bfloat16' ? 'bf16' : model.config.torchDtype === 'float16' ? 'f16' : 'f32';
-        await exportMerged(model, null, { dtype, configText: files.configText, tokenizerFiles: tokFiles, write: nodeDirWriter(outDir) });
+        // ---- final artifacts, as LLaMA-Factory leaves them in output_dir
+        if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(outDir));
+        else {
+          const tokFiles = new Map<string, Uint8Array>();
+          for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json']) if (existsSync(join(dir, f))) tokFiles.set(f, readFileSync(join(dir, f)));
+          const dtype = model.config.torchDtype === 'bfloat16' ? 'bf16' : model.config.torchDtype === 'float16' ? 'f16' : 'f32';
+          await exportMerged(model, null, { dtype, configText: files.configText, tokenizerFiles: tokFiles, write: nodeDirWriter(outDir) });
+        }
+        if (lora) for (const f of TOKENIZER_FILE_NAMES) if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
+        const runtime = (performance.now() - t0) / 1000;
+        const done = trainer.stepCount - startStep;
+        writeFileSync(join(outDir, 'train_results.json'), `${JSON.stringify({
+          epoch: Math.round(loader.epoch * 100) / 100, train_loss: done ? lossSum / done : null, train_runtime: Math.round(runtime * 1e4) / 1e4,
+          train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0, train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
+        }, null, 2)}\n`);
+        const peak = g.gpu.pool.ledger.report().peak;
+        const measured = MEMORY_CATEGORIES.reduce((s, k) => s + peak[k], 0);
+        err(`tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(plan.total)}); adapter and logs in ${outDir}`);
+      } finally {
+        trainer?.release();
+        lora?.release();
       }
-      if (lora) for (const f of TOKENIZER_FILE_NAMES) if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
-      const runtime = (performance.now() - t0) / 1000;
-      const done = trainer.stepCount - startStep;
-      writeFileSync(join(outDir, 'train_results.json'), `${JSON.stringify({
-        epoch: Math.round(loader.epoch * 100) / 100, train_loss: done ? lossSum / done : null, train_runtime: Math.round(runtime * 1e4) / 1e4,
-        train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0, train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
-      }, null, 2)}\n`);
-      const peak = g.gpu.pool.ledger.report().peak;
-      const measured = MEMORY_CATEGORIES.reduce((s, k) => s + peak[k], 0);
-      err(`tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(plan.total)}); adapter and logs in ${outDir}`);
-    } finally {
-      trainer?.release();
-      lora?.release();
-      model.release();
-      await files.source.close?.();
-    }
-    return 0;
-  } catch (e) {
-    return commandFailed('train', e);
-  } finally {
-    close();
-  }
+    });
+  });
 }

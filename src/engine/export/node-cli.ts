@@ -151,6 +151,38 @@ export async function loadFolderModel(gpu: Gpu, dir: string, opts: LoadOptions =
   }
 }
 
+/** Loads the model folder, runs `work`, then frees the model's GPU memory and closes its files. */
+export async function withFolderModel<T>(gpu: Gpu, dir: string, opts: LoadOptions, work: (model: Model, files: ModelFiles) => Promise<T>): Promise<T> {
+  const { model, files } = await loadFolderModel(gpu, dir, opts);
+  try {
+    return await work(model, files);
+  } finally {
+    model.release();
+    await files.source.close?.();
+  }
+}
+
+/**
+ * The frame of every GPU command: the body opens the GPU when it is ready for it (config and
+ * data errors come first, before any device work); the device is closed and any failure becomes
+ * the exit status (commandFailed) however the body ends.
+ */
+export async function runGpuCommand(cmd: string, body: (openGpu: () => Promise<OpenedGpu>) => Promise<void>): Promise<number> {
+  let close = () => {};
+  try {
+    await body(async () => {
+      const g = await openNodeGpu(errLine);
+      close = g.close;
+      return g;
+    });
+    return 0;
+  } catch (e) {
+    return commandFailed(cmd, e);
+  } finally {
+    close();
+  }
+}
+
 /** One PEFT adapter folder onto the model (LLaMA-Factory adapter_name_or_path; several are refused). */
 export async function loadAdapterFolder(model: Model, paths: string[] | null, yamlPath: string, overrides?: { dropout?: number; seed?: number }): Promise<LoraSet | null> {
   if (!paths?.length) return null;
