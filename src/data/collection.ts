@@ -1,6 +1,7 @@
 // A set of dropped files (or a folder) with a LLaMA-Factory dataset_info.json: parse each entry whose
 // file is present; without dataset_info.json, parse every data file with auto-detection.
-import { parseDatasetInfo } from './datasetInfo.ts';
+import { parseDatasetInfo, type DatasetInfoError } from './datasetInfo.ts';
+import { coded } from './messages.ts';
 import { parseDataset, type ParseOptions } from './parse.ts';
 import { kindFromName } from './records.ts';
 import { readText, type ByteSource } from './source.ts';
@@ -15,7 +16,7 @@ export interface NamedSource {
 export interface CollectionResult {
   datasets: { name: string; file: string; entry?: DatasetInfoEntry; parsed: ParsedDataset }[];
   /** dataset_info.json entries that cannot be read (bad entry, hub dataset, file not among the sources). */
-  errors: { name: string; reason: string }[];
+  errors: DatasetInfoError[];
 }
 
 const baseName = (p: string) => p.split(/[\\/]/).pop() ?? p;
@@ -38,7 +39,7 @@ export async function parseDatasetCollection(files: NamedSource[], opts: Omit<Pa
     if (opts.only && !opts.only.includes(name)) continue;
     const path = `${prefix}${entry.file_name}`.replace(/^\.?\//, '');
     const src = byName.get(path) ?? byName.get(entry.file_name!);
-    if (!src) { out.errors.push({ name, reason: `file "${entry.file_name}" is not among the given files` }); continue; }
+    if (!src) { out.errors.push({ name, ...coded('info-file-missing', { file: String(entry.file_name) }) }); continue; }
     out.datasets.push({ name, file: src.name, entry, parsed: await parseDataset(src.source, { ...opts, fileName: src.name, datasetInfo: entry }) });
   }
   return out;

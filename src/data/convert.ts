@@ -2,12 +2,16 @@
 // semantics follow LLaMA-Factory's converters (src/llamafactory/data/converter.py) with one difference
 // that is the point of this module: where LLaMA-Factory logs "Invalid role tag" and silently empties
 // the example, every problem here comes back as a named field and reason.
+import { coded, jsonErrorMessage, stripJsonPosition, type DataMessage, type DataMessageCode, type DataMessageParams } from './messages.ts';
 import type { ColumnName, Conversation, DatasetFormat, DatasetInfoEntry, Message, Role, TagName } from './types.ts';
 
-export interface FieldIssue {
+/** `reason` is the English text of `code` with `params` (messages.ts). */
+export interface FieldIssue extends DataMessage {
   field: string;
   reason: string;
 }
+
+const issue = (field: string, code: DataMessageCode, params?: DataMessageParams): FieldIssue => ({ field, ...coded(code, params) });
 
 export type Converted =
   | { ok: true; conversation: Conversation }
@@ -80,7 +84,7 @@ function optString(row: Record<string, unknown>, col: string | undefined, issues
   const v = row[col];
   if (v === undefined || v === null) return '';
   if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  if (typeof v !== 'string') { issues.push({ field: col, reason: `wrong type: expected a string, got ${typeName(v)}` }); return ''; }
+  if (typeof v !== 'string') { issues.push(issue(col, 'wrong-type-string', { got: typeName(v) })); return ''; }
   return v;
 }
 
@@ -92,17 +96,18 @@ function readTools(row: Record<string, unknown>, col: string | undefined, issues
   let parsed: unknown = v;
   if (typeof v === 'string') {
     try { parsed = JSON.parse(v); } catch (e) {
-      issues.push({ field: col, reason: `bad JSON in tools: ${(e as Error).message}` });
+      const detail = (e as Error).message;
+      issues.push({ ...issue(col, 'tools-bad-json', { detail }), cause: jsonErrorMessage(stripJsonPosition(detail)) });
       return undefined;
     }
   }
   if (isObject(parsed)) parsed = [parsed];
-  if (!Array.isArray(parsed)) { issues.push({ field: col, reason: `wrong type: tools must be a list of function schemas, got ${typeName(parsed)}` }); return undefined; }
+  if (!Array.isArray(parsed)) { issues.push(issue(col, 'tools-not-list', { got: typeName(parsed) })); return undefined; }
   for (let i = 0; i < parsed.length; i++) {
     const t = parsed[i];
     const fn = isObject(t) && isObject(t.function) ? t.function : t;
     if (!isObject(fn) || typeof fn.name !== 'string') {
-      issues.push({ field: `${col}[${i}]`, reason: 'a tool must be an object with a string "name"' });
+      issues.push(issue(`${col}[${i}]`, 'tool-no-name'));
       return undefined;
     }
   }
@@ -110,31 +115,31 @@ function readTools(row: Record<string, unknown>, col: string | undefined, issues
 }
 
 /** function_call content must be JSON {name, arguments} or a list of them (LLaMA-Factory FunctionFormatter). */
-export function checkFunctionCall(content: string): string | null {
+export function checkFunctionCall(content: string): DataMessageCode | null {
   let v: unknown;
-  try { v = JSON.parse(content); } catch { return 'function_call content is not JSON (expected {"name": …, "arguments": …})'; }
+  try { v = JSON.parse(content); } catch { return 'function-call-not-json'; }
   const calls = Array.isArray(v) ? v : [v];
-  if (!calls.length) return 'function_call content is an empty list';
+  if (!calls.length) return 'function-call-empty';
   for (const c of calls) {
-    if (!isObject(c) || typeof c.name !== 'string') return 'function_call content must be {"name": string, "arguments": …}';
+    if (!isObject(c) || typeof c.name !== 'string') return 'function-call-bad-shape';
   }
   return null;
 }
 
 export function convertAlpaca(value: unknown, spec: ColumnSpec): Converted {
-  if (!isObject(value)) return { ok: false, issues: [{ field: '<row>', reason: `wrong type: expected an object, got ${typeName(value)}` }] };
+  if (!isObject(value)) return { ok: false, issues: [issue('<row>', 'wrong-type-object', { got: typeName(value) })] };
   const c = spec.columns;
   const issues: FieldIssue[] = [];
   const messages: Message[] = [];
   if (c.history && value[c.history] !== undefined && value[c.history] !== null && value[c.history] !== '') {
     const h = maybeJson(value[c.history]);
-    if (!Array.isArray(h)) issues.push({ field: c.history, reason: `wrong type: history must be a list of [question, answer] pairs, got ${typeName(h)}` });
+    if (!Array.isArray(h)) issues.push(issue(c.history, 'history-not-list', { got: typeName(h) }));
     else {
       h.forEach((pair, i) => {
         if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
-          issues.push({ field: `${c.history}[${i}]`, reason: 'wrong type: each history item must be a [question, answer] pair of strings' });
+          issues.push(issue(`${c.history}[${i}]`, 'history-item-not-pair'));
         } else if (!pair[0].trim() || !pair[1].trim()) {
-          issues.push({ field: `${c.history}[${i}]`, reason: `empty turn: the ${!pair[0].trim() ? 'question' : 'answer'} is empty` });
+          issues.push(issue(`${c.history}[${i}]`, !pair[0].trim() ? 'history-empty-question' : 'history-empty-answer'));
         } else {
           messages.push({ role: 'user', content: pair[0] }, { role: 'assistant', content: pair[1] });
         }
@@ -145,17 +150,17 @@ export function convertAlpaca(value: unknown, spec: ColumnSpec): Converted {
   const input = optString(value, c.query, issues);
   const rawOut = c.response ? value[c.response] : undefined;
   let output = '';
-  if (Array.isArray(rawOut)) issues.push({ field: c.response!, reason: 'output is a list: this looks like a ranking (preference) row, unsupported for SFT' });
-  else if (rawOut === undefined || rawOut === null) issues.push({ field: c.response ?? 'output', reason: 'missing output' });
-  else if (typeof rawOut !== 'string' && typeof rawOut !== 'number') issues.push({ field: c.response!, reason: `wrong type: expected a string, got ${typeName(rawOut)}` });
+  if (Array.isArray(rawOut)) issues.push(issue(c.response!, 'output-is-list'));
+  else if (rawOut === undefined || rawOut === null) issues.push(issue(c.response ?? 'output', 'missing-output'));
+  else if (typeof rawOut !== 'string' && typeof rawOut !== 'number') issues.push(issue(c.response!, 'wrong-type-string', { got: typeName(rawOut) }));
   else {
     output = String(rawOut);
-    if (!output.trim()) issues.push({ field: c.response!, reason: 'empty output: nothing to train on' });
+    if (!output.trim()) issues.push(issue(c.response!, 'empty-output'));
   }
   // LLaMA-Factory AlpacaDatasetConverter: query = instruction + "\n" + input when both are non-empty.
   const query = [instruction, input].filter((s) => s !== '').join('\n');
   const typeErr = issues.some((i) => i.field === c.prompt || i.field === c.query);
-  if (!query.trim() && !typeErr) issues.push({ field: c.prompt ?? 'instruction', reason: 'empty turn: instruction and input are both empty' });
+  if (!query.trim() && !typeErr) issues.push(issue(c.prompt ?? 'instruction', 'empty-instruction'));
   const system = optString(value, c.system, issues);
   const tools = readTools(value, c.tools, issues);
   if (issues.length) return { ok: false, issues };
@@ -177,23 +182,31 @@ function openaiContent(v: unknown, field: string, issues: FieldIssue[]): string 
     for (let i = 0; i < v.length; i++) {
       const p = v[i];
       if (isObject(p) && p.type === 'text' && typeof p.text === 'string') out += p.text;
-      else { issues.push({ field: `${field}[${i}]`, reason: `unsupported content part${isObject(p) && typeof p.type === 'string' ? ` '${p.type}'` : ''}: only text parts can be trained on` }); return null; }
+      else {
+        issues.push(isObject(p) && typeof p.type === 'string'
+          ? issue(`${field}[${i}]`, 'content-part-unsupported-type', { type: p.type })
+          : issue(`${field}[${i}]`, 'content-part-unsupported'));
+        return null;
+      }
     }
     return out;
   }
-  issues.push({ field, reason: `wrong type: expected a string, got ${typeName(v)}` });
+  issues.push(issue(field, 'wrong-type-string', { got: typeName(v) }));
   return null;
 }
 
 export function convertSharegpt(value: unknown, spec: ColumnSpec): Converted {
-  if (!isObject(value)) return { ok: false, issues: [{ field: '<row>', reason: `wrong type: expected an object, got ${typeName(value)}` }] };
+  if (!isObject(value)) return { ok: false, issues: [issue('<row>', 'wrong-type-object', { got: typeName(value) })] };
   const col = spec.columns.messages ?? 'conversations';
   const t = spec.tags;
   const openai = spec.format === 'openai';
   const issues: FieldIssue[] = [];
   const raw = maybeJson(value[col]);
-  if (raw === undefined) return { ok: false, issues: [{ field: col, reason: `missing '${col}' (the row has ${Object.keys(value).map((k) => `'${k}'`).join(', ') || 'no keys'})` }] };
-  if (!Array.isArray(raw)) return { ok: false, issues: [{ field: col, reason: `wrong type: expected a list of messages, got ${typeName(raw)}` }] };
+  if (raw === undefined) {
+    const keys = Object.keys(value).map((k) => `'${k}'`).join(', ');
+    return { ok: false, issues: [keys ? issue(col, 'missing-column', { column: col, keys }) : issue(col, 'missing-column-no-keys', { column: col })] };
+  }
+  if (!Array.isArray(raw)) return { ok: false, issues: [issue(col, 'wrong-type-message-list', { got: typeName(raw) })] };
   const tagToRole = new Map<string, Role>([
     [t.user_tag, 'user'], [t.assistant_tag, 'assistant'], [t.observation_tag, 'observation'],
     [t.function_tag, 'function_call'], [t.system_tag, 'system'],
@@ -205,18 +218,21 @@ export function convertSharegpt(value: unknown, spec: ColumnSpec): Converted {
   for (let i = 0; i < raw.length; i++) {
     const m = raw[i];
     const f = `${col}[${i}]`;
-    if (!isObject(m)) { issues.push({ field: f, reason: `wrong type: expected a message object, got ${typeName(m)}` }); continue; }
+    if (!isObject(m)) { issues.push(issue(f, 'wrong-type-message', { got: typeName(m) })); continue; }
     const tag = m[t.role_tag];
-    if (typeof tag !== 'string') { issues.push({ field: `${f}.${t.role_tag}`, reason: tag === undefined ? `missing '${t.role_tag}'` : `wrong type: expected a string, got ${typeName(tag)}` }); continue; }
+    if (typeof tag !== 'string') {
+      issues.push(tag === undefined ? issue(`${f}.${t.role_tag}`, 'missing-key', { key: t.role_tag }) : issue(`${f}.${t.role_tag}`, 'wrong-type-string', { got: typeName(tag) }));
+      continue;
+    }
     const role = tagToRole.get(tag);
-    if (!role) { issues.push({ field: `${f}.${t.role_tag}`, reason: `unknown tag '${tag}' (expected one of ${known})` }); continue; }
+    if (!role) { issues.push(issue(`${f}.${t.role_tag}`, 'unknown-tag', { tag, known })); continue; }
     let content: string | null;
     if (openai && role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length) {
       // OpenAI tool calls become one function_call turn, as LLaMA-Factory's OpenAI converter does.
       const calls: { name: unknown; arguments: unknown }[] = [];
       for (const tc of m.tool_calls) {
         const fn = isObject(tc) && isObject(tc.function) ? tc.function : tc;
-        if (!isObject(fn) || typeof fn.name !== 'string') { issues.push({ field: `${f}.tool_calls`, reason: 'a tool call must have function.name' }); break; }
+        if (!isObject(fn) || typeof fn.name !== 'string') { issues.push(issue(`${f}.tool_calls`, 'tool-call-no-name')); break; }
         let args: unknown = fn.arguments ?? {};
         if (typeof args === 'string') { try { args = JSON.parse(args); } catch { /* keep the string */ } }
         calls.push({ name: fn.name, arguments: args });
@@ -226,21 +242,21 @@ export function convertSharegpt(value: unknown, spec: ColumnSpec): Converted {
       continue;
     }
     const cv = m[t.content_tag];
-    if (cv === undefined) { issues.push({ field: `${f}.${t.content_tag}`, reason: `missing '${t.content_tag}'` }); continue; }
+    if (cv === undefined) { issues.push(issue(`${f}.${t.content_tag}`, 'missing-key', { key: t.content_tag })); continue; }
     content = openai ? openaiContent(cv, `${f}.${t.content_tag}`, issues) : typeof cv === 'string' ? cv : null;
     if (content === null) {
-      if (!openai) issues.push({ field: `${f}.${t.content_tag}`, reason: `wrong type: expected a string, got ${typeName(cv)}` });
+      if (!openai) issues.push(issue(`${f}.${t.content_tag}`, 'wrong-type-string', { got: typeName(cv) }));
       continue;
     }
     if (role === 'system') {
       if (messages.length === 0 && !system && i === 0) { system = content; continue; }
-      issues.push({ field: f, reason: `system message at position ${i}: only the first message may be a system prompt` });
+      issues.push(issue(f, 'system-not-first', { index: i }));
       continue;
     }
-    if (!content.trim()) { issues.push({ field: `${f}.${t.content_tag}`, reason: `empty turn: message ${i} ('${tag}') has no content` }); continue; }
+    if (!content.trim()) { issues.push(issue(`${f}.${t.content_tag}`, 'empty-message', { index: i, tag })); continue; }
     if (role === 'function_call') {
       const bad = checkFunctionCall(content);
-      if (bad) { issues.push({ field: `${f}.${t.content_tag}`, reason: bad }); continue; }
+      if (bad) { issues.push(issue(`${f}.${t.content_tag}`, bad)); continue; }
     }
     messages.push({ role, content });
   }
@@ -251,13 +267,13 @@ export function convertSharegpt(value: unknown, spec: ColumnSpec): Converted {
     if (promptSide !== (k % 2 === 0)) {
       const want = k % 2 === 0 ? `${t.user_tag}/${t.observation_tag}` : `${t.assistant_tag}/${t.function_tag}`;
       const offset = system && raw.length > messages.length ? 1 : 0;
-      issues.push({ field: `${col}[${k + offset}]`, reason: `non-alternating roles: turn ${k + offset} is '${roleTag(messages[k].role, t)}' but a ${want} turn was expected` });
+      issues.push(issue(`${col}[${k + offset}]`, 'non-alternating', { turn: k + offset, tag: roleTag(messages[k].role, t), expected: want }));
       return { ok: false, issues };
     }
   }
-  if (messages.length === 0) return { ok: false, issues: [{ field: col, reason: 'no messages' }] };
+  if (messages.length === 0) return { ok: false, issues: [issue(col, 'no-messages')] };
   if (messages.length % 2 !== 0) {
-    return { ok: false, issues: [{ field: `${col}[${raw.length - 1}]`, reason: `the conversation ends with a '${roleTag(messages[messages.length - 1].role, t)}' turn: no assistant answer to train on` }] };
+    return { ok: false, issues: [issue(`${col}[${raw.length - 1}]`, 'no-final-answer', { tag: roleTag(messages[messages.length - 1].role, t) })] };
   }
   const sysCol = spec.columns.system;
   if (!system && sysCol) system = optString(value, sysCol, issues);
@@ -275,12 +291,12 @@ function roleTag(role: Role, t: Record<TagName, string>): string {
 
 export function convertText(value: unknown, spec: ColumnSpec): Converted {
   const col = spec.columns.text ?? 'text';
-  if (typeof value === 'string') return value.trim() ? { ok: true, text: value } : { ok: false, issues: [{ field: '<row>', reason: 'empty text' }] };
-  if (!isObject(value)) return { ok: false, issues: [{ field: '<row>', reason: `wrong type: expected an object with '${col}', got ${typeName(value)}` }] };
+  if (typeof value === 'string') return value.trim() ? { ok: true, text: value } : { ok: false, issues: [issue('<row>', 'empty-text')] };
+  if (!isObject(value)) return { ok: false, issues: [issue('<row>', 'wrong-type-text-object', { column: col, got: typeName(value) })] };
   const v = value[col];
-  if (v === undefined) return { ok: false, issues: [{ field: col, reason: `missing '${col}'` }] };
-  if (typeof v !== 'string') return { ok: false, issues: [{ field: col, reason: `wrong type: expected a string, got ${typeName(v)}` }] };
-  if (!v.trim()) return { ok: false, issues: [{ field: col, reason: 'empty text' }] };
+  if (v === undefined) return { ok: false, issues: [issue(col, 'missing-key', { key: col })] };
+  if (typeof v !== 'string') return { ok: false, issues: [issue(col, 'wrong-type-string', { got: typeName(v) })] };
+  if (!v.trim()) return { ok: false, issues: [issue(col, 'empty-text')] };
   return { ok: true, text: v };
 }
 

@@ -4,6 +4,7 @@
 // separately, as LLaMA-Factory's Template.encode_multiturn does, and cut to cutoff_len with
 // LLaMA-Factory's infer_seqlen (src/llamafactory/data/processor/processor_utils.py), turn by turn as in
 // SupervisedDatasetProcessor._encode_data_example (src/llamafactory/data/processor/supervised.py).
+import type { DataMessageCode, DataMessageParams } from './messages.ts';
 import type { ChatTemplate } from './template.ts';
 import type { TextTokenizer } from './tokenizer.ts';
 import { IGNORE_INDEX, type Conversation, type EncodedExample, type Example } from './types.ts';
@@ -33,7 +34,8 @@ export interface Segments {
 }
 
 export class EncodeError extends Error {
-  constructor(readonly field: string, message: string) { super(message); }
+  /** The row issue's code: its English text is "chat template: " + message. */
+  constructor(readonly field: string, message: string, readonly code: DataMessageCode, readonly params?: DataMessageParams) { super(message); }
 }
 
 const ANSWER_ROLES = new Set(['assistant', 'function_call']);
@@ -42,7 +44,7 @@ const ANSWER_ROLES = new Set(['assistant', 'function_call']);
 export function conversationSegments(conv: Conversation, template: ChatTemplate): Segments {
   const targets: number[] = [];
   conv.messages.forEach((m, k) => { if (ANSWER_ROLES.has(m.role)) targets.push(k); });
-  if (!targets.length) throw new EncodeError('messages', 'no assistant turn to train on');
+  if (!targets.length) throw new EncodeError('messages', 'no assistant turn to train on', 'template-no-answer');
   const full = template.render(conv);
   const prefix = prefixPairs(conv, template, targets, full);
   if (prefix) return { pairs: prefix, text: full, mode: 'prefix' };
@@ -68,7 +70,8 @@ function prefixPairs(conv: Conversation, template: ChatTemplate, targets: number
 // training on that would teach the model to answer tool requests with nothing.
 function checkCallRendered(conv: Conversation, k: number, target: string): void {
   if (conv.messages[k].role === 'function_call' && !target.includes(needleOf(conv, k))) {
-    throw new EncodeError(`messages[${k}]`, `the chat template does not render tool calls (function_call turn ${k} renders as ${JSON.stringify(target.slice(0, 40))})`);
+    const rendered = JSON.stringify(target.slice(0, 40));
+    throw new EncodeError(`messages[${k}]`, `the chat template does not render tool calls (function_call turn ${k} renders as ${rendered})`, 'template-tool-calls-not-rendered', { turn: k, rendered });
   }
 }
 
@@ -100,7 +103,7 @@ function searchPairs(conv: Conversation, template: ChatTemplate, targets: number
     const prevAt = prev ? full.indexOf(prev, cursor) : -1;
     const from = prevAt >= 0 ? prevAt + prev.length : cursor;
     const pos = needle ? full.indexOf(needle, from) : -1;
-    if (pos < 0) throw new EncodeError(`messages[${k}]`, `the chat template does not render assistant turn ${k} verbatim: cannot locate it for label masking`);
+    if (pos < 0) throw new EncodeError(`messages[${k}]`, `the chat template does not render assistant turn ${k} verbatim: cannot locate it for label masking`, 'template-answer-not-verbatim', { turn: k });
     let start = pos;
     // The generation header ends the prompt; a header with a reasoning opener ("…assistant\n<think>\n")
     // may appear only in its first line in earlier turns.

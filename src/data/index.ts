@@ -8,7 +8,11 @@ export { openSource, readText, type ByteSource } from './source.ts';
 export { readRecords, kindFromName, parseJsonBytes, type RawRecord, type ReadOptions, type ReadSummary } from './records.ts';
 export { columnSpec, convertRow, convertAlpaca, convertSharegpt, convertText, checkFunctionCall, type ColumnSpec, type Converted, type FieldIssue } from './convert.ts';
 export { detectFormat, RANKING_UNSUPPORTED, type Detection } from './detect.ts';
-export { parseDatasetInfo, type DatasetInfo } from './datasetInfo.ts';
+export { parseDatasetInfo, type DatasetInfo, type DatasetInfoError } from './datasetInfo.ts';
+export {
+  DATA_MESSAGES, DATA_MESSAGE_CODES, fillSlots, slotsOf, dataMessage, englishText, jsonErrorMessage,
+  type DataMessage, type DataMessageCode, type DataMessageParams,
+} from './messages.ts';
 export { parseDataset, invalidRowCount, type ParseOptions } from './parse.ts';
 export { HfTokenizer, loadTokenizer, tokenContent, pickChatTemplate, type TextTokenizer, type SpecialToken, type LoadTokenizerOptions } from './tokenizer.ts';
 export { ChatTemplate, CHATML_TEMPLATE, toTemplateMessages, toolsOf, type TemplateMessage, type TemplateContext } from './template.ts';

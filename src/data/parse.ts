@@ -1,9 +1,10 @@
 // File → validation report + canonical examples. Streaming: rows are converted as they are read,
 // only a small sample is buffered for format detection.
 import { columnSpec, convertRow } from './convert.ts';
-import { detectFormat, RANKING_UNSUPPORTED, type Detection } from './detect.ts';
+import { detectFormat, type Detection } from './detect.ts';
 import { hash53 } from './hash.ts';
-import { readRecords, type RawRecord } from './records.ts';
+import { addWarning, coded, dataMessage, englishText, type WarningList } from './messages.ts';
+import { readRecords, type RawRecord, type ReadSummary } from './records.ts';
 import type { ByteSource } from './source.ts';
 import type { DatasetFormat, DatasetInfoEntry, Example, FileKind, ParsedDataset, ProgressFn, RowIssue, ValidationReport } from './types.ts';
 
@@ -31,7 +32,7 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
   const gen = readRecords(src, { fileName: opts.fileName, kind: opts.fileKind, onProgress: opts.onProgress, progressEveryBytes: opts.progressEveryBytes, signal: opts.signal });
   const sample: RawRecord[] = [];
   const detectRows = opts.detectRows ?? 200;
-  let summary: { kind: FileKind; bytes: number; warnings: string[] } | undefined;
+  let summary: ReadSummary | undefined;
   for (;;) {
     if (sample.length >= detectRows) break;
     const r = await gen.next();
@@ -42,7 +43,8 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
   const kindGuess: FileKind = opts.fileKind ?? summary?.kind ?? (/\.txt$/i.test(file) ? 'txt' : 'json');
   let det: Detection;
   if (opts.format) {
-    det = { format: opts.format, because: `format given: ${opts.format}`, spec: columnSpec(opts.format, opts.datasetInfo) };
+    const becauseCode = dataMessage('detect-given', { format: opts.format });
+    det = { format: opts.format, because: englishText(becauseCode), becauseCode, spec: columnSpec(opts.format, opts.datasetInfo) };
   } else det = detectFormat(sampleValues, kindGuess, opts.datasetInfo);
 
   const unmapped: string[] = [];
@@ -66,14 +68,18 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
   const handle = (r: RawRecord) => {
     rows++;
     const where = { row: r.row, line: r.line, ...(r.byteOffset !== undefined ? { byteOffset: r.byteOffset } : {}) };
-    if (r.error !== undefined) { addIssue({ ...where, field: rawField, reason: r.error }); return; }
+    if (r.error !== undefined) {
+      // The readers set errorCode with every error (tests/unit/data/messages.test.ts checks the text matches).
+      addIssue({ ...where, field: rawField, reason: r.error, ...r.errorCode! });
+      return;
+    }
     if (!det.spec) {
-      addIssue({ ...where, field: '<row>', reason: det.format === 'ranking' ? 'ranking row: unsupported for SFT' : 'unknown format' });
+      addIssue({ ...where, field: '<row>', ...coded(det.format === 'ranking' ? 'ranking-row' : 'unknown-format-row') });
       return;
     }
     const c = convertRow(r.value, det.spec);
     if (!c.ok) {
-      for (const i of c.issues.slice(0, 8)) addIssue({ ...where, field: i.field, reason: i.reason });
+      for (const i of c.issues.slice(0, 8)) addIssue({ ...where, ...i });
       return;
     }
     const ex: Example = 'text' in c
@@ -92,28 +98,36 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
       handle(r.value);
     }
   }
-  const warnings = [...summary.warnings];
-  for (const k of unmapped) warnings.push(`rows have a '${k}' key that dataset_info.json "columns" does not name: it is ignored, as LLaMA-Factory ignores it`);
-  if (issuesDropped) warnings.push(`${issuesDropped} further issues not listed (the report keeps the first ${maxIssues})`);
+  const w: WarningList = { warnings: [...summary.warnings], warningCodes: [...summary.warningCodes] };
+  for (const k of unmapped) addWarning(w, 'warn-unmapped-key', { key: k });
+  if (issuesDropped) addWarning(w, 'warn-issues-dropped', { n: issuesDropped, max: maxIssues });
   const duplicateGroups = [...seen.values()].filter((g) => g.length > 1);
   if (duplicateGroups.length) {
     const dupRows = duplicateGroups.reduce((a, g) => a + g.length - 1, 0);
-    warnings.push(`${dupRows} row(s) repeat an earlier row exactly (${duplicateGroups.length} group(s)); they are kept`);
+    addWarning(w, 'warn-duplicates', { rows: dupRows, groups: duplicateGroups.length });
   }
   const report: ValidationReport = {
     file,
     fileKind: summary.kind,
     format: det.format,
     detectedBecause: det.because,
+    detectedBecauseCode: det.becauseCode,
     rows,
     valid: examples.length,
     invalid,
-    warnings,
+    warnings: w.warnings,
+    warningCodes: w.warningCodes,
     bytes: summary.bytes,
     duplicateGroups,
   };
-  if (det.format === 'ranking') report.unsupported = det.unsupported ?? RANKING_UNSUPPORTED;
-  else if (det.format === 'unknown' && rows > 0) report.unsupported = det.because;
+  if (det.format === 'ranking') {
+    const m = det.unsupportedCode ?? dataMessage('ranking-unsupported');
+    report.unsupported = det.unsupported ?? englishText(m);
+    report.unsupportedCode = m;
+  } else if (det.format === 'unknown' && rows > 0) {
+    report.unsupported = det.because;
+    report.unsupportedCode = det.becauseCode;
+  }
   return { report, examples };
 }
 

@@ -7,6 +7,7 @@ import { splitTrainVal, takeMaxSamples } from './split.ts';
 import { tokenStats, type TokenStats } from './stats.ts';
 import { ChatTemplate } from './template.ts';
 import type { TextTokenizer } from './tokenizer.ts';
+import { addWarning, coded, dataMessage, englishText, type DataMessage, type WarningList } from './messages.ts';
 import type { EncodedExample, Example, PackedSequence, RowIssue } from './types.ts';
 
 export interface PrepareOptions extends EncodeOptions {
@@ -28,6 +29,8 @@ export interface PreparedDataset {
   /** Rows that could not be encoded (field and reason), in addition to the parse report. */
   invalid: RowIssue[];
   warnings: string[];
+  /** `warnings` as codes (messages.ts), in the same order. */
+  warningCodes: DataMessage[];
   stats: TokenStats;
   /** How assistant spans were found: 'prefix' for all rows, or the number of rows that needed 'search'. */
   searchModeRows: number;
@@ -44,7 +47,7 @@ export function chatTemplateFor(tok: TextTokenizer, opts: { enableThinking?: boo
   try {
     const probe = { messages: [{ role: 'user' as const, content: 'x' }] };
     if (t.render(probe) === t.render(probe, { addGenerationPrompt: true })) {
-      t.warnings.push('the chat template ignores add_generation_prompt (it always or never writes the assistant header); check the rendered examples');
+      addWarning(t, 'warn-template-ignores-generation-prompt');
     }
   } catch {
     // a template that rejects this probe (e.g. requires a system message) reports on real rows
@@ -58,9 +61,9 @@ function stripText(e: EncodedWithText): EncodedExample {
 
 export function prepareDataset(examples: Example[], tok: TextTokenizer, opts: PrepareOptions, template?: ChatTemplate): PreparedDataset {
   const tpl = template ?? chatTemplateFor(tok, { enableThinking: opts.enableThinking });
-  const warnings = [...tpl.warnings];
+  const w: WarningList = { warnings: [...tpl.warnings], warningCodes: [...tpl.warningCodes] };
   const chosen = takeMaxSamples(examples, opts.maxSamples);
-  if (chosen.length < examples.length) warnings.push(`max_samples ${opts.maxSamples}: using the first ${chosen.length} of ${examples.length} rows`);
+  if (chosen.length < examples.length) addWarning(w, 'warn-max-samples', { max: String(opts.maxSamples), used: chosen.length, total: examples.length });
   const encoded: EncodedExample[] = [];
   const invalid: RowIssue[] = [];
   let searchModeRows = 0;
@@ -69,22 +72,26 @@ export function prepareDataset(examples: Example[], tok: TextTokenizer, opts: Pr
       const e = encodeExample(ex, tok, tpl, opts);
       if (e.mode === 'search') searchModeRows++;
       if (!e.labels.some((l) => l !== -100)) {
-        invalid.push({ row: ex.row, line: ex.line, field: '<labels>', reason: `no trained token left after cutoff_len ${opts.cutoffLen} (the prompt alone fills it)` });
+        invalid.push({ row: ex.row, line: ex.line, field: '<labels>', ...coded('no-trained-token', { cutoff: opts.cutoffLen }) });
         return;
       }
       encoded.push(stripText(e));
     } catch (err) {
       const field = err instanceof EncodeError ? err.field : '<template>';
-      invalid.push({ row: ex.row, line: ex.line, field, reason: `chat template: ${(err as Error).message}` });
+      const reason = `chat template: ${(err as Error).message}`;
+      let m = err instanceof EncodeError ? dataMessage(err.code, err.params) : dataMessage('template-error', { message: (err as Error).message });
+      // The English text is the thrown message; a code whose text differs would show the studio another message.
+      if (englishText(m) !== reason) m = dataMessage('template-error', { message: (err as Error).message });
+      invalid.push({ row: ex.row, line: ex.line, field, reason, ...m });
     }
     if (opts.onProgress && (i % 256 === 0 || i === chosen.length - 1)) opts.onProgress(i + 1, chosen.length);
   });
   if (searchModeRows) {
-    warnings.push(`${searchModeRows} row(s): the chat template rewrites earlier turns (e.g. drops reasoning from history), so answer spans were located by content rather than by prefix rendering`);
+    addWarning(w, 'warn-search-mode', { n: searchModeRows });
   }
   const { train, val } = splitTrainVal(encoded, opts.valSize, opts.seed ?? 42);
   const stats = tokenStats(encoded, opts.cutoffLen);
-  const out: PreparedDataset = { train, val, invalid, warnings, stats, searchModeRows };
+  const out: PreparedDataset = { train, val, invalid, warnings: w.warnings, warningCodes: w.warningCodes, stats, searchModeRows };
   if (opts.packing) {
     const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
     out.packed = packExamples(train, opts.cutoffLen, padId);

@@ -1,6 +1,7 @@
 // Streaming record readers for .json (array), .jsonl, .csv and .txt. They work on bytes so that every
 // error names an exact byte offset and line, never decode a 200 MB file into one string, and report
 // progress as they go. Every record either parses or comes back as an error record: nothing is dropped.
+import { addWarning, coded, jsonErrorMessage, englishText, stripJsonPosition, type DataMessage, type WarningList } from './messages.ts';
 import { openSource, type ByteSource } from './source.ts';
 import type { FileKind, ProgressFn } from './types.ts';
 
@@ -12,6 +13,8 @@ export interface RawRecord {
   value?: unknown;
   /** Set when the record could not be read; `value` is then undefined. */
   error?: string;
+  /** `error` as a code (messages.ts); set with `error`. */
+  errorCode?: DataMessage;
 }
 
 export interface ReadOptions {
@@ -27,6 +30,8 @@ export interface ReadSummary {
   kind: FileKind;
   bytes: number;
   warnings: string[];
+  /** `warnings` as codes, in the same order. */
+  warningCodes: DataMessage[];
 }
 
 const NL = 0x0a, CR = 0x0d, SP = 0x20, TAB = 0x09, QUOTE = 0x22, BSL = 0x5c;
@@ -67,7 +72,13 @@ function utf8Len(s: string): number {
   return n;
 }
 
-interface Parsed { value?: unknown; error?: string; errorByte?: number; errorLine?: number }
+interface Parsed { value?: unknown; error?: string; errorCode?: DataMessage; errorByte?: number; errorLine?: number }
+
+// An error record's `error` and `errorCode`.
+function failure(...args: Parameters<typeof coded>): { error: string; errorCode: DataMessage } {
+  const { reason, ...m } = coded(...args);
+  return { error: reason, errorCode: m };
+}
 
 /** JSON.parse with an error that says where (byte offset and line inside `bytes`). */
 export function parseJsonBytes(bytes: Uint8Array): Parsed {
@@ -75,7 +86,7 @@ export function parseJsonBytes(bytes: Uint8Array): Parsed {
   try {
     text = fatalDecoder.decode(bytes);
   } catch {
-    return { error: 'invalid UTF-8 bytes', errorByte: 0 };
+    return { ...failure('invalid-utf8'), errorByte: 0 };
   }
   try {
     return { value: JSON.parse(text) };
@@ -88,8 +99,9 @@ export function parseJsonBytes(bytes: Uint8Array): Parsed {
     let lines = 0;
     for (let i = 0; i < before.length; i++) if (before.charCodeAt(i) === NL) lines++;
     // The position V8 names is relative to this record; the report gives the absolute byte offset.
-    const reason = msg.replace(/\s+/g, ' ').replace(/ in JSON at position \d+( \(line \d+ column \d+\))?/, '');
-    return { error: `bad JSON: ${reason}`, errorByte: utf8Len(before), errorLine: lines };
+    const reason = stripJsonPosition(msg);
+    const errorCode = jsonErrorMessage(reason);
+    return { error: englishText(errorCode), errorCode, errorByte: utf8Len(before), errorLine: lines };
   }
 }
 
@@ -161,7 +173,7 @@ export async function* readRecords(src: ByteSource, opts: ReadOptions = {}): Asy
   const opened = openSource(src);
   const total = opened.totalBytes;
   const progress = new Progressor(opts.onProgress, total, opts.progressEveryBytes ?? 1 << 20);
-  const warnings: string[] = [];
+  const w: WarningList = { warnings: [], warningCodes: [] };
   const it = opened.chunks[Symbol.asyncIterator]();
 
   // Peek at the first bytes to tell a JSON array from JSON lines when the name does not settle it.
@@ -194,22 +206,22 @@ export async function* readRecords(src: ByteSource, opts: ReadOptions = {}): Asy
       const obj = single.value as Record<string, unknown>;
       const arrays = Object.entries(obj).filter(([, v]) => Array.isArray(v));
       if (arrays.length === 1 && Object.keys(obj).length <= 3) {
-        warnings.push(`the file is one JSON object; using its array '${arrays[0][0]}' as the rows`);
+        addWarning(w, 'warn-single-object', { key: arrays[0][0] });
         let row = 0;
         for (const v of arrays[0][1] as unknown[]) yield { row: row++, line: 1, byteOffset: 0, value: v };
       } else {
         yield { row: 0, line: 1, byteOffset: 0, value: obj };
       }
-      return { kind: 'json', bytes: single.bytes, warnings };
+      return { kind: 'json', bytes: single.bytes, ...w };
     }
     kind = 'jsonl';
     if (single.kind === 'lines') {
-      return yield* readLines(single.replay, 'jsonl', progress, warnings, opts.signal);
+      return yield* readLines(single.replay, 'jsonl', progress, w, opts.signal);
     }
   }
-  if (kind === 'json') return yield* readJsonArray(chunks, progress, warnings, opts.signal);
-  if (kind === 'csv') return yield* readCsv(chunks, progress, warnings, opts.signal);
-  return yield* readLines(chunks, kind, progress, warnings, opts.signal);
+  if (kind === 'json') return yield* readJsonArray(chunks, progress, w, opts.signal);
+  if (kind === 'csv') return yield* readCsv(chunks, progress, w, opts.signal);
+  return yield* readLines(chunks, kind, progress, w, opts.signal);
 }
 
 const WHOLE_OBJECT_LIMIT = 64 << 20;
@@ -262,7 +274,7 @@ function countNonBlankLines(b: Uint8Array): number {
 }
 
 async function* readLines(
-  chunks: AsyncIterable<Uint8Array>, kind: FileKind, progress: Progressor, warnings: string[], signal?: AbortSignal,
+  chunks: AsyncIterable<Uint8Array>, kind: FileKind, progress: Progressor, w: WarningList, signal?: AbortSignal,
 ): AsyncGenerator<RawRecord, ReadSummary> {
   let parts: Uint8Array[] = [];
   let lineStart = 0; // byte offset of the current line
@@ -283,11 +295,11 @@ async function* readLines(
       try {
         return { row: row++, line, byteOffset: at, value: { text: fatalDecoder.decode(body) } };
       } catch {
-        return { row: row++, line, byteOffset: at, error: 'invalid UTF-8 bytes' };
+        return { row: row++, line, byteOffset: at, ...failure('invalid-utf8') };
       }
     }
     const p = parseJsonBytes(body);
-    if (p.error !== undefined) return { row: row++, line, byteOffset: at + s + (p.errorByte ?? 0), error: p.error };
+    if (p.error !== undefined) return { row: row++, line, byteOffset: at + s + (p.errorByte ?? 0), error: p.error, errorCode: p.errorCode };
     return { row: row++, line, byteOffset: at, value: p.value };
   };
   for await (const chunk of chunks) {
@@ -314,13 +326,13 @@ async function* readLines(
     if (rec) yield rec;
   }
   progress.tick(offset, row, true);
-  if (blank > 0 && kind === 'txt') warnings.push(`${blank} blank line(s) ignored (a blank line is not a text row)`);
-  else if (blank > 1 || (blank === 1 && lineNo > 1 && parts.length)) warnings.push(`${blank} blank line(s) ignored`);
-  return { kind, bytes: offset, warnings };
+  if (blank > 0 && kind === 'txt') addWarning(w, 'warn-blank-text-lines', { n: blank });
+  else if (blank > 1 || (blank === 1 && lineNo > 1 && parts.length)) addWarning(w, 'warn-blank-lines', { n: blank });
+  return { kind, bytes: offset, ...w };
 }
 
 async function* readJsonArray(
-  chunks: AsyncIterable<Uint8Array>, progress: Progressor, warnings: string[], signal?: AbortSignal,
+  chunks: AsyncIterable<Uint8Array>, progress: Progressor, w: WarningList, signal?: AbortSignal,
 ): AsyncGenerator<RawRecord, ReadSummary> {
   // 0 before '[', 1 expecting element or ']', 2 inside element, 3 after element, 4 after ']'
   let state = 0;
@@ -337,7 +349,7 @@ async function* readJsonArray(
     const p = parseJsonBytes(bytes);
     const r = row++;
     if (p.error !== undefined) {
-      return { row: r, line: elemLine + (p.errorLine ?? 0), byteOffset: elemStart + (p.errorByte ?? 0), error: p.error };
+      return { row: r, line: elemLine + (p.errorLine ?? 0), byteOffset: elemStart + (p.errorByte ?? 0), error: p.error, errorCode: p.errorCode };
     }
     return { row: r, line: elemLine, byteOffset: elemStart, value: p.value };
   };
@@ -379,17 +391,17 @@ async function* readJsonArray(
       if (state === 0) {
         if (offset + i < 3 && (b === 0xef || b === 0xbb || b === 0xbf)) continue; // BOM
         if (b === LBRACK) { state = 1; sawComma = false; continue; }
-        out.push({ row: row++, line, byteOffset: offset + i, error: `expected '[' to open the JSON array, found '${String.fromCharCode(b)}'` });
+        out.push({ row: row++, line, byteOffset: offset + i, ...failure('array-open-expected', { found: String.fromCharCode(b) }) });
         state = 4; trailingReported = true;
         break;
       }
       if (state === 1) {
         if (b === RBRACK) {
-          if (sawComma) warnings.push(`trailing comma before ']' at byte ${offset + i} (not strict JSON; accepted)`);
+          if (sawComma) addWarning(w, 'warn-trailing-comma', { offset: offset + i });
           state = 4; continue;
         }
         if (b === COMMA) {
-          out.push({ row: row++, line, byteOffset: offset + i, error: "empty element: unexpected ',' in the array" });
+          out.push({ row: row++, line, byteOffset: offset + i, ...failure('array-empty-element') });
           continue;
         }
         state = 2; depth = 0; inStr = false; esc = false;
@@ -400,7 +412,7 @@ async function* readJsonArray(
       if (state === 3) {
         if (b === COMMA) { state = 1; sawComma = true; continue; }
         if (b === RBRACK) { state = 4; continue; }
-        out.push({ row: row, line, byteOffset: offset + i, error: `expected ',' or ']' after row ${row - 1}, found '${String.fromCharCode(b)}' (the next row is read from here)` });
+        out.push({ row: row, line, byteOffset: offset + i, ...failure('array-separator-expected', { row: row - 1, found: String.fromCharCode(b) }) });
         row++;
         state = 2; depth = 0; inStr = false; esc = false;
         elemStart = offset + i; elemLine = line; segStart = i; elemParts = [];
@@ -409,7 +421,7 @@ async function* readJsonArray(
       }
       if (state === 4 && !trailingReported) {
         trailingReported = true;
-        out.push({ row: row++, line, byteOffset: offset + i, error: "unexpected data after the closing ']' of the JSON array" });
+        out.push({ row: row++, line, byteOffset: offset + i, ...failure('array-trailing-data') });
       }
     }
     if (state === 2) { elemParts.push(chunk.subarray(segStart)); segStart = 0; }
@@ -422,22 +434,22 @@ async function* readJsonArray(
     const bytes = concat(elemParts);
     elemParts = [];
     // A scalar element right before EOF parses; an unbalanced object does not.
-    const p = depth === 0 && !inStr ? parseJsonBytes(bytes) : { error: 'unterminated row: the file ends inside it' as string, errorByte: 0 };
+    const p: Parsed = depth === 0 && !inStr ? parseJsonBytes(bytes) : { ...failure('row-unterminated'), errorByte: 0 };
     const r = row++;
-    if (p.error !== undefined) yield { row: r, line: elemLine, byteOffset: elemStart, error: inStr ? 'unterminated string: the file ends inside this row' : p.error };
+    if (p.error !== undefined) yield { row: r, line: elemLine, byteOffset: elemStart, ...(inStr ? failure('row-unterminated-string') : { error: p.error, errorCode: p.errorCode }) };
     else yield { row: r, line: elemLine, byteOffset: elemStart, value: p.value };
-    warnings.push("the file ends before the closing ']' of the JSON array (truncated file?)");
+    addWarning(w, 'warn-truncated-array');
   } else if (state === 0) {
-    if (offset > 0) warnings.push('the file holds no JSON array');
+    if (offset > 0) addWarning(w, 'warn-no-array');
   } else if (state !== 4) {
-    warnings.push("the file ends before the closing ']' of the JSON array (truncated file?)");
+    addWarning(w, 'warn-truncated-array');
   }
   progress.tick(offset, row, true);
-  return { kind: 'json', bytes: offset, warnings };
+  return { kind: 'json', bytes: offset, ...w };
 }
 
 async function* readCsv(
-  chunks: AsyncIterable<Uint8Array>, progress: Progressor, warnings: string[], signal?: AbortSignal,
+  chunks: AsyncIterable<Uint8Array>, progress: Progressor, w: WarningList, signal?: AbortSignal,
 ): AsyncGenerator<RawRecord, ReadSummary> {
   const dec = new TextDecoder('utf-8');
   let header: string[] | null = null;
@@ -458,7 +470,7 @@ async function* readCsv(
       return;
     }
     if (rec.length !== header.length) {
-      out.push({ row: row++, line: recLine, error: `wrong number of columns: ${rec.length} (the header has ${header.length})` });
+      out.push({ row: row++, line: recLine, ...failure('csv-column-count', { got: rec.length, expected: header.length }) });
       return;
     }
     const obj: Record<string, string> = {};
@@ -508,11 +520,11 @@ async function* readCsv(
   }
   feed(dec.decode());
   if (inQuotes) {
-    out.push({ row: row++, line: recLine, error: 'unterminated quoted field: the file ends inside it' });
+    out.push({ row: row++, line: recLine, ...failure('csv-unterminated-quote') });
     fields = []; field = '';
   } else if (field !== '' || fields.length) endRecord();
   for (const r of out) yield r;
-  if (!header) warnings.push('the CSV file has no header row');
+  if (!header) addWarning(w, 'warn-csv-no-header');
   progress.tick(offset, row, true);
-  return { kind: 'csv', bytes: offset, warnings };
+  return { kind: 'csv', bytes: offset, ...w };
 }

@@ -2,6 +2,7 @@
 // transformers' apply_chat_template does (special tokens in the context, add_generation_prompt, tools,
 // enable_thinking), and a ChatML fallback with a visible warning for models that have none.
 import { Template } from '@huggingface/jinja';
+import { addWarning, type DataMessage } from './messages.ts';
 import type { Conversation, Message } from './types.ts';
 
 /** ChatML, as used by Qwen and LLaMA-Factory's "chatml" template. */
@@ -53,11 +54,13 @@ export interface TemplateContext {
 export class ChatTemplate {
   readonly isFallback: boolean;
   readonly warnings: string[] = [];
+  /** `warnings` as codes (messages.ts), in the same order. */
+  readonly warningCodes: DataMessage[] = [];
   private readonly tpl: Template;
   constructor(readonly source: string | null, private readonly ctx: TemplateContext = {}) {
     this.isFallback = !source;
     if (!source) {
-      this.warnings.push('the model has no chat_template: using ChatML (<|im_start|>role … <|im_end|>); the fine-tuned model will expect this format');
+      addWarning(this, 'warn-no-chat-template');
     }
     try {
       this.tpl = new Template(source ?? CHATML_TEMPLATE);

@@ -1,5 +1,6 @@
 // Public data types of the data pipeline. Consumed by the engine, the Worker, the UI and the CLI,
 // so they carry no classes and survive structured cloning (postMessage, IndexedDB).
+import type { DataMessage, DataMessageCode, DataMessageParams } from './messages.ts';
 
 /** Canonical roles, following LLaMA-Factory's `Role` enum (src/llamafactory/data/data_utils.py). 'tool' is
  *  the OpenAI spelling of an observation and is treated exactly like 'observation'. */
@@ -23,13 +24,17 @@ export type DatasetFormat = 'alpaca' | 'sharegpt' | 'openai' | 'text' | 'ranking
 export type FileKind = 'json' | 'jsonl' | 'csv' | 'txt';
 
 /** A row the pipeline cannot use, and why. `row` is the 0-based index of the record in the file
- *  (array element, JSONL line with content, CSV data row); `line` is 1-based. */
+ *  (array element, JSONL line with content, CSV data row); `line` is 1-based. `reason` is the English
+ *  text of `code` with `params` (messages.ts), for the CLI; the studio translates the code. */
 export interface RowIssue {
   row: number;
   line?: number;
   byteOffset?: number;
   field: string;
   reason: string;
+  code: DataMessageCode;
+  params?: DataMessageParams;
+  cause?: DataMessage;
 }
 
 export interface ValidationReport {
@@ -38,14 +43,18 @@ export interface ValidationReport {
   format: DatasetFormat;
   /** Human-readable reason for `format`, e.g. "key 'conversations' with from/value in 100 % of rows". */
   detectedBecause: string;
+  detectedBecauseCode: DataMessage;
   /** Rows seen in the file (valid + invalid). */
   rows: number;
   valid: number;
   invalid: RowIssue[];
   /** Non-fatal remarks (blank lines ignored, unknown columns, …). */
   warnings: string[];
+  /** `warnings` as codes, in the same order. */
+  warningCodes: DataMessage[];
   /** Set when the whole file cannot be used for SFT (e.g. a ranking / preference dataset). */
   unsupported?: string;
+  unsupportedCode?: DataMessage;
   bytes: number;
   /** Rows whose content equals an earlier row's (after parsing), as groups of row indices. */
   duplicateGroups: number[][];

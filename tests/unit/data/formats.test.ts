@@ -29,7 +29,7 @@ describe('auto-detection', () => {
     const { report } = await parseDataset(JSON.stringify([...rows, { instruction: 'x', output: 'y' }]), { fileName: 'x.json' });
     expect(report.format).toBe('sharegpt');
     expect(report.detectedBecause).toMatch(/in 75 % of rows \(first 4 rows\)/);
-    expect(report.invalid).toEqual([{ row: 3, line: 1, byteOffset: expect.any(Number), field: 'conversations', reason: expect.stringMatching(/missing 'conversations'/) }]);
+    expect(report.invalid).toEqual([{ row: 3, line: 1, byteOffset: expect.any(Number), field: 'conversations', reason: expect.stringMatching(/missing 'conversations'/), code: 'missing-column', params: { column: 'conversations', keys: "'instruction', 'output'" } }]);
   });
 });
 
@@ -76,7 +76,7 @@ describe('format semantics (LLaMA-Factory converters)', () => {
     expect(convs(t.examples)).toEqual(['line one', 'line two']);
     const j = await parseDataset('{"text": "a"}\n{"text": ""}\n', { fileName: 'c.jsonl' });
     expect(convs(j.examples)).toEqual(['a']);
-    expect(j.report.invalid).toEqual([{ row: 1, line: 2, byteOffset: 14, field: 'text', reason: 'empty text' }]);
+    expect(j.report.invalid).toEqual([{ row: 1, line: 2, byteOffset: 14, field: 'text', reason: 'empty text', code: 'empty-text' }]);
   });
 });
 

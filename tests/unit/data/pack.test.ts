@@ -108,7 +108,7 @@ describe('prepareDataset end to end', () => {
     const p = prepareDataset([bad], tok, { cutoffLen: 64 }, undefined);
     expect(p.invalid).toEqual([]);
     const raising = prepareDataset([bad], tok, { cutoffLen: 64 }, (await import('../../../src/data/index.ts')).chatTemplateFor(tok, { template: "{{ raise_exception('no system prompt') }}" }));
-    expect(raising.invalid).toEqual([{ row: 7, line: 9, field: '<template>', reason: expect.stringMatching(/no system prompt/) }]);
+    expect(raising.invalid).toEqual([{ row: 7, line: 9, field: '<template>', reason: expect.stringMatching(/no system prompt/), code: 'template-error', params: { message: expect.stringMatching(/no system prompt/) } }]);
     expect(raising.train).toEqual([]);
     const tiny = prepareDataset([bad], tok, { cutoffLen: 1 });
     expect(tiny.invalid[0].reason).toMatch(/no trained token left after cutoff_len 1/);
