@@ -193,7 +193,7 @@ export default async function train(argv: string[]): Promise<number> {
           for (const f of ['trainer_state.json', 'optimizer.safetensors']) {
             const p = join(resume.from, f);
             if (!existsSync(p)) throw new CliError(`${resume.from}: no ${f}; cannot resume from this checkpoint`);
-            ck.set(f, new Uint8Array(readFileSync(p))); // a plain copy: Node Buffer.slice() shares memory, which checkpointFromFiles does not expect
+            ck.set(f, readFileSync(p));
           }
           await trainer.loadCheckpoint(await checkpointFromFiles(ck));
           const extra = join(resume.from, CLI_STATE);

@@ -100,8 +100,19 @@ describe('checkpoint files', () => {
       expAvg: Float32Array.from([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
       expAvgSq: Float32Array.from([1e-9, 2e-9, 3e-9, 4e-9, 5e-9, 6e-9]),
     };
-    const back = await checkpointFromFiles(await checkpointToFiles(c));
+    const files = await checkpointToFiles(c);
+    const back = await checkpointFromFiles(files);
     expect(back).toEqual(c);
+    // Files read in Node arrive as views into a shared pool, at any (unaligned) offset.
+    const pool = new Uint8Array(3 + [...files.values()].reduce((n, b) => n + b.byteLength + 5, 0)).fill(0xee);
+    const views = new Map<string, Uint8Array>();
+    let at = 3;
+    for (const [name, bytes] of files) {
+      pool.set(bytes, at);
+      views.set(name, pool.subarray(at, at + bytes.byteLength));
+      at += bytes.byteLength + 5;
+    }
+    expect(await checkpointFromFiles(views)).toEqual(c);
     await expect(checkpointFromFiles(new Map())).rejects.toThrow(/trainer_state\.json and optimizer\.safetensors/);
   });
 });
