@@ -9,6 +9,7 @@ import { openModel, type ModelSession, type ModelState } from './model-session.t
 import { DataSession, type DataOverview, type PrepareOptions, type PrepareSummary, type PreviewRow } from './data-session.ts';
 import { EngineSession, type ChatReply, type ChatRequest, type EvalResult, type ExportedFile, type RunProgress } from './engine-session.ts';
 import type { RunRecord } from './runs.ts';
+import type { WarningList } from '../data/messages.ts';
 import type { MethodSettings } from '../ui/method.ts';
 
 export type { ProbeResult } from './probe.ts';
@@ -245,10 +246,10 @@ export class TabtuneWorker {
     return tok;
   }
 
-  previewData(o: { keys: string[]; page: number; pageSize: number; cutoffLen: number; trainOnPrompt: boolean; maskHistory: boolean }): Promise<Result<{ rows: PreviewRow[]; total: number; warnings: string[] }>> {
+  previewData(o: { keys: string[]; page: number; pageSize: number; cutoffLen: number; trainOnPrompt: boolean; maskHistory: boolean }): Promise<Result<{ rows: PreviewRow[]; total: number } & WarningList>> {
     return guard(async () => {
       const tok = this.tokenizer();
-      return { ...this.data.preview(tok, o), warnings: this.data.templateWarnings(tok) };
+      return { ...this.data.preview(tok, o), ...this.data.templateWarnings(tok) };
     });
   }
 

@@ -8,6 +8,7 @@ import {
   sha256Hex,
 } from '../data/index.ts';
 import { createStore, get, set, type UseStore } from 'idb-keyval';
+import type { DataMessage, WarningList } from '../data/messages.ts';
 
 export type DatasetOrigin = 'sample' | 'user';
 
@@ -53,6 +54,8 @@ export interface PrepareSummary {
   invalid: (RowIssue & { dataset: string })[];
   invalidCount: number;
   warnings: string[];
+  /** Codes of `warnings`, same order (absent from data prepared by an older version). */
+  warningCodes: DataMessage[];
   tokenizerHash: string;
   /** The tokenized result came from IndexedDB (same files, tokenizer and options as before). */
   fromCache: boolean;
@@ -205,10 +208,10 @@ export class DataSession {
     return this.templateCache.template;
   }
 
-  templateWarnings(tok: HfTokenizer): string[] {
-    const w = [...this.template(tok).warnings];
-    if (!tok.chatTemplate) w.push('this tokenizer has no chat_template: conversations are rendered with the ChatML fallback; check the preview');
-    return w;
+  /** The chat template's warnings (no chat_template → ChatML, …), in English and as codes. */
+  templateWarnings(tok: HfTokenizer): WarningList {
+    const t = this.template(tok);
+    return { warnings: [...t.warnings], warningCodes: [...t.warningCodes] };
   }
 
   /** A page of rendered conversations with trained tokens marked. */
@@ -271,7 +274,7 @@ export class DataSession {
     const invalid = data.invalid.map((r) => ({ ...r, row: examples[r.row].ex.row, dataset: examples[r.row].dataset }));
     return {
       train: data.train.length, val: data.val.length, packed: data.packed?.length ?? null, stats: data.stats,
-      invalid: invalid.slice(0, MAX_ISSUES), invalidCount: invalid.length, warnings: data.warnings, tokenizerHash: tok.hash, fromCache,
+      invalid: invalid.slice(0, MAX_ISSUES), invalidCount: invalid.length, warnings: data.warnings, warningCodes: data.warningCodes ?? [], tokenizerHash: tok.hash, fromCache,
     };
   }
 
