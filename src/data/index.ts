@@ -22,7 +22,7 @@ export {
 } from './encode.ts';
 export { greedyKnapsack, packExamples, collateBatch, type PaddedBatch } from './pack.ts';
 export { takeMaxSamples, splitTrainVal } from './split.ts';
-export { tokenStats, textStats, histogram, type TokenStats, type TextStats, type Histogram } from './stats.ts';
+export { tokenStats, textStats, histogram, niceStep, type TokenStats, type TextStats, type Histogram } from './stats.ts';
 export { prepareDataset, chatTemplateFor, type PrepareOptions, type PreparedDataset } from './pipeline.ts';
 export { hash53, sha256Hex, mulberry32 } from './hash.ts';
 export {

@@ -41,12 +41,22 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
 }
 
+/** The smallest 1·10ᵏ, 2·10ᵏ or 5·10ᵏ (k ≥ 0) that is ≥ x: bin edges a reader takes in at a glance. */
+export function niceStep(x: number): number {
+  if (!(x > 1)) return 1;
+  const p = 10 ** Math.floor(Math.log10(x));
+  for (const m of [1, 2, 5, 10]) if (m * p >= x) return m * p;
+  return 10 * p;
+}
+
+/** At most `bins` bins of a nice width over [0, max] (default: the largest value). */
 export function histogram(values: number[], bins = 20, max?: number): Histogram {
   const hi = Math.max(1, max ?? values.reduce((a, b) => (b > a ? b : a), 0));
-  const width = Math.max(1, Math.ceil(hi / bins));
-  const edges = Array.from({ length: bins + 1 }, (_, i) => i * width);
-  const counts = new Array<number>(bins).fill(0);
-  for (const v of values) counts[Math.min(bins - 1, Math.floor(v / width))]++;
+  const width = niceStep(hi / bins);
+  const n = Math.max(1, Math.ceil(hi / width));
+  const edges = Array.from({ length: n + 1 }, (_, i) => i * width);
+  const counts = new Array<number>(n).fill(0);
+  for (const v of values) counts[Math.min(n - 1, Math.floor(v / width))]++;
   return { edges, counts };
 }
 
@@ -68,7 +78,9 @@ export function tokenStats(encoded: EncodedExample[], cutoffLen: number, bins = 
     meanTokens: n ? lengths.reduce((a, b) => a + b, 0) / n : 0,
     p50Tokens: quantile(sorted, 0.5),
     p95Tokens: quantile(sorted, 0.95),
-    histogram: histogram(lengths, bins, Math.max(cutoffLen, sorted[n - 1] ?? 0)),
+    // Over the lengths that occur, not up to cutoff_len: short rows under a 2048 cutoff would
+    // otherwise all fall in the first bar. The UI marks cutoff_len when it falls inside.
+    histogram: histogram(lengths, bins, sorted[n - 1] ?? 0),
     truncated,
     truncatedPct: n ? (100 * truncated) / n : 0,
     totalTokens,

@@ -164,7 +164,8 @@ export const en = {
   'data.st.truncatedValue': '{n} examples ({pct} %) are longer than {cutoff} tokens',
   'data.st.tokens': 'Tokens',
   'data.st.tokensValue': '{total} in total, {trained} trained ({pct} %)',
-  'data.st.histogram': 'Histogram of example lengths in tokens',
+  'data.st.histogramLabel': 'Histogram of example lengths, 0 to {max} tokens; cutoff_len {cutoff}',
+  'data.st.cutoffMark': 'cutoff_len {cutoff}: longer rows are truncated',
   'data.st.tokensUnit': 'tokens',
   'data.st.invalid': '{n} rows cannot be encoded with this chat template and are left out:',
 

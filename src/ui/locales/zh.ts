@@ -166,7 +166,8 @@ export const zh: Record<MessageKey, string> = {
   'data.st.truncatedValue': '{n} 条样本（{pct} %）超过 {cutoff} 个词元',
   'data.st.tokens': '词元',
   'data.st.tokensValue': '共 {total} 个，其中 {trained} 个参与训练（{pct} %）',
-  'data.st.histogram': '样本词元长度直方图',
+  'data.st.histogramLabel': '样本长度直方图，0 到 {max} 个词元；cutoff_len {cutoff}',
+  'data.st.cutoffMark': 'cutoff_len {cutoff}：更长的样本会被截断',
   'data.st.tokensUnit': '词元',
   'data.st.invalid': '{n} 行无法用此对话模板编码，已被排除：',
 

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
   IGNORE_INDEX, collateBatch, greedyKnapsack, packExamples, parseDataset, prepareDataset, splitTrainVal, takeMaxSamples, textStats,
-  tokenStats, histogram, type EncodedExample,
+  tokenStats, histogram, niceStep, type EncodedExample,
 } from '../../../src/data/index.ts';
 import { DATASETS_DIR, lenmlTokenizer } from './helpers.ts';
 
@@ -83,6 +83,18 @@ describe('max_samples, val_size, statistics', () => {
     expect(s.maxTokens).toBe(20);
     expect(s.histogram.counts.reduce((a, b) => a + b, 0)).toBe(3);
     expect(histogram([0, 1, 9, 10], 2, 10)).toEqual({ edges: [0, 5, 10], counts: [2, 2] });
+    expect(s.histogram.edges.at(-1)).toBe(20); // spans the lengths seen (20 > cutoff 8), nice width 5
+    expect(s.histogram.edges).toEqual([0, 5, 10, 15, 20]);
+  });
+  test('histogram: short rows under a long cutoff spread over the bars, widths are 1/2/5·10ᵏ', () => {
+    const lengths = Array.from({ length: 200 }, (_, i) => 30 + (i % 91)); // 30..120 tokens
+    const exs = lengths.map((n, i) => ({ ...ex(i, n, 1), fullLength: n }));
+    const h = tokenStats(exs, 2048).histogram;
+    expect(h.edges.at(-1)).toBeGreaterThanOrEqual(120);
+    expect(h.edges.at(-1)).toBeLessThan(200);
+    expect(h.counts.filter((c) => c > 0).length).toBeGreaterThanOrEqual(8); // up to cutoff 2048 they would share one bar
+    expect(h.counts.reduce((a, b) => a + b, 0)).toBe(200);
+    expect([0.3, 1, 1.5, 3, 7, 12, 20, 21, 99, 101, 4999].map(niceStep)).toEqual([1, 1, 2, 5, 10, 20, 20, 50, 100, 200, 5000]);
   });
 });
 
