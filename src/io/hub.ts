@@ -20,7 +20,7 @@ export const HUB_MODELS = [
 export const REQUIRED_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json'] as const;
 export const OPTIONAL_FILES = ['generation_config.json', 'special_tokens_map.json'] as const;
 
-export type HubErrorKind = 'bad-id' | 'not-found' | 'gated' | 'network' | 'http' | 'aborted' | 'bad-response' | 'quota' | 'storage';
+export type HubErrorKind = 'bad-id' | 'bad-endpoint' | 'not-found' | 'gated' | 'network' | 'http' | 'aborted' | 'bad-response' | 'quota' | 'storage';
 
 export class HubError extends Error {
   override readonly name = 'HubError';
@@ -48,6 +48,21 @@ export function validateModelId(id: string): string {
   const trimmed = id.trim();
   if (!ID_RE.test(trimmed) || trimmed.includes('..')) {
     throw new HubError('bad-id', trimmed || '<empty>', 'a model id looks like "owner/name", e.g. "Qwen/Qwen2.5-0.5B-Instruct"');
+  }
+  return trimmed;
+}
+
+/** An endpoint as the user typed it → its origin and path without a trailing slash, or a 'bad-endpoint' error. */
+export function validateEndpoint(endpoint: string): string {
+  const trimmed = endpoint.trim().replace(/\/+$/, '');
+  let url: URL | null = null;
+  try {
+    url = new URL(trimmed);
+  } catch {
+    url = null;
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.search || url.hash) {
+    throw new HubError('bad-endpoint', trimmed || '<empty>', 'a hub endpoint is an http(s) address such as https://huggingface.co or https://hf-mirror.com');
   }
   return trimmed;
 }
@@ -242,6 +257,7 @@ export interface DownloadResult {
 /** Downloads config, tokenizer and weights of `id` into the store; files already there are skipped. */
 export async function downloadModel(id: string, store: ModelStore, o: HubOptions & { onProgress?: (p: DownloadProgress) => void; now?: () => number } = {}): Promise<DownloadResult> {
   const modelId = validateModelId(id);
+  if (o.endpoint !== undefined) o = { ...o, endpoint: validateEndpoint(o.endpoint) };
   const now = o.now ?? (() => performance.now());
   const cached: string[] = [];
   const files: string[] = [];

@@ -21,7 +21,14 @@ export interface ChatSettings {
 export interface Settings {
   version: 1;
   step: StepId;
-  model: { source: 'demo' | 'hub' | 'local'; hubId: string; /** Folder name of the last local model (kept in browser storage). */ localId: string };
+  model: {
+    source: 'demo' | 'hub' | 'local';
+    hubId: string;
+    /** Where hub files come from: huggingface.co or a mirror that serves the same /resolve/ URLs (hf-mirror.com). */
+    hubEndpoint: string;
+    /** Folder name of the last local model (kept in browser storage). */
+    localId: string;
+  };
   /** Keys of the selected datasets (DataSession keys). */
   datasets: string[];
   /** Whether the user has touched the dataset selection (else the demo dataset is preselected). */
@@ -37,7 +44,7 @@ export interface Settings {
 export const DEFAULT_SETTINGS: Settings = {
   version: 1,
   step: 'model',
-  model: { source: 'demo', hubId: 'HuggingFaceTB/SmolLM2-135M-Instruct', localId: '' },
+  model: { source: 'demo', hubId: 'HuggingFaceTB/SmolLM2-135M-Instruct', hubEndpoint: 'https://huggingface.co', localId: '' },
   datasets: [],
   datasetsChosen: false,
   method: { ...DEFAULT_METHOD },

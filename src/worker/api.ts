@@ -133,13 +133,13 @@ export class TabtuneWorker {
   }
 
   /** Downloads (or takes from the browser cache) a hub model, reporting bytes, speed and ETA. */
-  openHubModel(id: string, token: string | null, onProgress: (p: DownloadProgress) => void): Promise<Result<ModelState>> {
+  openHubModel(id: string, token: string | null, endpoint: string | null, onProgress: (p: DownloadProgress) => void): Promise<Result<ModelState>> {
     const seq = ++this.modelSeq;
     return guard(async () => {
       this.download?.abort();
       const ctl = (this.download = new AbortController());
       const store = await this.modelStore();
-      const res = await downloadModel(id, store, { signal: ctl.signal, token: token || undefined, onProgress });
+      const res = await downloadModel(id, store, { signal: ctl.signal, token: token || undefined, endpoint: endpoint || undefined, onProgress });
       const files = new Map<string, Blob>();
       for (const f of res.files) {
         const b = await store.get(res.modelId, f);

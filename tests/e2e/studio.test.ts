@@ -1,5 +1,6 @@
 // The studio's Model → Data → Method flow in Chromium (SwiftShader), with a tiny model made here.
 import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright';
@@ -222,6 +223,63 @@ describe('studio: model, data, method', () => {
     await page.reload();
     await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 60_000 }).toMatch(/Model: test-org\/tiny-llama[\s\S]*matching config\.json/);
     expect(served.slice(before)).toEqual([]);
+  });
+  it('downloads from a mirror endpoint with bytes, speed and ETA on screen, and resumes a paused download with a Range request', async () => {
+    // A slow mirror on 127.0.0.1: model.safetensors trickles out over ~12 s so progress can be watched and paused.
+    const files = new Map(modelFiles.map((p) => [p.split('/').pop()!, readFileSync(p)]));
+    const seen: string[] = [];
+    const cors = { 'access-control-allow-origin': '*', 'access-control-allow-headers': 'range, authorization', 'access-control-expose-headers': 'content-length, content-range' };
+    const server: Server = createServer((req, res) => {
+      if (req.method === 'OPTIONS') return void res.writeHead(204, cors).end();
+      const m = /\/test-org\/slow-llama\/resolve\/main\/(.+)$/.exec(req.url ?? '');
+      const name = m ? decodeURIComponent(m[1]) : '';
+      const body = files.get(name);
+      seen.push(`${req.method} ${name} ${req.headers.range ?? ''}`.trim());
+      if (!body) return void res.writeHead(404, cors).end('Entry not found');
+      if (req.method === 'HEAD') return void res.writeHead(200, { ...cors, 'content-length': String(body.length) }).end();
+      const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+      const part = body.subarray(start);
+      res.writeHead(start ? 206 : 200, { ...cors, 'content-length': String(part.length), ...(start ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}) });
+      if (name !== 'model.safetensors') return void res.end(part);
+      const step = Math.ceil(body.length / 60);
+      let at = 0;
+      const timer = setInterval(() => {
+        if (res.destroyed || at >= part.length) {
+          clearInterval(timer);
+          if (!res.destroyed) res.end();
+          return;
+        }
+        res.write(part.subarray(at, at + step));
+        at += step;
+      }, 200);
+      res.on('close', () => clearInterval(timer));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      await page.getByRole('tab', { name: /Model/ }).click();
+      await page.getByLabel('Hugging Face Hub').check();
+      await page.getByLabel('Model id').fill('test-org/slow-llama');
+      await page.getByLabel('Hub endpoint').fill(`http://127.0.0.1:${port}/`);
+      await page.getByRole('button', { name: 'Download and open' }).click();
+      const progress = page.getByTestId('download-progress');
+      await expect.poll(() => progress.textContent(), { timeout: 60_000 }).toMatch(/model\.safetensors \(file \d of \d\): [\d.]+ (B|KiB|MiB) of [\d.]+ (KiB|MiB) · [\d.]+ (B|KiB|MiB)\/s · \d+:\d\d left/);
+      const value = await progress.getByRole('progressbar').getAttribute('value');
+      expect(Number(value)).toBeGreaterThan(0);
+      expect(Number(value)).toBeLessThan(100);
+      await screenshot(page, 'studio-1c-hub-progress');
+      await page.getByRole('button', { name: 'Pause download' }).click();
+      await page.getByRole('alert').filter({ hasText: 'resume where it stopped' }).waitFor({ timeout: 30_000 });
+      await page.getByRole('button', { name: 'Download and open' }).click();
+      await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 120_000 }).toMatch(/Model: test-org\/slow-llama[\s\S]*matching config\.json/);
+      const resumed = seen.filter((l) => /^GET model\.safetensors bytes=\d+-$/.test(l));
+      expect(resumed.length, seen.join('\n')).toBeGreaterThan(0);
+      expect(Number(/bytes=(\d+)-/.exec(resumed[0])![1])).toBeGreaterThan(0);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await page.getByLabel('Hub endpoint').fill('https://huggingface.co');
+    }
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { downloadFile, downloadModel, HubError, parseContentRange, resolveUrl, validateModelId, type DownloadProgress } from '../../src/io/hub.ts';
+import { downloadFile, downloadModel, HubError, parseContentRange, resolveUrl, validateEndpoint, validateModelId, type DownloadProgress } from '../../src/io/hub.ts';
 import { MemoryModelStore } from '../../src/io/model-store.ts';
 
 // A fake hub: files by name, Range support, optional failures. Records every request.
@@ -60,6 +60,16 @@ const ID = 'Org/Tiny-Model';
 const baseFiles = () => ({ 'config.json': json({ architectures: ['LlamaForCausalLM'] }), 'tokenizer.json': json({ model: {} }), 'tokenizer_config.json': json({}) });
 
 describe('hub ids and urls', () => {
+  it('takes a mirror endpoint (trailing slash dropped) and refuses what is not an http(s) address', async () => {
+    expect(validateEndpoint(' https://hf-mirror.com/ ')).toBe('https://hf-mirror.com');
+    expect(validateEndpoint('http://127.0.0.1:8080/hub')).toBe('http://127.0.0.1:8080/hub');
+    for (const bad of ['', 'hf-mirror.com', 'ftp://x.org', 'https://x.org/?a=1', 'javascript:alert(1)']) {
+      expect(() => validateEndpoint(bad), bad).toThrow(HubError);
+    }
+    expect(resolveUrl('Qwen/Qwen2.5-0.5B', 'config.json', { endpoint: 'https://hf-mirror.com' })).toBe('https://hf-mirror.com/Qwen/Qwen2.5-0.5B/resolve/main/config.json');
+    const store = new MemoryModelStore();
+    await expect(downloadModel('a/b', store, { endpoint: 'hf-mirror.com', fetch: (async () => new Response('')) as typeof fetch })).rejects.toMatchObject({ kind: 'bad-endpoint' });
+  });
   it('builds resolve URLs and rejects ids that are not owner/name', () => {
     expect(resolveUrl('Qwen/Qwen2.5-0.5B-Instruct', 'model.safetensors')).toBe('https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct/resolve/main/model.safetensors');
     expect(resolveUrl('a/b', 'sub dir/x.json', { revision: 'v1.0' })).toBe('https://huggingface.co/a/b/resolve/v1.0/sub%20dir/x.json');
