@@ -77,7 +77,7 @@ export class TabtuneWorker {
     if (this.gpu) this.gpu.destroy();
     const { result, gpu } = await probeGpu(viteShaders, (info) => {
       this.gpu = null;
-      this.engine.deviceLost();
+      this.engine.deviceLost(info);
       this.events.deviceLost?.(info);
     });
     this.gpu = gpu;

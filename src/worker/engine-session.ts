@@ -90,8 +90,8 @@ interface ActiveRun {
   valBatches: MicroBatch[];
   paused: boolean;
   stop: boolean;
-  /** Its GPU device was lost: resuming rebuilds it from the stored checkpoint. */
-  lost: boolean;
+  /** Its GPU device was lost (the reason): resuming rebuilds it from the stored checkpoint. */
+  lost: string | false;
   loop: Promise<void> | null;
 }
 
@@ -117,11 +117,11 @@ export class EngineSession {
   }
 
   /** Drops GPU state after a lost device (the next call reloads from the host copies). */
-  deviceLost(): void {
+  deviceLost(info: { reason: string; message: string }): void {
     this.loaded = null;
     if (this.active) {
       this.active.stop = true;
-      this.active.lost = true;
+      this.active.lost = info.message || info.reason || 'unknown reason';
     }
   }
 
@@ -389,14 +389,32 @@ export class EngineSession {
         if (s.step % m.saveSteps === 0) await this.checkpoint(a);
         this.emit();
       }
+      if (a.lost) return await this.interrupted(a);
       r.status = r.step >= r.totalSteps ? 'done' : 'stopped';
       if (r.checkpointStep !== r.step) await this.checkpoint(a);
       else await saveRun(r);
     } catch (e) {
+      // A step can fail on the lost device before device.lost has told us: give it a moment.
+      const lost = a.lost || (await Promise.race([a.trainer.model.gpu.lost.then((i) => i.message || String(i.reason)), sleep(1000).then(() => false as const)]));
+      if (lost) {
+        a.lost ||= lost;
+        return await this.interrupted(a);
+      }
       r.status = 'failed';
       r.error = (e as Error).message;
       await saveRun(r).catch(() => {});
     }
+  }
+
+  /**
+   * The device went away mid-run (driver reset, GPU process crash, OOM kill): nothing on it can be
+   * saved, but the last checkpoint is in IndexedDB, so the run waits paused for Resume.
+   */
+  private async interrupted(a: ActiveRun): Promise<void> {
+    const r = a.record;
+    r.status = 'paused';
+    r.error = `the GPU device was lost at step ${r.step} (${a.lost}); Resume continues from the checkpoint at step ${r.checkpointStep ?? 0}`;
+    await saveRun(r).catch(() => {});
   }
 
   snapshot(): RunProgress | null {

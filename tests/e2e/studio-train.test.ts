@@ -76,6 +76,12 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     browser = await launch();
     page = await (await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })).newPage();
     errors = collectErrors(page);
+    // The engine Worker keeps its GPU devices where the test can reach them, to lose one on purpose.
+    await page.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
+      const res = await route.fetch();
+      const keep = `{const f=GPUAdapter.prototype.requestDevice;GPUAdapter.prototype.requestDevice=async function(...a){const d=await f.apply(this,a);(self.__tabtuneDevices??=[]).push(d);return d;};}\n`;
+      await route.fulfill({ response: res, body: keep + (await res.text()) });
+    });
     await page.goto(inject('baseUrl'));
     await openModel(page, model);
     await page.getByRole('tab', { name: /Data/ }).click();
@@ -112,6 +118,29 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     expect(await page.getByTestId('memory-ledger').textContent()).toMatch(/Adapters[\s\S]*KiB/);
     expect(await page.getByTestId('train-step').textContent()).toMatch(/\/ 20/);
     await screenshot(page, 'studio-5-train');
+  });
+
+  it('a GPU device lost mid-run pauses the run, and Resume continues it from its checkpoint', async () => {
+    const worker = page.workers().find((w) => /\/assets\/worker-/.test(w.url()));
+    expect(worker, page.workers().map((w) => w.url()).join()).toBeDefined();
+    expect(await page.getByTestId('train-status').textContent()).toMatch(/Training/);
+    // What a driver reset or a GPU-process crash does to the device under the run.
+    await worker!.evaluate(() => {
+      for (const d of (self as unknown as { __tabtuneDevices?: GPUDevice[] }).__tabtuneDevices ?? []) d.destroy();
+    });
+    await page.getByRole('alert').filter({ hasText: /The GPU device was lost \(/ }).waitFor({ timeout: 60_000 });
+    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 120_000 }).toMatch(/Paused/);
+    const lostAt = await page.getByRole('alert').filter({ hasText: /device was lost at step \d+/ }).textContent();
+    const ck = Number(/checkpoint at step (\d+)/.exec(lostAt ?? '')?.[1]);
+    expect(ck).toBeGreaterThanOrEqual(3);
+    await screenshot(page, 'studio-5b-device-lost');
+    await page.getByRole('button', { name: 'Try again' }).first().click();
+    await page.getByRole('button', { name: 'Resume', exact: true }).click();
+    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 60_000 }).toMatch(/Training/);
+    await expect.poll(async () => Number(await page.getByTestId('train-checkpoint').textContent()), { timeout: 300_000, interval: 500 }).toBeGreaterThan(ck);
+    // Leave it paused for the reload test.
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 60_000 }).toMatch(/Paused/);
   });
 
   it('resumes the same run after a reload and continues the curve', async () => {

@@ -60,6 +60,7 @@ export const en = {
   'err.noData': 'Go to the Data step and select a dataset with valid rows.',
   'err.fullFt': 'Export the merged model instead, or train a LoRA run to compare with the base.',
   'err.noGpu': 'Open “Your GPU and WebGPU self-test” above for what to do.',
+  'err.deviceLost': 'Press Resume (after "Try again" above if the GPU is still missing): training continues from the last checkpoint, and the curve is kept up to it.',
   'err.generic': 'Retry; if it happens again, reload the page (your settings and files are kept).',
 
   'model.title': 'Model',

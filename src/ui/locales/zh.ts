@@ -62,6 +62,7 @@ export const zh: Record<MessageKey, string> = {
   'err.noData': '请到“数据”步骤选择含有效行的数据集。',
   'err.fullFt': '请改为导出合并后的模型，或训练一次 LoRA 以便与基座对比。',
   'err.noGpu': '请展开上方“你的 GPU 与 WebGPU 自检”查看处理方法。',
+  'err.deviceLost': '请点击“继续”（若上方仍提示 GPU 丢失，先点“重试”）：训练将从最近的检查点继续，曲线保留到该点。',
   'err.generic': '请重试；若再次出现，请刷新页面（设置和文件都会保留）。',
 
   'model.title': '模型',
