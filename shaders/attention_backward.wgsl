@@ -30,7 +30,9 @@ const WG: u32 = 64u;          // rowDot, reduceHeads
 // ---- rowDot ---------------------------------------------------------------------------
 @group(0) @binding(1) var<storage, read> rdDOut: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> rdOut: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> rdRowDot: array<f32>;
+@group(0) @binding(3) var<storage, read> rdLse: array<f32>;
+// [D; LSE], each [Hq, N]: dq and dkdv read both through one binding.
+@group(0) @binding(4) var<storage, read_write> rdRowStats: array<f32>;
 
 @compute @workgroup_size(WG)
 fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -40,7 +42,9 @@ fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let h = idx % P.qHeads;
   var acc = 0.0;
   for (var t = 0u; t < D4; t++) { acc += dot(rdDOut[idx * D4 + t], rdOut[idx * D4 + t]); }
-  rdRowDot[h * P.queries + i] = acc;
+  let at = h * P.queries + i;
+  rdRowStats[at] = acc;
+  rdRowStats[P.qHeads * P.queries + at] = rdLse[at];
 }
 
 // ---- shared bindings of dq and dkdv ------------------------------------------------------
@@ -49,12 +53,14 @@ fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> seg: array<i32>;
 @group(0) @binding(5) var<storage, read> dOut: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> lse: array<f32>;
-@group(0) @binding(7) var<storage, read> rowDotIn: array<f32>;
+@group(0) @binding(6) var<storage, read> rowStats: array<f32>; // [D; LSE]
+
+fn rowDotOf(h: u32, i: u32) -> f32 { return rowStats[h * P.queries + i]; }
+fn lseOf(h: u32, i: u32) -> f32 { return rowStats[(P.qHeads + h) * P.queries + i]; }
 
 // ---- dq -------------------------------------------------------------------------------
 // dQ_i = scale · Σ_j P_ij (dP_ij − D_i) K_j, with P_ij = exp(scale·q_i·k_j − LSE_i), dP_ij = dO_i·v_j.
-@group(0) @binding(8) var<storage, read_write> dqOut: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dqOut: array<vec4<f32>>;
 
 var<workgroup> kTile: array<vec4<f32>, BC * D4>;
 var<workgroup> vTile: array<vec4<f32>, BC * D4>;
@@ -80,8 +86,8 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
     dor[t] = dOut[base + t * L];
     acc[t] = vec4<f32>(0.0);
   }
-  let lse2 = lse[qrow.h * P.queries + qrow.i] * LOG2E;
-  let rowD = rowDotIn[qrow.h * P.queries + qrow.i];
+  let lse2 = lseOf(qrow.h, qrow.i) * LOG2E;
+  let rowD = rowDotOf(qrow.h, qrow.i);
   var s: array<f32, BC>;
   var dp: array<f32, BC>;
 
@@ -137,8 +143,8 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
 
 // ---- dkdv -----------------------------------------------------------------------------
 // For key j of query head h: dV_j = Σ_i P_ij dO_i,  dK_j = scale · Σ_i P_ij (dP_ij − D_i) Q_i.
-@group(0) @binding(8) var<storage, read_write> dkOut: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read_write> dvOut: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dkOut: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> dvOut: array<vec4<f32>>;
 
 var<workgroup> qTile: array<vec4<f32>, BQ * D4>;
 var<workgroup> doTile: array<vec4<f32>, BQ * D4>;
@@ -202,8 +208,8 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       if (i < P.queries) {
         sr = 0;
         if (P.useSegments != 0u) { sr = seg[P.queryOffset + i]; }
-        l2 = lse[h * P.queries + i] * LOG2E;
-        rd = rowDotIn[h * P.queries + i];
+        l2 = lseOf(h, i) * LOG2E;
+        rd = rowDotOf(h, i);
       }
       segRowTile[r] = sr;
       lseTile[r] = l2;

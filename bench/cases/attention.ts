@@ -1,5 +1,5 @@
 // Causal GQA attention at Qwen2.5-0.5B shapes (14 query heads / 2 KV heads, head_dim 64, batch 1):
-// forward (O + LSE) and FlashAttention-2 backward (rowDot, dQ, per-head dK/dV, head reduce).
+// forward (O + LSE) and FlashAttention-2 backward (rowStats, dQ, per-head dK/dV, head reduce).
 // `extra` carries the scratch the op needs besides its inputs/outputs, which must grow linearly.
 import { Recorder, releaseTensor, tensorSpec, uploadTensor, type Gpu, type Tensor } from '../../src/engine/gpu/index.ts';
 import {
@@ -82,7 +82,7 @@ function backwardCase(seq: number, heavy = false): BenchCase {
     name: `attention bwd seq${seq}`,
     shape: `B1 T${seq} H${HQ}/${HKV} D${D} causal`,
     flops: attentionBackwardFlops(s),
-    // read Q, O, dO, K, V, LSE; write dQ, dK, dV; the scratch (rowDot, per-head dK/dV partials)
+    // read Q, O, dO, K, V, LSE; write dQ, dK, dV; the scratch (rowStats, per-head dK/dV partials)
     // is written once and read back once
     bytesMoved: 4 * qBytes + 4 * kBytes + 4 * HQ * seq + 2 * attentionScratchBytes(s),
     extra: { peak_scratch_B: peakScratch(seq), 'scratch_B@seq': scratchTable },

@@ -1,4 +1,4 @@
-import { acquireGpu, type Gpu } from '../../src/engine/gpu/index.ts';
+import { acquireGpu, WEBGPU_DEFAULT_LIMITS, type Gpu } from '../../src/engine/gpu/index.ts';
 import { viteShaders } from '../../src/engine/shaders.vite.ts';
 
 /** "node" (Dawn) or "browser" (Chromium): test names carry it so a failure says where. */
@@ -11,6 +11,16 @@ export function testGpu(): Promise<Gpu> {
   const entry = (globalThis as { __tabtuneGpuEntry?: GPU }).__tabtuneGpuEntry ?? navigator.gpu;
   shared ??= acquireGpu({ gpu: entry, shaders: viteShaders });
   return shared;
+}
+
+let minimal: Promise<Gpu> | null = null;
+
+/** A device asking only for WebGPU's default limits (8 storage buffers per stage, 128 MiB bindings,
+ *  16 KiB workgroup memory): the smallest adapter a user can have. */
+export function minimalTestGpu(): Promise<Gpu> {
+  const entry = (globalThis as { __tabtuneGpuEntry?: GPU }).__tabtuneGpuEntry ?? navigator.gpu;
+  minimal ??= acquireGpu({ gpu: entry, shaders: viteShaders, limitCaps: WEBGPU_DEFAULT_LIMITS });
+  return minimal;
 }
 
 export function closeTestGpu(): void {

@@ -14,7 +14,7 @@ import { DataLoader } from '../../src/engine/train/data.ts';
 import { Trainer, type StepResult, type TrainerConfig } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
+import { minimalTestGpu, runtime, testGpu } from './context.ts';
 import { fixtureLora, fixtureModel, readAll, realRows } from './engine-util.ts';
 
 function microBatches(fx: Fixture): MicroBatch[] {
@@ -89,6 +89,21 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
       await followCurve(model, fx, { loss: 1e-4, norm: 1e-3, params: 1e-3 });
     } finally {
       model.release();
+    }
+  });
+
+  it('on an adapter with only WebGPU\'s default limits (8 storage buffers per stage), LoRA and QLoRA follow the same curves', async () => {
+    const gpu = await minimalTestGpu();
+    expect(gpu.limits.maxStorageBuffersPerShaderStage).toBe(8);
+    expect(gpu.limits.maxComputeWorkgroupStorageSize).toBe(16384);
+    const base = await loadFixture('engine_llama');
+    for (const [name, opts] of [['engine_train_lora', {}], ['engine_train_qlora', { quantize: 'nf4', doubleQuant: true }]] as const) {
+      const model = await fixtureModel(gpu, await loadFixture(name), base, opts);
+      try {
+        await followCurve(model, await loadFixture(name), { loss: 1e-4, norm: 1e-3, params: 1e-3 });
+      } finally {
+        model.release();
+      }
     }
   });
 

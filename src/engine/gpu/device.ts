@@ -19,7 +19,23 @@ export interface AcquireOptions {
   shaders: ShaderSources;
   powerPreference?: GPUPowerPreference;
   onLost?: (info: { reason: string; message: string }) => void;
+  /** Ask for at most these limits (tests use WEBGPU_DEFAULT_LIMITS to stand in for the smallest adapter). */
+  limitCaps?: Partial<Record<RaisedLimit, number>>;
 }
+
+/** The limits every WebGPU adapter must offer (the spec's defaults): what Tabtune can count on. */
+export const WEBGPU_DEFAULT_LIMITS = {
+  maxBufferSize: 268435456,
+  maxStorageBufferBindingSize: 134217728,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupSizeY: 256,
+  maxComputeWorkgroupSizeZ: 64,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxStorageBuffersPerShaderStage: 8,
+  maxBindGroups: 4,
+} as const satisfies Record<RaisedLimit, number>;
 
 /** Limits we raise to what the adapter really offers; the defaults (128 MiB bindings) are far too small for LLMs. */
 const RAISED_LIMITS = [
@@ -34,6 +50,7 @@ const RAISED_LIMITS = [
   'maxStorageBuffersPerShaderStage',
   'maxBindGroups',
 ] as const;
+type RaisedLimit = (typeof RAISED_LIMITS)[number];
 
 const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'timestamp-query', 'subgroups' as GPUFeatureName];
 
@@ -110,7 +127,8 @@ export async function acquireGpu(opts: AcquireOptions): Promise<Gpu> {
   const requiredLimits: Record<string, number> = {};
   for (const key of RAISED_LIMITS) {
     const v = (adapter.limits as unknown as Record<string, number>)[key];
-    if (typeof v === 'number') requiredLimits[key] = v;
+    const cap = opts.limitCaps?.[key];
+    if (typeof v === 'number') requiredLimits[key] = cap === undefined ? v : Math.min(v, cap);
   }
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'tabtune' });

@@ -1,4 +1,4 @@
-export { acquireGpu, Gpu, reportAdapter, type AdapterReport } from './device.ts';
+export { acquireGpu, Gpu, reportAdapter, WEBGPU_DEFAULT_LIMITS, type AdapterReport } from './device.ts';
 export { GpuError, withErrorScopes } from './errors.ts';
 export { MEMORY_CATEGORIES, MemoryLedger, type LedgerReport, type MemoryCategory } from './ledger.ts';
 export { BufferPool, fmtBytes, sizeClass } from './pool.ts';

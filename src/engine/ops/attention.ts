@@ -5,8 +5,9 @@
 // Layouts (token-major f32): Q, O, dO, dQ [N, Hq·D]; K, V, dK, dV [Nk, Hkv·D]; LSE [Hq, N] in
 // natural-log units; segmentIds i32[Nk] indexed by key position (query i sits at key position
 // queryOffset + i, so in training N == Nk and it is simply i32[N]). No buffer of size N×Nk exists
-// anywhere: backward scratch is rowDot [Hq, N] plus, when Hq > Hkv, per-query-head dK/dV
-// partials [Nk, Hq, D] (summed per KV head afterwards, because WGSL has no float atomics).
+// anywhere: backward scratch is rowStats [2, Hq, N] (D_i, then a copy of LSE: one binding, so dK/dV
+// stay within WebGPU's default 8 storage buffers per stage) plus, when Hq > Hkv, per-query-head
+// dK/dV partials [Nk, Hq, D] (summed per KV head afterwards, because WGSL has no float atomics).
 import type { Gpu } from '../gpu/device.ts';
 import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
@@ -57,8 +58,8 @@ export interface AttentionBackwardArgs extends AttentionShape {
 
 /** Backward scratch (see attentionScratchBytes); reusable across layers and steps of one shape or smaller. */
 export interface AttentionScratch {
-  /** f32 [Hq, N]: D_i = Σ_d dO·O. */
-  rowDot: Tensor;
+  /** f32 [2, Hq, N]: D_i = Σ_d dO·O, then LSE_i. */
+  rowStats: Tensor;
   /** f32 [Nk, Hq, D] per-query-head dK/dV partials; null when Hq == Hkv. */
   dkHeads: Tensor | null;
   dvHeads: Tensor | null;
@@ -162,9 +163,9 @@ function scaleOf(s: AttentionShape): number {
 
 /** Bytes the backward needs besides its inputs and outputs; linear in N and Nk. */
 export function attentionScratchBytes(shape: AttentionShape): number {
-  const rowDot = 4 * shape.qHeads * shape.queries;
+  const rowStats = 2 * 4 * shape.qHeads * shape.queries;
   const heads = shape.qHeads === shape.kvHeads ? 0 : 2 * 4 * shape.keys * shape.qHeads * shape.headDim;
-  return rowDot + heads;
+  return rowStats + heads;
 }
 
 /**
@@ -182,14 +183,14 @@ export function createAttentionScratch(gpu: Gpu, shape: AttentionShape, label = 
   const grouped = shape.qHeads !== shape.kvHeads;
   const headsSpec = (name: string) => tensorSpec('f32', [shape.keys, shape.qHeads, shape.headDim], 'scratch', `${label}.${name}`);
   return {
-    rowDot: createTensor(gpu, tensorSpec('f32', [shape.qHeads, shape.queries], 'scratch', `${label}.rowDot`)),
+    rowStats: createTensor(gpu, tensorSpec('f32', [2, shape.qHeads, shape.queries], 'scratch', `${label}.rowStats`)),
     dkHeads: grouped ? createTensor(gpu, headsSpec('dkHeads')) : null,
     dvHeads: grouped ? createTensor(gpu, headsSpec('dvHeads')) : null,
   };
 }
 
 export function releaseAttentionScratch(gpu: Gpu, s: AttentionScratch): void {
-  for (const t of [s.rowDot, s.dkHeads, s.dvHeads]) if (t) releaseTensor(gpu, t);
+  for (const t of [s.rowStats, s.dkHeads, s.dvHeads]) if (t) releaseTensor(gpu, t);
 }
 
 // Scratch made on demand when the caller passes none: kept per device and grown, so layers and
@@ -223,7 +224,7 @@ function implicitTensor(gpu: Gpu, name: string, elements: number): Tensor {
 
 function fitsScratch(s: AttentionScratch, shape: AttentionShape): boolean {
   const grouped = shape.qHeads !== shape.kvHeads;
-  if (numelOf(s.rowDot.shape) < shape.qHeads * shape.queries) return false;
+  if (numelOf(s.rowStats.shape) < 2 * shape.qHeads * shape.queries) return false;
   if (!grouped) return true;
   const need = shape.keys * shape.qHeads * shape.headDim;
   return !!s.dkHeads && !!s.dvHeads && numelOf(s.dkHeads.shape) >= need && numelOf(s.dvHeads.shape) >= need;
@@ -233,7 +234,7 @@ function implicitScratchFor(gpu: Gpu, shape: AttentionShape): AttentionScratch {
   const c = implicitFor(gpu);
   if (c.scratch && fitsScratch(c.scratch, shape)) return c.scratch;
   const old = c.shape;
-  if (c.scratch) for (const t of [c.scratch.rowDot, c.scratch.dkHeads, c.scratch.dvHeads]) if (t) c.retired.push(t);
+  if (c.scratch) for (const t of [c.scratch.rowStats, c.scratch.dkHeads, c.scratch.dvHeads]) if (t) c.retired.push(t);
   const grown: AttentionShape = old
     ? {
         ...shape,
@@ -377,13 +378,13 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   checkTensor(what, 'lse', a.lse, Hq * N);
   const gpu = rec.gpu;
   const scratch = a.scratch ?? implicitScratchFor(gpu, a);
-  check(what, fitsScratch(scratch, a), `scratch is too small for this shape (needs ${attentionScratchBytes(a)} bytes: rowDot [Hq, N]${Hq !== Hkv ? ' and dK/dV partials [Nk, Hq, D]' : ''})`);
+  check(what, fitsScratch(scratch, a), `scratch is too small for this shape (needs ${attentionScratchBytes(a)} bytes: rowStats [2, Hq, N]${Hq !== Hkv ? ' and dK/dV partials [Nk, Hq, D]' : ''})`);
   const inputs: [string, Tensor | undefined][] = [
     ['q', a.q], ['k', a.k], ['v', a.v], ['out', a.out], ['lse', a.lse], ['dOut', a.dOut], ['segmentIds', a.segmentIds],
-    ['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowDot', scratch.rowDot],
+    ['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowStats', scratch.rowStats],
     ['scratch.dkHeads', scratch.dkHeads ?? undefined], ['scratch.dvHeads', scratch.dvHeads ?? undefined],
   ];
-  checkDistinct(what, [['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowDot', scratch.rowDot]], inputs);
+  checkDistinct(what, [['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowStats', scratch.rowStats]], inputs);
 
   const t = tilingFor(gpu, D);
   const constants = {
@@ -404,14 +405,14 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
 
   const rdTiles = Math.ceil((N * Hq) / THREADS);
   const rd = fold(rec, rdTiles);
-  rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rd.x, rdTiles), [a.dOut, a.out, scratch.rowDot], [rd.x, 1, rd.z]);
+  rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rd.x, rdTiles), [a.dOut, a.out, a.lse, scratch.rowStats], [rd.x, 1, rd.z]);
 
   const dqTiles = Math.ceil((N * (Hq / Hkv)) / t.dq.rows);
   const dqf = fold(rec, dqTiles);
   rec.dispatch(
     { pipeline: pDq, what: `${what} [dq]` },
     params(a, dqf.x, dqTiles),
-    [a.q, a.k, a.v, seg, a.dOut, a.lse, scratch.rowDot, a.dq],
+    [a.q, a.k, a.v, seg, a.dOut, scratch.rowStats, a.dq],
     [dqf.x, Hkv, dqf.z],
   );
 
@@ -423,7 +424,7 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   rec.dispatch(
     { pipeline: pDkdv, what: `${what} [dkdv]` },
     params(a, kf.x, kTiles),
-    [a.q, a.k, a.v, seg, a.dOut, a.lse, scratch.rowDot, dkTarget, dvTarget],
+    [a.q, a.k, a.v, seg, a.dOut, scratch.rowStats, dkTarget, dvTarget],
     [kf.x, Hq, kf.z],
   );
   if (grouped) {

@@ -253,7 +253,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const chunk = Math.max(1, Math.min(T - 1, train.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
   L.add('scratch', `logits chunk (${chunk} rows × vocab)`, tb('f32', chunk * V));
   L.add('scratch', 'per-row losses', tb('f32', N));
-  L.add('scratch', 'attention backward rowDot', tb('f32', c.numHeads * N));
+  L.add('scratch', 'attention backward rowStats', tb('f32', 2 * c.numHeads * N));
   if (c.numHeads !== c.numKvHeads) L.add('scratch', 'attention backward dK/dV per query head', tb('f32', N * c.numHeads * D), 2);
   L.add('scratch', 'gradient-norm partials', tb('f32', gradNormPartials([total])));
   L.add('scratch', 'step report, loss scale', tb('f32', 8));
