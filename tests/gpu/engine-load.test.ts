@@ -9,7 +9,10 @@ import { Decoder } from '../../src/engine/model/decoder.ts';
 import { forwardLogits, KvCache } from '../../src/engine/model/infer.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
 import { isRowSplit, type Model } from '../../src/engine/model/model.ts';
-import { memoryWeightSource, openModelFiles } from '../../src/engine/model/weights.ts';
+import { memoryWeightSource, openModelFiles, type WeightSource } from '../../src/engine/model/weights.ts';
+import { acquireGpu } from '../../src/engine/gpu/index.ts';
+import { expectedWeights } from '../../src/engine/model/config.ts';
+import { viteShaders } from '../../src/engine/shaders.vite.ts';
 import { isNf4, NF4_CODE, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
 import { toBf16, toF16 } from '../../src/engine/numeric/half.ts';
 import { relError } from '../cpu/compare.ts';
@@ -37,6 +40,32 @@ function qloraBase(fx: Fixture) {
 }
 
 describe(`engine loading [${runtime}]`, () => {
+  it.skipIf(runtime !== 'node')('a weight the GPU has no memory left for is an out-of-memory error naming the tensor, and nothing stays allocated', async () => {
+    // Dawn's null backend executes nothing and refuses allocations past 512 MiB: a small GPU, cheaply.
+    const mod = 'webgpu';
+    const webgpu = (await import(/* @vite-ignore */ mod)) as typeof import('webgpu');
+    const gpu = await acquireGpu({ gpu: webgpu.create(['backend=null']), shaders: viteShaders });
+    try {
+      const c = parseModelConfig({
+        architectures: ['LlamaForCausalLM'], hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 4, num_attention_heads: 16,
+        num_key_value_heads: 16, vocab_size: 256, max_position_embeddings: 64, rms_norm_eps: 1e-6, tie_word_embeddings: true, torch_dtype: 'float32',
+      });
+      const shapes = new Map(expectedWeights(c).filter((w) => !w.optional).map((w) => [w.name, w.shape]));
+      const zeros = new Uint8Array(64 << 20); // the largest tensor (8192 × 2048 f32), shared by every read
+      const source: WeightSource = {
+        names: () => [...shapes.keys()], has: (n) => shapes.has(n), shape: (n) => [...shapes.get(n)!], dtype: () => 'F32', fileOf: () => 'big.safetensors',
+        read: async (n) => zeros.subarray(0, 4 * shapes.get(n)!.reduce((a, b) => a * b, 1)),
+      };
+      await expect(loadModel(gpu, c, source)).rejects.toMatchObject({
+        kind: 'out-of-memory',
+        message: expect.stringMatching(/^out-of-memory error in loading model\.layers\.\d+\.\S+ \([\d.]+ MiB of weights already on the GPU\): /),
+      });
+      expect(gpu.ledger.report().current.weights).toBe(0);
+    } finally {
+      gpu.destroy();
+    }
+  });
+
   it('loads sharded bf16 safetensors from a file map, keeps bf16 on the GPU and reproduces PyTorch', async () => {
     const gpu = await testGpu();
     const fx = await loadFixture('engine_qwen2');

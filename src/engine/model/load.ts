@@ -4,6 +4,8 @@
 // see REFERENCE.md / src/engine/ops/nf4.ts). Tensors larger than one storage binding are split
 // by rows (embedding / lm_head only).
 import type { Gpu } from '../gpu/device.ts';
+import { withErrorScopes } from '../gpu/errors.ts';
+import { fmtBytes } from '../gpu/pool.ts';
 import { Recorder } from '../gpu/recorder.ts';
 import { storageBytes, type DType, type Tensor } from '../gpu/tensor.ts';
 import { createTensor, releaseTensor, tensorSpec, uploadTensor, writeTensor } from '../gpu/transfer.ts';
@@ -51,46 +53,52 @@ export async function loadModel(gpu: Gpu, config: ModelConfig, source: WeightSou
   const wanted = expectedWeights(config).filter((w) => !(w.optional && !source.has(w.name)));
   const quantized = new Set(check.quantized);
   let loaded = 0;
+  let loadedBytes = 0;
   try {
     for (const w of wanted) {
       if (opts.signal?.aborted) throw new Error('model loading was cancelled');
       const name = w.name;
-      let bytes = 0;
-      if (quantized.has(name)) {
-        if (opts.computeDType === 'f32') throw new Error(`${source.fileOf(name)}: "${name}" is 4-bit (bitsandbytes); full fine-tuning needs 16/32-bit weights`);
-        const companions: Record<string, RawTensor> = {};
-        for (const n of source.names()) {
-          if (n === name || n.startsWith(`${name}.`)) companions[n] = { dtype: source.dtype(n), shape: source.shape(n), bytes: await source.read(n) };
-        }
-        const host = nf4FromBnb(companions, name.slice(0, -'.weight'.length), source.fileOf(name));
-        host.shape = w.shape;
-        model.weights.set(name, uploadNf4(gpu, host, name));
-        bytes = host.packed.byteLength;
-      } else {
-        const dtype = source.dtype(name);
-        const gpuType = DTYPE_OF[dtype];
-        if (!gpuType) throw new Error(`${source.fileOf(name)}: tensor "${name}" has dtype ${dtype}; supported: F32, F16, BF16 (or bitsandbytes 4-bit)`);
-        const toF32 = opts.computeDType === 'f32' && gpuType !== 'f32';
-        const dtypeOnGpu: DType = toF32 ? 'f32' : gpuType;
-        const tooBig = storageBytes(dtypeOnGpu, w.shape.reduce((a, b) => a * b, 1)) > limit;
-        if (tooBig) {
-          if (w.role !== 'embed' && w.role !== 'lm-head') throw new Error(`${source.fileOf(name)}: tensor "${name}" exceeds this GPU's storage binding limit (${limit} bytes)`);
-          model.weights.set(name, await loadRowSplit(gpu, source, name, w.shape as [number, number], gpuType, toF32, limit));
-          model.notes.push(`${name} split by rows to fit the ${limit}-byte binding limit`);
-        } else if (opts.quantize === 'nf4' && isLinear(name)) {
-          const src = await loadDense(gpu, source, name, w.shape, gpuType, false, 'scratch');
-          const rec = new Recorder(gpu, `quantize ${name}`);
-          const { weight, scratch } = await quantizeNf4(rec, { src, doubleQuant: opts.doubleQuant, label: name });
-          await rec.submit();
-          releaseTensor(gpu, src);
-          scratch.forEach((t) => releaseTensor(gpu, t));
-          model.weights.set(name, weight);
+      // Allocation failures surface here, named, instead of as invalid buffers much later.
+      const bytes = await withErrorScopes(gpu.device, `loading ${name} (${fmtBytes(loadedBytes)} of weights already on the GPU)`, async () => {
+        let bytes = 0;
+        if (quantized.has(name)) {
+          if (opts.computeDType === 'f32') throw new Error(`${source.fileOf(name)}: "${name}" is 4-bit (bitsandbytes); full fine-tuning needs 16/32-bit weights`);
+          const companions: Record<string, RawTensor> = {};
+          for (const n of source.names()) {
+            if (n === name || n.startsWith(`${name}.`)) companions[n] = { dtype: source.dtype(n), shape: source.shape(n), bytes: await source.read(n) };
+          }
+          const host = nf4FromBnb(companions, name.slice(0, -'.weight'.length), source.fileOf(name));
+          host.shape = w.shape;
+          model.weights.set(name, uploadNf4(gpu, host, name));
+          bytes = host.packed.byteLength;
         } else {
-          model.weights.set(name, await loadDense(gpu, source, name, w.shape, gpuType, toF32, 'weights'));
+          const dtype = source.dtype(name);
+          const gpuType = DTYPE_OF[dtype];
+          if (!gpuType) throw new Error(`${source.fileOf(name)}: tensor "${name}" has dtype ${dtype}; supported: F32, F16, BF16 (or bitsandbytes 4-bit)`);
+          const toF32 = opts.computeDType === 'f32' && gpuType !== 'f32';
+          const dtypeOnGpu: DType = toF32 ? 'f32' : gpuType;
+          const tooBig = storageBytes(dtypeOnGpu, w.shape.reduce((a, b) => a * b, 1)) > limit;
+          if (tooBig) {
+            if (w.role !== 'embed' && w.role !== 'lm-head') throw new Error(`${source.fileOf(name)}: tensor "${name}" exceeds this GPU's storage binding limit (${limit} bytes)`);
+            model.weights.set(name, await loadRowSplit(gpu, source, name, w.shape as [number, number], gpuType, toF32, limit));
+            model.notes.push(`${name} split by rows to fit the ${limit}-byte binding limit`);
+          } else if (opts.quantize === 'nf4' && isLinear(name)) {
+            const src = await loadDense(gpu, source, name, w.shape, gpuType, false, 'scratch');
+            const rec = new Recorder(gpu, `quantize ${name}`);
+            const { weight, scratch } = await quantizeNf4(rec, { src, doubleQuant: opts.doubleQuant, label: name });
+            await rec.submit();
+            releaseTensor(gpu, src);
+            scratch.forEach((t) => releaseTensor(gpu, t));
+            model.weights.set(name, weight);
+          } else {
+            model.weights.set(name, await loadDense(gpu, source, name, w.shape, gpuType, toF32, 'weights'));
+          }
+          bytes = storageBytes(gpuType, w.shape.reduce((a, b) => a * b, 1));
+          if (toF32) model.notes.push(`${name} converted ${dtype} → F32`);
         }
-        bytes = storageBytes(gpuType, w.shape.reduce((a, b) => a * b, 1));
-        if (toF32) model.notes.push(`${name} converted ${dtype} → F32`);
-      }
+        return bytes;
+      });
+      loadedBytes += bytes;
       loaded++;
       opts.onProgress?.({ loaded, total: wanted.length, tensor: name, bytes });
     }
