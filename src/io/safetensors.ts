@@ -344,7 +344,7 @@ export type TypedTensorData =
  */
 export function typedData(t: RawTensor): TypedTensorData {
   const size = DTYPE_BYTES[t.dtype];
-  const aligned = t.bytes.byteOffset % size === 0 ? t.bytes : t.bytes.slice();
+  const aligned = t.bytes.byteOffset % size === 0 ? t.bytes : new Uint8Array(t.bytes); // not slice(): a view on Node Buffers
   const { buffer, byteOffset } = aligned;
   const n = aligned.byteLength / size;
   switch (t.dtype) {

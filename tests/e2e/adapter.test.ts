@@ -44,7 +44,8 @@ describe('the studio finds WebGPU from its Worker', () => {
     const page = await browser.newPage();
     await page.goto(inject('baseUrl'));
     await page.getByRole('button', { name: 'Language' }).click();
-    await expect.poll(() => page.getByRole('heading', { level: 2 }).first().textContent()).toBe('你的 GPU');
+    await expect.poll(() => page.getByRole('heading', { level: 2 }).first().textContent()).toBe('模型');
+    await expect.poll(() => page.locator('summary').first().textContent(), { timeout: 120_000 }).toMatch(/^你的 GPU 与 WebGPU 自检 — .*自检通过/);
     await screenshot(page, 'adapter-panel-zh');
   });
 });

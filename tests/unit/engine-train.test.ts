@@ -113,6 +113,10 @@ describe('checkpoint files', () => {
       at += bytes.byteLength + 5;
     }
     expect(await checkpointFromFiles(views)).toEqual(c);
+    // Node Buffers of small files share an 8 KiB pool, and Buffer.slice() does not copy.
+    const buffers = new Map([...files].map(([name, bytes]) => [name, Buffer.from(bytes)] as const));
+    expect([...buffers.values()].some((b) => b.byteOffset > 0 || b.buffer.byteLength > b.byteLength)).toBe(true);
+    expect(await checkpointFromFiles(buffers)).toEqual(c);
     await expect(checkpointFromFiles(new Map())).rejects.toThrow(/trainer_state\.json and optimizer\.safetensors/);
   });
 });

@@ -10,7 +10,7 @@ export const ELEMENT_BYTES: Record<FloatDType, number> = { f32: 4, bf16: 2, f16:
 function aligned<T>(bytes: Uint8Array, size: number, make: (b: ArrayBuffer, o: number, n: number) => T): T {
   const n = bytes.byteLength / size;
   if (bytes.byteOffset % size === 0) return make(bytes.buffer as ArrayBuffer, bytes.byteOffset, n);
-  const copy = bytes.slice();
+  const copy = new Uint8Array(bytes); // a real copy even of a Node Buffer (whose slice() is a view)
   return make(copy.buffer, 0, n);
 }
 

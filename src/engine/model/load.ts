@@ -134,7 +134,7 @@ function releaseAny(gpu: Gpu, w: unknown): void {
 /** Host bytes of `gpuType` → f32 bytes. */
 function widen(bytes: Uint8Array, from: DType): Uint8Array {
   const n = bytes.byteLength / 2;
-  const u16 = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint16Array(bytes.slice().buffer, 0, n);
+  const u16 = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint16Array(new Uint8Array(bytes).buffer, 0, n);
   if (from === 'f16') return new Uint8Array(fromF16(u16).buffer);
   const u32 = new Uint32Array(n);
   for (let i = 0; i < n; i++) u32[i] = u16[i] << 16;

@@ -304,6 +304,7 @@ function expectTensor(t: RawTensor, name: string, dtype: string, count: number, 
 
 function f32s(t: RawTensor, name: string, count: number, fail: (n: string, w: string) => never): Float32Array {
   expectTensor(t, name, 'F32', count, fail);
-  // Copy: checkpoint slices need not be 4-byte aligned.
-  return new Float32Array(t.bytes.slice().buffer, 0, count);
+  // Copy: checkpoint slices need not be 4-byte aligned. new Uint8Array(x), not x.slice(): a Node
+  // Buffer's slice() is a view into its (shared) pool.
+  return new Float32Array(new Uint8Array(t.bytes).buffer, 0, count);
 }

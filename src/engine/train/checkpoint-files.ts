@@ -47,7 +47,7 @@ export async function checkpointFromFiles(files: ReadonlyMap<string, Uint8Array>
   const read = async (name: string) => {
     const t = await f.readTensor(name);
     if (t.dtype !== 'F32') throw new Error(`${OPTIMIZER_FILE}: ${name} must be F32`);
-    return new Float32Array(t.bytes.slice().buffer);
+    return new Float32Array(new Uint8Array(t.bytes).buffer); // a copy even of a Node Buffer (whose slice() is a view)
   };
   const { format: _f, ...state } = raw;
   return {
