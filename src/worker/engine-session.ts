@@ -26,6 +26,8 @@ export interface RunProgress {
   tokensPerSecond: number;
   memory: LedgerReport | null;
   phase: 'loading' | 'preparing' | 'training' | 'evaluating' | 'saving' | 'idle';
+  /** False once the run's GPU device is lost (its state lives on only in the checkpoint). */
+  onGpu: boolean;
   loadProgress?: { loaded: number; total: number };
 }
 
@@ -186,6 +188,7 @@ export class EngineSession {
       tokensPerSecond: tps,
       memory: this.loaded?.model.gpu.ledger.report() ?? null,
       phase: this.phase,
+      onGpu: !this.active.lost,
       loadProgress: this.loadProgress,
     });
   }

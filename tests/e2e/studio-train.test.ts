@@ -133,6 +133,7 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     const lostAt = await page.getByRole('alert').filter({ hasText: /device was lost at step \d+/ }).textContent();
     const ck = Number(/checkpoint at step (\d+)/.exec(lostAt ?? '')?.[1]);
     expect(ck).toBeGreaterThanOrEqual(3);
+    expect(await page.getByTestId('run-row').first().textContent()).not.toMatch(/on the GPU/);
     await screenshot(page, 'studio-5b-device-lost');
     await page.getByRole('button', { name: 'Try again' }).first().click();
     await page.getByRole('button', { name: 'Resume', exact: true }).click();
