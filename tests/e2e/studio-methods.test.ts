@@ -1,41 +1,17 @@
 // QLoRA and full fine-tuning through the studio on a tiny Llama: a short run of each, then the
 // export that fits the method (PEFT adapter for QLoRA, merged weights for full).
-import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Browser, Page } from 'playwright';
 import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
-import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
-import { serializeSafetensors } from '../../src/io/safetensors-writer.ts';
+import { writeTinyModel } from './tiny-model.ts';
 import { readHeader } from '../../src/io/safetensors.ts';
 import { bytesSource } from '../../src/io/byte-source.ts';
 import { parseAdapterConfig } from '../../src/io/peft.ts';
-import { mulberry32 } from '../../src/data/hash.ts';
 
-const root = join(import.meta.dirname, '../..');
 const dir = join(ARTIFACTS, 'studio-methods');
-
-async function makeTinyModel(): Promise<string[]> {
-  mkdirSync(dir, { recursive: true });
-  const config = {
-    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 6144, max_position_embeddings: 256, rms_norm_eps: 1e-6,
-    rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'bfloat16', eos_token_id: 6142, pad_token_id: 6141,
-  };
-  const text = JSON.stringify(config, null, 2);
-  writeFileSync(join(dir, 'config.json'), text);
-  const rnd = mulberry32(5);
-  const tensors = expectedWeights(parseModelConfig(text)).filter((w) => !w.optional).map((w) => {
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * 0.2));
-    const u32 = new Uint32Array(f.buffer);
-    return { name: w.name, dtype: 'BF16' as const, shape: w.shape, data: new Uint8Array(new Uint16Array(n).map((_, i) => u32[i] >>> 16).buffer) };
-  });
-  writeFileSync(join(dir, 'model.safetensors'), await serializeSafetensors(tensors));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'public/demo-model', f), join(dir, f));
-  return ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => join(dir, f));
-}
 
 async function download(page: Page, testid: string): Promise<Record<string, Uint8Array>> {
   const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).getByRole('link').first().click()]);
@@ -62,7 +38,7 @@ describe('studio: QLoRA and full fine-tuning', () => {
   let errors: string[];
 
   beforeAll(async () => {
-    const model = await makeTinyModel();
+    const model = await writeTinyModel({ dir, architecture: 'Qwen2ForCausalLM', hidden: 64, intermediate: 128, dtype: 'BF16', seed: 5, scale: 0.2 });
     const data = join(dir, 'tiny.jsonl');
     writeFileSync(data, Array.from({ length: 6 }, (_, i) => JSON.stringify({ instruction: `Count to ${i}.`, input: '', output: `${i}.` })).join('\n') + '\n');
     browser = await launch();

@@ -1,41 +1,18 @@
 // Train → reload → resume → chat A/B → evaluate → export, on a tiny Llama made by the test,
 // in Chromium with SwiftShader WebGPU. Exported files are parsed back here.
-import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Browser, Page } from 'playwright';
 import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
-import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
-import { serializeSafetensors } from '../../src/io/safetensors-writer.ts';
+import { writeTinyModel } from './tiny-model.ts';
 import { readHeader } from '../../src/io/safetensors.ts';
 import { bytesSource } from '../../src/io/byte-source.ts';
 import { parseAdapterConfig } from '../../src/io/peft.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
-import { mulberry32 } from '../../src/data/hash.ts';
 
-const root = join(import.meta.dirname, '../..');
 const dir = join(ARTIFACTS, 'studio-train');
-
-async function makeTinyModel(): Promise<string[]> {
-  mkdirSync(dir, { recursive: true });
-  const config = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 6144, max_position_embeddings: 256, rms_norm_eps: 1e-6,
-    rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'float32', eos_token_id: 6142, pad_token_id: 6141,
-  };
-  const text = JSON.stringify(config, null, 2);
-  writeFileSync(join(dir, 'config.json'), text);
-  const rnd = mulberry32(11);
-  const tensors = expectedWeights(parseModelConfig(text)).filter((w) => !w.optional).map((w) => {
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * 0.2));
-    return { name: w.name, dtype: 'F32' as const, shape: w.shape, data: new Uint8Array(f.buffer) };
-  });
-  writeFileSync(join(dir, 'model.safetensors'), await serializeSafetensors(tensors));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'public/demo-model', f), join(dir, f));
-  return ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => join(dir, f));
-}
 
 function makeData(): string {
   const p = join(dir, 'greetings.jsonl');
@@ -71,7 +48,7 @@ describe('studio: train, resume, chat, evaluate, export', () => {
   let model: string[];
 
   beforeAll(async () => {
-    model = await makeTinyModel();
+    model = await writeTinyModel({ dir, architecture: 'LlamaForCausalLM', hidden: 32, intermediate: 64, dtype: 'F32', seed: 11, scale: 0.2 });
     const data = makeData();
     browser = await launch();
     page = await (await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })).newPage();

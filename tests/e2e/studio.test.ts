@@ -1,39 +1,14 @@
 // The studio's Model → Data → Method flow in Chromium (SwiftShader), with a tiny model made here.
-import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
-import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
-import { serializeSafetensors } from '../../src/io/safetensors-writer.ts';
-import { mulberry32 } from '../../src/data/hash.ts';
+import { writeTinyModel } from './tiny-model.ts';
 
 const root = join(import.meta.dirname, '../..');
 const modelDir = join(ARTIFACTS, 'studio-tiny-model');
-
-/** A 2-layer Llama with the demo tokenizer and random bf16 weights. */
-async function makeTinyModel(): Promise<string[]> {
-  mkdirSync(modelDir, { recursive: true });
-  const config = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 6144, max_position_embeddings: 256, rms_norm_eps: 1e-6,
-    rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'bfloat16', eos_token_id: 6142, pad_token_id: 6141,
-  };
-  const text = JSON.stringify(config, null, 2);
-  writeFileSync(join(modelDir, 'config.json'), text);
-  const rnd = mulberry32(7);
-  const tensors = expectedWeights(parseModelConfig(text)).filter((w) => !w.optional).map((w) => {
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * 0.1));
-    const u32 = new Uint32Array(f.buffer);
-    const bf = new Uint16Array(n).map((_, i) => u32[i] >>> 16);
-    return { name: w.name, dtype: 'BF16' as const, shape: w.shape, data: new Uint8Array(bf.buffer) };
-  });
-  writeFileSync(join(modelDir, 'model.safetensors'), await serializeSafetensors(tensors));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'public/demo-model', f), join(modelDir, f));
-  return ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => join(modelDir, f));
-}
 
 function makeDataFiles(): { valid: string; broken: string } {
   const dir = join(ARTIFACTS, 'studio-data');
@@ -57,7 +32,7 @@ describe('studio: model, data, method', () => {
   let data: { valid: string; broken: string };
 
   beforeAll(async () => {
-    modelFiles = await makeTinyModel();
+    modelFiles = await writeTinyModel({ dir: modelDir, architecture: 'LlamaForCausalLM', hidden: 32, intermediate: 64, dtype: 'BF16', seed: 7, scale: 0.1 });
     data = makeDataFiles();
     browser = await launch();
     context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
@@ -216,7 +191,8 @@ describe('studio: model, data, method', () => {
     await page.getByRole('button', { name: 'Download and open' }).click();
     await expect.poll(() => page.getByTestId('model-info').textContent(), { timeout: 60_000 }).toMatch(/Model: test-org\/tiny-llama[\s\S]*matching config\.json/);
     expect(served).toContain('GET model.safetensors');
-    expect(await page.getByRole('region', { name: 'Models stored in this browser' }).textContent()).toContain('test-org/tiny-llama');
+    // The stored-models list refreshes after the download settles.
+    await expect.poll(() => page.getByRole('region', { name: 'Models stored in this browser' }).textContent(), { timeout: 30_000 }).toContain('test-org/tiny-llama');
     await screenshot(page, 'studio-1b-hub');
     const before = served.length;
     await page.waitForTimeout(600);
