@@ -3,44 +3,12 @@
 // vitest project (unit, gpu-node, browser, e2e) and prints one closing count line.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { ensureSystemPackages } from './system-deps.mjs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const chromium = process.env.TABTUNE_CHROMIUM ?? '/usr/bin/chromium';
-const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
-
-function hasLib(name) {
-  const r = spawnSync('/sbin/ldconfig', ['-p'], { encoding: 'utf8' });
-  return r.status === 0 && r.stdout.includes(name);
-}
-
-function hasCjkFont() {
-  const r = spawnSync('fc-list', [':lang=zh'], { encoding: 'utf8' });
-  return r.status === 0 && r.stdout.trim().length > 0;
-}
-
-// Debian packages: chromium (browser tests + its SwiftShader Vulkan driver, which Dawn in Node
-// uses too), libvulkan1 (the loader Dawn needs), a small CJK font (screenshots of the 中文 UI).
-const missing = [];
-if (!existsSync(chromium) || !existsSync(ICD)) missing.push('chromium');
-if (!hasLib('libvulkan.so.1')) missing.push('libvulkan1');
-if (!hasCjkFont()) missing.push('fonts-wqy-microhei');
-
-if (missing.length) {
-  const cmd = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(' ')}`;
-  if (process.getuid?.() === 0) {
-    console.log(`npm test: installing ${missing.join(', ')} with apt (needed for WebGPU without a GPU)…`);
-    const r = spawnSync('bash', ['-c', `export DEBIAN_FRONTEND=noninteractive; ${cmd}`], { stdio: 'inherit' });
-    if (r.status !== 0) {
-      console.error(`npm test: apt-get failed (exit ${r.status}). Run as root: ${cmd}`);
-      process.exit(1);
-    }
-  } else {
-    console.error(`npm test: missing Debian packages: ${missing.join(', ')}.\nInstall them as root, then run npm test again:\n  sudo ${cmd}`);
-    process.exit(1);
-  }
-}
+if (!ensureSystemPackages()) process.exit(1);
 
 // Types first: a type error anywhere (engine, UI, tests) fails the run, but tests still run so
 // the report shows everything at once.
