@@ -309,6 +309,7 @@ export const en = {
   'train.status.stopped': 'Stopped',
   'train.status.done': 'Finished',
   'train.status.failed': 'Failed',
+  'train.statusPhase': '{status}: {phase}',
   'train.phase.loading': 'loading the model onto the GPU',
   'train.phase.preparing': 'preparing data and adapters',
   'train.phase.training': 'training',
@@ -321,7 +322,7 @@ export const en = {
   'train.chart.lr': 'learning rate',
   'train.chart.step': 'step',
   'train.chart.loss': 'loss',
-  'train.chart.label': 'Loss chart: {steps} steps, last logged loss {loss}',
+  'train.chart.label': 'Loss chart: {steps} steps, latest loss {loss}',
   'train.chart.table': 'Logged losses',
 
   'chat.lead': 'Talk to the model. With a trained run open, compare the base model and the tuned one on the same prompt.',

@@ -311,6 +311,7 @@ export const zh: Record<MessageKey, string> = {
   'train.status.stopped': '已停止',
   'train.status.done': '已完成',
   'train.status.failed': '失败',
+  'train.statusPhase': '{status}：{phase}',
   'train.phase.loading': '正在把模型加载到 GPU',
   'train.phase.preparing': '正在准备数据和适配器',
   'train.phase.training': '训练中',
@@ -323,7 +324,7 @@ export const zh: Record<MessageKey, string> = {
   'train.chart.lr': '学习率',
   'train.chart.step': '步',
   'train.chart.loss': '损失',
-  'train.chart.label': '损失曲线：{steps} 步，最近记录的损失 {loss}',
+  'train.chart.label': '损失曲线：{steps} 步，最新损失 {loss}',
   'train.chart.table': '记录的损失',
 
   'chat.lead': '与模型对话。打开训练好的结果后，可用同一提示对比基座模型和微调后的模型。',
