@@ -6,7 +6,7 @@ import { chatTemplateFor, type TemplateMessage } from '../data/index.ts';
 import {
   CliError, folderTokenizer, loadAdapterFolder, parseYamlArgs, requireModelFolder, resolvePath, stopIdsFor, yamlWithOverrides,
   errLine, parseCommandArgs, runGpuCommand, withFolderModel,
-} from '../engine/export/node-cli.ts';
+} from './common.ts';
 import { generate, TextStreamer } from '../engine/generate/generate.ts';
 import { parseInferYaml, type InferConfig } from '../engine/train/llamafactory-config.ts';
 

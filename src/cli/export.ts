@@ -4,7 +4,7 @@
 // model.safetensors or shards + model.safetensors.index.json, in the base model's torch_dtype.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CliError, errLine, loadAdapterFolder, parseCommandArgs, parseYamlArgs, requireModelFolder, resolvePath, runGpuCommand, withFolderModel, yamlWithOverrides } from '../engine/export/node-cli.ts';
+import { CliError, errLine, loadAdapterFolder, parseCommandArgs, parseYamlArgs, requireModelFolder, resolvePath, runGpuCommand, withFolderModel, yamlWithOverrides } from './common.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import type { FloatDType } from '../engine/export/convert.ts';

@@ -16,17 +16,17 @@ import {
   CliError, folderTokenizer, hms, listCheckpoints, loadAdapterFolder, parseYamlArgs, readDatasets, requireModelFolder,
   resolveDatasets, resolvePath, yamlWithOverrides,
   errLine, parseCommandArgs, runGpuCommand, withFolderModel,
-} from '../engine/export/node-cli.ts';
+} from './common.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportPeft } from '../engine/export/peft.ts';
 import { planMemory } from '../engine/plan/plan.ts';
 import type { LoadOptions } from '../engine/model/load.ts';
-import { attachLora, type LoraSet } from '../engine/model/model.ts';
+import type { LoraSet } from '../engine/model/model.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../engine/train/checkpoint-files.ts';
 import { DataLoader } from '../engine/train/data.ts';
-import { loadOptionsFrom, loraConfigFrom, totalTrainingSteps, trainerConfigFrom } from '../engine/train/from-config.ts';
+import { memoryPlanInput, planRun, startTraining, type RunPlan, type Training } from '../engine/train/run-builder.ts';
+import { RunDriver } from '../engine/train/run-driver.ts';
 import { parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-config.ts';
-import { Trainer } from '../engine/train/trainer.ts';
 
 const USAGE = `usage: tabtune train <config.yaml> [key=value ...]
 
@@ -126,9 +126,9 @@ export default async function train(argv: string[]): Promise<number> {
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
   return runGpuCommand('train', async (openGpu) => {
+    let plan: RunPlan;
     try {
-      loraConfigFrom(c); // refuses what the engine cannot train (DoRA) before any work
-      loadOptionsFrom(c);
+      plan = planRun(c); // refuses what the engine cannot train (DoRA, full + 4-bit) before any work
     } catch (e) {
       throw new CliError((e as Error).message);
     }
@@ -140,11 +140,7 @@ export default async function train(argv: string[]): Promise<number> {
     const tok = await folderTokenizer(dir);
     const loaded = await readDatasets(resolveDatasets(c.dataset, c.datasetDir, args.yamlPath));
     loaded.warnings.forEach((w) => err(`warning: ${w}`));
-    const tpl = chatTemplateFor(tok);
-    const prep = prepareDataset(loaded.examples, tok, {
-      cutoffLen: c.cutoffLen, trainOnPrompt: c.trainOnPrompt, maskHistory: c.maskHistory, maxSamples: c.maxSamples ?? undefined,
-      valSize: c.valSize || undefined, seed: c.seed, packing: c.packing,
-    }, tpl);
+    const prep = prepareDataset(loaded.examples, tok, plan.prepare, chatTemplateFor(tok));
     prep.warnings.forEach((w) => err(`warning: ${w}`));
     const invalid = [...loaded.invalid.map((i) => `${i.dataset} row ${i.issue.row}: ${i.issue.field}: ${i.issue.reason}`), ...prep.invalid.map((i) => `row ${i.row}: ${i.field}: ${i.reason}`)];
     if (invalid.length) {
@@ -158,33 +154,26 @@ export default async function train(argv: string[]): Promise<number> {
 
     // ---- GPU, model, adapter
     const g = await openGpu();
-    const quant = c.quantization;
     const loadOpts: LoadOptions = {
-      ...loadOptionsFrom(c),
+      ...plan.load,
       onProgress: (p) => process.stderr.isTTY && process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
     };
     await withFolderModel(g.gpu, dir, loadOpts, async (model, files) => {
       if (process.stderr.isTTY) process.stderr.write('\n');
-      let lora: LoraSet | null = null;
-      let trainer: Trainer | null = null;
+      let adapter: LoraSet | undefined;
+      let run: Training | null = null;
       try {
         model.notes.forEach((n) => err(`note: ${n}`));
-        if (c.finetuningType === 'lora') {
-          lora = c.adapterNameOrPath
-            ? await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, { dropout: c.lora.dropout, seed: c.seed })
-            : attachLora(model, loraConfigFrom(c)!);
-        }
+        if (plan.lora && c.adapterNameOrPath) adapter = (await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, { dropout: c.lora.dropout, seed: c.seed })) ?? undefined;
         const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
-        const loader = new DataLoader(items, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: c.gradientAccumulationSteps, seed: c.seed, padId });
-        const totalSteps = totalTrainingSteps(loader.microBatchesPerEpoch, c);
+        run = startTraining(model, plan, items, padId, adapter);
+        const { trainer, loader, totalSteps, lora } = run;
         const longest = Math.max(...items.map((x) => x.inputIds.length));
-        const plan = planMemory(model.config, {
-          method: c.finetuningType === 'full' ? 'full' : quant ? 'qlora' : 'lora', batchSize: c.perDeviceTrainBatchSize, seqLen: longest, packing: c.packing,
-          loraRank: lora?.config.rank, loraTargets: lora?.targets, gradientCheckpointing: c.gradientCheckpointing, doubleQuant: quant?.doubleQuantization,
-          maxBufferBytes: g.gpu.limits.maxStorageBufferBindingSize,
+        const planned = planMemory(model.config, {
+          ...memoryPlanInput(plan, longest, g.gpu.limits.maxStorageBufferBindingSize),
+          ...(lora ? { loraRank: lora.config.rank, loraTargets: lora.targets } : {}),
         });
-        err(`tabtune: planned GPU memory ${fmtBytes(plan.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(plan.byCategory[k])}`).join(', ')})`);
-        trainer = new Trainer(model, lora, trainerConfigFrom(c, totalSteps), loader);
+        err(`tabtune: planned GPU memory ${fmtBytes(planned.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(planned.byCategory[k])}`).join(', ')})`);
         const logPath = join(outDir, TRAINER_LOG);
         let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
         mkdirSync(outDir, { recursive: true });
@@ -203,25 +192,15 @@ export default async function train(argv: string[]): Promise<number> {
         } else if (existsSync(logPath)) rmSync(logPath);
         if (trainer.stepCount >= totalSteps) err(`tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`);
 
-        const valLoader = prep.val.length ? new DataLoader(prep.val, { batchSize: c.perDeviceTrainBatchSize, gradientAccumulationSteps: 1, seed: c.seed, padId, shuffle: false }) : null;
+        const valLoader = prep.val.length ? new DataLoader(prep.val, { ...plan.batches, gradientAccumulationSteps: 1, padId, shuffle: false }) : null;
         const evalBatches = valLoader ? Array.from({ length: valLoader.microBatchesPerEpoch }, () => valLoader.nextWindow()[0]) : [];
-        const trainable = trainer.trainableParameters;
-        err(`tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainable.toLocaleString('en-US')} trainable parameters`);
+        err(`tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainer.trainableParameters.toLocaleString('en-US')} trainable parameters`);
         g.gpu.pool.ledger.resetPeaks();
         const t0 = performance.now();
         const startStep = trainer.stepCount;
         const startTokens = tokens;
-        let windowLoss = 0;
-        let windowSteps = 0;
         let lossSum = 0;
-        const saveCheckpoint = async (step: number) => {
-          const ckDir = join(outDir, `checkpoint-${step}`);
-          mkdirSync(ckDir, { recursive: true });
-          if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
-          for (const [name, bytes] of await checkpointToFiles(await trainer!.saveCheckpoint())) writeFileSync(join(ckDir, name), bytes);
-          writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
-          err(`tabtune: saved ${ckDir}`);
-        };
+        const elapsed = () => (performance.now() - t0) / 1000;
         // Ctrl-C: finish the step in flight, save a checkpoint, stop (a second Ctrl-C quits at once).
         let interrupted = false;
         const onSigint = () => {
@@ -229,34 +208,36 @@ export default async function train(argv: string[]): Promise<number> {
           interrupted = true;
           err('\ntabtune: interrupted — saving a checkpoint after this step (Ctrl-C again to quit without saving)');
         };
+        const driver = new RunDriver(trainer, { totalSteps, loggingSteps: c.loggingSteps, saveSteps: c.saveSteps, evalBatches, savedStep: resume.from ? trainer.stepCount : null }, {
+          beforeStep: () => (interrupted ? 'stop' : 'go'),
+          afterStep: (r) => {
+            tokens += r.tokens;
+            lossSum += r.loss;
+            if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
+          },
+          onLog: (w) => {
+            const row = logRow(w.step, totalSteps, w.epoch, elapsed(), w.step - startStep, { loss: round4(w.loss), lr: w.lr, grad_norm: round4(w.gradNorm), total_tokens: tokens });
+            appendFileSync(logPath, `${JSON.stringify(row)}\n`);
+            err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${w.lr.toExponential(4)}, 'epoch': ${row.epoch}}  [${w.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
+          },
+          onEval: (step, loss, epoch) => {
+            appendFileSync(logPath, `${JSON.stringify(logRow(step, totalSteps, epoch, elapsed(), step - startStep, { eval_loss: round4(loss) }))}\n`);
+            err(`{'eval_loss': ${round4(loss)}, 'epoch': ${Math.round(epoch * 100) / 100}}`);
+          },
+          save: async (step) => {
+            const ckDir = join(outDir, `checkpoint-${step}`);
+            mkdirSync(ckDir, { recursive: true });
+            if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
+            for (const [name, bytes] of await checkpointToFiles(await trainer.saveCheckpoint())) writeFileSync(join(ckDir, name), bytes);
+            writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
+            err(`tabtune: saved ${ckDir}`);
+          },
+        });
         process.on('SIGINT', onSigint);
         try {
-          while (trainer.stepCount < totalSteps) {
-            const r = await trainer.step();
-            tokens += r.tokens;
-            if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
-            windowLoss += r.loss;
-            windowSteps++;
-            lossSum += r.loss;
-            const elapsed = (performance.now() - t0) / 1000;
-            const last = r.step === totalSteps;
-            if (r.step % c.loggingSteps === 0 || last) {
-              const row = logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { loss: round4(windowLoss / windowSteps), lr: r.nextLr, grad_norm: round4(r.gradNorm), total_tokens: tokens });
-              appendFileSync(logPath, `${JSON.stringify(row)}\n`);
-              err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${r.nextLr.toExponential(4)}, 'epoch': ${row.epoch}}  [${r.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
-              windowLoss = 0;
-              windowSteps = 0;
-              if (evalBatches.length) {
-                const evalLoss = await trainer.evaluate(evalBatches);
-                appendFileSync(logPath, `${JSON.stringify(logRow(r.step, totalSteps, r.epoch ?? 0, elapsed, r.step - startStep, { eval_loss: round4(evalLoss) }))}\n`);
-                err(`{'eval_loss': ${round4(evalLoss)}, 'epoch': ${row.epoch}}`);
-              }
-            }
-            if (r.step % c.saveSteps === 0 || last || interrupted) await saveCheckpoint(r.step);
-            if (interrupted) {
-              err(`tabtune: stopped at step ${r.step} of ${totalSteps}; resume with resume_from_checkpoint: true`);
-              return 130;
-            }
+          if ((await driver.run()) === 'stopped') {
+            err(`tabtune: stopped at step ${trainer.stepCount} of ${totalSteps}; resume with resume_from_checkpoint: true`);
+            return 130;
           }
         } finally {
           process.off('SIGINT', onSigint);
@@ -271,18 +252,19 @@ export default async function train(argv: string[]): Promise<number> {
           await exportMerged(model, null, { dtype, configText: files.configText, tokenizerFiles: tokFiles, write: nodeDirWriter(outDir) });
         }
         if (lora) for (const f of TOKENIZER_FILE_NAMES) if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
-        const runtime = (performance.now() - t0) / 1000;
+        const runtime = elapsed();
         const done = trainer.stepCount - startStep;
         writeFileSync(join(outDir, 'train_results.json'), `${JSON.stringify({
           epoch: Math.round(loader.epoch * 100) / 100, train_loss: done ? lossSum / done : null, train_runtime: Math.round(runtime * 1e4) / 1e4,
           train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0, train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
         }, null, 2)}\n`);
         const peak = g.gpu.pool.ledger.report().peak;
-        const measured = MEMORY_CATEGORIES.reduce((s, k) => s + peak[k], 0);
-        err(`tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(plan.total)}); adapter and logs in ${outDir}`);
+        const measured = MEMORY_CATEGORIES.reduce((sum, k) => sum + peak[k], 0);
+        err(`tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(planned.total)}); adapter and logs in ${outDir}`);
       } finally {
-        trainer?.release();
-        lora?.release();
+        run?.trainer.release();
+        if (run?.lora) run.lora.release();
+        else adapter?.release();
       }
     });
   });

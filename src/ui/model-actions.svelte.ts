@@ -1,6 +1,6 @@
 // Opening models from the UI (shared by the Model step and the app start-up restore).
 import type { ModelState, StudioError } from '../worker/api.ts';
-import { guessTemplate } from './method.ts';
+import { guessTemplate } from '../engine/train/method.ts';
 import { settings } from './settings.svelte.ts';
 import { studio, api } from './studio.svelte.ts';
 
@@ -16,7 +16,7 @@ export async function openModelWith(f: () => Promise<{ ok: true; value: ModelSta
     if (r.ok) {
       studio.model = r.value;
       if (r.value.source === 'local') settings.model.localId = r.value.id;
-      if (r.value.config.ok) settings.method.template = guessTemplate(r.value.id, r.value.config.summary.architecture);
+      if (r.value.config.ok) settings.train.template = guessTemplate(r.value.id, r.value.config.summary.architecture);
     } else studio.modelError = r.error;
   } catch (e) {
     studio.modelError = { kind: 'error', message: (e as Error).message };

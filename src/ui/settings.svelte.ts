@@ -1,7 +1,8 @@
 // Everything the user types or picks, persisted in IndexedDB (idb-keyval) so a reload, a crash or
 // a lost GPU never loses it. Secrets (the hub access token) stay in memory only.
 import { get, set } from 'idb-keyval';
-import { DEFAULT_METHOD, type MethodSettings } from './method.ts';
+import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
+import { DEFAULT_TRAIN_CONFIG, trainConfigFromLegacyMethod } from '../engine/train/method.ts';
 
 export type StepId = 'model' | 'data' | 'method' | 'train' | 'chat' | 'evaluate' | 'export';
 export const STEPS: readonly StepId[] = ['model', 'data', 'method', 'train', 'chat', 'evaluate', 'export'];
@@ -19,7 +20,7 @@ export interface ChatSettings {
 }
 
 export interface Settings {
-  version: 1;
+  version: 2;
   step: StepId;
   model: {
     source: 'demo' | 'hub' | 'local';
@@ -33,7 +34,8 @@ export interface Settings {
   datasets: string[];
   /** Whether the user has touched the dataset selection (else the demo dataset is preselected). */
   datasetsChosen: boolean;
-  method: MethodSettings;
+  /** The Method step: a LLaMA-Factory training config (model and datasets are filled in when a run starts). */
+  train: TrainConfig;
   /** GPU memory the planner may use, in GiB (WebGPU does not tell how much the GPU has). */
   budgetGiB: number;
   chat: ChatSettings;
@@ -42,12 +44,12 @@ export interface Settings {
 }
 
 export const DEFAULT_SETTINGS: Settings = {
-  version: 1,
+  version: 2,
   step: 'model',
   model: { source: 'demo', hubId: 'HuggingFaceTB/SmolLM2-135M-Instruct', hubEndpoint: 'https://huggingface.co', localId: '' },
   datasets: [],
   datasetsChosen: false,
-  method: { ...DEFAULT_METHOD },
+  train: structuredClone(DEFAULT_TRAIN_CONFIG as TrainConfig),
   budgetGiB: 4,
   // LLaMA-Factory generating_args defaults for chat (temperature 0.95, top_p 0.7, top_k 50, max_new_tokens 1024).
   chat: { system: '', temperature: 0.95, topP: 0.7, topK: 50, repetitionPenalty: 1, maxNewTokens: 512, doSample: true, compare: false, draft: '' },
@@ -61,6 +63,8 @@ export const settings: Settings = $state(structuredClone(DEFAULT_SETTINGS));
 export const persist = $state({ loaded: false, error: null as string | null });
 
 function merge<T>(base: T, saved: unknown): T {
+  // A field that defaults to null (quantization, neftune) keeps whatever was saved.
+  if (base === null) return (saved === undefined ? base : saved) as T;
   if (saved === null || typeof saved !== 'object' || Array.isArray(saved) || base === null || typeof base !== 'object' || Array.isArray(base)) {
     return (saved === undefined || typeof saved !== typeof base ? base : saved) as T;
   }
@@ -69,9 +73,17 @@ function merge<T>(base: T, saved: unknown): T {
   return out as T;
 }
 
+/** Version 1 kept the Method step as its own flat form (`method`); it becomes the TrainConfig it meant. */
+function upgrade(saved: unknown): unknown {
+  const s = saved as { version?: number; method?: Record<string, unknown>; train?: unknown } | undefined;
+  if (!s || typeof s !== 'object' || s.version !== 1 || !s.method) return saved;
+  const { method, ...rest } = s;
+  return { ...rest, version: 2, train: trainConfigFromLegacyMethod(method) };
+}
+
 export async function loadSettings(): Promise<void> {
   try {
-    const saved = await get(KEY);
+    const saved = upgrade(await get(KEY));
     if (saved) Object.assign(settings, merge(structuredClone(DEFAULT_SETTINGS), saved));
   } catch (e) {
     persist.error = (e as Error).message;

@@ -7,16 +7,24 @@ import { openModelStore, type ModelStore, type StoredModel } from '../io/model-s
 import { probeGpu, type ProbeResult } from './probe.ts';
 import { openModel, type ModelSession, type ModelState } from './model-session.ts';
 import { DataSession, type DataOverview, type PrepareOptions, type PrepareSummary, type PreviewRow } from './data-session.ts';
-import { EngineSession, type ChatReply, type ChatRequest, type EvalResult, type ExportedFile, type RunProgress } from './engine-session.ts';
+import { GpuModelCache } from './gpu-model.ts';
+import { RunSession, type RunProgress } from './run-session.ts';
+import { ChatSession, type ChatReply, type ChatRequest } from './chat-session.ts';
+import { EvalSession, type EvalResult } from './eval-session.ts';
+import { ExportSession, type ExportedFile, type ExportKind, type ExportOptions } from './export-session.ts';
 import type { RunRecord } from './runs.ts';
 import type { WarningList } from '../data/messages.ts';
-import type { MethodSettings } from '../ui/method.ts';
+import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
+import { memoryPlanInput, planRun } from '../engine/train/run-builder.ts';
 
 export type { ProbeResult } from './probe.ts';
 export type { ModelState } from './model-session.ts';
 export type { DataOverview, DatasetSummary, PrepareOptions, PrepareSummary, PreviewRow } from './data-session.ts';
 export type { DownloadProgress } from '../io/hub.ts';
-export type { ChatReply, ChatRequest, EvalResult, ExportedFile, RunProgress } from './engine-session.ts';
+export type { RunProgress } from './run-session.ts';
+export type { ChatReply, ChatRequest } from './chat-session.ts';
+export type { EvalResult } from './eval-session.ts';
+export type { ExportedFile, ExportKind, ExportOptions } from './export-session.ts';
 export type { RunRecord, LogPoint, EvalPoint, StepPoint } from './runs.ts';
 
 export interface WorkerEvents {
@@ -66,7 +74,11 @@ export class TabtuneWorker {
   private dataReady: Promise<void> | null = null;
   /** Opening models can overlap (the demo opens itself, the user picks a folder): the last request wins. */
   private modelSeq = 0;
-  private readonly engine = new EngineSession(() => this.ensureGpu(), () => this.model, this.data);
+  private readonly models = new GpuModelCache(() => this.ensureGpu(), () => this.model);
+  private readonly runSession = new RunSession(this.models, this.data);
+  private readonly chatSession = new ChatSession(this.models, this.runSession);
+  private readonly evalSession = new EvalSession(this.models, this.runSession);
+  private readonly exportSession = new ExportSession(this.models, this.runSession, this.data);
 
   /** Registers UI callbacks (comlink proxies). */
   subscribe(events: Partial<WorkerEvents>): void {
@@ -77,7 +89,7 @@ export class TabtuneWorker {
     if (this.gpu) this.gpu.destroy();
     const { result, gpu } = await probeGpu(viteShaders, (info) => {
       this.gpu = null;
-      this.engine.deviceLost(info);
+      this.runSession.deviceLost(info);
       this.events.deviceLost?.(info);
     });
     this.gpu = gpu;
@@ -253,18 +265,19 @@ export class TabtuneWorker {
     });
   }
 
-  prepareData(o: PrepareOptions): Promise<Result<PrepareSummary>> {
-    return guard(async () => this.data.prepare(this.tokenizer(), o));
+  /** Tokenizes the selected datasets as a run of `config` will (same options, same cache entry). */
+  prepareData(o: { keys: string[]; config: TrainConfig }): Promise<Result<PrepareSummary>> {
+    return guard(async () => this.data.prepare(this.tokenizer(), { keys: o.keys, ...planRun(o.config).prepare }));
   }
 
   // ---- planning ---------------------------------------------------------------------------
 
   /** Predicted GPU memory of a run with the current model, against `budgetBytes`. */
-  plan(train: TrainPlanConfig, budgetBytes: number): Result<PlanView> {
+  plan(train: TrainConfig, budgetBytes: number): Result<PlanView> {
     try {
       const config = this.model?.config;
       if (!config) throw Object.assign(new Error('open a model with a valid config.json first'), { kind: 'no-model' });
-      const p = planMemory(config, train);
+      const p = planMemory(config, memoryPlanInput(planRun(train), train.cutoffLen));
       return { ok: true, value: { total: p.total, byCategory: p.byCategory, items: p.items, fits: p.fits(budgetBytes), suggestions: p.suggestions(budgetBytes) } };
     } catch (e) {
       return { ok: false, error: { kind: (e as Error).name, message: (e as Error).message } };
@@ -275,59 +288,59 @@ export class TabtuneWorker {
 
   /** Live progress of the active run (comlink proxy), or null to stop listening. */
   watchRuns(f: ((p: RunProgress) => void) | null): void {
-    this.engine.onProgress(f);
+    this.runSession.onProgress(f);
   }
 
   runs(): Promise<Result<{ runs: RunRecord[]; active: string | null; progress: RunProgress | null }>> {
-    return guard(async () => ({ runs: await this.engine.runs(), active: this.engine.activeRunId(), progress: this.engine.snapshot() }));
+    return guard(async () => ({ runs: await this.runSession.runs(), active: this.runSession.activeRunId(), progress: this.runSession.snapshot() }));
   }
 
-  startRun(o: { method: MethodSettings; datasetKeys: string[] }): Promise<Result<RunRecord>> {
+  startRun(o: { config: TrainConfig; datasetKeys: string[] }): Promise<Result<RunRecord>> {
     return guard(async () => {
       await this.ensureData();
-      return this.engine.start({ ...o, datasetNames: this.data.names(o.datasetKeys) });
+      return this.runSession.start({ ...o, datasetNames: this.data.names(o.datasetKeys) });
     });
   }
 
   resumeRun(id: string): Promise<Result<RunRecord>> {
     return guard(async () => {
       await this.ensureData();
-      return this.engine.resume(id);
+      return this.runSession.resume(id);
     });
   }
 
   openRun(id: string): Promise<Result<RunRecord>> {
     return guard(async () => {
       await this.ensureData();
-      return this.engine.openRun(id);
+      return this.runSession.open(id);
     });
   }
 
   pauseRun(): void {
-    this.engine.pause();
+    this.runSession.pause();
   }
 
   stopRun(): void {
-    this.engine.stop();
+    this.runSession.stop();
   }
 
   deleteRun(id: string): Promise<Result<void>> {
-    return guard(() => this.engine.removeRun(id));
+    return guard(() => this.runSession.removeRun(id));
   }
 
   chat(req: ChatRequest, onText: (text: string) => void): Promise<Result<ChatReply>> {
-    return guard(() => this.engine.chat(req, onText));
+    return guard(() => this.chatSession.chat(req, onText));
   }
 
   stopChat(): void {
-    this.engine.stopChat();
+    this.chatSession.stop();
   }
 
   evaluate(o: { rows: number; maxNewTokens: number }, onRow: (done: number, total: number) => void): Promise<Result<EvalResult>> {
-    return guard(() => this.engine.evaluate(o, onRow));
+    return guard(() => this.evalSession.evaluate(o, onRow));
   }
 
-  exportRun(kind: 'merged' | 'peft' | 'bundle', o: { dtype: 'bf16' | 'f16' | 'f32'; maxShardGB: number; zip: boolean }, onProgress: (done: number, total: number) => void): Promise<Result<{ files: ExportedFile[]; notes: string[] }>> {
-    return guard(() => this.engine.export(kind, o, onProgress));
+  exportRun(kind: ExportKind, o: ExportOptions, onProgress: (done: number, total: number) => void): Promise<Result<{ files: ExportedFile[]; notes: string[] }>> {
+    return guard(() => this.exportSession.export(kind, o, onProgress));
   }
 }

@@ -9,6 +9,7 @@ import {
 } from '../data/index.ts';
 import { createStore, get, set, type UseStore } from 'idb-keyval';
 import type { DataMessage, WarningList } from '../data/messages.ts';
+import type { PrepareSpec } from '../engine/train/run-builder.ts';
 
 export type DatasetOrigin = 'sample' | 'user';
 
@@ -35,15 +36,9 @@ export interface DataOverview {
   errors: GroupError[];
 }
 
-export interface PrepareOptions {
+/** The selected datasets and how the run prepares them (`planRun(config).prepare`, so the Data step and the run share a cache entry). */
+export interface PrepareOptions extends PrepareSpec {
   keys: string[];
-  cutoffLen: number;
-  maxSamples: number;
-  valSize: number;
-  seed: number;
-  packing: boolean;
-  trainOnPrompt: boolean;
-  maskHistory: boolean;
 }
 
 export interface PrepareSummary {
@@ -265,9 +260,8 @@ export class DataSession {
     if (!data) {
       // Rows of different datasets share row numbers; renumber so the report can name the dataset.
       const renumbered = examples.map(({ ex }, i) => ({ ...ex, row: i }) as Example);
-      data = prepareDataset(renumbered, tok, {
-        cutoffLen: o.cutoffLen, trainOnPrompt: o.trainOnPrompt, maskHistory: o.maskHistory, maxSamples: o.maxSamples, valSize: o.valSize, seed: o.seed, packing: o.packing, onProgress,
-      }, this.template(tok));
+      const { keys: _keys, ...spec } = o;
+      data = prepareDataset(renumbered, tok, { ...spec, onProgress }, this.template(tok));
       if (key && preparedStore) await set(PREPARED_KEY, { key, data } satisfies StoredPrepared, preparedStore).catch(() => {});
     }
     this.prepared = { opts: o, tokHash: tok.hash, data, examples };

@@ -3,7 +3,8 @@
 // GPU device resumes the same run and the same curve.
 import { createStore, del, get, keys, set, type UseStore } from 'idb-keyval';
 import type { Checkpoint } from '../engine/train/trainer.ts';
-import type { MethodSettings } from '../ui/method.ts';
+import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
+import { trainConfigFromLegacyMethod } from '../engine/train/method.ts';
 
 export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
 
@@ -36,7 +37,8 @@ export interface RunRecord {
   model: { id: string; source: 'demo' | 'hub' | 'local' };
   datasetKeys: string[];
   datasetNames: string[];
-  method: MethodSettings;
+  /** The run's LLaMA-Factory config, model and dataset names filled in. */
+  config: TrainConfig;
   totalSteps: number;
   trainExamples: number;
   valExamples: number;
@@ -60,15 +62,26 @@ export async function saveRun(r: RunRecord): Promise<void> {
   await set(`run:${r.id}`, r, store());
 }
 
+/** Records written before runs kept a TrainConfig carry the Method step's flat form as `method`. */
+function upgrade(r: RunRecord | undefined): RunRecord | undefined {
+  const legacy = r as (RunRecord & { method?: Record<string, unknown> }) | undefined;
+  if (!legacy || legacy.config || !legacy.method) return r;
+  const { method, ...rest } = legacy;
+  const config = trainConfigFromLegacyMethod(method);
+  config.dataset = [...rest.datasetNames];
+  config.modelNameOrPath = rest.model.id;
+  return { ...rest, config };
+}
+
 export async function loadRun(id: string): Promise<RunRecord | undefined> {
-  return get<RunRecord>(`run:${id}`, store());
+  return upgrade(await get<RunRecord>(`run:${id}`, store()));
 }
 
 export async function listRuns(): Promise<RunRecord[]> {
   const out: RunRecord[] = [];
   for (const k of await keys(store())) {
     if (typeof k !== 'string' || !k.startsWith('run:')) continue;
-    const r = await get<RunRecord>(k, store());
+    const r = upgrade(await get<RunRecord>(k, store()));
     if (r) out.push(r);
   }
   return out.sort((a, b) => b.createdAt - a.createdAt);

@@ -86,7 +86,7 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
     expect(c.code, c.err).toBe(0);
     expect(c.err).toMatch(/\+ adapter .* \(r=4, 7 modules\)/);
     expect(c.err).toMatch(/SwiftShader|WebGPU adapter/);
-    const { loadFolderModel, loadAdapterFolder, folderTokenizer, stopIdsFor } = await import('../../src/engine/export/node-cli.ts');
+    const { loadFolderModel, loadAdapterFolder, folderTokenizer, stopIdsFor } = await import('../../src/cli/common.ts');
     const { generateAll } = await import('../../src/engine/generate/generate.ts');
     const { forwardLogits } = await import('../../src/engine/model/infer.ts');
     const { chatTemplateFor } = await import('../../src/data/index.ts');

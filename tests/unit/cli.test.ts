@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import chat, { parseChatArgs } from '../../src/cli/chat.ts';
 import exportCmd, { exportDtypeFor, parseExportArgs } from '../../src/cli/export.ts';
 import train, { logRow, parseTrainArgs, resumeDecision, truncateLog } from '../../src/cli/train.ts';
-import { CliError, hms, listCheckpoints, parseYamlArgs, resolveDatasets, stopIdsFor, yamlWithOverrides } from '../../src/engine/export/node-cli.ts';
+import { CliError, hms, listCheckpoints, parseYamlArgs, resolveDatasets, stopIdsFor, yamlWithOverrides } from '../../src/cli/common.ts';
 import { LlamaFactoryConfigError } from '../../src/engine/train/llamafactory-config.ts';
 
 let dir: string;

@@ -5,7 +5,7 @@ import type { EncodedExample } from '../../src/data/types.ts';
 import { labelRuns, prepareBatch } from '../../src/engine/model/batch.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../../src/engine/train/checkpoint-files.ts';
 import { DataLoader, epochOrder } from '../../src/engine/train/data.ts';
-import { loadOptionsFrom, loraConfigFrom, totalTrainingSteps, trainerConfigFrom } from '../../src/engine/train/from-config.ts';
+import { loadOptionsFrom, loraConfigFrom, totalTrainingSteps, trainerConfigFrom } from '../../src/engine/train/run-builder.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 import { lrAt, lrLambda, warmupStepsOf } from '../../src/engine/train/schedule.ts';
 import type { Checkpoint } from '../../src/engine/train/trainer.ts';

@@ -4,15 +4,15 @@
 import { existsSync, openAsBlob, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument, stringify } from 'yaml';
-import { kindFromName, loadTokenizer, parseDataset, parseDatasetInfo, type DatasetInfoEntry, type Example, type HfTokenizer, type RowIssue } from '../../data/index.ts';
-import type { Gpu } from '../gpu/device.ts';
-import { loadModel, type LoadOptions } from '../model/load.ts';
-import type { LoraSet, Model } from '../model/model.ts';
-import { openModelFolder } from '../model/node-folder.ts';
-import type { ModelFiles } from '../model/weights.ts';
-import { openAdapterFolder } from './node-dir.ts';
-import { LlamaFactoryConfigError } from '../train/llamafactory-config.ts';
-import { loadPeftAdapter } from './peft.ts';
+import { kindFromName, loadTokenizer, parseDataset, parseDatasetInfo, type DatasetInfoEntry, type Example, type HfTokenizer, type RowIssue } from '../data/index.ts';
+import type { Gpu } from '../engine/gpu/device.ts';
+import { loadModel, type LoadOptions } from '../engine/model/load.ts';
+import type { LoraSet, Model } from '../engine/model/model.ts';
+import { openModelFolder } from '../engine/model/node-folder.ts';
+import type { ModelFiles } from '../engine/model/weights.ts';
+import { openAdapterFolder } from '../engine/export/node-dir.ts';
+import { LlamaFactoryConfigError } from '../engine/train/llamafactory-config.ts';
+import { loadPeftAdapter } from '../engine/export/peft.ts';
 
 /** An error the user fixes (bad YAML, missing folder, …): printed without a stack, exit status 2. */
 export class CliError extends Error {
@@ -124,11 +124,11 @@ export interface OpenedGpu {
 
 /** A GPU through Dawn, with a line that says which adapter it got (and warns on a software one). */
 export async function openNodeGpu(log: (line: string) => void): Promise<OpenedGpu> {
-  const { nodeGpu } = await import('../node-gpu.ts');
-  const { nodeShaders } = await import('../shaders.node.ts');
+  const { nodeGpu } = await import('../engine/node-gpu.ts');
+  const { nodeShaders } = await import('../engine/shaders.node.ts');
   let opened;
   try {
-    opened = await nodeGpu(nodeShaders());
+    opened = await nodeGpu(nodeShaders(), { log });
   } catch (e) {
     throw new CliError(`no WebGPU adapter: ${(e as Error).message} (on a machine without a GPU, install Debian's chromium package for its SwiftShader Vulkan driver)`);
   }

@@ -1,0 +1,348 @@
+// Training runs inside the Worker: start, pause, resume (after a reload, a crash or a lost GPU
+// device), stop and open stored runs. Runs are built by the engine's run builder and stepped by
+// its run driver, as in the CLI; this session keeps the record and checkpoints in IndexedDB and
+// reports progress to the UI.
+import type { LedgerReport } from '../engine/gpu/ledger.ts';
+import type { MicroBatch } from '../engine/model/batch.ts';
+import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
+import { checkTrainConfig, problemText, runConfig } from '../engine/train/method.ts';
+import { planRun, startTraining, type RunPlan, type Training } from '../engine/train/run-builder.ts';
+import { RunDriver, type BeforeStep } from '../engine/train/run-driver.ts';
+import { collateBatch, type Example, type PreparedDataset } from '../data/index.ts';
+import type { DataSession } from './data-session.ts';
+import type { GpuModelCache } from './gpu-model.ts';
+import { listRuns, loadCheckpointRecord, loadRun, saveCheckpointRecord, saveRun, deleteRun, type RunRecord } from './runs.ts';
+import { UserError } from './user-error.ts';
+
+export interface RunProgress {
+  run: RunRecord;
+  /** Seconds left at the recent speed, or null. */
+  etaSeconds: number | null;
+  tokensPerSecond: number;
+  memory: LedgerReport | null;
+  phase: 'loading' | 'preparing' | 'training' | 'evaluating' | 'saving' | 'idle';
+  /** False once the run's GPU device is lost (its state lives on only in the checkpoint). */
+  onGpu: boolean;
+  loadProgress?: { loaded: number; total: number };
+}
+
+/** A run whose adapters and trainer are on the GPU (training, paused, or opened for chat/eval/export). */
+export interface ActiveRun {
+  record: RunRecord;
+  plan: RunPlan;
+  training: Training;
+  prepared: PreparedDataset;
+  examples: { dataset: string; ex: Example }[];
+  valBatches: MicroBatch[];
+  paused: boolean;
+  stop: boolean;
+  /** Its GPU device was lost (the reason): resuming rebuilds it from the stored checkpoint. */
+  lost: string | false;
+  loop: Promise<void> | null;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class RunSession {
+  private run: ActiveRun | null = null;
+  private listener: ((p: RunProgress) => void) | null = null;
+  private phase: RunProgress['phase'] = 'idle';
+  private recentSteps: { t: number; tokens: number }[] = [];
+
+  constructor(
+    private readonly models: GpuModelCache,
+    private readonly data: DataSession,
+  ) {}
+
+  get active(): ActiveRun | null {
+    return this.run;
+  }
+
+  /** The active run, unless it is training right now (chat, evaluation and export need the GPU to itself). */
+  idleRun(what: string): ActiveRun | null {
+    if (this.run?.loop && !this.run.paused) throw new UserError('busy', `the GPU is training: pause the run to ${what}`);
+    return this.run;
+  }
+
+  onProgress(f: ((p: RunProgress) => void) | null): void {
+    this.listener = f;
+  }
+
+  deviceLost(info: { reason: string; message: string }): void {
+    this.models.forget();
+    if (this.run) {
+      this.run.stop = true;
+      this.run.lost = info.message || info.reason || 'unknown reason';
+    }
+  }
+
+  /** Releases the active run's GPU state; throws while it trains. */
+  releaseActive(): void {
+    if (!this.run) return;
+    if (this.run.loop) throw new UserError('busy', 'a run is training on the GPU: pause or stop it first');
+    // Buffers of a lost device are gone with it.
+    if (!this.run.lost) {
+      this.run.training.trainer.release();
+      this.run.training.lora?.release();
+    }
+    this.run = null;
+  }
+
+  private emit(): void {
+    if (!this.listener || !this.run) return;
+    const r = this.run.record;
+    const recent = this.recentSteps.slice(-10);
+    let tps = 0;
+    let secPerStep: number | null = null;
+    if (recent.length >= 2) {
+      const dt = (recent.at(-1)!.t - recent[0].t) / 1000;
+      tps = dt > 0 ? recent.slice(1).reduce((a, s) => a + s.tokens, 0) / dt : 0;
+      secPerStep = dt / (recent.length - 1);
+    } else if (r.step > 0) secPerStep = r.elapsed / r.step;
+    this.listener({
+      run: structuredClone(r),
+      etaSeconds: secPerStep !== null ? secPerStep * (r.totalSteps - r.step) : null,
+      tokensPerSecond: tps,
+      memory: this.models.current?.gpu.ledger.report() ?? null,
+      phase: this.phase,
+      onGpu: !this.run.lost,
+      loadProgress: this.models.progress,
+    });
+  }
+
+  snapshot(): RunProgress | null {
+    if (!this.run) return null;
+    let out: RunProgress | null = null;
+    const l = this.listener;
+    this.listener = (p) => (out = p);
+    this.emit();
+    this.listener = l;
+    return out;
+  }
+
+  async runs(): Promise<RunRecord[]> {
+    const all = await listRuns();
+    // A record still marked running that is not the live run was interrupted (reload, crash).
+    return all.map((r) => (r.status === 'running' && r.id !== this.run?.record.id ? { ...r, status: 'paused' as const } : r));
+  }
+
+  activeRunId(): string | null {
+    return this.run?.record.id ?? null;
+  }
+
+  async removeRun(id: string): Promise<void> {
+    if (this.run?.record.id === id) {
+      if (this.run.loop) throw new UserError('busy', 'stop the run before deleting it');
+      this.releaseActive();
+    }
+    await deleteRun(id);
+  }
+
+  /** Model, data, adapters and trainer of a run (fresh, or from its checkpoint). */
+  private async build(record: RunRecord, resume: boolean): Promise<ActiveRun> {
+    const ms = this.models.session();
+    if (resume && record.model.id !== ms.id) {
+      throw new UserError('wrong-model', `this run trained "${record.model.id}" but "${ms.id}" is open: open that model in the Model step, then resume`);
+    }
+    let plan: RunPlan;
+    try {
+      plan = planRun(record.config);
+    } catch (e) {
+      throw new UserError('bad-settings', (e as Error).message);
+    }
+    const tok = ms.tokenizer!;
+    this.phase = 'preparing';
+    const opts = { keys: record.datasetKeys, ...plan.prepare };
+    await this.data.prepare(tok, opts);
+    const prep = this.data.preparedFor(tok.hash, opts)!;
+    const items = prep.data.packed ?? prep.data.train;
+    if (!items.length) throw new UserError('no-data', 'no training rows: select datasets with valid rows in the Data step');
+    const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+    const model = await this.models.get(plan.load, () => this.releaseActive(), () => this.emit());
+    this.phase = 'preparing';
+    const training = startTraining(model, plan, items, padId);
+    if (resume) {
+      const ckpt = await loadCheckpointRecord(record.id);
+      if (ckpt) await training.trainer.loadCheckpoint(ckpt);
+      else record.step = 0;
+    }
+    record.totalSteps = training.totalSteps;
+    record.trainExamples = prep.data.train.length;
+    record.valExamples = prep.data.val.length;
+    const valBatches: MicroBatch[] = [];
+    for (let i = 0; i < prep.data.val.length; i += plan.batches.batchSize) {
+      const pb = collateBatch(prep.data.val.slice(i, i + plan.batches.batchSize), padId, 8);
+      valBatches.push({ batch: pb.batch, seqLen: pb.seqLen, inputIds: pb.inputIds, labels: pb.labels, positionIds: pb.positionIds, lengths: pb.lengths });
+    }
+    return { record, plan, training, prepared: prep.data, examples: prep.examples, valBatches, paused: false, stop: false, lost: false, loop: null };
+  }
+
+  async start(o: { config: TrainConfig; datasetKeys: string[]; datasetNames: string[] }): Promise<RunRecord> {
+    if (this.run?.loop) throw new UserError('busy', 'a run is already training: pause or stop it first');
+    const problems = checkTrainConfig(o.config);
+    if (problems.length) throw new UserError('bad-settings', problems.map((p) => `${p.field}: ${problemText(p)}`).join('; '));
+    const ms = this.models.session();
+    const now = Date.now();
+    const record: RunRecord = {
+      id: `run-${now.toString(36)}`, createdAt: now, updatedAt: now, model: { id: ms.id, source: ms.source }, datasetKeys: o.datasetKeys, datasetNames: o.datasetNames,
+      config: runConfig(o.config, { modelNameOrPath: ms.id, datasets: o.datasetNames }), totalSteps: 0, trainExamples: 0, valExamples: 0, status: 'running',
+      step: 0, epoch: 0, elapsed: 0, tokensSeen: 0, steps: [], logs: [], evals: [], checkpointStep: null,
+    };
+    this.releaseActive();
+    this.run = await this.build(record, false);
+    await saveRun(record);
+    this.launch();
+    return structuredClone(record);
+  }
+
+  /** Continues a run from its last checkpoint (after a reload, a crash, a stop or a pause). */
+  async resume(id: string): Promise<RunRecord> {
+    if (this.run?.lost && !this.run.loop) this.run = null;
+    if (this.run?.record.id === id) {
+      this.run.paused = false;
+      this.run.record.status = 'running';
+      if (!this.run.loop) {
+        this.run.stop = false;
+        this.launch();
+      }
+      this.emit();
+      return structuredClone(this.run.record);
+    }
+    if (this.run?.loop) throw new UserError('busy', 'another run is training: pause or stop it first');
+    const record = await this.stored(id);
+    // Points after the checkpoint are dropped: the resumed run recomputes them identically.
+    const at = record.checkpointStep ?? 0;
+    record.steps = record.steps.filter((p) => p.step <= at);
+    record.logs = record.logs.filter((p) => p.step <= at);
+    record.evals = record.evals.filter((p) => p.step <= at);
+    record.step = at;
+    record.status = 'running';
+    record.error = undefined;
+    this.releaseActive();
+    this.run = await this.build(record, true);
+    this.launch();
+    return structuredClone(record);
+  }
+
+  /** Loads a stored run's adapter (without training) so chat, evaluation and export can use it. */
+  async open(id: string): Promise<RunRecord> {
+    if (this.run?.record.id === id) return structuredClone(this.run.record);
+    if (this.run?.loop) throw new UserError('busy', 'another run is training: pause or stop it first');
+    const record = await this.stored(id);
+    if (record.status === 'running') record.status = 'paused';
+    this.releaseActive();
+    this.run = await this.build(record, true);
+    this.phase = 'idle';
+    return structuredClone(record);
+  }
+
+  private async stored(id: string): Promise<RunRecord> {
+    const record = await loadRun(id);
+    if (!record) throw new UserError('missing', `run ${id} is not stored in this browser`);
+    return record;
+  }
+
+  pause(): void {
+    if (this.run?.loop) {
+      this.run.paused = true;
+      this.run.record.status = 'paused';
+      this.emit();
+    }
+  }
+
+  stop(): void {
+    if (this.run) {
+      this.run.stop = true;
+      this.run.paused = false;
+    }
+  }
+
+  private launch(): void {
+    const a = this.run!;
+    this.recentSteps = [];
+    a.loop = this.loop(a).finally(() => {
+      a.loop = null;
+      this.phase = 'idle';
+      this.emit();
+    });
+  }
+
+  private driverFor(a: ActiveRun): RunDriver {
+    const r = a.record;
+    const { trainer, totalSteps } = a.training;
+    const driver: RunDriver = new RunDriver(trainer, { totalSteps, ...a.plan.cadence, evalBatches: a.valBatches, savedStep: r.checkpointStep }, {
+      beforeStep: async (): Promise<BeforeStep> => {
+        if (a.paused) {
+          this.phase = 'idle';
+          await driver.checkpoint();
+          this.emit();
+          while (a.paused && !a.stop) await sleep(100);
+          this.recentSteps = [];
+        }
+        if (a.lost) return 'abandon';
+        if (a.stop) return 'stop';
+        r.status = 'running';
+        this.phase = 'training';
+        return 'go';
+      },
+      afterStep: (s, seconds) => {
+        r.step = s.step;
+        r.epoch = s.epoch ?? r.epoch;
+        r.elapsed += seconds;
+        r.tokensSeen += s.tokens;
+        r.steps.push({ step: s.step, loss: s.loss, lr: s.lr });
+        const now = performance.now();
+        if (!this.recentSteps.length) this.recentSteps.push({ t: now - seconds * 1000, tokens: 0 });
+        this.recentSteps.push({ t: now, tokens: s.tokens });
+      },
+      stepDone: () => this.emit(),
+      onLog: (w) => void r.logs.push({ step: w.step, epoch: w.epoch, loss: w.loss, lr: w.lr, gradNorm: w.gradNorm, tokensPerSecond: w.tokensPerSecond }),
+      beforeEval: () => {
+        this.phase = 'evaluating';
+        this.emit();
+      },
+      onEval: (step, loss) => void r.evals.push({ step, loss }),
+      save: async (step) => {
+        this.phase = 'saving';
+        await saveCheckpointRecord(r.id, await trainer.saveCheckpoint());
+        r.checkpointStep = step;
+        r.updatedAt = Date.now();
+        await saveRun(r);
+        this.phase = 'training';
+      },
+    });
+    return driver;
+  }
+
+  private async loop(a: ActiveRun): Promise<void> {
+    const r = a.record;
+    try {
+      const outcome = await this.driverFor(a).run();
+      if (outcome === 'abandoned' || a.lost) return await this.interrupted(a);
+      r.status = outcome === 'done' ? 'done' : 'stopped';
+      await saveRun(r);
+    } catch (e) {
+      // A step can fail on the lost device before device.lost has told us: give it a moment.
+      const gpuLost = a.training.trainer.model.gpu.lost.then((i) => i.message || String(i.reason));
+      const lost = a.lost || (await Promise.race([gpuLost, sleep(1000).then(() => false as const)]));
+      if (lost) {
+        a.lost ||= lost;
+        return await this.interrupted(a);
+      }
+      r.status = 'failed';
+      r.error = (e as Error).message;
+      await saveRun(r).catch(() => {});
+    }
+  }
+
+  /**
+   * The device went away mid-run (driver reset, GPU process crash, OOM kill): nothing on it can be
+   * saved, but the last checkpoint is in IndexedDB, so the run waits paused for Resume.
+   */
+  private async interrupted(a: ActiveRun): Promise<void> {
+    const r = a.record;
+    r.status = 'paused';
+    r.error = `the GPU device was lost at step ${r.step} (${a.lost}); Resume continues from the checkpoint at step ${r.checkpointStep ?? 0}`;
+    await saveRun(r).catch(() => {});
+  }
+}
