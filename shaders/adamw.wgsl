@@ -1,5 +1,5 @@
 // AdamW step over every trainable tensor in ONE dispatch, exactly torch.optim.AdamW
-// (torch/optim/adamw.py, _single_tensor_adamw; REFERENCE.md):
+// (torch/optim/adamw.py, _single_tensor_adamw; the algorithm in the torch.optim.AdamW docs):
 //   g = grad · clipCoef                      (clip_grad_norm_'s in-place scaling)
 //   p ← p · (1 − lr·wd)                      (decoupled weight decay)
 //   m ← β1·m + (1−β1)·g ;  v ← β2·v + (1−β2)·g²

@@ -1,7 +1,8 @@
-// FlashAttention-2 backward (flash-attention `flash_attn/flash_attn_triton.py`, REFERENCE.md):
+// FlashAttention-2 backward (Dao 2023, "FlashAttention-2", Algorithm 2; flash-attention
+// `flash_attn/flash_attn_triton.py`):
 // P is recomputed from the saved LSE, so nothing of size N×Nk is ever stored. WGSL has no float
 // atomics, so dQ and dK/dV are separate passes that each own their outputs.
-// Entry points (layouts and masking rule in attention_common.wgsl):
+// Entry points (layouts and masking rule in include/attention_common.wgsl):
 //   rowDot       dO, O → rowDot [Hq, N] = Σ_d dO·O                  one thread per (query, head)
 //   dq           Q, K, V, seg, dO, LSE, rowDot → dQ [N, Hq, D]      rows and lanes as the forward
 //                (shaders/attention.wgsl), K/V blocks in workgroup memory

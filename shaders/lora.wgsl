@@ -1,5 +1,5 @@
 // LoRA kernels (PEFT: dropout only on the adapter's input, inverted scaling 1/(1−p) like torch).
-// The keep mask of element e of x [N, in] is k2Hash(seed, step, module, e) ≥ dropThreshold; it is
+// The keep mask of element e of x [N, in] is hash4(seed, step, module, e) ≥ dropThreshold; it is
 // recomputed wherever it is needed, never stored.
 //
 // skinny: C[m, j] = alpha · Σ_k A(m, k)·B(j, k) + beta · C[m, j], one thread per output, for the
@@ -8,7 +8,7 @@
 // A(m, k) = a[m·aRow + k·aCol], B(j, k) = b[j·bRow + k·bCol], C row-major [M, N].
 // DROP selects where the mask applies: 0 nowhere, 1 on A's loads (index = its address in a),
 // 2 on B's loads (address in b), 3 on the sum before it is added (index = m·N + j, the dX case).
-#include "k2_hash"
+#include "hash"
 
 const DROP: u32 = {{DROP}};
 
@@ -25,7 +25,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 fn keepScale(e: u32) -> f32 {
-  return select(0.0, p.dropScale, k2Hash(p.seed, p.step, p.moduleId, e) >= p.dropThreshold);
+  return select(0.0, p.dropScale, hash4(p.seed, p.step, p.moduleId, e) >= p.dropThreshold);
 }
 
 @compute @workgroup_size(256)

@@ -1,11 +1,15 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ShaderSources } from './gpu/shader-library.ts';
+import { INCLUDE_DIR, type ShaderSources } from './gpu/shader-library.ts';
 
-/** The same shaders/*.wgsl files, read from disk for Node without Vite (CLI, bench). */
+/** The same shaders/*.wgsl and shaders/include/*.wgsl files, read from disk for Node without Vite (CLI, bench). */
 export function nodeShaders(dir = join(dirname(fileURLToPath(import.meta.url)), '../../shaders')): ShaderSources {
   const out: Record<string, string> = {};
-  for (const f of readdirSync(dir)) if (f.endsWith('.wgsl')) out[f.slice(0, -5)] = readFileSync(join(dir, f), 'utf8');
+  for (const sub of ['', INCLUDE_DIR]) {
+    for (const f of readdirSync(join(dir, sub))) {
+      if (f.endsWith('.wgsl')) out[(sub ? `${sub}/` : '') + f.slice(0, -5)] = readFileSync(join(dir, sub, f), 'utf8');
+    }
+  }
   return out;
 }

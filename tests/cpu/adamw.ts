@@ -1,4 +1,4 @@
-/** CPU reference for shaders/adamw.wgsl: torch.optim.AdamW's update written from REFERENCE.md, in f64. */
+/** CPU reference for shaders/adamw.wgsl: torch.optim.AdamW's update (torch/optim/adamw.py, the algorithm in its docs), in f64. */
 export function adamwRef(
   p: Float64Array,
   g: ArrayLike<number>,

@@ -6,7 +6,7 @@ import { expectClose, relError } from '../cpu/compare.ts';
 import { randn } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './k1_util.ts';
+import { Scope } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {

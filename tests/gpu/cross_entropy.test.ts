@@ -2,11 +2,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { crossEntropy } from '../../src/engine/ops/cross_entropy.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { crossEntropyRef, hashedLogits } from '../cpu/cross_entropy.ts';
-import { expectGradMatchesFd, toF64 } from '../cpu/k1_gradcheck.ts';
+import { expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn, rng } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './k1_util.ts';
+import { Scope } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {

@@ -3,11 +3,11 @@ import type { DType } from '../../src/engine/gpu/index.ts';
 import { embeddingBackward, embeddingCsr, embeddingForward } from '../../src/engine/ops/embedding.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { embeddingBackwardRef, embeddingRef, neftuneNoise } from '../cpu/embedding.ts';
-import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/k1_gradcheck.ts';
+import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn, rng } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './k1_util.ts';
+import { Scope } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {

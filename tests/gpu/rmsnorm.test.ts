@@ -2,12 +2,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { DType } from '../../src/engine/gpu/index.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../../src/engine/ops/rmsnorm.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
-import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/k1_gradcheck.ts';
+import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn } from '../cpu/random.ts';
 import { rmsnormBackwardRef, rmsnormRef } from '../cpu/rmsnorm.ts';
 import { loadFixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './k1_util.ts';
+import { Scope } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {

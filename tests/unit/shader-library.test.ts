@@ -7,9 +7,10 @@ import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../../
 describe('shader library', () => {
   const sources = {
     main: '#include "util"\n#include "{{DECODE}}"\nconst N: u32 = {{N}};\nconst F: bool = {{F}};',
-    util: '#include "base"\nfn util() {}',
-    base: 'fn base() {}',
-    dense: 'fn decode() {}',
+    'include/util': '#include "base"\nfn util() {}',
+    'include/base': 'fn base() {}',
+    'include/dense': 'fn decode() {}',
+    kernel: 'fn kernel() {}',
   };
   it('expands includes once, placeholders in include names and in code', () => {
     const out = resolveShader(sources, 'main', { N: 64, F: true, DECODE: 'dense' });
@@ -19,6 +20,8 @@ describe('shader library', () => {
     expect(() => resolveShader(sources, 'main', { N: 1, DECODE: 'dense' })).toThrow(/\{\{F\}\} has no value/);
     expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'dense', X: 2 })).toThrow(/never used.*X/);
     expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'nope' })).toThrow(/"nope" not found \(included from main\)/);
+    // Includes come from shaders/include/ only, never from the kernel files beside it.
+    expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'kernel' })).toThrow(/"kernel" not found \(included from main\)/);
   });
 });
 

@@ -404,7 +404,8 @@ export interface WeightCheck {
 }
 
 const IGNORABLE = [/\.rotary_emb\.inv_freq$/];
-// bitsandbytes companions of a quantized `M.weight` (REFERENCE.md, NF4 section).
+// bitsandbytes companions of a quantized `M.weight` (bitsandbytes/functional.py QuantState.as_dict(packed=True),
+// written by bitsandbytes/nn/modules.py Params4bit / Linear4bit._save_to_state_dict).
 const BNB_SUFFIXES = ['.absmax', '.quant_map', '.nested_absmax', '.nested_quant_map', '.quant_state.bitsandbytes__nf4', '.quant_state.bitsandbytes__fp4'];
 
 /** Compares a checkpoint's tensors (name → shape) with what the config needs. */

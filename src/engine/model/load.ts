@@ -1,8 +1,8 @@
 // safetensors → GPU, one tensor at a time. 16-bit weights stay 16-bit; with `quantize: 'nf4'`
 // every linear layer is quantized on the GPU right after upload (QLoRA); pre-quantized
-// bitsandbytes 4-bit checkpoints (`*-bnb-4bit`) load directly (bitsandbytes QuantState layout,
-// see REFERENCE.md / src/engine/ops/nf4.ts). Tensors larger than one storage binding are split
-// by rows (embedding / lm_head only).
+// bitsandbytes 4-bit checkpoints (`*-bnb-4bit`) load directly (the QuantState layout of
+// bitsandbytes/functional.py QuantState.as_dict / from_dict; see src/engine/ops/nf4.ts). Tensors
+// larger than one storage binding are split by rows (embedding / lm_head only).
 import type { Gpu } from '../gpu/device.ts';
 import { withErrorScopes } from '../gpu/errors.ts';
 import { fmtBytes } from '../gpu/pool.ts';

@@ -7,11 +7,10 @@
 // Trainer's get_decay_parameter_names), 2 = LoRA+ B matrices at lr·ratio.
 // adamwBlocks() turns segments into the block table the kernel walks (upload it once);
 // adamwStep() records one optimizer step (step t ≥ 1, counted after the increment).
-import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, numelOf, type Tensor } from '../gpu/tensor.ts';
 import { GRAD_STATS } from './grad_norm.ts';
-import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid } from './k1_shared.ts';
+import { check, checkInteger, checkOperands, foldGrid, launch } from './kernel.ts';
 
 export const ADAMW_BLOCK = 1024;
 export const ADAMW_MAX_GROUPS = 16;
@@ -69,6 +68,16 @@ export function adamwBlocks(segments: AdamwSegment[], arenaSize: number): Uint32
   return Uint32Array.from(out);
 }
 
+function checkHyper(w: string, a: AdamwStepArgs, beta1: number, beta2: number, eps: number): void {
+  checkInteger(w, 'blockCount', a.blockCount, 0);
+  checkInteger(w, 'step', a.step, 1);
+  check(w, a.groups.length >= 1 && a.groups.length <= ADAMW_MAX_GROUPS, `needs 1..${ADAMW_MAX_GROUPS} parameter groups, got ${a.groups.length}`);
+  check(w, beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0, `bad betas/eps (${beta1}, ${beta2}, ${eps})`);
+  for (const [i, g] of a.groups.entries()) {
+    check(w, Number.isFinite(g.lr) && g.lr >= 0 && Number.isFinite(g.weightDecay) && g.weightDecay >= 0, `group ${i} has bad lr/weightDecay ${JSON.stringify(g)}`);
+  }
+}
+
 /** Records one AdamW step over every block. */
 export async function adamwStep(rec: Recorder, a: AdamwStepArgs): Promise<void> {
   const beta1 = a.beta1 ?? 0.9;
@@ -76,26 +85,17 @@ export async function adamwStep(rec: Recorder, a: AdamwStepArgs): Promise<void> 
   const eps = a.eps ?? 1e-8;
   const n = numelOf(a.params.shape);
   const w = `adamw params${describe(a.params)} blocks=${a.blockCount} groups=${a.groups.length} step=${a.step}`;
-  for (const [name, t] of [['params', a.params], ['grads', a.grads], ['m', a.m], ['v', a.v]] as const) {
-    checkDType(w, name, t, 'f32');
-    checkFits(w, name, t, n);
-  }
-  checkDType(w, 'blocks', a.blocks, 'u32');
-  checkPositiveInt(w, 'blockCount', a.blockCount, 0);
-  checkFits(w, 'blocks', a.blocks, 4 * a.blockCount);
-  checkPositiveInt(w, 'step', a.step, 1);
-  if (!a.groups.length || a.groups.length > ADAMW_MAX_GROUPS) throw new GpuError('validation', w, `needs 1..${ADAMW_MAX_GROUPS} parameter groups, got ${a.groups.length}`);
-  if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0)) throw new GpuError('validation', w, `bad betas/eps (${beta1}, ${beta2}, ${eps})`);
-  for (const [i, g] of a.groups.entries()) {
-    if (!(Number.isFinite(g.lr) && g.lr >= 0 && Number.isFinite(g.weightDecay) && g.weightDecay >= 0)) throw new GpuError('validation', w, `group ${i} has bad lr/weightDecay ${JSON.stringify(g)}`);
-  }
   const stats = a.gradStats;
   const statsIndex = stats?.index ?? 0;
-  if (stats) {
-    checkDType(w, 'gradStats', stats.tensor, 'f32');
-    checkFits(w, 'gradStats', stats.tensor, statsIndex + GRAD_STATS.size);
-  }
-  checkDistinct(w, [['params', a.params], ['grads', a.grads], ['m', a.m], ['v', a.v], ['blocks', a.blocks], ['gradStats', stats?.tensor]]);
+  checkHyper(w, a, beta1, beta2, eps);
+  checkOperands(w, [
+    { name: 'params', tensor: a.params, dtype: 'f32', min: n, write: true },
+    { name: 'grads', tensor: a.grads, dtype: 'f32', min: n, write: true },
+    { name: 'm', tensor: a.m, dtype: 'f32', min: n, write: true },
+    { name: 'v', tensor: a.v, dtype: 'f32', min: n, write: true },
+    { name: 'blocks', tensor: a.blocks, dtype: 'u32', min: 4 * a.blockCount },
+    { name: 'gradStats', tensor: stats?.tensor, dtype: 'f32', min: statsIndex + GRAD_STATS.size },
+  ]);
 
   // Scalars as torch computes them in Python (f64), then rounded to f32 once.
   const bc1 = 1 - beta1 ** a.step;
@@ -108,9 +108,9 @@ export async function adamwStep(rec: Recorder, a: AdamwStepArgs): Promise<void> 
     const g = a.groups[i] ?? { lr: 0, weightDecay: 0 };
     params.f32(1 - g.lr * g.weightDecay).f32(g.lr / bc1).f32(0).f32(0);
   }
-  const pipeline = await rec.gpu.pipelines.get('adamw');
   // Without stats the block table is bound again in the stats slot (read-only, never read).
-  rec.dispatch({ pipeline, what: w }, params.buffer, [a.params, a.grads, a.m, a.v, a.blocks, stats?.tensor ?? a.blocks], foldGrid(rec, a.blockCount));
+  const bindings = [a.params, a.grads, a.m, a.v, a.blocks, stats?.tensor ?? a.blocks];
+  await launch(rec, { shader: 'adamw', what: w, params, bindings, grid: foldGrid(rec, a.blockCount) });
 }
 
 /** Bytes one step moves over `n` elements: params, m, v read+written, grads read (+ written when zeroed). */

@@ -1,6 +1,6 @@
 // Flash-style causal attention with GQA, packed-sequence segments and a KV-cache query offset,
 // forward and FlashAttention-2 backward; see shaders/attention.wgsl, shaders/attention_backward.wgsl
-// and shaders/attention_common.wgsl (layouts and the masking rule).
+// and shaders/include/attention_common.wgsl (layouts and the masking rule).
 //
 // Layouts (token-major f32): Q, O, dO, dQ [N, Hq·D]; K, V, dK, dV [Nk, Hkv·D]; LSE [Hq, N] in
 // natural-log units; segmentIds i32[Nk] indexed by key position (query i sits at key position
@@ -13,6 +13,7 @@ import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, numelOf, type Tensor } from '../gpu/tensor.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../gpu/transfer.ts';
+import { check, checkOperands, foldGrid, type Operand } from './kernel.ts';
 
 export interface AttentionShape {
   /** N: query rows. */
@@ -267,15 +268,6 @@ function shapeLabel(s: AttentionShape): string {
   return `N=${s.queries} Nk=${s.keys} H=${s.qHeads}/${s.kvHeads} D=${s.headDim}${off}${seg}`;
 }
 
-function check(what: string, cond: boolean, msg: string): void {
-  if (!cond) throw new GpuError('validation', what, msg);
-}
-
-function checkTensor(what: string, name: string, t: Tensor, elements: number, dtype: 'f32' | 'i32' = 'f32'): void {
-  check(what, t.dtype === dtype, `${name} ${describe(t)} must be ${dtype}`);
-  check(what, numelOf(t.shape) >= elements, `${name} needs ${elements} elements but ${describe(t)} holds ${numelOf(t.shape)}`);
-}
-
 function checkShape(what: string, s: AttentionShape): void {
   const isInt = (v: number, min: number) => Number.isInteger(v) && v >= min;
   check(what, isInt(s.queries, 1) && isInt(s.keys, 1), 'queries and keys must be integers ≥ 1');
@@ -285,24 +277,7 @@ function checkShape(what: string, s: AttentionShape): void {
   check(what, isInt(off, 0), `queryOffset must be an integer ≥ 0, got ${off}`);
   check(what, off + s.queries <= s.keys, `queries at key positions ${off}..${off + s.queries - 1} need keys ≥ ${off + s.queries}, got ${s.keys}`);
   check(what, Number.isFinite(scaleOf(s)), 'scale must be finite');
-  if (s.segmentIds) checkTensor(what, 'segmentIds', s.segmentIds, s.keys, 'i32');
-}
-
-function checkDistinct(what: string, outs: [string, Tensor][], all: [string, Tensor | undefined][]): void {
-  for (const [name, t] of outs) {
-    for (const [other, u] of all) {
-      if (u && other !== name && u.buf.buffer === t.buf.buffer) {
-        throw new GpuError('validation', what, `${name} and ${other} share one buffer (${describe(t)}); outputs must be distinct`);
-      }
-    }
-  }
-}
-
-/** Folds `tiles` workgroups into x (+ z) under the per-dimension limit. */
-function fold(rec: Recorder, tiles: number): { x: number; z: number } {
-  const max = rec.gpu.limits.maxComputeWorkgroupsPerDimension;
-  const z = Math.ceil(tiles / max);
-  return { x: Math.ceil(tiles / z), z };
+  checkOperands(what, [{ name: 'segmentIds', tensor: s.segmentIds, dtype: 'i32', min: s.keys }]);
 }
 
 function params(s: AttentionShape, tilesX: number, tiles: number, split = { splits: 1, keySplit: 0 }): ArrayBuffer {
@@ -336,19 +311,20 @@ export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): 
   const what = `attention.forward ${shapeLabel(a)} q${describe(a.q)} k${describe(a.k)} v${describe(a.v)} → out${describe(a.out)}`;
   checkShape(what, a);
   const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = a;
-  checkTensor(what, 'q', a.q, N * Hq * D);
-  checkTensor(what, 'k', a.k, Nk * Hkv * D);
-  checkTensor(what, 'v', a.v, Nk * Hkv * D);
-  checkTensor(what, 'out', a.out, N * Hq * D);
-  if (a.lse) checkTensor(what, 'lse', a.lse, Hq * N);
-  const inputs: [string, Tensor | undefined][] = [['q', a.q], ['k', a.k], ['v', a.v], ['segmentIds', a.segmentIds], ['out', a.out], ['lse', a.lse]];
-  checkDistinct(what, a.lse ? [['out', a.out], ['lse', a.lse]] : [['out', a.out]], inputs);
+  checkOperands(what, [
+    { name: 'q', tensor: a.q, dtype: 'f32', min: N * Hq * D },
+    { name: 'k', tensor: a.k, dtype: 'f32', min: Nk * Hkv * D },
+    { name: 'v', tensor: a.v, dtype: 'f32', min: Nk * Hkv * D },
+    { name: 'segmentIds', tensor: a.segmentIds, dtype: 'i32' },
+    { name: 'out', tensor: a.out, dtype: 'f32', min: N * Hq * D, write: true },
+    { name: 'lse', tensor: a.lse, dtype: 'f32', min: Hq * N, write: true },
+  ]);
 
   const gpu = rec.gpu;
   const tiling = tilingFor(gpu, D);
   const f = tiling.forward;
   const tiles = Math.ceil((N * (Hq / Hkv)) / f.rows);
-  const { x, z } = fold(rec, tiles);
+  const [x, z] = foldGrid(rec, tiles);
   const part = f.lanes > 1 ? f.rows * f.lanes * f.keyBlock : 1;
   const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part });
   const lse = a.lse ?? implicitTensor(gpu, 'lseSink', Hq * N);
@@ -364,8 +340,8 @@ export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): 
   rec.dispatch({ pipeline, what: `${what} [${split.splits} key splits]` }, params(a, x, tiles, split), [a.q, a.k, a.v, seg, partO, partLse], [x, Hkv * split.splits, z]);
   const combine = await gpu.pipelines.get('attention', { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part }, 'combine');
   const cTiles = Math.ceil((N * Hq) / THREADS);
-  const cf = fold(rec, cTiles);
-  rec.dispatch({ pipeline: combine, what: `${what} [combine]` }, params(a, cf.x, cTiles, split), [partO, partLse, a.out, lse], [cf.x, 1, cf.z]);
+  const [cx, cz] = foldGrid(rec, cTiles);
+  rec.dispatch({ pipeline: combine, what: `${what} [combine]` }, params(a, cx, cTiles, split), [partO, partLse, a.out, lse], [cx, 1, cz]);
 }
 
 /** Records dQ, dK, dV (overwritten) from dO, the forward's O and LSE. */
@@ -373,18 +349,20 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   const what = `attention.backward ${shapeLabel(a)} q${describe(a.q)} k${describe(a.k)} v${describe(a.v)} dOut${describe(a.dOut)}`;
   checkShape(what, a);
   const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = a;
-  for (const [name, t] of [['q', a.q], ['out', a.out], ['dOut', a.dOut], ['dq', a.dq]] as const) checkTensor(what, name, t, N * Hq * D);
-  for (const [name, t] of [['k', a.k], ['v', a.v], ['dk', a.dk], ['dv', a.dv]] as const) checkTensor(what, name, t, Nk * Hkv * D);
-  checkTensor(what, 'lse', a.lse, Hq * N);
   const gpu = rec.gpu;
   const scratch = a.scratch ?? implicitScratchFor(gpu, a);
   check(what, fitsScratch(scratch, a), `scratch is too small for this shape (needs ${attentionScratchBytes(a)} bytes: rowStats [2, Hq, N]${Hq !== Hkv ? ' and dK/dV partials [Nk, Hq, D]' : ''})`);
-  const inputs: [string, Tensor | undefined][] = [
-    ['q', a.q], ['k', a.k], ['v', a.v], ['out', a.out], ['lse', a.lse], ['dOut', a.dOut], ['segmentIds', a.segmentIds],
-    ['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowStats', scratch.rowStats],
-    ['scratch.dkHeads', scratch.dkHeads ?? undefined], ['scratch.dvHeads', scratch.dvHeads ?? undefined],
-  ];
-  checkDistinct(what, [['dq', a.dq], ['dk', a.dk], ['dv', a.dv], ['scratch.rowStats', scratch.rowStats]], inputs);
+  const rowOperand = (name: string, tensor: Tensor, write = false): Operand => ({ name, tensor, dtype: 'f32', min: N * Hq * D, write });
+  const keyOperand = (name: string, tensor: Tensor, write = false): Operand => ({ name, tensor, dtype: 'f32', min: Nk * Hkv * D, write });
+  checkOperands(what, [
+    rowOperand('q', a.q), rowOperand('out', a.out), rowOperand('dOut', a.dOut), rowOperand('dq', a.dq, true),
+    keyOperand('k', a.k), keyOperand('v', a.v), keyOperand('dk', a.dk, true), keyOperand('dv', a.dv, true),
+    { name: 'lse', tensor: a.lse, dtype: 'f32', min: Hq * N },
+    { name: 'segmentIds', tensor: a.segmentIds, dtype: 'i32' },
+    { name: 'scratch.rowStats', tensor: scratch.rowStats, dtype: 'f32', write: true },
+    { name: 'scratch.dkHeads', tensor: scratch.dkHeads, dtype: 'f32' },
+    { name: 'scratch.dvHeads', tensor: scratch.dvHeads, dtype: 'f32' },
+  ]);
 
   const t = tilingFor(gpu, D);
   const constants = {
@@ -404,37 +382,37 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   const seg = a.segmentIds ?? a.q;
 
   const rdTiles = Math.ceil((N * Hq) / THREADS);
-  const rd = fold(rec, rdTiles);
-  rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rd.x, rdTiles), [a.dOut, a.out, a.lse, scratch.rowStats], [rd.x, 1, rd.z]);
+  const [rdX, rdZ] = foldGrid(rec, rdTiles);
+  rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rdX, rdTiles), [a.dOut, a.out, a.lse, scratch.rowStats], [rdX, 1, rdZ]);
 
   const dqTiles = Math.ceil((N * (Hq / Hkv)) / t.dq.rows);
-  const dqf = fold(rec, dqTiles);
+  const [dqfX, dqfZ] = foldGrid(rec, dqTiles);
   rec.dispatch(
     { pipeline: pDq, what: `${what} [dq]` },
-    params(a, dqf.x, dqTiles),
+    params(a, dqfX, dqTiles),
     [a.q, a.k, a.v, seg, a.dOut, scratch.rowStats, a.dq],
-    [dqf.x, Hkv, dqf.z],
+    [dqfX, Hkv, dqfZ],
   );
 
   const grouped = Hq !== Hkv;
   const kTiles = Math.ceil(Nk / t.dkdv.keys);
-  const kf = fold(rec, kTiles);
+  const [kfX, kfZ] = foldGrid(rec, kTiles);
   const dkTarget = grouped ? scratch.dkHeads! : a.dk;
   const dvTarget = grouped ? scratch.dvHeads! : a.dv;
   rec.dispatch(
     { pipeline: pDkdv, what: `${what} [dkdv]` },
-    params(a, kf.x, kTiles),
+    params(a, kfX, kTiles),
     [a.q, a.k, a.v, seg, a.dOut, scratch.rowStats, dkTarget, dvTarget],
-    [kf.x, Hq, kf.z],
+    [kfX, Hq, kfZ],
   );
   if (grouped) {
     const redTiles = Math.ceil((Nk * Hkv * (D / 4)) / THREADS);
-    const rf = fold(rec, redTiles);
+    const [rfX, rfZ] = foldGrid(rec, redTiles);
     rec.dispatch(
       { pipeline: pReduce, what: `${what} [reduceHeads]` },
-      params(a, rf.x, redTiles),
+      params(a, rfX, redTiles),
       [scratch.dkHeads!, scratch.dvHeads!, a.dk, a.dv],
-      [rf.x, 1, rf.z],
+      [rfX, 1, rfZ],
     );
   }
 }

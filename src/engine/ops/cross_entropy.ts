@@ -2,7 +2,8 @@
 // shaders/cross_entropy.wgsl. Semantics of transformers' ForCausalLMLoss
 // (src/transformers/loss/loss_utils.py) with gradient accumulation as the Trainer does it:
 // token losses are summed and divided by the number of non-ignored labels in the whole
-// accumulation window (REFERENCE.md), so `lossScale` = 1/that count.
+// accumulation window (transformers/trainer.py get_batch_samples → num_items_in_batch), so
+// `lossScale` = 1/that count.
 //
 // Chunking contract (so a 152k vocabulary never needs every row's logits at once):
 //   the engine computes logits for a chunk of R token rows [r0, r0+R) into a scratch
@@ -12,10 +13,9 @@
 //   then uses the in-place dLogits of that chunk for the lm_head backward matmuls (dHidden
 //   rows r0.., dW_lm_head +=) before moving on to the next chunk. Every chunk adds its
 //   scaled loss into the same lossAccum slot (accumulate), so no readback is needed.
-import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
-import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid } from './k1_shared.ts';
+import { check, checkInteger, checkOperands, foldGrid, launch } from './kernel.ts';
 
 export const IGNORE_INDEX = -100;
 
@@ -42,6 +42,13 @@ export interface CrossEntropyArgs {
   ignoreIndex?: number;
 }
 
+/** Where the kernel reads the loss scale: a buffer slot, or a number (then `labels` fills the unread binding). */
+function scaleSource(w: string, a: CrossEntropyArgs): { tensor: Tensor; index: number; value: number } {
+  if (typeof a.lossScale !== 'number') return { tensor: a.lossScale.buffer, index: a.lossScale.index ?? 0, value: 0 };
+  check(w, Number.isFinite(a.lossScale), `lossScale must be finite, got ${a.lossScale}`);
+  return { tensor: a.labels, index: 0, value: a.lossScale };
+}
+
 /** Records the loss rows, dLogits in place (unless writeGrad is false) and the optional scaled sum. */
 export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<void> {
   const { rows, vocab } = a;
@@ -49,49 +56,27 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
   const labelOffset = a.labelOffset ?? 0;
   const lossOffset = a.lossOffset ?? 0;
   const w = `cross_entropy logits${describe(a.logits)} labels${describe(a.labels)}@${labelOffset} rows=${rows} vocab=${vocab}${writeGrad ? ' +dLogits' : ''}`;
-  checkPositiveInt(w, 'rows', rows, 0);
-  checkPositiveInt(w, 'vocab', vocab);
-  checkDType(w, 'logits', a.logits, 'f32');
-  checkDType(w, 'labels', a.labels, 'i32');
-  checkDType(w, 'rowLoss', a.rowLoss, 'f32');
-  checkFits(w, 'logits', a.logits, rows * vocab);
-  checkFits(w, 'labels', a.labels, labelOffset + rows);
-  checkFits(w, 'rowLoss', a.rowLoss, lossOffset + rows);
-  checkDistinct(w, [['logits', a.logits], ['rowLoss', a.rowLoss], ['labels', a.labels], ['lossAccum', a.lossAccum?.tensor]]);
+  checkInteger(w, 'rows', rows, 0);
+  checkInteger(w, 'vocab', vocab);
   const fromBuffer = typeof a.lossScale !== 'number';
-  let scaleT = a.labels; // bound but unread when the scale is a number
-  let scaleIndex = 0;
-  let scaleValue = 0;
-  if (typeof a.lossScale === 'number') {
-    if (!Number.isFinite(a.lossScale)) throw new GpuError('validation', w, `lossScale must be finite, got ${a.lossScale}`);
-    scaleValue = a.lossScale;
-  } else {
-    scaleT = a.lossScale.buffer;
-    scaleIndex = a.lossScale.index ?? 0;
-    checkDType(w, 'lossScale buffer', scaleT, 'f32');
-    checkFits(w, 'lossScale buffer', scaleT, scaleIndex + 1);
-    if (scaleT.buf.buffer === a.logits.buf.buffer || scaleT.buf.buffer === a.rowLoss.buf.buffer) {
-      throw new GpuError('validation', w, 'the lossScale buffer must not be the logits or rowLoss buffer');
-    }
-  }
-  const ignoreIndex = a.ignoreIndex ?? IGNORE_INDEX;
+  const scale = scaleSource(w, a);
   const acc = a.lossAccum;
   const accIndex = acc?.index ?? 0;
-  if (acc) {
-    checkDType(w, 'lossAccum', acc.tensor, 'f32');
-    checkFits(w, 'lossAccum', acc.tensor, accIndex + 1);
-    if (acc.tensor.buf.buffer === scaleT.buf.buffer) throw new GpuError('validation', w, 'lossAccum and the lossScale buffer must be distinct buffers');
-  }
+  checkOperands(w, [
+    { name: 'logits', tensor: a.logits, dtype: 'f32', min: rows * vocab, write: true },
+    { name: 'labels', tensor: a.labels, dtype: 'i32', min: labelOffset + rows },
+    { name: 'rowLoss', tensor: a.rowLoss, dtype: 'f32', min: lossOffset + rows, write: true },
+    { name: 'lossScale buffer', tensor: fromBuffer ? scale.tensor : null, dtype: 'f32', min: scale.index + 1 },
+    { name: 'lossAccum', tensor: acc?.tensor, dtype: 'f32', min: accIndex + 1, write: true },
+  ]);
   const params = new Params(12)
-    .u32(rows).u32(vocab).u32(scaleIndex).u32(writeGrad ? 1 : 0)
-    .i32(ignoreIndex).u32(acc?.accumulate ? 1 : 0).u32(accIndex).u32(fromBuffer ? 1 : 0)
-    .f32(scaleValue).u32(labelOffset).u32(lossOffset).u32(0);
-  const pipeline = await rec.gpu.pipelines.get('cross_entropy', {}, 'main');
-  rec.dispatch({ pipeline, what: w }, params.buffer, [a.logits, a.labels, scaleT, a.rowLoss], foldGrid(rec, rows));
-  if (acc) {
-    const sum = await rec.gpu.pipelines.get('cross_entropy', {}, 'sumLoss');
-    rec.dispatch({ pipeline: sum, what: `${w} (sum → lossAccum${describe(acc.tensor)}[${accIndex}])` }, params.buffer, [a.rowLoss, scaleT, acc.tensor], [1]);
-  }
+    .u32(rows).u32(vocab).u32(scale.index).u32(writeGrad ? 1 : 0)
+    .i32(a.ignoreIndex ?? IGNORE_INDEX).u32(acc?.accumulate ? 1 : 0).u32(accIndex).u32(fromBuffer ? 1 : 0)
+    .f32(scale.value).u32(labelOffset).u32(lossOffset).u32(0);
+  await launch(rec, { shader: 'cross_entropy', what: w, params, bindings: [a.logits, a.labels, scale.tensor, a.rowLoss], grid: foldGrid(rec, rows) });
+  if (!acc) return;
+  const sum = `${w} (sum → lossAccum${describe(acc.tensor)}[${accIndex}])`;
+  await launch(rec, { shader: 'cross_entropy', entry: 'sumLoss', what: sum, params, bindings: [a.rowLoss, scale.tensor, acc.tensor], grid: [1] });
 }
 
 /** Bytes one call moves: logits read twice and written once with writeGrad. */

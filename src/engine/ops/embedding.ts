@@ -3,7 +3,7 @@
 import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
-import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid, weightKind } from './k1_shared.ts';
+import { check, checkInteger, checkOperands, foldGrid, launch, WEIGHT_DTYPES, weightKind } from './kernel.ts';
 
 const WG = 256;
 
@@ -82,33 +82,36 @@ export function embeddingCsr(ids: ArrayLike<number>, vocab: number): EmbeddingCs
 }
 
 function checkShape(w: string, tokens: number, vocab: number, hidden: number): void {
-  checkPositiveInt(w, 'tokens', tokens, 0);
-  checkPositiveInt(w, 'vocab', vocab);
-  checkPositiveInt(w, 'hidden', hidden);
+  checkInteger(w, 'tokens', tokens, 0);
+  checkInteger(w, 'vocab', vocab);
+  checkInteger(w, 'hidden', hidden);
+}
+
+/** NEFTune's noise magnitude alpha/√(seqLen·hidden), 0 without NEFTune. */
+function neftuneMagnitude(w: string, nf: NeftuneOptions | undefined, hidden: number): number {
+  if (!nf) return 0;
+  check(w, nf.alpha >= 0 && nf.seqLen >= 1, `NEFTune needs alpha ≥ 0 and seqLen ≥ 1, got ${nf.alpha}, ${nf.seqLen}`);
+  return nf.alpha / Math.sqrt(nf.seqLen * hidden);
 }
 
 /** Records out = W[ids] (+ NEFTune noise). */
 export async function embeddingForward(rec: Recorder, a: EmbeddingForwardArgs): Promise<void> {
-  const { tokens, vocab, hidden } = a;
-  const w = `embedding.forward ids${describe(a.ids)} W${describe(a.weight)} → out${describe(a.out)} tokens=${tokens} vocab=${vocab} hidden=${hidden}${a.neftune ? ` neftune α=${a.neftune.alpha}` : ''}`;
+  const { tokens, vocab, hidden, neftune: nf } = a;
+  const w = `embedding.forward ids${describe(a.ids)} W${describe(a.weight)} → out${describe(a.out)} tokens=${tokens} vocab=${vocab} hidden=${hidden}${nf ? ` neftune α=${nf.alpha}` : ''}`;
   checkShape(w, tokens, vocab, hidden);
   const kind = weightKind(w, 'weight', a.weight);
-  checkDType(w, 'ids', a.ids, 'i32');
-  checkDType(w, 'out', a.out, 'f32');
-  checkFits(w, 'ids', a.ids, tokens);
-  checkFits(w, 'weight', a.weight, vocab * hidden);
-  checkFits(w, 'out', a.out, tokens * hidden);
-  checkDistinct(w, [['out', a.out], ['ids', a.ids], ['weight', a.weight]]);
-  let mag = 0;
-  const nf = a.neftune;
-  if (nf) {
-    if (!(nf.alpha >= 0) || !(nf.seqLen >= 1)) throw new GpuError('validation', w, `NEFTune needs alpha ≥ 0 and seqLen ≥ 1, got ${nf.alpha}, ${nf.seqLen}`);
-    mag = nf.alpha / Math.sqrt(nf.seqLen * hidden);
-  }
+  checkOperands(w, [
+    { name: 'ids', tensor: a.ids, dtype: 'i32', min: tokens },
+    { name: 'weight', tensor: a.weight, dtype: WEIGHT_DTYPES, min: vocab * hidden },
+    { name: 'out', tensor: a.out, dtype: 'f32', min: tokens * hidden, write: true },
+  ]);
+  const mag = neftuneMagnitude(w, nf, hidden);
   if (tokens * hidden >= 2 ** 32) throw new GpuError('limit', w, 'more than 2³² output elements');
-  const pipeline = await rec.gpu.pipelines.get('embedding', { W_KIND: `${kind}u` }, 'forward');
   const params = new Params(8).u32(tokens).u32(hidden).u32(vocab).u32(0).f32(mag).u32(nf?.seed ?? 0).u32(nf?.stream ?? 0).u32(0);
-  rec.dispatch({ pipeline, what: w }, params.buffer, [a.ids, a.weight, a.out], foldGrid(rec, Math.ceil((tokens * hidden) / WG)));
+  await launch(rec, {
+    shader: 'embedding', entry: 'forward', constants: { W_KIND: `${kind}u` }, what: w,
+    params, bindings: [a.ids, a.weight, a.out], grid: foldGrid(rec, Math.ceil((tokens * hidden) / WG)),
+  });
 }
 
 /** Records dW[id] (= or +=) Σ dOut over the tokens with that id, one thread per (unique id, column). */
@@ -116,19 +119,19 @@ export async function embeddingBackward(rec: Recorder, a: EmbeddingBackwardArgs)
   const { tokens, vocab, hidden, uniqueCount } = a;
   const w = `embedding.backward dOut${describe(a.dOut)} → dW${describe(a.dWeight)} tokens=${tokens} unique=${uniqueCount} vocab=${vocab} hidden=${hidden}`;
   checkShape(w, tokens, vocab, hidden);
-  checkPositiveInt(w, 'uniqueCount', uniqueCount, 0);
-  if (uniqueCount > tokens) throw new GpuError('validation', w, `uniqueCount ${uniqueCount} exceeds tokens ${tokens}`);
-  checkDType(w, 'dOut', a.dOut, 'f32');
-  checkDType(w, 'dWeight', a.dWeight, 'f32');
-  for (const [name, t] of [['uniqueIds', a.uniqueIds], ['offsets', a.offsets], ['positions', a.positions]] as const) checkDType(w, name, t, 'i32');
-  checkFits(w, 'dOut', a.dOut, tokens * hidden);
-  checkFits(w, 'dWeight', a.dWeight, vocab * hidden);
-  checkFits(w, 'uniqueIds', a.uniqueIds, uniqueCount);
-  checkFits(w, 'offsets', a.offsets, uniqueCount + 1);
-  checkFits(w, 'positions', a.positions, tokens);
-  checkDistinct(w, [['dWeight', a.dWeight], ['dOut', a.dOut]]);
-  const pipeline = await rec.gpu.pipelines.get('embedding', { W_KIND: '0u' }, 'backward');
+  checkInteger(w, 'uniqueCount', uniqueCount, 0);
+  check(w, uniqueCount <= tokens, `uniqueCount ${uniqueCount} exceeds tokens ${tokens}`);
+  checkOperands(w, [
+    { name: 'dOut', tensor: a.dOut, dtype: 'f32', min: tokens * hidden },
+    { name: 'uniqueIds', tensor: a.uniqueIds, dtype: 'i32', min: uniqueCount },
+    { name: 'offsets', tensor: a.offsets, dtype: 'i32', min: uniqueCount + 1 },
+    { name: 'positions', tensor: a.positions, dtype: 'i32', min: tokens },
+    { name: 'dWeight', tensor: a.dWeight, dtype: 'f32', min: vocab * hidden, write: true },
+  ]);
   const params = new Params(8).u32(tokens).u32(hidden).u32(vocab).u32(uniqueCount).f32(0).u32(0).u32(0).u32(a.accumulate ? 1 : 0);
   const [y, z] = foldGrid(rec, uniqueCount);
-  rec.dispatch({ pipeline, what: w }, params.buffer, [a.dOut, a.uniqueIds, a.offsets, a.positions, a.dWeight], [Math.ceil(hidden / WG), y, z]);
+  await launch(rec, {
+    shader: 'embedding', entry: 'backward', constants: { W_KIND: '0u' }, what: w,
+    params, bindings: [a.dOut, a.uniqueIds, a.offsets, a.positions, a.dWeight], grid: [Math.ceil(hidden / WG), y, z],
+  });
 }

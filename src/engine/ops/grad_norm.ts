@@ -1,11 +1,10 @@
 // Global gradient norm + clip coefficient, torch.nn.utils.clip_grad_norm_ semantics
-// (REFERENCE.md: total = ‖(‖g_i‖₂)‖₂, coef = min(1, max_norm/(total + 1e-6))); see
+// (torch/nn/utils/clip_grad.py: total = ‖(‖g_i‖₂)‖₂, coef = min(1, max_norm/(total + 1e-6))); see
 // shaders/grad_norm.wgsl. The result stays on the GPU in a small stats buffer that the AdamW
 // kernel reads, so clipping costs no extra pass over the gradients and no readback.
-import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, numelOf, type Tensor } from '../gpu/tensor.ts';
-import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid } from './k1_shared.ts';
+import { check, checkInteger, checkOperands, foldGrid, launch, type Operand } from './kernel.ts';
 
 const WG = 256;
 const MAX_PARTIALS_PER_RANGE = 1024;
@@ -56,30 +55,24 @@ export async function gradNorm(rec: Recorder, a: GradNormArgs): Promise<void> {
   const total = counts.reduce((x, y) => x + y, 0);
   const statsIndex = a.statsIndex ?? 0;
   const w = `grad_norm ${a.ranges.length} ranges (${total} elements) → stats${describe(a.stats)}[${statsIndex}]`;
-  if (!a.ranges.length) throw new GpuError('validation', w, 'no gradient ranges');
-  if (!Number.isFinite(a.maxNorm)) throw new GpuError('validation', w, `maxNorm must be finite, got ${a.maxNorm}`);
-  checkDType(w, 'partials', a.partials, 'f32');
-  checkDType(w, 'stats', a.stats, 'f32');
-  checkFits(w, 'partials', a.partials, gradNormPartials(counts));
-  checkFits(w, 'stats', a.stats, statsIndex + GRAD_STATS.size);
-  checkDistinct(w, [['partials', a.partials], ['stats', a.stats]]);
-  const p1 = await rec.gpu.pipelines.get('grad_norm', {}, 'partials');
+  check(w, a.ranges.length > 0, 'no gradient ranges');
+  check(w, Number.isFinite(a.maxNorm), `maxNorm must be finite, got ${a.maxNorm}`);
+  const partials: Operand = { name: 'partials', tensor: a.partials, dtype: 'f32', min: gradNormPartials(counts), write: true };
+  const stats: Operand = { name: 'stats', tensor: a.stats, dtype: 'f32', min: statsIndex + GRAD_STATS.size, write: true };
+  checkOperands(w, [partials, stats]);
   let at = 0;
   for (const [i, r] of a.ranges.entries()) {
     const offset = r.offset ?? 0;
     const rw = `${w} range ${i} ${describe(r.grads)}[${offset}, +${counts[i]})`;
-    checkDType(rw, 'grads', r.grads, 'f32');
-    checkPositiveInt(rw, 'count', counts[i], 0);
-    checkFits(rw, 'grads', r.grads, offset + counts[i]);
-    if (r.grads.buf.buffer === a.partials.buf.buffer || r.grads.buf.buffer === a.stats.buf.buffer) throw new GpuError('validation', rw, 'grads must not share the partials or stats buffer');
+    checkInteger(rw, 'count', counts[i], 0);
+    checkOperands(rw, [{ name: 'grads', tensor: r.grads, dtype: 'f32', min: offset + counts[i] }, partials, stats]);
     const groups = groupsFor(counts[i]);
     const params = new Params(8).u32(offset).u32(counts[i]).u32(at).u32(0).f32(a.maxNorm).u32(statsIndex).u32(0).u32(0);
-    rec.dispatch({ pipeline: p1, what: rw }, params.buffer, [r.grads, a.partials], [groups]);
+    await launch(rec, { shader: 'grad_norm', entry: 'partials', what: rw, params, bindings: [r.grads, a.partials], grid: [groups] });
     at += groups;
   }
-  const p2 = await rec.gpu.pipelines.get('grad_norm', {}, 'finalize');
   const params = new Params(8).u32(0).u32(0).u32(0).u32(at).f32(a.maxNorm).u32(statsIndex).u32(0).u32(0);
-  rec.dispatch({ pipeline: p2, what: `${w} (finalize ${at} partials)` }, params.buffer, [a.partials, a.stats], [1]);
+  await launch(rec, { shader: 'grad_norm', entry: 'finalize', what: `${w} (finalize ${at} partials)`, params, bindings: [a.partials, a.stats], grid: [1] });
 }
 
 /** Records g *= stats[statsIndex + 1] (the clip coefficient) in place. */
@@ -88,13 +81,11 @@ export async function gradClip(rec: Recorder, a: GradClipArgs): Promise<void> {
   const count = rangeCount(a);
   const statsIndex = a.statsIndex ?? 0;
   const w = `grad_norm.clip ${describe(a.grads)}[${offset}, +${count})`;
-  checkDType(w, 'grads', a.grads, 'f32');
-  checkDType(w, 'stats', a.stats, 'f32');
-  checkPositiveInt(w, 'count', count, 0);
-  checkFits(w, 'grads', a.grads, offset + count);
-  checkFits(w, 'stats', a.stats, statsIndex + GRAD_STATS.size);
-  checkDistinct(w, [['grads', a.grads], ['stats', a.stats]]);
-  const pipeline = await rec.gpu.pipelines.get('grad_norm', {}, 'clip');
+  checkInteger(w, 'count', count, 0);
+  checkOperands(w, [
+    { name: 'grads', tensor: a.grads, dtype: 'f32', min: offset + count, write: true },
+    { name: 'stats', tensor: a.stats, dtype: 'f32', min: statsIndex + GRAD_STATS.size },
+  ]);
   const params = new Params(8).u32(offset).u32(count).u32(0).u32(0).f32(0).u32(statsIndex).u32(0).u32(0);
-  rec.dispatch({ pipeline, what: w }, params.buffer, [a.grads, a.stats], foldGrid(rec, Math.ceil(count / WG)));
+  await launch(rec, { shader: 'grad_norm', entry: 'clip', what: w, params, bindings: [a.grads, a.stats], grid: foldGrid(rec, Math.ceil(count / WG)) });
 }

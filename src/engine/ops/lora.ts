@@ -6,10 +6,10 @@
 // element), regenerated in the backward: nothing of size N·in is stored or written for dropout.
 // Not fused with the base matmul: the adapter costs its own 2 dispatches forward and 4 backward.
 import type { Gpu } from '../gpu/device.ts';
-import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
-import { describe, numelOf, type Tensor } from '../gpu/tensor.ts';
+import { describe, type Tensor } from '../gpu/tensor.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../gpu/transfer.ts';
+import { checkOperands, launch, threadGrid } from './kernel.ts';
 import { matmul } from './matmul.ts';
 
 export interface LoraAdapter {
@@ -38,7 +38,7 @@ export interface LoraDropout {
   moduleId: number;
 }
 
-// Host twin of shaders/k2_hash.wgsl (lowbias32 mixer), for initialisation and CPU checks.
+// Host twin of shaders/include/hash.wgsl (lowbias32 mixer), for initialisation and CPU checks.
 export function mix32(v: number): number {
   let x = v >>> 0;
   x ^= x >>> 16;
@@ -116,15 +116,14 @@ export interface LoraForwardArgs {
 }
 
 function checkAdapter(what: string, ad: LoraAdapter, N: number, x: Tensor, outLike: Tensor, ws: LoraWorkspace): void {
-  const need = (t: Tensor, n: number, name: string) => {
-    if (t.dtype !== 'f32' || numelOf(t.shape) < n) throw new GpuError('validation', what, `${name} ${describe(t)} must be f32 with ≥ ${n} elements`);
-  };
-  need(ad.a, ad.r * ad.inFeatures, 'A');
-  need(ad.b, ad.outFeatures * ad.r, 'B');
-  need(x, N * ad.inFeatures, 'x');
-  need(outLike, N * ad.outFeatures, 'y/dY');
-  need(ws.t, N * ad.r, 'workspace t');
-  need(ws.g, N * ad.r, 'workspace g');
+  checkOperands(what, [
+    { name: 'A', tensor: ad.a, dtype: 'f32', min: ad.r * ad.inFeatures },
+    { name: 'B', tensor: ad.b, dtype: 'f32', min: ad.outFeatures * ad.r },
+    { name: 'x', tensor: x, dtype: 'f32', min: N * ad.inFeatures },
+    { name: 'y/dY', tensor: outLike, dtype: 'f32', min: N * ad.outFeatures },
+    { name: 'workspace t', tensor: ws.t, dtype: 'f32', min: N * ad.r },
+    { name: 'workspace g', tensor: ws.g, dtype: 'f32', min: N * ad.r },
+  ], 'requirement');
 }
 
 interface Skinny {
@@ -150,15 +149,12 @@ interface Skinny {
 async function skinny(rec: Recorder, s: Skinny, what: string): Promise<void> {
   const drop = s.dropout ? (s.drop ?? 0) : 0;
   const d = s.dropout ?? { p: 0, seed: 0, step: 0, moduleId: 0 };
-  const pipeline = await rec.gpu.pipelines.get('lora', { DROP: `${drop}u` }, 'skinny');
   const params = new Params(16)
     .u32(s.M).u32(s.N).u32(s.K).u32(0)
     .u32(s.aRow).u32(s.aCol).u32(s.bRow).u32(s.bCol)
     .f32(s.alpha ?? 1).f32(s.beta ?? 0).u32(d.seed).u32(d.step)
     .u32(d.moduleId).u32(dropThreshold(d.p)).f32(dropScale(d.p)).u32(0);
-  const groups = Math.max(1, Math.ceil((s.M * s.N) / 256));
-  const gx = Math.min(groups, rec.gpu.limits.maxComputeWorkgroupsPerDimension);
-  rec.dispatch({ pipeline, what }, params.buffer, [s.a, s.b, s.c], [gx, Math.ceil(groups / gx)]);
+  await launch(rec, { shader: 'lora', entry: 'skinny', constants: { DROP: `${drop}u` }, what, params, bindings: [s.a, s.b, s.c], grid: threadGrid(rec, s.M * s.N, 256) });
 }
 
 function activeDropout(d: LoraDropout | undefined): LoraDropout | null {

@@ -1,7 +1,7 @@
-import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import type { ShaderConstants } from '../gpu/shader-library.ts';
-import { describe, numelOf, type DType, type Tensor } from '../gpu/tensor.ts';
+import { describe, type Tensor } from '../gpu/tensor.ts';
+import { check, checkOperands, launch, WEIGHT_DTYPES, weightKind } from './kernel.ts';
 import { isNf4, nf4DecoderConstants, nf4Describe, nf4ExtraBindings, nf4Numel, type Nf4Weight } from './nf4.ts';
 
 export interface MatmulArgs {
@@ -32,8 +32,22 @@ export interface MatmulArgs {
   cBatchStride?: number;
 }
 
-const B_KIND: Partial<Record<DType, number>> = { f32: 0, bf16: 1, f16: 2 };
 const TILE = 64;
+
+/** Checks A, B (dense or NF4) and C for the extents the batched product touches; returns B's decoder constants. */
+function checkMatmul(what: string, args: MatmulArgs, nf4: Nf4Weight | null, extent: (k: 'a' | 'b' | 'c', matrix: number) => number): ShaderConstants {
+  const { M, N, K } = args;
+  const dense = nf4 ? null : (args.b as Tensor);
+  checkOperands(what, [
+    { name: 'A', tensor: args.a, dtype: 'f32', min: extent('a', M * K) },
+    { name: 'B', tensor: dense, dtype: WEIGHT_DTYPES, min: extent('b', K * N) },
+    { name: 'C', tensor: args.c, dtype: 'f32', min: extent('c', M * N), write: true },
+  ]);
+  if (dense) return { B_DECODE: 'weight_dense', W_KIND: `${weightKind(what, 'B', dense)}u` };
+  const need = extent('b', K * N);
+  check(what, need <= nf4Numel(nf4!), `B needs ${need} elements but holds ${nf4Numel(nf4!)}`);
+  return { B_DECODE: 'weight_nf4', ...nf4DecoderConstants(nf4!) };
+}
 
 /** Records C = alpha·op(A)·op(B) + beta·C; see shaders/matmul.wgsl. */
 export async function matmul(rec: Recorder, args: MatmulArgs): Promise<void> {
@@ -43,40 +57,23 @@ export async function matmul(rec: Recorder, args: MatmulArgs): Promise<void> {
   const transB = args.transB ?? false;
   const nf4 = isNf4(b) ? b : null;
   const what = `matmul${transA ? 'ᵀ' : ''}·${transB ? 'ᵀ' : ''} ${describe(a)} ${nf4 ? nf4Describe(nf4) : describe(b as Tensor)} → ${describe(c)} M=${M} N=${N} K=${K} batch=${batch}`;
-  const bKind = nf4 ? 0 : B_KIND[(b as Tensor).dtype];
-  if (a.dtype !== 'f32' || c.dtype !== 'f32' || bKind === undefined) {
-    throw new GpuError('validation', what, 'A and C must be f32; B f32, bf16, f16 or NF4');
-  }
   const strides = {
     a: args.aBatchStride ?? M * K,
     b: args.bBatchStride ?? K * N,
     c: args.cBatchStride ?? M * N,
   };
   const offsets = { a: args.aOffset ?? 0, b: args.bOffset ?? 0, c: args.cOffset ?? 0 };
-  checkFits(what, 'A', a, offsets.a + strides.a * (batch - 1) + M * K);
-  const bNeed = offsets.b + strides.b * (batch - 1) + K * N;
-  if (nf4) {
-    if (bNeed > nf4Numel(nf4)) throw new GpuError('validation', what, `B needs ${bNeed} elements but holds ${nf4Numel(nf4)}`);
-  } else {
-    checkFits(what, 'B', b as Tensor, bNeed);
-  }
-  checkFits(what, 'C', c, offsets.c + strides.c * (batch - 1) + M * N);
-
-  const decoder: ShaderConstants = nf4 ? { B_DECODE: 'weight_nf4', ...nf4DecoderConstants(nf4) } : { B_DECODE: 'weight_dense', W_KIND: `${bKind}u` };
-  const pipeline = await rec.gpu.pipelines.get('matmul', { TRANS_A: transA, TRANS_B: transB, ...decoder });
+  const decoder = checkMatmul(what, args, nf4, (k, matrix) => offsets[k] + strides[k] * (batch - 1) + matrix);
   const params = new Params(16)
     .u32(M).u32(N).u32(K).u32(0)
     .u32(offsets.a).u32(offsets.b).u32(offsets.c).u32(0)
     .u32(strides.a).u32(strides.b).u32(strides.c).u32(0)
     .f32(args.alpha ?? 1).f32(args.beta ?? 0).u32(0).u32(0);
   const bBuffers = nf4 ? [nf4.packed, c, ...nf4ExtraBindings(nf4)] : [b as Tensor, c];
-  rec.dispatch({ pipeline, what }, params.buffer, [a, ...bBuffers], [Math.ceil(N / TILE), Math.ceil(M / TILE), batch]);
-}
-
-function checkFits(what: string, name: string, t: Tensor, elements: number): void {
-  if (elements > numelOf(t.shape)) {
-    throw new GpuError('validation', what, `${name} needs ${elements} elements but ${describe(t)} holds ${numelOf(t.shape)}`);
-  }
+  await launch(rec, {
+    shader: 'matmul', constants: { TRANS_A: transA, TRANS_B: transB, ...decoder }, what,
+    params, bindings: [a, ...bBuffers], grid: [Math.ceil(N / TILE), Math.ceil(M / TILE), batch],
+  });
 }
 
 /** FLOPs of one call, for benchmarks. */

@@ -8,6 +8,7 @@ import { Params, type Recorder } from '../gpu/recorder.ts';
 import type { ShaderConstants } from '../gpu/shader-library.ts';
 import { describe, numelOf, type DType, type Tensor } from '../gpu/tensor.ts';
 import { createTensor, tensorSpec, uploadTensor, writeTensor } from '../gpu/transfer.ts';
+import { check, checkDType, checkOperands, launch, threadGrid, WEIGHT_DTYPES, weightKind } from './kernel.ts';
 
 /** The 16 NF4 values (index 0..15 ascending), as the f32 bit patterns bitsandbytes' table rounds to. */
 export const NF4_CODE = new Float32Array(
@@ -52,7 +53,7 @@ export function nf4Describe(w: Nf4Weight): string {
 
 /** Shader constants and bindings (2, 4, 5) for the `weight_nf4` decoder of a kernel. */
 export function nf4DecoderConstants(w: Nf4Weight): ShaderConstants {
-  const c: Record<string, string | number> = { NF4_BLOCK: `${w.blocksize}u`, NF4_ABSMAX: w.nested ? 'k2_absmax_dq' : 'k2_absmax_f32' };
+  const c: Record<string, string | number> = { NF4_BLOCK: `${w.blocksize}u`, NF4_ABSMAX: w.nested ? 'nf4_absmax_dq' : 'nf4_absmax_f32' };
   if (w.nested) c.NESTED_BLOCK = `${w.nested.blocksize}u`;
   return c;
 }
@@ -140,15 +141,10 @@ export function releaseNf4(gpu: Gpu, w: Nf4Weight): void {
   if (w.nested) gpu.pool.release(w.nested.table.buf);
 }
 
-const SRC_KIND: Partial<Record<DType, number>> = { f32: 0, bf16: 1, f16: 2 };
+/** Threads per workgroup of every shaders/nf4.wgsl entry point. */
 const WG = 64;
-
-/** A 1-D launch of `threads` threads in workgroups of 64, folded into 2-D past 65535 groups. */
-function grid(threads: number, maxPerDim: number): [number, number] {
-  const groups = Math.max(1, Math.ceil(threads / WG));
-  const x = Math.min(groups, maxPerDim);
-  return [x, Math.ceil(groups / x)];
-}
+/** Blocks per nested absmax block of the double quantization (bitsandbytes' compress_statistics uses 256). */
+const NESTED_BLOCK = 256;
 
 export interface QuantizeNf4Args {
   /** f32, bf16 or f16 weight, row-major, flattened for blocking. */
@@ -176,32 +172,28 @@ export async function quantizeNf4(rec: Recorder, args: QuantizeNf4Args): Promise
   const numel = numelOf(shape);
   const what = `nf4.quantize ${describe(src)} → ${shape.join('×')}/${blocksize}${args.doubleQuant ? '+dq' : ''}`;
   checkBlocksize(blocksize, what);
-  const kind = SRC_KIND[src.dtype];
-  if (kind === undefined) throw new GpuError('validation', what, 'source must be f32, bf16 or f16');
-  if (numel !== numelOf(src.shape) || numel === 0) throw new GpuError('validation', what, `shape ${shape.join('×')} does not match the source`);
+  checkDType(what, 'source', src, ...WEIGHT_DTYPES);
+  check(what, numel === numelOf(src.shape) && numel > 0, `shape ${shape.join('×')} does not match the source`);
   const nBlocks = Math.ceil(numel / blocksize);
-  const nestedBlock = 256;
-  const nNested = Math.ceil(nBlocks / nestedBlock);
-  const maxDim = gpu.limits.maxComputeWorkgroupsPerDimension;
-  const constants = { SRC_KIND: `${kind}u`, NF4_BLOCK: `${blocksize}u`, NF4_ABSMAX: 'k2_absmax_f32' };
-  const params = new Params(8).u32(numel).u32(nBlocks).u32(nNested).u32(0).f32(Math.fround(1 / nBlocks)).u32(nestedBlock).u32(0).u32(0).buffer;
-  const pipe = (entry: string) => gpu.pipelines.get('nf4', constants, entry);
+  const nNested = Math.ceil(nBlocks / NESTED_BLOCK);
+  const constants = { SRC_KIND: `${weightKind(what, 'source', src)}u`, NF4_BLOCK: `${blocksize}u`, NF4_ABSMAX: 'nf4_absmax_f32' };
+  const params = new Params(8).u32(numel).u32(nBlocks).u32(nNested).u32(0).f32(Math.fround(1 / nBlocks)).u32(NESTED_BLOCK).u32(0).u32(0).buffer;
+  const step = (entry: string, suffix: string, bindings: Tensor[], threads: number) =>
+    launch(rec, { shader: 'nf4', entry, constants, what: `${what}${suffix}`, params, bindings, grid: threadGrid(rec, threads, WG) });
 
   const absmaxF32 = createTensor(gpu, tensorSpec('f32', [nBlocks], args.doubleQuant ? 'scratch' : category, `${label}.absmax`));
   const packed = createTensor(gpu, tensorSpec('nf4', shape, category, `${label}.nf4`));
-  rec.dispatch({ pipeline: await pipe('absmax'), what: `${what} absmax` }, params, [src, absmaxF32], grid(nBlocks, maxDim));
-  rec.dispatch({ pipeline: await pipe('quantize'), what }, params, [src, absmaxF32, packed], grid(Math.ceil(numel / 8), maxDim));
-  if (!args.doubleQuant) {
-    return { weight: { kind: 'nf4', shape: [...shape], blocksize, packed, absmax: absmaxF32, dtype: dtypeName(src.dtype), label }, scratch: [] };
-  }
+  await step('absmax', ' absmax', [src, absmaxF32], nBlocks);
+  await step('quantize', '', [src, absmaxF32, packed], Math.ceil(numel / 8));
+  const base = { kind: 'nf4', shape: [...shape], blocksize, packed, dtype: dtypeName(src.dtype), label } as const;
+  if (!args.doubleQuant) return { weight: { ...base, absmax: absmaxF32 }, scratch: [] };
   const table = createTensor(gpu, tensorSpec('f32', [257 + nNested], category, `${label}.absmax_table`));
   writeTensor(gpu, table, dynamicMap8());
   const codes = createTensor(gpu, tensorSpec('u8', [nBlocks], category, `${label}.absmax_q`));
-  rec.dispatch({ pipeline: await pipe('dq_offset'), what: `${what} offset` }, params, [absmaxF32, table], [1]);
-  rec.dispatch({ pipeline: await pipe('dq_nested'), what: `${what} nested absmax` }, params, [absmaxF32, table], grid(nNested, maxDim));
-  rec.dispatch({ pipeline: await pipe('dq_quantize'), what: `${what} absmax codes` }, params, [absmaxF32, table, codes], grid(Math.ceil(nBlocks / 4), maxDim));
-  const weight: Nf4Weight = { kind: 'nf4', shape: [...shape], blocksize, packed, absmax: codes, nested: { blocksize: nestedBlock, table }, dtype: dtypeName(src.dtype), label };
-  return { weight, scratch: [absmaxF32] };
+  await step('dq_offset', ' offset', [absmaxF32, table], 1);
+  await step('dq_nested', ' nested absmax', [absmaxF32, table], nNested);
+  await step('dq_quantize', ' absmax codes', [absmaxF32, table, codes], Math.ceil(nBlocks / 4));
+  return { weight: { ...base, absmax: codes, nested: { blocksize: NESTED_BLOCK, table } }, scratch: [absmaxF32] };
 }
 
 function dtypeName(d: DType): string {
@@ -216,11 +208,15 @@ export async function dequantizeNf4(rec: Recorder, w: Nf4Weight, out: Tensor, ab
   const numel = nf4Numel(w);
   const nBlocks = Math.ceil(numel / w.blocksize);
   const what = `nf4.dequantize ${nf4Describe(w)} → ${describe(out)}`;
-  if (out.dtype !== 'f32' || numelOf(out.shape) < numel) throw new GpuError('validation', what, `output must be f32 with ≥ ${numel} elements`);
-  if (absmaxOut.dtype !== 'f32' || numelOf(absmaxOut.shape) < nBlocks) throw new GpuError('validation', what, `absmax output must be f32 with ≥ ${nBlocks} elements`);
-  const pipeline = await rec.gpu.pipelines.get('nf4', { SRC_KIND: '0u', ...nf4DecoderConstants(w) }, 'dequantize');
-  const params = new Params(8).u32(numel).u32(nBlocks).u32(0).u32(0).f32(0).u32(w.nested?.blocksize ?? 256).u32(0).u32(0).buffer;
-  rec.dispatch({ pipeline, what }, params, [out, w.packed, absmaxOut, ...nf4ExtraBindings(w)], grid(Math.ceil(numel / 8), rec.gpu.limits.maxComputeWorkgroupsPerDimension));
+  checkOperands(what, [
+    { name: 'output', tensor: out, dtype: 'f32', min: numel, write: true },
+    { name: 'absmax output', tensor: absmaxOut, dtype: 'f32', min: nBlocks, write: true },
+  ], 'requirement');
+  const params = new Params(8).u32(numel).u32(nBlocks).u32(0).u32(0).f32(0).u32(w.nested?.blocksize ?? NESTED_BLOCK).u32(0).u32(0);
+  await launch(rec, {
+    shader: 'nf4', entry: 'dequantize', constants: { SRC_KIND: '0u', ...nf4DecoderConstants(w) }, what,
+    params, bindings: [out, w.packed, absmaxOut, ...nf4ExtraBindings(w)], grid: threadGrid(rec, Math.ceil(numel / 8), WG),
+  });
 }
 
 /** One raw tensor of a checkpoint: safetensors dtype name ("U8", "F32", ...), shape, little-endian bytes. */

@@ -1,10 +1,10 @@
 // RMSNorm forward/backward; see shaders/rmsnorm.wgsl. Matches transformers' LlamaRMSNorm /
 // Qwen2RMSNorm (modeling_llama.py, modeling_qwen2.py): f32 math, y = w·x/√(mean(x²)+eps).
 // Qwen3's q_norm / k_norm are the same op with rows = tokens·heads and width = head_dim.
-import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
+import type { ShaderConstants } from '../gpu/shader-library.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
-import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid, weightKind } from './k1_shared.ts';
+import { check, checkInteger, checkOperands, foldGrid, launch, WEIGHT_DTYPES, weightKind } from './kernel.ts';
 
 /** Threads per row: ~8 elements each, a power of two in [32, 256]. */
 function workgroupSize(width: number): number {
@@ -45,16 +45,20 @@ export interface RmsnormBackwardArgs {
   width: number;
 }
 
-function what(kernel: string, a: { x: Tensor; weight: Tensor; rows: number; width: number }): string {
+type Common = { x: Tensor; weight: Tensor; rows: number; width: number };
+
+function what(kernel: string, a: Common): string {
   return `rmsnorm.${kernel} x${describe(a.x)} w${describe(a.weight)} rows=${a.rows} width=${a.width}`;
 }
 
-function checkCommon(w: string, a: { x: Tensor; weight: Tensor; rows: number; width: number }): number {
-  checkPositiveInt(w, 'rows', a.rows, 0);
-  checkPositiveInt(w, 'width', a.width);
-  checkDType(w, 'x', a.x, 'f32');
-  checkFits(w, 'x', a.x, a.rows * a.width);
-  checkFits(w, 'weight', a.weight, a.width);
+/** Checks the shape and the operands every kernel reads; returns the weight's decode kind. */
+function checkCommon(w: string, a: Common): number {
+  checkInteger(w, 'rows', a.rows, 0);
+  checkInteger(w, 'width', a.width);
+  checkOperands(w, [
+    { name: 'x', tensor: a.x, dtype: 'f32', min: a.rows * a.width },
+    { name: 'weight', tensor: a.weight, dtype: WEIGHT_DTYPES, min: a.width },
+  ]);
   return weightKind(w, 'weight', a.weight);
 }
 
@@ -73,58 +77,74 @@ function params(rows: number, width: number, eps: number, accumulate: boolean): 
   return new Params(8).u32(rows).u32(width).f32(eps).u32(accumulate ? 1 : 0).u32(rps).u32(Math.ceil(rows / rps)).u32(0).u32(0);
 }
 
+function constants(kind: number, width: number): ShaderConstants {
+  return { W_KIND: `${kind}u`, WG: `${workgroupSize(width)}u` };
+}
+
 /** Records y = w·x·rstd and saves rstd. */
 export async function rmsnormForward(rec: Recorder, a: RmsnormForwardArgs): Promise<void> {
   const w = what('forward', a) + ` → y${describe(a.y)}`;
   const kind = checkCommon(w, a);
-  checkDType(w, 'y', a.y, 'f32');
-  checkDType(w, 'rstd', a.rstd, 'f32');
-  checkFits(w, 'y', a.y, a.rows * a.width);
-  checkFits(w, 'rstd', a.rstd, a.rows);
-  checkDistinct(w, [['x', a.x], ['y', a.y], ['rstd', a.rstd]]);
-  if (!(a.eps >= 0)) throw new GpuError('validation', w, `eps must be ≥ 0, got ${a.eps}`);
-  const pipeline = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${workgroupSize(a.width)}u` }, 'forward');
-  rec.dispatch({ pipeline, what: w }, params(a.rows, a.width, a.eps, false).buffer, [a.x, a.weight, a.y, a.rstd], foldGrid(rec, a.rows));
+  checkOperands(w, [
+    { name: 'x', tensor: a.x, dtype: 'f32' },
+    { name: 'y', tensor: a.y, dtype: 'f32', min: a.rows * a.width, write: true },
+    { name: 'rstd', tensor: a.rstd, dtype: 'f32', min: a.rows, write: true },
+  ]);
+  check(w, a.eps >= 0, `eps must be ≥ 0, got ${a.eps}`);
+  await launch(rec, {
+    shader: 'rmsnorm', entry: 'forward', constants: constants(kind, a.width), what: w,
+    params: params(a.rows, a.width, a.eps, false), bindings: [a.x, a.weight, a.y, a.rstd], grid: foldGrid(rec, a.rows),
+  });
 }
 
 /** Records dx (optional, = or +=) and dWeight (optional, = or +=, two passes without atomics). */
 export async function rmsnormBackward(rec: Recorder, a: RmsnormBackwardArgs): Promise<void> {
   const w = what('backward', a);
   const kind = checkCommon(w, a);
-  checkDType(w, 'dy', a.dy, 'f32');
-  checkDType(w, 'rstd', a.rstd, 'f32');
-  checkFits(w, 'dy', a.dy, a.rows * a.width);
-  checkFits(w, 'rstd', a.rstd, a.rows);
-  if (!a.dx && !a.dWeight) throw new GpuError('validation', w, 'nothing to compute: pass dx and/or dWeight');
-  if (a.dx) {
-    const wx = `${w} → dx${describe(a.dx)}`;
-    checkDType(wx, 'dx', a.dx, 'f32');
-    checkFits(wx, 'dx', a.dx, a.rows * a.width);
-    checkDistinct(wx, [['dx', a.dx], ['x', a.x], ['dy', a.dy], ['rstd', a.rstd], ['weight', a.weight]]);
-    const pipeline = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${workgroupSize(a.width)}u` }, 'backwardInput');
-    rec.dispatch({ pipeline, what: wx }, params(a.rows, a.width, 0, !!a.accumulateDx).buffer, [a.x, a.weight, a.dy, a.rstd, a.dx], foldGrid(rec, a.rows));
+  checkOperands(w, [
+    { name: 'dy', tensor: a.dy, dtype: 'f32', min: a.rows * a.width },
+    { name: 'rstd', tensor: a.rstd, dtype: 'f32', min: a.rows },
+  ]);
+  check(w, !!(a.dx || a.dWeight), 'nothing to compute: pass dx and/or dWeight');
+  if (a.dx) await inputGrad(rec, a, a.dx, `${w} → dx${describe(a.dx)}`, kind);
+  if (a.dWeight) await weightGrad(rec, a, a.dWeight, `${w} → dWeight${describe(a.dWeight)}`, kind);
+}
+
+async function inputGrad(rec: Recorder, a: RmsnormBackwardArgs, dx: Tensor, w: string, kind: number): Promise<void> {
+  checkOperands(w, [
+    { name: 'dx', tensor: dx, dtype: 'f32', min: a.rows * a.width, write: true },
+    { name: 'x', tensor: a.x, dtype: 'f32' },
+    { name: 'dy', tensor: a.dy, dtype: 'f32' },
+    { name: 'rstd', tensor: a.rstd, dtype: 'f32' },
+    { name: 'weight', tensor: a.weight, dtype: WEIGHT_DTYPES },
+  ]);
+  await launch(rec, {
+    shader: 'rmsnorm', entry: 'backwardInput', constants: constants(kind, a.width), what: w,
+    params: params(a.rows, a.width, 0, !!a.accumulateDx), bindings: [a.x, a.weight, a.dy, a.rstd, dx], grid: foldGrid(rec, a.rows),
+  });
+}
+
+async function weightGrad(rec: Recorder, a: RmsnormBackwardArgs, dWeight: Tensor, w: string, kind: number): Promise<void> {
+  const partialsNeed = rmsnormWeightGradPartials(a.rows, a.width);
+  check(w, !!a.partials, `needs a partials scratch of ${partialsNeed} f32`);
+  checkOperands(w, [
+    { name: 'dWeight', tensor: dWeight, dtype: 'f32', min: a.width, write: true },
+    { name: 'partials', tensor: a.partials, dtype: 'f32', min: partialsNeed, write: true },
+    { name: 'x', tensor: a.x, dtype: 'f32' },
+    { name: 'dy', tensor: a.dy, dtype: 'f32' },
+    { name: 'rstd', tensor: a.rstd, dtype: 'f32' },
+  ]);
+  if (a.rows === 0) {
+    // No rows: the gradient of an empty sum is zero.
+    if (!a.accumulateDWeight) rec.clear(dWeight);
+    return;
   }
-  if (a.dWeight) {
-    const ww = `${w} → dWeight${describe(a.dWeight)}`;
-    checkDType(ww, 'dWeight', a.dWeight, 'f32');
-    checkFits(ww, 'dWeight', a.dWeight, a.width);
-    if (!a.partials) throw new GpuError('validation', ww, `needs a partials scratch of ${rmsnormWeightGradPartials(a.rows, a.width)} f32`);
-    checkDType(ww, 'partials', a.partials, 'f32');
-    checkFits(ww, 'partials', a.partials, rmsnormWeightGradPartials(a.rows, a.width));
-    checkDistinct(ww, [['partials', a.partials], ['dWeight', a.dWeight], ['x', a.x], ['dy', a.dy], ['rstd', a.rstd]]);
-    const pr = params(a.rows, a.width, 0, !!a.accumulateDWeight);
-    const WG = workgroupSize(a.width);
-    const slabs = Math.ceil(a.rows / slabRows(a.rows));
-    if (a.rows === 0) {
-      // No rows: the gradient of an empty sum is zero.
-      if (!a.accumulateDWeight) rec.clear(a.dWeight);
-      return;
-    }
-    const p1 = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${WG}u` }, 'weightPartials');
-    rec.dispatch({ pipeline: p1, what: `${ww} (partials ${slabs} slabs)` }, pr.buffer, [a.x, a.dy, a.rstd, a.partials], [Math.ceil(a.width / WG), slabs]);
-    const p2 = await rec.gpu.pipelines.get('rmsnorm', { W_KIND: `${kind}u`, WG: `${WG}u` }, 'weightReduce');
-    rec.dispatch({ pipeline: p2, what: `${ww} (reduce)` }, pr.buffer, [a.partials, a.dWeight], [Math.ceil(a.width / WG)]);
-  }
+  const pr = params(a.rows, a.width, 0, !!a.accumulateDWeight);
+  const c = constants(kind, a.width);
+  const columns = Math.ceil(a.width / workgroupSize(a.width));
+  const slabs = Math.ceil(a.rows / slabRows(a.rows));
+  await launch(rec, { shader: 'rmsnorm', entry: 'weightPartials', constants: c, what: `${w} (partials ${slabs} slabs)`, params: pr, bindings: [a.x, a.dy, a.rstd, a.partials], grid: [columns, slabs] });
+  await launch(rec, { shader: 'rmsnorm', entry: 'weightReduce', constants: c, what: `${w} (reduce)`, params: pr, bindings: [a.partials, dWeight], grid: [columns] });
 }
 
 /** Bytes one forward must move (x read twice is not counted: caches). */

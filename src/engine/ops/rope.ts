@@ -3,10 +3,9 @@
 // lie, the backward rotates dL/dQ', dL/dK' back (inverse rotation) where they lie.
 // invFreq f32[headDim/2] comes from the host (computeInvFreq handles default / linear /
 // dynamic / llama3 scaling); cos/sin are computed here from f32(position)·invFreq[i].
-import { GpuError } from '../gpu/errors.ts';
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
-import { checkDistinct, checkDType, checkFits, checkPositiveInt, foldGrid } from './k1_shared.ts';
+import { check, checkInteger, checkOperands, foldGrid, launch } from './kernel.ts';
 
 export interface RopeShape {
   /** Per-token positions i32[tokens] (packed sequences restart at 0 per segment). */
@@ -46,31 +45,28 @@ const WG = 64;
 async function record(rec: Recorder, kernel: string, q: Tensor, k: Tensor, a: RopeShape, direction: 1 | -1): Promise<void> {
   const { tokens, qHeads, kvHeads, headDim } = a;
   const w = `rope.${kernel} q${describe(q)} k${describe(k)} tokens=${tokens} heads=${qHeads}/${kvHeads} D=${headDim}`;
-  checkPositiveInt(w, 'tokens', tokens, 0);
-  checkPositiveInt(w, 'qHeads', qHeads, 0);
-  checkPositiveInt(w, 'kvHeads', kvHeads, 0);
-  checkPositiveInt(w, 'headDim', headDim, 2);
-  if (headDim % 2) throw new GpuError('validation', w, `headDim must be even, got ${headDim}`);
+  checkInteger(w, 'tokens', tokens, 0);
+  checkInteger(w, 'qHeads', qHeads, 0);
+  checkInteger(w, 'kvHeads', kvHeads, 0);
+  checkInteger(w, 'headDim', headDim, 2);
+  check(w, headDim % 2 === 0, `headDim must be even, got ${headDim}`);
   const qStride = a.qRowStride ?? qHeads * headDim;
   const kStride = a.kRowStride ?? kvHeads * headDim;
-  if (qStride < qHeads * headDim || kStride < kvHeads * headDim) throw new GpuError('validation', w, `row strides ${qStride}/${kStride} are shorter than a token's heads`);
+  check(w, qStride >= qHeads * headDim && kStride >= kvHeads * headDim, `row strides ${qStride}/${kStride} are shorter than a token's heads`);
   const qOff = a.qOffset ?? 0;
   const kOff = a.kOffset ?? 0;
-  for (const [name, t] of [['q', q], ['k', k], ['invFreq', a.invFreq]] as const) checkDType(w, name, t, 'f32');
-  checkDType(w, 'positionIds', a.positionIds, 'i32');
-  if (tokens > 0) {
-    checkFits(w, 'q', q, qOff + (tokens - 1) * qStride + qHeads * headDim);
-    checkFits(w, 'k', k, kOff + (tokens - 1) * kStride + kvHeads * headDim);
-  }
-  checkFits(w, 'positionIds', a.positionIds, tokens);
-  checkFits(w, 'invFreq', a.invFreq, headDim / 2);
-  checkDistinct(w, [['q', q], ['k', k]]);
-  const pipeline = await rec.gpu.pipelines.get('rope');
+  const extent = (offset: number, stride: number, row: number) => (tokens > 0 ? offset + (tokens - 1) * stride + row : 0);
+  checkOperands(w, [
+    { name: 'q', tensor: q, dtype: 'f32', min: extent(qOff, qStride, qHeads * headDim), write: true },
+    { name: 'k', tensor: k, dtype: 'f32', min: extent(kOff, kStride, kvHeads * headDim), write: true },
+    { name: 'invFreq', tensor: a.invFreq, dtype: 'f32', min: headDim / 2 },
+    { name: 'positionIds', tensor: a.positionIds, dtype: 'i32', min: tokens },
+  ]);
   const params = new Params(12)
     .u32(tokens).u32(qHeads).u32(kvHeads).u32(headDim / 2)
     .u32(qStride).u32(kStride).u32(qOff).u32(kOff)
     .f32(direction).f32(a.attentionScaling ?? 1).u32(0).u32(0);
-  rec.dispatch({ pipeline, what: w }, params.buffer, [q, k, a.positionIds, a.invFreq], foldGrid(rec, Math.ceil((tokens * headDim) / 2 / WG)));
+  await launch(rec, { shader: 'rope', what: w, params, bindings: [q, k, a.positionIds, a.invFreq], grid: foldGrid(rec, Math.ceil((tokens * headDim) / 2 / WG)) });
 }
 
 /** Records q ← rope(q), k ← rope(k) in place. */

@@ -1,8 +1,8 @@
 // Weight decoder for NF4 (bitsandbytes layout): packed codes at binding 2, block scales through
-// the absmax include the constants select (k2_absmax_f32: binding 4; k2_absmax_dq: bindings 4-5).
+// the absmax include the constants select (nf4_absmax_f32: binding 4; nf4_absmax_dq: bindings 4-5).
 // Byte j of the packed stream holds element 2j in its HIGH nibble and 2j+1 in the low nibble;
 // bytes are little-endian inside each u32 word. Dequant = code[q]·absmax[i / NF4_BLOCK] (f32).
-#include "k2_nf4_codes"
+#include "nf4_codes"
 #include "{{NF4_ABSMAX}}"
 
 const NF4_BLOCK: u32 = {{NF4_BLOCK}};

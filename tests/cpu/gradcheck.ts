@@ -1,4 +1,4 @@
-// Central finite differences in f64 on the CPU references (the kernel brief's backward check):
+// Central finite differences in f64 on the CPU references (the backward check of every kernel):
 // the GPU backward is then compared tightly against the CPU backward that this proves.
 import { expect } from 'vitest';
 

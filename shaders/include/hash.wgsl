@@ -1,7 +1,7 @@
 // Counter-based random bits: a pure function of (seed, step, stream, index), so a backward pass
 // regenerates a forward dropout mask instead of storing it. The mixer is "lowbias32" (Chris
 // Wellons' integer hash search, bijective on u32); src/engine/ops/lora.ts has the host twin.
-fn k2Mix(v: u32) -> u32 {
+fn mix32(v: u32) -> u32 {
   var x = v;
   x ^= x >> 16u;
   x *= 0x7feb352du;
@@ -11,6 +11,6 @@ fn k2Mix(v: u32) -> u32 {
   return x;
 }
 
-fn k2Hash(seed: u32, step: u32, stream: u32, index: u32) -> u32 {
-  return k2Mix(index ^ k2Mix(stream ^ k2Mix(step ^ k2Mix(seed + 0x9e3779b9u))));
+fn hash4(seed: u32, step: u32, stream: u32, index: u32) -> u32 {
+  return mix32(index ^ mix32(stream ^ mix32(step ^ mix32(seed + 0x9e3779b9u))));
 }
