@@ -41,7 +41,7 @@ function checkMatmul(what: string, args: MatmulArgs, nf4: Nf4Weight | null, exte
   checkOperands(what, [
     { name: 'A', tensor: args.a, dtype: 'f32', min: extent('a', M * K) },
     { name: 'B', tensor: dense, dtype: WEIGHT_DTYPES, min: extent('b', K * N) },
-    { name: 'C', tensor: args.c, dtype: 'f32', min: extent('c', M * N), write: true },
+    { name: 'C', tensor: args.c, dtype: 'f32', min: extent('c', M * N) },
   ]);
   if (dense) return { B_DECODE: 'weight_dense', W_KIND: `${weightKind(what, 'B', dense)}u` };
   const need = extent('b', K * N);
