@@ -42,6 +42,7 @@ export interface ActiveRun {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LOST_GRACE_MS = 5000;
 
 export class RunSession {
   private run: ActiveRun | null = null;
@@ -322,9 +323,10 @@ export class RunSession {
       r.status = outcome === 'done' ? 'done' : 'stopped';
       await saveRun(r);
     } catch (e) {
-      // A step can fail on the lost device before device.lost has told us: give it a moment.
+      // A step can fail on the lost device before device.lost has told us: give it a moment (seconds
+      // on a loaded machine; a real failure is only reported that much later).
       const gpuLost = a.training.trainer.model.gpu.lost.then((i) => i.message || String(i.reason));
-      const lost = a.lost || (await Promise.race([gpuLost, sleep(1000).then(() => false as const)]));
+      const lost = a.lost || (await Promise.race([gpuLost, sleep(LOST_GRACE_MS).then(() => false as const)]));
       if (lost) {
         a.lost ||= lost;
         return await this.interrupted(a);
