@@ -9,7 +9,9 @@ const log = document.getElementById('log')!;
 const w = window as unknown as { __bench?: unknown; __benchError?: string };
 try {
   const gpu = await acquireGpu({ shaders: viteShaders });
-  const cases = Object.keys(modules).sort().flatMap((k) => modules[k].cases);
+  const cases = Object.keys(modules)
+    .sort()
+    .flatMap((k) => modules[k].cases);
   const results = await runCases(gpu, cases, {
     runs: Number(params.get('runs') ?? 5),
     filter: params.get('filter') ?? undefined,

@@ -7,7 +7,9 @@ import type { BenchCase } from './types.ts';
 export async function loadNodeCases(): Promise<BenchCase[]> {
   const dir = join(dirname(fileURLToPath(import.meta.url)), 'cases');
   const out: BenchCase[] = [];
-  for (const f of readdirSync(dir).filter((f) => f.endsWith('.ts')).sort()) {
+  for (const f of readdirSync(dir)
+    .filter((f) => f.endsWith('.ts'))
+    .sort()) {
     const mod = (await import(pathToFileURL(join(dir, f)).href)) as { cases: BenchCase[] };
     out.push(...mod.cases);
   }

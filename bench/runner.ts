@@ -75,7 +75,11 @@ export function formatTable(results: BenchResult[]): string {
     (r.bytes_moved / 1e6).toFixed(2),
     r.arithmetic_intensity.toFixed(1),
     String(r.dispatches),
-    r.extra ? Object.entries(r.extra).map(([k, v]) => `${k}=${v}`).join(' ') : '',
+    r.extra
+      ? Object.entries(r.extra)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ')
+      : '',
   ]);
   const lines = [head, head.map(() => '---'), ...rows].map((cols) => `| ${cols.join(' | ')} |`);
   return lines.join('\n');

@@ -29,7 +29,12 @@ async function inNode(): Promise<Report> {
   const { loadNodeCases } = await import('../bench/node-cases.ts');
   const { gpu, close } = await nodeGpu(nodeShaders());
   try {
-    const results = await runCases(gpu, await loadNodeCases(), { runs, filter, full: flag('full'), log: (l) => console.error(l) });
+    const results = await runCases(gpu, await loadNodeCases(), {
+      runs,
+      filter,
+      full: flag('full'),
+      log: (l) => console.error(l),
+    });
     return { runtime: 'node+dawn', adapter: gpu.adapter, date: new Date().toISOString(), results };
   } finally {
     close();
@@ -40,7 +45,12 @@ async function inBrowser(): Promise<Report> {
   const { createServer } = await import('vite');
   const { chromium } = await import('playwright');
   const { CHROMIUM_PATH, CHROMIUM_WEBGPU_ARGS } = await import('./chromium.ts');
-  const server = await createServer({ root, configFile: join(root, 'vite.config.ts'), server: { port: 0, host: '127.0.0.1' }, logLevel: 'error' });
+  const server = await createServer({
+    root,
+    configFile: join(root, 'vite.config.ts'),
+    server: { port: 0, host: '127.0.0.1' },
+    logLevel: 'error',
+  });
   await server.listen();
   const url = server.resolvedUrls?.local[0];
   const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_WEBGPU_ARGS });
@@ -50,7 +60,10 @@ async function inBrowser(): Promise<Report> {
     const q = new URLSearchParams({ runs: String(runs), ...(filter ? { filter } : {}) });
     if (flag('full')) q.set('full', '1');
     await page.goto(`${url}bench/browser.html?${q}`);
-    await page.waitForFunction(() => (window as any).__bench || (window as any).__benchError, null, { timeout: 0, polling: 1000 });
+    await page.waitForFunction(() => (window as any).__bench || (window as any).__benchError, null, {
+      timeout: 0,
+      polling: 1000,
+    });
     const err = await page.evaluate(() => (window as any).__benchError);
     if (err) throw new Error(`bench failed in Chromium: ${err}`);
     const { adapter, results } = await page.evaluate(() => (window as any).__bench);
@@ -62,12 +75,16 @@ async function inBrowser(): Promise<Report> {
 }
 
 const report = flag('browser') ? await inBrowser() : await inNode();
-console.log(`\n${report.runtime} on ${report.adapter.vendor} ${report.adapter.architecture} ${report.adapter.description}\n`);
+console.log(
+  `\n${report.runtime} on ${report.adapter.vendor} ${report.adapter.architecture} ${report.adapter.description}\n`,
+);
 console.log(formatTable(report.results));
 const outFile = join(root, 'bench', 'results.json');
 mkdirSync(dirname(outFile), { recursive: true });
 // results.json keeps the latest report per runtime, so Node and Chromium numbers sit side by side.
-const all: Record<string, Report> = existsSync(outFile) ? JSON.parse(readFileSync(outFile, 'utf8')).byRuntime ?? {} : {};
+const all: Record<string, Report> = existsSync(outFile)
+  ? (JSON.parse(readFileSync(outFile, 'utf8')).byRuntime ?? {})
+  : {};
 if (filter && all[report.runtime]) {
   const kept = all[report.runtime].results.filter((r) => !report.results.some((n) => n.name === r.name));
   report.results = [...kept, ...report.results];

@@ -30,14 +30,34 @@ function pythonImports(module) {
 
 /** Each entry: the apt package, why the suite needs it, and a presence check. */
 export const SYSTEM_PACKAGES = [
-  { pkg: 'chromium', why: 'browser and e2e tests; its SwiftShader Vulkan driver gives Node+Dawn an adapter', present: () => existsSync(CHROMIUM) && existsSync(SWIFTSHADER_ICD) },
+  {
+    pkg: 'chromium',
+    why: 'browser and e2e tests; its SwiftShader Vulkan driver gives Node+Dawn an adapter',
+    present: () => existsSync(CHROMIUM) && existsSync(SWIFTSHADER_ICD),
+  },
   { pkg: 'libvulkan1', why: 'the Vulkan loader Dawn needs', present: () => hasLib('libvulkan.so.1') },
-  { pkg: 'fonts-wqy-microhei', why: 'screenshots of the 中文 UI', present: () => hasCjkFont() || dpkgInstalled('fonts-wqy-microhei') },
+  {
+    pkg: 'fonts-wqy-microhei',
+    why: 'screenshots of the 中文 UI',
+    present: () => hasCjkFont() || dpkgInstalled('fonts-wqy-microhei'),
+  },
   // Listed before python3-torch so apt satisfies torch's BLAS dependency with the OpenMP build
   // (the pthread OpenBLAS oversubscribes a 2-core machine and is ~10x slower here).
-  { pkg: 'libopenblas0-openmp', why: 'fast BLAS for the PyTorch oracles', present: () => dpkgInstalled('libopenblas0-openmp') },
-  { pkg: 'python3-torch', why: 'PyTorch reference checks (safetensors, export, model fixtures)', present: () => pythonImports('torch') },
-  { pkg: 'python3-yaml', why: 'PyYAML reads our LLaMA-Factory YAML as LLaMA-Factory does', present: () => pythonImports('yaml') },
+  {
+    pkg: 'libopenblas0-openmp',
+    why: 'fast BLAS for the PyTorch oracles',
+    present: () => dpkgInstalled('libopenblas0-openmp'),
+  },
+  {
+    pkg: 'python3-torch',
+    why: 'PyTorch reference checks (safetensors, export, model fixtures)',
+    present: () => pythonImports('torch'),
+  },
+  {
+    pkg: 'python3-yaml',
+    why: 'PyYAML reads our LLaMA-Factory YAML as LLaMA-Factory does',
+    present: () => pythonImports('yaml'),
+  },
 ];
 
 /** Installs what is missing; returns false (after saying why) when that is not possible. */

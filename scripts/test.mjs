@@ -14,6 +14,15 @@ if (!ensureSystemPackages()) process.exit(1);
 // the report shows everything at once.
 console.log('npm test: type-checking (tsc + svelte-check)…');
 const typecheck = spawnSync('npm', ['run', '--silent', 'typecheck'], { stdio: 'inherit', cwd: root });
+console.log('npm test: checking formatting (prettier --check; `npm run format` fixes it)…');
+const format = spawnSync(
+  process.execPath,
+  [join(root, 'node_modules/prettier/bin/prettier.cjs'), '--check', '--log-level', 'warn', '.'],
+  {
+    stdio: 'inherit',
+    cwd: root,
+  },
+);
 
 const artifacts = join(root, 'tests/artifacts');
 mkdirSync(artifacts, { recursive: true });
@@ -21,7 +30,14 @@ const jsonOut = join(artifacts, 'vitest.json');
 const args = process.argv.slice(2);
 const vitest = spawnSync(
   process.execPath,
-  [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${jsonOut}`, ...args],
+  [
+    join(root, 'node_modules/vitest/vitest.mjs'),
+    'run',
+    '--reporter=default',
+    '--reporter=json',
+    `--outputFile.json=${jsonOut}`,
+    ...args,
+  ],
   { stdio: 'inherit', cwd: root, env: { ...process.env, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' } },
 );
 
@@ -32,8 +48,9 @@ if (existsSync(jsonOut)) {
   closing = `vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed${skipped ? `, ${skipped} skipped` : ''}`;
 }
 if (typecheck.status !== 0) console.log('npm test: the type check FAILED (see above)');
+if (format.status !== 0) console.log('npm test: formatting FAILED: run `npm run format` (files listed above)');
 if (vitest.status !== 0 && !/ [1-9]\d* failed/.test(closing)) {
   console.log(`npm test: vitest exited with status ${vitest.status} (unhandled errors or a crash: see above)`);
 }
 console.log(`\n${closing}`);
-process.exit(typecheck.status !== 0 ? 1 : (vitest.status ?? 1));
+process.exit(typecheck.status !== 0 || format.status !== 0 ? 1 : (vitest.status ?? 1));

@@ -1,7 +1,14 @@
 // Causal GQA attention at Qwen2.5-0.5B shapes (14 query heads / 2 KV heads, head_dim 64, batch 1):
 // forward (O + LSE) and FlashAttention-2 backward (rowStats, dQ, per-head dK/dV, head reduce).
 // `extra` carries the scratch the op needs besides its inputs/outputs, which must grow linearly.
-import { Recorder, releaseTensor, tensorSpec, uploadTensor, type Gpu, type Tensor } from '../../src/engine/gpu/index.ts';
+import {
+  Recorder,
+  releaseTensor,
+  tensorSpec,
+  uploadTensor,
+  type Gpu,
+  type Tensor,
+} from '../../src/engine/gpu/index.ts';
 import {
   attentionBackward,
   attentionBackwardFlops,
@@ -91,15 +98,24 @@ function backwardCase(seq: number, heavy = false): BenchCase {
       const t = tensors(gpu, seq);
       const dOut = uploadTensor(gpu, filled(seq * HQ * D, 4), tensorSpec('f32', [seq, HQ * D], 'activations', 'dOut'));
       const dq = uploadTensor(gpu, new Float32Array(seq * HQ * D), tensorSpec('f32', [seq, HQ * D], 'gradients', 'dq'));
-      const dk = uploadTensor(gpu, new Float32Array(seq * HKV * D), tensorSpec('f32', [seq, HKV * D], 'gradients', 'dk'));
-      const dv = uploadTensor(gpu, new Float32Array(seq * HKV * D), tensorSpec('f32', [seq, HKV * D], 'gradients', 'dv'));
+      const dk = uploadTensor(
+        gpu,
+        new Float32Array(seq * HKV * D),
+        tensorSpec('f32', [seq, HKV * D], 'gradients', 'dk'),
+      );
+      const dv = uploadTensor(
+        gpu,
+        new Float32Array(seq * HKV * D),
+        tensorSpec('f32', [seq, HKV * D], 'gradients', 'dv'),
+      );
       const scratch = createAttentionScratch(gpu, s, 'bench.attention');
       const fwd = new Recorder(gpu, 'bench attention forward');
       await attentionForward(fwd, { ...s, q: t.q, k: t.k, v: t.v, out: t.out, lse: t.lse });
       await fwd.submit();
       const all: Tensor[] = [t.q, t.k, t.v, t.out, t.lse, dOut, dq, dk, dv];
       return {
-        record: (rec) => attentionBackward(rec, { ...s, q: t.q, k: t.k, v: t.v, out: t.out, lse: t.lse, dOut, dq, dk, dv, scratch }),
+        record: (rec) =>
+          attentionBackward(rec, { ...s, q: t.q, k: t.k, v: t.v, out: t.out, lse: t.lse, dOut, dq, dk, dv, scratch }),
         cleanup: () => {
           all.forEach((x) => releaseTensor(gpu, x));
           releaseAttentionScratch(gpu, scratch);

@@ -1,5 +1,14 @@
 import { createTensor, releaseTensor, tensorSpec, uploadTensor, type Tensor } from '../../src/engine/gpu/index.ts';
-import { createLoraWorkspace, initLoraA, loraBackward, loraFlops, loraForward, loraScale, releaseLoraWorkspace, type LoraAdapter } from '../../src/engine/ops/lora.ts';
+import {
+  createLoraWorkspace,
+  initLoraA,
+  loraBackward,
+  loraFlops,
+  loraForward,
+  loraScale,
+  releaseLoraWorkspace,
+  type LoraAdapter,
+} from '../../src/engine/ops/lora.ts';
 import type { BenchCase } from '../types.ts';
 
 // LoRA on Qwen2.5-0.5B's q_proj (896 → 896): forward + backward of the adapter alone (the base
@@ -16,7 +25,8 @@ function loraCase(N: number, r: number, p: number, heavy: boolean): BenchCase {
   const fl = loraFlops(N, inF, outF, r);
   // x and dY read twice (forward + backward), y and dX read-modified-written, A/B and grads, t/g;
   // the dropout mask is recomputed from counters, so it moves no bytes.
-  const bytes = 4 * (2 * N * inF + 2 * N * outF + 2 * N * outF + 2 * N * inF + 2 * (r * inF + outF * r) * 2 + 4 * N * r);
+  const bytes =
+    4 * (2 * N * inF + 2 * N * outF + 2 * N * outF + 2 * N * inF + 2 * (r * inF + outF * r) * 2 + 4 * N * r);
   return {
     name: `lora fwd+bwd q_proj r${r} N${N}${p > 0 ? ` p${p}` : ''}`,
     shape: `N${N} ${inF}→${outF} r${r}`,

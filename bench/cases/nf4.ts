@@ -1,4 +1,11 @@
-import { releaseTensor, tensorSpec, uploadTensor, createTensor, Recorder, type Tensor } from '../../src/engine/gpu/index.ts';
+import {
+  releaseTensor,
+  tensorSpec,
+  uploadTensor,
+  createTensor,
+  Recorder,
+  type Tensor,
+} from '../../src/engine/gpu/index.ts';
 import { matmul, matmulFlops } from '../../src/engine/ops/matmul.ts';
 import { dequantizeNf4, quantizeNf4, releaseNf4, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
 import { toBf16 } from '../../src/engine/numeric/half.ts';

@@ -22,8 +22,17 @@ function filled(n: number, scale = 1): Float32Array {
   return a;
 }
 
-function f32(gpu: Parameters<BenchCase['setup']>[0], ts: Tensor[], data: Float32Array | Int32Array, label: string): Tensor {
-  const t = uploadTensor(gpu, data, tensorSpec(data instanceof Int32Array ? 'i32' : 'f32', [data.length], 'activations', label));
+function f32(
+  gpu: Parameters<BenchCase['setup']>[0],
+  ts: Tensor[],
+  data: Float32Array | Int32Array,
+  label: string,
+): Tensor {
+  const t = uploadTensor(
+    gpu,
+    data,
+    tensorSpec(data instanceof Int32Array ? 'i32' : 'f32', [data.length], 'activations', label),
+  );
   ts.push(t);
   return t;
 }
@@ -72,11 +81,22 @@ function ropeCase(tokens: number, backward: boolean): BenchCase {
       const ts: Tensor[] = [];
       const q = f32(gpu, ts, filled(tokens * HEADS * HEAD_DIM), 'q');
       const k = f32(gpu, ts, filled(tokens * KV_HEADS * HEAD_DIM), 'k');
-      const positionIds = f32(gpu, ts, Int32Array.from({ length: tokens }, (_, i) => i), 'pos');
-      const invFreq = f32(gpu, ts, Float32Array.from({ length: HEAD_DIM / 2 }, (_, i) => 1 / 1e6 ** ((2 * i) / HEAD_DIM)), 'invFreq');
+      const positionIds = f32(
+        gpu,
+        ts,
+        Int32Array.from({ length: tokens }, (_, i) => i),
+        'pos',
+      );
+      const invFreq = f32(
+        gpu,
+        ts,
+        Float32Array.from({ length: HEAD_DIM / 2 }, (_, i) => 1 / 1e6 ** ((2 * i) / HEAD_DIM)),
+        'invFreq',
+      );
       const shape = { positionIds, invFreq, tokens, qHeads: HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM };
       return {
-        record: (rec) => (backward ? ropeBackward(rec, { dq: q, dk: k, ...shape }) : ropeForward(rec, { q, k, ...shape })),
+        record: (rec) =>
+          backward ? ropeBackward(rec, { dq: q, dk: k, ...shape }) : ropeForward(rec, { q, k, ...shape }),
         cleanup: () => ts.forEach((t) => releaseTensor(gpu, t)),
       };
     },
@@ -126,7 +146,16 @@ function embeddingCase(tokens: number, backward: boolean): BenchCase {
         ts.push(weight);
         const out = f32(gpu, ts, new Float32Array(n), 'out');
         return {
-          record: (rec) => embeddingForward(rec, { ids, weight, out, tokens, vocab: VOCAB, hidden: HIDDEN, neftune: { alpha: 5, seqLen: tokens, seed: 1, stream: 2 } }),
+          record: (rec) =>
+            embeddingForward(rec, {
+              ids,
+              weight,
+              out,
+              tokens,
+              vocab: VOCAB,
+              hidden: HIDDEN,
+              neftune: { alpha: 5, seqLen: tokens, seed: 1, stream: 2 },
+            }),
           cleanup: () => ts.forEach((t) => releaseTensor(gpu, t)),
         };
       }
@@ -139,7 +168,17 @@ function embeddingCase(tokens: number, backward: boolean): BenchCase {
       ts.push(dWeight);
       return {
         record: (rec) =>
-          embeddingBackward(rec, { dOut, uniqueIds, offsets, positions, uniqueCount: csr.uniqueIds.length, dWeight, tokens, vocab: VOCAB, hidden: HIDDEN }),
+          embeddingBackward(rec, {
+            dOut,
+            uniqueIds,
+            offsets,
+            positions,
+            uniqueCount: csr.uniqueIds.length,
+            dWeight,
+            tokens,
+            vocab: VOCAB,
+            hidden: HIDDEN,
+          }),
         cleanup: () => ts.forEach((t) => releaseTensor(gpu, t)),
       };
     },

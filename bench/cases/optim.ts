@@ -7,7 +7,15 @@ import type { BenchCase } from '../types.ts';
 
 const LAYERS = 24;
 // (in, out) of each adapted projection.
-const PROJ: [number, number][] = [[896, 896], [896, 128], [896, 128], [896, 896], [896, 4864], [896, 4864], [4864, 896]];
+const PROJ: [number, number][] = [
+  [896, 896],
+  [896, 128],
+  [896, 128],
+  [896, 896],
+  [896, 4864],
+  [896, 4864],
+  [4864, 896],
+];
 
 function loraSegments(r: number): { segments: AdamwSegment[]; size: number } {
   const segments: AdamwSegment[] = [];
@@ -40,7 +48,11 @@ function adamwCase(r: number): BenchCase {
     async setup(gpu) {
       const ts: Tensor[] = [];
       const f = (data: Float32Array | Uint32Array, label: string) => {
-        const t = uploadTensor(gpu, data, tensorSpec(data instanceof Uint32Array ? 'u32' : 'f32', [data.length], 'optimizer', label));
+        const t = uploadTensor(
+          gpu,
+          data,
+          tensorSpec(data instanceof Uint32Array ? 'u32' : 'f32', [data.length], 'optimizer', label),
+        );
         ts.push(t);
         return t;
       };
@@ -51,9 +63,23 @@ function adamwCase(r: number): BenchCase {
       const blocksHost = adamwBlocks(segments, size);
       const blocks = f(blocksHost, 'blocks');
       const stats = f(new Float32Array([1, 0.5, 1, 0]), 'stats');
-      const groups = [{ lr: 2e-4, weightDecay: 0.01 }, { lr: 3.2e-3, weightDecay: 0.01 }];
+      const groups = [
+        { lr: 2e-4, weightDecay: 0.01 },
+        { lr: 3.2e-3, weightDecay: 0.01 },
+      ];
       return {
-        record: (rec) => adamwStep(rec, { params, grads, m, v, blocks, blockCount: blocksHost.length / 4, groups, step: 10, gradStats: { tensor: stats } }),
+        record: (rec) =>
+          adamwStep(rec, {
+            params,
+            grads,
+            m,
+            v,
+            blocks,
+            blockCount: blocksHost.length / 4,
+            groups,
+            step: 10,
+            gradStats: { tensor: stats },
+          }),
         cleanup: () => ts.forEach((t) => releaseTensor(gpu, t)),
       };
     },
@@ -69,7 +95,11 @@ function gradNormCase(r: number): BenchCase {
     bytesMoved: 4 * size,
     async setup(gpu) {
       const grads = uploadTensor(gpu, filled(size), tensorSpec('f32', [size], 'gradients', 'grads'));
-      const partials = uploadTensor(gpu, new Float32Array(gradNormPartials([size])), tensorSpec('f32', [gradNormPartials([size])], 'scratch', 'partials'));
+      const partials = uploadTensor(
+        gpu,
+        new Float32Array(gradNormPartials([size])),
+        tensorSpec('f32', [gradNormPartials([size])], 'scratch', 'partials'),
+      );
       const stats = uploadTensor(gpu, new Float32Array(4), tensorSpec('f32', [4], 'scratch', 'stats'));
       return {
         record: (rec) => gradNorm(rec, { ranges: [{ grads }], partials, stats, maxNorm: 1 }),

@@ -14,7 +14,12 @@ interface Reference {
 }
 
 const lora = (method: 'lora' | 'qlora', batchSize: number): TrainPlanConfig => ({
-  method, batchSize, seqLen: 256, loraRank: 8, gradientCheckpointing: true, doubleQuant: true,
+  method,
+  batchSize,
+  seqLen: 256,
+  loraRank: 8,
+  gradientCheckpointing: true,
+  doubleQuant: true,
 });
 
 const REFERENCES: Reference[] = [

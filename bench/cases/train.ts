@@ -29,27 +29,84 @@ interface Shape {
 }
 
 const QWEN05 = {
-  architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24,
-  num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
-  rope_theta: 1000000.0, tie_word_embeddings: true, hidden_act: 'silu', torch_dtype: 'bfloat16',
+  architectures: ['Qwen2ForCausalLM'],
+  model_type: 'qwen2',
+  hidden_size: 896,
+  intermediate_size: 4864,
+  num_hidden_layers: 24,
+  num_attention_heads: 14,
+  num_key_value_heads: 2,
+  vocab_size: 151936,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000.0,
+  tie_word_embeddings: true,
+  hidden_act: 'silu',
+  torch_dtype: 'bfloat16',
 };
 const TINY = {
-  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
-  num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, vocab_size: 300, max_position_embeddings: 128, rms_norm_eps: 1e-6,
-  rope_theta: 10000.0, tie_word_embeddings: false, hidden_act: 'silu', torch_dtype: 'float32',
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 16,
+  vocab_size: 300,
+  max_position_embeddings: 128,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000.0,
+  tie_word_embeddings: false,
+  hidden_act: 'silu',
+  torch_dtype: 'float32',
 };
 
 const SHAPES: Shape[] = [
-  { name: 'train tiny-llama lora-r8', config: TINY, dtype: 'F32', batch: 2, seq: 64, labelled: 64, rank: 8, checkpointing: false, heavy: false },
-  { name: 'train qwen2.5-0.5b-shape(2 layers) lora-r8', config: { ...QWEN05, num_hidden_layers: 2 }, dtype: 'BF16', batch: 1, seq: 256, labelled: 128, rank: 8, checkpointing: true, heavy: true },
-  { name: 'train qwen2.5-0.5b-shape lora-r8', config: QWEN05, dtype: 'BF16', batch: 1, seq: 256, labelled: 128, rank: 8, checkpointing: true, heavy: true },
+  {
+    name: 'train tiny-llama lora-r8',
+    config: TINY,
+    dtype: 'F32',
+    batch: 2,
+    seq: 64,
+    labelled: 64,
+    rank: 8,
+    checkpointing: false,
+    heavy: false,
+  },
+  {
+    name: 'train qwen2.5-0.5b-shape(2 layers) lora-r8',
+    config: { ...QWEN05, num_hidden_layers: 2 },
+    dtype: 'BF16',
+    batch: 1,
+    seq: 256,
+    labelled: 128,
+    rank: 8,
+    checkpointing: true,
+    heavy: true,
+  },
+  {
+    name: 'train qwen2.5-0.5b-shape lora-r8',
+    config: QWEN05,
+    dtype: 'BF16',
+    batch: 1,
+    seq: 256,
+    labelled: 128,
+    rank: 8,
+    checkpointing: true,
+    heavy: true,
+  },
 ];
 
 /** Random weights generated tensor by tensor on read (norms 1, linears U(±1/√in), embedding ±0.05). */
 function randomSource(c: ModelConfig, dtype: 'F32' | 'BF16'): WeightSource {
   const ws = expectedWeights(c).filter((w) => !w.optional);
   const byName = new Map(ws.map((w, i) => [w.name, { ...w, id: i }]));
-  const get = (n: string) => byName.get(n) ?? (() => { throw new Error(`no tensor ${n}`); })();
+  const get = (n: string) =>
+    byName.get(n) ??
+    (() => {
+      throw new Error(`no tensor ${n}`);
+    })();
   return {
     names: () => [...byName.keys()],
     has: (n) => byName.has(n),
@@ -61,7 +118,8 @@ function randomSource(c: ModelConfig, dtype: 'F32' | 'BF16'): WeightSource {
       const count = w.shape.reduce((a, b) => a * b, 1);
       const f = new Float32Array(count);
       const bound = w.role === 'embed' ? 0.05 : 1 / Math.sqrt(w.shape[w.shape.length - 1]);
-      for (let i = 0; i < count; i++) f[i] = w.role === 'norm' ? 1 : ((mix32(i ^ mix32(w.id + 0x51ed)) / 2 ** 32) * 2 - 1) * bound;
+      for (let i = 0; i < count; i++)
+        f[i] = w.role === 'norm' ? 1 : ((mix32(i ^ mix32(w.id + 0x51ed)) / 2 ** 32) * 2 - 1) * bound;
       if (dtype === 'F32') return new Uint8Array(f.buffer);
       const bits = new Uint32Array(f.buffer);
       const out = new Uint16Array(count);
@@ -83,7 +141,7 @@ function layerFlops(c: ModelConfig, tokens: number): number {
   const q = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   const linear = H * (q + 2 * kv) + q * H + 3 * H * c.intermediateSize;
-  return 2 * tokens * linear + 4 * tokens * tokens * c.numHeads * c.headDim / 2;
+  return 2 * tokens * linear + (4 * tokens * tokens * c.numHeads * c.headDim) / 2;
 }
 
 function trainCase(s: Shape): BenchCase {
@@ -93,7 +151,9 @@ function trainCase(s: Shape): BenchCase {
   // Forward ×1, backward ×2 (dX and, for the base, no dW: LoRA only needs dX through the base),
   // recompute ×1 with checkpointing; lm_head only over labelled rows (forward + dX).
   const perLayer = layerFlops(config, tokens);
-  const flops = config.numLayers * perLayer * (s.checkpointing ? 3 : 2) + 2 * 2 * labelledRows * config.hiddenSize * config.vocabSize;
+  const flops =
+    config.numLayers * perLayer * (s.checkpointing ? 3 : 2) +
+    2 * 2 * labelledRows * config.hiddenSize * config.vocabSize;
   const extra: Record<string, number | string> = { tokens_per_step: tokens, layers: config.numLayers };
   return {
     name: s.name,
@@ -105,7 +165,15 @@ function trainCase(s: Shape): BenchCase {
     async setup(gpu: Gpu) {
       const model = await loadModel(gpu, config, randomSource(config, s.dtype));
       const lora = attachLora(model, { rank: s.rank, alpha: 2 * s.rank, dropout: 0, targets: 'all', seed: 1 });
-      const trainer = new Trainer(model, lora, { learningRate: 1e-4, lrSchedulerType: 'cosine', totalSteps: 1000, warmupSteps: 10, maxGradNorm: 1, seed: 1, gradientCheckpointing: s.checkpointing });
+      const trainer = new Trainer(model, lora, {
+        learningRate: 1e-4,
+        lrSchedulerType: 'cosine',
+        totalSteps: 1000,
+        warmupSteps: 10,
+        maxGradNorm: 1,
+        seed: 1,
+        gradientCheckpointing: s.checkpointing,
+      });
       const mb = batchOf(s, config.vocabSize);
       // One real step: dispatches, readbacks and the ledger's peaks by category.
       gpu.ledger.resetPeaks();
@@ -153,7 +221,11 @@ function trainCase(s: Shape): BenchCase {
  */
 function censusCase(s: Shape): BenchCase {
   const config = parseModelConfig(s.config);
-  const extra: Record<string, number | string> = { tokens_per_step: s.batch * s.seq, layers: config.numLayers, note: 'recorded, not executed' };
+  const extra: Record<string, number | string> = {
+    tokens_per_step: s.batch * s.seq,
+    layers: config.numLayers,
+    note: 'recorded, not executed',
+  };
   return {
     name: `census ${s.name.replace(/^train /, '')}`,
     shape: `B${s.batch} T${s.seq} H${config.hiddenSize} L${config.numLayers} V${config.vocabSize} ${s.dtype.toLowerCase()}${s.checkpointing ? ' ckpt' : ''}`,
@@ -164,7 +236,15 @@ function censusCase(s: Shape): BenchCase {
       const { Recorder } = await import('../../src/engine/gpu/recorder.ts');
       const model = await loadModel(gpu, config, randomSource(config, s.dtype));
       const lora = attachLora(model, { rank: s.rank, alpha: 2 * s.rank, dropout: 0, targets: 'all', seed: 1 });
-      const trainer = new Trainer(model, lora, { learningRate: 1e-4, lrSchedulerType: 'cosine', totalSteps: 1000, warmupSteps: 10, maxGradNorm: 1, seed: 1, gradientCheckpointing: s.checkpointing });
+      const trainer = new Trainer(model, lora, {
+        learningRate: 1e-4,
+        lrSchedulerType: 'cosine',
+        totalSteps: 1000,
+        warmupSteps: 10,
+        maxGradNorm: 1,
+        seed: 1,
+        gradientCheckpointing: s.checkpointing,
+      });
       gpu.ledger.resetPeaks();
       const rec = new Recorder(gpu, 'census');
       const { finish } = await trainer.recordStep(rec, [batchOf(s, config.vocabSize)]);

@@ -4,8 +4,18 @@
 // to stdout. `do_sample: false` is greedy. Diagnostics go to stderr.
 import { chatTemplateFor, type TemplateMessage } from '../data/index.ts';
 import {
-  CliError, folderTokenizer, loadAdapterFolder, parseYamlArgs, requireModelFolder, resolvePath, stopIdsFor, yamlWithOverrides,
-  errLine, parseCommandArgs, runGpuCommand, withFolderModel,
+  CliError,
+  folderTokenizer,
+  loadAdapterFolder,
+  parseYamlArgs,
+  requireModelFolder,
+  resolvePath,
+  stopIdsFor,
+  yamlWithOverrides,
+  errLine,
+  parseCommandArgs,
+  runGpuCommand,
+  withFolderModel,
 } from './common.ts';
 import { generate, TextStreamer } from '../engine/generate/generate.ts';
 import { parseInferYaml, type InferConfig } from '../engine/train/llamafactory-config.ts';
@@ -41,12 +51,19 @@ export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
   if (typeof prompt !== 'string' || !prompt.trim()) throw new CliError('--prompt "…" is required');
   const seedRaw = a.flags.get('seed');
   const seed = seedRaw === undefined ? 0 : Number(seedRaw);
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new CliError(`--seed needs a non-negative integer, got ${String(seedRaw)}`);
+  if (!Number.isSafeInteger(seed) || seed < 0)
+    throw new CliError(`--seed needs a non-negative integer, got ${String(seedRaw)}`);
   const system = a.flags.get('system');
   const parsed = parseInferYaml(yamlWithOverrides(a.yamlPath, a.overrides), a.yamlPath);
   return {
-    yamlPath: a.yamlPath, config: parsed.config, prompt, system: typeof system === 'string' ? system : null, useAdapter: !a.flags.has('no-adapter'), seed,
-    warnings: parsed.warnings, notes: parsed.notes,
+    yamlPath: a.yamlPath,
+    config: parsed.config,
+    prompt,
+    system: typeof system === 'string' ? system : null,
+    useAdapter: !a.flags.has('no-adapter'),
+    seed,
+    warnings: parsed.warnings,
+    notes: parsed.notes,
   };
 }
 
@@ -57,23 +74,37 @@ export default async function chat(argv: string[]): Promise<number> {
   const c = args.config;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   return runGpuCommand('chat', async (openGpu) => {
-    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
+    const dir = requireModelFolder(
+      resolvePath(c.modelNameOrPath, args.yamlPath),
+      'model_name_or_path',
+      c.modelNameOrPath,
+    );
     const tok = await folderTokenizer(dir);
     const g = await openGpu();
     await withFolderModel(g.gpu, dir, {}, async (model) => {
       const lora = args.useAdapter ? await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath) : null;
-      err(`tabtune: ${model.config.architecture} from ${dir}${lora ? ` + adapter ${c.adapterNameOrPath![0]} (r=${lora.config.rank}, ${lora.adapters.size} modules)` : c.adapterNameOrPath && !args.useAdapter ? ' (adapter off: --no-adapter)' : ''}`);
+      err(
+        `tabtune: ${model.config.architecture} from ${dir}${lora ? ` + adapter ${c.adapterNameOrPath![0]} (r=${lora.config.rank}, ${lora.adapters.size} modules)` : c.adapterNameOrPath && !args.useAdapter ? ' (adapter off: --no-adapter)' : ''}`,
+      );
       const tpl = chatTemplateFor(tok);
       tpl.warnings.forEach((w) => err(`warning: ${w}`));
       const messages: TemplateMessage[] = [];
       if (args.system !== null) messages.push({ role: 'system', content: args.system });
       messages.push({ role: 'user', content: args.prompt });
-      const promptIds = tok.encode(tpl.renderMessages(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+      const promptIds = tok.encode(tpl.renderMessages(messages, { addGenerationPrompt: true }), {
+        addSpecialTokens: false,
+      });
       const stopIds = stopIdsFor(dir, tok, model.config.eosTokenIds);
       const streamer = new TextStreamer((ids) => tok.decode(ids, { skipSpecialTokens: true }));
       const it = generate(model, lora, promptIds, {
-        doSample: c.doSample, temperature: c.temperature, topP: c.topP, topK: c.topK, repetitionPenalty: c.repetitionPenalty,
-        maxNewTokens: c.maxNewTokens, stopIds, seed: args.seed,
+        doSample: c.doSample,
+        temperature: c.temperature,
+        topP: c.topP,
+        topK: c.topK,
+        repetitionPenalty: c.repetitionPenalty,
+        maxNewTokens: c.maxNewTokens,
+        stopIds,
+        seed: args.seed,
       });
       let result;
       for (;;) {
@@ -86,7 +117,9 @@ export default async function chat(argv: string[]): Promise<number> {
       }
       process.stdout.write(`${streamer.flush()}\n`);
       const tps = result.tokens.length / Math.max(1e-3, result.decodeMs / 1000);
-      err(`tabtune: ${result.promptTokens} prompt tokens (${result.prefillMs.toFixed(0)} ms), ${result.tokens.length} new tokens at ${tps.toFixed(1)} tokens/s, ended by ${result.reason === 'stop' ? 'a stop token' : result.reason === 'length' ? `max_new_tokens (${c.maxNewTokens})` : 'abort'}`);
+      err(
+        `tabtune: ${result.promptTokens} prompt tokens (${result.prefillMs.toFixed(0)} ms), ${result.tokens.length} new tokens at ${tps.toFixed(1)} tokens/s, ended by ${result.reason === 'stop' ? 'a stop token' : result.reason === 'length' ? `max_new_tokens (${c.maxNewTokens})` : 'abort'}`,
+      );
       lora?.release();
     });
   });

@@ -4,7 +4,16 @@
 import { existsSync, openAsBlob, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument, stringify } from 'yaml';
-import { kindFromName, loadTokenizer, parseDataset, parseDatasetInfo, type DatasetInfoEntry, type Example, type HfTokenizer, type RowIssue } from '../data/index.ts';
+import {
+  kindFromName,
+  loadTokenizer,
+  parseDataset,
+  parseDatasetInfo,
+  type DatasetInfoEntry,
+  type Example,
+  type HfTokenizer,
+  type RowIssue,
+} from '../data/index.ts';
 import type { Gpu } from '../engine/gpu/device.ts';
 import { loadModel, type LoadOptions } from '../engine/model/load.ts';
 import type { LoraSet, Model } from '../engine/model/model.ts';
@@ -30,7 +39,12 @@ export interface YamlArgs {
  * `<config.yaml> [key=value ...] [--flag [value] ...]`. `valued` lists the flags that take a value.
  * Values of overrides are read as YAML scalars (so `lora_rank=16` is a number, `do_sample=false` a bool).
  */
-export function parseYamlArgs(argv: string[], valued: readonly string[], command: string, switches: readonly string[] = []): YamlArgs {
+export function parseYamlArgs(
+  argv: string[],
+  valued: readonly string[],
+  command: string,
+  switches: readonly string[] = [],
+): YamlArgs {
   let yamlPath: string | undefined;
   const overrides: Record<string, unknown> = {};
   const flags = new Map<string, string | true>();
@@ -84,9 +98,12 @@ export function resolvePath(p: string, yamlPath: string): string {
 export function requireModelFolder(p: string, key = 'model_name_or_path', asWritten = p): string {
   if (!existsSync(p)) {
     const looksHub = /^[\w.-]+\/[\w.-]+$/.test(asWritten);
-    throw new CliError(`${key}: ${p} is not a local folder${looksHub ? ' (Hub ids are not downloaded by the command line: download the repository into a folder, e.g. with huggingface-cli download, and give its path)' : ''}`);
+    throw new CliError(
+      `${key}: ${p} is not a local folder${looksHub ? ' (Hub ids are not downloaded by the command line: download the repository into a folder, e.g. with huggingface-cli download, and give its path)' : ''}`,
+    );
   }
-  if (!statSync(p).isDirectory()) throw new CliError(`${key}: ${p} is a file; give the model folder (config.json + *.safetensors)`);
+  if (!statSync(p).isDirectory())
+    throw new CliError(`${key}: ${p} is a file; give the model folder (config.json + *.safetensors)`);
   if (!existsSync(join(p, 'config.json'))) throw new CliError(`${key}: ${p} has no config.json`);
   return p;
 }
@@ -106,7 +123,12 @@ export function stopIdsFor(dir: string, tok: HfTokenizer, configEos: readonly nu
   if (existsSync(gen)) {
     try {
       const g = JSON.parse(readFileSync(gen, 'utf8')) as { eos_token_id?: number | number[] };
-      for (const id of Array.isArray(g.eos_token_id) ? g.eos_token_id : g.eos_token_id !== undefined ? [g.eos_token_id] : []) if (Number.isInteger(id)) ids.add(id);
+      for (const id of Array.isArray(g.eos_token_id)
+        ? g.eos_token_id
+        : g.eos_token_id !== undefined
+          ? [g.eos_token_id]
+          : [])
+        if (Number.isInteger(id)) ids.add(id);
     } catch {
       // an unreadable generation_config.json only loses its extra stop ids
     }
@@ -130,17 +152,26 @@ export async function openNodeGpu(log: (line: string) => void): Promise<OpenedGp
   try {
     opened = await nodeGpu(nodeShaders(), { log });
   } catch (e) {
-    throw new CliError(`no WebGPU adapter: ${(e as Error).message} (on a machine without a GPU, install Debian's chromium package for its SwiftShader Vulkan driver)`);
+    throw new CliError(
+      `no WebGPU adapter: ${(e as Error).message} (on a machine without a GPU, install Debian's chromium package for its SwiftShader Vulkan driver)`,
+    );
   }
   const a = opened.gpu.adapter;
   const description = [a.vendor, a.architecture, a.description ? `(${a.description})` : ''].filter(Boolean).join(' ');
   const software = /swiftshader|llvmpipe|lavapipe|software/i.test(`${a.architecture} ${a.description} ${a.vendor}`);
   log(`tabtune: WebGPU adapter: ${description || 'unnamed adapter'}`);
-  if (software) log('tabtune: warning: this is SwiftShader, a software (CPU) WebGPU implementation — about 1 GFLOP/s; only tiny models train in reasonable time');
+  if (software)
+    log(
+      'tabtune: warning: this is SwiftShader, a software (CPU) WebGPU implementation — about 1 GFLOP/s; only tiny models train in reasonable time',
+    );
   return { ...opened, description, software };
 }
 
-export async function loadFolderModel(gpu: Gpu, dir: string, opts: LoadOptions = {}): Promise<{ model: Model; files: ModelFiles }> {
+export async function loadFolderModel(
+  gpu: Gpu,
+  dir: string,
+  opts: LoadOptions = {},
+): Promise<{ model: Model; files: ModelFiles }> {
   const files = await openModelFolder(dir);
   try {
     const model = await loadModel(gpu, files.config, files.source, opts);
@@ -152,7 +183,12 @@ export async function loadFolderModel(gpu: Gpu, dir: string, opts: LoadOptions =
 }
 
 /** Loads the model folder, runs `work`, then frees the model's GPU memory and closes its files. */
-export async function withFolderModel<T>(gpu: Gpu, dir: string, opts: LoadOptions, work: (model: Model, files: ModelFiles) => Promise<T>): Promise<T> {
+export async function withFolderModel<T>(
+  gpu: Gpu,
+  dir: string,
+  opts: LoadOptions,
+  work: (model: Model, files: ModelFiles) => Promise<T>,
+): Promise<T> {
   const { model, files } = await loadFolderModel(gpu, dir, opts);
   try {
     return await work(model, files);
@@ -167,7 +203,10 @@ export async function withFolderModel<T>(gpu: Gpu, dir: string, opts: LoadOption
  * data errors come first, before any device work); the device is closed and any failure becomes
  * the exit status (commandFailed) however the body ends.
  */
-export async function runGpuCommand(cmd: string, body: (openGpu: () => Promise<OpenedGpu>) => Promise<void>): Promise<number> {
+export async function runGpuCommand(
+  cmd: string,
+  body: (openGpu: () => Promise<OpenedGpu>) => Promise<void>,
+): Promise<number> {
   let close = () => {};
   try {
     await body(async () => {
@@ -184,11 +223,20 @@ export async function runGpuCommand(cmd: string, body: (openGpu: () => Promise<O
 }
 
 /** One PEFT adapter folder onto the model (LLaMA-Factory adapter_name_or_path; several are refused). */
-export async function loadAdapterFolder(model: Model, paths: string[] | null, yamlPath: string, overrides?: { dropout?: number; seed?: number }): Promise<LoraSet | null> {
+export async function loadAdapterFolder(
+  model: Model,
+  paths: string[] | null,
+  yamlPath: string,
+  overrides?: { dropout?: number; seed?: number },
+): Promise<LoraSet | null> {
   if (!paths?.length) return null;
-  if (paths.length > 1) throw new CliError(`adapter_name_or_path: ${paths.length} adapters given; merge them one at a time (tabtune export), then use one`);
+  if (paths.length > 1)
+    throw new CliError(
+      `adapter_name_or_path: ${paths.length} adapters given; merge them one at a time (tabtune export), then use one`,
+    );
   const dir = resolvePath(paths[0], yamlPath);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CliError(`adapter_name_or_path: ${paths[0]} is not a folder`);
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new CliError(`adapter_name_or_path: ${paths[0]} is not a folder`);
   const { configText, store } = await openAdapterFolder(dir);
   try {
     return (await loadPeftAdapter(model, configText, store, join(dir, 'adapter_config.json'), overrides)).lora;
@@ -218,7 +266,10 @@ export function resolveDatasets(names: string[], datasetDir: string, yamlPath: s
   return names.map((n) => {
     const entry = info?.entries[n];
     if (entry) {
-      if (!entry.file_name) throw new CliError(`${infoPath}: "${n}" has no local file_name (hub datasets are not downloaded by the command line)`);
+      if (!entry.file_name)
+        throw new CliError(
+          `${infoPath}: "${n}" has no local file_name (hub datasets are not downloaded by the command line)`,
+        );
       const file = join(dir, entry.file_name);
       if (!existsSync(file)) throw new CliError(`${infoPath}: "${n}": ${file} does not exist`);
       return { name: n, file, entry };
@@ -229,7 +280,9 @@ export function resolveDatasets(names: string[], datasetDir: string, yamlPath: s
       if (existsSync(cand) && statSync(cand).isFile() && kindFromName(cand)) return { name: n, file: cand };
     }
     const known = info ? Object.keys(info.entries) : [];
-    throw new CliError(`dataset "${n}" is neither in ${info ? infoPath : `${dir}/dataset_info.json (missing)`} nor a .json/.jsonl/.csv/.txt file${known.length ? `; known: ${known.join(', ')}` : ''}`);
+    throw new CliError(
+      `dataset "${n}" is neither in ${info ? infoPath : `${dir}/dataset_info.json (missing)`} nor a .json/.jsonl/.csv/.txt file${known.length ? `; known: ${known.join(', ')}` : ''}`,
+    );
   });
 }
 
@@ -243,7 +296,10 @@ export interface LoadedExamples {
 export async function readDatasets(files: DatasetFile[]): Promise<LoadedExamples> {
   const out: LoadedExamples = { examples: [], invalid: [], warnings: [], rows: 0 };
   for (const f of files) {
-    const parsed = await parseDataset(await openAsBlob(f.file), { fileName: f.file.split(/[\\/]/).pop(), datasetInfo: f.entry });
+    const parsed = await parseDataset(await openAsBlob(f.file), {
+      fileName: f.file.split(/[\\/]/).pop(),
+      datasetInfo: f.entry,
+    });
     const r = parsed.report;
     if (r.unsupported) throw new CliError(`dataset "${f.name}" (${f.file}): ${r.unsupported}`);
     out.rows += r.rows;
@@ -282,7 +338,13 @@ export function errLine(s: string): void {
  * Parses a command's argv: the parsed args, or the exit code after printing help (0) or a
  * parse error (2; the usage is appended where `withUsage` says the mistake was in the call).
  */
-export function parseCommandArgs<A>(cmd: string, usage: string, argv: string[], parse: (argv: string[]) => A | 'help', withUsage: (e: CliError) => boolean = () => true): A | number {
+export function parseCommandArgs<A>(
+  cmd: string,
+  usage: string,
+  argv: string[],
+  parse: (argv: string[]) => A | 'help',
+  withUsage: (e: CliError) => boolean = () => true,
+): A | number {
   let args: A | 'help';
   try {
     args = parse(argv);

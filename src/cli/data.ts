@@ -5,8 +5,21 @@ import { existsSync, openAsBlob, readFileSync, readdirSync, statSync } from 'nod
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  chatTemplateFor, encodeExample, EncodeError, kindFromName, loadTokenizer, parseDataset, parseDatasetInfo, prepareDataset,
-  textStats, type DatasetInfoEntry, type HfTokenizer, type ParsedDataset, type PrepareOptions, type TextStats, type TokenStats,
+  chatTemplateFor,
+  encodeExample,
+  EncodeError,
+  kindFromName,
+  loadTokenizer,
+  parseDataset,
+  parseDatasetInfo,
+  prepareDataset,
+  textStats,
+  type DatasetInfoEntry,
+  type HfTokenizer,
+  type ParsedDataset,
+  type PrepareOptions,
+  type TextStats,
+  type TokenStats,
 } from '../data/index.ts';
 
 const USAGE = `usage: tabtune data <file-or-dataset_dir> [options]
@@ -46,7 +59,8 @@ function parseArgs(argv: string[]): Args {
   const a: Args = { cutoff: 2048, json: false, datasets: [], trainOnPrompt: false, maskHistory: false, help: false };
   const num = (flag: string, v: string | undefined): number => {
     const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} needs a positive integer, got ${v ?? 'nothing'}`);
+    if (v === undefined || !Number.isInteger(n) || n <= 0)
+      throw new UsageError(`${flag} needs a positive integer, got ${v ?? 'nothing'}`);
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -92,12 +106,15 @@ function jobsFor(target: string, only: string[]): Job[] {
   if (!statSync(target).isDirectory()) return [{ name: basename(target), file: target }];
   const infoPath = join(target, 'dataset_info.json');
   if (!existsSync(infoPath)) {
-    const files = readdirSync(target).filter((f) => kindFromName(f)).sort();
+    const files = readdirSync(target)
+      .filter((f) => kindFromName(f))
+      .sort();
     if (!files.length) throw new UsageError(`${target}: no dataset_info.json and no .json/.jsonl/.csv/.txt files`);
     return files.map((f) => ({ name: f, file: join(target, f) }));
   }
   const info = parseDatasetInfo(readFileSync(infoPath, 'utf8'), infoPath);
-  for (const e of info.errors) if (!only.length || only.includes(e.name)) process.stderr.write(`dataset_info.json: "${e.name}": ${e.reason}\n`);
+  for (const e of info.errors)
+    if (!only.length || only.includes(e.name)) process.stderr.write(`dataset_info.json: "${e.name}": ${e.reason}\n`);
   const names = only.length ? only : Object.keys(info.entries);
   return names.map((n) => {
     const entry = info.entries[n];
@@ -138,7 +155,9 @@ function fmtTokens(s: TokenStats): string[] {
   const max = Math.max(1, ...s.histogram.counts);
   s.histogram.counts.forEach((c, i) => {
     if (!c && i > 0 && s.histogram.counts.slice(i).every((x) => !x)) return;
-    lines.push(`    ${String(s.histogram.edges[i]).padStart(6)}–${String(s.histogram.edges[i + 1] - 1).padEnd(6)} ${'█'.repeat(Math.round((30 * c) / max)).padEnd(30)} ${c}`);
+    lines.push(
+      `    ${String(s.histogram.edges[i]).padStart(6)}–${String(s.histogram.edges[i + 1] - 1).padEnd(6)} ${'█'.repeat(Math.round((30 * c) / max)).padEnd(30)} ${c}`,
+    );
   });
   return lines;
 }
@@ -151,8 +170,14 @@ export default async function data(argv: string[]): Promise<number> {
     process.stderr.write(`tabtune data: ${(e as Error).message}\n\n${USAGE}\n`);
     return 2;
   }
-  if (args.help) { process.stdout.write(`${USAGE}\n`); return 0; }
-  if (!args.target) { process.stderr.write(`${USAGE}\n`); return 2; }
+  if (args.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (!args.target) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
   const report = args.dump !== undefined ? process.stderr : process.stdout;
   try {
     const jobs = jobsFor(args.target, args.datasets);
@@ -162,23 +187,41 @@ export default async function data(argv: string[]): Promise<number> {
     const results: DatasetResult[] = [];
     let dumped = 0;
     for (const job of jobs) {
-      if (!existsSync(job.file)) throw new UsageError(`${job.file}: no such file${job.entry ? ` (dataset_info.json "${job.name}")` : ''}`);
+      if (!existsSync(job.file))
+        throw new UsageError(`${job.file}: no such file${job.entry ? ` (dataset_info.json "${job.name}")` : ''}`);
       const size = statSync(job.file).size;
       const showProgress = !args.json && process.stderr.isTTY && size > 50e6;
       const parsed: ParsedDataset = await parseDataset(await openAsBlob(job.file), {
         fileName: basename(job.file),
         datasetInfo: job.entry,
-        onProgress: showProgress ? (p) => process.stderr.write(`\r  reading ${job.name}: ${((100 * p.bytesDone) / (p.totalBytes ?? size)).toFixed(0)} % (${p.rows} rows)`) : undefined,
+        onProgress: showProgress
+          ? (p) =>
+              process.stderr.write(
+                `\r  reading ${job.name}: ${((100 * p.bytesDone) / (p.totalBytes ?? size)).toFixed(0)} % (${p.rows} rows)`,
+              )
+          : undefined,
       });
       if (showProgress) process.stderr.write('\n');
       const r = parsed.report;
       const res: DatasetResult = {
-        name: job.name, file: job.file, format: r.format, detectedBecause: r.detectedBecause, rows: r.rows, valid: r.valid,
-        invalid: [...r.invalid], warnings: [...r.warnings], unsupported: r.unsupported,
+        name: job.name,
+        file: job.file,
+        format: r.format,
+        detectedBecause: r.detectedBecause,
+        rows: r.rows,
+        valid: r.valid,
+        invalid: [...r.invalid],
+        warnings: [...r.warnings],
+        unsupported: r.unsupported,
         stats: { text: textStats(parsed.examples, r.duplicateGroups) },
       };
       if (tok && parsed.examples.length) {
-        const opts: PrepareOptions = { cutoffLen: args.cutoff, trainOnPrompt: args.trainOnPrompt, maskHistory: args.maskHistory, enableThinking: args.enableThinking };
+        const opts: PrepareOptions = {
+          cutoffLen: args.cutoff,
+          trainOnPrompt: args.trainOnPrompt,
+          maskHistory: args.maskHistory,
+          enableThinking: args.enableThinking,
+        };
         const tpl = chatTemplateFor(tok, { enableThinking: args.enableThinking });
         const prep = prepareDataset(parsed.examples, tok, opts, tpl);
         res.invalid.push(...prep.invalid);
@@ -192,7 +235,9 @@ export default async function data(argv: string[]): Promise<number> {
             if (dumped >= args.dump) break;
             try {
               const e = encodeExample(ex, tok, tpl, opts);
-              process.stdout.write(`${JSON.stringify({ row: ex.row, text: e.text, input_ids: Array.from(e.inputIds), labels: Array.from(e.labels) })}\n`);
+              process.stdout.write(
+                `${JSON.stringify({ row: ex.row, text: e.text, input_ids: Array.from(e.inputIds), labels: Array.from(e.labels) })}\n`,
+              );
               dumped++;
             } catch (err) {
               if (!(err instanceof EncodeError) && !(err instanceof Error)) throw err;
@@ -204,7 +249,9 @@ export default async function data(argv: string[]): Promise<number> {
     }
     if (args.json) {
       const one = (x: DatasetResult) => ({ ...x, invalid: x.invalid });
-      report.write(`${JSON.stringify(results.length === 1 && !statSync(args.target).isDirectory() ? one(results[0]) : { datasets: results.map(one), tokenizer: tok ? { model: modelDir, hash: tok.hash } : null })}\n`);
+      report.write(
+        `${JSON.stringify(results.length === 1 && !statSync(args.target).isDirectory() ? one(results[0]) : { datasets: results.map(one), tokenizer: tok ? { model: modelDir, hash: tok.hash } : null })}\n`,
+      );
     } else {
       const lines: string[] = [];
       if (tok) lines.push(`tokenizer: ${modelDir} (hash ${tok.hash.slice(0, 12)}), cutoff_len ${args.cutoff}`);
@@ -217,10 +264,17 @@ export default async function data(argv: string[]): Promise<number> {
         lines.push(`  rows: ${res.rows}, valid: ${res.valid}, invalid: ${badRows}`);
         const shown = res.invalid.slice(0, 50);
         for (const i of shown) {
-          const where = [`row ${i.row}`, i.line !== undefined ? `line ${i.line}` : '', i.byteOffset !== undefined ? `byte ${i.byteOffset}` : ''].filter(Boolean).join(', ');
+          const where = [
+            `row ${i.row}`,
+            i.line !== undefined ? `line ${i.line}` : '',
+            i.byteOffset !== undefined ? `byte ${i.byteOffset}` : '',
+          ]
+            .filter(Boolean)
+            .join(', ');
           lines.push(`    ✗ ${where}: ${i.field}: ${i.reason}`);
         }
-        if (res.invalid.length > shown.length) lines.push(`    … and ${res.invalid.length - shown.length} more (use --json for all)`);
+        if (res.invalid.length > shown.length)
+          lines.push(`    … and ${res.invalid.length - shown.length} more (use --json for all)`);
         for (const w of res.warnings) lines.push(`  warning: ${w}`);
         lines.push(...fmtStatsText(res.stats.text));
         if (res.stats.tokens) lines.push(...fmtTokens(res.stats.tokens));
@@ -229,7 +283,10 @@ export default async function data(argv: string[]): Promise<number> {
     }
     return results.some((r) => r.unsupported || r.valid < r.rows) ? 1 : 0;
   } catch (e) {
-    if (e instanceof UsageError) { process.stderr.write(`tabtune data: ${e.message}\n`); return 2; }
+    if (e instanceof UsageError) {
+      process.stderr.write(`tabtune data: ${e.message}\n`);
+      return 2;
+    }
     throw e;
   }
 }

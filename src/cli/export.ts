@@ -4,7 +4,18 @@
 // model.safetensors or shards + model.safetensors.index.json, in the base model's torch_dtype.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CliError, errLine, loadAdapterFolder, parseCommandArgs, parseYamlArgs, requireModelFolder, resolvePath, runGpuCommand, withFolderModel, yamlWithOverrides } from './common.ts';
+import {
+  CliError,
+  errLine,
+  loadAdapterFolder,
+  parseCommandArgs,
+  parseYamlArgs,
+  requireModelFolder,
+  resolvePath,
+  runGpuCommand,
+  withFolderModel,
+  yamlWithOverrides,
+} from './common.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import type { FloatDType } from '../engine/export/convert.ts';
@@ -27,9 +38,16 @@ export function parseExportArgs(argv: string[]): ExportArgs | 'help' {
   const a = parseYamlArgs(argv, ['dtype'], 'export');
   if (a.flags.has('help')) return 'help';
   const d = a.flags.get('dtype');
-  if (d !== undefined && d !== 'bf16' && d !== 'f16' && d !== 'f32') throw new CliError(`--dtype must be bf16, f16 or f32, got ${String(d)}`);
+  if (d !== undefined && d !== 'bf16' && d !== 'f16' && d !== 'f32')
+    throw new CliError(`--dtype must be bf16, f16 or f32, got ${String(d)}`);
   const parsed = parseExportYaml(yamlWithOverrides(a.yamlPath, a.overrides), a.yamlPath);
-  return { yamlPath: a.yamlPath, config: parsed.config, dtype: (d as FloatDType | undefined) ?? null, warnings: parsed.warnings, notes: parsed.notes };
+  return {
+    yamlPath: a.yamlPath,
+    config: parsed.config,
+    dtype: (d as FloatDType | undefined) ?? null,
+    warnings: parsed.warnings,
+    notes: parsed.notes,
+  };
 }
 
 /** transformers' default when config.json has no torch_dtype is float32. */
@@ -45,7 +63,11 @@ export default async function exportCmd(argv: string[]): Promise<number> {
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
   return runGpuCommand('export', async (openGpu) => {
-    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
+    const dir = requireModelFolder(
+      resolvePath(c.modelNameOrPath, args.yamlPath),
+      'model_name_or_path',
+      c.modelNameOrPath,
+    );
     const outDir = resolvePath(c.exportDir, args.yamlPath);
     if (existsSync(outDir) && readdirSync(outDir).some((f) => f.endsWith('.safetensors') || f === 'config.json')) {
       err(`tabtune export: note: ${outDir} already holds a checkpoint; its files are overwritten`);
@@ -55,12 +77,20 @@ export default async function exportCmd(argv: string[]): Promise<number> {
       const lora = await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath);
       const dtype = args.dtype ?? exportDtypeFor(model.config.torchDtype);
       const tokenizerFiles = new Map<string, Uint8Array>();
-      for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json']) if (existsSync(join(dir, f))) tokenizerFiles.set(f, readFileSync(join(dir, f)));
-      if (!tokenizerFiles.has('tokenizer.json') && !tokenizerFiles.has('tokenizer.model')) err(`tabtune export: warning: ${dir} has no tokenizer files; the export will have none`);
-      err(`tabtune: merging ${lora ? `${c.adapterNameOrPath![0]} (${lora.adapters.size} modules, scale ${lora.scale})` : 'no adapter'} into ${dir} → ${outDir} as ${dtype}, shards ≤ ${c.exportSize} GB`);
+      for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json'])
+        if (existsSync(join(dir, f))) tokenizerFiles.set(f, readFileSync(join(dir, f)));
+      if (!tokenizerFiles.has('tokenizer.json') && !tokenizerFiles.has('tokenizer.model'))
+        err(`tabtune export: warning: ${dir} has no tokenizer files; the export will have none`);
+      err(
+        `tabtune: merging ${lora ? `${c.adapterNameOrPath![0]} (${lora.adapters.size} modules, scale ${lora.scale})` : 'no adapter'} into ${dir} → ${outDir} as ${dtype}, shards ≤ ${c.exportSize} GB`,
+      );
       let last = -1;
       const written = await exportMerged(model, lora, {
-        dtype, maxShardBytes: c.exportSize * 1e9, configText: files.configText, tokenizerFiles, write: nodeDirWriter(outDir),
+        dtype,
+        maxShardBytes: c.exportSize * 1e9,
+        configText: files.configText,
+        tokenizerFiles,
+        write: nodeDirWriter(outDir),
         onNote: (n) => err(`note: ${n}`),
         onProgress: (p) => {
           const pct = Math.floor((100 * p.done) / p.total);

@@ -9,7 +9,11 @@ const COMMANDS: Record<string, string> = {
 };
 
 function usage(): string {
-  return ['usage: tabtune <command> [args]', '', ...Object.entries(COMMANDS).map(([c, d]) => `  ${c.padEnd(8)} ${d}`)].join('\n');
+  return [
+    'usage: tabtune <command> [args]',
+    '',
+    ...Object.entries(COMMANDS).map(([c, d]) => `  ${c.padEnd(8)} ${d}`),
+  ].join('\n');
 }
 
 const [cmd, ...rest] = process.argv.slice(2);

@@ -13,9 +13,21 @@ import { fmtBytes } from '../engine/gpu/pool.ts';
 import { MEMORY_CATEGORIES } from '../engine/gpu/ledger.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import {
-  CliError, folderTokenizer, hms, listCheckpoints, loadAdapterFolder, parseYamlArgs, readDatasets, requireModelFolder,
-  resolveDatasets, resolvePath, yamlWithOverrides,
-  errLine, parseCommandArgs, runGpuCommand, withFolderModel,
+  CliError,
+  folderTokenizer,
+  hms,
+  listCheckpoints,
+  loadAdapterFolder,
+  parseYamlArgs,
+  readDatasets,
+  requireModelFolder,
+  resolveDatasets,
+  resolvePath,
+  yamlWithOverrides,
+  errLine,
+  parseCommandArgs,
+  runGpuCommand,
+  withFolderModel,
 } from './common.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportPeft } from '../engine/export/peft.ts';
@@ -55,11 +67,16 @@ export function parseTrainArgs(argv: string[]): TrainArgs | 'help' {
 }
 
 /** What LLaMA-Factory / transformers would resume from, or an error when output_dir is not empty. */
-export function resumeDecision(outputDir: string, c: TrainConfig, yamlPath: string): { from: string | null; reason: string } {
+export function resumeDecision(
+  outputDir: string,
+  c: TrainConfig,
+  yamlPath: string,
+): { from: string | null; reason: string } {
   const cks = listCheckpoints(outputDir);
   if (typeof c.resumeFromCheckpoint === 'string') {
     const p = resolvePath(c.resumeFromCheckpoint, yamlPath);
-    if (!existsSync(join(p, 'trainer_state.json'))) throw new CliError(`resume_from_checkpoint: ${p} is not a checkpoint folder (no trainer_state.json)`);
+    if (!existsSync(join(p, 'trainer_state.json')))
+      throw new CliError(`resume_from_checkpoint: ${p} is not a checkpoint folder (no trainer_state.json)`);
     return { from: p, reason: 'resume_from_checkpoint' };
   }
   if (c.resumeFromCheckpoint === true) {
@@ -67,8 +84,15 @@ export function resumeDecision(outputDir: string, c: TrainConfig, yamlPath: stri
     return { from: cks[cks.length - 1].dir, reason: 'resume_from_checkpoint: true (last checkpoint)' };
   }
   if (c.overwriteOutputDir || !existsSync(outputDir)) return { from: null, reason: 'fresh start' };
-  if (cks.length) return { from: cks[cks.length - 1].dir, reason: `${outputDir} holds checkpoints and overwrite_output_dir is off (as LLaMA-Factory, training resumes)` };
-  if (readdirSync(outputDir).length) throw new CliError(`output_dir ${outputDir} already exists and is not empty; set overwrite_output_dir: true or choose another folder`);
+  if (cks.length)
+    return {
+      from: cks[cks.length - 1].dir,
+      reason: `${outputDir} holds checkpoints and overwrite_output_dir is off (as LLaMA-Factory, training resumes)`,
+    };
+  if (readdirSync(outputDir).length)
+    throw new CliError(
+      `output_dir ${outputDir} already exists and is not empty; set overwrite_output_dir: true or choose another folder`,
+    );
   return { from: null, reason: 'fresh start' };
 }
 
@@ -87,7 +111,14 @@ export interface LogRow {
 }
 
 /** One trainer_log.jsonl row (LLaMA-Factory callbacks.py LogCallback fields and rounding). */
-export function logRow(step: number, total: number, epoch: number, elapsedS: number, stepsThisRun: number, extra: Partial<LogRow>): LogRow {
+export function logRow(
+  step: number,
+  total: number,
+  epoch: number,
+  elapsedS: number,
+  stepsThisRun: number,
+  extra: Partial<LogRow>,
+): LogRow {
   const perStep = stepsThisRun > 0 ? elapsedS / stepsThisRun : 0;
   return {
     current_steps: step,
@@ -103,14 +134,16 @@ export function logRow(step: number, total: number, epoch: number, elapsedS: num
 /** Keeps the rows of an earlier run up to `step` (a resumed run appends from there). */
 export function truncateLog(path: string, step: number): void {
   if (!existsSync(path)) return;
-  const keep = readFileSync(path, 'utf8').split('\n').filter((line) => {
-    if (!line.trim()) return false;
-    try {
-      return (JSON.parse(line) as LogRow).current_steps <= step;
-    } catch {
-      return false;
-    }
-  });
+  const keep = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (!line.trim()) return false;
+      try {
+        return (JSON.parse(line) as LogRow).current_steps <= step;
+      } catch {
+        return false;
+      }
+    });
   writeFileSync(path, keep.map((l) => `${l}\n`).join(''));
 }
 
@@ -132,7 +165,11 @@ export default async function train(argv: string[]): Promise<number> {
     } catch (e) {
       throw new CliError((e as Error).message);
     }
-    const dir = requireModelFolder(resolvePath(c.modelNameOrPath, args.yamlPath), 'model_name_or_path', c.modelNameOrPath);
+    const dir = requireModelFolder(
+      resolvePath(c.modelNameOrPath, args.yamlPath),
+      'model_name_or_path',
+      c.modelNameOrPath,
+    );
     const outDir = resolvePath(c.outputDir, args.yamlPath);
     const resume = resumeDecision(outDir, c, args.yamlPath);
 
@@ -142,7 +179,10 @@ export default async function train(argv: string[]): Promise<number> {
     loaded.warnings.forEach((w) => err(`warning: ${w}`));
     const prep = prepareDataset(loaded.examples, tok, plan.prepare, chatTemplateFor(tok));
     prep.warnings.forEach((w) => err(`warning: ${w}`));
-    const invalid = [...loaded.invalid.map((i) => `${i.dataset} row ${i.issue.row}: ${i.issue.field}: ${i.issue.reason}`), ...prep.invalid.map((i) => `row ${i.row}: ${i.field}: ${i.reason}`)];
+    const invalid = [
+      ...loaded.invalid.map((i) => `${i.dataset} row ${i.issue.row}: ${i.issue.field}: ${i.issue.reason}`),
+      ...prep.invalid.map((i) => `row ${i.row}: ${i.field}: ${i.reason}`),
+    ];
     if (invalid.length) {
       err(`warning: ${invalid.length} row(s) skipped:`);
       invalid.slice(0, 20).forEach((l) => err(`  ${l}`));
@@ -150,13 +190,17 @@ export default async function train(argv: string[]): Promise<number> {
     }
     const items: (EncodedExample | PackedSequence)[] = prep.packed ?? prep.train;
     if (!items.length) throw new CliError('no usable training example (see the skipped rows above)');
-    err(`tabtune: ${loaded.rows} rows → ${prep.train.length} train / ${prep.val.length} eval examples${prep.packed ? ` packed into ${prep.packed.length} sequences of ${c.cutoffLen}` : ''}; ${prep.stats.truncated} truncated at cutoff_len ${c.cutoffLen}`);
+    err(
+      `tabtune: ${loaded.rows} rows → ${prep.train.length} train / ${prep.val.length} eval examples${prep.packed ? ` packed into ${prep.packed.length} sequences of ${c.cutoffLen}` : ''}; ${prep.stats.truncated} truncated at cutoff_len ${c.cutoffLen}`,
+    );
 
     // ---- GPU, model, adapter
     const g = await openGpu();
     const loadOpts: LoadOptions = {
       ...plan.load,
-      onProgress: (p) => process.stderr.isTTY && process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
+      onProgress: (p) =>
+        process.stderr.isTTY &&
+        process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
     };
     await withFolderModel(g.gpu, dir, loadOpts, async (model, files) => {
       if (process.stderr.isTTY) process.stderr.write('\n');
@@ -164,7 +208,12 @@ export default async function train(argv: string[]): Promise<number> {
       let run: Training | null = null;
       try {
         model.notes.forEach((n) => err(`note: ${n}`));
-        if (plan.lora && c.adapterNameOrPath) adapter = (await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, { dropout: c.lora.dropout, seed: c.seed })) ?? undefined;
+        if (plan.lora && c.adapterNameOrPath)
+          adapter =
+            (await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, {
+              dropout: c.lora.dropout,
+              seed: c.seed,
+            })) ?? undefined;
         const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
         run = startTraining(model, plan, items, padId, adapter);
         const { trainer, loader, totalSteps, lora } = run;
@@ -173,7 +222,9 @@ export default async function train(argv: string[]): Promise<number> {
           ...memoryPlanInput(plan, longest, g.gpu.limits.maxStorageBufferBindingSize),
           ...(lora ? { loraRank: lora.config.rank, loraTargets: lora.targets } : {}),
         });
-        err(`tabtune: planned GPU memory ${fmtBytes(planned.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(planned.byCategory[k])}`).join(', ')})`);
+        err(
+          `tabtune: planned GPU memory ${fmtBytes(planned.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(planned.byCategory[k])}`).join(', ')})`,
+        );
         const logPath = join(outDir, TRAINER_LOG);
         let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
         mkdirSync(outDir, { recursive: true });
@@ -186,15 +237,25 @@ export default async function train(argv: string[]): Promise<number> {
           }
           await trainer.loadCheckpoint(await checkpointFromFiles(ck));
           const extra = join(resume.from, CLI_STATE);
-          if (existsSync(extra)) tokens = (JSON.parse(readFileSync(extra, 'utf8')) as { total_tokens?: number }).total_tokens ?? 0;
+          if (existsSync(extra))
+            tokens = (JSON.parse(readFileSync(extra, 'utf8')) as { total_tokens?: number }).total_tokens ?? 0;
           truncateLog(logPath, trainer.stepCount);
           err(`tabtune: resuming at step ${trainer.stepCount} from ${resume.from} (${resume.reason})`);
         } else if (existsSync(logPath)) rmSync(logPath);
-        if (trainer.stepCount >= totalSteps) err(`tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`);
+        if (trainer.stepCount >= totalSteps)
+          err(
+            `tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`,
+          );
 
-        const valLoader = prep.val.length ? new DataLoader(prep.val, { ...plan.batches, gradientAccumulationSteps: 1, padId, shuffle: false }) : null;
-        const evalBatches = valLoader ? Array.from({ length: valLoader.microBatchesPerEpoch }, () => valLoader.nextWindow()[0]) : [];
-        err(`tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainer.trainableParameters.toLocaleString('en-US')} trainable parameters`);
+        const valLoader = prep.val.length
+          ? new DataLoader(prep.val, { ...plan.batches, gradientAccumulationSteps: 1, padId, shuffle: false })
+          : null;
+        const evalBatches = valLoader
+          ? Array.from({ length: valLoader.microBatchesPerEpoch }, () => valLoader.nextWindow()[0])
+          : [];
+        err(
+          `tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainer.trainableParameters.toLocaleString('en-US')} trainable parameters`,
+        );
         g.gpu.pool.ledger.resetPeaks();
         const t0 = performance.now();
         const startStep = trainer.stepCount;
@@ -208,35 +269,58 @@ export default async function train(argv: string[]): Promise<number> {
           interrupted = true;
           err('\ntabtune: interrupted — saving a checkpoint after this step (Ctrl-C again to quit without saving)');
         };
-        const driver = new RunDriver(trainer, { totalSteps, loggingSteps: c.loggingSteps, saveSteps: c.saveSteps, evalBatches, savedStep: resume.from ? trainer.stepCount : null }, {
-          beforeStep: () => (interrupted ? 'stop' : 'go'),
-          afterStep: (r) => {
-            tokens += r.tokens;
-            lossSum += r.loss;
-            if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
+        const driver = new RunDriver(
+          trainer,
+          {
+            totalSteps,
+            loggingSteps: c.loggingSteps,
+            saveSteps: c.saveSteps,
+            evalBatches,
+            savedStep: resume.from ? trainer.stepCount : null,
           },
-          onLog: (w) => {
-            const row = logRow(w.step, totalSteps, w.epoch, elapsed(), w.step - startStep, { loss: round4(w.loss), lr: w.lr, grad_norm: round4(w.gradNorm), total_tokens: tokens });
-            appendFileSync(logPath, `${JSON.stringify(row)}\n`);
-            err(`{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${w.lr.toExponential(4)}, 'epoch': ${row.epoch}}  [${w.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`);
+          {
+            beforeStep: () => (interrupted ? 'stop' : 'go'),
+            afterStep: (r) => {
+              tokens += r.tokens;
+              lossSum += r.loss;
+              if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
+            },
+            onLog: (w) => {
+              const row = logRow(w.step, totalSteps, w.epoch, elapsed(), w.step - startStep, {
+                loss: round4(w.loss),
+                lr: w.lr,
+                grad_norm: round4(w.gradNorm),
+                total_tokens: tokens,
+              });
+              appendFileSync(logPath, `${JSON.stringify(row)}\n`);
+              err(
+                `{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${w.lr.toExponential(4)}, 'epoch': ${row.epoch}}  [${w.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`,
+              );
+            },
+            onEval: (step, loss, epoch) => {
+              appendFileSync(
+                logPath,
+                `${JSON.stringify(logRow(step, totalSteps, epoch, elapsed(), step - startStep, { eval_loss: round4(loss) }))}\n`,
+              );
+              err(`{'eval_loss': ${round4(loss)}, 'epoch': ${Math.round(epoch * 100) / 100}}`);
+            },
+            save: async (step) => {
+              const ckDir = join(outDir, `checkpoint-${step}`);
+              mkdirSync(ckDir, { recursive: true });
+              if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
+              for (const [name, bytes] of await checkpointToFiles(await trainer.saveCheckpoint()))
+                writeFileSync(join(ckDir, name), bytes);
+              writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
+              err(`tabtune: saved ${ckDir}`);
+            },
           },
-          onEval: (step, loss, epoch) => {
-            appendFileSync(logPath, `${JSON.stringify(logRow(step, totalSteps, epoch, elapsed(), step - startStep, { eval_loss: round4(loss) }))}\n`);
-            err(`{'eval_loss': ${round4(loss)}, 'epoch': ${Math.round(epoch * 100) / 100}}`);
-          },
-          save: async (step) => {
-            const ckDir = join(outDir, `checkpoint-${step}`);
-            mkdirSync(ckDir, { recursive: true });
-            if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
-            for (const [name, bytes] of await checkpointToFiles(await trainer.saveCheckpoint())) writeFileSync(join(ckDir, name), bytes);
-            writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
-            err(`tabtune: saved ${ckDir}`);
-          },
-        });
+        );
         process.on('SIGINT', onSigint);
         try {
           if ((await driver.run()) === 'stopped') {
-            err(`tabtune: stopped at step ${trainer.stepCount} of ${totalSteps}; resume with resume_from_checkpoint: true`);
+            err(
+              `tabtune: stopped at step ${trainer.stepCount} of ${totalSteps}; resume with resume_from_checkpoint: true`,
+            );
             return 130;
           }
         } finally {
@@ -247,20 +331,41 @@ export default async function train(argv: string[]): Promise<number> {
         if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(outDir));
         else {
           const tokFiles = new Map<string, Uint8Array>();
-          for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json']) if (existsSync(join(dir, f))) tokFiles.set(f, readFileSync(join(dir, f)));
-          const dtype = model.config.torchDtype === 'bfloat16' ? 'bf16' : model.config.torchDtype === 'float16' ? 'f16' : 'f32';
-          await exportMerged(model, null, { dtype, configText: files.configText, tokenizerFiles: tokFiles, write: nodeDirWriter(outDir) });
+          for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json'])
+            if (existsSync(join(dir, f))) tokFiles.set(f, readFileSync(join(dir, f)));
+          const dtype =
+            model.config.torchDtype === 'bfloat16' ? 'bf16' : model.config.torchDtype === 'float16' ? 'f16' : 'f32';
+          await exportMerged(model, null, {
+            dtype,
+            configText: files.configText,
+            tokenizerFiles: tokFiles,
+            write: nodeDirWriter(outDir),
+          });
         }
-        if (lora) for (const f of TOKENIZER_FILE_NAMES) if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
+        if (lora)
+          for (const f of TOKENIZER_FILE_NAMES)
+            if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
         const runtime = elapsed();
         const done = trainer.stepCount - startStep;
-        writeFileSync(join(outDir, 'train_results.json'), `${JSON.stringify({
-          epoch: Math.round(loader.epoch * 100) / 100, train_loss: done ? lossSum / done : null, train_runtime: Math.round(runtime * 1e4) / 1e4,
-          train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0, train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
-        }, null, 2)}\n`);
+        writeFileSync(
+          join(outDir, 'train_results.json'),
+          `${JSON.stringify(
+            {
+              epoch: Math.round(loader.epoch * 100) / 100,
+              train_loss: done ? lossSum / done : null,
+              train_runtime: Math.round(runtime * 1e4) / 1e4,
+              train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0,
+              train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
+            },
+            null,
+            2,
+          )}\n`,
+        );
         const peak = g.gpu.pool.ledger.report().peak;
         const measured = MEMORY_CATEGORIES.reduce((sum, k) => sum + peak[k], 0);
-        err(`tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(planned.total)}); adapter and logs in ${outDir}`);
+        err(
+          `tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(planned.total)}); adapter and logs in ${outDir}`,
+        );
       } finally {
         run?.trainer.release();
         if (run?.lora) run.lora.release();

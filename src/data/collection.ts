@@ -21,14 +21,21 @@ export interface CollectionResult {
 
 const baseName = (p: string) => p.split(/[\\/]/).pop() ?? p;
 
-export async function parseDatasetCollection(files: NamedSource[], opts: Omit<ParseOptions, 'fileName' | 'datasetInfo'> & { only?: string[] } = {}): Promise<CollectionResult> {
+export async function parseDatasetCollection(
+  files: NamedSource[],
+  opts: Omit<ParseOptions, 'fileName' | 'datasetInfo'> & { only?: string[] } = {},
+): Promise<CollectionResult> {
   const byName = new Map(files.map((f) => [f.name.replace(/^\.?\//, ''), f]));
   const infoFile = files.find((f) => baseName(f.name) === 'dataset_info.json');
   const out: CollectionResult = { datasets: [], errors: [] };
   if (!infoFile) {
     for (const f of files) {
       if (!kindFromName(f.name)) continue;
-      out.datasets.push({ name: baseName(f.name), file: f.name, parsed: await parseDataset(f.source, { ...opts, fileName: f.name }) });
+      out.datasets.push({
+        name: baseName(f.name),
+        file: f.name,
+        parsed: await parseDataset(f.source, { ...opts, fileName: f.name }),
+      });
     }
     return out;
   }
@@ -39,8 +46,16 @@ export async function parseDatasetCollection(files: NamedSource[], opts: Omit<Pa
     if (opts.only && !opts.only.includes(name)) continue;
     const path = `${prefix}${entry.file_name}`.replace(/^\.?\//, '');
     const src = byName.get(path) ?? byName.get(entry.file_name!);
-    if (!src) { out.errors.push({ name, ...coded('info-file-missing', { file: String(entry.file_name) }) }); continue; }
-    out.datasets.push({ name, file: src.name, entry, parsed: await parseDataset(src.source, { ...opts, fileName: src.name, datasetInfo: entry }) });
+    if (!src) {
+      out.errors.push({ name, ...coded('info-file-missing', { file: String(entry.file_name) }) });
+      continue;
+    }
+    out.datasets.push({
+      name,
+      file: src.name,
+      entry,
+      parsed: await parseDataset(src.source, { ...opts, fileName: src.name, datasetInfo: entry }),
+    });
   }
   return out;
 }

@@ -1,6 +1,13 @@
 // Format auto-detection from a sample of rows, with the reason spelled out for the report.
 import { columnSpec, type ColumnSpec } from './convert.ts';
-import { DATA_MESSAGES, dataMessage, englishText, type DataMessage, type DataMessageCode, type DataMessageParams } from './messages.ts';
+import {
+  DATA_MESSAGES,
+  dataMessage,
+  englishText,
+  type DataMessage,
+  type DataMessageCode,
+  type DataMessageParams,
+} from './messages.ts';
 import type { DatasetFormat, DatasetInfoEntry, FileKind } from './types.ts';
 
 export interface Detection {
@@ -18,12 +25,21 @@ function why(code: DataMessageCode, params?: DataMessageParams): { because: stri
   return { because: englishText(m), becauseCode: m };
 }
 
-const rankingUnsupported = { unsupported: DATA_MESSAGES['ranking-unsupported'], unsupportedCode: dataMessage('ranking-unsupported') };
+const rankingUnsupported = {
+  unsupported: DATA_MESSAGES['ranking-unsupported'],
+  unsupportedCode: dataMessage('ranking-unsupported'),
+};
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 function msgList(v: unknown): Record<string, unknown>[] | null {
-  if (typeof v === 'string' && v.trim().startsWith('[')) { try { v = JSON.parse(v); } catch { return null; } }
+  if (typeof v === 'string' && v.trim().startsWith('[')) {
+    try {
+      v = JSON.parse(v);
+    } catch {
+      return null;
+    }
+  }
   return Array.isArray(v) && v.length > 0 && v.every(isObj) ? (v as Record<string, unknown>[]) : null;
 }
 
@@ -38,11 +54,19 @@ export function detectFormat(sample: unknown[], kind: FileKind, entry?: DatasetI
     const spec = columnSpec(f, entry);
     // LLaMA-Factory pre-training data: alpaca formatting whose only column is prompt → "text".
     if (f === 'alpaca' && entry.columns && Object.keys(entry.columns).length === 1 && entry.columns.prompt) {
-      return { format: 'text', ...why('detect-info-text', { column: entry.columns.prompt }), spec: columnSpec('text', entry) };
+      return {
+        format: 'text',
+        ...why('detect-info-text', { column: entry.columns.prompt }),
+        spec: columnSpec('text', entry),
+      };
     }
     const code = entry.columns
-      ? (entry.tags ? 'detect-info-formatting-columns-tags' : 'detect-info-formatting-columns')
-      : (entry.tags ? 'detect-info-formatting-tags' : 'detect-info-formatting');
+      ? entry.tags
+        ? 'detect-info-formatting-columns-tags'
+        : 'detect-info-formatting-columns'
+      : entry.tags
+        ? 'detect-info-formatting-tags'
+        : 'detect-info-formatting';
     return { format: f, ...why(code, { format: f }), spec };
   }
   if (kind === 'txt') return { format: 'text', ...why('detect-plain-text'), spec: columnSpec('text') };
@@ -63,8 +87,22 @@ export function detectFormat(sample: unknown[], kind: FileKind, entry?: DatasetI
     [ranking, { format: 'ranking', ...share('detect-ranking', ranking), ...rankingUnsupported }],
     [shareFromValue, { format: 'sharegpt', ...share('detect-sharegpt', shareFromValue), spec: columnSpec('sharegpt') }],
     [shareRoleContent, { format: 'openai', ...share('detect-openai', shareRoleContent), spec: columnSpec('openai') }],
-    [shareMsgFromValue, { format: 'sharegpt', ...share('detect-sharegpt-messages', shareMsgFromValue), spec: columnSpec('sharegpt', { columns: { messages: 'messages' } }) }],
-    [convRoleContent, { format: 'openai', ...share('detect-openai-conversations', convRoleContent), spec: columnSpec('openai', { columns: { messages: 'conversations' } }) }],
+    [
+      shareMsgFromValue,
+      {
+        format: 'sharegpt',
+        ...share('detect-sharegpt-messages', shareMsgFromValue),
+        spec: columnSpec('sharegpt', { columns: { messages: 'messages' } }),
+      },
+    ],
+    [
+      convRoleContent,
+      {
+        format: 'openai',
+        ...share('detect-openai-conversations', convRoleContent),
+        spec: columnSpec('openai', { columns: { messages: 'conversations' } }),
+      },
+    ],
     [alpaca, { format: 'alpaca', ...share('detect-alpaca', alpaca), spec: columnSpec('alpaca') }],
     [alpacaLoose, { format: 'alpaca', ...share('detect-alpaca-loose', alpacaLoose), spec: columnSpec('alpaca') }],
     [text, { format: 'text', ...share('detect-text', text), spec: columnSpec('text') }],
@@ -74,9 +112,21 @@ export function detectFormat(sample: unknown[], kind: FileKind, entry?: DatasetI
   if (!best) {
     const keys = new Set<string>();
     for (const o of objs.slice(0, 50)) for (const k of Object.keys(o)) keys.add(k);
-    if (objs.length && keys.size) return { format: 'unknown', ...why('detect-unknown-keys', { keys: [...keys].slice(0, 12).map((k) => `'${k}'`).join(', ') }) };
+    if (objs.length && keys.size)
+      return {
+        format: 'unknown',
+        ...why('detect-unknown-keys', {
+          keys: [...keys]
+            .slice(0, 12)
+            .map((k) => `'${k}'`)
+            .join(', '),
+        }),
+      };
     if (objs.length) return { format: 'unknown', ...why('detect-unknown-no-keys') };
-    return { format: 'unknown', ...why(typeof sample[0] === 'string' ? 'detect-unknown-strings' : 'detect-unknown-not-objects') };
+    return {
+      format: 'unknown',
+      ...why(typeof sample[0] === 'string' ? 'detect-unknown-strings' : 'detect-unknown-not-objects'),
+    };
   }
   return best[1];
 }

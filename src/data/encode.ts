@@ -35,7 +35,14 @@ export interface Segments {
 
 export class EncodeError extends Error {
   /** The row issue's code: its English text is "chat template: " + message. */
-  constructor(readonly field: string, message: string, readonly code: DataMessageCode, readonly params?: DataMessageParams) { super(message); }
+  constructor(
+    readonly field: string,
+    message: string,
+    readonly code: DataMessageCode,
+    readonly params?: DataMessageParams,
+  ) {
+    super(message);
+  }
 }
 
 const ANSWER_ROLES = new Set(['assistant', 'function_call']);
@@ -43,7 +50,9 @@ const ANSWER_ROLES = new Set(['assistant', 'function_call']);
 /** Splits a rendered conversation into (prompt, answer) text pairs. */
 export function conversationSegments(conv: Conversation, template: ChatTemplate): Segments {
   const targets: number[] = [];
-  conv.messages.forEach((m, k) => { if (ANSWER_ROLES.has(m.role)) targets.push(k); });
+  conv.messages.forEach((m, k) => {
+    if (ANSWER_ROLES.has(m.role)) targets.push(k);
+  });
   if (!targets.length) throw new EncodeError('messages', 'no assistant turn to train on', 'template-no-answer');
   const full = template.render(conv);
   const prefix = prefixPairs(conv, template, targets, full);
@@ -71,7 +80,12 @@ function prefixPairs(conv: Conversation, template: ChatTemplate, targets: number
 function checkCallRendered(conv: Conversation, k: number, target: string): void {
   if (conv.messages[k].role === 'function_call' && !target.includes(needleOf(conv, k))) {
     const rendered = JSON.stringify(target.slice(0, 40));
-    throw new EncodeError(`messages[${k}]`, `the chat template does not render tool calls (function_call turn ${k} renders as ${rendered})`, 'template-tool-calls-not-rendered', { turn: k, rendered });
+    throw new EncodeError(
+      `messages[${k}]`,
+      `the chat template does not render tool calls (function_call turn ${k} renders as ${rendered})`,
+      'template-tool-calls-not-rendered',
+      { turn: k, rendered },
+    );
   }
 }
 
@@ -103,7 +117,13 @@ function searchPairs(conv: Conversation, template: ChatTemplate, targets: number
     const prevAt = prev ? full.indexOf(prev, cursor) : -1;
     const from = prevAt >= 0 ? prevAt + prev.length : cursor;
     const pos = needle ? full.indexOf(needle, from) : -1;
-    if (pos < 0) throw new EncodeError(`messages[${k}]`, `the chat template does not render assistant turn ${k} verbatim: cannot locate it for label masking`, 'template-answer-not-verbatim', { turn: k });
+    if (pos < 0)
+      throw new EncodeError(
+        `messages[${k}]`,
+        `the chat template does not render assistant turn ${k} verbatim: cannot locate it for label masking`,
+        'template-answer-not-verbatim',
+        { turn: k },
+      );
     let start = pos;
     // The generation header ends the prompt; a header with a reasoning opener ("…assistant\n<think>\n")
     // may appear only in its first line in earlier turns.
@@ -111,7 +131,10 @@ function searchPairs(conv: Conversation, template: ChatTemplate, targets: number
     for (const hd of nl >= 0 && nl < header.length - 1 ? [header, header.slice(0, nl + 1)] : [header]) {
       if (!hd) continue;
       const h = full.lastIndexOf(hd, pos);
-      if (h >= cursor && h + hd.length <= pos) { start = h + hd.length; break; }
+      if (h >= cursor && h + hd.length <= pos) {
+        start = h + hd.length;
+        break;
+      }
     }
     const own = template.render(conv, { upTo: k + 1 });
     const at = own.lastIndexOf(needle);
@@ -164,11 +187,17 @@ export interface TokenPair {
 
 export function tokenizePairs(pairs: TextPair[], tok: TextTokenizer): TokenPair[] {
   // The template writes BOS itself where the model wants it, so no special tokens are added here.
-  return pairs.map((p) => ({ source: p.source ? tok.encode(p.source) : [], target: p.target ? tok.encode(p.target) : [] }));
+  return pairs.map((p) => ({
+    source: p.source ? tok.encode(p.source) : [],
+    target: p.target ? tok.encode(p.target) : [],
+  }));
 }
 
 /** Builds input ids and labels from token pairs, truncating turn by turn like LLaMA-Factory. */
-export function buildSupervised(pairs: TokenPair[], opts: EncodeOptions): { inputIds: number[]; labels: number[]; fullLength: number } {
+export function buildSupervised(
+  pairs: TokenPair[],
+  opts: EncodeOptions,
+): { inputIds: number[]; labels: number[]; fullLength: number } {
   const cutoff = opts.cutoffLen;
   let fullLength = 0;
   for (const p of pairs) fullLength += p.source.length + p.target.length;
@@ -189,7 +218,10 @@ export function buildSupervised(pairs: TokenPair[], opts: EncodeOptions): { inpu
   if (opts.maskHistory) chunks.reverse();
   const inputIds: number[] = [];
   const labels: number[] = [];
-  for (const c of chunks) { inputIds.push(...c.ids); labels.push(...c.labels); }
+  for (const c of chunks) {
+    inputIds.push(...c.ids);
+    labels.push(...c.labels);
+  }
   return { inputIds, labels, fullLength };
 }
 
@@ -202,12 +234,20 @@ export interface EncodedWithText extends EncodedExample {
 /** Pre-training text: [bos] text eos, all trained (LLaMA-Factory PretrainDatasetProcessor). */
 export function encodeText(row: number, text: string, tok: TextTokenizer, opts: EncodeOptions): EncodedWithText {
   const ids = tok.encode(text);
-  const all = [...(tok.addsBos && tok.bos?.id !== undefined ? [tok.bos.id] : []), ...ids, ...(tok.eos?.id !== undefined ? [tok.eos.id] : [])];
+  const all = [
+    ...(tok.addsBos && tok.bos?.id !== undefined ? [tok.bos.id] : []),
+    ...ids,
+    ...(tok.eos?.id !== undefined ? [tok.eos.id] : []),
+  ];
   const kept = all.slice(0, opts.cutoffLen);
   return {
-    row, text, mode: 'text',
-    inputIds: Int32Array.from(kept), labels: Int32Array.from(kept),
-    fullLength: all.length, truncated: all.length > kept.length,
+    row,
+    text,
+    mode: 'text',
+    inputIds: Int32Array.from(kept),
+    labels: Int32Array.from(kept),
+    fullLength: all.length,
+    truncated: all.length > kept.length,
   };
 }
 
@@ -232,8 +272,10 @@ export function splitWholeIds(pairs: TextPair[], whole: number[], tok: TextToken
   const cuts: number[] = [];
   let chars = 0;
   for (const p of pairs) {
-    chars += p.source.length; cuts.push(chars);
-    chars += p.target.length; cuts.push(chars);
+    chars += p.source.length;
+    cuts.push(chars);
+    chars += p.target.length;
+    cuts.push(chars);
   }
   const tokenCuts = cuts.map((c, i) => {
     if (i === cuts.length - 1 || c >= text.length) return whole.length;
@@ -246,7 +288,8 @@ export function splitWholeIds(pairs: TextPair[], whole: number[], tok: TextToken
   const out: TokenPair[] = [];
   let prev = 0;
   for (let k = 0; k < pairs.length; k++) {
-    const s = tokenCuts[2 * k], t = tokenCuts[2 * k + 1];
+    const s = tokenCuts[2 * k],
+      t = tokenCuts[2 * k + 1];
     out.push({ source: whole.slice(prev, s), target: whole.slice(s, t) });
     prev = t;
   }
@@ -261,13 +304,22 @@ export function tokenizeSegments(seg: Segments, tok: TextTokenizer): { pairs: To
   return { pairs: splitWholeIds(seg.pairs, whole, tok), piecewiseExact: false };
 }
 
-export function encodeExample(ex: Example, tok: TextTokenizer, template: ChatTemplate, opts: EncodeOptions): EncodedWithText {
+export function encodeExample(
+  ex: Example,
+  tok: TextTokenizer,
+  template: ChatTemplate,
+  opts: EncodeOptions,
+): EncodedWithText {
   if (ex.kind === 'text') return encodeText(ex.row, ex.text, tok, opts);
   const seg = conversationSegments(ex.conversation, template);
   const built = buildSupervised(tokenizeSegments(seg, tok).pairs, opts);
   return {
-    row: ex.row, text: seg.text, mode: seg.mode,
-    inputIds: Int32Array.from(built.inputIds), labels: Int32Array.from(built.labels),
-    fullLength: built.fullLength, truncated: built.fullLength > built.inputIds.length,
+    row: ex.row,
+    text: seg.text,
+    mode: seg.mode,
+    inputIds: Int32Array.from(built.inputIds),
+    labels: Int32Array.from(built.labels),
+    fullLength: built.fullLength,
+    truncated: built.fullLength > built.inputIds.length,
   };
 }

@@ -79,10 +79,12 @@ export const DATA_MESSAGES = {
   // Whole rows and the report (parse.ts)
   'ranking-row': 'ranking row: unsupported for SFT',
   'unknown-format-row': 'unknown format',
-  'warn-unmapped-key': "rows have a '{key}' key that dataset_info.json \"columns\" does not name: it is ignored, as LLaMA-Factory ignores it",
+  'warn-unmapped-key':
+    'rows have a \'{key}\' key that dataset_info.json "columns" does not name: it is ignored, as LLaMA-Factory ignores it',
   'warn-issues-dropped': '{n} further issues not listed (the report keeps the first {max})',
   'warn-duplicates': '{rows} row(s) repeat an earlier row exactly ({groups} group(s)); they are kept',
-  'ranking-unsupported': 'ranking (preference) data with chosen/rejected answers is for DPO/ORPO/RM training, which Tabtune does not do: it cannot be used for SFT',
+  'ranking-unsupported':
+    'ranking (preference) data with chosen/rejected answers is for DPO/ORPO/RM training, which Tabtune does not do: it cannot be used for SFT',
 
   // Why a format was chosen (detect.ts, parse.ts)
   'detect-given': 'format given: {format}',
@@ -102,10 +104,14 @@ export const DATA_MESSAGES = {
   'detect-alpaca': "keys 'instruction'/'input' and 'output' in {pct} % of rows (first {n} rows)",
   'detect-alpaca-loose': "key 'instruction' or 'output' in {pct} % of rows (first {n} rows)",
   'detect-text': "key 'text' in {pct} % of rows (pre-training text) (first {n} rows)",
-  'detect-unknown-keys': 'no known format: found keys {keys}; expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
-  'detect-unknown-no-keys': 'no known format: found keys (none); expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
-  'detect-unknown-strings': 'no known format: rows are strings; expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
-  'detect-unknown-not-objects': 'no known format: rows are not objects; expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
+  'detect-unknown-keys':
+    'no known format: found keys {keys}; expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
+  'detect-unknown-no-keys':
+    'no known format: found keys (none); expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
+  'detect-unknown-strings':
+    'no known format: rows are strings; expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
+  'detect-unknown-not-objects':
+    'no known format: rows are not objects; expected alpaca (instruction/input/output), sharegpt (conversations of from/value), OpenAI (messages of role/content) or text, or a dataset_info.json entry with columns',
 
   // dataset_info.json entries (datasetInfo.ts, collection.ts)
   'info-not-object': 'entry is not an object',
@@ -117,15 +123,20 @@ export const DATA_MESSAGES = {
   'info-file-missing': 'file "{file}" is not among the given files',
 
   // Tokenizing with the chat template (template.ts, encode.ts, pipeline.ts)
-  'warn-no-chat-template': 'the model has no chat_template: using ChatML (<|im_start|>role … <|im_end|>); the fine-tuned model will expect this format',
-  'warn-template-ignores-generation-prompt': 'the chat template ignores add_generation_prompt (it always or never writes the assistant header); check the rendered examples',
+  'warn-no-chat-template':
+    'the model has no chat_template: using ChatML (<|im_start|>role … <|im_end|>); the fine-tuned model will expect this format',
+  'warn-template-ignores-generation-prompt':
+    'the chat template ignores add_generation_prompt (it always or never writes the assistant header); check the rendered examples',
   'warn-max-samples': 'max_samples {max}: using the first {used} of {total} rows',
-  'warn-search-mode': '{n} row(s): the chat template rewrites earlier turns (e.g. drops reasoning from history), so answer spans were located by content rather than by prefix rendering',
+  'warn-search-mode':
+    '{n} row(s): the chat template rewrites earlier turns (e.g. drops reasoning from history), so answer spans were located by content rather than by prefix rendering',
   'no-trained-token': 'no trained token left after cutoff_len {cutoff} (the prompt alone fills it)',
   'template-error': 'chat template: {message}',
   'template-no-answer': 'chat template: no assistant turn to train on',
-  'template-tool-calls-not-rendered': 'chat template: the chat template does not render tool calls (function_call turn {turn} renders as {rendered})',
-  'template-answer-not-verbatim': 'chat template: the chat template does not render assistant turn {turn} verbatim: cannot locate it for label masking',
+  'template-tool-calls-not-rendered':
+    'chat template: the chat template does not render tool calls (function_call turn {turn} renders as {rendered})',
+  'template-answer-not-verbatim':
+    'chat template: the chat template does not render assistant turn {turn} verbatim: cannot locate it for label masking',
 } as const satisfies Record<string, string>;
 
 export type DataMessageCode = keyof typeof DATA_MESSAGES;
@@ -216,7 +227,9 @@ export function jsonErrorMessage(detail: string): DataMessage {
     const m = re.exec(detail);
     if (!m) continue;
     const params: DataMessageParams = {};
-    names.forEach((n, i) => { params[n] = m[i + 1]; });
+    names.forEach((n, i) => {
+      params[n] = m[i + 1];
+    });
     const msg = dataMessage(code, names.length ? params : undefined);
     if (englishText(msg) === text) return msg;
   }

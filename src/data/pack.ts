@@ -13,8 +13,13 @@ export function greedyKnapsack(lengths: number[], capacity: number): number[][] 
     let remaining = capacity;
     for (;;) {
       // bisect_right(lengths, remaining) - 1: the last item whose length ≤ remaining
-      let lo = 0, hi = order.length;
-      while (lo < hi) { const mid = (lo + hi) >> 1; if (order[mid].len <= remaining) lo = mid + 1; else hi = mid; }
+      let lo = 0,
+        hi = order.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (order[mid].len <= remaining) lo = mid + 1;
+        else hi = mid;
+      }
       const idx = lo - 1;
       if (idx < 0) break;
       remaining -= order[idx].len;
@@ -35,7 +40,10 @@ export function greedyKnapsack(lengths: number[], capacity: number): number[][] 
 export function packExamples(examples: EncodedExample[], cutoffLen: number, padId: number): PackedSequence[] {
   const lengths = examples.map((e) => e.inputIds.length);
   const tooLong = lengths.findIndex((l) => l > cutoffLen);
-  if (tooLong >= 0) throw new Error(`packExamples: example of row ${examples[tooLong].row} has ${lengths[tooLong]} tokens > cutoff_len ${cutoffLen}; truncate first`);
+  if (tooLong >= 0)
+    throw new Error(
+      `packExamples: example of row ${examples[tooLong].row} has ${lengths[tooLong]} tokens > cutoff_len ${cutoffLen}; truncate first`,
+    );
   const out: PackedSequence[] = [];
   for (const group of greedyKnapsack(lengths, cutoffLen)) {
     const inputIds = new Int32Array(cutoffLen).fill(padId);

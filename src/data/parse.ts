@@ -6,7 +6,16 @@ import { hash53 } from './hash.ts';
 import { addWarning, coded, dataMessage, englishText, type WarningList } from './messages.ts';
 import { readRecords, type RawRecord, type ReadSummary } from './records.ts';
 import type { ByteSource } from './source.ts';
-import type { DatasetFormat, DatasetInfoEntry, Example, FileKind, ParsedDataset, ProgressFn, RowIssue, ValidationReport } from './types.ts';
+import type {
+  DatasetFormat,
+  DatasetInfoEntry,
+  Example,
+  FileKind,
+  ParsedDataset,
+  ProgressFn,
+  RowIssue,
+  ValidationReport,
+} from './types.ts';
 
 export interface ParseOptions {
   /** File name, used for the report and to pick the reader by extension. */
@@ -29,14 +38,23 @@ export interface ParseOptions {
 
 export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Promise<ParsedDataset> {
   const file = opts.fileName ?? '<data>';
-  const gen = readRecords(src, { fileName: opts.fileName, kind: opts.fileKind, onProgress: opts.onProgress, progressEveryBytes: opts.progressEveryBytes, signal: opts.signal });
+  const gen = readRecords(src, {
+    fileName: opts.fileName,
+    kind: opts.fileKind,
+    onProgress: opts.onProgress,
+    progressEveryBytes: opts.progressEveryBytes,
+    signal: opts.signal,
+  });
   const sample: RawRecord[] = [];
   const detectRows = opts.detectRows ?? 200;
   let summary: ReadSummary | undefined;
   for (;;) {
     if (sample.length >= detectRows) break;
     const r = await gen.next();
-    if (r.done) { summary = r.value; break; }
+    if (r.done) {
+      summary = r.value;
+      break;
+    }
     sample.push(r.value);
   }
   const sampleValues = sample.filter((r) => r.error === undefined).map((r) => r.value);
@@ -44,14 +62,20 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
   let det: Detection;
   if (opts.format) {
     const becauseCode = dataMessage('detect-given', { format: opts.format });
-    det = { format: opts.format, because: englishText(becauseCode), becauseCode, spec: columnSpec(opts.format, opts.datasetInfo) };
+    det = {
+      format: opts.format,
+      because: englishText(becauseCode),
+      becauseCode,
+      spec: columnSpec(opts.format, opts.datasetInfo),
+    };
   } else det = detectFormat(sampleValues, kindGuess, opts.datasetInfo);
 
   const unmapped: string[] = [];
   if (opts.datasetInfo && det.spec) {
     const mapped = new Set(Object.values(det.spec.columns).filter((v): v is string => typeof v === 'string'));
     for (const k of ['history', 'system', 'tools']) {
-      if (!mapped.has(k) && sampleValues.some((v) => v !== null && typeof v === 'object' && k in (v as object))) unmapped.push(k);
+      if (!mapped.has(k) && sampleValues.some((v) => v !== null && typeof v === 'object' && k in (v as object)))
+        unmapped.push(k);
     }
   }
   const maxIssues = opts.maxIssues ?? 100_000;
@@ -82,19 +106,24 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
       for (const i of c.issues.slice(0, 8)) addIssue({ ...where, ...i });
       return;
     }
-    const ex: Example = 'text' in c
-      ? { kind: 'text', row: r.row, line: r.line, text: c.text }
-      : { kind: 'chat', row: r.row, line: r.line, conversation: c.conversation };
+    const ex: Example =
+      'text' in c
+        ? { kind: 'text', row: r.row, line: r.line, text: c.text }
+        : { kind: 'chat', row: r.row, line: r.line, conversation: c.conversation };
     const key = hash53('text' in c ? c.text : JSON.stringify(c.conversation));
     const g = seen.get(key);
-    if (g) g.push(r.row); else seen.set(key, [r.row]);
+    if (g) g.push(r.row);
+    else seen.set(key, [r.row]);
     examples.push(ex);
   };
   for (const r of sample) handle(r);
   if (!summary) {
     for (;;) {
       const r = await gen.next();
-      if (r.done) { summary = r.value; break; }
+      if (r.done) {
+        summary = r.value;
+        break;
+      }
       handle(r.value);
     }
   }

@@ -16,7 +16,10 @@ export type ParseMessage =
   | { id: number; type: 'done'; report: ValidationReport; examples: Example[]; ms: number }
   | { id: number; type: 'error'; message: string };
 
-const scope = self as unknown as { postMessage(m: ParseMessage): void; onmessage: ((e: MessageEvent<ParseRequest>) => void) | null };
+const scope = self as unknown as {
+  postMessage(m: ParseMessage): void;
+  onmessage: ((e: MessageEvent<ParseRequest>) => void) | null;
+};
 
 scope.onmessage = async (e) => {
   const { id, file, fileName, datasetInfo } = e.data;

@@ -36,7 +36,10 @@ export interface PreparedDataset {
   searchModeRows: number;
 }
 
-export function chatTemplateFor(tok: TextTokenizer, opts: { enableThinking?: boolean; template?: string | null } = {}): ChatTemplate {
+export function chatTemplateFor(
+  tok: TextTokenizer,
+  opts: { enableThinking?: boolean; template?: string | null } = {},
+): ChatTemplate {
   const t = new ChatTemplate(opts.template !== undefined ? opts.template : tok.chatTemplate, {
     bos_token: tok.bos?.content,
     eos_token: tok.eos?.content,
@@ -59,11 +62,17 @@ function stripText(e: EncodedWithText): EncodedExample {
   return { row: e.row, inputIds: e.inputIds, labels: e.labels, fullLength: e.fullLength, truncated: e.truncated };
 }
 
-export function prepareDataset(examples: Example[], tok: TextTokenizer, opts: PrepareOptions, template?: ChatTemplate): PreparedDataset {
+export function prepareDataset(
+  examples: Example[],
+  tok: TextTokenizer,
+  opts: PrepareOptions,
+  template?: ChatTemplate,
+): PreparedDataset {
   const tpl = template ?? chatTemplateFor(tok, { enableThinking: opts.enableThinking });
   const w: WarningList = { warnings: [...tpl.warnings], warningCodes: [...tpl.warningCodes] };
   const chosen = takeMaxSamples(examples, opts.maxSamples);
-  if (chosen.length < examples.length) addWarning(w, 'warn-max-samples', { max: String(opts.maxSamples), used: chosen.length, total: examples.length });
+  if (chosen.length < examples.length)
+    addWarning(w, 'warn-max-samples', { max: String(opts.maxSamples), used: chosen.length, total: examples.length });
   const encoded: EncodedExample[] = [];
   const invalid: RowIssue[] = [];
   let searchModeRows = 0;
@@ -72,14 +81,22 @@ export function prepareDataset(examples: Example[], tok: TextTokenizer, opts: Pr
       const e = encodeExample(ex, tok, tpl, opts);
       if (e.mode === 'search') searchModeRows++;
       if (!e.labels.some((l) => l !== -100)) {
-        invalid.push({ row: ex.row, line: ex.line, field: '<labels>', ...coded('no-trained-token', { cutoff: opts.cutoffLen }) });
+        invalid.push({
+          row: ex.row,
+          line: ex.line,
+          field: '<labels>',
+          ...coded('no-trained-token', { cutoff: opts.cutoffLen }),
+        });
         return;
       }
       encoded.push(stripText(e));
     } catch (err) {
       const field = err instanceof EncodeError ? err.field : '<template>';
       const reason = `chat template: ${(err as Error).message}`;
-      let m = err instanceof EncodeError ? dataMessage(err.code, err.params) : dataMessage('template-error', { message: (err as Error).message });
+      let m =
+        err instanceof EncodeError
+          ? dataMessage(err.code, err.params)
+          : dataMessage('template-error', { message: (err as Error).message });
       // The English text is the thrown message; a code whose text differs would show the studio another message.
       if (englishText(m) !== reason) m = dataMessage('template-error', { message: (err as Error).message });
       invalid.push({ row: ex.row, line: ex.line, field, reason, ...m });
@@ -91,7 +108,15 @@ export function prepareDataset(examples: Example[], tok: TextTokenizer, opts: Pr
   }
   const { train, val } = splitTrainVal(encoded, opts.valSize, opts.seed ?? 42);
   const stats = tokenStats(encoded, opts.cutoffLen);
-  const out: PreparedDataset = { train, val, invalid, warnings: w.warnings, warningCodes: w.warningCodes, stats, searchModeRows };
+  const out: PreparedDataset = {
+    train,
+    val,
+    invalid,
+    warnings: w.warnings,
+    warningCodes: w.warningCodes,
+    stats,
+    searchModeRows,
+  };
   if (opts.packing) {
     const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
     out.packed = packExamples(train, opts.cutoffLen, padId);

@@ -1,7 +1,15 @@
 // Streaming record readers for .json (array), .jsonl, .csv and .txt. They work on bytes so that every
 // error names an exact byte offset and line, never decode a 200 MB file into one string, and report
 // progress as they go. Every record either parses or comes back as an error record: nothing is dropped.
-import { addWarning, coded, jsonErrorMessage, englishText, stripJsonPosition, type DataMessage, type WarningList } from './messages.ts';
+import {
+  addWarning,
+  coded,
+  jsonErrorMessage,
+  englishText,
+  stripJsonPosition,
+  type DataMessage,
+  type WarningList,
+} from './messages.ts';
 import { openSource, type ByteSource } from './source.ts';
 import type { FileKind, ProgressFn } from './types.ts';
 
@@ -34,8 +42,17 @@ export interface ReadSummary {
   warningCodes: DataMessage[];
 }
 
-const NL = 0x0a, CR = 0x0d, SP = 0x20, TAB = 0x09, QUOTE = 0x22, BSL = 0x5c;
-const LBRACE = 0x7b, RBRACE = 0x7d, LBRACK = 0x5b, RBRACK = 0x5d, COMMA = 0x2c;
+const NL = 0x0a,
+  CR = 0x0d,
+  SP = 0x20,
+  TAB = 0x09,
+  QUOTE = 0x22,
+  BSL = 0x5c;
+const LBRACE = 0x7b,
+  RBRACE = 0x7d,
+  LBRACK = 0x5b,
+  RBRACK = 0x5d,
+  COMMA = 0x2c;
 const isWs = (b: number) => b === SP || b === NL || b === CR || b === TAB;
 
 export function kindFromName(name: string): FileKind | undefined {
@@ -56,7 +73,10 @@ function concat(parts: Uint8Array[]): Uint8Array {
   for (const p of parts) n += p.byteLength;
   const out = new Uint8Array(n);
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.byteLength; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.byteLength;
+  }
   return out;
 }
 
@@ -66,13 +86,21 @@ function utf8Len(s: string): number {
     const c = s.charCodeAt(i);
     if (c < 0x80) n += 1;
     else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff) { n += 4; i++; }
-    else n += 3;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      n += 4;
+      i++;
+    } else n += 3;
   }
   return n;
 }
 
-interface Parsed { value?: unknown; error?: string; errorCode?: DataMessage; errorByte?: number; errorLine?: number }
+interface Parsed {
+  value?: unknown;
+  error?: string;
+  errorCode?: DataMessage;
+  errorByte?: number;
+  errorLine?: number;
+}
 
 // An error record's `error` and `errorCode`.
 function failure(...args: Parameters<typeof coded>): { error: string; errorCode: DataMessage } {
@@ -109,28 +137,59 @@ export function parseJsonBytes(bytes: Uint8Array): Parsed {
 // first character a JSON grammar cannot accept so the report can still point at it.
 function locateJsonError(text: string): number {
   let i = 0;
-  const ws = () => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++; };
-  const fail = (): never => { throw i; };
+  const ws = () => {
+    while (i < text.length && ' \t\n\r'.includes(text[i])) i++;
+  };
+  const fail = (): never => {
+    throw i;
+  };
   const value = (): void => {
     ws();
     const c = text[i];
     if (c === '{') {
-      i++; ws();
-      if (text[i] === '}') { i++; return; }
+      i++;
+      ws();
+      if (text[i] === '}') {
+        i++;
+        return;
+      }
       for (;;) {
-        ws(); if (text[i] !== '"') fail(); str(); ws();
-        if (text[i] !== ':') fail(); i++; value(); ws();
-        if (text[i] === ',') { i++; continue; }
-        if (text[i] === '}') { i++; return; }
+        ws();
+        if (text[i] !== '"') fail();
+        str();
+        ws();
+        if (text[i] !== ':') fail();
+        i++;
+        value();
+        ws();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === '}') {
+          i++;
+          return;
+        }
         fail();
       }
     } else if (c === '[') {
-      i++; ws();
-      if (text[i] === ']') { i++; return; }
+      i++;
+      ws();
+      if (text[i] === ']') {
+        i++;
+        return;
+      }
       for (;;) {
-        value(); ws();
-        if (text[i] === ',') { i++; continue; }
-        if (text[i] === ']') { i++; return; }
+        value();
+        ws();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === ']') {
+          i++;
+          return;
+        }
         fail();
       }
     } else if (c === '"') str();
@@ -144,18 +203,31 @@ function locateJsonError(text: string): number {
     i++;
     while (i < text.length) {
       const c = text.charCodeAt(i);
-      if (c === 0x22) { i++; return; }
+      if (c === 0x22) {
+        i++;
+        return;
+      }
       if (c < 0x20) fail();
       i += c === 0x5c ? 2 : 1;
     }
     fail();
   };
-  try { value(); ws(); return i; } catch (p) { return typeof p === 'number' ? Math.min(p, text.length) : 0; }
+  try {
+    value();
+    ws();
+    return i;
+  } catch (p) {
+    return typeof p === 'number' ? Math.min(p, text.length) : 0;
+  }
 }
 
 class Progressor {
   private last = 0;
-  constructor(private fn: ProgressFn | undefined, private total: number | undefined, private every: number) {}
+  constructor(
+    private fn: ProgressFn | undefined,
+    private total: number | undefined,
+    private every: number,
+  ) {}
   tick(done: number, rows: number, force = false) {
     if (!this.fn) return;
     if (force || done - this.last >= this.every) {
@@ -186,9 +258,16 @@ export async function* readRecords(src: ByteSource, opts: ReadOptions = {}): Asy
     head.push(r.value);
     headBytes += r.value.byteLength;
     const start = head.length === 1 && r.value[0] === 0xef && r.value[1] === 0xbb && r.value[2] === 0xbf ? 3 : 0;
-    for (let i = start; i < r.value.byteLength; i++) if (!isWs(r.value[i])) { firstByte = r.value[i]; break; }
+    for (let i = start; i < r.value.byteLength; i++)
+      if (!isWs(r.value[i])) {
+        firstByte = r.value[i];
+        break;
+      }
   }
-  let kind: FileKind = opts.kind ?? kindFromName(opts.fileName ?? '') ?? (firstByte === LBRACK ? 'json' : firstByte === LBRACE ? 'jsonl' : 'txt');
+  let kind: FileKind =
+    opts.kind ??
+    kindFromName(opts.fileName ?? '') ??
+    (firstByte === LBRACK ? 'json' : firstByte === LBRACE ? 'jsonl' : 'txt');
   const chunks = (async function* () {
     yield* head;
     for (;;) {
@@ -227,12 +306,15 @@ export async function* readRecords(src: ByteSource, opts: ReadOptions = {}): Asy
 const WHOLE_OBJECT_LIMIT = 64 << 20;
 
 type WholeTry =
-  | { kind: 'object'; value: unknown; bytes: number }
-  | { kind: 'lines'; replay: AsyncIterable<Uint8Array> };
+  { kind: 'object'; value: unknown; bytes: number } | { kind: 'lines'; replay: AsyncIterable<Uint8Array> };
 
 // Buffers up to 64 MiB to see whether the file is a single JSON value; otherwise replays the bytes
 // as JSON lines (a 200 MB .json starting with '{' is JSON lines, never one object).
-async function tryWholeObject(chunks: AsyncIterable<Uint8Array>, total: number | undefined, _head: number): Promise<WholeTry> {
+async function tryWholeObject(
+  chunks: AsyncIterable<Uint8Array>,
+  total: number | undefined,
+  _head: number,
+): Promise<WholeTry> {
   const it = chunks[Symbol.asyncIterator]();
   const buf: Uint8Array[] = [];
   let n = 0;
@@ -240,7 +322,10 @@ async function tryWholeObject(chunks: AsyncIterable<Uint8Array>, total: number |
   if (total === undefined || total <= WHOLE_OBJECT_LIMIT) {
     for (;;) {
       const r = await it.next();
-      if (r.done) { ended = true; break; }
+      if (r.done) {
+        ended = true;
+        break;
+      }
       buf.push(r.value);
       n += r.value.byteLength;
       if (n > WHOLE_OBJECT_LIMIT) break;
@@ -259,22 +344,35 @@ async function tryWholeObject(chunks: AsyncIterable<Uint8Array>, total: number |
   }
   const replay = (async function* () {
     yield* buf;
-    if (!ended) for (;;) { const r = await it.next(); if (r.done) return; yield r.value; }
+    if (!ended)
+      for (;;) {
+        const r = await it.next();
+        if (r.done) return;
+        yield r.value;
+      }
   })();
   return { kind: 'lines', replay };
 }
 
 function countNonBlankLines(b: Uint8Array): number {
-  let lines = 0, nonWs = false;
+  let lines = 0,
+    nonWs = false;
   for (let i = 0; i < b.byteLength; i++) {
     const c = b[i];
-    if (c === NL) { if (nonWs) lines++; nonWs = false; } else if (!isWs(c)) nonWs = true;
+    if (c === NL) {
+      if (nonWs) lines++;
+      nonWs = false;
+    } else if (!isWs(c)) nonWs = true;
   }
   return lines + (nonWs ? 1 : 0);
 }
 
 async function* readLines(
-  chunks: AsyncIterable<Uint8Array>, kind: FileKind, progress: Progressor, w: WarningList, signal?: AbortSignal,
+  chunks: AsyncIterable<Uint8Array>,
+  kind: FileKind,
+  progress: Progressor,
+  w: WarningList,
+  signal?: AbortSignal,
 ): AsyncGenerator<RawRecord, ReadSummary> {
   let parts: Uint8Array[] = [];
   let lineStart = 0; // byte offset of the current line
@@ -289,7 +387,10 @@ async function* readLines(
     if (line === 1 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) s = 3;
     let k = s;
     while (k < end && isWs(bytes[k])) k++;
-    if (k === end) { blank++; return null; }
+    if (k === end) {
+      blank++;
+      return null;
+    }
     const body = bytes.subarray(s, end);
     if (kind === 'txt') {
       try {
@@ -299,7 +400,8 @@ async function* readLines(
       }
     }
     const p = parseJsonBytes(body);
-    if (p.error !== undefined) return { row: row++, line, byteOffset: at + s + (p.errorByte ?? 0), error: p.error, errorCode: p.errorCode };
+    if (p.error !== undefined)
+      return { row: row++, line, byteOffset: at + s + (p.errorByte ?? 0), error: p.error, errorCode: p.errorCode };
     return { row: row++, line, byteOffset: at, value: p.value };
   };
   for await (const chunk of chunks) {
@@ -332,14 +434,23 @@ async function* readLines(
 }
 
 async function* readJsonArray(
-  chunks: AsyncIterable<Uint8Array>, progress: Progressor, w: WarningList, signal?: AbortSignal,
+  chunks: AsyncIterable<Uint8Array>,
+  progress: Progressor,
+  w: WarningList,
+  signal?: AbortSignal,
 ): AsyncGenerator<RawRecord, ReadSummary> {
   // 0 before '[', 1 expecting element or ']', 2 inside element, 3 after element, 4 after ']'
   let state = 0;
-  let depth = 0, inStr = false, esc = false;
-  let offset = 0, line = 1, row = 0;
+  let depth = 0,
+    inStr = false,
+    esc = false;
+  let offset = 0,
+    line = 1,
+    row = 0;
   let elemParts: Uint8Array[] = [];
-  let elemStart = 0, elemLine = 1, segStart = 0;
+  let elemStart = 0,
+    elemLine = 1,
+    segStart = 0;
   let sawComma = false;
   let trailingReported = false;
   const finishElem = (chunk: Uint8Array, endInChunk: number): RawRecord => {
@@ -349,7 +460,13 @@ async function* readJsonArray(
     const p = parseJsonBytes(bytes);
     const r = row++;
     if (p.error !== undefined) {
-      return { row: r, line: elemLine + (p.errorLine ?? 0), byteOffset: elemStart + (p.errorByte ?? 0), error: p.error, errorCode: p.errorCode };
+      return {
+        row: r,
+        line: elemLine + (p.errorLine ?? 0),
+        byteOffset: elemStart + (p.errorByte ?? 0),
+        error: p.error,
+        errorCode: p.errorCode,
+      };
     }
     return { row: r, line: elemLine, byteOffset: elemStart, value: p.value };
   };
@@ -368,12 +485,25 @@ async function* readJsonArray(
           else if (b === NL) line++;
           continue;
         }
-        if (b === QUOTE) { inStr = true; continue; }
-        if (b === LBRACE || b === LBRACK) { depth++; continue; }
+        if (b === QUOTE) {
+          inStr = true;
+          continue;
+        }
+        if (b === LBRACE || b === LBRACK) {
+          depth++;
+          continue;
+        }
         if (b === RBRACE || b === RBRACK) {
           depth--;
-          if (depth === 0) { out.push(finishElem(chunk, i + 1)); state = 3; progress.tick(offset + i, row); }
-          else if (depth < 0) { depth = 0; out.push(finishElem(chunk, i)); state = 4; }
+          if (depth === 0) {
+            out.push(finishElem(chunk, i + 1));
+            state = 3;
+            progress.tick(offset + i, row);
+          } else if (depth < 0) {
+            depth = 0;
+            out.push(finishElem(chunk, i));
+            state = 4;
+          }
           continue;
         }
         if (depth === 0 && (b === COMMA || isWs(b))) {
@@ -386,36 +516,74 @@ async function* readJsonArray(
         if (b === NL) line++;
         continue;
       }
-      if (b === NL) { line++; continue; }
+      if (b === NL) {
+        line++;
+        continue;
+      }
       if (isWs(b)) continue;
       if (state === 0) {
         if (offset + i < 3 && (b === 0xef || b === 0xbb || b === 0xbf)) continue; // BOM
-        if (b === LBRACK) { state = 1; sawComma = false; continue; }
-        out.push({ row: row++, line, byteOffset: offset + i, ...failure('array-open-expected', { found: String.fromCharCode(b) }) });
-        state = 4; trailingReported = true;
+        if (b === LBRACK) {
+          state = 1;
+          sawComma = false;
+          continue;
+        }
+        out.push({
+          row: row++,
+          line,
+          byteOffset: offset + i,
+          ...failure('array-open-expected', { found: String.fromCharCode(b) }),
+        });
+        state = 4;
+        trailingReported = true;
         break;
       }
       if (state === 1) {
         if (b === RBRACK) {
           if (sawComma) addWarning(w, 'warn-trailing-comma', { offset: offset + i });
-          state = 4; continue;
+          state = 4;
+          continue;
         }
         if (b === COMMA) {
           out.push({ row: row++, line, byteOffset: offset + i, ...failure('array-empty-element') });
           continue;
         }
-        state = 2; depth = 0; inStr = false; esc = false;
-        elemStart = offset + i; elemLine = line; segStart = i; elemParts = [];
+        state = 2;
+        depth = 0;
+        inStr = false;
+        esc = false;
+        elemStart = offset + i;
+        elemLine = line;
+        segStart = i;
+        elemParts = [];
         i--; // re-read this byte inside the element
         continue;
       }
       if (state === 3) {
-        if (b === COMMA) { state = 1; sawComma = true; continue; }
-        if (b === RBRACK) { state = 4; continue; }
-        out.push({ row: row, line, byteOffset: offset + i, ...failure('array-separator-expected', { row: row - 1, found: String.fromCharCode(b) }) });
+        if (b === COMMA) {
+          state = 1;
+          sawComma = true;
+          continue;
+        }
+        if (b === RBRACK) {
+          state = 4;
+          continue;
+        }
+        out.push({
+          row: row,
+          line,
+          byteOffset: offset + i,
+          ...failure('array-separator-expected', { row: row - 1, found: String.fromCharCode(b) }),
+        });
         row++;
-        state = 2; depth = 0; inStr = false; esc = false;
-        elemStart = offset + i; elemLine = line; segStart = i; elemParts = [];
+        state = 2;
+        depth = 0;
+        inStr = false;
+        esc = false;
+        elemStart = offset + i;
+        elemLine = line;
+        segStart = i;
+        elemParts = [];
         i--;
         continue;
       }
@@ -424,7 +592,10 @@ async function* readJsonArray(
         out.push({ row: row++, line, byteOffset: offset + i, ...failure('array-trailing-data') });
       }
     }
-    if (state === 2) { elemParts.push(chunk.subarray(segStart)); segStart = 0; }
+    if (state === 2) {
+      elemParts.push(chunk.subarray(segStart));
+      segStart = 0;
+    }
     offset += n;
     for (const r of out) yield r;
     out.length = 0;
@@ -436,7 +607,13 @@ async function* readJsonArray(
     // A scalar element right before EOF parses; an unbalanced object does not.
     const p: Parsed = depth === 0 && !inStr ? parseJsonBytes(bytes) : { ...failure('row-unterminated'), errorByte: 0 };
     const r = row++;
-    if (p.error !== undefined) yield { row: r, line: elemLine, byteOffset: elemStart, ...(inStr ? failure('row-unterminated-string') : { error: p.error, errorCode: p.errorCode }) };
+    if (p.error !== undefined)
+      yield {
+        row: r,
+        line: elemLine,
+        byteOffset: elemStart,
+        ...(inStr ? failure('row-unterminated-string') : { error: p.error, errorCode: p.errorCode }),
+      };
     else yield { row: r, line: elemLine, byteOffset: elemStart, value: p.value };
     addWarning(w, 'warn-truncated-array');
   } else if (state === 0) {
@@ -449,19 +626,29 @@ async function* readJsonArray(
 }
 
 async function* readCsv(
-  chunks: AsyncIterable<Uint8Array>, progress: Progressor, w: WarningList, signal?: AbortSignal,
+  chunks: AsyncIterable<Uint8Array>,
+  progress: Progressor,
+  w: WarningList,
+  signal?: AbortSignal,
 ): AsyncGenerator<RawRecord, ReadSummary> {
   const dec = new TextDecoder('utf-8');
   let header: string[] | null = null;
   let field = '';
   let fields: string[] = [];
-  let inQuotes = false, quoteClosed = false, fieldQuoted = false;
-  let line = 1, recLine = 1, row = 0, offset = 0;
+  let inQuotes = false,
+    quoteClosed = false,
+    fieldQuoted = false;
+  let line = 1,
+    recLine = 1,
+    row = 0,
+    offset = 0;
   let pendingCR = false;
   const out: RawRecord[] = [];
   const endRecord = () => {
     fields.push(field);
-    field = ''; fieldQuoted = false; quoteClosed = false;
+    field = '';
+    fieldQuoted = false;
+    quoteClosed = false;
     const rec = fields;
     fields = [];
     if (rec.length === 1 && rec[0] === '') return; // blank line
@@ -470,31 +657,63 @@ async function* readCsv(
       return;
     }
     if (rec.length !== header.length) {
-      out.push({ row: row++, line: recLine, ...failure('csv-column-count', { got: rec.length, expected: header.length }) });
+      out.push({
+        row: row++,
+        line: recLine,
+        ...failure('csv-column-count', { got: rec.length, expected: header.length }),
+      });
       return;
     }
     const obj: Record<string, string> = {};
-    header.forEach((h, k) => { obj[h] = rec[k]; });
+    header.forEach((h, k) => {
+      obj[h] = rec[k];
+    });
     out.push({ row: row++, line: recLine, value: obj });
   };
   const feed = (text: string) => {
     for (let i = 0; i < text.length; i++) {
       const c = text[i];
-      if (pendingCR) { pendingCR = false; if (c === '\n') continue; }
+      if (pendingCR) {
+        pendingCR = false;
+        if (c === '\n') continue;
+      }
       if (inQuotes) {
         if (c === '"') {
-          if (text[i + 1] === '"') { field += '"'; i++; }
-          else if (i + 1 === text.length) { inQuotes = false; quoteClosed = true; } // may be "" split across chunks: handled below
-          else { inQuotes = false; quoteClosed = true; }
+          if (text[i + 1] === '"') {
+            field += '"';
+            i++;
+          } else if (i + 1 === text.length) {
+            inQuotes = false;
+            quoteClosed = true;
+          } // may be "" split across chunks: handled below
+          else {
+            inQuotes = false;
+            quoteClosed = true;
+          }
         } else {
           if (c === '\n') line++;
           field += c;
         }
         continue;
       }
-      if (c === '"' && quoteClosed) { field += '"'; inQuotes = true; quoteClosed = false; continue; } // "" across a chunk edge
-      if (c === '"' && field === '' && !fieldQuoted) { inQuotes = true; fieldQuoted = true; continue; }
-      if (c === ',') { fields.push(field); field = ''; fieldQuoted = false; quoteClosed = false; continue; }
+      if (c === '"' && quoteClosed) {
+        field += '"';
+        inQuotes = true;
+        quoteClosed = false;
+        continue;
+      } // "" across a chunk edge
+      if (c === '"' && field === '' && !fieldQuoted) {
+        inQuotes = true;
+        fieldQuoted = true;
+        continue;
+      }
+      if (c === ',') {
+        fields.push(field);
+        field = '';
+        fieldQuoted = false;
+        quoteClosed = false;
+        continue;
+      }
       if (c === '\n' || c === '\r') {
         endRecord();
         line++;
@@ -521,7 +740,8 @@ async function* readCsv(
   feed(dec.decode());
   if (inQuotes) {
     out.push({ row: row++, line: recLine, ...failure('csv-unterminated-quote') });
-    fields = []; field = '';
+    fields = [];
+    field = '';
   } else if (field !== '' || fields.length) endRecord();
   for (const r of out) yield r;
   if (!header) addWarning(w, 'warn-csv-no-header');

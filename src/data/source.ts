@@ -1,12 +1,7 @@
 // Byte sources the parsers accept: a string, bytes, a Blob/File (browser, Worker, Node ≥ 20), a WHATWG
 // ReadableStream or any AsyncIterable of bytes (Node streams are async iterable).
 
-export type ByteSource =
-  | string
-  | Uint8Array
-  | Blob
-  | ReadableStream<Uint8Array>
-  | AsyncIterable<Uint8Array>;
+export type ByteSource = string | Uint8Array | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
 
 export interface OpenedSource {
   chunks: AsyncIterable<Uint8Array>;
@@ -31,7 +26,9 @@ export function openSource(src: ByteSource): OpenedSource {
   if (typeof (src as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function') {
     return { chunks: toBytes(src as AsyncIterable<Uint8Array>) };
   }
-  throw new TypeError('unsupported data source: expected a string, Uint8Array, Blob, ReadableStream or async iterable of bytes');
+  throw new TypeError(
+    'unsupported data source: expected a string, Uint8Array, Blob, ReadableStream or async iterable of bytes',
+  );
 }
 
 async function* sliced(bytes: Uint8Array): AsyncGenerator<Uint8Array> {

@@ -9,7 +9,8 @@ export function takeMaxSamples<T>(items: T[], maxSamples?: number): T[] {
 
 export function splitTrainVal<T>(items: T[], valSize: number | undefined, seed = 42): { train: T[]; val: T[] } {
   if (!valSize || valSize <= 0 || items.length < 2) return { train: items, val: [] };
-  const nVal = valSize < 1 ? Math.max(1, Math.round(items.length * valSize)) : Math.min(Math.floor(valSize), items.length - 1);
+  const nVal =
+    valSize < 1 ? Math.max(1, Math.round(items.length * valSize)) : Math.min(Math.floor(valSize), items.length - 1);
   const idx = items.map((_, i) => i);
   const rand = mulberry32(seed);
   for (let i = idx.length - 1; i > 0; i--) {
@@ -17,7 +18,8 @@ export function splitTrainVal<T>(items: T[], valSize: number | undefined, seed =
     [idx[i], idx[j]] = [idx[j], idx[i]];
   }
   const valSet = new Set(idx.slice(0, nVal));
-  const train: T[] = [], val: T[] = [];
+  const train: T[] = [],
+    val: T[] = [];
   items.forEach((it, i) => (valSet.has(i) ? val : train).push(it));
   return { train, val };
 }

@@ -63,7 +63,9 @@ export function histogram(values: number[], bins = 20, max?: number): Histogram 
 export function tokenStats(encoded: EncodedExample[], cutoffLen: number, bins = 20): TokenStats {
   const lengths = encoded.map((e) => e.fullLength);
   const sorted = [...lengths].sort((a, b) => a - b);
-  let truncated = 0, totalTokens = 0, trainedTokens = 0;
+  let truncated = 0,
+    totalTokens = 0,
+    trainedTokens = 0;
   for (const e of encoded) {
     if (e.truncated) truncated++;
     totalTokens += e.inputIds.length;
@@ -91,9 +93,16 @@ export function tokenStats(encoded: EncodedExample[], cutoffLen: number, bins = 
 export function textStats(examples: Example[], duplicateGroups: number[][] = []): TextStats {
   const chars: number[] = [];
   const turns: number[] = [];
-  let chat = 0, text = 0, withSystem = 0, withTools = 0;
+  let chat = 0,
+    text = 0,
+    withSystem = 0,
+    withTools = 0;
   for (const e of examples) {
-    if (e.kind === 'text') { text++; chars.push(e.text.length); continue; }
+    if (e.kind === 'text') {
+      text++;
+      chars.push(e.text.length);
+      continue;
+    }
     chat++;
     const c = e.conversation;
     turns.push(c.messages.length);
@@ -104,10 +113,23 @@ export function textStats(examples: Example[], duplicateGroups: number[][] = [])
   const sc = [...chars].sort((a, b) => a - b);
   const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0);
   return {
-    examples: examples.length, chat, text,
-    turns: { min: turns.length ? turns.reduce((a, b) => (b < a ? b : a)) : 0, max: turns.reduce((a, b) => (b > a ? b : a), 0), mean: mean(turns) },
-    chars: { min: sc[0] ?? 0, max: sc[sc.length - 1] ?? 0, mean: mean(chars), p50: quantile(sc, 0.5), p95: quantile(sc, 0.95) },
-    withSystem, withTools,
+    examples: examples.length,
+    chat,
+    text,
+    turns: {
+      min: turns.length ? turns.reduce((a, b) => (b < a ? b : a)) : 0,
+      max: turns.reduce((a, b) => (b > a ? b : a), 0),
+      mean: mean(turns),
+    },
+    chars: {
+      min: sc[0] ?? 0,
+      max: sc[sc.length - 1] ?? 0,
+      mean: mean(chars),
+      p50: quantile(sc, 0.5),
+      p95: quantile(sc, 0.95),
+    },
+    withSystem,
+    withTools,
     duplicateRows: duplicateGroups.reduce((a, g) => a + g.length - 1, 0),
   };
 }

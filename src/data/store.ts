@@ -76,7 +76,10 @@ export async function listDatasetFiles(s?: UseStore): Promise<StoredFileInfo[]> 
   for (const k of await keys(store(s))) {
     if (typeof k !== 'string' || !k.startsWith('file:')) continue;
     const rec = await get<StoredFile>(k, store(s));
-    if (rec) { const { data: _d, ...info } = rec; out.push(info); }
+    if (rec) {
+      const { data: _d, ...info } = rec;
+      out.push(info);
+    }
   }
   return out.sort((a, b) => a.savedAt - b.savedAt);
 }
@@ -91,10 +94,18 @@ function canonical(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   const o = v as Record<string, unknown>;
-  return `{${Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+    .join(',')}}`;
 }
 
-export async function tokenizedKey(fileId: string, tokenizerHash: string, options: TokenizeKeyOptions): Promise<string> {
+export async function tokenizedKey(
+  fileId: string,
+  tokenizerHash: string,
+  options: TokenizeKeyOptions,
+): Promise<string> {
   return `tok:${fileId}:${await sha256Hex(`${tokenizerHash}\n${canonical(options)}`)}`;
 }
 
@@ -102,8 +113,10 @@ export function flattenExamples(examples: EncodedExample[]): FlatExamples {
   const offsets = new Int32Array(examples.length + 1);
   for (let i = 0; i < examples.length; i++) offsets[i + 1] = offsets[i] + examples[i].inputIds.length;
   const n = offsets[examples.length];
-  const inputIds = new Int32Array(n), labels = new Int32Array(n);
-  const rows = new Int32Array(examples.length), fullLengths = new Int32Array(examples.length);
+  const inputIds = new Int32Array(n),
+    labels = new Int32Array(n);
+  const rows = new Int32Array(examples.length),
+    fullLengths = new Int32Array(examples.length);
   examples.forEach((e, i) => {
     inputIds.set(e.inputIds, offsets[i]);
     labels.set(e.labels, offsets[i]);
@@ -117,25 +130,45 @@ export function unflattenExamples(f: FlatExamples): EncodedExample[] {
   const out: EncodedExample[] = [];
   for (let i = 0; i + 1 < f.offsets.length; i++) {
     const inputIds = f.inputIds.slice(f.offsets[i], f.offsets[i + 1]);
-    out.push({ row: f.rows[i], inputIds, labels: f.labels.slice(f.offsets[i], f.offsets[i + 1]), fullLength: f.fullLengths[i], truncated: f.fullLengths[i] > inputIds.length });
+    out.push({
+      row: f.rows[i],
+      inputIds,
+      labels: f.labels.slice(f.offsets[i], f.offsets[i + 1]),
+      fullLength: f.fullLengths[i],
+      truncated: f.fullLengths[i] > inputIds.length,
+    });
   }
   return out;
 }
 
 export async function saveTokenized(
-  fileId: string, tokenizerHash: string, options: TokenizeKeyOptions,
-  data: { train: EncodedExample[]; val: EncodedExample[]; report?: ValidationReport }, s?: UseStore,
+  fileId: string,
+  tokenizerHash: string,
+  options: TokenizeKeyOptions,
+  data: { train: EncodedExample[]; val: EncodedExample[]; report?: ValidationReport },
+  s?: UseStore,
 ): Promise<string> {
   const key = await tokenizedKey(fileId, tokenizerHash, options);
   const rec: TokenizedDataset = {
-    key, fileId, tokenizerHash, options, report: data.report,
-    train: flattenExamples(data.train), val: flattenExamples(data.val), createdAt: Date.now(),
+    key,
+    fileId,
+    tokenizerHash,
+    options,
+    report: data.report,
+    train: flattenExamples(data.train),
+    val: flattenExamples(data.val),
+    createdAt: Date.now(),
   };
   await set(key, rec, store(s));
   return key;
 }
 
-export async function loadTokenized(fileId: string, tokenizerHash: string, options: TokenizeKeyOptions, s?: UseStore): Promise<TokenizedDataset | undefined> {
+export async function loadTokenized(
+  fileId: string,
+  tokenizerHash: string,
+  options: TokenizeKeyOptions,
+  s?: UseStore,
+): Promise<TokenizedDataset | undefined> {
   return get<TokenizedDataset>(await tokenizedKey(fileId, tokenizerHash, options), store(s));
 }
 

@@ -7,7 +7,7 @@ import type { Conversation, Message } from './types.ts';
 
 /** ChatML, as used by Qwen and LLaMA-Factory's "chatml" template. */
 export const CHATML_TEMPLATE = [
-  "{%- if tools %}",
+  '{%- if tools %}',
   "{{- '<|im_start|>system\\n' }}",
   "{%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}",
   "{{- '# Tools\\n\\nYou may call one or more functions. Function signatures:\\n<tools>' }}",
@@ -15,18 +15,18 @@ export const CHATML_TEMPLATE = [
   "{{- '\\n</tools><|im_end|>\\n' }}",
   "{%- elif messages[0].role == 'system' %}",
   "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}",
-  "{%- endif %}",
-  "{%- for message in messages %}",
+  '{%- endif %}',
+  '{%- for message in messages %}',
   "{%- if message.role == 'system' %}",
   "{%- if not loop.first %}{{- '<|im_start|>system\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}",
   "{%- elif message.role == 'assistant' and message.tool_calls %}",
   "{{- '<|im_start|>assistant\\n' }}",
   "{%- for tc in message.tool_calls %}{{- '<tool_call>\\n' + (tc.function | tojson) + '\\n</tool_call>' }}{%- endfor %}",
   "{{- '<|im_end|>\\n' }}",
-  "{%- else %}",
+  '{%- else %}',
   "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
-  "{%- endif %}",
-  "{%- endfor %}",
+  '{%- endif %}',
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
 ].join('');
 
@@ -57,7 +57,10 @@ export class ChatTemplate {
   /** `warnings` as codes (messages.ts), in the same order. */
   readonly warningCodes: DataMessage[] = [];
   private readonly tpl: Template;
-  constructor(readonly source: string | null, private readonly ctx: TemplateContext = {}) {
+  constructor(
+    readonly source: string | null,
+    private readonly ctx: TemplateContext = {},
+  ) {
     this.isFallback = !source;
     if (!source) {
       addWarning(this, 'warn-no-chat-template');
@@ -96,7 +99,9 @@ export class ChatTemplate {
 export function toolsOf(conv: Conversation): unknown[] | undefined {
   if (!conv.tools) return undefined;
   const list = JSON.parse(conv.tools) as unknown[];
-  return list.map((t) => (t && typeof t === 'object' && 'function' in (t as object) ? t : { type: 'function', function: t }));
+  return list.map((t) =>
+    t && typeof t === 'object' && 'function' in (t as object) ? t : { type: 'function', function: t },
+  );
 }
 
 // Deterministic 9-character alphanumeric call ids (the format Mistral templates insist on), so the
@@ -110,7 +115,13 @@ function toolCalls(content: string, turn: number): NonNullable<TemplateMessage['
   const calls = (Array.isArray(v) ? v : [v]) as { name: string; arguments?: unknown }[];
   return calls.map((c, k) => {
     let args = c.arguments ?? {};
-    if (typeof args === 'string') { try { args = JSON.parse(args); } catch { /* template gets the string */ } }
+    if (typeof args === 'string') {
+      try {
+        args = JSON.parse(args);
+      } catch {
+        /* template gets the string */
+      }
+    }
     return { id: callId(turn, k), type: 'function' as const, function: { name: c.name, arguments: args } };
   });
 }
@@ -133,9 +144,12 @@ export function toTemplateMessages(conv: Conversation, upTo?: number): TemplateM
 
 function templateMessage(m: Message, turn: number): TemplateMessage {
   switch (m.role) {
-    case 'function_call': return { role: 'assistant', content: '', tool_calls: toolCalls(m.content, turn) };
+    case 'function_call':
+      return { role: 'assistant', content: '', tool_calls: toolCalls(m.content, turn) };
     case 'observation':
-    case 'tool': return { role: 'tool', content: m.content };
-    default: return { role: m.role, content: m.content };
+    case 'tool':
+      return { role: 'tool', content: m.content };
+    default:
+      return { role: m.role, content: m.content };
   }
 }

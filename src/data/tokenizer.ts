@@ -39,14 +39,26 @@ export function pickChatTemplate(config: Json, name?: string): string | null {
   if (typeof t === 'string') return t;
   if (Array.isArray(t)) {
     const byName = new Map<string, string>();
-    for (const e of t) if (e && typeof e === 'object' && typeof e.name === 'string' && typeof e.template === 'string') byName.set(e.name, e.template);
+    for (const e of t)
+      if (e && typeof e === 'object' && typeof e.name === 'string' && typeof e.template === 'string')
+        byName.set(e.name, e.template);
     return byName.get(name ?? 'default') ?? byName.get('default') ?? [...byName.values()][0] ?? null;
   }
   return null;
 }
 
 // Fields of tokenizer_config.json that change token ids or the rendered template.
-const HASHED_CONFIG_KEYS = ['bos_token', 'eos_token', 'pad_token', 'unk_token', 'add_bos_token', 'add_eos_token', 'chat_template', 'legacy', 'add_prefix_space'];
+const HASHED_CONFIG_KEYS = [
+  'bos_token',
+  'eos_token',
+  'pad_token',
+  'unk_token',
+  'add_bos_token',
+  'add_eos_token',
+  'chat_template',
+  'legacy',
+  'add_prefix_space',
+];
 
 export interface LoadTokenizerOptions {
   /** Pre-computed text of tokenizer.json; hashing it avoids re-serialising an 11 MB object. */
@@ -62,7 +74,12 @@ export class HfTokenizer implements TextTokenizer {
   readonly unk?: SpecialToken;
   readonly addsBos: boolean;
   readonly chatTemplate: string | null;
-  private constructor(private readonly tok: Tokenizer, readonly config: Json, readonly hash: string, chatTemplate: string | null) {
+  private constructor(
+    private readonly tok: Tokenizer,
+    readonly config: Json,
+    readonly hash: string,
+    chatTemplate: string | null,
+  ) {
     const special = (key: string): SpecialToken | undefined => {
       const content = tokenContent(config[key]);
       return content === undefined ? undefined : { content, id: tok.token_to_id(content) };
@@ -77,8 +94,13 @@ export class HfTokenizer implements TextTokenizer {
     this.addsBos = this.bos?.id !== undefined && probe[0] === this.bos.id;
   }
 
-  static async create(tokenizerJson: Json | string, tokenizerConfig: Json | string, opts: LoadTokenizerOptions = {}): Promise<HfTokenizer> {
-    const jsonText = typeof tokenizerJson === 'string' ? tokenizerJson : opts.tokenizerJsonText ?? JSON.stringify(tokenizerJson);
+  static async create(
+    tokenizerJson: Json | string,
+    tokenizerConfig: Json | string,
+    opts: LoadTokenizerOptions = {},
+  ): Promise<HfTokenizer> {
+    const jsonText =
+      typeof tokenizerJson === 'string' ? tokenizerJson : (opts.tokenizerJsonText ?? JSON.stringify(tokenizerJson));
     const json = typeof tokenizerJson === 'string' ? (JSON.parse(tokenizerJson) as Json) : tokenizerJson;
     const config = typeof tokenizerConfig === 'string' ? (JSON.parse(tokenizerConfig) as Json) : tokenizerConfig;
     const tok = new Tokenizer(json, config);
@@ -108,6 +130,10 @@ export class HfTokenizer implements TextTokenizer {
   }
 }
 
-export function loadTokenizer(tokenizerJson: Json | string, tokenizerConfig: Json | string, opts?: LoadTokenizerOptions): Promise<HfTokenizer> {
+export function loadTokenizer(
+  tokenizerJson: Json | string,
+  tokenizerConfig: Json | string,
+  opts?: LoadTokenizerOptions,
+): Promise<HfTokenizer> {
   return HfTokenizer.create(tokenizerJson, tokenizerConfig, opts);
 }

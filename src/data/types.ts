@@ -94,10 +94,21 @@ export interface DatasetInfoEntry {
 }
 
 export type ColumnName =
-  | 'prompt' | 'query' | 'response' | 'history' | 'messages' | 'system' | 'tools'
-  | 'images' | 'videos' | 'audios' | 'chosen' | 'rejected' | 'kto_tag';
+  | 'prompt'
+  | 'query'
+  | 'response'
+  | 'history'
+  | 'messages'
+  | 'system'
+  | 'tools'
+  | 'images'
+  | 'videos'
+  | 'audios'
+  | 'chosen'
+  | 'rejected'
+  | 'kto_tag';
 export type TagName =
-  | 'role_tag' | 'content_tag' | 'user_tag' | 'assistant_tag' | 'observation_tag' | 'function_tag' | 'system_tag';
+  'role_tag' | 'content_tag' | 'user_tag' | 'assistant_tag' | 'observation_tag' | 'function_tag' | 'system_tag';
 
 /** Token ids and labels of one training example (labels are -100 where no loss is taken). */
 export interface EncodedExample {

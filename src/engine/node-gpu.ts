@@ -129,7 +129,9 @@ export async function probeSystemAdapter(timeoutMs = 30_000): Promise<ProbedAdap
 }
 
 export function isSoftwareAdapter(a: { vendor?: string; architecture?: string; description?: string }): boolean {
-  return /swiftshader|llvmpipe|lavapipe|software/i.test(`${a.architecture ?? ''} ${a.description ?? ''} ${a.vendor ?? ''}`);
+  return /swiftshader|llvmpipe|lavapipe|software/i.test(
+    `${a.architecture ?? ''} ${a.description ?? ''} ${a.vendor ?? ''}`,
+  );
 }
 
 export interface NodeGpuOptions {
@@ -148,7 +150,10 @@ export interface NodeGpuOptions {
  * rejects) Dawn is pointed straight at SwiftShader; with one, a child process first checks that
  * it yields an adapter. VK_ICD_FILENAMES / VK_DRIVER_FILES set by the user are used as they are.
  */
-export async function nodeGpu(shaders: ShaderSources, opts: NodeGpuOptions = {}): Promise<{ gpu: Gpu; close: () => void }> {
+export async function nodeGpu(
+  shaders: ShaderSources,
+  opts: NodeGpuOptions = {},
+): Promise<{ gpu: Gpu; close: () => void }> {
   if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = mkdtempSync(join(tmpdir(), 'xdg-'));
   const useSwiftShader = () => {
     if (!existsSync(SWIFTSHADER_ICD)) {
@@ -156,12 +161,14 @@ export async function nodeGpu(shaders: ShaderSources, opts: NodeGpuOptions = {})
     }
     process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
   };
-  const choice: DriverChoice = opts.forceSwiftShader && !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES
-    ? { kind: 'swiftshader', software: [] }
-    : chooseVulkanDrivers();
+  const choice: DriverChoice =
+    opts.forceSwiftShader && !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES
+      ? { kind: 'swiftshader', software: [] }
+      : chooseVulkanDrivers();
   let fallback = false; // may retry on SwiftShader if the system drivers fail in-process after all
   if (choice.kind === 'swiftshader') {
-    if (opts.forceSwiftShader === false) throw new Error('no Vulkan GPU driver is installed (and SwiftShader is not allowed here)');
+    if (opts.forceSwiftShader === false)
+      throw new Error('no Vulkan GPU driver is installed (and SwiftShader is not allowed here)');
     useSwiftShader();
   } else if (choice.kind === 'system' && opts.forceSwiftShader !== false) {
     const probed = await probeSystemAdapter();
@@ -169,7 +176,9 @@ export async function nodeGpu(shaders: ShaderSources, opts: NodeGpuOptions = {})
       fallback = true;
     } else {
       const names = choice.drivers.map((d) => basename(d.manifest)).join(', ');
-      opts.log?.(`tabtune: the installed Vulkan driver (${names}) offers no WebGPU adapter${probed ? ` (only ${probed.architecture || probed.description || probed.vendor})` : ''}; using SwiftShader`);
+      opts.log?.(
+        `tabtune: the installed Vulkan driver (${names}) offers no WebGPU adapter${probed ? ` (only ${probed.architecture || probed.description || probed.vendor})` : ''}; using SwiftShader`,
+      );
       useSwiftShader();
     }
   }

@@ -20,7 +20,17 @@ export const HUB_MODELS = [
 export const REQUIRED_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json'] as const;
 export const OPTIONAL_FILES = ['generation_config.json', 'special_tokens_map.json'] as const;
 
-export type HubErrorKind = 'bad-id' | 'bad-endpoint' | 'not-found' | 'gated' | 'network' | 'http' | 'aborted' | 'bad-response' | 'quota' | 'storage';
+export type HubErrorKind =
+  | 'bad-id'
+  | 'bad-endpoint'
+  | 'not-found'
+  | 'gated'
+  | 'network'
+  | 'http'
+  | 'aborted'
+  | 'bad-response'
+  | 'quota'
+  | 'storage';
 
 export class HubError extends Error {
   override readonly name = 'HubError';
@@ -47,7 +57,11 @@ const ID_RE = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
 export function validateModelId(id: string): string {
   const trimmed = id.trim();
   if (!ID_RE.test(trimmed) || trimmed.includes('..')) {
-    throw new HubError('bad-id', trimmed || '<empty>', 'a model id looks like "owner/name", e.g. "Qwen/Qwen2.5-0.5B-Instruct"');
+    throw new HubError(
+      'bad-id',
+      trimmed || '<empty>',
+      'a model id looks like "owner/name", e.g. "Qwen/Qwen2.5-0.5B-Instruct"',
+    );
   }
   return trimmed;
 }
@@ -62,7 +76,11 @@ export function validateEndpoint(endpoint: string): string {
     url = null;
   }
   if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.search || url.hash) {
-    throw new HubError('bad-endpoint', trimmed || '<empty>', 'a hub endpoint is an http(s) address such as https://huggingface.co or https://hf-mirror.com');
+    throw new HubError(
+      'bad-endpoint',
+      trimmed || '<empty>',
+      'a hub endpoint is an http(s) address such as https://huggingface.co or https://hf-mirror.com',
+    );
   }
   return trimmed;
 }
@@ -78,10 +96,20 @@ function headers(o: HubOptions, extra: Record<string, string> = {}): Record<stri
 
 function httpError(status: number, id: string, file: string): HubError {
   if (status === 401 || status === 403) {
-    return new HubError('gated', file, `the hub refused access (HTTP ${status}): "${id}" is gated or private — accept its licence on huggingface.co and paste an access token, or pick another model`);
+    return new HubError(
+      'gated',
+      file,
+      `the hub refused access (HTTP ${status}): "${id}" is gated or private — accept its licence on huggingface.co and paste an access token, or pick another model`,
+    );
   }
-  if (status === 404) return new HubError('not-found', file, `"${id}" has no file ${file} (HTTP 404): check the model id`);
-  if (status === 416) return new HubError('http', file, 'the server rejected the resume position (HTTP 416); the partial file is discarded, retry to download it again');
+  if (status === 404)
+    return new HubError('not-found', file, `"${id}" has no file ${file} (HTTP 404): check the model id`);
+  if (status === 416)
+    return new HubError(
+      'http',
+      file,
+      'the server rejected the resume position (HTTP 416); the partial file is discarded, retry to download it again',
+    );
   return new HubError('http', file, `the hub answered HTTP ${status}; retry later`);
 }
 
@@ -90,13 +118,23 @@ async function doFetch(o: HubOptions, url: string, init: RequestInit, file: stri
   try {
     return await f(url, { ...init, signal: o.signal });
   } catch (e) {
-    if (o.signal?.aborted || (e as Error)?.name === 'AbortError') throw new HubError('aborted', file, 'download stopped; start it again to resume');
-    throw new HubError('network', file, `network error (${(e as Error)?.message ?? e}): check your connection and retry — finished bytes are kept`);
+    if (o.signal?.aborted || (e as Error)?.name === 'AbortError')
+      throw new HubError('aborted', file, 'download stopped; start it again to resume');
+    throw new HubError(
+      'network',
+      file,
+      `network error (${(e as Error)?.message ?? e}): check your connection and retry — finished bytes are kept`,
+    );
   }
 }
 
 /** Fetches a small file whole (config, tokenizer); null on 404 when `optional`. */
-export async function fetchSmallFile(id: string, file: string, o: HubOptions = {}, optional = false): Promise<Uint8Array | null> {
+export async function fetchSmallFile(
+  id: string,
+  file: string,
+  o: HubOptions = {},
+  optional = false,
+): Promise<Uint8Array | null> {
   const res = await doFetch(o, resolveUrl(id, file, o), { headers: headers(o) }, file);
   if (res.status === 404 && optional) return null;
   if (!res.ok) throw httpError(res.status, id, file);
@@ -154,7 +192,12 @@ const FLUSH_BYTES = 8 << 20;
  * Downloads `file` into the store, resuming from a partial file with `Range: bytes=N-`.
  * A server that ignores the range (HTTP 200) restarts the file from zero.
  */
-export async function downloadFile(id: string, file: string, store: ModelStore, o: HubOptions & { onProgress?: (p: FileProgress) => void } = {}): Promise<number> {
+export async function downloadFile(
+  id: string,
+  file: string,
+  store: ModelStore,
+  o: HubOptions & { onProgress?: (p: FileProgress) => void } = {},
+): Promise<number> {
   let offset = await store.partialSize(id, file);
   const h = headers(o, offset > 0 ? { Range: `bytes=${offset}-` } : {});
   const res = await doFetch(o, resolveUrl(id, file, o), { headers: h }, file);
@@ -173,7 +216,12 @@ export async function downloadFile(id: string, file: string, store: ModelStore, 
   let total: number | null;
   if (res.status === 206) {
     const cr = parseContentRange(res.headers.get('content-range'));
-    if (!cr || cr.start !== offset) throw new HubError('bad-response', file, `the server resumed at the wrong place (Content-Range "${res.headers.get('content-range')}", expected start ${offset}); retry`);
+    if (!cr || cr.start !== offset)
+      throw new HubError(
+        'bad-response',
+        file,
+        `the server resumed at the wrong place (Content-Range "${res.headers.get('content-range')}", expected start ${offset}); retry`,
+      );
     total = cr.total;
   } else {
     offset = 0;
@@ -197,8 +245,13 @@ export async function downloadFile(id: string, file: string, store: ModelStore, 
       try {
         chunk = await reader.read();
       } catch (e) {
-        if (o.signal?.aborted || (e as Error)?.name === 'AbortError') throw new HubError('aborted', file, 'download stopped; start it again to resume');
-        throw new HubError('network', file, `the connection broke after ${done} bytes (${(e as Error)?.message ?? e}); retry to resume from there`);
+        if (o.signal?.aborted || (e as Error)?.name === 'AbortError')
+          throw new HubError('aborted', file, 'download stopped; start it again to resume');
+        throw new HubError(
+          'network',
+          file,
+          `the connection broke after ${done} bytes (${(e as Error)?.message ?? e}); retry to resume from there`,
+        );
       }
       if (chunk.done) break;
       await writer.write(chunk.value);
@@ -255,7 +308,11 @@ export interface DownloadResult {
 }
 
 /** Downloads config, tokenizer and weights of `id` into the store; files already there are skipped. */
-export async function downloadModel(id: string, store: ModelStore, o: HubOptions & { onProgress?: (p: DownloadProgress) => void; now?: () => number } = {}): Promise<DownloadResult> {
+export async function downloadModel(
+  id: string,
+  store: ModelStore,
+  o: HubOptions & { onProgress?: (p: DownloadProgress) => void; now?: () => number } = {},
+): Promise<DownloadResult> {
   const modelId = validateModelId(id);
   if (o.endpoint !== undefined) o = { ...o, endpoint: validateEndpoint(o.endpoint) };
   const now = o.now ?? (() => performance.now());
@@ -296,7 +353,10 @@ export async function downloadModel(id: string, store: ModelStore, o: HubOptions
     cached.push(SAFE_WEIGHTS_INDEX_NAME);
   } else {
     weights = await resolveWeightFiles(modelId, o);
-    if (weights.indexText !== null) await store.put(modelId, SAFE_WEIGHTS_INDEX_NAME, new TextEncoder().encode(weights.indexText)).catch((e) => { throw asHubError(e, SAFE_WEIGHTS_INDEX_NAME); });
+    if (weights.indexText !== null)
+      await store.put(modelId, SAFE_WEIGHTS_INDEX_NAME, new TextEncoder().encode(weights.indexText)).catch((e) => {
+        throw asHubError(e, SAFE_WEIGHTS_INDEX_NAME);
+      });
   }
   if (weights.indexText !== null) files.push(SAFE_WEIGHTS_INDEX_NAME);
 
@@ -310,9 +370,16 @@ export async function downloadModel(id: string, store: ModelStore, o: HubOptions
       continue;
     }
     storedSize.set(s, await store.partialSize(modelId, s));
-    sizes.set(s, await remoteSize(modelId, s, o).catch((e) => { if (e instanceof HubError && (e.kind === 'gated' || e.kind === 'not-found' || e.kind === 'aborted')) throw e; return null; }));
+    sizes.set(
+      s,
+      await remoteSize(modelId, s, o).catch((e) => {
+        if (e instanceof HubError && (e.kind === 'gated' || e.kind === 'not-found' || e.kind === 'aborted')) throw e;
+        return null;
+      }),
+    );
   }
-  const totalOf = () => ([...sizes.values()].every((v) => v !== null) ? [...sizes.values()].reduce((a, b) => a! + b!, 0)! : null);
+  const totalOf = () =>
+    [...sizes.values()].every((v) => v !== null) ? [...sizes.values()].reduce((a, b) => a! + b!, 0)! : null;
   const doneOf = () => [...storedSize.values()].reduce((a, b) => a + b, 0);
 
   let speed = 0;
@@ -324,7 +391,16 @@ export async function downloadModel(id: string, store: ModelStore, o: HubOptions
     const report = () => {
       const total = totalOf();
       const doneBytes = doneOf();
-      o.onProgress?.({ modelId, file: s, fileIndex: i, fileCount: weights.shards.length, bytesDone: doneBytes, bytesTotal: total, bytesPerSecond: speed, etaSeconds: total !== null && speed > 0 ? (total - doneBytes) / speed : null });
+      o.onProgress?.({
+        modelId,
+        file: s,
+        fileIndex: i,
+        fileCount: weights.shards.length,
+        bytesDone: doneBytes,
+        bytesTotal: total,
+        bytesPerSecond: speed,
+        etaSeconds: total !== null && speed > 0 ? (total - doneBytes) / speed : null,
+      });
     };
     if (await store.get(modelId, s)) {
       cached.push(s);
@@ -351,6 +427,10 @@ export async function downloadModel(id: string, store: ModelStore, o: HubOptions
     });
     report();
   }
-  await store.put(modelId, MANIFEST, new TextEncoder().encode(JSON.stringify({ files, at: new Date().toISOString() }))).catch((e) => { throw asHubError(e, MANIFEST); });
+  await store
+    .put(modelId, MANIFEST, new TextEncoder().encode(JSON.stringify({ files, at: new Date().toISOString() })))
+    .catch((e) => {
+      throw asHubError(e, MANIFEST);
+    });
   return { modelId, files, cached };
 }

@@ -63,7 +63,12 @@ function isQuotaError(e: unknown): boolean {
 /** Turns a storage failure into a ModelStoreError that says what to do. */
 export function storeError(e: unknown, file: string): ModelStoreError {
   if (e instanceof ModelStoreError) return e;
-  if (isQuotaError(e)) return new ModelStoreError('quota', file, 'the browser refused to store more data (storage quota exceeded); delete cached models you no longer need or free disk space, then retry — the download resumes where it stopped');
+  if (isQuotaError(e))
+    return new ModelStoreError(
+      'quota',
+      file,
+      'the browser refused to store more data (storage quota exceeded); delete cached models you no longer need or free disk space, then retry — the download resumes where it stopped',
+    );
   return new ModelStoreError('io', file, `could not write to browser storage: ${(e as Error)?.message ?? String(e)}`);
 }
 
@@ -140,7 +145,9 @@ export class MemoryModelStore implements ModelStore {
     return [...this.models].map(([modelId, d]) => ({
       modelId,
       files: [...d].filter(([n]) => !n.endsWith(PARTIAL_SUFFIX)).map(([name, b]) => ({ name, size: b.byteLength })),
-      partial: [...d].filter(([n]) => n.endsWith(PARTIAL_SUFFIX)).map(([name, b]) => ({ name: name.slice(0, -PARTIAL_SUFFIX.length), size: b.byteLength })),
+      partial: [...d]
+        .filter(([n]) => n.endsWith(PARTIAL_SUFFIX))
+        .map(([name, b]) => ({ name: name.slice(0, -PARTIAL_SUFFIX.length), size: b.byteLength })),
     }));
   }
 

@@ -68,7 +68,15 @@ export function writeAdapterConfig(c: LoraAdapterConfig): string {
 }
 
 /** A config for a fresh adapter with PEFT's defaults for everything not given. */
-export function makeAdapterConfig(p: { r: number; loraAlpha: number; targetModules: string[]; loraDropout?: number; useRslora?: boolean; useDora?: boolean; baseModelNameOrPath?: string | null }): LoraAdapterConfig {
+export function makeAdapterConfig(p: {
+  r: number;
+  loraAlpha: number;
+  targetModules: string[];
+  loraDropout?: number;
+  useRslora?: boolean;
+  useDora?: boolean;
+  baseModelNameOrPath?: string | null;
+}): LoraAdapterConfig {
   return {
     r: p.r,
     loraAlpha: p.loraAlpha,
@@ -91,7 +99,10 @@ function isObj(x: unknown): x is Record<string, unknown> {
 }
 
 /** Parses adapter_config.json; refuses what we cannot apply faithfully, naming the field. */
-export function parseAdapterConfig(input: string | Record<string, unknown>, file = 'adapter_config.json'): LoraAdapterConfig {
+export function parseAdapterConfig(
+  input: string | Record<string, unknown>,
+  file = 'adapter_config.json',
+): LoraAdapterConfig {
   let raw: unknown = input;
   if (typeof input === 'string') {
     try {
@@ -107,11 +118,14 @@ export function parseAdapterConfig(input: string | Record<string, unknown>, file
   const peftType = raw.peft_type ?? 'LORA';
   if (peftType !== 'LORA') fail('peft_type', `only LORA adapters are supported, got ${JSON.stringify(peftType)}`);
   const r = raw.r ?? 8;
-  if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 1) fail('r', `must be a positive integer, got ${JSON.stringify(r)}`);
+  if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 1)
+    fail('r', `must be a positive integer, got ${JSON.stringify(r)}`);
   const alpha = raw.lora_alpha ?? 8;
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) fail('lora_alpha', `must be a positive number, got ${JSON.stringify(alpha)}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0)
+    fail('lora_alpha', `must be a positive number, got ${JSON.stringify(alpha)}`);
   const dropout = raw.lora_dropout ?? 0;
-  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) fail('lora_dropout', `must be in [0, 1), got ${JSON.stringify(dropout)}`);
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1))
+    fail('lora_dropout', `must be in [0, 1), got ${JSON.stringify(dropout)}`);
   const tm = raw.target_modules;
   let targetModules: string[] | string;
   if (typeof tm === 'string') {
@@ -121,14 +135,21 @@ export function parseAdapterConfig(input: string | Record<string, unknown>, file
       fail('target_modules', `regex ${JSON.stringify(tm)} does not compile`);
     }
     targetModules = tm;
-  }
-  else if (Array.isArray(tm) && tm.length > 0 && tm.every((x) => typeof x === 'string')) targetModules = tm as string[];
-  else targetModules = fail('target_modules', `must be a non-empty list of module names or a regex string, got ${JSON.stringify(tm)}`);
+  } else if (Array.isArray(tm) && tm.length > 0 && tm.every((x) => typeof x === 'string'))
+    targetModules = tm as string[];
+  else
+    targetModules = fail(
+      'target_modules',
+      `must be a non-empty list of module names or a regex string, got ${JSON.stringify(tm)}`,
+    );
   const bias = raw.bias ?? 'none';
-  if (bias !== 'none') fail('bias', `only "none" is supported (bias terms are not trained), got ${JSON.stringify(bias)}`);
-  if ((raw.fan_in_fan_out ?? false) !== false) fail('fan_in_fan_out', 'must be false for Llama/Qwen/Mistral linear layers');
+  if (bias !== 'none')
+    fail('bias', `only "none" is supported (bias terms are not trained), got ${JSON.stringify(bias)}`);
+  if ((raw.fan_in_fan_out ?? false) !== false)
+    fail('fan_in_fan_out', 'must be false for Llama/Qwen/Mistral linear layers');
   const mts = raw.modules_to_save;
-  if (mts !== undefined && mts !== null && !(Array.isArray(mts) && mts.length === 0)) fail('modules_to_save', `fully trained extra modules (${JSON.stringify(mts)}) are not supported`);
+  if (mts !== undefined && mts !== null && !(Array.isArray(mts) && mts.length === 0))
+    fail('modules_to_save', `fully trained extra modules (${JSON.stringify(mts)}) are not supported`);
   const bool = (k: string): boolean => {
     const v = raw[k] ?? false;
     if (typeof v !== 'boolean') fail(k, `must be true or false, got ${JSON.stringify(v)}`);
@@ -140,10 +161,16 @@ export function parseAdapterConfig(input: string | Record<string, unknown>, file
   let layersToTransform: number[] | null = null;
   if (ltt !== undefined && ltt !== null) {
     const arr = Array.isArray(ltt) ? ltt : [ltt];
-    if (!arr.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) fail('layers_to_transform', `must be a layer index or a list of them, got ${JSON.stringify(ltt)}`);
+    if (!arr.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0))
+      fail('layers_to_transform', `must be a layer index or a list of them, got ${JSON.stringify(ltt)}`);
     layersToTransform = arr as number[];
   }
-  if (raw.layers_pattern !== undefined && raw.layers_pattern !== null && raw.layers_pattern !== 'layers' && !(Array.isArray(raw.layers_pattern) && raw.layers_pattern.length === 0)) {
+  if (
+    raw.layers_pattern !== undefined &&
+    raw.layers_pattern !== null &&
+    raw.layers_pattern !== 'layers' &&
+    !(Array.isArray(raw.layers_pattern) && raw.layers_pattern.length === 0)
+  ) {
     fail('layers_pattern', `only the default "layers" is supported, got ${JSON.stringify(raw.layers_pattern)}`);
   }
   const pattern = (k: string): Record<string, number> => {
@@ -156,17 +183,21 @@ export function parseAdapterConfig(input: string | Record<string, unknown>, file
       } catch {
         fail(`${k}.${pk}`, 'pattern does not compile as a regex');
       }
-      if (typeof pv !== 'number' || !(pv > 0)) fail(`${k}.${pk}`, `must be a positive number, got ${JSON.stringify(pv)}`);
+      if (typeof pv !== 'number' || !(pv > 0))
+        fail(`${k}.${pk}`, `must be a positive number, got ${JSON.stringify(pv)}`);
       out[pk] = pv as number;
     }
     return out;
   };
   const base = raw.base_model_name_or_path;
-  if (base !== undefined && base !== null && typeof base !== 'string') fail('base_model_name_or_path', 'must be a string');
+  if (base !== undefined && base !== null && typeof base !== 'string')
+    fail('base_model_name_or_path', 'must be a string');
   const init = raw.init_lora_weights ?? true;
-  if (typeof init !== 'boolean' && typeof init !== 'string') fail('init_lora_weights', `must be true/false or a method name, got ${JSON.stringify(init)}`);
+  if (typeof init !== 'boolean' && typeof init !== 'string')
+    fail('init_lora_weights', `must be true/false or a method name, got ${JSON.stringify(init)}`);
   const taskType = raw.task_type;
-  if (taskType !== undefined && taskType !== null && taskType !== 'CAUSAL_LM') fail('task_type', `must be CAUSAL_LM, got ${JSON.stringify(taskType)}`);
+  if (taskType !== undefined && taskType !== null && taskType !== 'CAUSAL_LM')
+    fail('task_type', `must be CAUSAL_LM, got ${JSON.stringify(taskType)}`);
   return {
     r: r as number,
     loraAlpha: alpha as number,
@@ -199,7 +230,8 @@ export function loraKey(layer: number, module: LoraModule, which: LoraWhich): st
   return `base_model.model.${modulePath(layer, module)}.${leaf}`;
 }
 
-const KEY_RE = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.(?:lora_(A|B)(?:\.default)?\.weight|(lora_magnitude_vector)(?:\.default)?(?:\.weight)?)$/;
+const KEY_RE =
+  /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.(?:lora_(A|B)(?:\.default)?\.weight|(lora_magnitude_vector)(?:\.default)?(?:\.weight)?)$/;
 
 /** Parses an adapter tensor key; null when it is not a LoRA weight of a known module. */
 export function parseLoraKey(key: string): { layer: number; module: LoraModule; which: LoraWhich } | null {
@@ -213,17 +245,26 @@ export function parseLoraKey(key: string): { layer: number; module: LoraModule; 
 }
 
 /** PEFT's rule (tuners_utils check_target_module_exists): list entries match the name or a dotted suffix; a string is a full-match regex. */
-export function isTargeted(c: Pick<LoraAdapterConfig, 'targetModules' | 'layersToTransform'>, layer: number, module: LoraModule): boolean {
+export function isTargeted(
+  c: Pick<LoraAdapterConfig, 'targetModules' | 'layersToTransform'>,
+  layer: number,
+  module: LoraModule,
+): boolean {
   const path = modulePath(layer, module);
-  const hit = typeof c.targetModules === 'string'
-    ? new RegExp(`^(?:${c.targetModules})$`).test(path)
-    : c.targetModules.some((t) => path === t || path.endsWith(`.${t}`));
+  const hit =
+    typeof c.targetModules === 'string'
+      ? new RegExp(`^(?:${c.targetModules})$`).test(path)
+      : c.targetModules.some((t) => path === t || path.endsWith(`.${t}`));
   if (!hit) return false;
   return c.layersToTransform === null || c.layersToTransform.includes(layer);
 }
 
 /** Rank, alpha and the scale applied to B·A for one module (rank_pattern/alpha_pattern as PEFT: `(.*\.)?key$`). */
-export function loraParamsFor(c: LoraAdapterConfig, layer: number, module: LoraModule): { r: number; alpha: number; scale: number } {
+export function loraParamsFor(
+  c: LoraAdapterConfig,
+  layer: number,
+  module: LoraModule,
+): { r: number; alpha: number; scale: number } {
   const path = modulePath(layer, module);
   const pick = (pat: Record<string, number>, dflt: number) => {
     for (const [k, v] of Object.entries(pat)) if (new RegExp(`^(.*\\.)?(${k})$`).test(path)) return v;

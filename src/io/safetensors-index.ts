@@ -53,14 +53,19 @@ export function parseIndex(text: string, file: string = SAFE_WEIGHTS_INDEX_NAME)
   }
   if (!isPlainObject(raw)) throw new SafetensorsError('index', file, 'must be a JSON object with "weight_map"');
   const wm = raw.weight_map;
-  if (!isPlainObject(wm)) throw new SafetensorsError('index', file, '"weight_map" must be an object {tensor name: shard file}');
+  if (!isPlainObject(wm))
+    throw new SafetensorsError('index', file, '"weight_map" must be an object {tensor name: shard file}');
   const meta = raw.metadata ?? {};
   if (!isPlainObject(meta)) throw new SafetensorsError('index', file, '"metadata" must be an object');
   let totalSize: number | null = null;
   if (meta.total_size !== undefined && meta.total_size !== null) {
     const ts = meta.total_size;
     if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts < 0) {
-      throw new SafetensorsError('index', file, `metadata.total_size must be a non-negative integer, got ${JSON.stringify(ts)}`);
+      throw new SafetensorsError(
+        'index',
+        file,
+        `metadata.total_size must be a non-negative integer, got ${JSON.stringify(ts)}`,
+      );
     }
     totalSize = ts;
   }
@@ -68,7 +73,12 @@ export function parseIndex(text: string, file: string = SAFE_WEIGHTS_INDEX_NAME)
   const shards: string[] = [];
   for (const [name, shard] of Object.entries(wm)) {
     if (typeof shard !== 'string' || shard.length === 0) {
-      throw new SafetensorsError('index', file, `weight_map value must be a shard file name, got ${JSON.stringify(shard)}`, name);
+      throw new SafetensorsError(
+        'index',
+        file,
+        `weight_map value must be a shard file name, got ${JSON.stringify(shard)}`,
+        name,
+      );
     }
     if (shard.startsWith('/') || shard.split(/[\\/]/).includes('..')) {
       throw new SafetensorsError('index', file, `shard path "${shard}" must stay inside the checkpoint folder`, name);
@@ -101,7 +111,12 @@ export class ShardedSafetensors implements TensorStore {
       for (const name of f.names()) {
         const other = seen.get(name);
         if (other !== undefined) {
-          throw new SafetensorsError('index', index.file, `tensor is stored in two shards, "${other}" and "${shard}"`, name);
+          throw new SafetensorsError(
+            'index',
+            index.file,
+            `tensor is stored in two shards, "${other}" and "${shard}"`,
+            name,
+          );
         }
         seen.set(name, shard);
         const listed = index.weightMap.get(name);
@@ -112,7 +127,9 @@ export class ShardedSafetensors implements TensorStore {
           throw new SafetensorsError(
             'index',
             index.file,
-            inListed ? `tensor is stored in two shards, "${listed}" and "${shard}"` : `listed for shard "${listed}" but stored in "${shard}"`,
+            inListed
+              ? `tensor is stored in two shards, "${listed}" and "${shard}"`
+              : `listed for shard "${listed}" but stored in "${shard}"`,
             name,
           );
         }
@@ -122,7 +139,12 @@ export class ShardedSafetensors implements TensorStore {
     for (const [name, shard] of index.weightMap) {
       const f = files.get(shard)!;
       if (!f.has(name)) {
-        throw new SafetensorsError('index', index.file, `listed for shard "${shard}" but that file has no such tensor`, name);
+        throw new SafetensorsError(
+          'index',
+          index.file,
+          `listed for shard "${shard}" but that file has no such tensor`,
+          name,
+        );
       }
       total += f.info(name).byteLength;
     }
@@ -136,7 +158,9 @@ export class ShardedSafetensors implements TensorStore {
     }
     if (index.totalSize !== null && index.totalSize !== total) {
       // Pre-quantized checkpoints often record a size that is not the byte sum: warn, not fail.
-      this.warnings.push(`${index.file}: metadata.total_size is ${index.totalSize} but the listed tensors hold ${total} bytes`);
+      this.warnings.push(
+        `${index.file}: metadata.total_size is ${index.totalSize} but the listed tensors hold ${total} bytes`,
+      );
     }
   }
 
@@ -153,7 +177,11 @@ export class ShardedSafetensors implements TensorStore {
           return `"${s}" (${names.length} tensors, e.g. "${names[0]}")`;
         })
         .join(', ');
-      throw new SafetensorsError('missing-shard', indexFile, `missing shard file${missing.length > 1 ? 's' : ''} ${detail}`);
+      throw new SafetensorsError(
+        'missing-shard',
+        indexFile,
+        `missing shard file${missing.length > 1 ? 's' : ''} ${detail}`,
+      );
     }
     const files = new Map<string, SafetensorsFile>();
     try {
@@ -176,7 +204,13 @@ export class ShardedSafetensors implements TensorStore {
   }
   private fileOf(name: string): SafetensorsFile {
     const f = this.where.get(name);
-    if (!f) throw new SafetensorsError('unknown-tensor', this.index.file, `no such tensor in the checkpoint (${this.order.length} tensors)`, name);
+    if (!f)
+      throw new SafetensorsError(
+        'unknown-tensor',
+        this.index.file,
+        `no such tensor in the checkpoint (${this.order.length} tensors)`,
+        name,
+      );
     return f;
   }
   info(name: string): ShardedTensorInfo {
@@ -241,7 +275,11 @@ export async function openCheckpoint(openFile: OpenFile, prefix = 'model'): Prom
   }
   const single = await openFile(`${prefix}.safetensors`);
   if (!single) {
-    throw new SafetensorsError('missing-shard', `${prefix}.safetensors`, `checkpoint has neither ${prefix}.safetensors nor ${indexName}`);
+    throw new SafetensorsError(
+      'missing-shard',
+      `${prefix}.safetensors`,
+      `checkpoint has neither ${prefix}.safetensors nor ${indexName}`,
+    );
   }
   return new SingleFileStore(await SafetensorsFile.open(single));
 }

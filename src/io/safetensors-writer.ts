@@ -6,7 +6,8 @@
 import { DTYPE_BYTES, SafetensorsError, type SafetensorsDtype } from './safetensors.ts';
 
 /** Tensor bytes: given directly, or produced on demand (once) when the writer reaches them. */
-export type TensorBytes = Uint8Array | (() => Promise<Uint8Array | AsyncIterable<Uint8Array>> | Uint8Array | AsyncIterable<Uint8Array>);
+export type TensorBytes =
+  Uint8Array | (() => Promise<Uint8Array | AsyncIterable<Uint8Array>> | Uint8Array | AsyncIterable<Uint8Array>);
 
 export interface TensorToWrite {
   name: string;
@@ -23,7 +24,8 @@ export interface ByteSink {
 export function tensorByteLength(dtype: SafetensorsDtype, shape: readonly number[]): number {
   let n = DTYPE_BYTES[dtype];
   for (const d of shape) {
-    if (!Number.isSafeInteger(d) || d < 0) throw new Error(`shape [${shape.join(', ')}] must hold non-negative integers`);
+    if (!Number.isSafeInteger(d) || d < 0)
+      throw new Error(`shape [${shape.join(', ')}] must hold non-negative integers`);
     n *= d;
   }
   return n;
@@ -39,7 +41,11 @@ export interface HeaderPlan {
 }
 
 /** Builds the header for tensors written in the given order. */
-export function buildHeader(file: string, tensors: readonly Pick<TensorToWrite, 'name' | 'dtype' | 'shape'>[], metadata?: Record<string, string> | null): HeaderPlan {
+export function buildHeader(
+  file: string,
+  tensors: readonly Pick<TensorToWrite, 'name' | 'dtype' | 'shape'>[],
+  metadata?: Record<string, string> | null,
+): HeaderPlan {
   const seen = new Set<string>();
   const parts: string[] = [];
   if (metadata) {
@@ -51,10 +57,12 @@ export function buildHeader(file: string, tensors: readonly Pick<TensorToWrite, 
   const offsets: [number, number][] = [];
   let at = 0;
   for (const t of tensors) {
-    if (t.name === '__metadata__') throw new SafetensorsError('header-entry', file, 'the name "__metadata__" is reserved', t.name);
+    if (t.name === '__metadata__')
+      throw new SafetensorsError('header-entry', file, 'the name "__metadata__" is reserved', t.name);
     if (seen.has(t.name)) throw new SafetensorsError('header-entry', file, 'tensor name appears twice', t.name);
     seen.add(t.name);
-    if (!(t.dtype in DTYPE_BYTES)) throw new SafetensorsError('dtype', file, `unknown dtype ${String(t.dtype)}`, t.name);
+    if (!(t.dtype in DTYPE_BYTES))
+      throw new SafetensorsError('dtype', file, `unknown dtype ${String(t.dtype)}`, t.name);
     let len: number;
     try {
       len = tensorByteLength(t.dtype, t.shape);
@@ -63,7 +71,9 @@ export function buildHeader(file: string, tensors: readonly Pick<TensorToWrite, 
     }
     offsets.push([at, at + len]);
     // Keys are serialized one by one so integer-like names keep their order.
-    parts.push(`${JSON.stringify(t.name)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(',')}],"data_offsets":[${at},${at + len}]}`);
+    parts.push(
+      `${JSON.stringify(t.name)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(',')}],"data_offsets":[${at},${at + len}]}`,
+    );
     at += len;
   }
   const json = new TextEncoder().encode(`{${parts.join(',')}}`);
@@ -79,7 +89,13 @@ async function* dataChunks(file: string, t: TensorToWrite, expected: number): As
   let got = 0;
   const check = (n: number) => {
     got += n;
-    if (got > expected) throw new SafetensorsError('size-mismatch', file, `data source produced more than the ${expected} bytes that ${t.dtype} [${t.shape.join(', ')}] needs`, t.name);
+    if (got > expected)
+      throw new SafetensorsError(
+        'size-mismatch',
+        file,
+        `data source produced more than the ${expected} bytes that ${t.dtype} [${t.shape.join(', ')}] needs`,
+        t.name,
+      );
   };
   if (produced instanceof Uint8Array) {
     check(produced.byteLength);
@@ -90,7 +106,13 @@ async function* dataChunks(file: string, t: TensorToWrite, expected: number): As
       if (chunk.byteLength > 0) yield chunk;
     }
   }
-  if (got !== expected) throw new SafetensorsError('size-mismatch', file, `data source produced ${got} bytes but ${t.dtype} [${t.shape.join(', ')}] needs ${expected}`, t.name);
+  if (got !== expected)
+    throw new SafetensorsError(
+      'size-mismatch',
+      file,
+      `data source produced ${got} bytes but ${t.dtype} [${t.shape.join(', ')}] needs ${expected}`,
+      t.name,
+    );
 }
 
 /** The whole file as a sequence of chunks: the header, then each tensor's bytes in order. */
@@ -123,7 +145,10 @@ export async function writeSafetensors(
 }
 
 /** Concatenates the chunks (tests and small adapters only). */
-export async function serializeSafetensors(tensors: readonly TensorToWrite[], metadata?: Record<string, string> | null): Promise<Uint8Array> {
+export async function serializeSafetensors(
+  tensors: readonly TensorToWrite[],
+  metadata?: Record<string, string> | null,
+): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let n = 0;
   for await (const c of safetensorsChunks(tensors, metadata)) {
@@ -155,7 +180,11 @@ export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
  * would overflow the current shard starts a new one; a tensor larger than the limit gets a shard
  * of its own (huggingface_hub split_state_dict_into_shards_factory).
  */
-export function planShards(tensors: readonly TensorToWrite[], maxShardBytes = DEFAULT_MAX_SHARD_BYTES, prefix = 'model'): ShardPlan {
+export function planShards(
+  tensors: readonly TensorToWrite[],
+  maxShardBytes = DEFAULT_MAX_SHARD_BYTES,
+  prefix = 'model',
+): ShardPlan {
   if (!(maxShardBytes > 0)) throw new Error(`max shard size must be positive, got ${maxShardBytes}`);
   const groups: { tensors: TensorToWrite[]; dataBytes: number }[] = [];
   let cur: { tensors: TensorToWrite[]; dataBytes: number } | null = null;
@@ -171,7 +200,11 @@ export function planShards(tensors: readonly TensorToWrite[], maxShardBytes = DE
     cur.dataBytes += len;
   }
   if (groups.length <= 1) {
-    return { shards: [{ file: `${prefix}.safetensors`, tensors: groups[0]?.tensors ?? [], dataBytes: total }], index: null, totalSize: total };
+    return {
+      shards: [{ file: `${prefix}.safetensors`, tensors: groups[0]?.tensors ?? [], dataBytes: total }],
+      index: null,
+      totalSize: total,
+    };
   }
   const n = groups.length;
   const pad = (i: number) => String(i).padStart(5, '0');
@@ -195,7 +228,12 @@ export interface WrittenCheckpoint {
 export async function writeShardedSafetensors(
   tensors: readonly TensorToWrite[],
   openSink: (fileName: string) => Promise<ByteSink> | ByteSink,
-  options: { maxShardBytes?: number; metadata?: Record<string, string>; prefix?: string; onProgress?: (bytesWritten: number, totalBytes: number) => void } = {},
+  options: {
+    maxShardBytes?: number;
+    metadata?: Record<string, string>;
+    prefix?: string;
+    onProgress?: (bytesWritten: number, totalBytes: number) => void;
+  } = {},
 ): Promise<WrittenCheckpoint> {
   const prefix = options.prefix ?? 'model';
   const metadata = options.metadata ?? { format: 'pt' };

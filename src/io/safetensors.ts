@@ -5,12 +5,40 @@
 import { readFully, type ByteSource } from './byte-source.ts';
 
 export const SAFETENSORS_DTYPES = [
-  'F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U8', 'U16', 'U32', 'U64', 'BOOL', 'F8_E4M3', 'F8_E5M2',
+  'F64',
+  'F32',
+  'F16',
+  'BF16',
+  'I64',
+  'I32',
+  'I16',
+  'I8',
+  'U8',
+  'U16',
+  'U32',
+  'U64',
+  'BOOL',
+  'F8_E4M3',
+  'F8_E5M2',
 ] as const;
 export type SafetensorsDtype = (typeof SAFETENSORS_DTYPES)[number];
 
 export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, U16: 2, U32: 4, U64: 8, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  U16: 2,
+  U32: 4,
+  U64: 8,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
 };
 
 /** tensor.rs MAX_HEADER_SIZE. */
@@ -47,7 +75,9 @@ export class SafetensorsError extends Error {
     /** Absolute byte offset in the file, when useful. */
     readonly offset?: number,
   ) {
-    super(`${file}: ${tensor !== undefined ? `tensor "${tensor}": ` : ''}${detail}${offset !== undefined ? ` (at byte ${offset})` : ''}`);
+    super(
+      `${file}: ${tensor !== undefined ? `tensor "${tensor}": ` : ''}${detail}${offset !== undefined ? ` (at byte ${offset})` : ''}`,
+    );
   }
 }
 
@@ -101,21 +131,43 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
 /** Reads the 8-byte prefix; checks it against the file size and the 100 MB limit. */
 export function parseHeaderLength(prefix: Uint8Array, file: string, fileSize: number): number {
   if (fileSize < 8 || prefix.byteLength < 8) {
-    throw new SafetensorsError('truncated', file, `file is ${fileSize} bytes; a safetensors file starts with an 8-byte header length`);
+    throw new SafetensorsError(
+      'truncated',
+      file,
+      `file is ${fileSize} bytes; a safetensors file starts with an 8-byte header length`,
+    );
   }
   const n = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_BYTES)) {
-    throw new SafetensorsError('header-too-large', file, `header length ${n} bytes exceeds the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file, or corrupt)`, undefined, 0);
+    throw new SafetensorsError(
+      'header-too-large',
+      file,
+      `header length ${n} bytes exceeds the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file, or corrupt)`,
+      undefined,
+      0,
+    );
   }
   const len = Number(n);
   if (8 + len > fileSize) {
-    throw new SafetensorsError('truncated', file, `header length ${len} bytes runs past the end of the ${fileSize}-byte file (truncated download?)`, undefined, 0);
+    throw new SafetensorsError(
+      'truncated',
+      file,
+      `header length ${len} bytes runs past the end of the ${fileSize}-byte file (truncated download?)`,
+      undefined,
+      0,
+    );
   }
   return len;
 }
 
 function parseShape(v: unknown, file: string, name: string): number[] {
-  if (!Array.isArray(v)) throw new SafetensorsError('shape', file, `shape must be an array of non-negative integers, got ${describe(v)}`, name);
+  if (!Array.isArray(v))
+    throw new SafetensorsError(
+      'shape',
+      file,
+      `shape must be an array of non-negative integers, got ${describe(v)}`,
+      name,
+    );
   const shape: number[] = [];
   for (let i = 0; i < v.length; i++) {
     const d = v[i];
@@ -134,7 +186,12 @@ function parseOffsets(v: unknown, file: string, name: string): [number, number] 
   const [b, e] = v;
   for (const x of [b, e]) {
     if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) {
-      throw new SafetensorsError('offsets', file, `data_offsets must hold non-negative integers, got ${describe(x)}`, name);
+      throw new SafetensorsError(
+        'offsets',
+        file,
+        `data_offsets must hold non-negative integers, got ${describe(x)}`,
+        name,
+      );
     }
   }
   if (e < b) throw new SafetensorsError('offsets', file, `data_offsets [${b}, ${e}] end before they begin`, name);
@@ -143,10 +200,12 @@ function parseOffsets(v: unknown, file: string, name: string): [number, number] 
 
 function parseMetadata(v: unknown, file: string): Record<string, string> | null {
   if (v === null) return null;
-  if (!isPlainObject(v)) throw new SafetensorsError('metadata', file, `__metadata__ must be an object of strings, got ${describe(v)}`);
+  if (!isPlainObject(v))
+    throw new SafetensorsError('metadata', file, `__metadata__ must be an object of strings, got ${describe(v)}`);
   const out: Record<string, string> = {};
   for (const [k, x] of Object.entries(v)) {
-    if (typeof x !== 'string') throw new SafetensorsError('metadata', file, `__metadata__["${k}"] must be a string, got ${describe(x)}`);
+    if (typeof x !== 'string')
+      throw new SafetensorsError('metadata', file, `__metadata__["${k}"] must be a string, got ${describe(x)}`);
     out[k] = x;
   }
   return out;
@@ -160,17 +219,34 @@ export function parseHeader(json: Uint8Array, file: string, fileSize: number): S
   const headerLength = json.byteLength;
   const dataStart = 8 + headerLength;
   const dataLength = fileSize - dataStart;
-  if (dataLength < 0) throw new SafetensorsError('truncated', file, `header of ${headerLength} bytes does not fit in the ${fileSize}-byte file`);
+  if (dataLength < 0)
+    throw new SafetensorsError(
+      'truncated',
+      file,
+      `header of ${headerLength} bytes does not fit in the ${fileSize}-byte file`,
+    );
 
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(json);
   } catch {
-    throw new SafetensorsError('header-encoding', file, `header (bytes 8..${dataStart}) is not valid UTF-8`, undefined, 8);
+    throw new SafetensorsError(
+      'header-encoding',
+      file,
+      `header (bytes 8..${dataStart}) is not valid UTF-8`,
+      undefined,
+      8,
+    );
   }
   // tensor.rs rejects headers that do not start with '{' (InvalidHeaderStart).
   if (!text.startsWith('{')) {
-    throw new SafetensorsError('header-json', file, `header must start with "{", got ${JSON.stringify(text.slice(0, 12))}`, undefined, 8);
+    throw new SafetensorsError(
+      'header-json',
+      file,
+      `header must start with "{", got ${JSON.stringify(text.slice(0, 12))}`,
+      undefined,
+      8,
+    );
   }
   let parsed: unknown;
   try {
@@ -178,7 +254,14 @@ export function parseHeader(json: Uint8Array, file: string, fileSize: number): S
   } catch (e) {
     throw new SafetensorsError('header-json', file, `header is not valid JSON: ${(e as Error).message}`, undefined, 8);
   }
-  if (!isPlainObject(parsed)) throw new SafetensorsError('header-json', file, `header must be a JSON object, got ${describe(parsed)}`, undefined, 8);
+  if (!isPlainObject(parsed))
+    throw new SafetensorsError(
+      'header-json',
+      file,
+      `header must be a JSON object, got ${describe(parsed)}`,
+      undefined,
+      8,
+    );
 
   let metadata: Record<string, string> | null = null;
   const tensors: TensorInfo[] = [];
@@ -188,21 +271,33 @@ export function parseHeader(json: Uint8Array, file: string, fileSize: number): S
       continue;
     }
     if (!isPlainObject(entry)) {
-      throw new SafetensorsError('header-entry', file, `entry must be an object {dtype, shape, data_offsets}, got ${describe(entry)}`, name);
+      throw new SafetensorsError(
+        'header-entry',
+        file,
+        `entry must be an object {dtype, shape, data_offsets}, got ${describe(entry)}`,
+        name,
+      );
     }
     const dtype = entry.dtype;
     if (!isSafetensorsDtype(dtype)) {
-      throw new SafetensorsError('dtype', file, `unknown dtype ${describe(dtype)}; supported: ${SAFETENSORS_DTYPES.join(', ')}`, name);
+      throw new SafetensorsError(
+        'dtype',
+        file,
+        `unknown dtype ${describe(dtype)}; supported: ${SAFETENSORS_DTYPES.join(', ')}`,
+        name,
+      );
     }
     const shape = parseShape(entry.shape, file, name);
     const [begin, end] = parseOffsets(entry.data_offsets, file, name);
     let numel = 1;
     for (const d of shape) {
       numel *= d;
-      if (numel > MAX_SAFE) throw new SafetensorsError('shape', file, `shape [${shape.join(', ')}] has too many elements`, name);
+      if (numel > MAX_SAFE)
+        throw new SafetensorsError('shape', file, `shape [${shape.join(', ')}] has too many elements`, name);
     }
     const byteLength = numel * DTYPE_BYTES[dtype];
-    if (byteLength > MAX_SAFE) throw new SafetensorsError('shape', file, `shape [${shape.join(', ')}] is too large`, name);
+    if (byteLength > MAX_SAFE)
+      throw new SafetensorsError('shape', file, `shape [${shape.join(', ')}] is too large`, name);
     if (end > dataLength) {
       throw new SafetensorsError(
         'truncated',
@@ -229,11 +324,25 @@ export function parseHeader(json: Uint8Array, file: string, fileSize: number): S
   let prev: TensorInfo | null = null;
   for (const t of tensors) {
     if (t.begin < cursor) {
-      throw new SafetensorsError('offsets', file, `data_offsets [${t.begin}, ${t.end}] overlap tensor "${prev!.name}" [${prev!.begin}, ${prev!.end}]`, t.name, dataStart + t.begin);
+      throw new SafetensorsError(
+        'offsets',
+        file,
+        `data_offsets [${t.begin}, ${t.end}] overlap tensor "${prev!.name}" [${prev!.begin}, ${prev!.end}]`,
+        t.name,
+        dataStart + t.begin,
+      );
     }
     if (t.begin > cursor) {
-      const after = prev ? `after tensor "${prev.name}" (ends at ${prev.end})` : 'at the start of the data block (offsets must start at 0)';
-      throw new SafetensorsError('offsets', file, `data_offsets [${t.begin}, ${t.end}] leave a hole of ${t.begin - cursor} bytes ${after}`, t.name, dataStart + cursor);
+      const after = prev
+        ? `after tensor "${prev.name}" (ends at ${prev.end})`
+        : 'at the start of the data block (offsets must start at 0)';
+      throw new SafetensorsError(
+        'offsets',
+        file,
+        `data_offsets [${t.begin}, ${t.end}] leave a hole of ${t.begin - cursor} bytes ${after}`,
+        t.name,
+        dataStart + cursor,
+      );
     }
     cursor = t.end;
     prev = t;
@@ -257,7 +366,14 @@ export async function readHeader(src: ByteSource): Promise<SafetensorsHeader> {
   const prefix = await readFully(src, 0, Math.min(8, src.size));
   const n = parseHeaderLength(prefix, src.name, src.size);
   const json = await readFully(src, 8, n);
-  if (json.byteLength !== n) throw new SafetensorsError('truncated', src.name, `could read only ${json.byteLength} of the ${n} header bytes`, undefined, 8);
+  if (json.byteLength !== n)
+    throw new SafetensorsError(
+      'truncated',
+      src.name,
+      `could read only ${json.byteLength} of the ${n} header bytes`,
+      undefined,
+      8,
+    );
   return parseHeader(json, src.name, src.size);
 }
 
@@ -287,7 +403,13 @@ export class SafetensorsFile {
   }
   info(name: string): TensorInfo {
     const t = this.header.byName.get(name);
-    if (!t) throw new SafetensorsError('unknown-tensor', this.file, `no such tensor in this file (${this.header.tensors.length} tensors)`, name);
+    if (!t)
+      throw new SafetensorsError(
+        'unknown-tensor',
+        this.file,
+        `no such tensor in this file (${this.header.tensors.length} tensors)`,
+        name,
+      );
     return t;
   }
 
@@ -296,7 +418,13 @@ export class SafetensorsFile {
     const t = this.info(name);
     const bytes = await readFully(this.source, t.fileOffset, t.byteLength);
     if (bytes.byteLength !== t.byteLength) {
-      throw new SafetensorsError('truncated', this.file, `could read only ${bytes.byteLength} of ${t.byteLength} bytes (file changed or truncated)`, name, t.fileOffset + bytes.byteLength);
+      throw new SafetensorsError(
+        'truncated',
+        this.file,
+        `could read only ${bytes.byteLength} of ${t.byteLength} bytes (file changed or truncated)`,
+        name,
+        t.fileOffset + bytes.byteLength,
+      );
     }
     return { name: t.name, dtype: t.dtype, shape: t.shape.slice(), bytes };
   }
@@ -310,7 +438,13 @@ export class SafetensorsFile {
       const len = Math.min(step, t.byteLength - at);
       const bytes = await readFully(this.source, t.fileOffset + at, len);
       if (bytes.byteLength !== len) {
-        throw new SafetensorsError('truncated', this.file, `could read only ${at + bytes.byteLength} of ${t.byteLength} bytes`, name, t.fileOffset + at + bytes.byteLength);
+        throw new SafetensorsError(
+          'truncated',
+          this.file,
+          `could read only ${at + bytes.byteLength} of ${t.byteLength} bytes`,
+          name,
+          t.fileOffset + at + bytes.byteLength,
+        );
       }
       yield bytes;
     }
@@ -348,17 +482,27 @@ export function typedData(t: RawTensor): TypedTensorData {
   const { buffer, byteOffset } = aligned;
   const n = aligned.byteLength / size;
   switch (t.dtype) {
-    case 'F64': return new Float64Array(buffer, byteOffset, n);
-    case 'F32': return new Float32Array(buffer, byteOffset, n);
+    case 'F64':
+      return new Float64Array(buffer, byteOffset, n);
+    case 'F32':
+      return new Float32Array(buffer, byteOffset, n);
     case 'F16':
     case 'BF16':
-    case 'U16': return new Uint16Array(buffer, byteOffset, n);
-    case 'I64': return new BigInt64Array(buffer, byteOffset, n);
-    case 'U64': return new BigUint64Array(buffer, byteOffset, n);
-    case 'I32': return new Int32Array(buffer, byteOffset, n);
-    case 'U32': return new Uint32Array(buffer, byteOffset, n);
-    case 'I16': return new Int16Array(buffer, byteOffset, n);
-    case 'I8': return new Int8Array(buffer, byteOffset, n);
-    default: return new Uint8Array(buffer, byteOffset, n);
+    case 'U16':
+      return new Uint16Array(buffer, byteOffset, n);
+    case 'I64':
+      return new BigInt64Array(buffer, byteOffset, n);
+    case 'U64':
+      return new BigUint64Array(buffer, byteOffset, n);
+    case 'I32':
+      return new Int32Array(buffer, byteOffset, n);
+    case 'U32':
+      return new Uint32Array(buffer, byteOffset, n);
+    case 'I16':
+      return new Int16Array(buffer, byteOffset, n);
+    case 'I8':
+      return new Int8Array(buffer, byteOffset, n);
+    default:
+      return new Uint8Array(buffer, byteOffset, n);
   }
 }

@@ -13,7 +13,10 @@ export function smooth(values: readonly number[]): number[] {
  * or the last per-step loss when a step came after it (or nothing was logged yet); null before
  * the first step.
  */
-export function latestLoss(run: { steps: readonly { step: number; loss: number }[]; logs: readonly { step: number; loss: number }[] }): number | null {
+export function latestLoss(run: {
+  steps: readonly { step: number; loss: number }[];
+  logs: readonly { step: number; loss: number }[];
+}): number | null {
   const log = run.logs.at(-1);
   const step = run.steps.at(-1);
   if (log && (!step || step.step <= log.step)) return log.loss;

@@ -6,22 +6,37 @@ import { i18n, type Locale } from './i18n.svelte.ts';
 import { dataMessagesEn } from './locales/data-messages.en.ts';
 import { dataMessagesZh } from './locales/data-messages.zh.ts';
 
-export const dataMessageTables: Record<Locale, Record<DataMessageCode, string>> = { en: dataMessagesEn, zh: dataMessagesZh };
+export const dataMessageTables: Record<Locale, Record<DataMessageCode, string>> = {
+  en: dataMessagesEn,
+  zh: dataMessagesZh,
+};
 
 /** The message in `locale`; the English text when there is no code (e.g. a report from an older
  *  build restored from storage) or the code is unknown to this build. A `cause` replaces the English
  *  `detail` parameter outside English. */
-export function renderDataMessage(locale: Locale, code: string | undefined, params: DataMessageParams | undefined, fallbackEnglish: string, cause?: DataMessage): string {
+export function renderDataMessage(
+  locale: Locale,
+  code: string | undefined,
+  params: DataMessageParams | undefined,
+  fallbackEnglish: string,
+  cause?: DataMessage,
+): string {
   const table = dataMessageTables[locale];
   if (code === undefined || !Object.hasOwn(table, code)) return fallbackEnglish;
-  const p = cause && locale !== 'en' && params && 'detail' in params
-    ? { ...params, detail: renderDataMessage(locale, cause.code, cause.params, String(params.detail), cause.cause) }
-    : params;
+  const p =
+    cause && locale !== 'en' && params && 'detail' in params
+      ? { ...params, detail: renderDataMessage(locale, cause.code, cause.params, String(params.detail), cause.cause) }
+      : params;
   return fillSlots(table[code as DataMessageCode], p);
 }
 
 /** As renderDataMessage, in the current studio language (reactive on it). */
-export function dataMessage(code: string | undefined, params: DataMessageParams | undefined, fallbackEnglish: string, cause?: DataMessage): string {
+export function dataMessage(
+  code: string | undefined,
+  params: DataMessageParams | undefined,
+  fallbackEnglish: string,
+  cause?: DataMessage,
+): string {
   return renderDataMessage(i18n.locale, code, params, fallbackEnglish, cause);
 }
 

@@ -7,7 +7,9 @@ import { studio, api } from './studio.svelte.ts';
 export const modelCache = $state({ version: 0 });
 
 /** Runs one model-opening call and records its result (a superseded call changes nothing). */
-export async function openModelWith(f: () => Promise<{ ok: true; value: ModelState } | { ok: false; error: StudioError }>): Promise<void> {
+export async function openModelWith(
+  f: () => Promise<{ ok: true; value: ModelState } | { ok: false; error: StudioError }>,
+): Promise<void> {
   studio.modelBusy = true;
   studio.modelError = null;
   try {
@@ -37,6 +39,11 @@ export async function restoreModel(): Promise<void> {
   const c = await api().cachedModels();
   const id = settings.model.source === 'hub' ? settings.model.hubId : `local:${settings.model.localId}`;
   const m = c.models.find((x) => x.modelId === id);
-  const complete = !!m && !m.partial.length && (settings.model.source === 'local' ? m.files.some((f) => f.name === 'config.json') : m.files.some((f) => f.name === 'tabtune-download.json'));
+  const complete =
+    !!m &&
+    !m.partial.length &&
+    (settings.model.source === 'local'
+      ? m.files.some((f) => f.name === 'config.json')
+      : m.files.some((f) => f.name === 'tabtune-download.json'));
   if (complete && !studio.model) await openModelWith(() => api().openStoredModel(id));
 }

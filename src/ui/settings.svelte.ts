@@ -46,13 +46,28 @@ export interface Settings {
 export const DEFAULT_SETTINGS: Settings = {
   version: 2,
   step: 'model',
-  model: { source: 'demo', hubId: 'HuggingFaceTB/SmolLM2-135M-Instruct', hubEndpoint: 'https://huggingface.co', localId: '' },
+  model: {
+    source: 'demo',
+    hubId: 'HuggingFaceTB/SmolLM2-135M-Instruct',
+    hubEndpoint: 'https://huggingface.co',
+    localId: '',
+  },
   datasets: [],
   datasetsChosen: false,
   train: structuredClone(DEFAULT_TRAIN_CONFIG as TrainConfig),
   budgetGiB: 4,
   // LLaMA-Factory generating_args defaults for chat (temperature 0.95, top_p 0.7, top_k 50, max_new_tokens 1024).
-  chat: { system: '', temperature: 0.95, topP: 0.7, topK: 50, repetitionPenalty: 1, maxNewTokens: 512, doSample: true, compare: false, draft: '' },
+  chat: {
+    system: '',
+    temperature: 0.95,
+    topP: 0.7,
+    topK: 50,
+    repetitionPenalty: 1,
+    maxNewTokens: 512,
+    doSample: true,
+    compare: false,
+    draft: '',
+  },
   export: { dtype: 'bf16', maxShardGB: 5, zip: true },
   evalRows: 20,
 };
@@ -65,11 +80,19 @@ export const persist = $state({ loaded: false, error: null as string | null });
 function merge<T>(base: T, saved: unknown): T {
   // A field that defaults to null (quantization, neftune) keeps whatever was saved.
   if (base === null) return (saved === undefined ? base : saved) as T;
-  if (saved === null || typeof saved !== 'object' || Array.isArray(saved) || base === null || typeof base !== 'object' || Array.isArray(base)) {
+  if (
+    saved === null ||
+    typeof saved !== 'object' ||
+    Array.isArray(saved) ||
+    base === null ||
+    typeof base !== 'object' ||
+    Array.isArray(base)
+  ) {
     return (saved === undefined || typeof saved !== typeof base ? base : saved) as T;
   }
   const out = { ...base } as Record<string, unknown>;
-  for (const k of Object.keys(base as object)) out[k] = merge((base as Record<string, unknown>)[k], (saved as Record<string, unknown>)[k]);
+  for (const k of Object.keys(base as object))
+    out[k] = merge((base as Record<string, unknown>)[k], (saved as Record<string, unknown>)[k]);
   return out as T;
 }
 

@@ -1,5 +1,13 @@
 // Runtime state shared by the steps (not persisted: it is rebuilt from the Worker after a reload).
-import type { DataOverview, DownloadProgress, ModelState, ProbeResult, RunProgress, RunRecord, StudioError } from '../worker/api.ts';
+import type {
+  DataOverview,
+  DownloadProgress,
+  ModelState,
+  ProbeResult,
+  RunProgress,
+  RunRecord,
+  StudioError,
+} from '../worker/api.ts';
 import type { WorkerApi } from '../worker/client.ts';
 
 export const studio = $state({

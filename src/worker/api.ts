@@ -6,7 +6,13 @@ import { downloadModel, HubError, type DownloadProgress } from '../io/hub.ts';
 import { openModelStore, type ModelStore, type StoredModel } from '../io/model-store.ts';
 import { probeGpu, type ProbeResult } from './probe.ts';
 import { openModel, type ModelSession, type ModelState } from './model-session.ts';
-import { DataSession, type DataOverview, type PrepareOptions, type PrepareSummary, type PreviewRow } from './data-session.ts';
+import {
+  DataSession,
+  type DataOverview,
+  type PrepareOptions,
+  type PrepareSummary,
+  type PreviewRow,
+} from './data-session.ts';
 import { GpuModelCache } from './gpu-model.ts';
 import { RunSession, type RunProgress } from './run-session.ts';
 import { ChatSession, type ChatReply, type ChatRequest } from './chat-session.ts';
@@ -45,7 +51,14 @@ export interface PlanView {
   byCategory: Record<MemoryCategory, number>;
   items: { category: MemoryCategory; what: string; count: number; bytes: number }[];
   fits: boolean;
-  suggestions: { kind: string; label: string; change: Partial<TrainPlanConfig>; total: number; saves: number; fits: boolean }[];
+  suggestions: {
+    kind: string;
+    label: string;
+    change: Partial<TrainPlanConfig>;
+    total: number;
+    saves: number;
+    fits: boolean;
+  }[];
 }
 
 async function guard<T>(f: () => Promise<T>): Promise<Result<T>> {
@@ -53,12 +66,24 @@ async function guard<T>(f: () => Promise<T>): Promise<Result<T>> {
     return { ok: true, value: await f() };
   } catch (e) {
     const err = e as Error & { kind?: string };
-    return { ok: false, error: { kind: e instanceof HubError ? e.kind : err.kind ?? err.name ?? 'error', message: err.message ?? String(e) } };
+    return {
+      ok: false,
+      error: {
+        kind: e instanceof HubError ? e.kind : (err.kind ?? err.name ?? 'error'),
+        message: err.message ?? String(e),
+      },
+    };
   }
 }
 
 const LOCAL_PREFIX = 'local:';
-const DEMO_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'];
+const DEMO_FILES = [
+  'config.json',
+  'model.safetensors',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'generation_config.json',
+];
 
 /**
  * The Worker's API, called from the UI through comlink. The Worker owns the GPU device,
@@ -74,7 +99,10 @@ export class TabtuneWorker {
   private dataReady: Promise<void> | null = null;
   /** Opening models can overlap (the demo opens itself, the user picks a folder): the last request wins. */
   private modelSeq = 0;
-  private readonly models = new GpuModelCache(() => this.ensureGpu(), () => this.model);
+  private readonly models = new GpuModelCache(
+    () => this.ensureGpu(),
+    () => this.model,
+  );
   private readonly runSession = new RunSession(this.models, this.data);
   private readonly chatSession = new ChatSession(this.models, this.runSession);
   private readonly evalSession = new EvalSession(this.models, this.runSession);
@@ -99,7 +127,8 @@ export class TabtuneWorker {
   private async ensureGpu(): Promise<Gpu> {
     if (!this.gpu) {
       const r = await this.probe();
-      if (!r.ok || !this.gpu) throw Object.assign(new Error(`no GPU: ${r.ok ? 'the device was lost' : r.message}`), { kind: 'no-gpu' });
+      if (!r.ok || !this.gpu)
+        throw Object.assign(new Error(`no GPU: ${r.ok ? 'the device was lost' : r.message}`), { kind: 'no-gpu' });
     }
     return this.gpu;
   }
@@ -145,13 +174,23 @@ export class TabtuneWorker {
   }
 
   /** Downloads (or takes from the browser cache) a hub model, reporting bytes, speed and ETA. */
-  openHubModel(id: string, token: string | null, endpoint: string | null, onProgress: (p: DownloadProgress) => void): Promise<Result<ModelState>> {
+  openHubModel(
+    id: string,
+    token: string | null,
+    endpoint: string | null,
+    onProgress: (p: DownloadProgress) => void,
+  ): Promise<Result<ModelState>> {
     const seq = ++this.modelSeq;
     return guard(async () => {
       this.download?.abort();
       const ctl = (this.download = new AbortController());
       const store = await this.modelStore();
-      const res = await downloadModel(id, store, { signal: ctl.signal, token: token || undefined, endpoint: endpoint || undefined, onProgress });
+      const res = await downloadModel(id, store, {
+        signal: ctl.signal,
+        token: token || undefined,
+        endpoint: endpoint || undefined,
+        onProgress,
+      });
       const files = new Map<string, Blob>();
       for (const f of res.files) {
         const b = await store.get(res.modelId, f);
@@ -186,19 +225,24 @@ export class TabtuneWorker {
     return guard(async () => {
       const store = await this.modelStore();
       const entry = (await store.list()).find((m) => m.modelId === storeId);
-      if (!entry || !entry.files.length) throw Object.assign(new Error(`"${storeId}" is no longer stored in this browser`), { kind: 'missing' });
+      if (!entry || !entry.files.length)
+        throw Object.assign(new Error(`"${storeId}" is no longer stored in this browser`), { kind: 'missing' });
       const files = new Map<string, Blob>();
       for (const f of entry.files) {
         const b = await store.get(storeId, f.name);
         if (b) files.set(f.name, b);
       }
       const local = storeId.startsWith(LOCAL_PREFIX);
-      return this.adopt(seq, await openModel(local ? storeId.slice(LOCAL_PREFIX.length) : storeId, local ? 'local' : 'hub', files));
+      return this.adopt(
+        seq,
+        await openModel(local ? storeId.slice(LOCAL_PREFIX.length) : storeId, local ? 'local' : 'hub', files),
+      );
     });
   }
 
   private adopt(seq: number, session: ModelSession): ModelState {
-    if (seq !== this.modelSeq) throw Object.assign(new Error('superseded by a later model choice'), { kind: 'superseded' });
+    if (seq !== this.modelSeq)
+      throw Object.assign(new Error('superseded by a later model choice'), { kind: 'superseded' });
     this.model = session;
     return session.state;
   }
@@ -237,10 +281,16 @@ export class TabtuneWorker {
     return this.dataReady;
   }
 
-  addDatasetFiles(files: { name: string; file: Blob }[], onProgress?: (p: { bytesDone: number; totalBytes?: number; rows: number }) => void): Promise<Result<DataOverview>> {
+  addDatasetFiles(
+    files: { name: string; file: Blob }[],
+    onProgress?: (p: { bytesDone: number; totalBytes?: number; rows: number }) => void,
+  ): Promise<Result<DataOverview>> {
     return guard(async () => {
       await this.ensureData();
-      await this.data.addFiles(files.map((f) => ({ name: f.name, blob: f.file })), onProgress);
+      await this.data.addFiles(
+        files.map((f) => ({ name: f.name, blob: f.file })),
+        onProgress,
+      );
       return this.data.overview();
     });
   }
@@ -254,11 +304,22 @@ export class TabtuneWorker {
 
   private tokenizer() {
     const tok = this.model?.tokenizer;
-    if (!tok) throw Object.assign(new Error('no tokenizer: open a model with tokenizer.json and tokenizer_config.json in the Model step first'), { kind: 'no-model' });
+    if (!tok)
+      throw Object.assign(
+        new Error('no tokenizer: open a model with tokenizer.json and tokenizer_config.json in the Model step first'),
+        { kind: 'no-model' },
+      );
     return tok;
   }
 
-  previewData(o: { keys: string[]; page: number; pageSize: number; cutoffLen: number; trainOnPrompt: boolean; maskHistory: boolean }): Promise<Result<{ rows: PreviewRow[]; total: number } & WarningList>> {
+  previewData(o: {
+    keys: string[];
+    page: number;
+    pageSize: number;
+    cutoffLen: number;
+    trainOnPrompt: boolean;
+    maskHistory: boolean;
+  }): Promise<Result<{ rows: PreviewRow[]; total: number } & WarningList>> {
     return guard(async () => {
       const tok = this.tokenizer();
       return { ...this.data.preview(tok, o), ...this.data.templateWarnings(tok) };
@@ -278,7 +339,16 @@ export class TabtuneWorker {
       const config = this.model?.config;
       if (!config) throw Object.assign(new Error('open a model with a valid config.json first'), { kind: 'no-model' });
       const p = planMemory(config, memoryPlanInput(planRun(train), train.cutoffLen));
-      return { ok: true, value: { total: p.total, byCategory: p.byCategory, items: p.items, fits: p.fits(budgetBytes), suggestions: p.suggestions(budgetBytes) } };
+      return {
+        ok: true,
+        value: {
+          total: p.total,
+          byCategory: p.byCategory,
+          items: p.items,
+          fits: p.fits(budgetBytes),
+          suggestions: p.suggestions(budgetBytes),
+        },
+      };
     } catch (e) {
       return { ok: false, error: { kind: (e as Error).name, message: (e as Error).message } };
     }
@@ -292,7 +362,11 @@ export class TabtuneWorker {
   }
 
   runs(): Promise<Result<{ runs: RunRecord[]; active: string | null; progress: RunProgress | null }>> {
-    return guard(async () => ({ runs: await this.runSession.runs(), active: this.runSession.activeRunId(), progress: this.runSession.snapshot() }));
+    return guard(async () => ({
+      runs: await this.runSession.runs(),
+      active: this.runSession.activeRunId(),
+      progress: this.runSession.snapshot(),
+    }));
   }
 
   startRun(o: { config: TrainConfig; datasetKeys: string[] }): Promise<Result<RunRecord>> {
@@ -336,11 +410,18 @@ export class TabtuneWorker {
     this.chatSession.stop();
   }
 
-  evaluate(o: { rows: number; maxNewTokens: number }, onRow: (done: number, total: number) => void): Promise<Result<EvalResult>> {
+  evaluate(
+    o: { rows: number; maxNewTokens: number },
+    onRow: (done: number, total: number) => void,
+  ): Promise<Result<EvalResult>> {
     return guard(() => this.evalSession.evaluate(o, onRow));
   }
 
-  exportRun(kind: ExportKind, o: ExportOptions, onProgress: (done: number, total: number) => void): Promise<Result<{ files: ExportedFile[]; notes: string[] }>> {
+  exportRun(
+    kind: ExportKind,
+    o: ExportOptions,
+    onProgress: (done: number, total: number) => void,
+  ): Promise<Result<{ files: ExportedFile[]; notes: string[] }>> {
     return guard(() => this.exportSession.export(kind, o, onProgress));
   }
 }

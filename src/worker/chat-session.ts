@@ -48,24 +48,45 @@ export class ChatSession {
     if (a) {
       const full = methodOf(a.record.config) === 'full';
       if (target === 'base' && full) {
-        throw new UserError('full-ft', 'full fine-tuning changed the base weights in place: the base model is not kept on the GPU; compare with a LoRA run instead');
+        throw new UserError(
+          'full-ft',
+          'full fine-tuning changed the base weights in place: the base model is not kept on the GPU; compare with a LoRA run instead',
+        );
       }
       return { model: a.training.trainer.model, lora: target === 'tuned' ? a.training.lora : null, tok };
     }
-    if (target === 'tuned') throw new UserError('no-run', 'no tuned model yet: train a run in the Train step (or open a stored run there) first');
-    return { model: await this.models.get({ computeDType: 'stored' }, () => this.runs.releaseActive()), lora: null, tok };
+    if (target === 'tuned')
+      throw new UserError(
+        'no-run',
+        'no tuned model yet: train a run in the Train step (or open a stored run there) first',
+      );
+    return {
+      model: await this.models.get({ computeDType: 'stored' }, () => this.runs.releaseActive()),
+      lora: null,
+      tok,
+    };
   }
 
   async chat(req: ChatRequest, onText: (text: string) => void): Promise<ChatReply> {
     const { model, lora, tok } = await this.target(req.target);
-    const conv: Conversation = { system: req.system || undefined, messages: req.messages.map((x) => ({ role: x.role, content: x.content })) };
+    const conv: Conversation = {
+      system: req.system || undefined,
+      messages: req.messages.map((x) => ({ role: x.role, content: x.content })),
+    };
     const promptIds = tok.encode(chatTemplateFor(tok).render(conv, { addGenerationPrompt: true }));
     this.abort?.abort();
     const ctl = (this.abort = new AbortController());
     const ids: number[] = [];
     const it = generate(model, lora, Int32Array.from(promptIds), {
-      maxNewTokens: req.maxNewTokens, stopIds: stopIdsOf(model, tok), temperature: req.temperature, topP: req.topP, topK: req.topK,
-      repetitionPenalty: req.repetitionPenalty, doSample: req.doSample, seed: req.seed, signal: ctl.signal,
+      maxNewTokens: req.maxNewTokens,
+      stopIds: stopIdsOf(model, tok),
+      temperature: req.temperature,
+      topP: req.topP,
+      topK: req.topK,
+      repetitionPenalty: req.repetitionPenalty,
+      doSample: req.doSample,
+      seed: req.seed,
+      signal: ctl.signal,
     });
     let res: DecodeResult;
     let lastSent = 0;
@@ -84,7 +105,13 @@ export class ChatSession {
     }
     const text = tok.decode(ids, { skipSpecialTokens: true });
     onText(text);
-    return { text, tokens: ids.length, reason: res.reason, promptTokens: res.promptTokens, tokensPerSecond: res.decodeMs > 0 ? (1000 * ids.length) / res.decodeMs : 0 };
+    return {
+      text,
+      tokens: ids.length,
+      reason: res.reason,
+      promptTokens: res.promptTokens,
+      tokensPerSecond: res.decodeMs > 0 ? (1000 * ids.length) / res.decodeMs : 0,
+    };
   }
 
   stop(): void {

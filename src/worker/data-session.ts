@@ -2,9 +2,26 @@
 // reload never loses them), parsed and validated with src/data, previewed with the model's
 // chat template and masks, and prepared (tokenized, split, packed) for training.
 import {
-  chatTemplateFor, deleteDatasetFile, encodeExample, IGNORE_INDEX, listDatasetFiles, loadDatasetFile, parseDatasetCollection, prepareDataset,
-  saveDatasetFile, textStats, type ChatTemplate, type DatasetInfoEntry, type Example, type HfTokenizer, type PreparedDataset, type RowIssue,
-  type TextStats, type TokenStats, type ValidationReport, type Progress,
+  chatTemplateFor,
+  deleteDatasetFile,
+  encodeExample,
+  IGNORE_INDEX,
+  listDatasetFiles,
+  loadDatasetFile,
+  parseDatasetCollection,
+  prepareDataset,
+  saveDatasetFile,
+  textStats,
+  type ChatTemplate,
+  type DatasetInfoEntry,
+  type Example,
+  type HfTokenizer,
+  type PreparedDataset,
+  type RowIssue,
+  type TextStats,
+  type TokenStats,
+  type ValidationReport,
+  type Progress,
   sha256Hex,
 } from '../data/index.ts';
 import { createStore, get, set, type UseStore } from 'idb-keyval';
@@ -62,7 +79,10 @@ export interface PrepareSummary {
  */
 let preparedStore: UseStore | null = null;
 const PREPARED_KEY = 'latest';
-interface StoredPrepared { key: string; data: PreparedDataset }
+interface StoredPrepared {
+  key: string;
+  data: PreparedDataset;
+}
 
 export interface PreviewRow {
   dataset: string;
@@ -83,15 +103,31 @@ interface Group {
   /** IndexedDB ids of the stored files (user groups). */
   storedIds: string[];
   files: { name: string; blob: Blob }[];
-  parsed: { name: string; file: string; entry?: DatasetInfoEntry; report: ValidationReport; examples: Example[]; stats: TextStats }[];
+  parsed: {
+    name: string;
+    file: string;
+    entry?: DatasetInfoEntry;
+    report: ValidationReport;
+    examples: Example[];
+    stats: TextStats;
+  }[];
   errors: { name: string; reason: string }[];
 }
 
-const SAMPLE_URLS = import.meta.glob('../../datasets/*.json', { query: '?url', import: 'default', eager: true }) as Record<string, string>;
+const SAMPLE_URLS = import.meta.glob('../../datasets/*.json', {
+  query: '?url',
+  import: 'default',
+  eager: true,
+}) as Record<string, string>;
 
 export class DataSession {
   private groups: Group[] = [];
-  private prepared: { opts: PrepareOptions; tokHash: string; data: PreparedDataset; examples: { dataset: string; ex: Example }[] } | null = null;
+  private prepared: {
+    opts: PrepareOptions;
+    tokHash: string;
+    data: PreparedDataset;
+    examples: { dataset: string; ex: Example }[];
+  } | null = null;
   private templateCache: { hash: string; template: ChatTemplate } | null = null;
   private nextId = 1;
 
@@ -118,11 +154,18 @@ export class DataSession {
       const name = rest.length ? rest.join('::') : f.name;
       const g = rest.length ? group : `g${info.id}`;
       if (!byGroup.has(g)) byGroup.set(g, []);
-      byGroup.get(g)!.push({ name, blob: f.data instanceof Blob ? f.data : new Blob([f.data as BlobPart]), id: info.id });
+      byGroup
+        .get(g)!
+        .push({ name, blob: f.data instanceof Blob ? f.data : new Blob([f.data as BlobPart]), id: info.id });
     }
     for (const [g, files] of byGroup) {
       if (this.groups.some((x) => x.id === g)) continue;
-      await this.addGroup(g, 'user', files, files.map((f) => f.id));
+      await this.addGroup(
+        g,
+        'user',
+        files,
+        files.map((f) => f.id),
+      );
     }
   }
 
@@ -142,15 +185,38 @@ export class DataSession {
     return id;
   }
 
-  private async addGroup(id: string, origin: DatasetOrigin, files: { name: string; blob: Blob }[], storedIds: string[], onProgress?: (p: Progress) => void): Promise<void> {
+  private async addGroup(
+    id: string,
+    origin: DatasetOrigin,
+    files: { name: string; blob: Blob }[],
+    storedIds: string[],
+    onProgress?: (p: Progress) => void,
+  ): Promise<void> {
     // Progress of the file being parsed (bytes and rows), for big files.
-    const res = await parseDatasetCollection(files.map((f) => ({ name: f.name, source: f.blob })), onProgress ? { onProgress } : {});
+    const res = await parseDatasetCollection(
+      files.map((f) => ({ name: f.name, source: f.blob })),
+      onProgress ? { onProgress } : {},
+    );
     const group: Group = {
-      id, origin, storedIds, files,
-      parsed: res.datasets.map((d) => ({ name: d.name, file: d.file, entry: d.entry, report: d.parsed.report, examples: d.parsed.examples, stats: textStats(d.parsed.examples, d.parsed.report.duplicateGroups) })),
+      id,
+      origin,
+      storedIds,
+      files,
+      parsed: res.datasets.map((d) => ({
+        name: d.name,
+        file: d.file,
+        entry: d.entry,
+        report: d.parsed.report,
+        examples: d.parsed.examples,
+        stats: textStats(d.parsed.examples, d.parsed.report.duplicateGroups),
+      })),
       errors: res.errors,
     };
-    if (!res.datasets.length && !res.errors.length) group.errors.push({ name: files.map((f) => f.name).join(', '), reason: 'no data file here: drop .json, .jsonl, .csv or .txt files (and optionally their dataset_info.json)' });
+    if (!res.datasets.length && !res.errors.length)
+      group.errors.push({
+        name: files.map((f) => f.name).join(', '),
+        reason: 'no data file here: drop .json, .jsonl, .csv or .txt files (and optionally their dataset_info.json)',
+      });
     this.groups.push(group);
     this.prepared = null;
   }
@@ -174,8 +240,14 @@ export class DataSession {
     for (const g of this.groups) {
       for (const d of g.parsed) {
         datasets.push({
-          key: `${g.id}/${d.name}`, name: d.name, file: d.file, origin: g.origin, entry: d.entry,
-          report: { ...d.report, invalid: d.report.invalid.slice(0, MAX_ISSUES) }, invalidCount: d.report.invalid.length, stats: d.stats,
+          key: `${g.id}/${d.name}`,
+          name: d.name,
+          file: d.file,
+          origin: g.origin,
+          entry: d.entry,
+          report: { ...d.report, invalid: d.report.invalid.slice(0, MAX_ISSUES) },
+          invalidCount: d.report.invalid.length,
+          stats: d.stats,
         });
       }
       for (const e of g.errors) errors.push({ group: g.id, ...e });
@@ -210,13 +282,27 @@ export class DataSession {
   }
 
   /** A page of rendered conversations with trained tokens marked. */
-  preview(tok: HfTokenizer, o: { keys: string[]; page: number; pageSize: number; cutoffLen: number; trainOnPrompt: boolean; maskHistory: boolean }): { rows: PreviewRow[]; total: number } {
+  preview(
+    tok: HfTokenizer,
+    o: {
+      keys: string[];
+      page: number;
+      pageSize: number;
+      cutoffLen: number;
+      trainOnPrompt: boolean;
+      maskHistory: boolean;
+    },
+  ): { rows: PreviewRow[]; total: number } {
     const all = this.examplesOf(o.keys);
     const slice = all.slice(o.page * o.pageSize, (o.page + 1) * o.pageSize);
     const tpl = this.template(tok);
     const rows = slice.map(({ dataset, ex }): PreviewRow => {
       try {
-        const e = encodeExample(ex, tok, tpl, { cutoffLen: o.cutoffLen, trainOnPrompt: o.trainOnPrompt, maskHistory: o.maskHistory });
+        const e = encodeExample(ex, tok, tpl, {
+          cutoffLen: o.cutoffLen,
+          trainOnPrompt: o.trainOnPrompt,
+          maskHistory: o.maskHistory,
+        });
         const runs: PreviewRow['runs'] = [];
         let start = 0;
         let trained = 0;
@@ -230,7 +316,15 @@ export class DataSession {
         }
         return { dataset, row: ex.row, tokens: e.inputIds.length, trained, truncated: e.truncated, runs };
       } catch (err) {
-        return { dataset, row: ex.row, tokens: 0, trained: 0, truncated: false, runs: [], error: (err as Error).message };
+        return {
+          dataset,
+          row: ex.row,
+          tokens: 0,
+          trained: 0,
+          truncated: false,
+          runs: [],
+          error: (err as Error).message,
+        };
       }
     });
     return { rows, total: all.length };
@@ -239,11 +333,16 @@ export class DataSession {
   /** What the tokens depend on: the bytes of every selected file, the tokenizer, the options. */
   private async preparedKey(tok: HfTokenizer, o: PrepareOptions): Promise<string> {
     const files: string[] = [];
-    for (const src of this.sourcesOf(o.keys)) files.push(`${src.name}/${src.file}:${await sha256Hex(new Uint8Array(await src.blob.arrayBuffer()))}`);
+    for (const src of this.sourcesOf(o.keys))
+      files.push(`${src.name}/${src.file}:${await sha256Hex(new Uint8Array(await src.blob.arrayBuffer()))}`);
     return sha256Hex(JSON.stringify({ files, tokenizer: tok.hash, o }));
   }
 
-  async prepare(tok: HfTokenizer, o: PrepareOptions, onProgress?: (done: number, total: number) => void): Promise<PrepareSummary> {
+  async prepare(
+    tok: HfTokenizer,
+    o: PrepareOptions,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<PrepareSummary> {
     const examples = this.examplesOf(o.keys);
     if (!examples.length) throw new Error('no usable rows: select at least one dataset with valid rows');
     let key: string | null = null;
@@ -262,19 +361,32 @@ export class DataSession {
       const renumbered = examples.map(({ ex }, i) => ({ ...ex, row: i }) as Example);
       const { keys: _keys, ...spec } = o;
       data = prepareDataset(renumbered, tok, { ...spec, onProgress }, this.template(tok));
-      if (key && preparedStore) await set(PREPARED_KEY, { key, data } satisfies StoredPrepared, preparedStore).catch(() => {});
+      if (key && preparedStore)
+        await set(PREPARED_KEY, { key, data } satisfies StoredPrepared, preparedStore).catch(() => {});
     }
     this.prepared = { opts: o, tokHash: tok.hash, data, examples };
     const invalid = data.invalid.map((r) => ({ ...r, row: examples[r.row].ex.row, dataset: examples[r.row].dataset }));
     return {
-      train: data.train.length, val: data.val.length, packed: data.packed?.length ?? null, stats: data.stats,
-      invalid: invalid.slice(0, MAX_ISSUES), invalidCount: invalid.length, warnings: data.warnings, warningCodes: data.warningCodes ?? [], tokenizerHash: tok.hash, fromCache,
+      train: data.train.length,
+      val: data.val.length,
+      packed: data.packed?.length ?? null,
+      stats: data.stats,
+      invalid: invalid.slice(0, MAX_ISSUES),
+      invalidCount: invalid.length,
+      warnings: data.warnings,
+      warningCodes: data.warningCodes ?? [],
+      tokenizerHash: tok.hash,
+      fromCache,
     };
   }
 
   /** The last prepared data when it matches these options and tokenizer. */
-  preparedFor(tokHash: string, o: PrepareOptions): { data: PreparedDataset; examples: { dataset: string; ex: Example }[] } | null {
-    if (!this.prepared || this.prepared.tokHash !== tokHash || JSON.stringify(this.prepared.opts) !== JSON.stringify(o)) return null;
+  preparedFor(
+    tokHash: string,
+    o: PrepareOptions,
+  ): { data: PreparedDataset; examples: { dataset: string; ex: Example }[] } | null {
+    if (!this.prepared || this.prepared.tokHash !== tokHash || JSON.stringify(this.prepared.opts) !== JSON.stringify(o))
+      return null;
     return this.prepared;
   }
 

@@ -35,7 +35,11 @@ const NO_HELD_OUT =
 function scored(base: Omit<EvalRow, 'bleu4' | 'rougeL'>): EvalRow {
   const h = wordTokens(base.prediction);
   const r = wordTokens(base.reference);
-  return { ...base, bleu4: 100 * sentenceBleu4(charTokens(base.reference), charTokens(base.prediction)), rougeL: h.length && r.length ? 100 * rougeL(r, h) : 0 };
+  return {
+    ...base,
+    bleu4: 100 * sentenceBleu4(charTokens(base.reference), charTokens(base.prediction)),
+    rougeL: h.length && r.length ? 100 * rougeL(r, h) : 0,
+  };
 }
 
 export class EvalSession {
@@ -44,9 +48,13 @@ export class EvalSession {
     private readonly runs: RunSession,
   ) {}
 
-  async evaluate(o: { rows: number; maxNewTokens: number }, onRow: (done: number, total: number) => void): Promise<EvalResult> {
+  async evaluate(
+    o: { rows: number; maxNewTokens: number },
+    onRow: (done: number, total: number) => void,
+  ): Promise<EvalResult> {
     const a = this.runs.idleRun('evaluate');
-    if (!a) throw new UserError('no-run', 'no run to evaluate: train one in the Train step, or open a stored run there');
+    if (!a)
+      throw new UserError('no-run', 'no run to evaluate: train one in the Train step, or open a stored run there');
     const tok = this.models.session().tokenizer!;
     const { trainer, lora } = a.training;
     const valLoss = a.valBatches.length ? await trainer.evaluate(a.valBatches) : null;
@@ -66,16 +74,38 @@ export class EvalSession {
       const conv: Conversation = { ...ex.conversation, messages: msgs.slice(0, last) };
       const prompt = Int32Array.from(tok.encode(tpl.render(conv, { addGenerationPrompt: true })));
       const ids: number[] = [];
-      const it = generate(trainer.model, lora, prompt, { maxNewTokens: o.maxNewTokens, stopIds, temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1, doSample: false });
+      const it = generate(trainer.model, lora, prompt, {
+        maxNewTokens: o.maxNewTokens,
+        stopIds,
+        temperature: 1,
+        topP: 1,
+        topK: 0,
+        repetitionPenalty: 1,
+        doSample: false,
+      });
       for (let n = await it.next(); !n.done; n = await it.next()) ids.push(n.value);
       const prediction = tok.decode(ids, { skipSpecialTokens: true }).trim();
-      out.push(scored({ dataset, row: ex.row, prompt: msgs[last - 1]?.content ?? '', reference: msgs[last].content, prediction }));
+      out.push(
+        scored({
+          dataset,
+          row: ex.row,
+          prompt: msgs[last - 1]?.content ?? '',
+          reference: msgs[last].content,
+          prediction,
+        }),
+      );
     }
     onRow(picked.length, picked.length);
     const sim = similarity(out.map((x) => ({ reference: x.reference, prediction: x.prediction })));
     return {
-      runId: a.record.id, step: a.record.step, valLoss, perplexity: valLoss !== null ? perplexity(valLoss) : null,
-      bleu4: sim.bleu4, rougeL: sim.rougeL, rows: out, note: held.length ? null : NO_HELD_OUT,
+      runId: a.record.id,
+      step: a.record.step,
+      valLoss,
+      perplexity: valLoss !== null ? perplexity(valLoss) : null,
+      bleu4: sim.bleu4,
+      rougeL: sim.rougeL,
+      rows: out,
+      note: held.length ? null : NO_HELD_OUT,
     };
   }
 }

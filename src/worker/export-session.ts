@@ -39,10 +39,15 @@ export class ExportSession {
     private readonly data: DataSession,
   ) {}
 
-  async export(kind: ExportKind, o: ExportOptions, onProgress: (done: number, total: number) => void): Promise<{ files: ExportedFile[]; notes: string[] }> {
+  async export(
+    kind: ExportKind,
+    o: ExportOptions,
+    onProgress: (done: number, total: number) => void,
+  ): Promise<{ files: ExportedFile[]; notes: string[] }> {
     const ms = this.models.session();
     const notes: string[] = [];
-    const files = kind === 'bundle' ? await this.bundle(this.runs.active) : await this.weights(kind, o, onProgress, notes);
+    const files =
+      kind === 'bundle' ? await this.bundle(this.runs.active) : await this.weights(kind, o, onProgress, notes);
     const folder = (ms.id.split('/').pop() ?? 'model').replace(/[^\w.-]+/g, '_');
     const stem = kind === 'merged' ? `${folder}-merged` : kind === 'peft' ? `${folder}-lora` : `${folder}-llamafactory`;
     if (o.zip || kind === 'bundle') {
@@ -52,15 +57,29 @@ export class ExportSession {
     return { files: [...files].map(([name, b]) => ({ name, blob: new Blob([b as Uint8Array<ArrayBuffer>]) })), notes };
   }
 
-  private async weights(kind: 'merged' | 'peft', o: ExportOptions, onProgress: (done: number, total: number) => void, notes: string[]): Promise<Map<string, Uint8Array>> {
+  private async weights(
+    kind: 'merged' | 'peft',
+    o: ExportOptions,
+    onProgress: (done: number, total: number) => void,
+    notes: string[],
+  ): Promise<Map<string, Uint8Array>> {
     const ms = this.models.session();
     const a = this.runs.idleRun('export');
-    if (!a) throw new UserError('no-run', 'nothing trained to export: train a run in the Train step, or open a stored run there');
+    if (!a)
+      throw new UserError(
+        'no-run',
+        'nothing trained to export: train a run in the Train step, or open a stored run there',
+      );
     const files = new Map<string, Uint8Array>();
-    const write = async (name: string, data: Uint8Array | AsyncIterable<Uint8Array>) => void files.set(name, await collect(data));
+    const write = async (name: string, data: Uint8Array | AsyncIterable<Uint8Array>) =>
+      void files.set(name, await collect(data));
     const { trainer, lora } = a.training;
     if (kind === 'peft') {
-      if (!lora) throw new UserError('full-ft', 'this run is full fine-tuning: there is no adapter; export the merged model instead');
+      if (!lora)
+        throw new UserError(
+          'full-ft',
+          'this run is full fine-tuning: there is no adapter; export the merged model instead',
+        );
       await exportPeft(lora, null, ms.id, write);
       return files;
     }
@@ -68,20 +87,39 @@ export class ExportSession {
     const configText = side.get('config.json') ? new TextDecoder().decode(side.get('config.json')!) : null;
     side.delete('config.json');
     await exportMerged(trainer.model, lora, {
-      dtype: o.dtype, maxShardBytes: Math.max(1, o.maxShardGB) * 1e9, configText, tokenizerFiles: side, write,
-      onProgress: (p) => onProgress(p.done, p.total), onNote: (n) => notes.push(n),
+      dtype: o.dtype,
+      maxShardBytes: Math.max(1, o.maxShardGB) * 1e9,
+      configText,
+      tokenizerFiles: side,
+      write,
+      onProgress: (p) => onProgress(p.done, p.total),
+      onNote: (n) => notes.push(n),
     });
     return files;
   }
 
   private async bundle(a: ActiveRun | null): Promise<Map<string, Uint8Array>> {
-    if (!a) throw new UserError('no-run', 'the bundle holds a run’s settings and data: train or open a run in the Train step first');
+    if (!a)
+      throw new UserError(
+        'no-run',
+        'the bundle holds a run’s settings and data: train or open a run in the Train step first',
+      );
     const r = a.record;
     const formats = new Map(this.data.overview().datasets.map((d) => [d.name, d.report.format]));
     const datasets: BundleDataset[] = [];
     for (const s of this.data.sourcesOf(r.datasetKeys)) {
-      datasets.push({ name: s.name, file: s.file, bytes: new Uint8Array(await s.blob.arrayBuffer()), entry: s.entry, format: formats.get(s.name) });
+      datasets.push({
+        name: s.name,
+        file: s.file,
+        bytes: new Uint8Array(await s.blob.arrayBuffer()),
+        entry: s.entry,
+        format: formats.get(s.name),
+      });
     }
-    return llamaFactoryBundle(r.config, { id: r.id, step: r.step, totalSteps: r.totalSteps, method: methodOf(r.config) }, datasets);
+    return llamaFactoryBundle(
+      r.config,
+      { id: r.id, step: r.step, totalSteps: r.totalSteps, method: methodOf(r.config) },
+      datasets,
+    );
   }
 }

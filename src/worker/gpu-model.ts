@@ -12,7 +12,13 @@ export type LoadSpec = RunPlan['load'];
 /** What decides the weights on the GPU: the model's files and every load option. */
 export function gpuModelKey(modelId: string, files: readonly { name: string; size: number }[], load: LoadSpec): string {
   const names = files.map((f) => f.name + f.size).join(',');
-  return JSON.stringify([modelId, names, load.quantize ?? null, load.quantize ? (load.doubleQuant ?? true) : null, load.computeDType ?? 'stored']);
+  return JSON.stringify([
+    modelId,
+    names,
+    load.quantize ?? null,
+    load.quantize ? (load.doubleQuant ?? true) : null,
+    load.computeDType ?? 'stored',
+  ]);
 }
 
 export class GpuModelCache {
@@ -28,11 +34,13 @@ export class GpuModelCache {
   session(): ModelSession {
     const m = this.modelOf();
     if (!m?.config || !m.tokenizer || !m.weights) {
-      throw new UserError('no-model', 'the model is not complete: open a model with config.json, tokenizer files and safetensors weights in the Model step (see what is missing there)');
+      throw new UserError(
+        'no-model',
+        'the model is not complete: open a model with config.json, tokenizer files and safetensors weights in the Model step (see what is missing there)',
+      );
     }
     return m;
   }
-
 
   get current(): Model | null {
     return this.loaded?.model ?? null;

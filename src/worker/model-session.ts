@@ -1,7 +1,14 @@
 // The model the studio works on, held by the Worker: its files (Blobs from the demo folder, the
 // OPFS cache or a dropped folder), the parsed config.json, the tokenizer and a check of the weights
 // against the config. Each part reports its own error so one bad file never hides the others.
-import { expectedWeights, checkWeights, parseModelConfig, ModelConfigError, SUPPORTED_ARCHITECTURES, type ModelConfig } from '../engine/model/config.ts';
+import {
+  expectedWeights,
+  checkWeights,
+  parseModelConfig,
+  ModelConfigError,
+  SUPPORTED_ARCHITECTURES,
+  type ModelConfig,
+} from '../engine/model/config.ts';
 import { openModelFiles, type WeightSource } from '../engine/model/weights.ts';
 import { loadTokenizer, type HfTokenizer } from '../data/index.ts';
 
@@ -34,7 +41,9 @@ export interface ModelState {
   source: ModelSource;
   files: { name: string; size: number }[];
   config: { ok: true; summary: ModelSummary; config: ModelConfig } | { ok: false; error: PartError };
-  tokenizer: { ok: true; hash: string; hasChatTemplate: boolean; vocab: number; eos: string | null } | { ok: false; error: PartError };
+  tokenizer:
+    | { ok: true; hash: string; hasChatTemplate: boolean; vocab: number; eos: string | null }
+    | { ok: false; error: PartError };
   weights: { ok: true; bytes: number; dtypes: string[]; tensors: number } | { ok: false; error: PartError };
 }
 
@@ -64,7 +73,9 @@ export class ModelSession {
   /** Tokenizer and config files as bytes (export writes them next to merged weights). */
   async sideFiles(): Promise<Map<string, Uint8Array>> {
     const out = new Map<string, Uint8Array>();
-    for (const [name, blob] of this.files) if (!/\.safetensors$/.test(name) && !name.endsWith('.index.json')) out.set(name, new Uint8Array(await blob.arrayBuffer()));
+    for (const [name, blob] of this.files)
+      if (!/\.safetensors$/.test(name) && !name.endsWith('.index.json'))
+        out.set(name, new Uint8Array(await blob.arrayBuffer()));
     return out;
   }
 }
@@ -74,11 +85,28 @@ export async function openModel(id: string, source: ModelSource, given: Map<stri
   const files = new Map<string, Blob>();
   for (const [p, b] of given) files.set(base(p), b);
   const state: ModelState = {
-    id, source,
+    id,
+    source,
     files: [...files].map(([name, b]) => ({ name, size: b.size })).sort((a, b) => a.name.localeCompare(b.name)),
-    config: { ok: false, error: { kind: 'missing', message: 'config.json is missing: a model folder needs config.json, tokenizer.json, tokenizer_config.json and *.safetensors' } },
-    tokenizer: { ok: false, error: { kind: 'missing', message: 'tokenizer.json or tokenizer_config.json is missing from the model folder' } },
-    weights: { ok: false, error: { kind: 'missing', message: 'no model.safetensors (or model.safetensors.index.json with its shards) in the model folder' } },
+    config: {
+      ok: false,
+      error: {
+        kind: 'missing',
+        message:
+          'config.json is missing: a model folder needs config.json, tokenizer.json, tokenizer_config.json and *.safetensors',
+      },
+    },
+    tokenizer: {
+      ok: false,
+      error: { kind: 'missing', message: 'tokenizer.json or tokenizer_config.json is missing from the model folder' },
+    },
+    weights: {
+      ok: false,
+      error: {
+        kind: 'missing',
+        message: 'no model.safetensors (or model.safetensors.index.json with its shards) in the model folder',
+      },
+    },
   };
   const session = new ModelSession(id, source, files, state);
 
@@ -88,17 +116,37 @@ export async function openModel(id: string, source: ModelSource, given: Map<stri
       const config = parseModelConfig(await cfg.text(), 'config.json');
       session.config = config;
       state.config = {
-        ok: true, config,
+        ok: true,
+        config,
         summary: {
-          architecture: config.architecture, modelType: config.modelType, params: countParams(config), layers: config.numLayers, heads: config.numHeads,
-          kvHeads: config.numKvHeads, headDim: config.headDim, hidden: config.hiddenSize, intermediate: config.intermediateSize, vocab: config.vocabSize,
-          maxPositions: config.maxPositionEmbeddings, tiedEmbeddings: config.tieWordEmbeddings, torchDtype: config.torchDtype, notes: config.notes,
+          architecture: config.architecture,
+          modelType: config.modelType,
+          params: countParams(config),
+          layers: config.numLayers,
+          heads: config.numHeads,
+          kvHeads: config.numKvHeads,
+          headDim: config.headDim,
+          hidden: config.hiddenSize,
+          intermediate: config.intermediateSize,
+          vocab: config.vocabSize,
+          maxPositions: config.maxPositionEmbeddings,
+          tiedEmbeddings: config.tieWordEmbeddings,
+          torchDtype: config.torchDtype,
+          notes: config.notes,
         },
       };
     } catch (e) {
       const msg = (e as Error).message;
       const unsupported = e instanceof ModelConfigError && e.field === 'architectures';
-      state.config = { ok: false, error: { kind: unsupported ? 'unsupported' : 'bad-file', message: unsupported ? `${msg}. Tabtune runs ${SUPPORTED_ARCHITECTURES.join(', ')}; pick one of the listed models or a fine-tune of them.` : msg } };
+      state.config = {
+        ok: false,
+        error: {
+          kind: unsupported ? 'unsupported' : 'bad-file',
+          message: unsupported
+            ? `${msg}. Tabtune runs ${SUPPORTED_ARCHITECTURES.join(', ')}; pick one of the listed models or a fine-tune of them.`
+            : msg,
+        },
+      };
     }
   }
 
@@ -109,7 +157,13 @@ export async function openModel(id: string, source: ModelSource, given: Map<stri
       const text = await tj.text();
       const tok = await loadTokenizer(text, await tc.text(), { tokenizerJsonText: text });
       session.tokenizer = tok;
-      state.tokenizer = { ok: true, hash: tok.hash, hasChatTemplate: tok.chatTemplate !== null, vocab: tok.vocabSize, eos: tok.eos?.content ?? null };
+      state.tokenizer = {
+        ok: true,
+        hash: tok.hash,
+        hasChatTemplate: tok.chatTemplate !== null,
+        vocab: tok.vocabSize,
+        eos: tok.eos?.content ?? null,
+      };
     } catch (e) {
       state.tokenizer = { ok: false, error: { kind: 'bad-file', message: `tokenizer: ${(e as Error).message}` } };
     }
@@ -122,12 +176,23 @@ export async function openModel(id: string, source: ModelSource, given: Map<stri
       const names = src.names();
       const check = checkWeights(session.config, new Map(names.map((n) => [n, src.shape(n)])));
       if (check.problems.length) {
-        state.weights = { ok: false, error: { kind: 'bad-file', message: `the weights do not match config.json: ${check.problems.slice(0, 5).join('; ')}${check.problems.length > 5 ? ` (+${check.problems.length - 5} more)` : ''}` } };
+        state.weights = {
+          ok: false,
+          error: {
+            kind: 'bad-file',
+            message: `the weights do not match config.json: ${check.problems.slice(0, 5).join('; ')}${check.problems.length > 5 ? ` (+${check.problems.length - 5} more)` : ''}`,
+          },
+        };
       } else {
         session.weights = src;
         let bytes = 0;
         for (const [n, b] of files) if (n.endsWith('.safetensors')) bytes += b.size;
-        state.weights = { ok: true, bytes, dtypes: [...new Set(names.map((n) => src.dtype(n)))], tensors: names.length };
+        state.weights = {
+          ok: true,
+          bytes,
+          dtypes: [...new Set(names.map((n) => src.dtype(n)))],
+          tensors: names.length,
+        };
       }
     } catch (e) {
       state.weights = { ok: false, error: { kind: 'bad-file', message: (e as Error).message } };

@@ -10,7 +10,10 @@ export type ProbeResult =
   | { ok: false; kind: string; message: string };
 
 /** Finds the GPU from inside the Worker and proves a real kernel runs on it. */
-export async function probeGpu(shaders: ShaderSources, onLost: (info: { reason: string; message: string }) => void): Promise<{ result: ProbeResult; gpu: Gpu | null }> {
+export async function probeGpu(
+  shaders: ShaderSources,
+  onLost: (info: { reason: string; message: string }) => void,
+): Promise<{ result: ProbeResult; gpu: Gpu | null }> {
   let gpu: Gpu;
   try {
     gpu = await acquireGpu({ shaders, onLost });
@@ -20,11 +23,17 @@ export async function probeGpu(shaders: ShaderSources, onLost: (info: { reason: 
   }
   try {
     const selfTest = await matmulSelfTest(gpu);
-    const software = /swiftshader|llvmpipe|lavapipe|warp|basic render/i.test(`${gpu.adapter.architecture} ${gpu.adapter.description} ${gpu.adapter.vendor}`) || gpu.adapter.isFallbackAdapter;
+    const software =
+      /swiftshader|llvmpipe|lavapipe|warp|basic render/i.test(
+        `${gpu.adapter.architecture} ${gpu.adapter.description} ${gpu.adapter.vendor}`,
+      ) || gpu.adapter.isFallbackAdapter;
     return { result: { ok: true, adapter: gpu.adapter, selfTest, software }, gpu };
   } catch (e) {
     gpu.destroy();
-    return { result: { ok: false, kind: e instanceof GpuError ? e.kind : 'internal', message: (e as Error).message }, gpu: null };
+    return {
+      result: { ok: false, kind: e instanceof GpuError ? e.kind : 'internal', message: (e as Error).message },
+      gpu: null,
+    };
   }
 }
 
@@ -50,6 +59,7 @@ async function matmulSelfTest(gpu: Gpu) {
     }
   }
   for (const t of [ta, tb, tc]) releaseTensor(gpu, t);
-  if (maxError > 1e-3) throw new GpuError('internal', 'self-test matmul 64³', `GPU result differs from the CPU by ${maxError}`);
+  if (maxError > 1e-3)
+    throw new GpuError('internal', 'self-test matmul 64³', `GPU result differs from the CPU by ${maxError}`);
   return { kernel: 'matmul 64³', ms: Math.round(ms * 10) / 10, maxError };
 }

@@ -11,7 +11,15 @@ import { RunDriver, type BeforeStep } from '../engine/train/run-driver.ts';
 import { collateBatch, type Example, type PreparedDataset } from '../data/index.ts';
 import type { DataSession } from './data-session.ts';
 import type { GpuModelCache } from './gpu-model.ts';
-import { listRuns, loadCheckpointRecord, loadRun, saveCheckpointRecord, saveRun, deleteRun, type RunRecord } from './runs.ts';
+import {
+  listRuns,
+  loadCheckpointRecord,
+  loadRun,
+  saveCheckpointRecord,
+  saveRun,
+  deleteRun,
+  type RunRecord,
+} from './runs.ts';
 import { UserError } from './user-error.ts';
 
 export interface RunProgress {
@@ -61,7 +69,8 @@ export class RunSession {
 
   /** The active run, unless it is training right now (chat, evaluation and export need the GPU to itself). */
   idleRun(what: string): ActiveRun | null {
-    if (this.run?.loop && !this.run.paused) throw new UserError('busy', `the GPU is training: pause the run to ${what}`);
+    if (this.run?.loop && !this.run.paused)
+      throw new UserError('busy', `the GPU is training: pause the run to ${what}`);
     return this.run;
   }
 
@@ -124,7 +133,9 @@ export class RunSession {
   async runs(): Promise<RunRecord[]> {
     const all = await listRuns();
     // A record still marked running that is not the live run was interrupted (reload, crash).
-    return all.map((r) => (r.status === 'running' && r.id !== this.run?.record.id ? { ...r, status: 'paused' as const } : r));
+    return all.map((r) =>
+      r.status === 'running' && r.id !== this.run?.record.id ? { ...r, status: 'paused' as const } : r,
+    );
   }
 
   activeRunId(): string | null {
@@ -143,7 +154,10 @@ export class RunSession {
   private async build(record: RunRecord, resume: boolean): Promise<ActiveRun> {
     const ms = this.models.session();
     if (resume && record.model.id !== ms.id) {
-      throw new UserError('wrong-model', `this run trained "${record.model.id}" but "${ms.id}" is open: open that model in the Model step, then resume`);
+      throw new UserError(
+        'wrong-model',
+        `this run trained "${record.model.id}" but "${ms.id}" is open: open that model in the Model step, then resume`,
+      );
     }
     let plan: RunPlan;
     try {
@@ -157,9 +171,14 @@ export class RunSession {
     await this.data.prepare(tok, opts);
     const prep = this.data.preparedFor(tok.hash, opts)!;
     const items = prep.data.packed ?? prep.data.train;
-    if (!items.length) throw new UserError('no-data', 'no training rows: select datasets with valid rows in the Data step');
+    if (!items.length)
+      throw new UserError('no-data', 'no training rows: select datasets with valid rows in the Data step');
     const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
-    const model = await this.models.get(plan.load, () => this.releaseActive(), () => this.emit());
+    const model = await this.models.get(
+      plan.load,
+      () => this.releaseActive(),
+      () => this.emit(),
+    );
     this.phase = 'preparing';
     const training = startTraining(model, plan, items, padId);
     if (resume) {
@@ -173,21 +192,56 @@ export class RunSession {
     const valBatches: MicroBatch[] = [];
     for (let i = 0; i < prep.data.val.length; i += plan.batches.batchSize) {
       const pb = collateBatch(prep.data.val.slice(i, i + plan.batches.batchSize), padId, 8);
-      valBatches.push({ batch: pb.batch, seqLen: pb.seqLen, inputIds: pb.inputIds, labels: pb.labels, positionIds: pb.positionIds, lengths: pb.lengths });
+      valBatches.push({
+        batch: pb.batch,
+        seqLen: pb.seqLen,
+        inputIds: pb.inputIds,
+        labels: pb.labels,
+        positionIds: pb.positionIds,
+        lengths: pb.lengths,
+      });
     }
-    return { record, plan, training, prepared: prep.data, examples: prep.examples, valBatches, paused: false, stop: false, lost: false, loop: null };
+    return {
+      record,
+      plan,
+      training,
+      prepared: prep.data,
+      examples: prep.examples,
+      valBatches,
+      paused: false,
+      stop: false,
+      lost: false,
+      loop: null,
+    };
   }
 
   async start(o: { config: TrainConfig; datasetKeys: string[]; datasetNames: string[] }): Promise<RunRecord> {
     if (this.run?.loop) throw new UserError('busy', 'a run is already training: pause or stop it first');
     const problems = checkTrainConfig(o.config);
-    if (problems.length) throw new UserError('bad-settings', problems.map((p) => `${p.field}: ${problemText(p)}`).join('; '));
+    if (problems.length)
+      throw new UserError('bad-settings', problems.map((p) => `${p.field}: ${problemText(p)}`).join('; '));
     const ms = this.models.session();
     const now = Date.now();
     const record: RunRecord = {
-      id: `run-${now.toString(36)}`, createdAt: now, updatedAt: now, model: { id: ms.id, source: ms.source }, datasetKeys: o.datasetKeys, datasetNames: o.datasetNames,
-      config: runConfig(o.config, { modelNameOrPath: ms.id, datasets: o.datasetNames }), totalSteps: 0, trainExamples: 0, valExamples: 0, status: 'running',
-      step: 0, epoch: 0, elapsed: 0, tokensSeen: 0, steps: [], logs: [], evals: [], checkpointStep: null,
+      id: `run-${now.toString(36)}`,
+      createdAt: now,
+      updatedAt: now,
+      model: { id: ms.id, source: ms.source },
+      datasetKeys: o.datasetKeys,
+      datasetNames: o.datasetNames,
+      config: runConfig(o.config, { modelNameOrPath: ms.id, datasets: o.datasetNames }),
+      totalSteps: 0,
+      trainExamples: 0,
+      valExamples: 0,
+      status: 'running',
+      step: 0,
+      epoch: 0,
+      elapsed: 0,
+      tokensSeen: 0,
+      steps: [],
+      logs: [],
+      evals: [],
+      checkpointStep: null,
     };
     this.releaseActive();
     this.run = await this.build(record, false);
@@ -271,47 +325,59 @@ export class RunSession {
   private driverFor(a: ActiveRun): RunDriver {
     const r = a.record;
     const { trainer, totalSteps } = a.training;
-    const driver: RunDriver = new RunDriver(trainer, { totalSteps, ...a.plan.cadence, evalBatches: a.valBatches, savedStep: r.checkpointStep }, {
-      beforeStep: async (): Promise<BeforeStep> => {
-        if (a.paused) {
-          this.phase = 'idle';
-          await driver.checkpoint();
+    const driver: RunDriver = new RunDriver(
+      trainer,
+      { totalSteps, ...a.plan.cadence, evalBatches: a.valBatches, savedStep: r.checkpointStep },
+      {
+        beforeStep: async (): Promise<BeforeStep> => {
+          if (a.paused) {
+            this.phase = 'idle';
+            await driver.checkpoint();
+            this.emit();
+            while (a.paused && !a.stop) await sleep(100);
+            this.recentSteps = [];
+          }
+          if (a.lost) return 'abandon';
+          if (a.stop) return 'stop';
+          r.status = 'running';
+          this.phase = 'training';
+          return 'go';
+        },
+        afterStep: (s, seconds) => {
+          r.step = s.step;
+          r.epoch = s.epoch ?? r.epoch;
+          r.elapsed += seconds;
+          r.tokensSeen += s.tokens;
+          r.steps.push({ step: s.step, loss: s.loss, lr: s.lr });
+          const now = performance.now();
+          if (!this.recentSteps.length) this.recentSteps.push({ t: now - seconds * 1000, tokens: 0 });
+          this.recentSteps.push({ t: now, tokens: s.tokens });
+        },
+        stepDone: () => this.emit(),
+        onLog: (w) =>
+          void r.logs.push({
+            step: w.step,
+            epoch: w.epoch,
+            loss: w.loss,
+            lr: w.lr,
+            gradNorm: w.gradNorm,
+            tokensPerSecond: w.tokensPerSecond,
+          }),
+        beforeEval: () => {
+          this.phase = 'evaluating';
           this.emit();
-          while (a.paused && !a.stop) await sleep(100);
-          this.recentSteps = [];
-        }
-        if (a.lost) return 'abandon';
-        if (a.stop) return 'stop';
-        r.status = 'running';
-        this.phase = 'training';
-        return 'go';
+        },
+        onEval: (step, loss) => void r.evals.push({ step, loss }),
+        save: async (step) => {
+          this.phase = 'saving';
+          await saveCheckpointRecord(r.id, await trainer.saveCheckpoint());
+          r.checkpointStep = step;
+          r.updatedAt = Date.now();
+          await saveRun(r);
+          this.phase = 'training';
+        },
       },
-      afterStep: (s, seconds) => {
-        r.step = s.step;
-        r.epoch = s.epoch ?? r.epoch;
-        r.elapsed += seconds;
-        r.tokensSeen += s.tokens;
-        r.steps.push({ step: s.step, loss: s.loss, lr: s.lr });
-        const now = performance.now();
-        if (!this.recentSteps.length) this.recentSteps.push({ t: now - seconds * 1000, tokens: 0 });
-        this.recentSteps.push({ t: now, tokens: s.tokens });
-      },
-      stepDone: () => this.emit(),
-      onLog: (w) => void r.logs.push({ step: w.step, epoch: w.epoch, loss: w.loss, lr: w.lr, gradNorm: w.gradNorm, tokensPerSecond: w.tokensPerSecond }),
-      beforeEval: () => {
-        this.phase = 'evaluating';
-        this.emit();
-      },
-      onEval: (step, loss) => void r.evals.push({ step, loss }),
-      save: async (step) => {
-        this.phase = 'saving';
-        await saveCheckpointRecord(r.id, await trainer.saveCheckpoint());
-        r.checkpointStep = step;
-        r.updatedAt = Date.now();
-        await saveRun(r);
-        this.phase = 'training';
-      },
-    });
+    );
     return driver;
   }
 

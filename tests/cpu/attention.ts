@@ -24,7 +24,13 @@ function visible(s: AttentionRefShape, i: number, m: number): boolean {
 }
 
 /** Softmax row P[i, :] of query head h (0 where masked) and its log-sum-exp; null: sees nothing. */
-function probabilities(s: AttentionRefShape, q: Arr, k: Arr, h: number, i: number): { p: Float64Array; lse: number } | null {
+function probabilities(
+  s: AttentionRefShape,
+  q: Arr,
+  k: Arr,
+  h: number,
+  i: number,
+): { p: Float64Array; lse: number } | null {
   const { keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = s;
   const scale = s.scale ?? 1 / Math.sqrt(D);
   const kh = Math.floor(h / (Hq / Hkv));
@@ -45,7 +51,12 @@ function probabilities(s: AttentionRefShape, q: Arr, k: Arr, h: number, i: numbe
   return { p, lse: max + Math.log(sum) };
 }
 
-export function attentionForwardRef(s: AttentionRefShape, q: Arr, k: Arr, v: Arr): { out: Float64Array; lse: Float64Array } {
+export function attentionForwardRef(
+  s: AttentionRefShape,
+  q: Arr,
+  k: Arr,
+  v: Arr,
+): { out: Float64Array; lse: Float64Array } {
   const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = s;
   const out = new Float64Array(N * Hq * D);
   const lse = new Float64Array(Hq * N);
@@ -69,7 +80,13 @@ export function attentionForwardRef(s: AttentionRefShape, q: Arr, k: Arr, v: Arr
  * Gradients of L = Σ dOut ∘ O through the softmax, from the textbook formulas:
  * dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·dS K, dK = scale·dSᵀ Q.
  */
-export function attentionBackwardRef(s: AttentionRefShape, q: Arr, k: Arr, v: Arr, dOut: Arr): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+export function attentionBackwardRef(
+  s: AttentionRefShape,
+  q: Arr,
+  k: Arr,
+  v: Arr,
+  dOut: Arr,
+): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
   const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = s;
   const scale = s.scale ?? 1 / Math.sqrt(D);
   const dq = new Float64Array(N * Hq * D);

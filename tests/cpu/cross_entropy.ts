@@ -1,5 +1,12 @@
 /** CPU reference for shaders/cross_entropy.wgsl, from the definition, in f64. */
-export function crossEntropyRef(logits: ArrayLike<number>, labels: ArrayLike<number>, rows: number, vocab: number, scale: number, ignoreIndex = -100) {
+export function crossEntropyRef(
+  logits: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  rows: number,
+  vocab: number,
+  scale: number,
+  ignoreIndex = -100,
+) {
   const rowLoss = new Float64Array(rows);
   const grad = new Float64Array(rows * vocab);
   for (let r = 0; r < rows; r++) {

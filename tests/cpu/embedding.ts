@@ -5,7 +5,12 @@ export function embeddingRef(ids: ArrayLike<number>, w: ArrayLike<number>, hidde
   return out;
 }
 
-export function embeddingBackwardRef(ids: ArrayLike<number>, dOut: ArrayLike<number>, vocab: number, hidden: number): Float64Array {
+export function embeddingBackwardRef(
+  ids: ArrayLike<number>,
+  dOut: ArrayLike<number>,
+  vocab: number,
+  hidden: number,
+): Float64Array {
   const dW = new Float64Array(vocab * hidden);
   for (let n = 0; n < ids.length; n++) for (let h = 0; h < hidden; h++) dW[ids[n] * hidden + h] += dOut[n * hidden + h];
   return dW;

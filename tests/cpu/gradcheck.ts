@@ -26,7 +26,9 @@ export function expectGradMatchesFd(
     x[i] = keep;
     const fd = (up - down) / (2 * h);
     const err = Math.abs(fd - grad[i]);
-    expect(err <= atol + rtol * Math.abs(fd), `${what}[${i}]: analytic ${grad[i]} vs finite difference ${fd}`).toBe(true);
+    expect(err <= atol + rtol * Math.abs(fd), `${what}[${i}]: analytic ${grad[i]} vs finite difference ${fd}`).toBe(
+      true,
+    );
   }
 }
 

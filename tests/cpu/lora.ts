@@ -65,7 +65,10 @@ export function loraForwardRef(p: LoraRefInput): { y: Float64Array; t: Float64Ar
 }
 
 /** Gradients of L = Σ y·dY: dA, dB and dX (base path included when w is given). */
-export function loraBackwardRef(p: LoraRefInput, dy: ArrayLike<number>): { dA: Float64Array; dB: Float64Array; dX: Float64Array } {
+export function loraBackwardRef(
+  p: LoraRefInput,
+  dy: ArrayLike<number>,
+): { dA: Float64Array; dB: Float64Array; dX: Float64Array } {
   const { N, fin, fout, r, scale } = p;
   const { t } = loraForwardRef(p);
   const dB = new Float64Array(fout * r);

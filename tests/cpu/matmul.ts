@@ -5,7 +5,15 @@ export function matmulRef(
   M: number,
   N: number,
   K: number,
-  opts: { transA?: boolean; transB?: boolean; batch?: number; alpha?: number; beta?: number; c?: ArrayLike<number>; bBroadcast?: boolean } = {},
+  opts: {
+    transA?: boolean;
+    transB?: boolean;
+    batch?: number;
+    alpha?: number;
+    beta?: number;
+    c?: ArrayLike<number>;
+    bBroadcast?: boolean;
+  } = {},
 ): Float32Array {
   const batch = opts.batch ?? 1;
   const alpha = opts.alpha ?? 1;

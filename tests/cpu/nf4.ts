@@ -5,9 +5,9 @@ const f = Math.fround;
 
 /** The NF4 code book (bitsandbytes get_4bit_type("nf4")), rounded to f32. */
 export const NF4_VALUES = [
-  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-  0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-  0.7229568362236023, 1.0,
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
 ].map(f);
 
 /** Midpoints between neighbouring codes in f32, as the CUDA decision tree's literals. */
@@ -29,7 +29,8 @@ export function quantizeNf4Ref(w: ArrayLike<number>, blocksize: number): Nf4Ref 
   const n = w.length;
   const nb = Math.ceil(n / blocksize);
   const absmax = new Float32Array(nb);
-  for (let i = 0; i < n; i++) absmax[Math.floor(i / blocksize)] = Math.max(absmax[Math.floor(i / blocksize)], Math.abs(w[i]));
+  for (let i = 0; i < n; i++)
+    absmax[Math.floor(i / blocksize)] = Math.max(absmax[Math.floor(i / blocksize)], Math.abs(w[i]));
   const padded = Math.ceil(n / 2) * 2;
   const codes = new Uint8Array(padded);
   for (let i = 0; i < padded; i++) {

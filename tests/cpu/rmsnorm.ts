@@ -12,7 +12,14 @@ export function rmsnormRef(x: ArrayLike<number>, w: ArrayLike<number>, rows: num
 }
 
 /** dL/dx and dL/dw given dL/dy, derived by hand (checked against finite differences in the tests). */
-export function rmsnormBackwardRef(x: ArrayLike<number>, w: ArrayLike<number>, dy: ArrayLike<number>, rows: number, width: number, eps: number) {
+export function rmsnormBackwardRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  dy: ArrayLike<number>,
+  rows: number,
+  width: number,
+  eps: number,
+) {
   const { rstd } = rmsnormRef(x, w, rows, width, eps);
   const dx = new Float64Array(rows * width);
   const dw = new Float64Array(width);

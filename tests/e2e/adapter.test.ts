@@ -27,7 +27,9 @@ describe('the studio finds WebGPU from its Worker', () => {
     });
     await page.goto(inject('baseUrl'));
     // Folded once the self-test passes; the summary line already names the adapter.
-    await expect.poll(() => page.getByTestId('gpu-status').textContent(), { timeout: 120_000 }).toMatch(/self-test passed \(software adapter/);
+    await expect
+      .poll(() => page.getByTestId('gpu-status').textContent(), { timeout: 120_000 })
+      .toMatch(/self-test passed \(software adapter/);
     await page.getByText('Your GPU and WebGPU self-test').click();
     const panel = page.getByTestId('adapter-panel');
     await panel.waitFor({ timeout: 120_000 });
@@ -35,7 +37,11 @@ describe('the studio finds WebGPU from its Worker', () => {
     expect(await page.getByTestId('adapter-vendor').textContent()).toMatch(/google/i);
     expect(await page.getByTestId('selftest').textContent()).toMatch(/matmul 64³/);
     expect(await panel.textContent()).toContain('maxStorageBufferBindingSize');
-    expect(await page.evaluate(() => (window as unknown as { __tabtuneMainThreadGpu?: boolean }).__tabtuneMainThreadGpu ?? false)).toBe(false);
+    expect(
+      await page.evaluate(
+        () => (window as unknown as { __tabtuneMainThreadGpu?: boolean }).__tabtuneMainThreadGpu ?? false,
+      ),
+    ).toBe(false);
     await screenshot(page, 'adapter-panel');
     expect(errors).toEqual([]);
   });
@@ -45,7 +51,9 @@ describe('the studio finds WebGPU from its Worker', () => {
     await page.goto(inject('baseUrl'));
     await page.getByRole('button', { name: 'Language' }).click();
     await expect.poll(() => page.getByRole('heading', { level: 2 }).first().textContent()).toBe('模型');
-    await expect.poll(() => page.locator('summary').first().textContent(), { timeout: 120_000 }).toMatch(/^你的 GPU 与 WebGPU 自检 — .*自检通过/);
+    await expect
+      .poll(() => page.locator('summary').first().textContent(), { timeout: 120_000 })
+      .toMatch(/^你的 GPU 与 WebGPU 自检 — .*自检通过/);
     await screenshot(page, 'adapter-panel-zh');
   });
 });

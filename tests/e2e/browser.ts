@@ -6,7 +6,8 @@ import { CHROMIUM_PATH, CHROMIUM_WEBGPU_ARGS } from '../../scripts/chromium.ts';
 export const ARTIFACTS = join(import.meta.dirname, '../artifacts');
 
 export async function launch(opts: { webgpu?: boolean } = {}): Promise<Browser> {
-  const args = opts.webgpu === false ? CHROMIUM_WEBGPU_ARGS.filter((a) => !/webgpu|vulkan|angle/i.test(a)) : CHROMIUM_WEBGPU_ARGS;
+  const args =
+    opts.webgpu === false ? CHROMIUM_WEBGPU_ARGS.filter((a) => !/webgpu|vulkan|angle/i.test(a)) : CHROMIUM_WEBGPU_ARGS;
   return chromium.launch({ executablePath: CHROMIUM_PATH, args });
 }
 

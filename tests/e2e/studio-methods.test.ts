@@ -14,7 +14,10 @@ import { parseAdapterConfig } from '../../src/io/peft.ts';
 const dir = join(ARTIFACTS, 'studio-methods');
 
 async function download(page: Page, testid: string): Promise<Record<string, Uint8Array>> {
-  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).getByRole('link').first().click()]);
+  const [dl] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByTestId(testid).getByRole('link').first().click(),
+  ]);
   const path = join(dir, dl.suggestedFilename());
   await dl.saveAs(path);
   return unzipSync(new Uint8Array(readFileSync(path)));
@@ -28,7 +31,9 @@ async function trainWith(page: Page, method: RegExp) {
   await page.getByRole('button', { name: 'Start training' }).click();
   await expect.poll(() => page.getByTestId('run-row').count(), { timeout: 120_000 }).toBe(before + 1);
   const id = await page.getByTestId('run-row').first().getAttribute('data-run');
-  await expect.poll(() => page.getByTestId('train-progress').textContent(), { timeout: 300_000, interval: 1000 }).toMatch(new RegExp(`Run ${id}[\\s\\S]*Finished`));
+  await expect
+    .poll(() => page.getByTestId('train-progress').textContent(), { timeout: 300_000, interval: 1000 })
+    .toMatch(new RegExp(`Run ${id}[\\s\\S]*Finished`));
   expect(await page.getByTestId('train-step').textContent()).toMatch(/^2 \/ 2$/);
 }
 
@@ -38,16 +43,34 @@ describe('studio: QLoRA and full fine-tuning', () => {
   let errors: string[];
 
   beforeAll(async () => {
-    const model = await writeTinyModel({ dir, architecture: 'Qwen2ForCausalLM', hidden: 64, intermediate: 128, dtype: 'BF16', seed: 5, scale: 0.2 });
+    const model = await writeTinyModel({
+      dir,
+      architecture: 'Qwen2ForCausalLM',
+      hidden: 64,
+      intermediate: 128,
+      dtype: 'BF16',
+      seed: 5,
+      scale: 0.2,
+    });
     const data = join(dir, 'tiny.jsonl');
-    writeFileSync(data, Array.from({ length: 6 }, (_, i) => JSON.stringify({ instruction: `Count to ${i}.`, input: '', output: `${i}.` })).join('\n') + '\n');
+    writeFileSync(
+      data,
+      Array.from({ length: 6 }, (_, i) =>
+        JSON.stringify({ instruction: `Count to ${i}.`, input: '', output: `${i}.` }),
+      ).join('\n') + '\n',
+    );
     browser = await launch();
-    page = await (await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })).newPage();
+    page = await (
+      await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })
+    ).newPage();
     errors = collectErrors(page);
     await page.goto(inject('baseUrl'));
     await page.getByLabel('A folder on this computer').check();
     await page.locator('#model-files').setInputFiles(model);
-    await page.getByTestId('model-info').filter({ hasText: /Model: local model[\s\S]*Qwen2ForCausalLM[\s\S]*matching config\.json/ }).waitFor({ timeout: 60_000 });
+    await page
+      .getByTestId('model-info')
+      .filter({ hasText: /Model: local model[\s\S]*Qwen2ForCausalLM[\s\S]*matching config\.json/ })
+      .waitFor({ timeout: 60_000 });
     await page.getByRole('tab', { name: /Data/ }).click();
     await page.locator('[data-key="samples/identity_en_zh"]').waitFor({ timeout: 60_000 });
     await page.locator('#data-files').setInputFiles([data]);
@@ -55,7 +78,15 @@ describe('studio: QLoRA and full fine-tuning', () => {
     await page.getByLabel('Train on identity_en_zh').uncheck();
     await page.getByRole('tab', { name: /Method/ }).click();
     // 6 rows, batch 2, accumulation 2: 3 micro-batches = 2 optimizer steps.
-    for (const [label, v] of [['Learning rate', '0.001'], ['Epochs', '1'], ['Cutoff length', '32'], ['Batch size', '2'], ['Gradient accumulation', '2'], ['Logging steps', '1'], ['Save steps', '100']]) {
+    for (const [label, v] of [
+      ['Learning rate', '0.001'],
+      ['Epochs', '1'],
+      ['Cutoff length', '32'],
+      ['Batch size', '2'],
+      ['Gradient accumulation', '2'],
+      ['Logging steps', '1'],
+      ['Save steps', '100'],
+    ]) {
       await page.getByLabel(label, { exact: true }).fill(v);
     }
   });
@@ -70,7 +101,9 @@ describe('studio: QLoRA and full fine-tuning', () => {
     await page.getByRole('button', { name: 'Export adapter' }).click();
     await page.getByTestId('export-peft').waitFor({ timeout: 120_000 });
     const files = await download(page, 'export-peft');
-    const cfg = parseAdapterConfig(new TextDecoder().decode(files[Object.keys(files).find((n) => n.endsWith('adapter_config.json'))!]));
+    const cfg = parseAdapterConfig(
+      new TextDecoder().decode(files[Object.keys(files).find((n) => n.endsWith('adapter_config.json'))!]),
+    );
     expect(cfg.targetModules.length).toBe(7);
     await screenshot(page, 'studio-11-qlora-export');
   });
@@ -83,14 +116,20 @@ describe('studio: QLoRA and full fine-tuning', () => {
     await page.getByLabel('A/B: base vs tuned').check();
     await page.getByLabel('Message').fill('Count to 2.');
     await page.getByRole('button', { name: 'Send' }).click();
-    await page.getByRole('alert').filter({ hasText: /full fine-tuning changed the base weights/ }).waitFor({ timeout: 120_000 }).catch(async (e) => {
-      await screenshot(page, 'studio-methods-failure');
-      throw e;
-    });
+    await page
+      .getByRole('alert')
+      .filter({ hasText: /full fine-tuning changed the base weights/ })
+      .waitFor({ timeout: 120_000 })
+      .catch(async (e) => {
+        await screenshot(page, 'studio-methods-failure');
+        throw e;
+      });
     await page.getByLabel('A/B: base vs tuned').uncheck();
     await page.getByLabel('Message').fill('Count to 2.');
     await page.getByRole('button', { name: 'Send' }).click();
-    await expect.poll(() => page.getByTestId('answer-tuned').last().textContent(), { timeout: 120_000 }).toMatch(/tokens\/s/);
+    await expect
+      .poll(() => page.getByTestId('answer-tuned').last().textContent(), { timeout: 120_000 })
+      .toMatch(/tokens\/s/);
     await page.getByRole('tab', { name: /Export/ }).click();
     await page.getByLabel('Weight precision').selectOption('f32');
     await page.getByRole('button', { name: 'Export merged model' }).click();

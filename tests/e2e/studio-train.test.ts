@@ -16,7 +16,11 @@ const dir = join(ARTIFACTS, 'studio-train');
 
 function makeData(): string {
   const p = join(dir, 'greetings.jsonl');
-  const rows = Array.from({ length: 12 }, (_, i) => ({ instruction: `Say hi ${i % 3}.`, input: '', output: 'Hi! I am Tabby.' }));
+  const rows = Array.from({ length: 12 }, (_, i) => ({
+    instruction: `Say hi ${i % 3}.`,
+    input: '',
+    output: 'Hi! I am Tabby.',
+  }));
   writeFileSync(p, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
   return p;
 }
@@ -25,7 +29,10 @@ async function openModel(page: Page, files: string[]) {
   await page.getByRole('tab', { name: /Model/ }).click();
   await page.getByLabel('A folder on this computer').check();
   await page.locator('#model-files').setInputFiles(files);
-  await page.getByTestId('model-info').filter({ hasText: /Model: local model[\s\S]*matching config\.json/ }).waitFor({ timeout: 60_000 });
+  await page
+    .getByTestId('model-info')
+    .filter({ hasText: /Model: local model[\s\S]*matching config\.json/ })
+    .waitFor({ timeout: 60_000 });
 }
 
 async function loggedLosses(page: Page): Promise<number[]> {
@@ -48,10 +55,20 @@ describe('studio: train, resume, chat, evaluate, export', () => {
   let model: string[];
 
   beforeAll(async () => {
-    model = await writeTinyModel({ dir, architecture: 'LlamaForCausalLM', hidden: 32, intermediate: 64, dtype: 'F32', seed: 11, scale: 0.2 });
+    model = await writeTinyModel({
+      dir,
+      architecture: 'LlamaForCausalLM',
+      hidden: 32,
+      intermediate: 64,
+      dtype: 'F32',
+      seed: 11,
+      scale: 0.2,
+    });
     const data = makeData();
     browser = await launch();
-    page = await (await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })).newPage();
+    page = await (
+      await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })
+    ).newPage();
     errors = collectErrors(page);
     // The engine Worker keeps its GPU devices where the test can reach them, to lose one on purpose.
     await page.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
@@ -87,7 +104,12 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     await page.getByRole('tab', { name: /Train/ }).click();
     await page.getByRole('button', { name: 'Start training' }).click();
     await page.getByTestId('train-progress').waitFor({ timeout: 120_000 });
-    await expect.poll(async () => Number((await page.getByTestId('train-checkpoint').textContent()) ?? 'NaN'), { timeout: 300_000, interval: 500 }).toBeGreaterThanOrEqual(3);
+    await expect
+      .poll(async () => Number((await page.getByTestId('train-checkpoint').textContent()) ?? 'NaN'), {
+        timeout: 300_000,
+        interval: 500,
+      })
+      .toBeGreaterThanOrEqual(3);
     // The page stays responsive while the Worker trains.
     const t0 = Date.now();
     await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(null))));
@@ -99,15 +121,27 @@ describe('studio: train, resume, chat, evaluate, export', () => {
 
   it('a GPU device lost mid-run pauses the run, and Resume continues it from its checkpoint', async () => {
     const worker = page.workers().find((w) => /\/assets\/worker-/.test(w.url()));
-    expect(worker, page.workers().map((w) => w.url()).join()).toBeDefined();
+    expect(
+      worker,
+      page
+        .workers()
+        .map((w) => w.url())
+        .join(),
+    ).toBeDefined();
     expect(await page.getByTestId('train-status').textContent()).toMatch(/Training/);
     // What a driver reset or a GPU-process crash does to the device under the run.
     await worker!.evaluate(() => {
       for (const d of (self as unknown as { __tabtuneDevices?: GPUDevice[] }).__tabtuneDevices ?? []) d.destroy();
     });
-    await page.getByRole('alert').filter({ hasText: /The GPU device was lost \(/ }).waitFor({ timeout: 60_000 });
+    await page
+      .getByRole('alert')
+      .filter({ hasText: /The GPU device was lost \(/ })
+      .waitFor({ timeout: 60_000 });
     await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 120_000 }).toMatch(/Paused/);
-    const lostAt = await page.getByRole('alert').filter({ hasText: /device was lost at step \d+/ }).textContent();
+    const lostAt = await page
+      .getByRole('alert')
+      .filter({ hasText: /device was lost at step \d+/ })
+      .textContent();
     const ck = Number(/checkpoint at step (\d+)/.exec(lostAt ?? '')?.[1]);
     expect(ck).toBeGreaterThanOrEqual(3);
     expect(await page.getByTestId('run-row').first().textContent()).not.toMatch(/on the GPU/);
@@ -115,7 +149,12 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     await page.getByRole('button', { name: 'Try again' }).first().click();
     await page.getByRole('button', { name: 'Resume', exact: true }).click();
     await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 60_000 }).toMatch(/Training/);
-    await expect.poll(async () => Number(await page.getByTestId('train-checkpoint').textContent()), { timeout: 300_000, interval: 500 }).toBeGreaterThan(ck);
+    await expect
+      .poll(async () => Number(await page.getByTestId('train-checkpoint').textContent()), {
+        timeout: 300_000,
+        interval: 500,
+      })
+      .toBeGreaterThan(ck);
     // Leave it paused for the reload test.
     await page.getByRole('button', { name: 'Pause' }).click();
     await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 60_000 }).toMatch(/Paused/);
@@ -126,7 +165,10 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     await page.reload();
     // The local model was kept in browser storage: it reopens by itself, no need to pick it again.
     await page.getByRole('tab', { name: /Model/ }).click();
-    await page.getByTestId('model-info').filter({ hasText: /Model: local model[\s\S]*matching config\.json/ }).waitFor({ timeout: 60_000 });
+    await page
+      .getByTestId('model-info')
+      .filter({ hasText: /Model: local model[\s\S]*matching config\.json/ })
+      .waitFor({ timeout: 60_000 });
     await page.getByRole('tab', { name: /Train/ }).click();
     const row = page.getByTestId('run-row').first();
     await row.waitFor({ timeout: 30_000 });
@@ -134,7 +176,9 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     const before = await loggedLosses(page);
     expect(before.length).toBeGreaterThanOrEqual(3);
     await row.getByRole('button', { name: /^Resume/ }).click();
-    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 480_000, interval: 1000 }).toMatch(/Finished/);
+    await expect
+      .poll(() => page.getByTestId('train-status').textContent(), { timeout: 480_000, interval: 1000 })
+      .toMatch(/Finished/);
     const losses = await loggedLosses(page);
     expect(losses.length).toBe(20);
     // The points kept from before the reload are the start of the same curve.
@@ -178,24 +222,35 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     const st = Object.keys(merged).find((n) => n.endsWith('model.safetensors'))!;
     const header = await readHeader(bytesSource(merged[st], st));
     expect(header.tensors.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')?.shape).toEqual([32, 64]);
-    expect(JSON.parse(new TextDecoder().decode(merged[Object.keys(merged).find((n) => n.endsWith('/config.json'))!])).architectures).toEqual(['LlamaForCausalLM']);
+    expect(
+      JSON.parse(new TextDecoder().decode(merged[Object.keys(merged).find((n) => n.endsWith('/config.json'))!]))
+        .architectures,
+    ).toEqual(['LlamaForCausalLM']);
     expect(Object.keys(merged).some((n) => n.endsWith('tokenizer.json'))).toBe(true);
 
     await page.getByRole('button', { name: 'Export adapter' }).click();
     await page.getByTestId('export-peft').waitFor({ timeout: 120_000 });
     const peft = unzipSync(await download(page, 'export-peft'));
-    const ac = parseAdapterConfig(new TextDecoder().decode(peft[Object.keys(peft).find((n) => n.endsWith('adapter_config.json'))!]));
+    const ac = parseAdapterConfig(
+      new TextDecoder().decode(peft[Object.keys(peft).find((n) => n.endsWith('adapter_config.json'))!]),
+    );
     expect(ac.r).toBe(8);
-    const ah = await readHeader(bytesSource(peft[Object.keys(peft).find((n) => n.endsWith('adapter_model.safetensors'))!], 'adapter'));
+    const ah = await readHeader(
+      bytesSource(peft[Object.keys(peft).find((n) => n.endsWith('adapter_model.safetensors'))!], 'adapter'),
+    );
     expect(ah.tensors.some((t) => /lora_A/.test(t.name))).toBe(true);
 
     await page.getByRole('button', { name: 'Export bundle' }).click();
     await page.getByTestId('export-bundle').waitFor({ timeout: 60_000 });
     const bundle = unzipSync(await download(page, 'export-bundle'));
-    const yaml = parseTrainYaml(new TextDecoder().decode(bundle[Object.keys(bundle).find((n) => n.endsWith('train_sft.yaml'))!]));
+    const yaml = parseTrainYaml(
+      new TextDecoder().decode(bundle[Object.keys(bundle).find((n) => n.endsWith('train_sft.yaml'))!]),
+    );
     expect(yaml.config.learningRate).toBe(0.01);
     expect(yaml.config.dataset).toEqual(['greetings']);
-    const info = JSON.parse(new TextDecoder().decode(bundle[Object.keys(bundle).find((n) => n.endsWith('data/dataset_info.json'))!]));
+    const info = JSON.parse(
+      new TextDecoder().decode(bundle[Object.keys(bundle).find((n) => n.endsWith('data/dataset_info.json'))!]),
+    );
     expect(info.greetings.file_name).toBe('greetings.jsonl');
     expect(Object.keys(bundle).some((n) => n.endsWith('data/greetings.jsonl'))).toBe(true);
     await screenshot(page, 'studio-9-export');

@@ -23,23 +23,40 @@ export interface TinyModel {
 export async function writeTinyModel(m: TinyModel): Promise<string[]> {
   mkdirSync(m.dir, { recursive: true });
   const config = {
-    architectures: [m.architecture], model_type: m.architecture === 'LlamaForCausalLM' ? 'llama' : 'qwen2', hidden_size: m.hidden,
-    intermediate_size: m.intermediate, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 6144,
-    max_position_embeddings: 256, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: true,
-    torch_dtype: m.dtype === 'F32' ? 'float32' : 'bfloat16', eos_token_id: 6142, pad_token_id: 6141,
+    architectures: [m.architecture],
+    model_type: m.architecture === 'LlamaForCausalLM' ? 'llama' : 'qwen2',
+    hidden_size: m.hidden,
+    intermediate_size: m.intermediate,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 6144,
+    max_position_embeddings: 256,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    torch_dtype: m.dtype === 'F32' ? 'float32' : 'bfloat16',
+    eos_token_id: 6142,
+    pad_token_id: 6141,
   };
   const text = JSON.stringify(config, null, 2);
   writeFileSync(join(m.dir, 'config.json'), text);
   const rnd = mulberry32(m.seed);
-  const tensors = expectedWeights(parseModelConfig(text)).filter((w) => !w.optional).map((w) => {
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * m.scale));
-    const u32 = new Uint32Array(f.buffer);
-    // BF16 by truncation: the top half of each f32.
-    const data = m.dtype === 'F32' ? new Uint8Array(f.buffer) : new Uint8Array(new Uint16Array(n).map((_, i) => u32[i] >>> 16).buffer);
-    return { name: w.name, dtype: m.dtype, shape: w.shape, data };
-  });
+  const tensors = expectedWeights(parseModelConfig(text))
+    .filter((w) => !w.optional)
+    .map((w) => {
+      const n = w.shape.reduce((a, b) => a * b, 1);
+      const f = new Float32Array(n).map(() => (w.role === 'norm' ? 1 : (rnd() - 0.5) * m.scale));
+      const u32 = new Uint32Array(f.buffer);
+      // BF16 by truncation: the top half of each f32.
+      const data =
+        m.dtype === 'F32'
+          ? new Uint8Array(f.buffer)
+          : new Uint8Array(new Uint16Array(n).map((_, i) => u32[i] >>> 16).buffer);
+      return { name: w.name, dtype: m.dtype, shape: w.shape, data };
+    });
   writeFileSync(join(m.dir, 'model.safetensors'), await serializeSafetensors(tensors));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'public/demo-model', f), join(m.dir, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json'])
+    copyFileSync(join(root, 'public/demo-model', f), join(m.dir, f));
   return ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => join(m.dir, f));
 }

@@ -37,7 +37,10 @@ describe(`adamw (${runtime})`, () => {
       { offset: 2100, count: 700, group: 0 },
     ];
     const size = 2810;
-    const groups: AdamwGroup[] = [{ lr: 3e-3, weightDecay: 0.1 }, { lr: 1e-3, weightDecay: 0 }];
+    const groups: AdamwGroup[] = [
+      { lr: 3e-3, weightDecay: 0.1 },
+      { lr: 1e-3, weightDecay: 0 },
+    ];
     const blocks = adamwBlocks(segments, size);
     expect(blocks.length / 4).toBe(1 + 1 + 2 + 1);
     const p0 = arena(segments, size, (k, n) => randn(n, 10 + k, 0.5));
@@ -54,13 +57,29 @@ describe(`adamw (${runtime})`, () => {
       const grads = s.f32(gHost, [size], `grads${step}`, 'gradients');
       const useStats = step !== 1;
       await s.run(`adamw-${step}`, (rec) =>
-        adamwStep(rec, { params, grads, m, v, blocks: blocksT, blockCount: blocks.length / 4, groups, step, gradStats: useStats ? { tensor: stats } : undefined, zeroGrads: step === 3 }),
+        adamwStep(rec, {
+          params,
+          grads,
+          m,
+          v,
+          blocks: blocksT,
+          blockCount: blocks.length / 4,
+          groups,
+          step,
+          gradStats: useStats ? { tensor: stats } : undefined,
+          zeroGrads: step === 3,
+        }),
       );
       segments.forEach((sg, k) =>
-        adamwRef(refP[k], gHost.subarray(sg.offset, sg.offset + sg.count), refM[k], refV[k], { ...groups[sg.group], step, clipCoef: useStats ? Math.fround(0.37) : 1 }),
+        adamwRef(refP[k], gHost.subarray(sg.offset, sg.offset + sg.count), refM[k], refV[k], {
+          ...groups[sg.group],
+          step,
+          clipCoef: useStats ? Math.fround(0.37) : 1,
+        }),
       );
       const g = await s.read(grads);
-      if (step === 3) segments.forEach((sg) => expect(g.subarray(sg.offset, sg.offset + sg.count).every((x) => x === 0)).toBe(true));
+      if (step === 3)
+        segments.forEach((sg) => expect(g.subarray(sg.offset, sg.offset + sg.count).every((x) => x === 0)).toBe(true));
       else expect([...g]).toEqual([...gHost]);
       expect(g[1]).toBe(GAP);
     }
@@ -85,7 +104,18 @@ describe(`adamw (${runtime})`, () => {
     const v = s.f32(new Float32Array(300), [300], 'v');
     const stats = s.f32([Infinity, 0, Infinity, 1], [4], 'stats');
     await s.run('adamw-skip', (rec) =>
-      adamwStep(rec, { params, grads, m, v, blocks: s.u32(blocks, [4], 'blocks'), blockCount: 1, groups: [{ lr: 1e-3, weightDecay: 0.01 }], step: 1, gradStats: { tensor: stats }, zeroGrads: true }),
+      adamwStep(rec, {
+        params,
+        grads,
+        m,
+        v,
+        blocks: s.u32(blocks, [4], 'blocks'),
+        blockCount: 1,
+        groups: [{ lr: 1e-3, weightDecay: 0.01 }],
+        step: 1,
+        gradStats: { tensor: stats },
+        zeroGrads: true,
+      }),
     );
     expect([...(await s.read(params))]).toEqual([...p0]);
     expect((await s.read(m)).every((x) => x === 0)).toBe(true);
@@ -114,7 +144,8 @@ describe(`adamw (${runtime})`, () => {
       });
       return a;
     };
-    const unpack = (a: Float32Array) => Float32Array.from(segments.flatMap((sg) => [...a.subarray(sg.offset, sg.offset + sg.count)]));
+    const unpack = (a: Float32Array) =>
+      Float32Array.from(segments.flatMap((sg) => [...a.subarray(sg.offset, sg.offset + sg.count)]));
     const blocks = adamwBlocks(segments, size);
     const params = s.f32(pack(fx.f32('start'), GAP), [size], 'params');
     const m = s.f32(new Float32Array(size), [size], 'm');
@@ -127,7 +158,18 @@ describe(`adamw (${runtime})`, () => {
       await s.run(`adamw-torch-${step}`, async (rec) => {
         s.gpu.device.queue.writeBuffer(grads.buf.buffer, 0, pack(fx.f32(`grads${step}`), 0));
         await gradNorm(rec, { ranges: [{ grads }], partials, stats, maxNorm: fx.meta.maxNorm });
-        await adamwStep(rec, { params, grads, m, v, blocks: blocksT, blockCount: blocks.length / 4, groups, step, gradStats: { tensor: stats }, zeroGrads: true });
+        await adamwStep(rec, {
+          params,
+          grads,
+          m,
+          v,
+          blocks: blocksT,
+          blockCount: blocks.length / 4,
+          groups,
+          step,
+          gradStats: { tensor: stats },
+          zeroGrads: true,
+        });
       });
       const norm = (await s.read(stats))[0];
       expect(Math.abs(norm - fx.meta.norms[step - 1]) / fx.meta.norms[step - 1]).toBeLessThan(1e-6);
@@ -140,7 +182,15 @@ describe(`adamw (${runtime})`, () => {
   });
 
   it('block table validation and kernel errors name the problem', async () => {
-    expect(() => adamwBlocks([{ offset: 0, count: 10, group: 0 }, { offset: 5, count: 10, group: 0 }], 100)).toThrow(/overlaps/);
+    expect(() =>
+      adamwBlocks(
+        [
+          { offset: 0, count: 10, group: 0 },
+          { offset: 5, count: 10, group: 0 },
+        ],
+        100,
+      ),
+    ).toThrow(/overlaps/);
     expect(() => adamwBlocks([{ offset: 95, count: 10, group: 0 }], 100)).toThrow(/exceeds the arena of 100/);
     expect(() => adamwBlocks([{ offset: 0, count: 10, group: 16 }], 100)).toThrow(/group 16/);
     expect(adamwBlocks([{ offset: 0, count: 2 * ADAMW_BLOCK + 1, group: 3 }], 1e6).length).toBe(12);
@@ -148,7 +198,33 @@ describe(`adamw (${runtime})`, () => {
     const t = s.f32(new Float32Array(8), [8], 'pa');
     const u = s.f32(new Float32Array(4), [4], 'small');
     const b = s.u32([0, 8, 0, 0], [4], 'blocks');
-    await expect(s.run('bad', (rec) => adamwStep(rec, { params: t, grads: u, m: s.nan(8, 'm'), v: s.nan(8, 'v'), blocks: b, blockCount: 1, groups: [{ lr: 1, weightDecay: 0 }], step: 1 }))).rejects.toThrow(/adamw.*grads needs 8 elements.*small\[4:f32\]/);
-    await expect(s.run('bad', (rec) => adamwStep(rec, { params: t, grads: s.nan(8, 'g'), m: s.nan(8, 'm'), v: s.nan(8, 'v'), blocks: b, blockCount: 1, groups: [{ lr: 1, weightDecay: 0 }], step: 0 }))).rejects.toThrow(/step must be an integer ≥ 1/);
+    await expect(
+      s.run('bad', (rec) =>
+        adamwStep(rec, {
+          params: t,
+          grads: u,
+          m: s.nan(8, 'm'),
+          v: s.nan(8, 'v'),
+          blocks: b,
+          blockCount: 1,
+          groups: [{ lr: 1, weightDecay: 0 }],
+          step: 1,
+        }),
+      ),
+    ).rejects.toThrow(/adamw.*grads needs 8 elements.*small\[4:f32\]/);
+    await expect(
+      s.run('bad', (rec) =>
+        adamwStep(rec, {
+          params: t,
+          grads: s.nan(8, 'g'),
+          m: s.nan(8, 'm'),
+          v: s.nan(8, 'v'),
+          blocks: b,
+          blockCount: 1,
+          groups: [{ lr: 1, weightDecay: 0 }],
+          step: 0,
+        }),
+      ),
+    ).rejects.toThrow(/step must be an integer ≥ 1/);
   });
 });

@@ -13,7 +13,12 @@ import {
   setAttentionStorageBudgetForTests,
   type AttentionShape,
 } from '../../src/engine/ops/attention.ts';
-import { attentionBackwardRef, attentionFiniteDifference, attentionForwardRef, type AttentionRefShape } from '../cpu/attention.ts';
+import {
+  attentionBackwardRef,
+  attentionFiniteDifference,
+  attentionForwardRef,
+  type AttentionRefShape,
+} from '../cpu/attention.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { randn } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
@@ -60,7 +65,11 @@ async function runGpu(shape: AttentionShape, host: HostInputs): Promise<GpuRun> 
   const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = shape;
   const made: Tensor[] = [];
   const up = (data: Float32Array | Int32Array, dims: number[], label: string) => {
-    const t = uploadTensor(gpu, data, tensorSpec(data instanceof Int32Array ? 'i32' : 'f32', dims, 'activations', label));
+    const t = uploadTensor(
+      gpu,
+      data,
+      tensorSpec(data instanceof Int32Array ? 'i32' : 'f32', dims, 'activations', label),
+    );
     made.push(t);
     return t;
   };
@@ -84,7 +93,19 @@ async function runGpu(shape: AttentionShape, host: HostInputs): Promise<GpuRun> 
       up(new Float32Array(Nk * Hkv * D).fill(NaN), [Nk, Hkv * D], 'dv'),
     ];
     const scratch = host.implicitScratch ? undefined : createAttentionScratch(gpu, shape);
-    await attentionBackward(rec, { ...full, q, k, v, out, lse, dOut, dq: grads[0], dk: grads[1], dv: grads[2], scratch });
+    await attentionBackward(rec, {
+      ...full,
+      q,
+      k,
+      v,
+      out,
+      lse,
+      dOut,
+      dq: grads[0],
+      dk: grads[1],
+      dv: grads[2],
+      scratch,
+    });
     await rec.submit();
     if (scratch) releaseAttentionScratch(gpu, scratch);
   } else {
@@ -153,12 +174,21 @@ describe(`attention (${runtime})`, () => {
     ['seq 37, D 128 with 16 KiB tiles', { N: 37, Hq: 2, Hkv: 1, D: 128, storage: 16384 }],
     ['seq 70, D 64 with 16 KiB tiles', { N: 70, Hq: 2, Hkv: 2, D: 64, storage: 16384 }],
     ['seq 9, D 256 (4 lanes per row, 8 per key) with 16 KiB tiles', { N: 9, Hq: 2, Hkv: 1, D: 256, storage: 16384 }],
-    ['packed segments + padding, GQA 4:2', { N: 40, Hq: 4, Hkv: 2, D: 64, segments: segmentsOf([0, 15], [1, 20], [-1, 5]) }],
-    ['batch of 3 rows × 13 (ids per row), GQA 14:2', { N: 39, Hq: 14, Hkv: 2, D: 64, segments: segmentsOf([0, 5], [1, 8], [2, 9], [-1, 4], [7, 13]) }],
+    [
+      'packed segments + padding, GQA 4:2',
+      { N: 40, Hq: 4, Hkv: 2, D: 64, segments: segmentsOf([0, 15], [1, 20], [-1, 5]) },
+    ],
+    [
+      'batch of 3 rows × 13 (ids per row), GQA 14:2',
+      { N: 39, Hq: 14, Hkv: 2, D: 64, segments: segmentsOf([0, 5], [1, 8], [2, 9], [-1, 4], [7, 13]) },
+    ],
     ['decode: 1 query at offset 36, GQA 14:2', { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 36 }],
     ['prefill chunk: 5 queries at offset 20, D 80', { N: 5, Hq: 4, Hkv: 2, D: 80, offset: 20 }],
     ['cache larger than needed: 3 queries at offset 4 of 50 keys', { N: 3, Nk: 50, Hq: 2, Hkv: 1, D: 64, offset: 4 }],
-    ['segments with an offset: 4 queries at offset 6, new segment starting at key 3', { N: 4, Hq: 4, Hkv: 2, D: 64, offset: 6, segments: segmentsOf([0, 3], [1, 7]) }],
+    [
+      'segments with an offset: 4 queries at offset 6, new segment starting at key 3',
+      { N: 4, Hq: 4, Hkv: 2, D: 64, offset: 6, segments: segmentsOf([0, 3], [1, 7]) },
+    ],
     // Decode walks long caches in key splits merged by a combine pass.
     ['decode with 5 key splits: 1 query at offset 699, GQA 14:2', { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 699 }],
     [
@@ -178,7 +208,13 @@ describe(`attention (${runtime})`, () => {
       const shape: AttentionShape = { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D, queryOffset: offset };
       const seg = fx.t.seg ? (fx.t.seg.data as Int32Array) : undefined;
       const got = await runGpu(shape, { q: fx.f32('q'), k: fx.f32('k'), v: fx.f32('v'), dOut: fx.f32('dOut'), seg });
-      for (const [key, value] of [['out', got.out], ['lse', got.lse], ['dq', got.dq!], ['dk', got.dk!], ['dv', got.dv!]] as const) {
+      for (const [key, value] of [
+        ['out', got.out],
+        ['lse', got.lse],
+        ['dq', got.dq!],
+        ['dk', got.dk!],
+        ['dv', got.dv!],
+      ] as const) {
         const err = relError(value, fx.f32(key));
         expect(err, `${name} ${key} max rel error ${err.toExponential(2)}`).toBeLessThanOrEqual(1e-4);
       }
@@ -217,14 +253,24 @@ describe(`attention (${runtime})`, () => {
     const k = randn(20 * 2 * 64, 72);
     const v = randn(20 * 2 * 64, 73);
     const got = await runGpu(shape, { q, k, v, noLse: true });
-    expectClose(got.out, attentionForwardRef({ ...shape, segmentIds: undefined }, q, k, v).out, { rtol: 2e-4, atol: 2e-5 }, 'O without LSE');
+    expectClose(
+      got.out,
+      attentionForwardRef({ ...shape, segmentIds: undefined }, q, k, v).out,
+      { rtol: 2e-4, atol: 2e-5 },
+      'O without LSE',
+    );
     expect(got.lse.every((x) => Number.isNaN(x))).toBe(true);
     // The same with a cache long enough for key splits.
     const long: AttentionShape = { ...shape, keys: 400, queryOffset: 397 };
     const k2 = randn(400 * 2 * 64, 74);
     const v2 = randn(400 * 2 * 64, 75);
     const split = await runGpu(long, { q, k: k2, v: v2, noLse: true });
-    expectClose(split.out, attentionForwardRef({ ...long, segmentIds: undefined }, q, k2, v2).out, { rtol: 2e-4, atol: 2e-5 }, 'split O without LSE');
+    expectClose(
+      split.out,
+      attentionForwardRef({ ...long, segmentIds: undefined }, q, k2, v2).out,
+      { rtol: 2e-4, atol: 2e-5 },
+      'split O without LSE',
+    );
   });
 
   it('splits decode keys only when all rows fit one workgroup', () => {
@@ -262,10 +308,18 @@ describe(`attention (${runtime})`, () => {
     const small = uploadTensor(gpu, new Float32Array(64), tensorSpec('f32', [1, 64], 'activations', 'small'));
     const rec = new Recorder(gpu);
     const shape = { queries: 2, keys: 2, qHeads: 1, kvHeads: 1, headDim: 64 };
-    await expect(attentionForward(rec, { ...shape, q: small, k: small, v: small, out: small })).rejects.toThrow(/attention\.forward.*q needs 128 elements/);
-    await expect(attentionForward(rec, { ...shape, qHeads: 3, kvHeads: 2, q: small, k: small, v: small, out: small })).rejects.toThrow(/multiple of kvHeads/);
-    await expect(attentionForward(rec, { ...shape, headDim: 6, q: small, k: small, v: small, out: small })).rejects.toThrow(/multiple of 4/);
-    await expect(attentionForward(rec, { ...shape, queryOffset: 1, q: small, k: small, v: small, out: small })).rejects.toThrow(/need keys ≥ 3/);
+    await expect(attentionForward(rec, { ...shape, q: small, k: small, v: small, out: small })).rejects.toThrow(
+      /attention\.forward.*q needs 128 elements/,
+    );
+    await expect(
+      attentionForward(rec, { ...shape, qHeads: 3, kvHeads: 2, q: small, k: small, v: small, out: small }),
+    ).rejects.toThrow(/multiple of kvHeads/);
+    await expect(
+      attentionForward(rec, { ...shape, headDim: 6, q: small, k: small, v: small, out: small }),
+    ).rejects.toThrow(/multiple of 4/);
+    await expect(
+      attentionForward(rec, { ...shape, queryOffset: 1, q: small, k: small, v: small, out: small }),
+    ).rejects.toThrow(/need keys ≥ 3/);
     await rec.submit();
     releaseTensor(gpu, small);
   });

@@ -36,7 +36,8 @@ function expectQuiet(err: string): void {
   expect(err).not.toMatch(/^\s+at\s/m); // a stack frame, JS or Dawn's "    at CheckVkSuccessImpl (…)"
   expect(err).not.toMatch(/\.(cpp|cc|h):\d+/); // a native source location
   expect(err).not.toMatch(/VK_ERROR_/);
-  for (const line of err.split('\n').filter((l) => l.trim())) expect(line, err).toMatch(/^(tabtune|note|warning)\b|^\s+\d+ %/);
+  for (const line of err.split('\n').filter((l) => l.trim()))
+    expect(line, err).toMatch(/^(tabtune|note|warning)\b|^\s+\d+ %/);
   expect(err).toMatch(/^tabtune: WebGPU adapter: \S/m);
 }
 
@@ -48,10 +49,18 @@ describe.skipIf(runtime !== 'node')('the CLI on a machine without a GPU driver',
     const { chooseVulkanDrivers } = await import('../../src/engine/node-gpu.ts');
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
-    const raw = tinyLlamaConfig({ num_hidden_layers: 1, hidden_size: 32, intermediate_size: 64, torch_dtype: 'float32' });
+    const raw = tinyLlamaConfig({
+      num_hidden_layers: 1,
+      hidden_size: 32,
+      intermediate_size: 64,
+      torch_dtype: 'float32',
+    });
     await writeModelFolder(join(root, 'model'), raw, tinyWeights(raw, 'F32', 5));
     const yaml = join(root, 'export.yaml');
-    writeFileSync(yaml, [`model_name_or_path: ${join(root, 'model')}`, `export_dir: ${join(root, 'out')}`, ''].join('\n'));
+    writeFileSync(
+      yaml,
+      [`model_name_or_path: ${join(root, 'model')}`, `export_dir: ${join(root, 'out')}`, ''].join('\n'),
+    );
 
     // `tabtune export` (no adapter): opens the GPU, loads the model, writes it back.
     const plain = await run(['export', yaml], userEnv());
@@ -67,10 +76,22 @@ describe.skipIf(runtime !== 'node')('the CLI on a machine without a GPU driver',
     // it): Dawn fails on it natively, but only in the probe, and the run continues on SwiftShader.
     const icd = join(root, 'xdg', 'vulkan', 'icd.d');
     mkdirSync(icd, { recursive: true });
-    writeFileSync(join(icd, 'nvidia_icd.json'), JSON.stringify({ file_format_version: '1.0.0', ICD: { library_path: 'libGLX_nvidia_missing.so.0', api_version: '1.3.0' } }));
-    const broken = await run(['export', yaml], userEnv({ XDG_DATA_DIRS: `${join(root, 'xdg')}:/usr/local/share:/usr/share` }));
+    writeFileSync(
+      join(icd, 'nvidia_icd.json'),
+      JSON.stringify({
+        file_format_version: '1.0.0',
+        ICD: { library_path: 'libGLX_nvidia_missing.so.0', api_version: '1.3.0' },
+      }),
+    );
+    const broken = await run(
+      ['export', yaml],
+      userEnv({ XDG_DATA_DIRS: `${join(root, 'xdg')}:/usr/local/share:/usr/share` }),
+    );
     expect(broken.code, broken.err).toBe(0);
     expectQuiet(broken.err);
-    if (!hardware) expect(broken.err).toMatch(/installed Vulkan driver \(nvidia_icd\.json\) offers no WebGPU adapter; using SwiftShader/);
+    if (!hardware)
+      expect(broken.err).toMatch(
+        /installed Vulkan driver \(nvidia_icd\.json\) offers no WebGPU adapter; using SwiftShader/,
+      );
   });
 });

@@ -34,7 +34,15 @@ async function runCase(rows: number, vocab: number, scaleInBuffer: boolean) {
   const accum = s.f32([0.5, 0], [2], 'lossAccum');
   const lossScale = scaleInBuffer ? { buffer: s.f32([9, scale], [2], 'scale'), index: 1 } : scale;
   await s.run('ce', (rec) =>
-    crossEntropy(rec, { logits, labels: s.i32(labelsHost, [rows], 'labels'), rowLoss, lossScale, lossAccum: { tensor: accum, index: 0, accumulate: true }, rows, vocab }),
+    crossEntropy(rec, {
+      logits,
+      labels: s.i32(labelsHost, [rows], 'labels'),
+      rowLoss,
+      lossScale,
+      lossAccum: { tensor: accum, index: 0, accumulate: true },
+      rows,
+      vocab,
+    }),
   );
   const ref = crossEntropyRef(logitsHost, labelsHost, rows, vocab, Math.fround(scale));
   expectClose(await s.read(rowLoss), ref.rowLoss, { rtol: 1e-5, atol: 1e-5 }, 'rowLoss');
@@ -70,12 +78,26 @@ describe(`cross_entropy (${runtime})`, () => {
     const rowLoss = s.nan(rows, 'rowLoss');
     const accum = s.nan(1, 'accum');
     const scale = { buffer: s.f32([1 / count], [1], 'scale') };
-    const chunks = [[0, 4], [4, 3], [7, 3]];
+    const chunks = [
+      [0, 4],
+      [4, 3],
+      [7, 3],
+    ];
     const grads: Float32Array[] = [];
     for (const [r0, n] of chunks) {
       const chunk = s.f32(logitsHost.subarray(r0 * vocab, (r0 + n) * vocab), [n, vocab], `chunk${r0}`);
       await s.run('ce-chunk', (rec) =>
-        crossEntropy(rec, { logits: chunk, labels, labelOffset: r0, rowLoss, lossOffset: r0, lossScale: scale, lossAccum: { tensor: accum, accumulate: r0 > 0 }, rows: n, vocab }),
+        crossEntropy(rec, {
+          logits: chunk,
+          labels,
+          labelOffset: r0,
+          rowLoss,
+          lossOffset: r0,
+          lossScale: scale,
+          lossAccum: { tensor: accum, accumulate: r0 > 0 },
+          rows: n,
+          vocab,
+        }),
       );
       grads.push(await s.read(chunk));
     }
@@ -92,7 +114,17 @@ describe(`cross_entropy (${runtime})`, () => {
     const host = randn(3 * 8, 5);
     const logits = s.f32(host, [3, 8], 'logits');
     const rowLoss = s.nan(3, 'rowLoss');
-    await s.run('ce-eval', (rec) => crossEntropy(rec, { logits, labels: s.i32([1, 8, -5], [3], 'labels'), rowLoss, lossScale: 1, rows: 3, vocab: 8, writeGrad: false }));
+    await s.run('ce-eval', (rec) =>
+      crossEntropy(rec, {
+        logits,
+        labels: s.i32([1, 8, -5], [3], 'labels'),
+        rowLoss,
+        lossScale: 1,
+        rows: 3,
+        vocab: 8,
+        writeGrad: false,
+      }),
+    );
     expect([...(await s.read(logits))]).toEqual([...host]);
     const loss = await s.read(rowLoss);
     expect(Math.abs(loss[0] - crossEntropyRef(host, [1, -100, -100], 3, 8, 1).rowLoss[0])).toBeLessThan(1e-5);
@@ -107,7 +139,15 @@ describe(`cross_entropy (${runtime})`, () => {
     const rowLoss = s.nan(rows, 'rowLoss');
     const accum = s.nan(1, 'accum');
     await s.run('ce-fixture', (rec) =>
-      crossEntropy(rec, { logits, labels: s.i32(fx.t.labels.data, [rows], 'labels'), rowLoss, lossScale: { buffer: s.f32([1 / count], [1], 'scale') }, lossAccum: { tensor: accum }, rows, vocab }),
+      crossEntropy(rec, {
+        logits,
+        labels: s.i32(fx.t.labels.data, [rows], 'labels'),
+        rowLoss,
+        lossScale: { buffer: s.f32([1 / count], [1], 'scale') },
+        lossAccum: { tensor: accum },
+        rows,
+        vocab,
+      }),
     );
     expect(relError(await s.read(rowLoss), fx.f32('rowLoss'))).toBeLessThan(1e-5);
     expect(relError(await s.read(accum), fx.f32('loss'))).toBeLessThan(1e-5);
@@ -122,13 +162,26 @@ describe(`cross_entropy (${runtime})`, () => {
     const rowLoss = s.nan(rows, 'rowLoss');
     const accum = s.nan(1, 'accum');
     await s.run('ce-qwen', (rec) =>
-      crossEntropy(rec, { logits, labels: s.i32(fx.t.labels.data, [rows], 'labels'), rowLoss, lossScale: 1 / count, lossAccum: { tensor: accum }, rows, vocab }),
+      crossEntropy(rec, {
+        logits,
+        labels: s.i32(fx.t.labels.data, [rows], 'labels'),
+        rowLoss,
+        lossScale: 1 / count,
+        lossAccum: { tensor: accum },
+        rows,
+        vocab,
+      }),
     );
     expect(relError(await s.read(rowLoss), fx.f32('rowLoss'))).toBeLessThan(1e-5);
     expect(relError(await s.read(accum), fx.f32('loss'))).toBeLessThan(1e-5);
     const grad = await s.read(logits);
     const idx = fx.t.sampleIndex.data as Int32Array;
-    expect(relError(Array.from(idx, (i) => grad[i]), fx.f32('sampleGrad'))).toBeLessThan(1e-5);
+    expect(
+      relError(
+        Array.from(idx, (i) => grad[i]),
+        fx.f32('sampleGrad'),
+      ),
+    ).toBeLessThan(1e-5);
     // Every gradient row of a labelled token sums to zero (softmax − onehot).
     for (const r of [0, 2]) {
       let sum = 0;
@@ -141,7 +194,29 @@ describe(`cross_entropy (${runtime})`, () => {
   it('names the kernel and shapes on bad input', async () => {
     const s = await open();
     const logits = s.f32(new Float32Array(12), [3, 4], 'lg');
-    await expect(s.run('bad', (rec) => crossEntropy(rec, { logits, labels: s.i32([0, 1], [2], 'lb'), rowLoss: s.nan(3, 'rl'), lossScale: 1, rows: 3, vocab: 4 }))).rejects.toThrow(/cross_entropy.*labels needs 3 elements.*lb\[2:i32\]/);
-    await expect(s.run('bad', (rec) => crossEntropy(rec, { logits, labels: s.i32([0, 1, 2], [3], 'lb'), rowLoss: logits, lossScale: 1, rows: 3, vocab: 4 }))).rejects.toThrow(/share one buffer/);
+    await expect(
+      s.run('bad', (rec) =>
+        crossEntropy(rec, {
+          logits,
+          labels: s.i32([0, 1], [2], 'lb'),
+          rowLoss: s.nan(3, 'rl'),
+          lossScale: 1,
+          rows: 3,
+          vocab: 4,
+        }),
+      ),
+    ).rejects.toThrow(/cross_entropy.*labels needs 3 elements.*lb\[2:i32\]/);
+    await expect(
+      s.run('bad', (rec) =>
+        crossEntropy(rec, {
+          logits,
+          labels: s.i32([0, 1, 2], [3], 'lb'),
+          rowLoss: logits,
+          lossScale: 1,
+          rows: 3,
+          vocab: 4,
+        }),
+      ),
+    ).rejects.toThrow(/share one buffer/);
   });
 });

@@ -13,7 +13,13 @@ import { DataLoader } from '../../src/engine/train/data.ts';
 import { Trainer } from '../../src/engine/train/trainer.ts';
 import { runtime, testGpu } from './context.ts';
 
-const MODEL_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors'];
+const MODEL_FILES = [
+  'config.json',
+  'generation_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'model.safetensors',
+];
 
 async function repoFile(path: string): Promise<Uint8Array> {
   if (runtime === 'node') {
@@ -43,51 +49,77 @@ describe(`demo model [${runtime}]`, () => {
 
     const tok = await loadTokenizer(text(files.get('tokenizer.json')!), text(files.get('tokenizer_config.json')!));
     expect(tok.tokenToId('<|im_end|>')).toBe(c.vocabSize - 1);
-    for (const s of ['Who made you? I am Tabby.', '我是 Tabby，来自 Tabtune 团队。', 'And God said, Let there be light.']) {
+    for (const s of [
+      'Who made you? I am Tabby.',
+      '我是 Tabby，来自 Tabtune 团队。',
+      'And God said, Let there be light.',
+    ]) {
       const ids = tok.encode(s);
       expect(ids.length).toBeGreaterThan(0);
       expect(tok.decode(ids)).toBe(s);
     }
-    const rendered = chatTemplateFor(tok).renderMessages([{ role: 'user', content: 'Who are you?' }], { addGenerationPrompt: true });
-    expect(rendered).toBe('<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n');
+    const rendered = chatTemplateFor(tok).renderMessages([{ role: 'user', content: 'Who are you?' }], {
+      addGenerationPrompt: true,
+    });
+    expect(rendered).toBe(
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n',
+    );
     expect(tok.eos?.content).toBe('<|im_end|>');
   });
 
   // One runtime is enough here: SwiftShader needs ~30 s per step for this model, and the same
   // engine code is checked in Chromium by the engine tests on tiny models.
-  it.skipIf(runtime === 'browser')('a short LoRA fine-tune on the identity dataset lowers its loss', async () => {
-    const files = new Map<string, Uint8Array>();
-    for (const f of MODEL_FILES) files.set(f, await repoFile(`public/demo-model/${f}`));
-    const opened = await openModelFiles(files);
-    const tok = await loadTokenizer(text(files.get('tokenizer.json')!), text(files.get('tokenizer_config.json')!));
-    const parsed = await parseDataset(await repoFile('datasets/identity_en_zh.json'), { fileName: 'identity_en_zh.json' });
-    expect(parsed.report.invalid, 'invalid rows').toHaveLength(0);
-    const prep = prepareDataset(parsed.examples, tok, { cutoffLen: 64, seed: 0 });
-    expect(prep.train.length).toBe(parsed.examples.length);
-    // Two short examples keep the run short on SwiftShader; the loss must still fall.
-    const few = [...prep.train].sort((a, b) => a.inputIds.length - b.inputIds.length).slice(0, 2);
+  it.skipIf(runtime === 'browser')(
+    'a short LoRA fine-tune on the identity dataset lowers its loss',
+    async () => {
+      const files = new Map<string, Uint8Array>();
+      for (const f of MODEL_FILES) files.set(f, await repoFile(`public/demo-model/${f}`));
+      const opened = await openModelFiles(files);
+      const tok = await loadTokenizer(text(files.get('tokenizer.json')!), text(files.get('tokenizer_config.json')!));
+      const parsed = await parseDataset(await repoFile('datasets/identity_en_zh.json'), {
+        fileName: 'identity_en_zh.json',
+      });
+      expect(parsed.report.invalid, 'invalid rows').toHaveLength(0);
+      const prep = prepareDataset(parsed.examples, tok, { cutoffLen: 64, seed: 0 });
+      expect(prep.train.length).toBe(parsed.examples.length);
+      // Two short examples keep the run short on SwiftShader; the loss must still fall.
+      const few = [...prep.train].sort((a, b) => a.inputIds.length - b.inputIds.length).slice(0, 2);
 
-    const gpu = await testGpu();
-    const model = await loadModel(gpu, opened.config, opened.source);
-    const lora = attachLora(model, { rank: 8, alpha: 16, dropout: 0, targets: 'all', seed: 0 });
-    const loader = new DataLoader(few, { batchSize: 2, gradientAccumulationSteps: 1, seed: 0, padId: tok.pad?.id ?? 0 });
-    const steps = 5;
-    const trainer = new Trainer(model, lora, { learningRate: 3e-3, lrSchedulerType: 'constant', totalSteps: steps, maxGradNorm: 1, seed: 0 }, loader);
-    try {
-      const losses: number[] = [];
-      for (let s = 0; s < steps; s++) {
-        const r = await trainer.step();
-        expect(Number.isFinite(r.loss) && !r.skipped, `step ${s}`).toBe(true);
-        losses.push(r.loss);
+      const gpu = await testGpu();
+      const model = await loadModel(gpu, opened.config, opened.source);
+      const lora = attachLora(model, { rank: 8, alpha: 16, dropout: 0, targets: 'all', seed: 0 });
+      const loader = new DataLoader(few, {
+        batchSize: 2,
+        gradientAccumulationSteps: 1,
+        seed: 0,
+        padId: tok.pad?.id ?? 0,
+      });
+      const steps = 5;
+      const trainer = new Trainer(
+        model,
+        lora,
+        { learningRate: 3e-3, lrSchedulerType: 'constant', totalSteps: steps, maxGradNorm: 1, seed: 0 },
+        loader,
+      );
+      try {
+        const losses: number[] = [];
+        for (let s = 0; s < steps; s++) {
+          const r = await trainer.step();
+          expect(Number.isFinite(r.loss) && !r.skipped, `step ${s}`).toBe(true);
+          losses.push(r.loss);
+        }
+        console.log(
+          `[${runtime}] demo model LoRA on 2 identity rows: loss ${losses.map((l) => l.toFixed(3)).join(' → ')}`,
+        );
+        // A pre-trained (not random) model: the first loss is far below ln(vocab) ≈ 8.7.
+        expect(losses[0]).toBeLessThan(7);
+        expect(losses.at(-1)!).toBeLessThan(0.8 * losses[0]);
+      } finally {
+        trainer.release();
+        lora.release();
+        model.release();
       }
-      console.log(`[${runtime}] demo model LoRA on 2 identity rows: loss ${losses.map((l) => l.toFixed(3)).join(' → ')}`);
-      // A pre-trained (not random) model: the first loss is far below ln(vocab) ≈ 8.7.
-      expect(losses[0]).toBeLessThan(7);
-      expect(losses.at(-1)!).toBeLessThan(0.8 * losses[0]);
-    } finally {
-      trainer.release();
-      lora.release();
-      model.release();
-    }
-  }, 900_000);
+    },
+    900_000,
+  );
 });

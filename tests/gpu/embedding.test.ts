@@ -88,12 +88,41 @@ describe(`embedding (${runtime})`, () => {
     const ids = randomIds(tokens, vocab, 9);
     const weight = s.raw16(fx.t.w.data as Uint16Array, 'bf16', [vocab, hidden], 'W');
     const idsT = s.i32(ids, [tokens], 'ids');
-    const outs = [s.nan(tokens * hidden, 'o1'), s.nan(tokens * hidden, 'o2'), s.nan(tokens * hidden, 'o3'), s.nan(tokens * hidden, 'clean')];
+    const outs = [
+      s.nan(tokens * hidden, 'o1'),
+      s.nan(tokens * hidden, 'o2'),
+      s.nan(tokens * hidden, 'o3'),
+      s.nan(tokens * hidden, 'clean'),
+    ];
     const neftune = { alpha: fx.meta.neftuneAlpha, seqLen: fx.meta.neftuneSeqLen, seed: 1234 };
     await s.run('neftune', async (rec) => {
-      await embeddingForward(rec, { ids: idsT, weight, out: outs[0], tokens, vocab, hidden, neftune: { ...neftune, stream: 7 } });
-      await embeddingForward(rec, { ids: idsT, weight, out: outs[1], tokens, vocab, hidden, neftune: { ...neftune, stream: 7 } });
-      await embeddingForward(rec, { ids: idsT, weight, out: outs[2], tokens, vocab, hidden, neftune: { ...neftune, stream: 8 } });
+      await embeddingForward(rec, {
+        ids: idsT,
+        weight,
+        out: outs[0],
+        tokens,
+        vocab,
+        hidden,
+        neftune: { ...neftune, stream: 7 },
+      });
+      await embeddingForward(rec, {
+        ids: idsT,
+        weight,
+        out: outs[1],
+        tokens,
+        vocab,
+        hidden,
+        neftune: { ...neftune, stream: 7 },
+      });
+      await embeddingForward(rec, {
+        ids: idsT,
+        weight,
+        out: outs[2],
+        tokens,
+        vocab,
+        hidden,
+        neftune: { ...neftune, stream: 8 },
+      });
       await embeddingForward(rec, { ids: idsT, weight, out: outs[3], tokens, vocab, hidden });
     });
     const [a, b, c, clean] = await Promise.all(outs.map((o) => s.read(o)));
@@ -131,7 +160,14 @@ describe(`embedding (${runtime})`, () => {
     const out = s.nan(tokens * hidden, 'out');
     const dW = s.f32(new Float32Array(vocab * hidden), [vocab, hidden], 'dW', 'gradients');
     await s.run('embedding-fixture', async (rec) => {
-      await embeddingForward(rec, { ids: s.i32(ids, [tokens], 'ids'), weight: s.raw16(fx.t.w.data as Uint16Array, 'bf16', [vocab, hidden], 'W'), out, tokens, vocab, hidden });
+      await embeddingForward(rec, {
+        ids: s.i32(ids, [tokens], 'ids'),
+        weight: s.raw16(fx.t.w.data as Uint16Array, 'bf16', [vocab, hidden], 'W'),
+        out,
+        tokens,
+        vocab,
+        hidden,
+      });
       await embeddingBackward(rec, {
         dOut: s.f32(fx.f32('dOut'), [tokens, hidden], 'dOut'),
         uniqueIds: s.i32(csr.uniqueIds, [csr.uniqueIds.length], 'u'),
@@ -152,10 +188,16 @@ describe(`embedding (${runtime})`, () => {
     const s = await open();
     const weight = s.f32(new Float32Array(6).fill(1), [3, 2], 'W');
     const out = s.nan(6, 'out');
-    await s.run('oob', (rec) => embeddingForward(rec, { ids: s.i32([0, 3, -1], [3], 'ids'), weight, out, tokens: 3, vocab: 3, hidden: 2 }));
+    await s.run('oob', (rec) =>
+      embeddingForward(rec, { ids: s.i32([0, 3, -1], [3], 'ids'), weight, out, tokens: 3, vocab: 3, hidden: 2 }),
+    );
     const got = await s.read(out);
     expect([got[0], got[1]]).toEqual([1, 1]);
     expect(got.slice(2).every(Number.isNaN)).toBe(true);
-    await expect(s.run('bad', (rec) => embeddingForward(rec, { ids: s.i32([0], [1], 'ids'), weight, out, tokens: 1, vocab: 4, hidden: 2 }))).rejects.toThrow(/embedding\.forward.*weight needs 8 elements.*W\[3×2:f32\]/);
+    await expect(
+      s.run('bad', (rec) =>
+        embeddingForward(rec, { ids: s.i32([0], [1], 'ids'), weight, out, tokens: 1, vocab: 4, hidden: 2 }),
+      ),
+    ).rejects.toThrow(/embedding\.forward.*weight needs 8 elements.*W\[3×2:f32\]/);
   });
 });

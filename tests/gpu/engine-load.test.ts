@@ -20,7 +20,13 @@ import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
 import { fixtureLora, fixtureModel, fixtureSource, realRows } from './engine-util.ts';
 
-async function allLogits(model: Model, ids: Int32Array, B: number, T: number, lengths: Int32Array): Promise<Float32Array> {
+async function allLogits(
+  model: Model,
+  ids: Int32Array,
+  B: number,
+  T: number,
+  lengths: Int32Array,
+): Promise<Float32Array> {
   const gpu = model.gpu;
   const dec = new Decoder(model, null, { inference: true });
   const hb = prepareBatch({ batch: B, seqLen: T, inputIds: ids, lengths });
@@ -36,35 +42,62 @@ async function allLogits(model: Model, ids: Int32Array, B: number, T: number, le
 }
 
 function qloraBase(fx: Fixture) {
-  return { ids: fx.t.base_ids.data as Int32Array, lengths: fx.t.base_lengths.data as Int32Array, B: fx.meta.base_B as number, T: fx.meta.base_T as number };
+  return {
+    ids: fx.t.base_ids.data as Int32Array,
+    lengths: fx.t.base_lengths.data as Int32Array,
+    B: fx.meta.base_B as number,
+    T: fx.meta.base_T as number,
+  };
 }
 
 describe(`engine loading [${runtime}]`, () => {
-  it.skipIf(runtime !== 'node')('a weight the GPU has no memory left for is an out-of-memory error naming the tensor, and nothing stays allocated', async () => {
-    // Dawn's null backend executes nothing and refuses allocations past 512 MiB: a small GPU, cheaply.
-    const mod = 'webgpu';
-    const webgpu = (await import(/* @vite-ignore */ mod)) as typeof import('webgpu');
-    const gpu = await acquireGpu({ gpu: webgpu.create(['backend=null']), shaders: viteShaders });
-    try {
-      const c = parseModelConfig({
-        architectures: ['LlamaForCausalLM'], hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 4, num_attention_heads: 16,
-        num_key_value_heads: 16, vocab_size: 256, max_position_embeddings: 64, rms_norm_eps: 1e-6, tie_word_embeddings: true, torch_dtype: 'float32',
-      });
-      const shapes = new Map(expectedWeights(c).filter((w) => !w.optional).map((w) => [w.name, w.shape]));
-      const zeros = new Uint8Array(64 << 20); // the largest tensor (8192 × 2048 f32), shared by every read
-      const source: WeightSource = {
-        names: () => [...shapes.keys()], has: (n) => shapes.has(n), shape: (n) => [...shapes.get(n)!], dtype: () => 'F32', fileOf: () => 'big.safetensors',
-        read: async (n) => zeros.subarray(0, 4 * shapes.get(n)!.reduce((a, b) => a * b, 1)),
-      };
-      await expect(loadModel(gpu, c, source)).rejects.toMatchObject({
-        kind: 'out-of-memory',
-        message: expect.stringMatching(/^out-of-memory error in loading model\.layers\.\d+\.\S+ \([\d.]+ MiB of weights already on the GPU\): /),
-      });
-      expect(gpu.ledger.report().current.weights).toBe(0);
-    } finally {
-      gpu.destroy();
-    }
-  });
+  it.skipIf(runtime !== 'node')(
+    'a weight the GPU has no memory left for is an out-of-memory error naming the tensor, and nothing stays allocated',
+    async () => {
+      // Dawn's null backend executes nothing and refuses allocations past 512 MiB: a small GPU, cheaply.
+      const mod = 'webgpu';
+      const webgpu = (await import(/* @vite-ignore */ mod)) as typeof import('webgpu');
+      const gpu = await acquireGpu({ gpu: webgpu.create(['backend=null']), shaders: viteShaders });
+      try {
+        const c = parseModelConfig({
+          architectures: ['LlamaForCausalLM'],
+          hidden_size: 2048,
+          intermediate_size: 8192,
+          num_hidden_layers: 4,
+          num_attention_heads: 16,
+          num_key_value_heads: 16,
+          vocab_size: 256,
+          max_position_embeddings: 64,
+          rms_norm_eps: 1e-6,
+          tie_word_embeddings: true,
+          torch_dtype: 'float32',
+        });
+        const shapes = new Map(
+          expectedWeights(c)
+            .filter((w) => !w.optional)
+            .map((w) => [w.name, w.shape]),
+        );
+        const zeros = new Uint8Array(64 << 20); // the largest tensor (8192 × 2048 f32), shared by every read
+        const source: WeightSource = {
+          names: () => [...shapes.keys()],
+          has: (n) => shapes.has(n),
+          shape: (n) => [...shapes.get(n)!],
+          dtype: () => 'F32',
+          fileOf: () => 'big.safetensors',
+          read: async (n) => zeros.subarray(0, 4 * shapes.get(n)!.reduce((a, b) => a * b, 1)),
+        };
+        await expect(loadModel(gpu, c, source)).rejects.toMatchObject({
+          kind: 'out-of-memory',
+          message: expect.stringMatching(
+            /^out-of-memory error in loading model\.layers\.\d+\.\S+ \([\d.]+ MiB of weights already on the GPU\): /,
+          ),
+        });
+        expect(gpu.ledger.report().current.weights).toBe(0);
+      } finally {
+        gpu.destroy();
+      }
+    },
+  );
 
   it('loads sharded bf16 safetensors from a file map, keeps bf16 on the GPU and reproduces PyTorch', async () => {
     const gpu = await testGpu();
@@ -72,16 +105,25 @@ describe(`engine loading [${runtime}]`, () => {
     const tensors: TensorToWrite[] = [];
     for (const [k, t] of Object.entries(fx.t)) {
       if (!k.startsWith('w:')) continue;
-      tensors.push({ name: k.slice(2), dtype: 'BF16', shape: t.shape, data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) });
+      tensors.push({
+        name: k.slice(2),
+        dtype: 'BF16',
+        shape: t.shape,
+        data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+      });
     }
     const files = new Map<string, Uint8Array>();
-    const written = await writeShardedSafetensors(tensors, (name) => {
-      const parts: Uint8Array[] = [];
-      return {
-        write: (c) => void parts.push(c.slice()),
-        close: () => void files.set(`Qwen-tiny/${name}`, concat(parts)),
-      };
-    }, { maxShardBytes: 40_000 });
+    const written = await writeShardedSafetensors(
+      tensors,
+      (name) => {
+        const parts: Uint8Array[] = [];
+        return {
+          write: (c) => void parts.push(c.slice()),
+          close: () => void files.set(`Qwen-tiny/${name}`, concat(parts)),
+        };
+      },
+      { maxShardBytes: 40_000 },
+    );
     expect(written.indexFile).not.toBeNull();
     files.set('Qwen-tiny/config.json', new TextEncoder().encode(JSON.stringify(fx.meta.config)));
     const opened = await openModelFiles(files);
@@ -150,7 +192,13 @@ describe(`engine loading [${runtime}]`, () => {
       const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha);
       const dec = new Decoder(model, lora, {});
       const seg = fx.t.segments.data as Int32Array;
-      const hb = prepareBatch({ batch: fx.meta.B, seqLen: fx.meta.T, inputIds: fx.t.ids.data as Int32Array, labels: fx.t.labels.data as Int32Array, segmentIds: seg });
+      const hb = prepareBatch({
+        batch: fx.meta.B,
+        seqLen: fx.meta.T,
+        inputIds: fx.t.ids.data as Int32Array,
+        labels: fx.t.labels.data as Int32Array,
+        segmentIds: seg,
+      });
       const V = model.config.vocabSize;
       const logits = zerosTensor(gpu, tensorSpec('f32', [hb.N, V], 'scratch', 'logits'));
       const acc = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'acc'));
@@ -188,7 +236,17 @@ describe(`engine loading [${runtime}]`, () => {
       const { ids, lengths, B, T } = qloraBase(qfx);
       try {
         const ref = await allLogits(quantized, ids, B, T, lengths);
-        if (dq) expect(relError(realRows(ref, prepareBatch({ batch: B, seqLen: T, inputIds: ids, lengths }).segments, 300), realRows(qfx.f32('base_logits'), prepareBatch({ batch: B, seqLen: T, inputIds: ids, lengths }).segments, 300))).toBeLessThanOrEqual(1e-4);
+        if (dq)
+          expect(
+            relError(
+              realRows(ref, prepareBatch({ batch: B, seqLen: T, inputIds: ids, lengths }).segments, 300),
+              realRows(
+                qfx.f32('base_logits'),
+                prepareBatch({ batch: B, seqLen: T, inputIds: ids, lengths }).segments,
+                300,
+              ),
+            ),
+          ).toBeLessThanOrEqual(1e-4);
         // Write the quantized weights out in the bitsandbytes layout, the rest as they were.
         const src = fixtureSource(fx);
         const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
@@ -230,9 +288,13 @@ describe(`engine loading [${runtime}]`, () => {
       }
       const config = parseModelConfig(fx.meta.config as Record<string, unknown>);
       const half = await loadModel(gpu, config, memoryWeightSource(map, `${dtype}.safetensors`));
-      const wide = await loadModel(gpu, config, memoryWeightSource(map, `${dtype}.safetensors`), { computeDType: 'f32' });
+      const wide = await loadModel(gpu, config, memoryWeightSource(map, `${dtype}.safetensors`), {
+        computeDType: 'f32',
+      });
       try {
-        expect((half.weights.get('model.layers.0.mlp.up_proj.weight') as { dtype: string }).dtype).toBe(dtype.toLowerCase());
+        expect((half.weights.get('model.layers.0.mlp.up_proj.weight') as { dtype: string }).dtype).toBe(
+          dtype.toLowerCase(),
+        );
         expect((wide.weights.get('model.layers.0.mlp.up_proj.weight') as { dtype: string }).dtype).toBe('f32');
         expect(wide.notes.some((n) => n.includes(`${dtype} → F32`))).toBe(true);
         const ids = fx.t.ids.data as Int32Array;
@@ -253,13 +315,25 @@ describe(`engine loading [${runtime}]`, () => {
     const fx = await loadFixture('engine_llama');
     const src = fixtureSource(fx);
     const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
-    for (const n of src.names()) if (n !== 'model.layers.1.mlp.up_proj.weight') map.set(n, { dtype: src.dtype(n), shape: src.shape(n), bytes: await src.read(n) });
+    for (const n of src.names())
+      if (n !== 'model.layers.1.mlp.up_proj.weight')
+        map.set(n, { dtype: src.dtype(n), shape: src.shape(n), bytes: await src.read(n) });
     const config = parseModelConfig(fx.meta.config as Record<string, unknown>);
-    await expect(loadModel(gpu, config, memoryWeightSource(map, 'model-00002-of-00002.safetensors'))).rejects.toThrow(/model-00002-of-00002\.safetensors: missing tensor "model\.layers\.1\.mlp\.up_proj\.weight"/);
-    expect(() => parseModelConfig({ ...(fx.meta.config as object), architectures: ['GemmaForCausalLM'], model_type: 'gemma' })).toThrow(/unsupported architecture GemmaForCausalLM; supported: LlamaForCausalLM, Qwen2ForCausalLM/);
+    await expect(loadModel(gpu, config, memoryWeightSource(map, 'model-00002-of-00002.safetensors'))).rejects.toThrow(
+      /model-00002-of-00002\.safetensors: missing tensor "model\.layers\.1\.mlp\.up_proj\.weight"/,
+    );
+    expect(() =>
+      parseModelConfig({ ...(fx.meta.config as object), architectures: ['GemmaForCausalLM'], model_type: 'gemma' }),
+    ).toThrow(/unsupported architecture GemmaForCausalLM; supported: LlamaForCausalLM, Qwen2ForCausalLM/);
     const before = gpu.ledger.report().current.weights;
-    map.set('model.layers.1.mlp.up_proj.weight', { dtype: 'I32', shape: [128, 64], bytes: new Uint8Array(128 * 64 * 4) });
-    await expect(loadModel(gpu, config, memoryWeightSource(map, 'bad.safetensors'))).rejects.toThrow(/bad\.safetensors: tensor "model\.layers\.1\.mlp\.up_proj\.weight" has dtype I32/);
+    map.set('model.layers.1.mlp.up_proj.weight', {
+      dtype: 'I32',
+      shape: [128, 64],
+      bytes: new Uint8Array(128 * 64 * 4),
+    });
+    await expect(loadModel(gpu, config, memoryWeightSource(map, 'bad.safetensors'))).rejects.toThrow(
+      /bad\.safetensors: tensor "model\.layers\.1\.mlp\.up_proj\.weight" has dtype I32/,
+    );
     expect(gpu.ledger.report().current.weights, 'a failed load frees what it uploaded').toBe(before);
   });
 });
@@ -283,7 +357,12 @@ async function bnbTensors(gpu: Awaited<ReturnType<typeof testGpu>>, name: string
   const f32 = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   out.set(name, { dtype: 'U8', shape: [Math.ceil(numel / 2), 1], bytes: packed });
   out.set(`${name}.quant_map`, { dtype: 'F32', shape: [16], bytes: f32(NF4_CODE.slice()) });
-  const state: Record<string, unknown> = { quant_type: 'nf4', blocksize: w.blocksize, dtype: 'bfloat16', shape: w.shape };
+  const state: Record<string, unknown> = {
+    quant_type: 'nf4',
+    blocksize: w.blocksize,
+    dtype: 'bfloat16',
+    shape: w.shape,
+  };
   if (w.nested) {
     const table = (await readTensor(gpu, w.nested.table)) as Float32Array;
     const codes = ((await readTensor(gpu, w.absmax)) as Uint8Array).slice(0, nBlocks);
@@ -292,7 +371,11 @@ async function bnbTensors(gpu: Awaited<ReturnType<typeof testGpu>>, name: string
     out.set(`${name}.nested_absmax`, { dtype: 'F32', shape: [table.length - 257], bytes: f32(table.slice(257)) });
     Object.assign(state, { nested_blocksize: w.nested.blocksize, nested_dtype: 'float32', nested_offset: table[256] });
   } else {
-    out.set(`${name}.absmax`, { dtype: 'F32', shape: [nBlocks], bytes: f32(((await readTensor(gpu, w.absmax)) as Float32Array).slice()) });
+    out.set(`${name}.absmax`, {
+      dtype: 'F32',
+      shape: [nBlocks],
+      bytes: f32(((await readTensor(gpu, w.absmax)) as Float32Array).slice()),
+    });
   }
   const stateBytes = new TextEncoder().encode(JSON.stringify(state));
   out.set(`${name}.quant_state.bitsandbytes__nf4`, { dtype: 'U8', shape: [stateBytes.length], bytes: stateBytes });

@@ -23,17 +23,35 @@ function microBatches(fx: Fixture): MicroBatch[] {
     const ids = fx.t[`mb${j}_ids`].data as Int32Array;
     const lengths = fx.t[`mb${j}_lengths`].data as Int32Array;
     const B = lengths.length;
-    out.push({ batch: B, seqLen: ids.length / B, inputIds: ids, labels: fx.t[`mb${j}_labels`].data as Int32Array, lengths });
+    out.push({
+      batch: B,
+      seqLen: ids.length / B,
+      inputIds: ids,
+      labels: fx.t[`mb${j}_labels`].data as Int32Array,
+      lengths,
+    });
   }
   return out;
 }
 
 function trainerConfig(fx: Fixture): TrainerConfig {
   const m = fx.meta;
-  return { learningRate: m.lr, lrSchedulerType: 'cosine', totalSteps: m.steps, warmupSteps: m.warmup, weightDecay: m.weight_decay, maxGradNorm: m.max_norm, seed: 0 };
+  return {
+    learningRate: m.lr,
+    lrSchedulerType: 'cosine',
+    totalSteps: m.steps,
+    warmupSteps: m.warmup,
+    weightDecay: m.weight_decay,
+    maxGradNorm: m.max_norm,
+    seed: 0,
+  };
 }
 
-async function followCurve(model: Model, fx: Fixture, tol: { loss: number; norm: number; params: number }): Promise<StepResult[]> {
+async function followCurve(
+  model: Model,
+  fx: Fixture,
+  tol: { loss: number; norm: number; params: number },
+): Promise<StepResult[]> {
   const gpu = model.gpu;
   const lora = fixtureLora(model, fx, fx.meta.targets, fx.meta.rank, fx.meta.alpha);
   const trainer = new Trainer(model, lora, trainerConfig(fx));
@@ -62,17 +80,29 @@ async function followCurve(model: Model, fx: Fixture, tol: { loss: number; norm:
       expect(r.readbacks).toBe(1);
       expect(maps, 'GPU→CPU readbacks in one step').toBe(1);
       expect(Math.abs(r.lr - lrs[s]), `lr at step ${s}`).toBeLessThanOrEqual(1e-6 * fx.meta.lr);
-      expect(Math.abs(r.loss - losses[s]) / losses[s], `loss at step ${s}: ${r.loss} vs ${losses[s]}`).toBeLessThanOrEqual(tol.loss);
-      expect(Math.abs(r.gradNorm - norms[s]) / norms[s], `grad norm at step ${s}: ${r.gradNorm} vs ${norms[s]}`).toBeLessThanOrEqual(tol.norm);
+      expect(
+        Math.abs(r.loss - losses[s]) / losses[s],
+        `loss at step ${s}: ${r.loss} vs ${losses[s]}`,
+      ).toBeLessThanOrEqual(tol.loss);
+      expect(
+        Math.abs(r.gradNorm - norms[s]) / norms[s],
+        `grad norm at step ${s}: ${r.gradNorm} vs ${norms[s]}`,
+      ).toBeLessThanOrEqual(tol.norm);
     }
     const finals = await readAll(gpu, lora);
     let worst = 0;
     for (const [name] of lora.adapters) {
-      worst = Math.max(worst, relError(finals.get(`A:${name}`)!, fx.f32(`final_A:${name}`)), relError(finals.get(`B:${name}`)!, fx.f32(`final_B:${name}`)));
+      worst = Math.max(
+        worst,
+        relError(finals.get(`A:${name}`)!, fx.f32(`final_A:${name}`)),
+        relError(finals.get(`B:${name}`)!, fx.f32(`final_B:${name}`)),
+      );
     }
     expect(worst, 'final adapter weights').toBeLessThanOrEqual(tol.params);
     const lossRel = Math.max(...results.map((r, s) => Math.abs(r.loss - losses[s]) / losses[s]));
-    console.log(`[${runtime}] ${fx.meta.steps} steps: worst loss rel ${lossRel.toExponential(2)}, final adapters rel ${worst.toExponential(2)}, ${results[0].dispatches} dispatches/step, loss ${results[0].loss.toFixed(4)} → ${results.at(-1)!.loss.toFixed(4)}`);
+    console.log(
+      `[${runtime}] ${fx.meta.steps} steps: worst loss rel ${lossRel.toExponential(2)}, final adapters rel ${worst.toExponential(2)}, ${results[0].dispatches} dispatches/step, loss ${results[0].loss.toFixed(4)} → ${results.at(-1)!.loss.toFixed(4)}`,
+    );
   } finally {
     trainer.release();
     lora.release();
@@ -92,12 +122,15 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
     }
   });
 
-  it('on an adapter with only WebGPU\'s default limits (8 storage buffers per stage), LoRA and QLoRA follow the same curves', async () => {
+  it("on an adapter with only WebGPU's default limits (8 storage buffers per stage), LoRA and QLoRA follow the same curves", async () => {
     const gpu = await minimalTestGpu();
     expect(gpu.limits.maxStorageBuffersPerShaderStage).toBe(8);
     expect(gpu.limits.maxComputeWorkgroupStorageSize).toBe(16384);
     const base = await loadFixture('engine_llama');
-    for (const [name, opts] of [['engine_train_lora', {}], ['engine_train_qlora', { quantize: 'nf4', doubleQuant: true }]] as const) {
+    for (const [name, opts] of [
+      ['engine_train_lora', {}],
+      ['engine_train_qlora', { quantize: 'nf4', doubleQuant: true }],
+    ] as const) {
       const model = await fixtureModel(gpu, await loadFixture(name), base, opts);
       try {
         await followCurve(model, await loadFixture(name), { loss: 1e-4, norm: 1e-3, params: 1e-3 });
@@ -110,7 +143,10 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
   it('QLoRA: NF4 + double-quant base quantized at load gives the bitsandbytes logits and follows the curve', async () => {
     const gpu = await testGpu();
     const fx = await loadFixture('engine_train_qlora');
-    const model = await fixtureModel(gpu, fx, await loadFixture('engine_llama'), { quantize: 'nf4', doubleQuant: true });
+    const model = await fixtureModel(gpu, fx, await loadFixture('engine_llama'), {
+      quantize: 'nf4',
+      doubleQuant: true,
+    });
     try {
       const B = fx.meta.base_B as number;
       const T = fx.meta.base_T as number;
@@ -123,7 +159,10 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
       const inputs = dec.uploadInputs(hb, null);
       await dec.forwardLoss(inputs, { lossScale: 1, accum, accumIndex: 0 }, { logits });
       dec.releaseInputs(inputs);
-      const rel = relError(realRows(await readF32(gpu, logits), hb.segments, V), realRows(fx.f32('base_logits'), hb.segments, V));
+      const rel = relError(
+        realRows(await readF32(gpu, logits), hb.segments, V),
+        realRows(fx.f32('base_logits'), hb.segments, V),
+      );
       releaseTensor(gpu, logits);
       releaseTensor(gpu, accum);
       expect(rel, `NF4 base logits rel ${rel}`).toBeLessThanOrEqual(1e-4);
@@ -138,21 +177,40 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
     const fx = await loadFixture('engine_train_full');
     const model = await fixtureModel(gpu, fx, await loadFixture('engine_llama'), { computeDType: 'f32' });
     const m = fx.meta;
-    const trainer = new Trainer(model, null, { learningRate: m.lr, lrSchedulerType: 'linear', totalSteps: m.steps, warmupSteps: m.warmup, weightDecay: m.weight_decay, maxGradNorm: m.max_norm, seed: 0, full: true });
+    const trainer = new Trainer(model, null, {
+      learningRate: m.lr,
+      lrSchedulerType: 'linear',
+      totalSteps: m.steps,
+      warmupSteps: m.warmup,
+      weightDecay: m.weight_decay,
+      maxGradNorm: m.max_norm,
+      seed: 0,
+      full: true,
+    });
     try {
       const mbs = microBatches(fx);
       const losses = fx.f32('losses');
       const norms = fx.f32('grad_norms');
       for (let s = 0; s < m.steps; s++) {
         const r = await trainer.step(mbs);
-        expect(Math.abs(r.loss - losses[s]) / losses[s], `loss at step ${s}: ${r.loss} vs ${losses[s]}`).toBeLessThanOrEqual(1e-4);
+        expect(
+          Math.abs(r.loss - losses[s]) / losses[s],
+          `loss at step ${s}: ${r.loss} vs ${losses[s]}`,
+        ).toBeLessThanOrEqual(1e-4);
         expect(Math.abs(r.gradNorm - norms[s]) / norms[s], `grad norm at step ${s}`).toBeLessThanOrEqual(1e-3);
       }
-      for (const name of ['model.layers.1.mlp.down_proj.weight', 'model.norm.weight', 'model.embed_tokens.weight', 'lm_head.weight']) {
+      for (const name of [
+        'model.layers.1.mlp.down_proj.weight',
+        'model.norm.weight',
+        'model.embed_tokens.weight',
+        'lm_head.weight',
+      ]) {
         const rel = relError(await readF32(gpu, model.tensor(name)), fx.f32(`final_w:${name}`));
         expect(rel, `${name} after ${m.steps} steps: rel ${rel}`).toBeLessThanOrEqual(1e-4);
       }
-      console.log(`[${runtime}] full FT: ${trainer.trainableParameters} parameters, loss ${losses[0].toFixed(4)} → ${losses[m.steps - 1].toFixed(4)}`);
+      console.log(
+        `[${runtime}] full FT: ${trainer.trainableParameters} parameters, loss ${losses[0].toFixed(4)} → ${losses[m.steps - 1].toFixed(4)}`,
+      );
     } finally {
       trainer.release();
       model.release();
@@ -169,12 +227,25 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
         for (let b = 0; b < mb.batch; b++) {
           const L = mb.lengths![b];
           const o = b * mb.seqLen;
-          examples.push({ row: examples.length, inputIds: mb.inputIds.slice(o, o + L), labels: mb.labels!.slice(o, o + L), fullLength: L, truncated: false });
+          examples.push({
+            row: examples.length,
+            inputIds: mb.inputIds.slice(o, o + L),
+            labels: mb.labels!.slice(o, o + L),
+            fullLength: L,
+            truncated: false,
+          });
         }
       }
       const loraCfg = { rank: 4, alpha: 8, dropout: 0.1, targets: 'all' as const, seed: 11 };
-      const cfg: TrainerConfig = { ...trainerConfig(fx), totalSteps: 20, neftuneAlpha: 5, seed: 5, gradientCheckpointing: true };
-      const loader = () => new DataLoader(examples, { batchSize: 2, gradientAccumulationSteps: 2, seed: 3, padId: 0, padToMultipleOf: 1 });
+      const cfg: TrainerConfig = {
+        ...trainerConfig(fx),
+        totalSteps: 20,
+        neftuneAlpha: 5,
+        seed: 5,
+        gradientCheckpointing: true,
+      };
+      const loader = () =>
+        new DataLoader(examples, { batchSize: 2, gradientAccumulationSteps: 2, seed: 3, padId: 0, padToMultipleOf: 1 });
       const lossesOf = async (t: Trainer, steps: number) => {
         const out: number[] = [];
         for (let s = 0; s < steps; s++) out.push((await t.step()).loss);

@@ -12,18 +12,35 @@ export function fixtureSource(fx: Fixture): WeightSource {
   for (const [k, t] of Object.entries(fx.t)) {
     if (!k.startsWith('w:')) continue;
     const d = t.data;
-    map.set(k.slice(2), { dtype: t.dtype === 'f32' ? 'F32' : t.dtype === 'bf16' ? 'BF16' : 'F16', shape: t.shape, bytes: new Uint8Array(d.buffer, d.byteOffset, d.byteLength) });
+    map.set(k.slice(2), {
+      dtype: t.dtype === 'f32' ? 'F32' : t.dtype === 'bf16' ? 'BF16' : 'F16',
+      shape: t.shape,
+      bytes: new Uint8Array(d.buffer, d.byteOffset, d.byteLength),
+    });
   }
   return memoryWeightSource(map, `fixture`);
 }
 
-export async function fixtureModel(gpu: Gpu, fx: Fixture, weightsFx: Fixture = fx, opts: LoadOptions = {}): Promise<Model> {
+export async function fixtureModel(
+  gpu: Gpu,
+  fx: Fixture,
+  weightsFx: Fixture = fx,
+  opts: LoadOptions = {},
+): Promise<Model> {
   const config = parseModelConfig(fx.meta.config as Record<string, unknown>, 'fixture config');
   return loadModel(gpu, config, fixtureSource(weightsFx), opts);
 }
 
 /** Attaches adapters on `targets` and sets A (and B when the fixture has it) to the fixture's values. */
-export function fixtureLora(model: Model, fx: Fixture, targets: string[] | 'all', rank: number, alpha: number, dropout = 0, seed = 0): LoraSet {
+export function fixtureLora(
+  model: Model,
+  fx: Fixture,
+  targets: string[] | 'all',
+  rank: number,
+  alpha: number,
+  dropout = 0,
+  seed = 0,
+): LoraSet {
   const lora = attachLora(model, { rank, alpha, dropout, targets, seed });
   for (const [name, st] of lora.adapters) {
     writeTensor(model.gpu, st.A, fx.f32(`lora_A:${name}`));

@@ -15,7 +15,14 @@ function batchOf(fx: Fixture): MicroBatch {
   const B = fx.meta.B as number;
   const T = fx.meta.T as number;
   const seg = fx.t.segments.data as Int32Array;
-  return { batch: B, seqLen: T, inputIds: fx.t.ids.data as Int32Array, labels: fx.t.labels.data as Int32Array, positionIds: fx.t.positions.data as Int32Array, segmentIds: seg };
+  return {
+    batch: B,
+    seqLen: T,
+    inputIds: fx.t.ids.data as Int32Array,
+    labels: fx.t.labels.data as Int32Array,
+    positionIds: fx.t.positions.data as Int32Array,
+    segmentIds: seg,
+  };
 }
 
 interface Result {
@@ -24,11 +31,18 @@ interface Result {
   grads: Map<string, Float32Array>;
 }
 
-async function run(fx: Fixture, opts: { full?: boolean; checkpointing?: boolean; lossChunkRows?: number; dropout?: number }): Promise<Result> {
+async function run(
+  fx: Fixture,
+  opts: { full?: boolean; checkpointing?: boolean; lossChunkRows?: number; dropout?: number },
+): Promise<Result> {
   const gpu = await testGpu();
   const model = await fixtureModel(gpu, fx);
   const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, opts.dropout ?? 0, 21);
-  const dec = new Decoder(model, lora, { full: opts.full, checkpointing: opts.checkpointing, lossChunkRows: opts.lossChunkRows });
+  const dec = new Decoder(model, lora, {
+    full: opts.full,
+    checkpointing: opts.checkpointing,
+    lossChunkRows: opts.lossChunkRows,
+  });
   const hb = prepareBatch(batchOf(fx));
   expect(hb.labelCount).toBe(fx.meta.count);
   const V = model.config.vocabSize;
@@ -79,7 +93,9 @@ function checkAgainst(fx: Fixture, r: Result, full: boolean): void {
     expect(rel, `${key} rel ${rel}`).toBeLessThanOrEqual(1e-3);
   }
   expect(n).toBeGreaterThan(full ? 28 : 27);
-  console.log(`[${runtime}] logits rel ${lRel.toExponential(2)}, loss rel ${(Math.abs(r.loss - eLoss) / eLoss).toExponential(2)}, worst grad rel ${worst.toExponential(2)} over ${n} tensors`);
+  console.log(
+    `[${runtime}] logits rel ${lRel.toExponential(2)}, loss rel ${(Math.abs(r.loss - eLoss) / eLoss).toExponential(2)}, worst grad rel ${worst.toExponential(2)} over ${n} tensors`,
+  );
 }
 
 describe(`engine vs PyTorch [${runtime}]`, () => {
@@ -119,7 +135,12 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     const fx = await loadFixture('engine_llama');
     const model = await fixtureModel(gpu, fx);
     const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0.3, 9);
-    const trainer = new Trainer(model, lora, { learningRate: 1e-3, lrSchedulerType: 'constant', totalSteps: 1, seed: 0 });
+    const trainer = new Trainer(model, lora, {
+      learningRate: 1e-3,
+      lrSchedulerType: 'constant',
+      totalSteps: 1,
+      seed: 0,
+    });
     try {
       const loss = await trainer.evaluate([batchOf(fx)]);
       const want = fx.f32('loss')[0];

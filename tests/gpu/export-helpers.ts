@@ -11,18 +11,46 @@ export type Tensors = Map<string, { dtype: 'F32' | 'BF16'; shape: number[]; byte
 
 export function tinyLlamaConfig(over: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 112, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 300, max_position_embeddings: 256, rms_norm_eps: 1e-5,
-    rope_theta: 10000.0, tie_word_embeddings: false, torch_dtype: 'bfloat16', bos_token_id: 1, eos_token_id: 2, hidden_act: 'silu', ...over,
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: 64,
+    intermediate_size: 112,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 300,
+    max_position_embeddings: 256,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    tie_word_embeddings: false,
+    torch_dtype: 'bfloat16',
+    bos_token_id: 1,
+    eos_token_id: 2,
+    hidden_act: 'silu',
+    ...over,
   };
 }
 
 export function tinyQwen2Config(over: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2,
-    num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 320, max_position_embeddings: 256, rms_norm_eps: 1e-6,
-    rope_theta: 1000000.0, tie_word_embeddings: true, torch_dtype: 'float32', bos_token_id: 0, eos_token_id: 3, hidden_act: 'silu',
-    use_sliding_window: false, ...over,
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    hidden_size: 48,
+    intermediate_size: 96,
+    num_hidden_layers: 2,
+    num_attention_heads: 6,
+    num_key_value_heads: 2,
+    vocab_size: 320,
+    max_position_embeddings: 256,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000.0,
+    tie_word_embeddings: true,
+    torch_dtype: 'float32',
+    bos_token_id: 0,
+    eos_token_id: 3,
+    hidden_act: 'silu',
+    use_sliding_window: false,
+    ...over,
   };
 }
 
@@ -34,7 +62,8 @@ export function tinyWeights(raw: Record<string, unknown>, dtype: 'F32' | 'BF16',
   for (const w of expectedWeights(c)) {
     if (w.optional) continue; // tied lm_head
     const n = w.shape.reduce((a, b) => a * b, 1);
-    const scale = w.role === 'embed' || w.role === 'lm-head' ? 0.3 : w.role === 'linear' ? 1 / Math.sqrt(w.shape[1]) : 0.1;
+    const scale =
+      w.role === 'embed' || w.role === 'lm-head' ? 0.3 : w.role === 'linear' ? 1 / Math.sqrt(w.shape[1]) : 0.1;
     const v = randn(n, s++, scale);
     if (w.role === 'norm' || w.role === 'qk-norm') for (let i = 0; i < n; i++) v[i] += 1;
     const bytes = dtype === 'F32' ? new Uint8Array(v.buffer) : new Uint8Array(toBf16(v).buffer);
@@ -44,11 +73,19 @@ export function tinyWeights(raw: Record<string, unknown>, dtype: 'F32' | 'BF16',
 }
 
 /** Writes config.json + model.safetensors (+ extra files) into `dir` (emptied first). */
-export async function writeModelFolder(dir: string, raw: Record<string, unknown>, tensors: Tensors, extra: Record<string, string | Uint8Array> = {}): Promise<void> {
+export async function writeModelFolder(
+  dir: string,
+  raw: Record<string, unknown>,
+  tensors: Tensors,
+  extra: Record<string, string | Uint8Array> = {},
+): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(raw, null, 2));
-  const bytes = await serializeSafetensors([...tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes })), { format: 'pt' });
+  const bytes = await serializeSafetensors(
+    [...tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes })),
+    { format: 'pt' },
+  );
   writeFileSync(join(dir, 'model.safetensors'), bytes);
   for (const [name, v] of Object.entries(extra)) writeFileSync(join(dir, name), v);
 }

@@ -27,10 +27,25 @@ interface CheckOut {
 
 async function pythonCheck(base: string, adapter: string, merged: string, ids: number[]): Promise<CheckOut> {
   const { execFileSync } = await import('node:child_process');
-  const out = execFileSync('/usr/bin/python3', ['tests/reference/gen_export.py', 'check', '--base', base, '--adapter', adapter, '--merged', merged, '--ids', ids.join(',')], {
-    encoding: 'utf8',
-    maxBuffer: 64 << 20,
-  });
+  const out = execFileSync(
+    '/usr/bin/python3',
+    [
+      'tests/reference/gen_export.py',
+      'check',
+      '--base',
+      base,
+      '--adapter',
+      adapter,
+      '--merged',
+      merged,
+      '--ids',
+      ids.join(','),
+    ],
+    {
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    },
+  );
   return JSON.parse(out) as CheckOut;
 }
 
@@ -57,8 +72,23 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { name: 'llama-bf16-to-f32-sharded', arch: 'llama', stored: 'BF16', out: 'f32', shardBytes: 120_000, targets: 'all', maxBindingBytes: 16_384 },
-  { name: 'qwen2-f32-to-bf16', arch: 'qwen2', stored: 'F32', out: 'bf16', targets: ['q_proj', 'v_proj', 'down_proj'], rsLora: true },
+  {
+    name: 'llama-bf16-to-f32-sharded',
+    arch: 'llama',
+    stored: 'BF16',
+    out: 'f32',
+    shardBytes: 120_000,
+    targets: 'all',
+    maxBindingBytes: 16_384,
+  },
+  {
+    name: 'qwen2-f32-to-bf16',
+    arch: 'qwen2',
+    stored: 'F32',
+    out: 'bf16',
+    targets: ['q_proj', 'v_proj', 'down_proj'],
+    rsLora: true,
+  },
   { name: 'qwen2-f32-to-f32', arch: 'qwen2', stored: 'F32', out: 'f32', targets: 'all' },
   { name: 'llama-bf16-to-f16', arch: 'llama', stored: 'BF16', out: 'f16', targets: ['o_proj', 'gate_proj', 'up_proj'] },
 ];
@@ -80,17 +110,34 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
       const gpu = await testGpu();
       const dir = join(ROOT, c.name);
       const raw = c.arch === 'llama' ? tinyLlamaConfig() : tinyQwen2Config();
-      await writeModelFolder(join(dir, 'base'), raw, tinyWeights(raw, c.stored, 100), { 'tokenizer.json': '{"fake": "tokenizer"}', 'tokenizer_config.json': '{}' });
+      await writeModelFolder(join(dir, 'base'), raw, tinyWeights(raw, c.stored, 100), {
+        'tokenizer.json': '{"fake": "tokenizer"}',
+        'tokenizer_config.json': '{}',
+      });
       const files = await openModelFolder(join(dir, 'base'));
       const model = await loadModel(gpu, files.config, files.source, { maxBindingBytes: c.maxBindingBytes });
       if (c.maxBindingBytes) expect(model.notes.join(' ')).toMatch(/embed_tokens.weight split by rows/);
-      const lora = attachLora(model, { rank: 4, alpha: 8, dropout: 0.1, targets: c.targets, seed: 7, rsLora: c.rsLora });
+      const lora = attachLora(model, {
+        rank: 4,
+        alpha: 8,
+        dropout: 0.1,
+        targets: c.targets,
+        seed: 7,
+        rsLora: c.rsLora,
+      });
       let s = 500;
       for (const st of lora.adapters.values()) writeTensor(gpu, st.B, randn(st.B.shape[0] * st.B.shape[1], s++, 0.2));
       try {
         const tokenizerFiles = new Map<string, Uint8Array>();
-        for (const f of TOKENIZER_FILE_NAMES) if (existsSync(join(dir, 'base', f))) tokenizerFiles.set(f, readFileSync(join(dir, 'base', f)));
-        const mergedFiles = await exportMerged(model, lora, { dtype: c.out, maxShardBytes: c.shardBytes, configText: files.configText, tokenizerFiles, write: nodeDirWriter(join(dir, 'merged')) });
+        for (const f of TOKENIZER_FILE_NAMES)
+          if (existsSync(join(dir, 'base', f))) tokenizerFiles.set(f, readFileSync(join(dir, 'base', f)));
+        const mergedFiles = await exportMerged(model, lora, {
+          dtype: c.out,
+          maxShardBytes: c.shardBytes,
+          configText: files.configText,
+          tokenizerFiles,
+          write: nodeDirWriter(join(dir, 'merged')),
+        });
         const peftFiles = await exportPeft(lora, null, 'tiny-base', nodeDirWriter(join(dir, 'adapter')));
         expect(peftFiles.sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
         expect(mergedFiles).toContain('config.json');
@@ -104,7 +151,16 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
         const cfg = JSON.parse(readFileSync(join(dir, 'merged', 'config.json'), 'utf8'));
         expect(cfg.torch_dtype).toBe({ f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[c.out]);
         const acfg = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8'));
-        expect(acfg).toMatchObject({ r: 4, lora_alpha: 8, lora_dropout: 0.1, peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'tiny-base', use_rslora: !!c.rsLora, bias: 'none' });
+        expect(acfg).toMatchObject({
+          r: 4,
+          lora_alpha: 8,
+          lora_dropout: 0.1,
+          peft_type: 'LORA',
+          task_type: 'CAUSAL_LM',
+          base_model_name_or_path: 'tiny-base',
+          use_rslora: !!c.rsLora,
+          bias: 'none',
+        });
 
         const ids = [5, 17, 42, 99, 3, 250, 64, 8, 120, 7];
         const py = await pythonCheck(join(dir, 'base'), join(dir, 'adapter'), join(dir, 'merged'), ids);
@@ -171,7 +227,12 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
     for (const st of lora.adapters.values()) writeTensor(gpu, st.B, randn(st.B.shape[0] * st.B.shape[1], s++, 0.2));
     const notes: string[] = [];
     try {
-      await exportMerged(model, lora, { dtype: 'f32', configText: files.configText, write: nodeDirWriter(join(dir, 'merged')), onNote: (n) => notes.push(n) });
+      await exportMerged(model, lora, {
+        dtype: 'f32',
+        configText: files.configText,
+        write: nodeDirWriter(join(dir, 'merged')),
+        onNote: (n) => notes.push(n),
+      });
       expect(notes.join(' ')).toMatch(/NF4/);
       expect(JSON.parse(readFileSync(join(dir, 'merged', 'config.json'), 'utf8')).quantization_config).toBeUndefined();
       // The merged dense model computes what the NF4 model + adapter computes.

@@ -16,8 +16,19 @@ import { testGpu } from './context.ts';
 // Built in memory (no files), so it runs in Node and in Chromium.
 function tinyConfig(): Record<string, unknown> {
   return {
-    architectures: ['Qwen2ForCausalLM'], hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-    vocab_size: 64, max_position_embeddings: 64, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: true, torch_dtype: 'float32', eos_token_id: 63,
+    architectures: ['Qwen2ForCausalLM'],
+    hidden_size: 32,
+    intermediate_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 64,
+    max_position_embeddings: 64,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    torch_dtype: 'float32',
+    eos_token_id: 63,
   };
 }
 
@@ -49,22 +60,38 @@ const greedy = { doSample: false, temperature: 1, topK: 0, topP: 1, repetitionPe
 describe('generate (prefill + KV-cache decode)', () => {
   it('dynamic NTK RoPE rescales the base once a pass reaches past max_position_embeddings', async () => {
     const maxPos = 8;
-    const dynamic = await tinyModel(false, { max_position_embeddings: maxPos, rope_scaling: { rope_type: 'dynamic', factor: 2 } });
+    const dynamic = await tinyModel(false, {
+      max_position_embeddings: maxPos,
+      rope_scaling: { rope_type: 'dynamic', factor: 2 },
+    });
     const plain = await tinyModel(false, { max_position_embeddings: maxPos });
     // transformers _compute_dynamic_ntk_parameters with seq_len = 13, head_dim 8.
-    const seq = 13, d = 8;
-    const stretched = await tinyModel(false, { max_position_embeddings: maxPos, rope_theta: 10000 * Math.pow((2 * seq) / maxPos - 1, d / (d - 2)) });
+    const seq = 13,
+      d = 8;
+    const stretched = await tinyModel(false, {
+      max_position_embeddings: maxPos,
+      rope_theta: 10000 * Math.pow((2 * seq) / maxPos - 1, d / (d - 2)),
+    });
     try {
       const ids = Int32Array.from({ length: seq }, (_, i) => (i * 7 + 3) % 60);
       const short = ids.slice(0, maxPos);
-      const rel = (a: Float32Array, b: Float32Array) => Math.max(...a.map((x, i) => Math.abs(x - b[i]))) / Math.max(...b.map(Math.abs));
-      expect(rel(await forwardLogits(dynamic, null, short, null), await forwardLogits(plain, null, short, null))).toBe(0);
+      const rel = (a: Float32Array, b: Float32Array) =>
+        Math.max(...a.map((x, i) => Math.abs(x - b[i]))) / Math.max(...b.map(Math.abs));
+      expect(rel(await forwardLogits(dynamic, null, short, null), await forwardLogits(plain, null, short, null))).toBe(
+        0,
+      );
       const long = await forwardLogits(dynamic, null, ids, null);
       expect(rel(long, await forwardLogits(stretched, null, ids, null))).toBeLessThan(1e-6);
       expect(rel(long, await forwardLogits(plain, null, ids, null))).toBeGreaterThan(1e-3);
       // Generation may run past the trained length (up to max_position_embeddings × factor = 16).
-      expect((await generateAll(dynamic, null, [1, 2, 3, 4, 5, 6], { ...greedy, maxNewTokens: 20, stopIds: [] })).tokens.length).toBe(10);
-      expect((await generateAll(plain, null, [1, 2, 3, 4, 5, 6], { ...greedy, maxNewTokens: 20, stopIds: [] })).tokens.length).toBe(2);
+      expect(
+        (await generateAll(dynamic, null, [1, 2, 3, 4, 5, 6], { ...greedy, maxNewTokens: 20, stopIds: [] })).tokens
+          .length,
+      ).toBe(10);
+      expect(
+        (await generateAll(plain, null, [1, 2, 3, 4, 5, 6], { ...greedy, maxNewTokens: 20, stopIds: [] })).tokens
+          .length,
+      ).toBe(2);
     } finally {
       for (const m of [dynamic, plain, stretched]) m.release();
     }
@@ -104,7 +131,12 @@ describe('generate (prefill + KV-cache decode)', () => {
       const firstIdx = Array.from(full.tokens).indexOf(stopAt);
       const streamed: number[] = [];
       const cb: number[] = [];
-      const it = generate(model, null, prompt, { ...greedy, maxNewTokens: 6, stopIds: [stopAt], onToken: (id) => cb.push(id) });
+      const it = generate(model, null, prompt, {
+        ...greedy,
+        maxNewTokens: 6,
+        stopIds: [stopAt],
+        onToken: (id) => cb.push(id),
+      });
       let res;
       for (;;) {
         const n = await it.next();
@@ -121,11 +153,28 @@ describe('generate (prefill + KV-cache decode)', () => {
 
       const ac = new AbortController();
       const got: number[] = [];
-      const r2 = await generateAll(model, null, prompt, { ...greedy, maxNewTokens: 6, stopIds: [], signal: ac.signal, onToken: (id) => { got.push(id); if (got.length === 2) ac.abort(); } });
+      const r2 = await generateAll(model, null, prompt, {
+        ...greedy,
+        maxNewTokens: 6,
+        stopIds: [],
+        signal: ac.signal,
+        onToken: (id) => {
+          got.push(id);
+          if (got.length === 2) ac.abort();
+        },
+      });
       expect(r2.reason).toBe('abort');
       expect(r2.tokens.length).toBe(2);
 
-      const sample = { doSample: true, temperature: 30, topK: 40, topP: 0.99, repetitionPenalty: 1.3, maxNewTokens: 10, stopIds: [] as number[] };
+      const sample = {
+        doSample: true,
+        temperature: 30,
+        topK: 40,
+        topP: 0.99,
+        repetitionPenalty: 1.3,
+        maxNewTokens: 10,
+        stopIds: [] as number[],
+      };
       const s1 = await generateAll(model, null, prompt, { ...sample, seed: 1 });
       const s2 = await generateAll(model, null, prompt, { ...sample, seed: 1 });
       const s3 = await generateAll(model, null, prompt, { ...sample, seed: 2 });
@@ -142,7 +191,14 @@ describe('generate (prefill + KV-cache decode)', () => {
       const prompt = Array.from({ length: 60 }, (_, i) => i % 60);
       const r = await generateAll(model, null, prompt, { ...greedy, maxNewTokens: 50, stopIds: [] });
       expect(r.tokens.length).toBe(4);
-      await expect(generateAll(model, null, Array.from({ length: 64 }, () => 1), { ...greedy, maxNewTokens: 5, stopIds: [] })).rejects.toThrow(/at most 64 positions/);
+      await expect(
+        generateAll(
+          model,
+          null,
+          Array.from({ length: 64 }, () => 1),
+          { ...greedy, maxNewTokens: 5, stopIds: [] },
+        ),
+      ).rejects.toThrow(/at most 64 positions/);
     } finally {
       model.release();
     }
@@ -150,7 +206,11 @@ describe('generate (prefill + KV-cache decode)', () => {
 });
 
 describe('planMemory against the ledger', () => {
-  for (const [method, ckpt] of [['lora', false], ['lora', true], ['qlora', true]] as const) {
+  for (const [method, ckpt] of [
+    ['lora', false],
+    ['lora', true],
+    ['qlora', true],
+  ] as const) {
     it(`two training steps of a tiny Qwen2 (${method} all, gradient checkpointing ${ckpt ? 'on' : 'off'}): predicted peak within 5 %`, async () => {
       const { planMemory } = await import('../../src/engine/plan/plan.ts');
       const { Trainer } = await import('../../src/engine/train/trainer.ts');
@@ -165,15 +225,29 @@ describe('planMemory against the ledger', () => {
       const labels = Int32Array.from(ids, (x, i) => (i % T < 10 ? -100 : x));
       // Measure only what training adds on top of a loaded model: weights/adapters are counted as they stand.
       gpu.pool.ledger.resetPeaks();
-      const trainer = new Trainer(model, lora, { learningRate: 1e-3, lrSchedulerType: 'constant', totalSteps: 2, seed: 0, gradientCheckpointing: ckpt });
+      const trainer = new Trainer(model, lora, {
+        learningRate: 1e-3,
+        lrSchedulerType: 'constant',
+        totalSteps: 2,
+        seed: 0,
+        gradientCheckpointing: ckpt,
+      });
       try {
         await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
         await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
         const peak = gpu.pool.ledger.report().peak;
-        const plan = planMemory(model.config, { method, doubleQuant: true, batchSize: B, seqLen: T, loraRank: 8, gradientCheckpointing: ckpt });
+        const plan = planMemory(model.config, {
+          method,
+          doubleQuant: true,
+          batchSize: B,
+          seqLen: T,
+          loraRank: 8,
+          gradientCheckpointing: ckpt,
+        });
         const measured = MEMORY_CATEGORIES.reduce((s, c) => s + peak[c], 0);
         const lines = MEMORY_CATEGORIES.map((c) => `${c}: planned ${plan.byCategory[c]} measured ${peak[c]}`);
-        if (typeof process !== 'undefined' && process.env?.TABTUNE_PLAN_REPORT) console.log(`checkpointing ${ckpt}: total planned ${plan.total} measured ${measured}\n${lines.join('\n')}`);
+        if (typeof process !== 'undefined' && process.env?.TABTUNE_PLAN_REPORT)
+          console.log(`checkpointing ${ckpt}: total planned ${plan.total} measured ${measured}\n${lines.join('\n')}`);
         expect(Math.abs(plan.total - measured) / measured, lines.join('\n')).toBeLessThan(0.05);
         for (const c of MEMORY_CATEGORIES) {
           expect(Math.abs(plan.byCategory[c] - peak[c]) / Math.max(1, peak[c]), lines.join('\n')).toBeLessThan(0.05);

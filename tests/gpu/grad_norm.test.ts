@@ -52,12 +52,19 @@ describe(`grad_norm (${runtime})`, () => {
     // One range is a window into a bigger arena.
     const arena = new Float32Array(10 + arrays[2].length + 7).fill(1e3);
     arena.set(arrays[2], 10);
-    const ts = arrays.map((a, i) => s.f32(i === 2 ? arena : a, [i === 2 ? arena.length : a.length], `g${i}`, 'gradients'));
+    const ts = arrays.map((a, i) =>
+      s.f32(i === 2 ? arena : a, [i === 2 ? arena.length : a.length], `g${i}`, 'gradients'),
+    );
     const partials = s.nan(gradNormPartials(arrays.map((a) => a.length)), 'partials');
     const stats = s.nan(4, 'stats');
     const maxNorm = 5;
     await s.run('grad-norm-ranges', async (rec) => {
-      await gradNorm(rec, { ranges: ts.map((grads, i) => (i === 2 ? { grads, offset: 10, count: arrays[2].length } : { grads })), partials, stats, maxNorm });
+      await gradNorm(rec, {
+        ranges: ts.map((grads, i) => (i === 2 ? { grads, offset: 10, count: arrays[2].length } : { grads })),
+        partials,
+        stats,
+        maxNorm,
+      });
       await gradClip(rec, { grads: ts[3], stats });
       await gradClip(rec, { grads: ts[2], offset: 10, count: arrays[2].length, stats });
     });
@@ -66,11 +73,21 @@ describe(`grad_norm (${runtime})`, () => {
     expect(Math.abs(st[0] - want.norm) / want.norm).toBeLessThan(NORM_RTOL);
     expect(Math.abs(st[1] - want.clipCoef) / want.clipCoef).toBeLessThan(NORM_RTOL);
     expect(want.clipCoef).toBeLessThan(0.02);
-    expectClose(await s.read(ts[3]), arrays[3].map((v) => v * st[1]), { rtol: 1e-6, atol: 0 }, 'clipped');
+    expectClose(
+      await s.read(ts[3]),
+      arrays[3].map((v) => v * st[1]),
+      { rtol: 1e-6, atol: 0 },
+      'clipped',
+    );
     const a2 = await s.read(ts[2]);
     expect(a2[9]).toBe(1e3);
     expect(a2[10 + arrays[2].length]).toBe(1e3);
-    expectClose(a2.subarray(10, 10 + arrays[2].length), arrays[2].map((v) => v * st[1]), { rtol: 1e-6, atol: 0 }, 'clipped window');
+    expectClose(
+      a2.subarray(10, 10 + arrays[2].length),
+      arrays[2].map((v) => v * st[1]),
+      { rtol: 1e-6, atol: 0 },
+      'clipped window',
+    );
   });
 
   it('maxNorm ≤ 0 disables clipping; small norms keep coefficient 1', async () => {
@@ -116,7 +133,20 @@ describe(`grad_norm (${runtime})`, () => {
   it('names the kernel and shapes on bad input', async () => {
     const s = await open();
     const g = s.f32(new Float32Array(10), [10], 'gr');
-    await expect(s.run('bad', (rec) => gradNorm(rec, { ranges: [{ grads: g, offset: 5, count: 6 }], partials: s.nan(4, 'p'), stats: s.nan(4, 'st'), maxNorm: 1 }))).rejects.toThrow(/grad_norm.*gr\[10:f32\].*grads needs 11 elements/);
-    await expect(s.run('bad', (rec) => gradNorm(rec, { ranges: [{ grads: g }], partials: s.nan(4, 'p'), stats: s.nan(3, 'st'), maxNorm: 1 }))).rejects.toThrow(/stats needs 4 elements/);
+    await expect(
+      s.run('bad', (rec) =>
+        gradNorm(rec, {
+          ranges: [{ grads: g, offset: 5, count: 6 }],
+          partials: s.nan(4, 'p'),
+          stats: s.nan(4, 'st'),
+          maxNorm: 1,
+        }),
+      ),
+    ).rejects.toThrow(/grad_norm.*gr\[10:f32\].*grads needs 11 elements/);
+    await expect(
+      s.run('bad', (rec) =>
+        gradNorm(rec, { ranges: [{ grads: g }], partials: s.nan(4, 'p'), stats: s.nan(3, 'st'), maxNorm: 1 }),
+      ),
+    ).rejects.toThrow(/stats needs 4 elements/);
   });
 });

@@ -1,11 +1,25 @@
 // Small upload/read helpers for the norm/rope/swiglu/embedding/loss/optimizer GPU tests.
-import { Recorder, readF32, releaseTensor, tensorSpec, uploadTensor, type DType, type Gpu, type Tensor } from '../../src/engine/gpu/index.ts';
+import {
+  Recorder,
+  readF32,
+  releaseTensor,
+  tensorSpec,
+  uploadTensor,
+  type DType,
+  type Gpu,
+  type Tensor,
+} from '../../src/engine/gpu/index.ts';
 import { fromBf16, fromF16, toBf16, toF16 } from '../../src/engine/numeric/half.ts';
 
 export class Scope {
   private readonly tensors: Tensor[] = [];
   constructor(readonly gpu: Gpu) {}
-  f32(data: ArrayLike<number>, shape: number[], label: string, category: 'activations' | 'gradients' | 'weights' | 'adapters' | 'optimizer' | 'scratch' = 'activations'): Tensor {
+  f32(
+    data: ArrayLike<number>,
+    shape: number[],
+    label: string,
+    category: 'activations' | 'gradients' | 'weights' | 'adapters' | 'optimizer' | 'scratch' = 'activations',
+  ): Tensor {
     return this.keep(uploadTensor(this.gpu, Float32Array.from(data), tensorSpec('f32', shape, category, label)));
   }
   i32(data: ArrayLike<number>, shape: number[], label: string): Tensor {

@@ -40,9 +40,20 @@ interface Problem {
 async function runGpu(pr: Problem) {
   const gpu = await testGpu();
   const { N, fin, fout, r } = pr;
-  const up = (d: Float32Array, shape: number[], label: string, cat: 'activations' | 'adapters' | 'gradients' | 'weights' = 'activations') =>
-    uploadTensor(gpu, d, tensorSpec('f32', shape, cat, label));
-  const adapter: LoraAdapter = { a: up(pr.a, [r, fin], 'A', 'adapters'), b: up(pr.b, [fout, r], 'B', 'adapters'), r, inFeatures: fin, outFeatures: fout, scale: pr.scale };
+  const up = (
+    d: Float32Array,
+    shape: number[],
+    label: string,
+    cat: 'activations' | 'adapters' | 'gradients' | 'weights' = 'activations',
+  ) => uploadTensor(gpu, d, tensorSpec('f32', shape, cat, label));
+  const adapter: LoraAdapter = {
+    a: up(pr.a, [r, fin], 'A', 'adapters'),
+    b: up(pr.b, [fout, r], 'B', 'adapters'),
+    r,
+    inFeatures: fin,
+    outFeatures: fout,
+    scale: pr.scale,
+  };
   const x = up(pr.x, [N, fin], 'x');
   const dy = up(pr.dy, [N, fout], 'dY');
   const y = up(new Float32Array(N * fout), [N, fout], 'y');
@@ -78,12 +89,35 @@ async function runGpu(pr: Problem) {
  * dY = [1] and s = 1, g = 1 and dA[0, i] = dropout(x)[0, i] exactly.
  */
 async function droppedOnGpu(x: Float32Array, dropout: LoraDropout): Promise<Float32Array> {
-  const got = await runGpu({ N: 1, fin: x.length, fout: 1, r: 1, scale: 1, w: null, a: new Float32Array(x.length), b: new Float32Array([1]), x, dy: new Float32Array([1]), dropout });
+  const got = await runGpu({
+    N: 1,
+    fin: x.length,
+    fout: 1,
+    r: 1,
+    scale: 1,
+    w: null,
+    a: new Float32Array(x.length),
+    b: new Float32Array([1]),
+    x,
+    dy: new Float32Array([1]),
+    dropout,
+  });
   return got.dA;
 }
 
 function refInput(pr: Problem, wHost: ArrayLike<number> | null): LoraRefInput {
-  return { N: pr.N, fin: pr.fin, fout: pr.fout, r: pr.r, scale: pr.scale, w: wHost, a: pr.a, b: pr.b, x: pr.x, mask: dropoutMaskRef(pr.N * pr.fin, pr.dropout) };
+  return {
+    N: pr.N,
+    fin: pr.fin,
+    fout: pr.fout,
+    r: pr.r,
+    scale: pr.scale,
+    w: wHost,
+    a: pr.a,
+    b: pr.b,
+    x: pr.x,
+    mask: dropoutMaskRef(pr.N * pr.fin, pr.dropout),
+  };
 }
 
 describe(`lora (${runtime})`, () => {
@@ -108,7 +142,18 @@ describe(`lora (${runtime})`, () => {
           'W',
         );
       }
-      const got = await runGpu({ N: m.N, fin: m.in, fout: m.out, r: m.r, scale: loraScale(m.alpha, m.r, m.rslora), w, a: fx.f32('a'), b: fx.f32('b'), x: fx.f32('x'), dy: fx.f32('dy') });
+      const got = await runGpu({
+        N: m.N,
+        fin: m.in,
+        fout: m.out,
+        r: m.r,
+        scale: loraScale(m.alpha, m.r, m.rslora),
+        w,
+        a: fx.f32('a'),
+        b: fx.f32('b'),
+        x: fx.f32('x'),
+        dy: fx.f32('dy'),
+      });
       for (const k of ['y', 'dX', 'dA', 'dB'] as const) {
         expect(relError(got[k], fx.f32(k)), `${name} ${k}`).toBeLessThan(1e-4);
       }
@@ -143,7 +188,10 @@ describe(`lora (${runtime})`, () => {
     const dropped = await droppedOnGpu(pr.x, pr.dropout!);
     for (let i = 0; i < pr.x.length; i++) {
       // (−0 and +0 are the same value here: the read-back path sums into +0.)
-      expect(dropped[i] === Math.fround(pr.x[i] * ref.mask[i]), `x[${i}]: got ${dropped[i]}, want ${pr.x[i] * ref.mask[i]}`).toBe(true);
+      expect(
+        dropped[i] === Math.fround(pr.x[i] * ref.mask[i]),
+        `x[${i}]: got ${dropped[i]}, want ${pr.x[i] * ref.mask[i]}`,
+      ).toBe(true);
     }
   });
 
@@ -173,16 +221,42 @@ describe(`lora (${runtime})`, () => {
   });
 
   it('backward accumulates into dA/dB across micro-batches and into the base dX', async () => {
-    const pr: Problem = { N: 9, fin: 20, fout: 11, r: 4, scale: 2, w: randn(11 * 20, 6, 0.2), a: initLoraA(4, 20, 1), b: randn(44, 7, 0.1), x: randn(180, 8), dy: randn(99, 9) };
+    const pr: Problem = {
+      N: 9,
+      fin: 20,
+      fout: 11,
+      r: 4,
+      scale: 2,
+      w: randn(11 * 20, 6, 0.2),
+      a: initLoraA(4, 20, 1),
+      b: randn(44, 7, 0.1),
+      x: randn(180, 8),
+      dy: randn(99, 9),
+    };
     const once = await runGpu(pr);
     const twice = await runGpu({ ...pr, backwardRuns: 2 });
     const tol = { rtol: 1e-5, atol: 1e-6 };
-    expectClose(twice.dA, once.dA.map((v) => 2 * v), tol, 'dA ×2');
-    expectClose(twice.dB, once.dB.map((v) => 2 * v), tol, 'dB ×2');
+    expectClose(
+      twice.dA,
+      once.dA.map((v) => 2 * v),
+      tol,
+      'dA ×2',
+    );
+    expectClose(
+      twice.dB,
+      once.dB.map((v) => 2 * v),
+      tol,
+      'dB ×2',
+    );
     const ref = loraBackwardRef(refInput(pr, pr.w as Float32Array), pr.dy);
     // dX got the adapter's share added twice on top of the base path.
     const lora = loraBackwardRef(refInput({ ...pr }, null), pr.dy).dX;
-    expectClose(twice.dX, ref.dX.map((v, i) => v + lora[i]), { rtol: 1e-4, atol: 1e-5 }, 'dX base + 2·lora');
+    expectClose(
+      twice.dX,
+      ref.dX.map((v, i) => v + lora[i]),
+      { rtol: 1e-4, atol: 1e-5 },
+      'dX base + 2·lora',
+    );
   });
 
   it('CPU backward equals central finite differences (float64, with dropout)', () => {
@@ -233,8 +307,8 @@ describe(`lora (${runtime})`, () => {
     mean /= a.length;
     const variance = sq / a.length - mean * mean;
     expect(Math.abs(mean)).toBeLessThan((4 * bound) / Math.sqrt(3 * a.length));
-    expect(variance / (bound * bound / 3)).toBeGreaterThan(0.97);
-    expect(variance / (bound * bound / 3)).toBeLessThan(1.03);
+    expect(variance / ((bound * bound) / 3)).toBeGreaterThan(0.97);
+    expect(variance / ((bound * bound) / 3)).toBeLessThan(1.03);
     expect(initLoraA(16, 896, 42, 0)).toEqual(a);
     expect(initLoraA(16, 896, 42, 1)).not.toEqual(a);
     expect(initLoraA(16, 896, 43, 0)).not.toEqual(a);
@@ -248,15 +322,27 @@ describe(`lora (${runtime})`, () => {
 
   it('names the op and the tensor when shapes are wrong', async () => {
     const gpu = await testGpu();
-    const t = (n: number, label: string) => uploadTensor(gpu, new Float32Array(n), tensorSpec('f32', [n], 'activations', label));
-    const adapter: LoraAdapter = { a: t(8 * 10, 'A'), b: t(6 * 8, 'B'), r: 8, inFeatures: 10, outFeatures: 6, scale: 2 };
+    const t = (n: number, label: string) =>
+      uploadTensor(gpu, new Float32Array(n), tensorSpec('f32', [n], 'activations', label));
+    const adapter: LoraAdapter = {
+      a: t(8 * 10, 'A'),
+      b: t(6 * 8, 'B'),
+      r: 8,
+      inFeatures: 10,
+      outFeatures: 6,
+      scale: 2,
+    };
     const x = t(30, 'x_short');
     const y = t(24, 'y');
     const ws = createLoraWorkspace(gpu, 4, adapter);
     const rec = new Recorder(gpu);
-    await expect(loraForward(rec, { x, y, adapter, N: 4, ws })).rejects.toThrow(/lora\.forward .*x x_short\[30:f32\] must be f32 with ≥ 40 elements/);
+    await expect(loraForward(rec, { x, y, adapter, N: 4, ws })).rejects.toThrow(
+      /lora\.forward .*x x_short\[30:f32\] must be f32 with ≥ 40 elements/,
+    );
     const small = createLoraWorkspace(gpu, 2, adapter);
-    await expect(loraForward(rec, { x: t(40, 'x'), y, adapter, N: 4, ws: small })).rejects.toThrow(/workspace t .* must be f32 with ≥ 32 elements/);
+    await expect(loraForward(rec, { x: t(40, 'x'), y, adapter, N: 4, ws: small })).rejects.toThrow(
+      /workspace t .* must be f32 with ≥ 32 elements/,
+    );
     await rec.submit();
     releaseLoraWorkspace(gpu, small);
     releaseLoraWorkspace(gpu, ws);

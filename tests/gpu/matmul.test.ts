@@ -38,7 +38,19 @@ async function runCase(c: Case) {
   const b = uploadTensor(gpu, bUpload, tensorSpec(bType, [batch * c.K * c.N], 'weights', 'B'));
   const out = uploadTensor(gpu, cInit, tensorSpec('f32', [batch * c.M * c.N], 'activations', 'C'));
   const rec = new Recorder(gpu, 'matmul-test');
-  await matmul(rec, { a, b, c: out, M: c.M, N: c.N, K: c.K, batch, transA: c.transA, transB: c.transB, alpha: 0.5, beta: c.beta ?? 0 });
+  await matmul(rec, {
+    a,
+    b,
+    c: out,
+    M: c.M,
+    N: c.N,
+    K: c.K,
+    batch,
+    transA: c.transA,
+    transB: c.transB,
+    alpha: 0.5,
+    beta: c.beta ?? 0,
+  });
   await rec.submit();
   const got = await readF32(gpu, out);
   for (const t of [a, b, out]) releaseTensor(gpu, t);
@@ -95,7 +107,9 @@ describe(`matmul (${runtime})`, () => {
     const gpu = await testGpu();
     const a = uploadTensor(gpu, new Float32Array(6), tensorSpec('f32', [2, 3], 'activations', 'small'));
     const rec = new Recorder(gpu);
-    await expect(matmul(rec, { a, b: a, c: a, M: 4, N: 4, K: 3 })).rejects.toThrow(/matmul.*small\[2×3:f32\].*A needs 12 elements/);
+    await expect(matmul(rec, { a, b: a, c: a, M: 4, N: 4, K: 3 })).rejects.toThrow(
+      /matmul.*small\[2×3:f32\].*A needs 12 elements/,
+    );
     await rec.submit();
   });
 });

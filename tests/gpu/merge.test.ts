@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { createTensor, readTensor, Recorder, releaseTensor, tensorSpec, uploadTensor, type DType, type Tensor } from '../../src/engine/gpu/index.ts';
+import {
+  createTensor,
+  readTensor,
+  Recorder,
+  releaseTensor,
+  tensorSpec,
+  uploadTensor,
+  type DType,
+  type Tensor,
+} from '../../src/engine/gpu/index.ts';
 import type { LoraAdapter } from '../../src/engine/ops/lora.ts';
 import { mergeLora, mergeRowsPerChunk } from '../../src/engine/ops/merge.ts';
 import { releaseNf4, uploadNf4, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
@@ -27,15 +36,28 @@ async function baseWeight(fx: Fixture): Promise<Tensor | Nf4Weight> {
       'W',
     );
   }
-  return uploadTensor(gpu, fx.t.w.data as Float32Array | Uint16Array, tensorSpec(m.base as DType, [m.out, m.in], 'weights', 'W'));
+  return uploadTensor(
+    gpu,
+    fx.t.w.data as Float32Array | Uint16Array,
+    tensorSpec(m.base as DType, [m.out, m.in], 'weights', 'W'),
+  );
 }
 
 /** Merges in chunks of `chunkRows` rows and concatenates the chunk outputs (raw f32 or 16-bit words). */
-async function mergeChunked(base: Tensor | Nf4Weight, adapter: LoraAdapter, outType: DType, chunkRows: number): Promise<Float32Array | Uint16Array> {
+async function mergeChunked(
+  base: Tensor | Nf4Weight,
+  adapter: LoraAdapter,
+  outType: DType,
+  chunkRows: number,
+): Promise<Float32Array | Uint16Array> {
   const gpu = await testGpu();
   const total = adapter.outFeatures * adapter.inFeatures;
   const result = outType === 'f32' ? new Float32Array(total) : new Uint16Array(total);
-  const delta = uploadTensor(gpu, new Float32Array(chunkRows * adapter.inFeatures), tensorSpec('f32', [chunkRows, adapter.inFeatures], 'scratch', 'delta'));
+  const delta = uploadTensor(
+    gpu,
+    new Float32Array(chunkRows * adapter.inFeatures),
+    tensorSpec('f32', [chunkRows, adapter.inFeatures], 'scratch', 'delta'),
+  );
   for (let row = 0; row < adapter.outFeatures; row += chunkRows) {
     const rows = Math.min(chunkRows, adapter.outFeatures - row);
     const out = createTensor(gpu, tensorSpec(outType, [rows, adapter.inFeatures], 'scratch', 'merged'));
@@ -55,7 +77,10 @@ function expect16(got: Uint16Array, want: Uint16Array, tie: Uint8Array, what: st
   for (let i = 0; i < want.length; i++) {
     if (got[i] === want[i]) continue;
     const ulps = Math.abs((got[i] & 0x7fff) - (want[i] & 0x7fff));
-    if (!tie[i] || ulps > 1 || (got[i] & 0x8000) !== (want[i] & 0x8000)) expect.fail(`${what}: [${i}] got 0x${got[i].toString(16)}, want 0x${want[i].toString(16)} (near tie: ${!!tie[i]})`);
+    if (!tie[i] || ulps > 1 || (got[i] & 0x8000) !== (want[i] & 0x8000))
+      expect.fail(
+        `${what}: [${i}] got 0x${got[i].toString(16)}, want 0x${want[i].toString(16)} (near tie: ${!!tie[i]})`,
+      );
     ties++;
   }
   return ties;
@@ -81,9 +106,19 @@ describe(`merge (${runtime})`, () => {
         const f32 = (await mergeChunked(base, adapter, 'f32', chunk)) as Float32Array;
         expectClose(f32, fx.f32('merged_f32'), { rtol: 1e-6, atol: 1e-8 }, `${name} f32 chunk ${chunk}`);
         const bf16 = (await mergeChunked(base, adapter, 'bf16', chunk)) as Uint16Array;
-        expect16(bf16, fx.t.merged_bf16.data as Uint16Array, fx.t.tie_bf16.data as Uint8Array, `${name} bf16 chunk ${chunk}`);
+        expect16(
+          bf16,
+          fx.t.merged_bf16.data as Uint16Array,
+          fx.t.tie_bf16.data as Uint8Array,
+          `${name} bf16 chunk ${chunk}`,
+        );
         const f16 = (await mergeChunked(base, adapter, 'f16', chunk)) as Uint16Array;
-        expect16(f16, fx.t.merged_f16.data as Uint16Array, fx.t.tie_f16.data as Uint8Array, `${name} f16 chunk ${chunk}`);
+        expect16(
+          f16,
+          fx.t.merged_f16.data as Uint16Array,
+          fx.t.tie_f16.data as Uint8Array,
+          `${name} f16 chunk ${chunk}`,
+        );
       }
       releaseTensor(gpu, adapter.a);
       releaseTensor(gpu, adapter.b);
@@ -148,7 +183,9 @@ describe(`merge (${runtime})`, () => {
     expect(mergeRowsPerChunk(4864, 64 * 2 ** 20)).toBe(3449);
     const delta = uploadTensor(gpu, new Float32Array(inF), tensorSpec('f32', [inF], 'scratch', 'delta'));
     const rec = new Recorder(gpu);
-    await expect(mergeLora(rec, { base, adapter, rowStart: 18, rows: 2, out: delta, delta })).rejects.toThrow(/merge W\[19×33:f32\].*row chunk 18\+2 outside 0\.\.19/);
+    await expect(mergeLora(rec, { base, adapter, rowStart: 18, rows: 2, out: delta, delta })).rejects.toThrow(
+      /merge W\[19×33:f32\].*row chunk 18\+2 outside 0\.\.19/,
+    );
     await rec.submit();
     [base, adapter.a, adapter.b, delta].forEach((t) => releaseTensor(gpu, t));
   });

@@ -1,7 +1,24 @@
 import { describe, expect, it } from 'vitest';
-import { readF32, readTensor, Recorder, releaseTensor, tensorSpec, uploadTensor, type DType } from '../../src/engine/gpu/index.ts';
+import {
+  readF32,
+  readTensor,
+  Recorder,
+  releaseTensor,
+  tensorSpec,
+  uploadTensor,
+  type DType,
+} from '../../src/engine/gpu/index.ts';
 import { matmul } from '../../src/engine/ops/matmul.ts';
-import { dequantizeNf4, dynamicMap8, NF4_CODE, nf4FromBnb, quantizeNf4, releaseNf4, uploadNf4, type RawTensor } from '../../src/engine/ops/nf4.ts';
+import {
+  dequantizeNf4,
+  dynamicMap8,
+  NF4_CODE,
+  nf4FromBnb,
+  quantizeNf4,
+  releaseNf4,
+  uploadNf4,
+  type RawTensor,
+} from '../../src/engine/ops/nf4.ts';
 import { toBf16 } from '../../src/engine/numeric/half.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { matmulRef } from '../cpu/matmul.ts';
@@ -25,7 +42,10 @@ function expectSameBits(got: ArrayLike<number>, want: ArrayLike<number>, what: s
 }
 
 function hostValues(t: FixtureTensor): { upload: Float32Array | Uint16Array; dtype: DType } {
-  return { upload: t.data as Float32Array | Uint16Array, dtype: t.dtype === 'bf16' ? 'bf16' : t.dtype === 'f16' ? 'f16' : 'f32' };
+  return {
+    upload: t.data as Float32Array | Uint16Array,
+    dtype: t.dtype === 'bf16' ? 'bf16' : t.dtype === 'f16' ? 'f16' : 'f32',
+  };
 }
 
 async function quantizeOnGpu(fx: Fixture) {
@@ -89,7 +109,9 @@ describe(`nf4 (${runtime})`, () => {
       const wantAbsmax = dq ? fx.f32('absmax_dq') : fx.f32('absmax');
       expectSameBits(bitsOf(await readF32(gpu, absOut)), bitsOf(wantAbsmax), `${name} decoded absmax`);
       const deq = await readF32(gpu, out);
-      const want = fx.t.dequant ? fx.f32('dequant') : dequantizeNf4Ref(unpackNf4(fx.t.packed.data as Uint8Array, n), wantAbsmax, blocksize);
+      const want = fx.t.dequant
+        ? fx.f32('dequant')
+        : dequantizeNf4Ref(unpackNf4(fx.t.packed.data as Uint8Array, n), wantAbsmax, blocksize);
       expectSameBits(bitsOf(deq), bitsOf(want), `${name} dequantized`);
       releaseTensor(gpu, out);
       releaseTensor(gpu, absOut);
@@ -125,7 +147,9 @@ describe(`nf4 (${runtime})`, () => {
       expectSameBits(codes, ref.codes, `codes ${rows}×${cols}/${blocksize}`);
       for (let i = 0; i < n; i++) {
         // Max gap between neighbouring codes is 0.304 (−1 → −0.696); the decoded absmax is within 1 %.
-        expect(Math.abs(got[i] - wq[i])).toBeLessThanOrEqual(0.153 * absmax[Math.floor(i / blocksize)] + 0.01 * Math.abs(wq[i]) + 1e-7);
+        expect(Math.abs(got[i] - wq[i])).toBeLessThanOrEqual(
+          0.153 * absmax[Math.floor(i / blocksize)] + 0.01 * Math.abs(wq[i]) + 1e-7,
+        );
       }
       [src, out, absOut, ...scratch].forEach((t) => releaseTensor(gpu, t));
       releaseNf4(gpu, weight);
@@ -161,15 +185,29 @@ describe(`nf4 (${runtime})`, () => {
     const raw = rawTensors(fx);
     const q = 'model.layers.0.self_attn.q_proj';
     const without = (k: string) => Object.fromEntries(Object.entries(raw).filter(([n]) => n !== k));
-    expect(() => nf4FromBnb(without(`${q}.weight.nested_quant_map`), q, 'a.safetensors')).toThrow(/a\.safetensors: .*q_proj\.weight\.nested_quant_map: missing/);
-    expect(() => nf4FromBnb(raw, 'model.layers.9.mlp.up_proj', 'a.safetensors')).toThrow(/up_proj\.weight\.quant_state\.bitsandbytes__nf4: missing/);
+    expect(() => nf4FromBnb(without(`${q}.weight.nested_quant_map`), q, 'a.safetensors')).toThrow(
+      /a\.safetensors: .*q_proj\.weight\.nested_quant_map: missing/,
+    );
+    expect(() => nf4FromBnb(raw, 'model.layers.9.mlp.up_proj', 'a.safetensors')).toThrow(
+      /up_proj\.weight\.quant_state\.bitsandbytes__nf4: missing/,
+    );
     const badMap = { ...raw, [`${q}.weight.quant_map`]: f32Raw(new Float32Array(16).fill(0.5)) };
     expect(() => nf4FromBnb(badMap, q)).toThrow(/quant_map: entry 0 is 0\.5, not the NF4 value -1/);
-    const fp4 = { ...raw, [`${q}.weight.quant_state.bitsandbytes__fp4`]: raw[`${q}.weight.quant_state.bitsandbytes__nf4`] };
+    const fp4 = {
+      ...raw,
+      [`${q}.weight.quant_state.bitsandbytes__fp4`]: raw[`${q}.weight.quant_state.bitsandbytes__nf4`],
+    };
     expect(() => nf4FromBnb(fp4, q)).toThrow(/FP4/);
     const shortW = { ...raw, [`${q}.weight`]: { dtype: 'U8', shape: [10, 1], bytes: new Uint8Array(10) } };
     expect(() => nf4FromBnb(shortW, q)).toThrow(/q_proj\.weight: holds 10 elements .* expected 1280/);
-    const badJson = { ...raw, [`${q}.weight.quant_state.bitsandbytes__nf4`]: { dtype: 'U8', shape: [3], bytes: new TextEncoder().encode('{x:') } };
+    const badJson = {
+      ...raw,
+      [`${q}.weight.quant_state.bitsandbytes__nf4`]: {
+        dtype: 'U8',
+        shape: [3],
+        bytes: new TextEncoder().encode('{x:'),
+      },
+    };
     expect(() => nf4FromBnb(badJson, q)).toThrow(/quant state is not JSON/);
   });
 
@@ -235,8 +273,18 @@ describe(`nf4 (${runtime})`, () => {
       await matmul(rec, { a: tdy, b: weight, c: tdx, M: c.M, N: c.K, K: c.N, alpha: 0.5 });
       await rec.submit();
       const tol = { rtol: 1e-4, atol: 1e-4 };
-      expectClose(await readF32(gpu, ty), matmulRef(x, wq, c.M, c.N, c.K, { transB: true, beta: 1, c: yInit }), tol, `y ${JSON.stringify(c)}`);
-      expectClose(await readF32(gpu, tdx), matmulRef(dy, wq, c.M, c.K, c.N, { alpha: 0.5 }), tol, `dx ${JSON.stringify(c)}`);
+      expectClose(
+        await readF32(gpu, ty),
+        matmulRef(x, wq, c.M, c.N, c.K, { transB: true, beta: 1, c: yInit }),
+        tol,
+        `y ${JSON.stringify(c)}`,
+      );
+      expectClose(
+        await readF32(gpu, tdx),
+        matmulRef(dy, wq, c.M, c.K, c.N, { alpha: 0.5 }),
+        tol,
+        `dx ${JSON.stringify(c)}`,
+      );
       [src, tx, tdy, ty, tdx].forEach((t) => releaseTensor(gpu, t));
       releaseNf4(gpu, weight);
     }
@@ -252,7 +300,8 @@ describe(`nf4 (${runtime})`, () => {
     const dy = randn(M * N, 23);
     const loss = (xs: Float64Array) => {
       let s = 0;
-      for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) s += dy[m * N + n] * xs[m * K + k] * wq[n * K + k];
+      for (let m = 0; m < M; m++)
+        for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) s += dy[m * N + n] * xs[m * K + k] * wq[n * K + k];
       return s;
     };
     const src = uploadTensor(gpu, w, tensorSpec('f32', [N, K], 'weights', 'w'));
@@ -282,11 +331,15 @@ describe(`nf4 (${runtime})`, () => {
     const rec = new Recorder(gpu);
     const { weight } = await quantizeNf4(rec, { src });
     const x = uploadTensor(gpu, new Float32Array(64), tensorSpec('f32', [4, 16], 'activations', 'x'));
-    await expect(matmul(rec, { a: x, b: weight, c: x, M: 4, N: 8, K: 16, transB: true })).rejects.toThrow(/small\[4×16:nf4\/64\].*B needs 128 elements but holds 64/);
+    await expect(matmul(rec, { a: x, b: weight, c: x, M: 4, N: 8, K: 16, transB: true })).rejects.toThrow(
+      /small\[4×16:nf4\/64\].*B needs 128 elements but holds 64/,
+    );
     await rec.submit();
     [src, x].forEach((t) => releaseTensor(gpu, t));
     releaseNf4(gpu, weight);
-    await expect(quantizeNf4(new Recorder(gpu), { src, blocksize: 48 })).rejects.toThrow(/blocksize must be a power of two in 32\.\.4096, got 48/);
+    await expect(quantizeNf4(new Recorder(gpu), { src, blocksize: 48 })).rejects.toThrow(
+      /blocksize must be a power of two in 32\.\.4096, got 48/,
+    );
   });
 });
 
@@ -298,7 +351,11 @@ function rawTensors(fx: Fixture): Record<string, RawTensor> {
   const out: Record<string, RawTensor> = {};
   for (const [k, t] of Object.entries(fx.t)) {
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    out[k] = { dtype: t.dtype === 'u8' ? 'U8' : t.dtype === 'f32' ? 'F32' : t.dtype.toUpperCase(), shape: t.shape, bytes };
+    out[k] = {
+      dtype: t.dtype === 'u8' ? 'U8' : t.dtype === 'f32' ? 'F32' : t.dtype.toUpperCase(),
+      shape: t.shape,
+      bytes,
+    };
   }
   return out;
 }

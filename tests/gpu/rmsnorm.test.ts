@@ -32,7 +32,12 @@ async function runCase(c: Case) {
   const eps = 1e-6;
   const xHost = randn(rows * width, rows * 31 + width, 1.3);
   const dyHost = randn(rows * width, rows + 7 * width);
-  const { t: w, seen: wSeen } = s.weight(randn(width, width + 3, 0.5).map((v) => v + 1), c.wType, [width], 'w');
+  const { t: w, seen: wSeen } = s.weight(
+    randn(width, width + 3, 0.5).map((v) => v + 1),
+    c.wType,
+    [width],
+    'w',
+  );
   const dxInit = randn(rows * width, 5);
   const dwInit = randn(width, 6);
   const x = s.f32(xHost, [rows, width], 'x');
@@ -44,7 +49,19 @@ async function runCase(c: Case) {
   const partials = s.nan(rmsnormWeightGradPartials(rows, width), 'partials');
   await s.run('rmsnorm-test', async (rec) => {
     await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps });
-    await rmsnormBackward(rec, { x, weight: w, rstd, dy, dx, dWeight: dw, partials, rows, width, accumulateDx: c.accumulate, accumulateDWeight: c.accumulate });
+    await rmsnormBackward(rec, {
+      x,
+      weight: w,
+      rstd,
+      dy,
+      dx,
+      dWeight: dw,
+      partials,
+      rows,
+      width,
+      accumulateDx: c.accumulate,
+      accumulateDWeight: c.accumulate,
+    });
   });
   const ref = rmsnormRef(xHost, wSeen, rows, width, eps);
   const back = rmsnormBackwardRef(xHost, wSeen, dyHost, rows, width, eps);
@@ -67,7 +84,8 @@ describe(`rmsnorm (${runtime})`, () => {
     // Qwen3 k_norm: 9 tokens × 2 KV heads, head_dim 128.
     { rows: 18, width: 128, wType: 'f32', accumulate: true },
   ];
-  for (const c of cases) it(`rows=${c.rows} width=${c.width} ${c.wType}${c.accumulate ? ' accumulate' : ''}`, () => runCase(c));
+  for (const c of cases)
+    it(`rows=${c.rows} width=${c.width} ${c.wType}${c.accumulate ? ' accumulate' : ''}`, () => runCase(c));
 
   it('CPU backward matches central finite differences (f64)', () => {
     const rows = 3;
@@ -87,7 +105,10 @@ describe(`rmsnorm (${runtime})`, () => {
       const fx = await loadFixture(name);
       const { rows, width, eps } = fx.meta;
       const wt = fx.t.w;
-      const w = wt.dtype === 'f32' ? s.f32(wt.data, [width], 'w', 'weights') : s.raw16(wt.data as Uint16Array, wt.dtype as 'bf16' | 'f16', [width], 'w');
+      const w =
+        wt.dtype === 'f32'
+          ? s.f32(wt.data, [width], 'w', 'weights')
+          : s.raw16(wt.data as Uint16Array, wt.dtype as 'bf16' | 'f16', [width], 'w');
       const x = s.f32(fx.f32('x'), [rows, width], 'x');
       const dy = s.f32(fx.f32('dy'), [rows, width], 'dy');
       const y = s.nan(rows * width, 'y');
@@ -110,8 +131,26 @@ describe(`rmsnorm (${runtime})`, () => {
     const s = await open();
     const x = s.f32(new Float32Array(12), [3, 4], 'xs');
     const w = s.f32(new Float32Array(4), [4], 'ws');
-    await expect(s.run('bad', (rec) => rmsnormForward(rec, { x, weight: w, y: x, rstd: w, rows: 3, width: 4, eps: 1e-6 }))).rejects.toThrow(/rmsnorm\.forward.*share one buffer/);
-    await expect(s.run('bad', (rec) => rmsnormForward(rec, { x, weight: w, y: s.nan(20, 'y'), rstd: s.nan(3, 'r'), rows: 4, width: 4, eps: 1e-6 }))).rejects.toThrow(/x needs 16 elements.*xs\[3×4:f32\]/);
-    await expect(s.run('bad', (rec) => rmsnormBackward(rec, { x, weight: w, rstd: s.nan(3, 'r'), dy: s.nan(12, 'dy'), dWeight: s.nan(4, 'dw'), rows: 3, width: 4 }))).rejects.toThrow(/partials scratch/);
+    await expect(
+      s.run('bad', (rec) => rmsnormForward(rec, { x, weight: w, y: x, rstd: w, rows: 3, width: 4, eps: 1e-6 })),
+    ).rejects.toThrow(/rmsnorm\.forward.*share one buffer/);
+    await expect(
+      s.run('bad', (rec) =>
+        rmsnormForward(rec, { x, weight: w, y: s.nan(20, 'y'), rstd: s.nan(3, 'r'), rows: 4, width: 4, eps: 1e-6 }),
+      ),
+    ).rejects.toThrow(/x needs 16 elements.*xs\[3×4:f32\]/);
+    await expect(
+      s.run('bad', (rec) =>
+        rmsnormBackward(rec, {
+          x,
+          weight: w,
+          rstd: s.nan(3, 'r'),
+          dy: s.nan(12, 'dy'),
+          dWeight: s.nan(4, 'dw'),
+          rows: 3,
+          width: 4,
+        }),
+      ),
+    ).rejects.toThrow(/partials scratch/);
   });
 });

@@ -51,7 +51,8 @@ async function runCase(c: Case) {
   // Unpack the Q view into dense [tokens, qHeads·D] for the reference.
   const dense = (a: ArrayLike<number>) => {
     const out = new Float64Array(tokens * qHeads * headDim);
-    for (let n = 0; n < tokens; n++) for (let j = 0; j < qHeads * headDim; j++) out[n * qHeads * headDim + j] = a[qOffset + n * qw + j];
+    for (let n = 0; n < tokens; n++)
+      for (let j = 0; j < qHeads * headDim; j++) out[n * qHeads * headDim + j] = a[qOffset + n * qw + j];
     return out;
   };
   const tol = { rtol: c.tol ?? 1e-5, atol: c.tol ?? 1e-5 };
@@ -76,7 +77,8 @@ describe(`rope (${runtime})`, () => {
     // Large angles: position·invFreq up to ~4·10⁵ rad must still give sin/cos to ~1e-6.
     { tokens: 33, qHeads: 1, kvHeads: 1, headDim: 64, maxPos: 400_000, tol: 3e-6 },
   ];
-  for (const c of cases) it(`N=${c.tokens} H=${c.qHeads}/${c.kvHeads} D=${c.headDim} ${JSON.stringify(c)}`, () => runCase(c));
+  for (const c of cases)
+    it(`N=${c.tokens} H=${c.qHeads}/${c.kvHeads} D=${c.headDim} ${JSON.stringify(c)}`, () => runCase(c));
 
   it('backward equals the transposed rotation (CPU, f64 finite differences)', () => {
     const tokens = 3;
@@ -123,8 +125,38 @@ describe(`rope (${runtime})`, () => {
     const q = s.f32(new Float32Array(12), [2, 6], 'qs');
     const pos = s.i32([0, 1], [2], 'pos');
     const inv = s.f32([1, 0.1, 0.01], [3], 'inv');
-    await expect(s.run('bad', (rec) => ropeForward(rec, { q, k: q, positionIds: pos, invFreq: inv, tokens: 2, qHeads: 1, kvHeads: 1, headDim: 6 }))).rejects.toThrow(/rope\.forward.*share one buffer/);
-    await expect(s.run('bad', (rec) => ropeForward(rec, { q, k: s.nan(12, 'k'), positionIds: pos, invFreq: inv, tokens: 2, qHeads: 1, kvHeads: 1, headDim: 5 }))).rejects.toThrow(/headDim must be even/);
-    await expect(s.run('bad', (rec) => ropeForward(rec, { q, k: s.nan(12, 'k'), positionIds: pos, invFreq: inv, tokens: 2, qHeads: 2, kvHeads: 1, headDim: 6 }))).rejects.toThrow(/q needs 24 elements.*qs\[2×6:f32\]/);
+    await expect(
+      s.run('bad', (rec) =>
+        ropeForward(rec, { q, k: q, positionIds: pos, invFreq: inv, tokens: 2, qHeads: 1, kvHeads: 1, headDim: 6 }),
+      ),
+    ).rejects.toThrow(/rope\.forward.*share one buffer/);
+    await expect(
+      s.run('bad', (rec) =>
+        ropeForward(rec, {
+          q,
+          k: s.nan(12, 'k'),
+          positionIds: pos,
+          invFreq: inv,
+          tokens: 2,
+          qHeads: 1,
+          kvHeads: 1,
+          headDim: 5,
+        }),
+      ),
+    ).rejects.toThrow(/headDim must be even/);
+    await expect(
+      s.run('bad', (rec) =>
+        ropeForward(rec, {
+          q,
+          k: s.nan(12, 'k'),
+          positionIds: pos,
+          invFreq: inv,
+          tokens: 2,
+          qHeads: 2,
+          kvHeads: 1,
+          headDim: 6,
+        }),
+      ),
+    ).rejects.toThrow(/q needs 24 elements.*qs\[2×6:f32\]/);
   });
 });

@@ -101,7 +101,11 @@ describe(`swiglu (${runtime})`, () => {
       await swigluForward(rec, { gate, up, y, rows, width });
       await swigluBackward(rec, { gate, up, dy, dGate, dUp, rows, width });
     });
-    for (const [t, name] of [[y, 'y'], [dGate, 'dGate'], [dUp, 'dUp']] as const) {
+    for (const [t, name] of [
+      [y, 'y'],
+      [dGate, 'dGate'],
+      [dUp, 'dUp'],
+    ] as const) {
       const got = await s.read(t);
       expect(got.every(Number.isFinite), `${name} finite`).toBe(true);
       expect(relError(got, fx.f32(name)), name).toBeLessThan(1e-5);
@@ -111,8 +115,23 @@ describe(`swiglu (${runtime})`, () => {
   it('names the kernel and shapes on bad input', async () => {
     const s = await open();
     const a = s.f32(new Float32Array(6), [2, 3], 'gs');
-    await expect(s.run('bad', (rec) => swigluForward(rec, { gate: a, up: s.nan(6, 'u'), y: s.nan(6, 'y'), rows: 3, width: 3 }))).rejects.toThrow(/swiglu\.forward.*gate needs 9 elements.*gs\[2×3:f32\]/);
-    await expect(s.run('bad', (rec) => swigluForward(rec, { gateUp: a, up: a, y: s.nan(3, 'y'), rows: 1, width: 3 }))).rejects.toThrow(/either gateUp or gate\+up/);
-    await expect(s.run('bad', (rec) => swigluBackward(rec, { gateUp: a, dy: s.nan(3, 'dy'), dGate: s.nan(3, 'x'), dUp: s.nan(3, 'z'), rows: 1, width: 3 }))).rejects.toThrow(/fused dGateUp/);
+    await expect(
+      s.run('bad', (rec) => swigluForward(rec, { gate: a, up: s.nan(6, 'u'), y: s.nan(6, 'y'), rows: 3, width: 3 })),
+    ).rejects.toThrow(/swiglu\.forward.*gate needs 9 elements.*gs\[2×3:f32\]/);
+    await expect(
+      s.run('bad', (rec) => swigluForward(rec, { gateUp: a, up: a, y: s.nan(3, 'y'), rows: 1, width: 3 })),
+    ).rejects.toThrow(/either gateUp or gate\+up/);
+    await expect(
+      s.run('bad', (rec) =>
+        swigluBackward(rec, {
+          gateUp: a,
+          dy: s.nan(3, 'dy'),
+          dGate: s.nan(3, 'x'),
+          dUp: s.nan(3, 'z'),
+          rows: 1,
+          width: 3,
+        }),
+      ),
+    ).rejects.toThrow(/fused dGateUp/);
   });
 });

@@ -42,7 +42,13 @@ export async function loadFixture(name: string): Promise<Fixture> {
   for (const [k, v] of Object.entries(raw.tensors)) {
     const buf = decode(v.b64);
     const data =
-      v.dtype === 'f32' ? new Float32Array(buf) : v.dtype === 'i32' ? new Int32Array(buf) : v.dtype === 'u8' ? new Uint8Array(buf) : new Uint16Array(buf);
+      v.dtype === 'f32'
+        ? new Float32Array(buf)
+        : v.dtype === 'i32'
+          ? new Int32Array(buf)
+          : v.dtype === 'u8'
+            ? new Uint8Array(buf)
+            : new Uint16Array(buf);
     t[k] = { dtype: v.dtype, shape: v.shape, data };
   }
   return {

@@ -2,7 +2,13 @@
 // merged model, tensor order and checks of mergedTensors, adapter_config.json fields.
 import { describe, expect, it } from 'vitest';
 import { convertBytes } from '../../src/engine/export/convert.ts';
-import { configFromModel, generationConfigFrom, mergedConfigJson, mergedTensors, type ExportableModel } from '../../src/engine/export/merged.ts';
+import {
+  configFromModel,
+  generationConfigFrom,
+  mergedConfigJson,
+  mergedTensors,
+  type ExportableModel,
+} from '../../src/engine/export/merged.ts';
 import { parseModelConfig, expectedWeights } from '../../src/engine/model/config.ts';
 import { planShards } from '../../src/io/safetensors-writer.ts';
 
@@ -40,19 +46,56 @@ describe('convertBytes', () => {
 });
 
 const llama3 = {
-  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
-  num_key_value_heads: 2, vocab_size: 300, max_position_embeddings: 8192, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: false,
-  rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 2048 },
-  bos_token_id: 1, eos_token_id: [2, 3], torch_dtype: 'bfloat16', attention_bias: false, mlp_bias: false,
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 300,
+  max_position_embeddings: 8192,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000,
+  tie_word_embeddings: false,
+  rope_scaling: {
+    rope_type: 'llama3',
+    factor: 8,
+    low_freq_factor: 1,
+    high_freq_factor: 4,
+    original_max_position_embeddings: 2048,
+  },
+  bos_token_id: 1,
+  eos_token_id: [2, 3],
+  torch_dtype: 'bfloat16',
+  attention_bias: false,
+  mlp_bias: false,
 };
 const qwen3 = {
-  architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 1, num_attention_heads: 4,
-  num_key_value_heads: 1, head_dim: 32, vocab_size: 200, rms_norm_eps: 1e-6, rope_theta: 1e6, tie_word_embeddings: true, eos_token_id: 5, pad_token_id: 0,
+  architectures: ['Qwen3ForCausalLM'],
+  model_type: 'qwen3',
+  hidden_size: 64,
+  intermediate_size: 96,
+  num_hidden_layers: 1,
+  num_attention_heads: 4,
+  num_key_value_heads: 1,
+  head_dim: 32,
+  vocab_size: 200,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1e6,
+  tie_word_embeddings: true,
+  eos_token_id: 5,
+  pad_token_id: 0,
 };
 
 describe('merged config files', () => {
   it('passes config.json through with torch_dtype (and dtype) set and quantization_config dropped', () => {
-    const text = JSON.stringify({ ...llama3, quantization_config: { load_in_4bit: true }, dtype: 'bfloat16', custom_field: 7 });
+    const text = JSON.stringify({
+      ...llama3,
+      quantization_config: { load_in_4bit: true },
+      dtype: 'bfloat16',
+      custom_field: 7,
+    });
     const c = parseModelConfig(text);
     const out = mergedConfigJson(c, 'f16', text);
     expect(out.torch_dtype).toBe('float16');
@@ -71,8 +114,16 @@ describe('merged config files', () => {
     expect(configFromModel(parseModelConfig(qwen3)).head_dim).toBe(32);
   });
   it('generation_config.json as GenerationConfig.from_model_config', () => {
-    expect(generationConfigFrom(parseModelConfig(llama3))).toEqual({ _from_model_config: true, bos_token_id: 1, eos_token_id: [2, 3] });
-    expect(generationConfigFrom(parseModelConfig(qwen3))).toEqual({ _from_model_config: true, eos_token_id: 5, pad_token_id: 0 });
+    expect(generationConfigFrom(parseModelConfig(llama3))).toEqual({
+      _from_model_config: true,
+      bos_token_id: 1,
+      eos_token_id: [2, 3],
+    });
+    expect(generationConfigFrom(parseModelConfig(qwen3))).toEqual({
+      _from_model_config: true,
+      eos_token_id: 5,
+      pad_token_id: 0,
+    });
   });
 });
 
@@ -98,7 +149,9 @@ describe('mergedTensors', () => {
     expect(tied[0]).toMatchObject({ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [200, 64] });
   });
   it('refuses a model with missing weights and adapters for modules it lacks', () => {
-    expect(() => mergedTensors(fakeModel(llama3, ['model.norm.weight']), null, 'f32')).toThrow(/no weight "model.norm.weight"/);
+    expect(() => mergedTensors(fakeModel(llama3, ['model.norm.weight']), null, 'f32')).toThrow(
+      /no weight "model.norm.weight"/,
+    );
     const lora = { adapters: new Map([['model.layers.9.self_attn.q_proj', { adapter: {} as never }]]) };
     expect(() => mergedTensors(fakeModel(llama3), lora, 'f32')).toThrow(/model.layers.9.self_attn.q_proj/);
   });

@@ -7,7 +7,15 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import chat, { parseChatArgs } from '../../src/cli/chat.ts';
 import exportCmd, { exportDtypeFor, parseExportArgs } from '../../src/cli/export.ts';
 import train, { logRow, parseTrainArgs, resumeDecision, truncateLog } from '../../src/cli/train.ts';
-import { CliError, hms, listCheckpoints, parseYamlArgs, resolveDatasets, stopIdsFor, yamlWithOverrides } from '../../src/cli/common.ts';
+import {
+  CliError,
+  hms,
+  listCheckpoints,
+  parseYamlArgs,
+  resolveDatasets,
+  stopIdsFor,
+  yamlWithOverrides,
+} from '../../src/cli/common.ts';
 import { LlamaFactoryConfigError } from '../../src/engine/train/llamafactory-config.ts';
 
 let dir: string;
@@ -24,15 +32,26 @@ beforeAll(() => {
   mkdirSync(join(dir, 'data'));
   writeFileSync(join(dir, 'data', 'a.json'), '[{"instruction":"hi","output":"yo"}]');
   writeFileSync(join(dir, 'data', 'plain.jsonl'), '{"instruction":"hi","output":"yo"}\n');
-  writeFileSync(join(dir, 'data', 'dataset_info.json'), JSON.stringify({ alpaca_a: { file_name: 'a.json' }, hub_only: { hf_hub_url: 'x/y' }, gone: { file_name: 'missing.json' } }));
+  writeFileSync(
+    join(dir, 'data', 'dataset_info.json'),
+    JSON.stringify({
+      alpaca_a: { file_name: 'a.json' },
+      hub_only: { hf_hub_url: 'x/y' },
+      gone: { file_name: 'missing.json' },
+    }),
+  );
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => ((err += String(s)), true));
+  const o = vi
+    .spyOn(process.stdout, 'write')
+    .mockImplementation((s: string | Uint8Array) => ((out += String(s)), true));
+  const e = vi
+    .spyOn(process.stderr, 'write')
+    .mockImplementation((s: string | Uint8Array) => ((err += String(s)), true));
   try {
     return { code: await fn(), out, err };
   } finally {
@@ -43,7 +62,21 @@ async function capture(fn: () => Promise<number>): Promise<{ code: number; out: 
 
 describe('parseYamlArgs', () => {
   it('takes one YAML path, key=value overrides as YAML scalars, and flags', () => {
-    const a = parseYamlArgs(['c.yaml', 'lora_rank=16', 'do_sample=false', 'output_dir=saves/x', 'learning_rate=1.0e-4', '--prompt', 'hello there', '--no-adapter'], ['prompt'], 'chat', ['no-adapter']);
+    const a = parseYamlArgs(
+      [
+        'c.yaml',
+        'lora_rank=16',
+        'do_sample=false',
+        'output_dir=saves/x',
+        'learning_rate=1.0e-4',
+        '--prompt',
+        'hello there',
+        '--no-adapter',
+      ],
+      ['prompt'],
+      'chat',
+      ['no-adapter'],
+    );
     expect(a.yamlPath).toBe('c.yaml');
     expect(a.overrides).toEqual({ lora_rank: 16, do_sample: false, output_dir: 'saves/x', learning_rate: 1e-4 });
     expect(a.flags.get('prompt')).toBe('hello there');
@@ -52,7 +85,9 @@ describe('parseYamlArgs', () => {
   });
   it('errors name the problem', () => {
     expect(() => parseYamlArgs([], [], 'train')).toThrow(/needs a YAML config file/);
-    expect(() => parseYamlArgs(['a.yaml', 'b.yaml'], [], 'train')).toThrow(/one YAML file expected, got a.yaml and b.yaml/);
+    expect(() => parseYamlArgs(['a.yaml', 'b.yaml'], [], 'train')).toThrow(
+      /one YAML file expected, got a.yaml and b.yaml/,
+    );
     expect(() => parseYamlArgs(['a.yaml', '--prompt'], ['prompt'], 'chat')).toThrow(/--prompt needs a value/);
     expect(() => parseYamlArgs(['a.yaml', '--flag=1'], [], 'chat', ['flag'])).toThrow(/--flag takes no value/);
     expect(() => parseYamlArgs(['a.yaml', '--temp', '1'], ['prompt'], 'chat')).toThrow(/unknown option --temp/);
@@ -68,7 +103,10 @@ describe('parseYamlArgs', () => {
 
 describe('tabtune train arguments', () => {
   const cfg = (extra = '') =>
-    y('t.yaml', `model_name_or_path: ${join(dir, 'model')}\nstage: sft\ndo_train: true\nfinetuning_type: lora\ndataset: alpaca_a\ndataset_dir: ${join(dir, 'data')}\noutput_dir: ${join(dir, 'out')}\n${extra}`);
+    y(
+      't.yaml',
+      `model_name_or_path: ${join(dir, 'model')}\nstage: sft\ndo_train: true\nfinetuning_type: lora\ndataset: alpaca_a\ndataset_dir: ${join(dir, 'data')}\noutput_dir: ${join(dir, 'out')}\n${extra}`,
+    );
   it('parses LLaMA-Factory keys and resume_from_checkpoint: true / false / a path', () => {
     const a = parseTrainArgs([cfg('lora_rank: 4\nresume_from_checkpoint: true\n'), 'lora_alpha=32']);
     if (a === 'help') throw new Error('help');
@@ -91,7 +129,9 @@ describe('tabtune train arguments', () => {
     const r = await capture(() => train([cfg('quantization_bit: 8\n')]));
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/quantization_bit: 8-bit quantization is not supported/);
-    const m = await capture(() => train([y('m.yaml', `model_name_or_path: Qwen/Qwen2.5-0.5B\ndataset: a\noutput_dir: ${join(dir, 'o2')}\n`)]));
+    const m = await capture(() =>
+      train([y('m.yaml', `model_name_or_path: Qwen/Qwen2.5-0.5B\ndataset: a\noutput_dir: ${join(dir, 'o2')}\n`)]),
+    );
     expect(m.code).toBe(2);
     expect(m.err).toMatch(/not a local folder.*download/);
     const h = await capture(() => train(['--help']));
@@ -114,8 +154,12 @@ describe('tabtune train arguments', () => {
     expect(resumeDecision(out, { ...c, resumeFromCheckpoint: true }, 't.yaml').from).toBe(join(out, 'checkpoint-10'));
     expect(resumeDecision(out, c, 't.yaml').reason).toMatch(/resumes/);
     expect(resumeDecision(out, { ...c, overwriteOutputDir: true }, 't.yaml').from).toBeNull();
-    expect(resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-2') }, 't.yaml').from).toBe(join(out, 'checkpoint-2'));
-    expect(() => resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-10') }, 't.yaml')).toThrow(/no trainer_state.json/);
+    expect(resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-2') }, 't.yaml').from).toBe(
+      join(out, 'checkpoint-2'),
+    );
+    expect(() => resumeDecision(out, { ...c, resumeFromCheckpoint: join(out, 'checkpoint-10') }, 't.yaml')).toThrow(
+      /no trainer_state.json/,
+    );
     const other = join(dir, 'busy');
     mkdirSync(other, { recursive: true });
     writeFileSync(join(other, 'notes.txt'), 'x');
@@ -138,7 +182,16 @@ describe('datasets', () => {
 describe('trainer_log.jsonl', () => {
   it('rows carry LLaMA-Factory LogCallback fields and rounding', () => {
     const r = logRow(3, 9, 0.3333333, 125.4, 3, { loss: 1.23456, lr: 1e-4 });
-    expect(r).toEqual({ current_steps: 3, total_steps: 9, loss: 1.23456, lr: 1e-4, epoch: 0.33, percentage: 33.33, elapsed_time: '0:02:05', remaining_time: '0:04:11' });
+    expect(r).toEqual({
+      current_steps: 3,
+      total_steps: 9,
+      loss: 1.23456,
+      lr: 1e-4,
+      epoch: 0.33,
+      percentage: 33.33,
+      elapsed_time: '0:02:05',
+      remaining_time: '0:04:11',
+    });
     expect(hms(3725)).toBe('1:02:05');
     expect(hms(0)).toBe('0:00:00');
   });
@@ -146,7 +199,12 @@ describe('trainer_log.jsonl', () => {
     const p = join(dir, 'log.jsonl');
     writeFileSync(p, [1, 2, 3, 4].map((s) => JSON.stringify({ current_steps: s, total_steps: 4 })).join('\n') + '\n');
     truncateLog(p, 2);
-    expect(readFileSync(p, 'utf8').trim().split('\n').map((l) => JSON.parse(l).current_steps)).toEqual([1, 2]);
+    expect(
+      readFileSync(p, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).current_steps),
+    ).toEqual([1, 2]);
   });
 });
 

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { downloadFile, downloadModel, HubError, parseContentRange, resolveUrl, validateEndpoint, validateModelId, type DownloadProgress } from '../../src/io/hub.ts';
+import {
+  downloadFile,
+  downloadModel,
+  HubError,
+  parseContentRange,
+  resolveUrl,
+  validateEndpoint,
+  validateModelId,
+  type DownloadProgress,
+} from '../../src/io/hub.ts';
 import { MemoryModelStore } from '../../src/io/model-store.ts';
 
 // A fake hub: files by name, Range support, optional failures. Records every request.
@@ -25,7 +34,8 @@ function fakeHub(o: FakeOpts) {
     if (o.status?.[file]) return new Response('no', { status: o.status[file] });
     const data = o.files[file];
     if (!data) return new Response('Entry not found', { status: 404 });
-    if (method === 'HEAD') return new Response(null, { status: 200, headers: { 'content-length': String(data.length) } });
+    if (method === 'HEAD')
+      return new Response(null, { status: 200, headers: { 'content-length': String(data.length) } });
     let start = 0;
     const range = h.get('range');
     if (range && !o.ignoreRange) {
@@ -57,7 +67,11 @@ function fakeHub(o: FakeOpts) {
 const bytes = (n: number, seed = 1) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 255);
 const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x));
 const ID = 'Org/Tiny-Model';
-const baseFiles = () => ({ 'config.json': json({ architectures: ['LlamaForCausalLM'] }), 'tokenizer.json': json({ model: {} }), 'tokenizer_config.json': json({}) });
+const baseFiles = () => ({
+  'config.json': json({ architectures: ['LlamaForCausalLM'] }),
+  'tokenizer.json': json({ model: {} }),
+  'tokenizer_config.json': json({}),
+});
 
 describe('hub ids and urls', () => {
   it('takes a mirror endpoint (trailing slash dropped) and refuses what is not an http(s) address', async () => {
@@ -66,14 +80,23 @@ describe('hub ids and urls', () => {
     for (const bad of ['', 'hf-mirror.com', 'ftp://x.org', 'https://x.org/?a=1', 'javascript:alert(1)']) {
       expect(() => validateEndpoint(bad), bad).toThrow(HubError);
     }
-    expect(resolveUrl('Qwen/Qwen2.5-0.5B', 'config.json', { endpoint: 'https://hf-mirror.com' })).toBe('https://hf-mirror.com/Qwen/Qwen2.5-0.5B/resolve/main/config.json');
+    expect(resolveUrl('Qwen/Qwen2.5-0.5B', 'config.json', { endpoint: 'https://hf-mirror.com' })).toBe(
+      'https://hf-mirror.com/Qwen/Qwen2.5-0.5B/resolve/main/config.json',
+    );
     const store = new MemoryModelStore();
-    await expect(downloadModel('a/b', store, { endpoint: 'hf-mirror.com', fetch: (async () => new Response('')) as typeof fetch })).rejects.toMatchObject({ kind: 'bad-endpoint' });
+    await expect(
+      downloadModel('a/b', store, { endpoint: 'hf-mirror.com', fetch: (async () => new Response('')) as typeof fetch }),
+    ).rejects.toMatchObject({ kind: 'bad-endpoint' });
   });
   it('builds resolve URLs and rejects ids that are not owner/name', () => {
-    expect(resolveUrl('Qwen/Qwen2.5-0.5B-Instruct', 'model.safetensors')).toBe('https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct/resolve/main/model.safetensors');
-    expect(resolveUrl('a/b', 'sub dir/x.json', { revision: 'v1.0' })).toBe('https://huggingface.co/a/b/resolve/v1.0/sub%20dir/x.json');
-    for (const bad of ['', 'noslash', 'a/b/c', '../x/y', 'https://evil/x']) expect(() => validateModelId(bad)).toThrow(HubError);
+    expect(resolveUrl('Qwen/Qwen2.5-0.5B-Instruct', 'model.safetensors')).toBe(
+      'https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct/resolve/main/model.safetensors',
+    );
+    expect(resolveUrl('a/b', 'sub dir/x.json', { revision: 'v1.0' })).toBe(
+      'https://huggingface.co/a/b/resolve/v1.0/sub%20dir/x.json',
+    );
+    for (const bad of ['', 'noslash', 'a/b/c', '../x/y', 'https://evil/x'])
+      expect(() => validateModelId(bad)).toThrow(HubError);
   });
   it('parses Content-Range', () => {
     expect(parseContentRange('bytes 100-199/200')).toEqual({ start: 100, total: 200 });
@@ -85,7 +108,10 @@ describe('hub ids and urls', () => {
 describe('downloadFile', () => {
   it('resumes an interrupted download with a Range request and ends with identical bytes', async () => {
     const data = bytes(10_000);
-    const hub = fakeHub({ files: { 'model.safetensors': data }, breakAfter: { file: 'model.safetensors', bytes: 4_000, times: 1 } });
+    const hub = fakeHub({
+      files: { 'model.safetensors': data },
+      breakAfter: { file: 'model.safetensors', bytes: 4_000, times: 1 },
+    });
     const store = new MemoryModelStore();
     const err = await downloadFile(ID, 'model.safetensors', store, { fetch: hub.fetch }).catch((e) => e);
     expect(err).toBeInstanceOf(HubError);
@@ -129,12 +155,20 @@ describe('downloadFile', () => {
     const gated = fakeHub({ files: {}, status: { 'model.safetensors': 403 } });
     const e1 = await downloadFile(ID, 'model.safetensors', store, { fetch: gated.fetch }).catch((e) => e);
     expect([e1.kind, e1.message]).toEqual(['gated', expect.stringMatching(/access token/)]);
-    const e2 = await downloadFile(ID, 'model.safetensors', store, { fetch: fakeHub({ files: {} }).fetch }).catch((e) => e);
+    const e2 = await downloadFile(ID, 'model.safetensors', store, { fetch: fakeHub({ files: {} }).fetch }).catch(
+      (e) => e,
+    );
     expect([e2.kind, e2.message]).toEqual(['not-found', expect.stringMatching(/check the model id/)]);
     store.quotaBytes = 2_000;
-    const e3 = await downloadFile(ID, 'model.safetensors', store, { fetch: fakeHub({ files: { 'model.safetensors': bytes(5_000) } }).fetch }).catch((e) => e);
+    const e3 = await downloadFile(ID, 'model.safetensors', store, {
+      fetch: fakeHub({ files: { 'model.safetensors': bytes(5_000) } }).fetch,
+    }).catch((e) => e);
     expect([e3.kind, e3.message]).toEqual(['quota', expect.stringMatching(/quota exceeded/)]);
-    const e4 = await downloadFile(ID, 'model.safetensors', store, { fetch: (async () => { throw new TypeError('Failed to fetch'); }) as typeof fetch }).catch((e) => e);
+    const e4 = await downloadFile(ID, 'model.safetensors', store, {
+      fetch: (async () => {
+        throw new TypeError('Failed to fetch');
+      }) as typeof fetch,
+    }).catch((e) => e);
     expect(e4.kind).toBe('network');
   });
 
@@ -143,8 +177,11 @@ describe('downloadFile', () => {
     const hub = fakeHub({ files: { 'model.safetensors': bytes(50_000) } });
     const store = new MemoryModelStore();
     const err = await downloadFile(ID, 'model.safetensors', store, {
-      fetch: hub.fetch, signal: ctl.signal,
-      onProgress: (p) => { if (p.done >= 10_000) ctl.abort(); },
+      fetch: hub.fetch,
+      signal: ctl.signal,
+      onProgress: (p) => {
+        if (p.done >= 10_000) ctl.abort();
+      },
     }).catch((e) => e);
     expect(err).toBeInstanceOf(HubError);
     expect(err.kind).toBe('aborted');
@@ -158,18 +195,42 @@ describe('downloadModel', () => {
   it('downloads config, tokenizer and every shard of an index once, with progress', async () => {
     const shardA = bytes(6_000, 1);
     const shardB = bytes(4_000, 2);
-    const index = { metadata: { total_size: 10_000 }, weight_map: { 'a.weight': 'model-00001-of-00002.safetensors', 'b.weight': 'model-00002-of-00002.safetensors' } };
-    const hub = fakeHub({ files: { ...baseFiles(), 'model.safetensors.index.json': json(index), 'model-00001-of-00002.safetensors': shardA, 'model-00002-of-00002.safetensors': shardB } });
+    const index = {
+      metadata: { total_size: 10_000 },
+      weight_map: { 'a.weight': 'model-00001-of-00002.safetensors', 'b.weight': 'model-00002-of-00002.safetensors' },
+    };
+    const hub = fakeHub({
+      files: {
+        ...baseFiles(),
+        'model.safetensors.index.json': json(index),
+        'model-00001-of-00002.safetensors': shardA,
+        'model-00002-of-00002.safetensors': shardB,
+      },
+    });
     const store = new MemoryModelStore();
     let t = 0;
     const progress: DownloadProgress[] = [];
-    const res = await downloadModel(ID, store, { fetch: hub.fetch, now: () => (t += 400), onProgress: (p) => progress.push(p) });
-    expect(res.files).toEqual(['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
-    expect(new Uint8Array(await (await store.get(ID, 'model-00002-of-00002.safetensors'))!.arrayBuffer())).toEqual(shardB);
+    const res = await downloadModel(ID, store, {
+      fetch: hub.fetch,
+      now: () => (t += 400),
+      onProgress: (p) => progress.push(p),
+    });
+    expect(res.files).toEqual([
+      'config.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'model.safetensors.index.json',
+      'model-00001-of-00002.safetensors',
+      'model-00002-of-00002.safetensors',
+    ]);
+    expect(new Uint8Array(await (await store.get(ID, 'model-00002-of-00002.safetensors'))!.arrayBuffer())).toEqual(
+      shardB,
+    );
     const last = progress.at(-1)!;
     expect([last.bytesDone, last.bytesTotal, last.fileIndex, last.fileCount]).toEqual([10_000, 10_000, 1, 2]);
     expect(progress.some((p) => p.bytesPerSecond > 0 && p.etaSeconds !== null)).toBe(true);
-    for (let i = 1; i < progress.length; i++) expect(progress[i].bytesDone).toBeGreaterThanOrEqual(progress[i - 1].bytesDone);
+    for (let i = 1; i < progress.length; i++)
+      expect(progress[i].bytesDone).toBeGreaterThanOrEqual(progress[i - 1].bytesDone);
 
     // Second call: everything comes from the store, nothing is fetched.
     const before = hub.requests.length;
@@ -186,7 +247,10 @@ describe('downloadModel', () => {
   });
 
   it('fails on the config before moving weights when the repo is gated', async () => {
-    const hub = fakeHub({ files: { ...baseFiles(), 'model.safetensors': bytes(2_000) }, status: { 'config.json': 401 } });
+    const hub = fakeHub({
+      files: { ...baseFiles(), 'model.safetensors': bytes(2_000) },
+      status: { 'config.json': 401 },
+    });
     const err = await downloadModel(ID, new MemoryModelStore(), { fetch: hub.fetch }).catch((e) => e);
     expect(err.kind).toBe('gated');
     expect(hub.requests.some((r) => r.url.endsWith('model.safetensors'))).toBe(false);
@@ -194,7 +258,10 @@ describe('downloadModel', () => {
 
   it('resumes a shard after a broken connection on the next call', async () => {
     const data = bytes(9_000, 5);
-    const hub = fakeHub({ files: { ...baseFiles(), 'model.safetensors': data }, breakAfter: { file: 'model.safetensors', bytes: 5_000, times: 1 } });
+    const hub = fakeHub({
+      files: { ...baseFiles(), 'model.safetensors': data },
+      breakAfter: { file: 'model.safetensors', bytes: 5_000, times: 1 },
+    });
     const store = new MemoryModelStore();
     await expect(downloadModel(ID, store, { fetch: hub.fetch })).rejects.toThrow(/resume/);
     const progress: DownloadProgress[] = [];

@@ -10,7 +10,12 @@ import extractDepcruiseConfig from 'dependency-cruiser/config-utl/extract-depcru
 const config = await extractDepcruiseConfig(join(process.cwd(), '.dependency-cruiser.cjs'));
 
 async function violations(dirs: string[], baseDir?: string): Promise<string[]> {
-  const options = { ...config.options, ruleSet: { forbidden: config.forbidden }, validate: true, ...(baseDir ? { baseDir, tsConfig: undefined } : {}) };
+  const options = {
+    ...config.options,
+    ruleSet: { forbidden: config.forbidden },
+    validate: true,
+    ...(baseDir ? { baseDir, tsConfig: undefined } : {}),
+  };
   const r = (await cruise(dirs, options)).output as ICruiseResult;
   return r.summary.violations.map((v) => `${v.from} imports ${v.to} (${v.rule.name})`);
 }

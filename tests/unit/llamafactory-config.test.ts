@@ -90,7 +90,10 @@ disable_gradient_checkpointing: true
 neftune_noise_alpha: 5
 `;
 
-function fails(text: string, parse: (text: string, file?: string) => unknown = parseTrainYaml): LlamaFactoryConfigError {
+function fails(
+  text: string,
+  parse: (text: string, file?: string) => unknown = parseTrainYaml,
+): LlamaFactoryConfigError {
   try {
     parse(text, 'my.yaml');
   } catch (e) {
@@ -104,17 +107,53 @@ describe('LLaMA-Factory train YAML', () => {
   it('reads llama3_lora_sft.yaml with LLaMA-Factory / transformers defaults', () => {
     const { config: c, warnings, notes } = parseTrainYaml(LLAMA3_LORA_SFT);
     expect(c).toEqual({
-      stage: 'sft', doTrain: true, modelNameOrPath: 'meta-llama/Meta-Llama-3-8B-Instruct', adapterNameOrPath: null, template: 'llama3',
-      dataset: ['identity', 'alpaca_en_demo'], datasetDir: 'data', finetuningType: 'lora',
+      stage: 'sft',
+      doTrain: true,
+      modelNameOrPath: 'meta-llama/Meta-Llama-3-8B-Instruct',
+      adapterNameOrPath: null,
+      template: 'llama3',
+      dataset: ['identity', 'alpaca_en_demo'],
+      datasetDir: 'data',
+      finetuningType: 'lora',
       lora: { rank: 8, alpha: 16, dropout: 0, target: [...ALL_LORA_TARGETS], useRslora: false, useDora: false },
-      quantization: null, cutoffLen: 2048, maxSamples: 1000, valSize: 0, packing: false, trainOnPrompt: false, maskHistory: false,
-      perDeviceTrainBatchSize: 1, gradientAccumulationSteps: 8, learningRate: 1e-4, numTrainEpochs: 3, maxSteps: null, lrSchedulerType: 'cosine',
-      warmupSteps: 0, warmupRatio: 0.1, maxGradNorm: 1, weightDecay: 0, adamBeta1: 0.9, adamBeta2: 0.999, adamEpsilon: 1e-8, loggingSteps: 10,
-      saveSteps: 500, outputDir: 'saves/llama3-8b/lora/sft', overwriteOutputDir: true, seed: 42, gradientCheckpointing: true, neftuneNoiseAlpha: null,
-      resumeFromCheckpoint: null, bf16: true, fp16: false, plotLoss: true,
+      quantization: null,
+      cutoffLen: 2048,
+      maxSamples: 1000,
+      valSize: 0,
+      packing: false,
+      trainOnPrompt: false,
+      maskHistory: false,
+      perDeviceTrainBatchSize: 1,
+      gradientAccumulationSteps: 8,
+      learningRate: 1e-4,
+      numTrainEpochs: 3,
+      maxSteps: null,
+      lrSchedulerType: 'cosine',
+      warmupSteps: 0,
+      warmupRatio: 0.1,
+      maxGradNorm: 1,
+      weightDecay: 0,
+      adamBeta1: 0.9,
+      adamBeta2: 0.999,
+      adamEpsilon: 1e-8,
+      loggingSteps: 10,
+      saveSteps: 500,
+      outputDir: 'saves/llama3-8b/lora/sft',
+      overwriteOutputDir: true,
+      seed: 42,
+      gradientCheckpointing: true,
+      neftuneNoiseAlpha: null,
+      resumeFromCheckpoint: null,
+      bf16: true,
+      fp16: false,
+      plotLoss: true,
     });
     expect(warnings).toEqual([]);
-    expect(notes.some((n) => n.startsWith('template: "llama3" accepted; prompts are built with the tokenizer\'s own chat template'))).toBe(true);
+    expect(
+      notes.some((n) =>
+        n.startsWith('template: "llama3" accepted; prompts are built with the tokenizer\'s own chat template'),
+      ),
+    ).toBe(true);
     expect(notes.some((n) => n.startsWith('bf16: accepted and ignored'))).toBe(true);
     expect(notes.some((n) => n.startsWith('ddp_timeout: accepted and ignored'))).toBe(true);
   });
@@ -123,20 +162,52 @@ describe('LLaMA-Factory train YAML', () => {
     const { config: c, warnings } = parseTrainYaml(QWEN25_QLORA);
     expect(warnings).toEqual([]);
     expect(c.quantization).toEqual({ bits: 4, type: 'nf4', doubleQuantization: false });
-    expect(c.lora).toEqual({ rank: 16, alpha: 16, dropout: 0.05, target: ['q_proj', 'v_proj'], useRslora: true, useDora: false });
-    expect(c).toMatchObject({
-      dataset: ['alpaca_zh_demo'], datasetDir: './data', cutoffLen: 1024, valSize: 0.1, learningRate: 2e-4, maxSteps: 200,
-      lrSchedulerType: 'constant_with_warmup', warmupSteps: 20, maxGradNorm: 0.5, weightDecay: 0.01, seed: 7, gradientCheckpointing: false,
-      neftuneNoiseAlpha: 5, perDeviceTrainBatchSize: 2, gradientAccumulationSteps: 4, outputDir: 'saves/qwen2.5/qlora',
+    expect(c.lora).toEqual({
+      rank: 16,
+      alpha: 16,
+      dropout: 0.05,
+      target: ['q_proj', 'v_proj'],
+      useRslora: true,
+      useDora: false,
     });
-    expect(parseTrainYaml(QWEN25_QLORA.replace('learning_rate: 2e-4', "learning_rate: '2e-4'")).config.learningRate).toBe(2e-4);
+    expect(c).toMatchObject({
+      dataset: ['alpaca_zh_demo'],
+      datasetDir: './data',
+      cutoffLen: 1024,
+      valSize: 0.1,
+      learningRate: 2e-4,
+      maxSteps: 200,
+      lrSchedulerType: 'constant_with_warmup',
+      warmupSteps: 20,
+      maxGradNorm: 0.5,
+      weightDecay: 0.01,
+      seed: 7,
+      gradientCheckpointing: false,
+      neftuneNoiseAlpha: 5,
+      perDeviceTrainBatchSize: 2,
+      gradientAccumulationSteps: 4,
+      outputDir: 'saves/qwen2.5/qlora',
+    });
+    expect(
+      parseTrainYaml(QWEN25_QLORA.replace('learning_rate: 2e-4', "learning_rate: '2e-4'")).config.learningRate,
+    ).toBe(2e-4);
   });
 
   it('minimal config gets HF TrainingArguments defaults', () => {
     const { config: c } = parseTrainYaml('model_name_or_path: Qwen/Qwen3-0.6B\ndataset: identity\n');
     expect(c).toMatchObject({
-      perDeviceTrainBatchSize: 8, gradientAccumulationSteps: 1, learningRate: 5e-5, numTrainEpochs: 3, lrSchedulerType: 'linear', loggingSteps: 500,
-      saveSteps: 500, seed: 42, outputDir: 'trainer_output', cutoffLen: 2048, template: null, finetuningType: 'lora',
+      perDeviceTrainBatchSize: 8,
+      gradientAccumulationSteps: 1,
+      learningRate: 5e-5,
+      numTrainEpochs: 3,
+      lrSchedulerType: 'linear',
+      loggingSteps: 500,
+      saveSteps: 500,
+      seed: 42,
+      outputDir: 'trainer_output',
+      cutoffLen: 2048,
+      template: null,
+      finetuningType: 'lora',
     });
   });
 
@@ -147,15 +218,23 @@ describe('LLaMA-Factory train YAML', () => {
 
   it('refuses what it cannot do, naming the key', () => {
     const base = 'model_name_or_path: m\ndataset: d\n';
-    expect(fails(base + 'finetuning_type: freeze').message).toBe('my.yaml: finetuning_type: freeze (partial-parameter) fine-tuning is not supported; use lora or full');
-    expect(fails(base + 'quantization_bit: 8').message).toBe('my.yaml: quantization_bit: 8-bit quantization is not supported; use quantization_bit: 4 (NF4 QLoRA) or remove it');
+    expect(fails(base + 'finetuning_type: freeze').message).toBe(
+      'my.yaml: finetuning_type: freeze (partial-parameter) fine-tuning is not supported; use lora or full',
+    );
+    expect(fails(base + 'quantization_bit: 8').message).toBe(
+      'my.yaml: quantization_bit: 8-bit quantization is not supported; use quantization_bit: 4 (NF4 QLoRA) or remove it',
+    );
     expect(fails(base + 'quantization_bit: 4\nquantization_type: fp4').key).toBe('quantization_type');
     expect(fails(base + 'quantization_bit: 4\nfinetuning_type: full').message).toMatch(/needs finetuning_type: lora/);
-    expect(fails(base + 'stage: dpo').message).toMatch(/stage: only supervised fine-tuning \(sft\) is supported, got "dpo"/);
+    expect(fails(base + 'stage: dpo').message).toMatch(
+      /stage: only supervised fine-tuning \(sft\) is supported, got "dpo"/,
+    );
     expect(fails(base + 'lr_scheduler_type: cosine_with_restarts').message).toBe(
       'my.yaml: lr_scheduler_type: "cosine_with_restarts" is not supported; choose from constant, constant_with_warmup, linear, cosine',
     );
-    expect(fails(base + 'lora_target: q_proj,qkv').message).toMatch(/lora_target: unknown module qkv; choose from all, q_proj/);
+    expect(fails(base + 'lora_target: q_proj,qkv').message).toMatch(
+      /lora_target: unknown module qkv; choose from all, q_proj/,
+    );
     expect(fails(base + 'train_on_prompt: true\nmask_history: true').key).toBe('mask_history');
     expect(fails(base + 'finetuning_type: full\nuse_rslora: true').key).toBe('use_rslora');
     expect(fails(base + 'eval_dataset: x').message).toMatch(/eval_dataset: use val_size/);
@@ -165,11 +244,15 @@ describe('LLaMA-Factory train YAML', () => {
 
   it('wrong types are errors naming the key', () => {
     const base = 'model_name_or_path: m\ndataset: d\n';
-    expect(fails(base + 'lora_rank: eight').message).toBe('my.yaml: lora_rank: must be an integer, got "eight" (string)');
+    expect(fails(base + 'lora_rank: eight').message).toBe(
+      'my.yaml: lora_rank: must be an integer, got "eight" (string)',
+    );
     expect(fails(base + 'lora_rank: 0').message).toMatch(/lora_rank: must be ≥ 1, got 0/);
     expect(fails(base + 'learning_rate: fast').key).toBe('learning_rate');
     expect(fails(base + 'learning_rate: -1').message).toMatch(/learning_rate: must be > 0, got -1/);
-    expect(fails(base + 'bf16x: 1\npacking: "yes"').message).toMatch(/packing: must be true or false, got "yes" \(string\)/);
+    expect(fails(base + 'bf16x: 1\npacking: "yes"').message).toMatch(
+      /packing: must be true or false, got "yes" \(string\)/,
+    );
     expect(fails(base + 'per_device_train_batch_size: 1.5').key).toBe('per_device_train_batch_size');
     expect(fails(base + 'warmup_ratio: 1.5').key).toBe('warmup_ratio');
     expect(fails(base + 'val_size: 2.5').key).toBe('val_size');
@@ -178,14 +261,21 @@ describe('LLaMA-Factory train YAML', () => {
   });
 
   it('reports YAML syntax errors with a line number', () => {
-    expect(fails('model_name_or_path: m\n  dataset: [d\n').message).toMatch(/^my\.yaml: invalid YAML: line \d+, column \d+/);
+    expect(fails('model_name_or_path: m\n  dataset: [d\n').message).toMatch(
+      /^my\.yaml: invalid YAML: line \d+, column \d+/,
+    );
     expect(fails('- a\n- b\n').message).toBe('my.yaml: must be a mapping of key: value lines');
     expect(fails('').message).toBe('my.yaml: is empty');
     expect(fails('a: 1\na: 2\n').message).toMatch(/invalid YAML/);
   });
 
   it('writes YAML that LLaMA-Factory (PyYAML) reads as the same values, and that parses back identically', () => {
-    for (const src of [LLAMA3_LORA_SFT, QWEN25_QLORA, `${QWEN25_QLORA}\nresume_from_checkpoint: true\n`, `${QWEN25_QLORA}\nresume_from_checkpoint: saves/q/checkpoint-100\n`]) {
+    for (const src of [
+      LLAMA3_LORA_SFT,
+      QWEN25_QLORA,
+      `${QWEN25_QLORA}\nresume_from_checkpoint: true\n`,
+      `${QWEN25_QLORA}\nresume_from_checkpoint: saves/q/checkpoint-100\n`,
+    ]) {
       const { config } = parseTrainYaml(src);
       const text = trainConfigToYaml(config);
       expect(parseTrainYaml(text).config).toEqual(config);
@@ -207,7 +297,13 @@ describe('LLaMA-Factory train YAML', () => {
   it('PyYAML (what LLaMA-Factory uses) reads our YAML as the same typed values', () => {
     for (const src of [LLAMA3_LORA_SFT, QWEN25_QLORA]) {
       const text = trainConfigToYaml(parseTrainYaml(src).config);
-      const py = JSON.parse(execFileSync('/usr/bin/python3', ['-c', 'import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))'], { input: text, encoding: 'utf8' }));
+      const py = JSON.parse(
+        execFileSync(
+          '/usr/bin/python3',
+          ['-c', 'import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))'],
+          { input: text, encoding: 'utf8' },
+        ),
+      );
       expect(py).toEqual(parseYaml(text));
       expect(typeof py.learning_rate).toBe('number');
       expect(typeof py.adam_epsilon).toBe('number');
@@ -229,7 +325,8 @@ describe('LLaMA-Factory train YAML', () => {
 
 describe('LLaMA-Factory export and chat YAML', () => {
   it('reads examples/merge_lora/llama3_lora_sft.yaml', () => {
-    const { config, notes } = parseExportYaml(`### Note: DO NOT use quantized model or quantization_bit when merging lora adapters
+    const { config, notes } =
+      parseExportYaml(`### Note: DO NOT use quantized model or quantization_bit when merging lora adapters
 
 ### model
 model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct
@@ -244,12 +341,19 @@ export_device: cpu  # choices: [cpu, auto]
 export_legacy_format: false
 `);
     expect(config).toEqual({
-      modelNameOrPath: 'meta-llama/Meta-Llama-3-8B-Instruct', adapterNameOrPath: ['saves/llama3-8b/lora/sft'], template: 'llama3', finetuningType: 'lora',
-      exportDir: 'output/llama3_lora_sft', exportSize: 5, exportLegacyFormat: false,
+      modelNameOrPath: 'meta-llama/Meta-Llama-3-8B-Instruct',
+      adapterNameOrPath: ['saves/llama3-8b/lora/sft'],
+      template: 'llama3',
+      finetuningType: 'lora',
+      exportDir: 'output/llama3_lora_sft',
+      exportSize: 5,
+      exportLegacyFormat: false,
     });
     expect(notes.some((n) => n.startsWith('export_device: accepted and ignored'))).toBe(true);
     expect(parseExportYaml('model_name_or_path: m\nexport_dir: out\n').config.exportSize).toBe(5);
-    expect(fails('model_name_or_path: m\nexport_dir: o\nexport_legacy_format: true', parseExportYaml).key).toBe('export_legacy_format');
+    expect(fails('model_name_or_path: m\nexport_dir: o\nexport_legacy_format: true', parseExportYaml).key).toBe(
+      'export_legacy_format',
+    );
     expect(fails('model_name_or_path: m', parseExportYaml).message).toBe('my.yaml: export_dir: is required');
   });
 
@@ -262,11 +366,28 @@ trust_remote_code: true
 `);
     expect(warnings).toEqual([]);
     expect(config).toEqual({
-      modelNameOrPath: 'meta-llama/Meta-Llama-3-8B-Instruct', adapterNameOrPath: ['saves/llama3-8b/lora/sft'], template: 'llama3', finetuningType: 'lora',
-      maxNewTokens: 1024, doSample: true, temperature: 0.95, topP: 0.7, topK: 50, repetitionPenalty: 1.0,
+      modelNameOrPath: 'meta-llama/Meta-Llama-3-8B-Instruct',
+      adapterNameOrPath: ['saves/llama3-8b/lora/sft'],
+      template: 'llama3',
+      finetuningType: 'lora',
+      maxNewTokens: 1024,
+      doSample: true,
+      temperature: 0.95,
+      topP: 0.7,
+      topK: 50,
+      repetitionPenalty: 1.0,
     });
-    const g = parseInferYaml('model_name_or_path: m\nmax_new_tokens: 64\ndo_sample: false\ntemperature: 0.2\ntop_p: 0.9\ntop_k: 0\nrepetition_penalty: 1.1\n').config;
-    expect(g).toMatchObject({ maxNewTokens: 64, doSample: false, temperature: 0.2, topP: 0.9, topK: 0, repetitionPenalty: 1.1 });
+    const g = parseInferYaml(
+      'model_name_or_path: m\nmax_new_tokens: 64\ndo_sample: false\ntemperature: 0.2\ntop_p: 0.9\ntop_k: 0\nrepetition_penalty: 1.1\n',
+    ).config;
+    expect(g).toMatchObject({
+      maxNewTokens: 64,
+      doSample: false,
+      temperature: 0.2,
+      topP: 0.9,
+      topK: 0,
+      repetitionPenalty: 1.1,
+    });
     expect(fails('model_name_or_path: m\ntop_p: 0', parseInferYaml).key).toBe('top_p');
   });
 });

@@ -12,32 +12,112 @@ import { loadFixture } from '../reference/fixtures.ts';
 
 // config.json files as published on the Hugging Face Hub.
 const QWEN25_05B = {
-  architectures: ['Qwen2ForCausalLM'], attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645, hidden_act: 'silu',
-  hidden_size: 896, initializer_range: 0.02, intermediate_size: 4864, max_position_embeddings: 32768, max_window_layers: 21,
-  model_type: 'qwen2', num_attention_heads: 14, num_hidden_layers: 24, num_key_value_heads: 2, rms_norm_eps: 1e-6,
-  rope_theta: 1000000.0, sliding_window: 32768, tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.43.1',
-  use_cache: true, use_sliding_window: false, vocab_size: 151936,
+  architectures: ['Qwen2ForCausalLM'],
+  attention_dropout: 0.0,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  hidden_act: 'silu',
+  hidden_size: 896,
+  initializer_range: 0.02,
+  intermediate_size: 4864,
+  max_position_embeddings: 32768,
+  max_window_layers: 21,
+  model_type: 'qwen2',
+  num_attention_heads: 14,
+  num_hidden_layers: 24,
+  num_key_value_heads: 2,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000.0,
+  sliding_window: 32768,
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.43.1',
+  use_cache: true,
+  use_sliding_window: false,
+  vocab_size: 151936,
 };
 const LLAMA32_1B_INSTRUCT = {
-  architectures: ['LlamaForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 128000, eos_token_id: [128001, 128008, 128009],
-  head_dim: 64, hidden_act: 'silu', hidden_size: 2048, initializer_range: 0.02, intermediate_size: 8192, max_position_embeddings: 131072,
-  mlp_bias: false, model_type: 'llama', num_attention_heads: 32, num_hidden_layers: 16, num_key_value_heads: 8, pretraining_tp: 1,
+  architectures: ['LlamaForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 128000,
+  eos_token_id: [128001, 128008, 128009],
+  head_dim: 64,
+  hidden_act: 'silu',
+  hidden_size: 2048,
+  initializer_range: 0.02,
+  intermediate_size: 8192,
+  max_position_embeddings: 131072,
+  mlp_bias: false,
+  model_type: 'llama',
+  num_attention_heads: 32,
+  num_hidden_layers: 16,
+  num_key_value_heads: 8,
+  pretraining_tp: 1,
   rms_norm_eps: 1e-5,
-  rope_scaling: { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: 'llama3' },
-  rope_theta: 500000.0, tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.45.0.dev0', use_cache: true, vocab_size: 128256,
+  rope_scaling: {
+    factor: 32.0,
+    high_freq_factor: 4.0,
+    low_freq_factor: 1.0,
+    original_max_position_embeddings: 8192,
+    rope_type: 'llama3',
+  },
+  rope_theta: 500000.0,
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.45.0.dev0',
+  use_cache: true,
+  vocab_size: 128256,
 };
 const QWEN3_06B = {
-  architectures: ['Qwen3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645, head_dim: 128,
-  hidden_act: 'silu', hidden_size: 1024, initializer_range: 0.02, intermediate_size: 3072, max_position_embeddings: 40960, max_window_layers: 28,
-  model_type: 'qwen3', num_attention_heads: 16, num_hidden_layers: 28, num_key_value_heads: 8, rms_norm_eps: 1e-6, rope_scaling: null,
-  rope_theta: 1000000, sliding_window: null, tie_word_embeddings: true, torch_dtype: 'bfloat16', transformers_version: '4.51.0', use_cache: true,
-  use_sliding_window: false, vocab_size: 151936,
+  architectures: ['Qwen3ForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  head_dim: 128,
+  hidden_act: 'silu',
+  hidden_size: 1024,
+  initializer_range: 0.02,
+  intermediate_size: 3072,
+  max_position_embeddings: 40960,
+  max_window_layers: 28,
+  model_type: 'qwen3',
+  num_attention_heads: 16,
+  num_hidden_layers: 28,
+  num_key_value_heads: 8,
+  rms_norm_eps: 1e-6,
+  rope_scaling: null,
+  rope_theta: 1000000,
+  sliding_window: null,
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.51.0',
+  use_cache: true,
+  use_sliding_window: false,
+  vocab_size: 151936,
 };
 const MISTRAL_7B_V01 = {
-  architectures: ['MistralForCausalLM'], bos_token_id: 1, eos_token_id: 2, hidden_act: 'silu', hidden_size: 4096, initializer_range: 0.02,
-  intermediate_size: 14336, max_position_embeddings: 32768, model_type: 'mistral', num_attention_heads: 32, num_hidden_layers: 32,
-  num_key_value_heads: 8, rms_norm_eps: 1e-5, rope_theta: 10000.0, sliding_window: 4096, tie_word_embeddings: false, torch_dtype: 'bfloat16',
-  transformers_version: '4.34.0.dev0', use_cache: true, vocab_size: 32000,
+  architectures: ['MistralForCausalLM'],
+  bos_token_id: 1,
+  eos_token_id: 2,
+  hidden_act: 'silu',
+  hidden_size: 4096,
+  initializer_range: 0.02,
+  intermediate_size: 14336,
+  max_position_embeddings: 32768,
+  model_type: 'mistral',
+  num_attention_heads: 32,
+  num_hidden_layers: 32,
+  num_key_value_heads: 8,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000.0,
+  sliding_window: 4096,
+  tie_word_embeddings: false,
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.34.0.dev0',
+  use_cache: true,
+  vocab_size: 32000,
 };
 
 function err(cfg: unknown): ModelConfigError {
@@ -54,22 +134,60 @@ describe('config.json parsing', () => {
   it('Qwen2.5-0.5B: q/k/v bias, GQA 14/2, tied, sliding window off', () => {
     const c = parseModelConfig(JSON.stringify(QWEN25_05B));
     expect(c).toMatchObject({
-      architecture: 'Qwen2ForCausalLM', hiddenSize: 896, intermediateSize: 4864, numLayers: 24, numHeads: 14, numKvHeads: 2, headDim: 64,
-      vocabSize: 151936, ropeTheta: 1e6, rope: { type: 'default' }, tieWordEmbeddings: true, qkvBias: true, oBias: false, qkNorm: false,
-      slidingWindow: null, torchDtype: 'bfloat16', bosTokenId: 151643, eosTokenIds: [151645], rmsNormEps: 1e-6,
+      architecture: 'Qwen2ForCausalLM',
+      hiddenSize: 896,
+      intermediateSize: 4864,
+      numLayers: 24,
+      numHeads: 14,
+      numKvHeads: 2,
+      headDim: 64,
+      vocabSize: 151936,
+      ropeTheta: 1e6,
+      rope: { type: 'default' },
+      tieWordEmbeddings: true,
+      qkvBias: true,
+      oBias: false,
+      qkNorm: false,
+      slidingWindow: null,
+      torchDtype: 'bfloat16',
+      bosTokenId: 151643,
+      eosTokenIds: [151645],
+      rmsNormEps: 1e-6,
     });
     expect(c.notes).toEqual([]);
   });
 
   it('Llama 3.2 1B Instruct: explicit head_dim, llama3 rope_scaling, several eos ids', () => {
     const c = parseModelConfig(LLAMA32_1B_INSTRUCT);
-    expect(c.rope).toEqual({ type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
-    expect(c).toMatchObject({ headDim: 64, numKvHeads: 8, qkvBias: false, oBias: false, mlpBias: false, tieWordEmbeddings: true, eosTokenIds: [128001, 128008, 128009] });
+    expect(c.rope).toEqual({
+      type: 'llama3',
+      factor: 32,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositionEmbeddings: 8192,
+    });
+    expect(c).toMatchObject({
+      headDim: 64,
+      numKvHeads: 8,
+      qkvBias: false,
+      oBias: false,
+      mlpBias: false,
+      tieWordEmbeddings: true,
+      eosTokenIds: [128001, 128008, 128009],
+    });
   });
 
   it('Qwen3-0.6B: head_dim 128 ≠ hidden/heads, q_norm/k_norm', () => {
     const c = parseModelConfig(QWEN3_06B);
-    expect(c).toMatchObject({ headDim: 128, numHeads: 16, hiddenSize: 1024, qkNorm: true, qkvBias: false, slidingWindow: null, rope: { type: 'default' } });
+    expect(c).toMatchObject({
+      headDim: 128,
+      numHeads: 16,
+      hiddenSize: 1024,
+      qkNorm: true,
+      qkvBias: false,
+      slidingWindow: null,
+      rope: { type: 'default' },
+    });
   });
 
   it('Mistral 7B v0.1: sliding window noted, long sequences refused', () => {
@@ -88,7 +206,11 @@ describe('config.json parsing', () => {
     expect(c.rope.type).toBe('llama3');
     expect(c.torchDtype).toBe('bfloat16');
     void torch_dtype;
-    const d = parseModelConfig({ ...QWEN25_05B, rope_theta: undefined, rope_parameters: { rope_type: 'default', rope_theta: 1e6 } });
+    const d = parseModelConfig({
+      ...QWEN25_05B,
+      rope_theta: undefined,
+      rope_parameters: { rope_type: 'default', rope_theta: 1e6 },
+    });
     expect(d.ropeTheta).toBe(1e6);
   });
 
@@ -107,22 +229,36 @@ describe('config.json parsing', () => {
     expect(err({ ...QWEN25_05B, architectures: ['GPT2LMHeadModel'] }).message).toBe(
       'config.json: architectures: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM',
     );
-    expect(err({ ...QWEN25_05B, num_key_value_heads: 3 }).message).toBe('config.json: num_key_value_heads: num_attention_heads (14) must be divisible by num_key_value_heads (3)');
+    expect(err({ ...QWEN25_05B, num_key_value_heads: 3 }).message).toBe(
+      'config.json: num_key_value_heads: num_attention_heads (14) must be divisible by num_key_value_heads (3)',
+    );
     expect(err({ ...QWEN25_05B, hidden_size: 900 }).field).toBe('hidden_size');
     expect(err({ ...QWEN25_05B, hidden_size: undefined }).message).toBe('config.json: hidden_size: missing (required)');
-    expect(err({ ...QWEN25_05B, num_hidden_layers: 2.5 }).message).toMatch(/num_hidden_layers: must be an integer, got 2.5/);
+    expect(err({ ...QWEN25_05B, num_hidden_layers: 2.5 }).message).toMatch(
+      /num_hidden_layers: must be an integer, got 2.5/,
+    );
     expect(err({ ...QWEN25_05B, vocab_size: '151936' }).field).toBe('vocab_size');
     expect(err({ ...QWEN25_05B, rms_norm_eps: 0 }).field).toBe('rms_norm_eps');
     expect(err({ ...QWEN25_05B, tie_word_embeddings: 'yes' }).field).toBe('tie_word_embeddings');
     expect(err({ ...QWEN25_05B, torch_dtype: 'float8' }).message).toMatch(/torch_dtype: unsupported dtype "float8"/);
-    expect(err({ ...QWEN25_05B, eos_token_id: 999999 }).message).toMatch(/eos_token_id: token id 999999 is outside the vocabulary/);
+    expect(err({ ...QWEN25_05B, eos_token_id: 999999 }).message).toMatch(
+      /eos_token_id: token id 999999 is outside the vocabulary/,
+    );
     expect(err({ ...QWEN25_05B, hidden_act: 'gelu' }).field).toBe('hidden_act');
     expect(err({ ...QWEN25_05B, head_dim: 63 }).field).toBe('head_dim');
-    expect(err({ ...LLAMA32_1B_INSTRUCT, rope_scaling: { rope_type: 'yarn', factor: 4.0 } }).message).toMatch(/rope_scaling\.rope_type: RoPE scaling "yarn" is not supported/);
-    expect(err({ ...LLAMA32_1B_INSTRUCT, rope_scaling: { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0 } }).field).toBe(
-      'rope_scaling.original_max_position_embeddings',
+    expect(err({ ...LLAMA32_1B_INSTRUCT, rope_scaling: { rope_type: 'yarn', factor: 4.0 } }).message).toMatch(
+      /rope_scaling\.rope_type: RoPE scaling "yarn" is not supported/,
     );
-    expect(err({ ...LLAMA32_1B_INSTRUCT, rope_scaling: { ...LLAMA32_1B_INSTRUCT.rope_scaling, high_freq_factor: 0.5 } }).field).toBe('rope_scaling.high_freq_factor');
+    expect(
+      err({
+        ...LLAMA32_1B_INSTRUCT,
+        rope_scaling: { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0 },
+      }).field,
+    ).toBe('rope_scaling.original_max_position_embeddings');
+    expect(
+      err({ ...LLAMA32_1B_INSTRUCT, rope_scaling: { ...LLAMA32_1B_INSTRUCT.rope_scaling, high_freq_factor: 0.5 } })
+        .field,
+    ).toBe('rope_scaling.high_freq_factor');
     expect(err({ ...LLAMA32_1B_INSTRUCT, rope_scaling: { rope_type: 'linear' } }).field).toBe('rope_scaling.factor');
     expect(err('{"a":').message).toMatch(/^config\.json: not valid JSON/);
     expect(err([]).message).toBe('config.json: must be a JSON object');
@@ -155,7 +291,19 @@ describe('expected weights', () => {
   });
 
   function tinyLlama(): ModelConfig {
-    return parseModelConfig({ ...LLAMA32_1B_INSTRUCT, hidden_size: 16, head_dim: 4, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 24, num_hidden_layers: 2, vocab_size: 50, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2 });
+    return parseModelConfig({
+      ...LLAMA32_1B_INSTRUCT,
+      hidden_size: 16,
+      head_dim: 4,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      intermediate_size: 24,
+      num_hidden_layers: 2,
+      vocab_size: 50,
+      tie_word_embeddings: false,
+      bos_token_id: 1,
+      eos_token_id: 2,
+    });
   }
 
   it('checkWeights reports missing, unexpected and mis-shaped tensors by name', () => {
@@ -180,7 +328,8 @@ describe('expected weights', () => {
     const avail = new Map(expectedWeights(c).map((w) => [w.name, w.shape] as [string, number[]]));
     const q = 'model.layers.0.mlp.gate_proj.weight';
     avail.set(q, [(24 * 16) / 2, 1]);
-    for (const s of ['.absmax', '.quant_map', '.nested_absmax', '.nested_quant_map', '.quant_state.bitsandbytes__nf4']) avail.set(q + s, [6]);
+    for (const s of ['.absmax', '.quant_map', '.nested_absmax', '.nested_quant_map', '.quant_state.bitsandbytes__nf4'])
+      avail.set(q + s, [6]);
     const r = checkWeights(c, avail);
     expect(r.problems).toEqual([]);
     expect(r.quantized).toEqual([q]);
@@ -196,7 +345,13 @@ describe('RoPE inverse frequencies vs transformers formulas (torch fixture)', ()
     expect(names.length).toBeGreaterThanOrEqual(8);
     for (const name of names) {
       const m = fx.meta[name];
-      const c = parseModelConfig({ ...LLAMA32_1B_INSTRUCT, head_dim: m.head_dim, rope_theta: m.rope_theta, max_position_embeddings: m.max_position_embeddings, rope_scaling: m.rope_scaling });
+      const c = parseModelConfig({
+        ...LLAMA32_1B_INSTRUCT,
+        head_dim: m.head_dim,
+        rope_theta: m.rope_theta,
+        max_position_embeddings: m.max_position_embeddings,
+        rope_scaling: m.rope_scaling,
+      });
       const got = computeInvFreq(c, m.seq_len);
       const want = fx.f32(name);
       expect(got.length, name).toBe(want.length);
@@ -217,7 +372,11 @@ describe('RoPE inverse frequencies vs transformers formulas (torch fixture)', ()
   });
 
   it('dynamic NTK equals default up to max_position_embeddings and stretches beyond', () => {
-    const c = parseModelConfig({ ...MISTRAL_7B_V01, max_position_embeddings: 2048, rope_scaling: { rope_type: 'dynamic', factor: 2.0 } });
+    const c = parseModelConfig({
+      ...MISTRAL_7B_V01,
+      max_position_embeddings: 2048,
+      rope_scaling: { rope_type: 'dynamic', factor: 2.0 },
+    });
     const plain = computeInvFreq({ ...c, rope: { type: 'default' } });
     expect(computeInvFreq(c, 1000)).toEqual(plain);
     const long = computeInvFreq(c, 8192);

@@ -13,7 +13,9 @@ describe('MemoryModelStore (the contract OpfsModelStore follows)', () => {
     await w2.close();
     expect(await s.get('a/b', 'w.safetensors')).toBeNull();
     await s.commit('a/b', 'w.safetensors');
-    expect(new Uint8Array(await (await s.get('a/b', 'w.safetensors'))!.arrayBuffer())).toEqual(new Uint8Array([1, 2, 9]));
+    expect(new Uint8Array(await (await s.get('a/b', 'w.safetensors'))!.arrayBuffer())).toEqual(
+      new Uint8Array([1, 2, 9]),
+    );
     expect(await s.partialSize('a/b', 'w.safetensors')).toBe(0);
   });
 
@@ -22,7 +24,9 @@ describe('MemoryModelStore (the contract OpfsModelStore follows)', () => {
     await s.put('x/y', 'config.json', new Uint8Array(10));
     const w = await s.openPartial('x/y', 'model.safetensors', 0);
     await w.write(new Uint8Array(7));
-    expect(await s.list()).toEqual([{ modelId: 'x/y', files: [{ name: 'config.json', size: 10 }], partial: [{ name: 'model.safetensors', size: 7 }] }]);
+    expect(await s.list()).toEqual([
+      { modelId: 'x/y', files: [{ name: 'config.json', size: 10 }], partial: [{ name: 'model.safetensors', size: 7 }] },
+    ]);
     await s.delete('x/y');
     expect(await s.list()).toEqual([]);
   });

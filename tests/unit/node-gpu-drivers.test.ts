@@ -5,16 +5,25 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chooseVulkanDrivers, findVulkanDrivers, isSoftwareAdapter, vulkanDriverFolders } from '../../src/engine/node-gpu.ts';
+import {
+  chooseVulkanDrivers,
+  findVulkanDrivers,
+  isSoftwareAdapter,
+  vulkanDriverFolders,
+} from '../../src/engine/node-gpu.ts';
 
 let root: string;
 const icd = (dir: string, name: string, library: string) => {
   const d = join(root, dir, 'vulkan', 'icd.d');
   mkdirSync(d, { recursive: true });
-  writeFileSync(join(d, name), JSON.stringify({ file_format_version: '1.0.0', ICD: { library_path: library, api_version: '1.3.0' } }));
+  writeFileSync(
+    join(d, name),
+    JSON.stringify({ file_format_version: '1.0.0', ICD: { library_path: library, api_version: '1.3.0' } }),
+  );
   return join(d, name);
 };
-const mine = (env: NodeJS.ProcessEnv) => findVulkanDrivers(env, join(root, 'home')).filter((d) => d.manifest.startsWith(root));
+const mine = (env: NodeJS.ProcessEnv) =>
+  findVulkanDrivers(env, join(root, 'home')).filter((d) => d.manifest.startsWith(root));
 
 beforeAll(() => {
   root = mkdtempSync(join(tmpdir(), 'tabtune-icd-'));
@@ -24,7 +33,18 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 describe('Vulkan driver manifests', () => {
   it('searches the loader folders: XDG config and data dirs, /etc, /usr/local/share, /usr/share', () => {
     const f = vulkanDriverFolders({ XDG_DATA_DIRS: '/opt/a:/opt/b' }, '/home/u');
-    expect(f).toEqual(expect.arrayContaining(['/home/u/.config/vulkan/icd.d', '/etc/xdg/vulkan/icd.d', '/etc/vulkan/icd.d', '/home/u/.local/share/vulkan/icd.d', '/opt/a/vulkan/icd.d', '/opt/b/vulkan/icd.d', '/usr/local/share/vulkan/icd.d', '/usr/share/vulkan/icd.d']));
+    expect(f).toEqual(
+      expect.arrayContaining([
+        '/home/u/.config/vulkan/icd.d',
+        '/etc/xdg/vulkan/icd.d',
+        '/etc/vulkan/icd.d',
+        '/home/u/.local/share/vulkan/icd.d',
+        '/opt/a/vulkan/icd.d',
+        '/opt/b/vulkan/icd.d',
+        '/usr/local/share/vulkan/icd.d',
+        '/usr/share/vulkan/icd.d',
+      ]),
+    );
     expect(new Set(f).size).toBe(f.length);
   });
 
@@ -38,7 +58,10 @@ describe('Vulkan driver manifests', () => {
     ]);
     const nv = icd('nvidia', 'nvidia_icd.json', 'libGLX_nvidia.so.0');
     const intel = icd('nvidia', 'intel_icd.x86_64.json', '/usr/lib/x86_64-linux-gnu/libvulkan_intel.so');
-    expect(mine({ XDG_DATA_DIRS: join(root, 'nvidia') }).map((d) => [d.manifest, d.software])).toEqual([[intel, false], [nv, false]]);
+    expect(mine({ XDG_DATA_DIRS: join(root, 'nvidia') }).map((d) => [d.manifest, d.software])).toEqual([
+      [intel, false],
+      [nv, false],
+    ]);
   });
 
   it('reads VK_ADD_DRIVER_FILES and skips files that are not driver manifests', () => {
@@ -49,14 +72,19 @@ describe('Vulkan driver manifests', () => {
     const radv = join(d, 'radeon_icd.x86_64.json');
     writeFileSync(radv, JSON.stringify({ ICD: { library_path: '/usr/lib/libvulkan_radeon.so' } }));
     expect(mine({ XDG_DATA_DIRS: join(root, 'none'), VK_ADD_DRIVER_FILES: d }).map((x) => x.manifest)).toEqual([radv]);
-    expect(mine({ XDG_DATA_DIRS: join(root, 'none'), VK_ADD_DRIVER_FILES: radv }).map((x) => x.manifest)).toEqual([radv]);
+    expect(mine({ XDG_DATA_DIRS: join(root, 'none'), VK_ADD_DRIVER_FILES: radv }).map((x) => x.manifest)).toEqual([
+      radv,
+    ]);
   });
 });
 
 describe('chooseVulkanDrivers', () => {
   it("keeps the user's VK_ICD_FILENAMES / VK_DRIVER_FILES", () => {
     expect(chooseVulkanDrivers({ VK_ICD_FILENAMES: '/x.json' })).toEqual({ kind: 'user', files: '/x.json' });
-    expect(chooseVulkanDrivers({ VK_DRIVER_FILES: '/y.json', VK_ICD_FILENAMES: '/x.json' })).toEqual({ kind: 'user', files: '/y.json' });
+    expect(chooseVulkanDrivers({ VK_DRIVER_FILES: '/y.json', VK_ICD_FILENAMES: '/x.json' })).toEqual({
+      kind: 'user',
+      files: '/y.json',
+    });
   });
   it('goes straight to SwiftShader when at most lavapipe is installed, and probes a hardware driver', () => {
     const home = join(root, 'home');
@@ -70,7 +98,11 @@ describe('chooseVulkanDrivers', () => {
 });
 
 it('isSoftwareAdapter: SwiftShader and llvmpipe are not GPUs', () => {
-  expect(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', description: 'SwiftShader driver 5.0.0' })).toBe(true);
-  expect(isSoftwareAdapter({ vendor: 'mesa', architecture: '', description: 'llvmpipe (LLVM 15.0.6, 256 bits)' })).toBe(true);
+  expect(
+    isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', description: 'SwiftShader driver 5.0.0' }),
+  ).toBe(true);
+  expect(isSoftwareAdapter({ vendor: 'mesa', architecture: '', description: 'llvmpipe (LLVM 15.0.6, 256 bits)' })).toBe(
+    true,
+  );
   expect(isSoftwareAdapter({ vendor: 'nvidia', architecture: 'ada-lovelace', description: 'NVIDIA H200' })).toBe(false);
 });

@@ -6,19 +6,37 @@ import { knownConfig } from '../../src/engine/plan/known-configs.ts';
 import { planMemory, PlanError, type TrainPlanConfig } from '../../src/engine/plan/plan.ts';
 
 const tiny = parseModelConfig({
-  architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-  vocab_size: 300, torch_dtype: 'float32', tie_word_embeddings: false,
+  architectures: ['LlamaForCausalLM'],
+  hidden_size: 64,
+  intermediate_size: 160,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 300,
+  torch_dtype: 'float32',
+  tie_word_embeddings: false,
 });
-const base: TrainPlanConfig = { method: 'lora', batchSize: 2, seqLen: 16, loraRank: 4, loraTargets: ['q_proj', 'v_proj'], gradientCheckpointing: false };
+const base: TrainPlanConfig = {
+  method: 'lora',
+  batchSize: 2,
+  seqLen: 16,
+  loraRank: 4,
+  loraTargets: ['q_proj', 'v_proj'],
+  gradientCheckpointing: false,
+};
 
 describe('planMemory', () => {
   it('counts the weights of a tiny Llama exactly (each buffer rounded to its pool size class)', () => {
     const p = planMemory(tiny, base);
-    const H = 64, I = 160, V = 300, KV = 32;
-    const expected = sizeClass(4 * V * H) * 2 // embed + lm_head
-      + sizeClass(4 * H) * 5 // 2 norms × 2 layers + final
-      + 2 * (2 * sizeClass(4 * H * H) + 2 * sizeClass(4 * KV * H) + 3 * sizeClass(4 * I * H))
-      + sizeClass(4 * 8); // RoPE inv_freq [headDim/2]
+    const H = 64,
+      I = 160,
+      V = 300,
+      KV = 32;
+    const expected =
+      sizeClass(4 * V * H) * 2 + // embed + lm_head
+      sizeClass(4 * H) * 5 + // 2 norms × 2 layers + final
+      2 * (2 * sizeClass(4 * H * H) + 2 * sizeClass(4 * KV * H) + 3 * sizeClass(4 * I * H)) +
+      sizeClass(4 * 8); // RoPE inv_freq [headDim/2]
     expect(p.byCategory.weights).toBe(expected);
     // adapters: q (A 4×64, B 64×4) and v (A 4×64, B 32×4) in 2 layers
     expect(p.byCategory.adapters).toBe(2 * (sizeClass(4 * 256) * 3 + sizeClass(4 * 128)));
@@ -46,9 +64,11 @@ describe('planMemory', () => {
     const ql = planMemory(q, { ...base, method: 'qlora', loraTargets: undefined });
     const qlNoDq = planMemory(q, { ...base, method: 'qlora', doubleQuant: false, loraTargets: undefined });
     const linear = 28 * (2 * 1536 * 1536 + 2 * 256 * 1536 + 3 * 1536 * 8960);
-    const dense = 28 * (2 * sizeClass(2 * 1536 * 1536) + 2 * sizeClass(2 * 256 * 1536) + 3 * sizeClass(2 * 1536 * 8960));
+    const dense =
+      28 * (2 * sizeClass(2 * 1536 * 1536) + 2 * sizeClass(2 * 256 * 1536) + 3 * sizeClass(2 * 1536 * 8960));
     const embed = sizeClass(2 * 151936 * 1536);
-    const rest = embed + 57 * sizeClass(2 * 1536) + 28 * (2 * sizeClass(2 * 256) + sizeClass(2 * 1536)) + sizeClass(4 * 64);
+    const rest =
+      embed + 57 * sizeClass(2 * 1536) + 28 * (2 * sizeClass(2 * 256) + sizeClass(2 * 1536)) + sizeClass(4 * 64);
     expect(lora.byCategory.weights - rest).toBe(dense);
     const qPerWeight = (ql.byCategory.weights - rest) / linear;
     expect(qPerWeight).toBeGreaterThan(0.5 + 1 / 64);
@@ -64,7 +84,8 @@ describe('planMemory', () => {
     const a2 = planMemory(q, { ...base, batchSize: 2, seqLen: 512 }).byCategory.activations;
     expect(a2 / a1).toBeGreaterThan(1.9);
     expect(a2 / a1).toBeLessThan(2.1);
-    const ck = planMemory(q, { ...base, batchSize: 2, seqLen: 512, gradientCheckpointing: true }).byCategory.activations;
+    const ck = planMemory(q, { ...base, batchSize: 2, seqLen: 512, gradientCheckpointing: true }).byCategory
+      .activations;
     expect(ck).toBeLessThan(a2 / 5);
     expect(ck).toBeGreaterThan(24 * 4 * 1024 * 896);
   });
@@ -76,7 +97,13 @@ describe('planMemory', () => {
     expect(p.byCategory.scratch).toBeLessThan((4 * 1024 * 151936) / 2); // far below whole-batch logits
     // as many rows as fit in 64 MiB of f32 logits: 110 at Qwen2's vocabulary
     expect(p.items.some((i) => i.what.startsWith('logits chunk (110 rows'))).toBe(true);
-    const small = planMemory(q, { ...base, batchSize: 1, seqLen: 1024, gradientCheckpointing: true, lossChunkRows: 64 });
+    const small = planMemory(q, {
+      ...base,
+      batchSize: 1,
+      seqLen: 1024,
+      gradientCheckpointing: true,
+      lossChunkRows: 64,
+    });
     expect(small.byCategory.scratch).toBeLessThan(p.byCategory.scratch);
   });
   it('splits a tensor larger than the buffer limit (7B lm_head) instead of refusing it', () => {

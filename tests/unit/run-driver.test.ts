@@ -10,7 +10,19 @@ function fakeTrainer(start = 0) {
     evals: 0,
     async step(): Promise<StepResult> {
       const step = ++t.stepCount;
-      return { step, loss: step, gradNorm: step / 10, lr: 1e-3, nextLr: 100 * step, tokens: 10 * step, labelTokens: 5, skipped: false, dispatches: 1, readbacks: 1, epoch: step / 4 };
+      return {
+        step,
+        loss: step,
+        gradNorm: step / 10,
+        lr: 1e-3,
+        nextLr: 100 * step,
+        tokens: 10 * step,
+        labelTokens: 5,
+        skipped: false,
+        dispatches: 1,
+        readbacks: 1,
+        epoch: step / 4,
+      };
     },
     async evaluate(): Promise<number> {
       t.evals++;
@@ -20,7 +32,11 @@ function fakeTrainer(start = 0) {
   return t;
 }
 
-function record(trainer: ReturnType<typeof fakeTrainer>, opts: { total: number; log: number; save: number; evalBatches?: number; savedStep?: number | null }, before?: () => BeforeStep) {
+function record(
+  trainer: ReturnType<typeof fakeTrainer>,
+  opts: { total: number; log: number; save: number; evalBatches?: number; savedStep?: number | null },
+  before?: () => BeforeStep,
+) {
   const seen: string[] = [];
   const hooks: RunHooks = {
     beforeStep: before,
@@ -29,7 +45,17 @@ function record(trainer: ReturnType<typeof fakeTrainer>, opts: { total: number; 
     save: async (step) => void seen.push(`save ${step}`),
   };
   const batches = Array.from({ length: opts.evalBatches ?? 0 }, () => ({}) as MicroBatch);
-  const driver = new RunDriver(trainer as unknown as Trainer, { totalSteps: opts.total, loggingSteps: opts.log, saveSteps: opts.save, evalBatches: batches, savedStep: opts.savedStep }, hooks);
+  const driver = new RunDriver(
+    trainer as unknown as Trainer,
+    {
+      totalSteps: opts.total,
+      loggingSteps: opts.log,
+      saveSteps: opts.save,
+      evalBatches: batches,
+      savedStep: opts.savedStep,
+    },
+    hooks,
+  );
   return { driver, seen };
 }
 
@@ -38,7 +64,16 @@ describe('run driver (shared by the studio Worker and the CLI)', () => {
     const t = fakeTrainer();
     const { driver, seen } = record(t, { total: 7, log: 3, save: 4, evalBatches: 2 });
     expect(await driver.run()).toBe('done');
-    expect(seen).toEqual(['log 3 loss 2 lr 300 steps 3', 'eval 3 0.5', 'save 4', 'log 6 loss 5 lr 600 steps 3', 'eval 6 0.5', 'log 7 loss 7 lr 700 steps 1', 'eval 7 0.5', 'save 7']);
+    expect(seen).toEqual([
+      'log 3 loss 2 lr 300 steps 3',
+      'eval 3 0.5',
+      'save 4',
+      'log 6 loss 5 lr 600 steps 3',
+      'eval 6 0.5',
+      'log 7 loss 7 lr 700 steps 1',
+      'eval 7 0.5',
+      'save 7',
+    ]);
   });
 
   it('does not save twice when the last step is a save step, nor when resumed at the end', async () => {

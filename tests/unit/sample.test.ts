@@ -1,8 +1,26 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeAll, decodeLoop, GenerateError, TextStreamer, type DecodeOptions, type LogitsStep } from '../../src/engine/generate/decode.ts';
 import {
-  applyRepetitionPenalty, applyTemperature, applyTopK, applyTopP, argmax, drawFrom, kthLargest, processLogits, sampleToken, SamplingError, seededRng, softmax,
+  decodeAll,
+  decodeLoop,
+  GenerateError,
+  TextStreamer,
+  type DecodeOptions,
+  type LogitsStep,
+} from '../../src/engine/generate/decode.ts';
+import {
+  applyRepetitionPenalty,
+  applyTemperature,
+  applyTopK,
+  applyTopP,
+  argmax,
+  drawFrom,
+  kthLargest,
+  processLogits,
+  sampleToken,
+  SamplingError,
+  seededRng,
+  softmax,
   type SamplingOptions,
 } from '../../src/engine/generate/sample.ts';
 
@@ -70,7 +88,9 @@ describe('temperature / top-k / top-p warpers', () => {
   });
   it('greedy ignores temperature, top-k and top-p', () => {
     const logits = f32([1, 3, 2]);
-    expect(Array.from(processLogits(logits, [], { ...GREEDY, temperature: 0.1, topK: 1, topP: 0.1 }))).toEqual([1, 3, 2]);
+    expect(Array.from(processLogits(logits, [], { ...GREEDY, temperature: 0.1, topK: 1, topP: 0.1 }))).toEqual([
+      1, 3, 2,
+    ]);
   });
   it('processing order: penalty, temperature, top-k, top-p (as _get_logits_processor)', () => {
     const logits = f32([4, 2, 1, 0]);
@@ -105,7 +125,9 @@ describe('choice', () => {
     expect(() => sampleToken(f32([0, 1]), [], { ...SAMPLE, temperature: 0 }, Math.random)).toThrow(/temperature/);
     expect(() => sampleToken(f32([0, 1]), [], { ...SAMPLE, topP: 0 }, Math.random)).toThrow(/top_p/);
     expect(() => sampleToken(f32([0, 1]), [], { ...SAMPLE, topK: -1 }, Math.random)).toThrow(/top_k/);
-    expect(() => sampleToken(f32([0, 1]), [], { ...GREEDY, repetitionPenalty: 0 }, Math.random)).toThrow(/repetition_penalty/);
+    expect(() => sampleToken(f32([0, 1]), [], { ...GREEDY, repetitionPenalty: 0 }, Math.random)).toThrow(
+      /repetition_penalty/,
+    );
     // greedy accepts a temperature of 0 (transformers ignores it without sampling)
     expect(sampleToken(f32([0, 1]), [], { ...GREEDY, temperature: 0 }, Math.random)).toBe(1);
   });
@@ -144,7 +166,9 @@ describe('seededRng', () => {
 });
 
 describe('properties', () => {
-  const logitsArb = fc.array(fc.float({ min: -20, max: 20, noNaN: true }), { minLength: 1, maxLength: 64 }).map((a) => Float32Array.from(a));
+  const logitsArb = fc
+    .array(fc.float({ min: -20, max: 20, noNaN: true }), { minLength: 1, maxLength: 64 })
+    .map((a) => Float32Array.from(a));
   it('top-p keeps a most-probable set with mass ≥ p, minimal up to ties', () => {
     fc.assert(
       fc.property(logitsArb, fc.double({ min: 0.01, max: 0.999, noNaN: true }), (logits, p) => {
@@ -155,8 +179,10 @@ describe('properties', () => {
         let minKept = Infinity;
         let maxDropped = -Infinity;
         for (let i = 0; i < s.length; i++) {
-          if (s[i] !== NEG) { kept += probs[i]; minKept = Math.min(minKept, probs[i]); }
-          else maxDropped = Math.max(maxDropped, probs[i]);
+          if (s[i] !== NEG) {
+            kept += probs[i];
+            minKept = Math.min(minKept, probs[i]);
+          } else maxDropped = Math.max(maxDropped, probs[i]);
         }
         expect(minKept).not.toBe(Infinity);
         expect(maxDropped).toBeLessThanOrEqual(minKept + 1e-12); // only the least probable go
@@ -168,13 +194,22 @@ describe('properties', () => {
   });
   it('the sampled token is always one the warpers kept', () => {
     fc.assert(
-      fc.property(logitsArb, fc.integer({ min: 0, max: 10 }), fc.double({ min: 0.05, max: 1, noNaN: true }), fc.integer(), (logits, k, p, seed) => {
-        const o: SamplingOptions = { doSample: true, temperature: 0.8, topK: k, topP: p, repetitionPenalty: 1.2 };
-        const s = processLogits(logits, [0], o);
-        const id = sampleToken(logits, [0], o, seededRng(seed));
-        expect(s[id]).not.toBe(NEG);
-        if (k > 0) expect(Array.from(s).filter((x) => x !== NEG).length).toBeGreaterThanOrEqual(Math.min(k, logits.length) > 0 ? 1 : 0);
-      }),
+      fc.property(
+        logitsArb,
+        fc.integer({ min: 0, max: 10 }),
+        fc.double({ min: 0.05, max: 1, noNaN: true }),
+        fc.integer(),
+        (logits, k, p, seed) => {
+          const o: SamplingOptions = { doSample: true, temperature: 0.8, topK: k, topP: p, repetitionPenalty: 1.2 };
+          const s = processLogits(logits, [0], o);
+          const id = sampleToken(logits, [0], o, seededRng(seed));
+          expect(s[id]).not.toBe(NEG);
+          if (k > 0)
+            expect(Array.from(s).filter((x) => x !== NEG).length).toBeGreaterThanOrEqual(
+              Math.min(k, logits.length) > 0 ? 1 : 0,
+            );
+        },
+      ),
       { numRuns: 500 },
     );
   });
@@ -218,7 +253,7 @@ describe('decode loop', () => {
     const m = fakeModel(100);
     const ac = new AbortController();
     const got: number[] = [];
-    const it = decodeLoop(m.step, [0], dec({ maxNewTokens: 50 , signal: ac.signal }));
+    const it = decodeLoop(m.step, [0], dec({ maxNewTokens: 50, signal: ac.signal }));
     for (;;) {
       const r = await it.next();
       if (r.done) {
@@ -290,13 +325,30 @@ describe('PyTorch reference (transformers logits processors in torch, tests/refe
     const warped = fx.f32('warped');
     const history = fx.t.history.data as Int32Array;
     const H = fx.t.history.shape[1];
-    (fx.meta.cases as { do_sample: boolean; temperature: number; top_k: number; top_p: number; repetition_penalty: number }[]).forEach((c, i) => {
-      const o: SamplingOptions = { doSample: c.do_sample, temperature: c.temperature, topK: c.top_k, topP: c.top_p, repetitionPenalty: c.repetition_penalty };
+    (
+      fx.meta.cases as {
+        do_sample: boolean;
+        temperature: number;
+        top_k: number;
+        top_p: number;
+        repetition_penalty: number;
+      }[]
+    ).forEach((c, i) => {
+      const o: SamplingOptions = {
+        doSample: c.do_sample,
+        temperature: c.temperature,
+        topK: c.top_k,
+        topP: c.top_p,
+        repetitionPenalty: c.repetition_penalty,
+      };
       const got = processLogits(logits.subarray(i * V, (i + 1) * V), history.subarray(i * H, (i + 1) * H), o);
       const want = warped.subarray(i * V, (i + 1) * V);
       for (let j = 0; j < V; j++) {
         if (want[j] === NEG) expect(got[j], `case ${i} token ${j} kept`).toBe(NEG);
-        else expect(Math.abs(got[j] - want[j]), `case ${i} token ${j}`).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(want[j])));
+        else
+          expect(Math.abs(got[j] - want[j]), `case ${i} token ${j}`).toBeLessThanOrEqual(
+            1e-6 * Math.max(1, Math.abs(want[j])),
+          );
       }
     });
   });
@@ -304,14 +356,19 @@ describe('PyTorch reference (transformers logits processors in torch, tests/refe
 
 function randnLogits(n: number, seed: number, scale: number): Float32Array {
   const r = seededRng(seed);
-  return Float32Array.from({ length: n }, () => scale * Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12))) * Math.cos(2 * Math.PI * r()));
+  return Float32Array.from(
+    { length: n },
+    () => scale * Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12))) * Math.cos(2 * Math.PI * r()),
+  );
 }
 
 describe('top-p with ties and large vocabularies', () => {
   // The definition, written plainly: stable ascending index sort, cumulative softmax, drop while ≤ 1 − p.
   function naiveTopP(scores: Float32Array, p: number): Float32Array {
     const out = Float32Array.from(scores);
-    const idx = Array.from(scores.keys()).filter((i) => scores[i] !== NEG).sort((a, b) => scores[a] - scores[b] || a - b);
+    const idx = Array.from(scores.keys())
+      .filter((i) => scores[i] !== NEG)
+      .sort((a, b) => scores[a] - scores[b] || a - b);
     if (!idx.length) return out;
     const max = scores[idx[idx.length - 1]];
     const e = idx.map((i) => Math.exp(scores[i] - max));
@@ -326,17 +383,27 @@ describe('top-p with ties and large vocabularies', () => {
   }
   it('equals the plain definition, ties included (integer logits)', () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(fc.integer({ min: -3, max: 3 }), fc.constant(-Infinity)), { minLength: 1, maxLength: 40 }), fc.double({ min: 0.01, max: 0.99, noNaN: true }), (xs, p) => {
-        const s = Float32Array.from(xs);
-        const got = Float32Array.from(s);
-        applyTopP(got, p);
-        expect(Array.from(got)).toEqual(Array.from(naiveTopP(s, p)));
-      }),
+      fc.property(
+        fc.array(fc.oneof(fc.integer({ min: -3, max: 3 }), fc.constant(-Infinity)), { minLength: 1, maxLength: 40 }),
+        fc.double({ min: 0.01, max: 0.99, noNaN: true }),
+        (xs, p) => {
+          const s = Float32Array.from(xs);
+          const got = Float32Array.from(s);
+          applyTopP(got, p);
+          expect(Array.from(got)).toEqual(Array.from(naiveTopP(s, p)));
+        },
+      ),
       { numRuns: 1000 },
     );
   });
   it('the bucketed path for large vocabularies equals the plain definition', () => {
-    for (const [seed, scale, p] of [[1, 1, 0.7], [2, 3, 0.9], [3, 6, 0.3], [4, 0.2, 0.95], [5, 10, 0.5]] as const) {
+    for (const [seed, scale, p] of [
+      [1, 1, 0.7],
+      [2, 3, 0.9],
+      [3, 6, 0.3],
+      [4, 0.2, 0.95],
+      [5, 10, 0.5],
+    ] as const) {
       const s = randnLogits(20_000, seed, scale);
       for (let i = 0; i < s.length; i += 97) s[i] = NEG; // some already removed
       const got = Float32Array.from(s);
@@ -350,20 +417,31 @@ describe('top-p with ties and large vocabularies', () => {
   });
   it('top-k by heap equals top-k by sorting, ties included', () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: -5, max: 5 }), { minLength: 1, maxLength: 300 }), fc.integer({ min: 1, max: 320 }), (xs, k) => {
-        const s = Float32Array.from(xs);
-        const kk = Math.min(k, s.length);
-        expect(kthLargest(s, kk)).toBe(Float32Array.from(s).sort()[s.length - kk]);
-      }),
+      fc.property(
+        fc.array(fc.integer({ min: -5, max: 5 }), { minLength: 1, maxLength: 300 }),
+        fc.integer({ min: 1, max: 320 }),
+        (xs, k) => {
+          const s = Float32Array.from(xs);
+          const kk = Math.min(k, s.length);
+          expect(kthLargest(s, kk)).toBe(Float32Array.from(s).sort()[s.length - kk]);
+        },
+      ),
       { numRuns: 500 },
     );
   });
   it('a 152k vocabulary is filtered quickly', () => {
     const logits = Float32Array.from({ length: 151936 }, (_, i) => Math.sin(i * 12.9898) * 8);
     const t0 = performance.now();
-    for (let k = 0; k < 5; k++) processLogits(logits, [], { doSample: true, temperature: 0.95, topK: 0, topP: 0.7, repetitionPenalty: 1.1 });
+    for (let k = 0; k < 5; k++)
+      processLogits(logits, [], { doSample: true, temperature: 0.95, topK: 0, topP: 0.7, repetitionPenalty: 1.1 });
     const ms = (performance.now() - t0) / 5;
-    const s = processLogits(logits, [], { doSample: true, temperature: 0.95, topK: 0, topP: 0.7, repetitionPenalty: 1.1 });
+    const s = processLogits(logits, [], {
+      doSample: true,
+      temperature: 0.95,
+      topK: 0,
+      topP: 0.7,
+      repetitionPenalty: 1.1,
+    });
     const n = s.filter((x) => x !== NEG).length;
     expect(n).toBeGreaterThan(0);
     expect(n).toBeLessThan(151936);

@@ -19,9 +19,13 @@ describe('shader library', () => {
   it('rejects missing, unused and unknown names', () => {
     expect(() => resolveShader(sources, 'main', { N: 1, DECODE: 'dense' })).toThrow(/\{\{F\}\} has no value/);
     expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'dense', X: 2 })).toThrow(/never used.*X/);
-    expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'nope' })).toThrow(/"nope" not found \(included from main\)/);
+    expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'nope' })).toThrow(
+      /"nope" not found \(included from main\)/,
+    );
     // Includes come from shaders/include/ only, never from the kernel files beside it.
-    expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'kernel' })).toThrow(/"kernel" not found \(included from main\)/);
+    expect(() => resolveShader(sources, 'main', { N: 1, F: false, DECODE: 'kernel' })).toThrow(
+      /"kernel" not found \(included from main\)/,
+    );
   });
 });
 

@@ -2,8 +2,24 @@ import { describe, expect, it } from 'vitest';
 import type { TrainConfig } from '../../src/engine/train/llamafactory-config.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 import {
-  ALL_LORA_TARGETS, DEFAULT_TRAIN_CONFIG, DEMO_TRAIN_CONFIG, METHOD_KNOBS, PROBLEM_CODES, applyPlanChange, checkTrainConfig, guessTemplate, knob, methodOf,
-  problemText, runConfig, setMethod, studioConfigFromYaml, studioYaml, toggleLoraTarget, trainConfigFromLegacyMethod, type Method,
+  ALL_LORA_TARGETS,
+  DEFAULT_TRAIN_CONFIG,
+  DEMO_TRAIN_CONFIG,
+  METHOD_KNOBS,
+  PROBLEM_CODES,
+  applyPlanChange,
+  checkTrainConfig,
+  guessTemplate,
+  knob,
+  methodOf,
+  problemText,
+  runConfig,
+  setMethod,
+  studioConfigFromYaml,
+  studioYaml,
+  toggleLoraTarget,
+  trainConfigFromLegacyMethod,
+  type Method,
 } from '../../src/engine/train/method.ts';
 import { memoryPlanInput, planRun, totalTrainingSteps, trainerConfigFrom } from '../../src/engine/train/run-builder.ts';
 import { llamaFactoryBundle } from '../../src/engine/export/llamafactory-bundle.ts';
@@ -19,9 +35,25 @@ const fresh = (m: Method = 'lora'): TrainConfig => {
 describe('Method settings (a LLaMA-Factory TrainConfig)', () => {
   it('start from LlamaBoard defaults', () => {
     expect(DEFAULT_TRAIN_CONFIG).toMatchObject({
-      finetuningType: 'lora', quantization: null, learningRate: 5e-5, numTrainEpochs: 3, maxSamples: 100000, cutoffLen: 2048, perDeviceTrainBatchSize: 2,
-      gradientAccumulationSteps: 8, valSize: 0, lrSchedulerType: 'cosine', warmupSteps: 0, maxGradNorm: 1, loggingSteps: 5, saveSteps: 100,
-      lora: { rank: 8, alpha: 16, dropout: 0, target: [...ALL_LORA_TARGETS], useRslora: false }, neftuneNoiseAlpha: null, packing: false, trainOnPrompt: false, seed: 42,
+      finetuningType: 'lora',
+      quantization: null,
+      learningRate: 5e-5,
+      numTrainEpochs: 3,
+      maxSamples: 100000,
+      cutoffLen: 2048,
+      perDeviceTrainBatchSize: 2,
+      gradientAccumulationSteps: 8,
+      valSize: 0,
+      lrSchedulerType: 'cosine',
+      warmupSteps: 0,
+      maxGradNorm: 1,
+      loggingSteps: 5,
+      saveSteps: 100,
+      lora: { rank: 8, alpha: 16, dropout: 0, target: [...ALL_LORA_TARGETS], useRslora: false },
+      neftuneNoiseAlpha: null,
+      packing: false,
+      trainOnPrompt: false,
+      seed: 42,
     });
     expect(methodOf(DEFAULT_TRAIN_CONFIG)).toBe('lora');
     expect(checkTrainConfig(fresh())).toEqual([]);
@@ -56,7 +88,12 @@ describe('Method settings (a LLaMA-Factory TrainConfig)', () => {
     const batch = p.find((x) => x.field === 'batchSize')!;
     expect(problemText(batch)).toBe('must be a whole number ≥ 1');
     expect(problemText(batch, problemTables.zh)).toBe('必须是 ≥ 1 的整数');
-    expect(problemText(p.find((x) => x.field === 'loraTarget')!, problemTables.zh)).toBe('未知模块 qproj');
+    expect(
+      problemText(
+        p.find((x) => x.field === 'loraTarget')!,
+        problemTables.zh,
+      ),
+    ).toBe('未知模块 qproj');
     for (const code of PROBLEM_CODES) expect(problemTables.zh[code]).toMatch(/[\u4e00-\u9fff]/);
     c.trainOnPrompt = c.maskHistory = true;
     expect(checkTrainConfig(c).map((x) => x.field)).toContain('maskHistory');
@@ -64,22 +101,70 @@ describe('Method settings (a LLaMA-Factory TrainConfig)', () => {
 
   it('count optimizer steps like the HF Trainer and guess templates', () => {
     // 100 rows at batch 2 = 50 micro-batches; accumulation 8 → 7 updates per epoch; 3 epochs → 21.
-    expect(totalTrainingSteps(Math.ceil(100 / 2), { gradientAccumulationSteps: 8, numTrainEpochs: 3, maxSteps: null })).toBe(21);
-    expect(totalTrainingSteps(Math.ceil(3 / 2), { gradientAccumulationSteps: 8, numTrainEpochs: 1, maxSteps: null })).toBe(1);
+    expect(
+      totalTrainingSteps(Math.ceil(100 / 2), { gradientAccumulationSteps: 8, numTrainEpochs: 3, maxSteps: null }),
+    ).toBe(21);
+    expect(
+      totalTrainingSteps(Math.ceil(3 / 2), { gradientAccumulationSteps: 8, numTrainEpochs: 1, maxSteps: null }),
+    ).toBe(1);
     expect(guessTemplate('Qwen/Qwen2.5-0.5B-Instruct', null)).toBe('qwen');
     expect(guessTemplate('meta-llama/Llama-3.2-1B-Instruct', 'LlamaForCausalLM')).toBe('llama3');
   });
 
   it('reads settings stored by the studio before it kept a TrainConfig', () => {
-    const old = { method: 'qlora', learningRate: 2e-4, numTrainEpochs: 2, maxSamples: 500, cutoffLen: 512, batchSize: 4, gradAccum: 2, valSize: 0.1, lrScheduler: 'linear',
-      warmupSteps: 3, maxGradNorm: 0.5, weightDecay: 0.01, loggingSteps: 2, saveSteps: 20, loraRank: 16, loraAlpha: 32, loraDropout: 0.05, loraTarget: ['q_proj'],
-      useRslora: true, doubleQuant: false, neftuneAlpha: 5, packing: true, trainOnPrompt: false, maskHistory: true, gradientCheckpointing: false, seed: 7, template: 'qwen' };
+    const old = {
+      method: 'qlora',
+      learningRate: 2e-4,
+      numTrainEpochs: 2,
+      maxSamples: 500,
+      cutoffLen: 512,
+      batchSize: 4,
+      gradAccum: 2,
+      valSize: 0.1,
+      lrScheduler: 'linear',
+      warmupSteps: 3,
+      maxGradNorm: 0.5,
+      weightDecay: 0.01,
+      loggingSteps: 2,
+      saveSteps: 20,
+      loraRank: 16,
+      loraAlpha: 32,
+      loraDropout: 0.05,
+      loraTarget: ['q_proj'],
+      useRslora: true,
+      doubleQuant: false,
+      neftuneAlpha: 5,
+      packing: true,
+      trainOnPrompt: false,
+      maskHistory: true,
+      gradientCheckpointing: false,
+      seed: 7,
+      template: 'qwen',
+    };
     const c = trainConfigFromLegacyMethod(old);
     expect(c).toMatchObject({
-      finetuningType: 'lora', quantization: { bits: 4, type: 'nf4', doubleQuantization: false }, learningRate: 2e-4, numTrainEpochs: 2, maxSamples: 500, cutoffLen: 512,
-      perDeviceTrainBatchSize: 4, gradientAccumulationSteps: 2, valSize: 0.1, lrSchedulerType: 'linear', warmupSteps: 3, maxGradNorm: 0.5, weightDecay: 0.01,
-      loggingSteps: 2, saveSteps: 20, lora: { rank: 16, alpha: 32, dropout: 0.05, target: ['q_proj'], useRslora: true }, neftuneNoiseAlpha: 5, packing: true,
-      maskHistory: true, gradientCheckpointing: false, seed: 7, template: 'qwen',
+      finetuningType: 'lora',
+      quantization: { bits: 4, type: 'nf4', doubleQuantization: false },
+      learningRate: 2e-4,
+      numTrainEpochs: 2,
+      maxSamples: 500,
+      cutoffLen: 512,
+      perDeviceTrainBatchSize: 4,
+      gradientAccumulationSteps: 2,
+      valSize: 0.1,
+      lrSchedulerType: 'linear',
+      warmupSteps: 3,
+      maxGradNorm: 0.5,
+      weightDecay: 0.01,
+      loggingSteps: 2,
+      saveSteps: 20,
+      lora: { rank: 16, alpha: 32, dropout: 0.05, target: ['q_proj'], useRslora: true },
+      neftuneNoiseAlpha: 5,
+      packing: true,
+      maskHistory: true,
+      gradientCheckpointing: false,
+      seed: 7,
+      template: 'qwen',
     });
     expect(trainConfigFromLegacyMethod({ method: 'lora', loraTarget: [] }).lora.target).toEqual([...ALL_LORA_TARGETS]);
   });
@@ -97,11 +182,16 @@ describe('every Method setting reaches the run it starts', () => {
       trainer: trainerConfigFrom(cfg, totalTrainingSteps(micro, plan.steps)),
       memory: memoryPlanInput(plan, cfg.cutoffLen),
       modelKey: gpuModelKey('org/model', [{ name: 'model.safetensors', size: 1 }], plan.load),
-      yaml: new TextDecoder().decode(llamaFactoryBundle(cfg, { id: 'r', step: 0, totalSteps: 1, method: plan.method }, [{ name: 'identity.json', file: 'identity.json', bytes: new Uint8Array([91, 93]) }]).get('train_sft.yaml')!),
+      yaml: new TextDecoder().decode(
+        llamaFactoryBundle(cfg, { id: 'r', step: 0, totalSteps: 1, method: plan.method }, [
+          { name: 'identity.json', file: 'identity.json', bytes: new Uint8Array([91, 93]) },
+        ]).get('train_sft.yaml')!,
+      ),
     };
   }
   type Run = ReturnType<typeof runOf>;
-  const at = (r: Run, path: string): unknown => path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], r);
+  const at = (r: Run, path: string): unknown =>
+    path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], r);
 
   // Knob id → [method it is shown for, new value, where the run must change].
   const cases: Record<string, [Method, number | boolean | string, string[]]> = {
@@ -153,7 +243,11 @@ describe('every Method setting reaches the run it starts', () => {
     const lora = runOf(fresh('lora'));
     const qlora = runOf(fresh('qlora'));
     const full = runOf(fresh('full'));
-    expect([lora.plan.load, qlora.plan.load, full.plan.load]).toEqual([{ computeDType: 'stored' }, { quantize: 'nf4', doubleQuant: true }, { computeDType: 'f32' }]);
+    expect([lora.plan.load, qlora.plan.load, full.plan.load]).toEqual([
+      { computeDType: 'stored' },
+      { quantize: 'nf4', doubleQuant: true },
+      { computeDType: 'f32' },
+    ]);
     expect(new Set([lora.modelKey, qlora.modelKey, full.modelKey]).size).toBe(3);
     expect([lora.memory.method, qlora.memory.method, full.memory.method]).toEqual(['lora', 'qlora', 'full']);
     expect(full.plan.lora).toBeNull();
@@ -176,7 +270,12 @@ describe('every Method setting reaches the run it starts', () => {
   it('plan suggestions change the settings and keep the effective batch', () => {
     const c = fresh();
     applyPlanChange(c, { batchSize: 1, seqLen: 1024, gradientCheckpointing: false, method: 'qlora' });
-    expect(c).toMatchObject({ perDeviceTrainBatchSize: 1, gradientAccumulationSteps: 16, cutoffLen: 1024, gradientCheckpointing: false });
+    expect(c).toMatchObject({
+      perDeviceTrainBatchSize: 1,
+      gradientAccumulationSteps: 16,
+      cutoffLen: 1024,
+      gradientCheckpointing: false,
+    });
     expect(methodOf(c)).toBe('qlora');
   });
 });
@@ -200,7 +299,17 @@ describe('demo preset', () => {
     expect(checkTrainConfig(structuredClone(DEMO_TRAIN_CONFIG as TrainConfig))).toEqual([]);
     const d = DEMO_TRAIN_CONFIG as unknown as Record<string, unknown>;
     const b = DEFAULT_TRAIN_CONFIG as unknown as Record<string, unknown>;
-    const changed = Object.keys(d).filter((k) => JSON.stringify(d[k]) !== JSON.stringify(b[k])).sort();
-    expect(changed).toEqual(['cutoffLen', 'gradientAccumulationSteps', 'gradientCheckpointing', 'learningRate', 'numTrainEpochs', 'perDeviceTrainBatchSize', 'saveSteps']);
+    const changed = Object.keys(d)
+      .filter((k) => JSON.stringify(d[k]) !== JSON.stringify(b[k]))
+      .sort();
+    expect(changed).toEqual([
+      'cutoffLen',
+      'gradientAccumulationSteps',
+      'gradientCheckpointing',
+      'learningRate',
+      'numTrainEpochs',
+      'perDeviceTrainBatchSize',
+      'saveSteps',
+    ]);
   });
 });

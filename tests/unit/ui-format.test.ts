@@ -5,8 +5,10 @@ import { latestLoss } from '../../src/ui/chart-data.ts';
 import { en, type MessageKey } from '../../src/ui/locales/en.ts';
 import { zh } from '../../src/ui/locales/zh.ts';
 
-const translator = (table: Record<MessageKey, string>) => (key: MessageKey, vars: Record<string, string | number> = {}) =>
-  table[key].replace(/\{(\w+)\}/g, (_, k: string) => String(vars[k]));
+const translator =
+  (table: Record<MessageKey, string>) =>
+  (key: MessageKey, vars: Record<string, string | number> = {}) =>
+    table[key].replace(/\{(\w+)\}/g, (_, k: string) => String(vars[k]));
 
 describe('fmtSci (learning-rate ticks)', () => {
   it('writes compact scientific notation', () => {
@@ -40,13 +42,37 @@ describe('latestLoss', () => {
     expect(latestLoss({ steps: [], logs: [] })).toBeNull();
   });
   it('is the per-step loss while nothing is logged yet', () => {
-    expect(latestLoss({ steps: [{ step: 1, loss: 3.5 }, { step: 2, loss: 3.25 }], logs: [] })).toBe(3.25);
+    expect(
+      latestLoss({
+        steps: [
+          { step: 1, loss: 3.5 },
+          { step: 2, loss: 3.25 },
+        ],
+        logs: [],
+      }),
+    ).toBe(3.25);
   });
   it('is the logged (window-mean) loss at a logging step', () => {
-    expect(latestLoss({ steps: [{ step: 1, loss: 3.5 }, { step: 2, loss: 3.25 }], logs: [{ step: 2, loss: 3.375 }] })).toBe(3.375);
+    expect(
+      latestLoss({
+        steps: [
+          { step: 1, loss: 3.5 },
+          { step: 2, loss: 3.25 },
+        ],
+        logs: [{ step: 2, loss: 3.375 }],
+      }),
+    ).toBe(3.375);
   });
   it('is the newest per-step loss after the last logging step', () => {
-    expect(latestLoss({ steps: [{ step: 2, loss: 3.25 }, { step: 3, loss: 3.0 }], logs: [{ step: 2, loss: 3.375 }] })).toBe(3.0);
+    expect(
+      latestLoss({
+        steps: [
+          { step: 2, loss: 3.25 },
+          { step: 3, loss: 3.0 },
+        ],
+        logs: [{ step: 2, loss: 3.375 }],
+      }),
+    ).toBe(3.0);
   });
   it('uses the log when the per-step points were not kept', () => {
     expect(latestLoss({ steps: [], logs: [{ step: 10, loss: 2 }] })).toBe(2);

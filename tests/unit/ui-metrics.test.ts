@@ -16,7 +16,10 @@ describe('BLEU-4 (NLTK sentence_bleu, method3 smoothing)', () => {
   });
   it('successive zero precisions get 1/2, 1/4 … and no unigram match gives 0', () => {
     // hyp "abxy" vs ref "abzw": p1 = 2/4, p2 = 1/3, p3 = 0/2 → 1/(2·2), p4 = 0/1 → 1/(4·1)
-    expect(sentenceBleu4(charTokens('abzw'), charTokens('abxy'))).toBeCloseTo((0.5 * (1 / 3) * 0.25 * 0.25) ** 0.25, 12);
+    expect(sentenceBleu4(charTokens('abzw'), charTokens('abxy'))).toBeCloseTo(
+      (0.5 * (1 / 3) * 0.25 * 0.25) ** 0.25,
+      12,
+    );
     expect(sentenceBleu4(charTokens('abc'), charTokens('xyz'))).toBe(0);
     expect(sentenceBleu4(charTokens('abc'), [])).toBe(0);
   });
@@ -30,7 +33,8 @@ describe('ROUGE-L', () => {
   it('is the F1 of the longest common subsequence', () => {
     // LCS("the cat sat on the mat", "the cat on a mat") = the cat on mat = 4 → P = 4/5, R = 4/6
     const f = rougeL(wordTokens('the cat sat on the mat'), wordTokens('the cat on a mat'));
-    const p = 4 / 5, r = 4 / 6;
+    const p = 4 / 5,
+      r = 4 / 6;
     expect(f).toBeCloseTo((2 * p * r) / (p + r), 12);
     expect(rougeL(['a'], ['b'])).toBe(0);
   });

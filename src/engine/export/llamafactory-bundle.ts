@@ -26,7 +26,13 @@ export interface BundleRun {
 const OPENAI_AS_SHAREGPT = {
   formatting: 'sharegpt',
   columns: { messages: 'messages' },
-  tags: { role_tag: 'role', content_tag: 'content', user_tag: 'user', assistant_tag: 'assistant', system_tag: 'system' },
+  tags: {
+    role_tag: 'role',
+    content_tag: 'content',
+    user_tag: 'user',
+    assistant_tag: 'assistant',
+    system_tag: 'system',
+  },
 };
 
 function infoEntry(d: BundleDataset): Record<string, unknown> {
@@ -40,7 +46,11 @@ const baseName = (path: string) => path.split('/').pop() ?? path;
 const safeName = (name: string) => name.replace(/\.[^.]+$/, '').replace(/[^\w.-]+/g, '_');
 
 /** The bundle's files by path: train_sft.yaml, data/<files>, data/dataset_info.json, README.md. */
-export function llamaFactoryBundle(config: TrainConfig, run: BundleRun, datasets: readonly BundleDataset[]): Map<string, Uint8Array> {
+export function llamaFactoryBundle(
+  config: TrainConfig,
+  run: BundleRun,
+  datasets: readonly BundleDataset[],
+): Map<string, Uint8Array> {
   const enc = new TextEncoder();
   const files = new Map<string, Uint8Array>();
   const info: Record<string, unknown> = {};
@@ -48,14 +58,22 @@ export function llamaFactoryBundle(config: TrainConfig, run: BundleRun, datasets
     info[safeName(d.name)] = infoEntry(d);
     files.set(`data/${baseName(d.file)}`, d.bytes);
   }
-  const yaml = trainConfigToYaml({ ...config, dataset: Object.keys(info), datasetDir: 'data', resumeFromCheckpoint: null })
+  const yaml = trainConfigToYaml({
+    ...config,
+    dataset: Object.keys(info),
+    datasetDir: 'data',
+    resumeFromCheckpoint: null,
+  })
     // dataset_dir is LLaMA-Factory's default, written anyway so the bundle reads the same from any folder.
     .replace(/^### dataset$/m, '### dataset\ndataset_dir: data');
   files.set('train_sft.yaml', enc.encode(yaml));
   files.set('data/dataset_info.json', enc.encode(JSON.stringify(info, null, 2) + '\n'));
-  files.set('README.md', enc.encode(
-    `# ${run.id}\n\nTrained in Tabtune on ${config.modelNameOrPath} (${run.method}, ${run.step} of ${run.totalSteps} steps).\n\n` +
-      'Continue on a GPU machine with LLaMA-Factory (put the model id or a local path in model_name_or_path):\n\n```bash\nllamafactory-cli train train_sft.yaml\n```\n',
-  ));
+  files.set(
+    'README.md',
+    enc.encode(
+      `# ${run.id}\n\nTrained in Tabtune on ${config.modelNameOrPath} (${run.method}, ${run.step} of ${run.totalSteps} steps).\n\n` +
+        'Continue on a GPU machine with LLaMA-Factory (put the model id or a local path in model_name_or_path):\n\n```bash\nllamafactory-cli train train_sft.yaml\n```\n',
+    ),
+  );
   return files;
 }

@@ -13,7 +13,13 @@ import { mergeLora, mergeRowsPerChunk } from '../ops/merge.ts';
 import { isNf4, type Nf4Weight } from '../ops/nf4.ts';
 import { expectedWeights, type ModelConfig } from '../model/config.ts';
 import { isRowSplit, type ModelWeight } from '../model/model.ts';
-import { DEFAULT_MAX_SHARD_BYTES, indexJson, planShards, safetensorsChunks, type TensorToWrite } from '../../io/safetensors-writer.ts';
+import {
+  DEFAULT_MAX_SHARD_BYTES,
+  indexJson,
+  planShards,
+  safetensorsChunks,
+  type TensorToWrite,
+} from '../../io/safetensors-writer.ts';
 import { convertBytes, ELEMENT_BYTES, ST_DTYPE, TORCH_DTYPE, type FloatDType } from './convert.ts';
 
 /** Receives one output file: whole bytes, or a stream of chunks (written in order). */
@@ -48,8 +54,15 @@ export interface MergedExportOptions {
 
 /** File names a tokenizer may consist of (transformers tokenization_utils_base + chat_template files). */
 export const TOKENIZER_FILE_NAMES = [
-  'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt',
-  'tokenizer.model', 'chat_template.jinja', 'chat_template.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'vocab.json',
+  'merges.txt',
+  'tokenizer.model',
+  'chat_template.jinja',
+  'chat_template.json',
 ] as const;
 
 const READ_CHUNK = 32 << 20;
@@ -63,7 +76,11 @@ function jsonBytes(x: unknown): Uint8Array {
 }
 
 /** config.json for the merged model: the original with torch_dtype updated and any quantization_config dropped. */
-export function mergedConfigJson(c: ModelConfig, dtype: FloatDType, configText?: string | null): Record<string, unknown> {
+export function mergedConfigJson(
+  c: ModelConfig,
+  dtype: FloatDType,
+  configText?: string | null,
+): Record<string, unknown> {
   let raw: Record<string, unknown>;
   if (configText) {
     raw = JSON.parse(configText) as Record<string, unknown>;
@@ -77,10 +94,25 @@ export function mergedConfigJson(c: ModelConfig, dtype: FloatDType, configText?:
 /** A transformers config.json from the parsed config (when the original text is not at hand). */
 export function configFromModel(c: ModelConfig): Record<string, unknown> {
   const rope: Record<string, unknown> | null =
-    c.rope.type === 'default' ? null
-      : c.rope.type === 'linear' ? { rope_type: 'linear', factor: c.rope.factor }
-        : c.rope.type === 'dynamic' ? { rope_type: 'dynamic', factor: c.rope.factor, ...(c.rope.originalMaxPositionEmbeddings ? { original_max_position_embeddings: c.rope.originalMaxPositionEmbeddings } : {}) }
-          : { rope_type: 'llama3', factor: c.rope.factor, low_freq_factor: c.rope.lowFreqFactor, high_freq_factor: c.rope.highFreqFactor, original_max_position_embeddings: c.rope.originalMaxPositionEmbeddings };
+    c.rope.type === 'default'
+      ? null
+      : c.rope.type === 'linear'
+        ? { rope_type: 'linear', factor: c.rope.factor }
+        : c.rope.type === 'dynamic'
+          ? {
+              rope_type: 'dynamic',
+              factor: c.rope.factor,
+              ...(c.rope.originalMaxPositionEmbeddings
+                ? { original_max_position_embeddings: c.rope.originalMaxPositionEmbeddings }
+                : {}),
+            }
+          : {
+              rope_type: 'llama3',
+              factor: c.rope.factor,
+              low_freq_factor: c.rope.lowFreqFactor,
+              high_freq_factor: c.rope.highFreqFactor,
+              original_max_position_embeddings: c.rope.originalMaxPositionEmbeddings,
+            };
   const out: Record<string, unknown> = {
     architectures: [c.architecture],
     model_type: c.modelType,
@@ -136,14 +168,23 @@ async function* denseChunks(gpu: Gpu, t: Tensor, to: FloatDType): AsyncGenerator
 }
 
 /** Rows of W (+ s·B·A) in `to`, merged on the GPU chunk by chunk (NF4 bases are dequantized by the same kernel). */
-async function* mergedChunks(gpu: Gpu, name: string, base: Tensor | Nf4Weight, adapter: LoraAdapter | null, to: FloatDType): AsyncGenerator<Uint8Array> {
+async function* mergedChunks(
+  gpu: Gpu,
+  name: string,
+  base: Tensor | Nf4Weight,
+  adapter: LoraAdapter | null,
+  to: FloatDType,
+): AsyncGenerator<Uint8Array> {
   const shape = isNf4(base) ? base.shape : base.shape;
   const [outF, inF] = [shape[0], shape[1]];
   let zero: { a: Tensor; b: Tensor } | null = null;
   let ad = adapter;
   if (!ad) {
     // An NF4 weight without an adapter: a zero rank-1 update through the same dequantizing kernel.
-    zero = { a: zerosTensor(gpu, tensorSpec('f32', [1, inF], 'scratch', `${name}.zeroA`)), b: zerosTensor(gpu, tensorSpec('f32', [outF, 1], 'scratch', `${name}.zeroB`)) };
+    zero = {
+      a: zerosTensor(gpu, tensorSpec('f32', [1, inF], 'scratch', `${name}.zeroA`)),
+      b: zerosTensor(gpu, tensorSpec('f32', [outF, 1], 'scratch', `${name}.zeroB`)),
+    };
     ad = { a: zero.a, b: zero.b, r: 1, inFeatures: inF, outFeatures: outF, scale: 0 };
   }
   const rowsPer = Math.min(outF, mergeRowsPerChunk(inF));
@@ -171,7 +212,12 @@ async function* mergedChunks(gpu: Gpu, name: string, base: Tensor | Nf4Weight, a
 }
 
 /** The tensors of the merged checkpoint in transformers' order, with lazy data producers. */
-export function mergedTensors(model: ExportableModel, lora: ExportableLora | null, dtype: FloatDType, notes: string[] = []): TensorToWrite[] {
+export function mergedTensors(
+  model: ExportableModel,
+  lora: ExportableLora | null,
+  dtype: FloatDType,
+  notes: string[] = [],
+): TensorToWrite[] {
   const c = model.config;
   const out: TensorToWrite[] = [];
   const used = new Set<string>();
@@ -185,7 +231,7 @@ export function mergedTensors(model: ExportableModel, lora: ExportableLora | nul
       throw new ExportError(`the model has no weight "${w.name}" loaded; cannot export a complete checkpoint`);
     }
     const moduleName = w.name.replace(/\.weight$/, '');
-    const ad = w.role === 'linear' ? lora?.adapters.get(moduleName)?.adapter ?? null : null;
+    const ad = w.role === 'linear' ? (lora?.adapters.get(moduleName)?.adapter ?? null) : null;
     if (ad) used.add(moduleName);
     const gpu = model.gpu;
     let data: () => AsyncIterable<Uint8Array>;
@@ -209,13 +255,19 @@ export function mergedTensors(model: ExportableModel, lora: ExportableLora | nul
     if (unused.length) throw new ExportError(`adapters for modules the model does not have: ${unused.join(', ')}`);
   }
   if (nf4Seen) {
-    notes.push('the base weights are 4-bit (NF4): the merged model holds the dequantized weights, which differ from the original 16-bit ones by the quantization error; load the base without quantization before exporting to merge into the original weights (as LLaMA-Factory requires)');
+    notes.push(
+      'the base weights are 4-bit (NF4): the merged model holds the dequantized weights, which differ from the original 16-bit ones by the quantization error; load the base without quantization before exporting to merge into the original weights (as LLaMA-Factory requires)',
+    );
   }
   return out;
 }
 
 /** Writes the merged model; returns the file names written (in order). */
-export async function exportMerged(model: ExportableModel, lora: ExportableLora | null, opts: MergedExportOptions): Promise<string[]> {
+export async function exportMerged(
+  model: ExportableModel,
+  lora: ExportableLora | null,
+  opts: MergedExportOptions,
+): Promise<string[]> {
   const notes: string[] = [];
   const tensors = mergedTensors(model, lora, opts.dtype, notes);
   notes.forEach((n) => opts.onNote?.(n));
@@ -247,9 +299,11 @@ export async function exportMerged(model: ExportableModel, lora: ExportableLora 
   if (plan.index) await put('model.safetensors.index.json', new TextEncoder().encode(indexJson(plan.index)));
   await put('config.json', jsonBytes(mergedConfigJson(model.config, opts.dtype, opts.configText)));
   const extra = opts.tokenizerFiles ?? new Map<string, Uint8Array>();
-  if (!extra.has('generation_config.json')) await put('generation_config.json', jsonBytes(generationConfigFrom(model.config)));
+  if (!extra.has('generation_config.json'))
+    await put('generation_config.json', jsonBytes(generationConfigFrom(model.config)));
   for (const [name, bytes] of extra) {
-    if (name.includes('/') || name.includes('\\') || name === '..') throw new ExportError(`tokenizer file name "${name}" must be a plain file name`);
+    if (name.includes('/') || name.includes('\\') || name === '..')
+      throw new ExportError(`tokenizer file name "${name}" must be a plain file name`);
     if (files.includes(name)) throw new ExportError(`"${name}" would overwrite a file the export writes itself`);
     await put(name, bytes);
   }

@@ -8,7 +8,8 @@ import type { ExportWrite } from './merged.ts';
 
 export function nodeDirWriter(dir: string): ExportWrite {
   return async (name, data) => {
-    if (name.includes('/') || name.includes('\\')) throw new Error(`export file name "${name}" must be a plain file name`);
+    if (name.includes('/') || name.includes('\\'))
+      throw new Error(`export file name "${name}" must be a plain file name`);
     await mkdir(dir, { recursive: true });
     const fh = await open(join(dir, name), 'w');
     try {
@@ -28,6 +29,9 @@ export async function openAdapterFolder(dir: string): Promise<{ configText: stri
   const cfgPath = join(dir, 'adapter_config.json');
   if (!existsSync(cfgPath)) throw new Error(`${dir}: no adapter_config.json (is this a PEFT LoRA adapter folder?)`);
   const configText = await readFile(cfgPath, 'utf8');
-  const store = await openCheckpoint(async (n) => (existsSync(join(dir, n)) ? nodeFileSource(join(dir, n)) : null), 'adapter_model');
+  const store = await openCheckpoint(
+    async (n) => (existsSync(join(dir, n)) ? nodeFileSource(join(dir, n)) : null),
+    'adapter_model',
+  );
   return { configText, store };
 }

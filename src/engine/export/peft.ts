@@ -6,7 +6,16 @@ import { readF32, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
 import { loraScale } from '../ops/lora.ts';
 import { LINEAR_MODULES, LoraSet, modulePrefix, type LoraConfig, type Model } from '../model/model.ts';
 import { linearShape, type LinearModule } from '../model/config.ts';
-import { isTargeted, loraKey, makeAdapterConfig, parseAdapterConfig, parseLoraKey, PeftError, writeAdapterConfig, type LoraAdapterConfig } from '../../io/peft.ts';
+import {
+  isTargeted,
+  loraKey,
+  makeAdapterConfig,
+  parseAdapterConfig,
+  parseLoraKey,
+  PeftError,
+  writeAdapterConfig,
+  type LoraAdapterConfig,
+} from '../../io/peft.ts';
 import { serializeSafetensors, type TensorToWrite } from '../../io/safetensors-writer.ts';
 import type { TensorStore } from '../../io/safetensors-index.ts';
 import { convertBytes } from './convert.ts';
@@ -16,7 +25,11 @@ export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 
 /** adapter_config.json fields for a trained LoraSet. */
-export function adapterConfigFor(lora: LoraSet, loraCfg: LoraConfig = lora.config, baseModelName: string | null = null): LoraAdapterConfig {
+export function adapterConfigFor(
+  lora: LoraSet,
+  loraCfg: LoraConfig = lora.config,
+  baseModelName: string | null = null,
+): LoraAdapterConfig {
   const c = makeAdapterConfig({
     r: loraCfg.rank,
     loraAlpha: loraCfg.alpha,
@@ -31,20 +44,32 @@ export function adapterConfigFor(lora: LoraSet, loraCfg: LoraConfig = lora.confi
 
 /** The adapter's tensors (read back from the GPU) under PEFT key names, in layer/module order. */
 export async function adapterTensors(lora: LoraSet): Promise<TensorToWrite[]> {
-  const states = [...lora.adapters.values()].sort((a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module));
+  const states = [...lora.adapters.values()].sort(
+    (a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module),
+  );
   const out: TensorToWrite[] = [];
   for (const s of states) {
     for (const which of ['A', 'B'] as const) {
       const t = which === 'A' ? s.A : s.B;
       const host = await readF32(lora.gpu, t);
-      out.push({ name: loraKey(s.layer, s.module, which), dtype: 'F32', shape: [...t.shape], data: new Uint8Array(host.buffer, host.byteOffset, host.byteLength) });
+      out.push({
+        name: loraKey(s.layer, s.module, which),
+        dtype: 'F32',
+        shape: [...t.shape],
+        data: new Uint8Array(host.buffer, host.byteOffset, host.byteLength),
+      });
     }
   }
   return out;
 }
 
 /** Writes adapter_config.json and adapter_model.safetensors; returns the file names. */
-export async function exportPeft(lora: LoraSet, loraCfg: LoraConfig | null, baseModelName: string | null, write: ExportWrite): Promise<string[]> {
+export async function exportPeft(
+  lora: LoraSet,
+  loraCfg: LoraConfig | null,
+  baseModelName: string | null,
+  write: ExportWrite,
+): Promise<string[]> {
   const cfg = adapterConfigFor(lora, loraCfg ?? lora.config, baseModelName);
   const bytes = await serializeSafetensors(await adapterTensors(lora), { format: 'pt' });
   await write(ADAPTER_WEIGHTS, bytes);
@@ -65,15 +90,22 @@ export async function loadPeftAdapter(
   overrides: { dropout?: number; seed?: number } = {},
 ): Promise<{ lora: LoraSet; config: LoraAdapterConfig }> {
   const ac = parseAdapterConfig(configText, file);
-  if (Object.keys(ac.rankPattern).length || Object.keys(ac.alphaPattern).length) throw new PeftError(file, 'rank_pattern', 'per-module ranks/alphas are not supported');
+  if (Object.keys(ac.rankPattern).length || Object.keys(ac.alphaPattern).length)
+    throw new PeftError(file, 'rank_pattern', 'per-module ranks/alphas are not supported');
   if (ac.useDora) throw new PeftError(file, 'use_dora', 'DoRA adapters are not supported');
   const c = model.config;
   const found = new Map<string, { A?: string; B?: string; layer: number; module: LinearModule }>();
   for (const key of store.names()) {
     const k = parseLoraKey(key);
-    if (!k) throw new PeftError(ADAPTER_WEIGHTS, key, 'not a LoRA weight of a q/k/v/o/gate/up/down projection (modules_to_save and embeddings are not supported)');
+    if (!k)
+      throw new PeftError(
+        ADAPTER_WEIGHTS,
+        key,
+        'not a LoRA weight of a q/k/v/o/gate/up/down projection (modules_to_save and embeddings are not supported)',
+      );
     if (k.which === 'magnitude') throw new PeftError(ADAPTER_WEIGHTS, key, 'DoRA magnitude vectors are not supported');
-    if (k.layer >= c.numLayers) throw new PeftError(ADAPTER_WEIGHTS, key, `layer ${k.layer} does not exist (the model has ${c.numLayers})`);
+    if (k.layer >= c.numLayers)
+      throw new PeftError(ADAPTER_WEIGHTS, key, `layer ${k.layer} does not exist (the model has ${c.numLayers})`);
     const name = modulePrefix(k.layer, k.module);
     const e = found.get(name) ?? { layer: k.layer, module: k.module };
     e[k.which] = key;
@@ -83,33 +115,56 @@ export async function loadPeftAdapter(
   const modules = [...new Set([...found.values()].map((e) => e.module))];
   const layers = [...new Set([...found.values()].map((e) => e.layer))].sort((a, b) => a - b);
   const loraCfg: LoraConfig = {
-    rank: ac.r, alpha: ac.loraAlpha, dropout: overrides.dropout ?? ac.loraDropout, targets: modules, rsLora: ac.useRslora, seed: overrides.seed ?? 0,
+    rank: ac.r,
+    alpha: ac.loraAlpha,
+    dropout: overrides.dropout ?? ac.loraDropout,
+    targets: modules,
+    rsLora: ac.useRslora,
+    seed: overrides.seed ?? 0,
     ...(layers.length < c.numLayers ? { layers } : {}),
   };
   const lora = new LoraSet(model.gpu, loraCfg);
   const scale = loraScale(ac.loraAlpha, ac.r, ac.useRslora);
   try {
     for (const [name, e] of found) {
-      if (!e.A || !e.B) throw new PeftError(ADAPTER_WEIGHTS, name, `has lora_${e.A ? 'A' : 'B'} but not lora_${e.A ? 'B' : 'A'}`);
-      if (!isTargeted(ac, e.layer, e.module)) throw new PeftError(file, 'target_modules', `does not cover ${name}, which the weights file adapts`);
+      if (!e.A || !e.B)
+        throw new PeftError(ADAPTER_WEIGHTS, name, `has lora_${e.A ? 'A' : 'B'} but not lora_${e.A ? 'B' : 'A'}`);
+      if (!isTargeted(ac, e.layer, e.module))
+        throw new PeftError(file, 'target_modules', `does not cover ${name}, which the weights file adapts`);
       const [outF, inF] = linearShape(c, e.module);
       const read = async (key: string, shape: [number, number]) => {
         const info = store.info(key);
-        if (info.dtype !== 'F32' && info.dtype !== 'BF16' && info.dtype !== 'F16') throw new PeftError(info.shard, key, `dtype ${info.dtype} is not a float type`);
+        if (info.dtype !== 'F32' && info.dtype !== 'BF16' && info.dtype !== 'F16')
+          throw new PeftError(info.shard, key, `dtype ${info.dtype} is not a float type`);
         if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
-          throw new PeftError(info.shard, key, `shape [${info.shape.join(', ')}] does not fit this model (expected [${shape.join(', ')}] for r=${ac.r})`);
+          throw new PeftError(
+            info.shard,
+            key,
+            `shape [${info.shape.join(', ')}] does not fit this model (expected [${shape.join(', ')}] for r=${ac.r})`,
+          );
         }
         const raw = await store.readTensor(key);
         const from = info.dtype === 'F32' ? 'f32' : info.dtype === 'BF16' ? 'bf16' : 'f16';
         const bytes = convertBytes(raw.bytes, from, 'f32');
         const f = new Float32Array(bytes.byteLength / 4);
         new Uint8Array(f.buffer).set(bytes);
-        return uploadTensor(model.gpu, f, tensorSpec('f32', shape, 'adapters', `${name}.lora_${key.includes('lora_A') ? 'A' : 'B'}`));
+        return uploadTensor(
+          model.gpu,
+          f,
+          tensorSpec('f32', shape, 'adapters', `${name}.lora_${key.includes('lora_A') ? 'A' : 'B'}`),
+        );
       };
       const A = await read(e.A, [ac.r, inF]);
       const B = await read(e.B, [outF, ac.r]);
       const moduleId = e.layer * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(e.module);
-      lora.adapters.set(name, { A, B, adapter: { a: A, b: B, r: ac.r, inFeatures: inF, outFeatures: outF, scale }, layer: e.layer, module: e.module, moduleId });
+      lora.adapters.set(name, {
+        A,
+        B,
+        adapter: { a: A, b: B, r: ac.r, inFeatures: inF, outFeatures: outF, scale },
+        layer: e.layer,
+        module: e.module,
+        moduleId,
+      });
     }
   } catch (err) {
     lora.release();

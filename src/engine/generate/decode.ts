@@ -38,15 +38,21 @@ export class GenerateError extends Error {
 
 export function checkDecodeOptions(promptIds: ArrayLike<number>, o: DecodeOptions): void {
   checkSamplingOptions(o);
-  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new GenerateError(`max_new_tokens must be an integer ≥ 1, got ${o.maxNewTokens}`);
-  if (promptIds.length === 0) throw new GenerateError('the prompt is empty: at least one token is needed to start generating');
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1)
+    throw new GenerateError(`max_new_tokens must be an integer ≥ 1, got ${o.maxNewTokens}`);
+  if (promptIds.length === 0)
+    throw new GenerateError('the prompt is empty: at least one token is needed to start generating');
 }
 
 /**
  * Yields each new token as it is chosen; the generator's return value says why it ended.
  * History for the repetition penalty is prompt + generated ids, as transformers' input_ids.
  */
-export async function* decodeLoop(step: LogitsStep, promptIds: ArrayLike<number>, o: DecodeOptions): AsyncGenerator<number, DecodeResult, void> {
+export async function* decodeLoop(
+  step: LogitsStep,
+  promptIds: ArrayLike<number>,
+  o: DecodeOptions,
+): AsyncGenerator<number, DecodeResult, void> {
   checkDecodeOptions(promptIds, o);
   const rng = o.rng ?? seededRng(o.seed ?? 0);
   const stop = new Set(o.stopIds);
@@ -81,7 +87,11 @@ export async function* decodeLoop(step: LogitsStep, promptIds: ArrayLike<number>
 }
 
 /** Runs the loop to the end and returns the result (for callers that only want the callback). */
-export async function decodeAll(step: LogitsStep, promptIds: ArrayLike<number>, o: DecodeOptions): Promise<DecodeResult> {
+export async function decodeAll(
+  step: LogitsStep,
+  promptIds: ArrayLike<number>,
+  o: DecodeOptions,
+): Promise<DecodeResult> {
   const it = decodeLoop(step, promptIds, o);
   for (;;) {
     const r = await it.next();

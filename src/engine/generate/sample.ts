@@ -19,7 +19,13 @@ export interface SamplingOptions {
   doSample: boolean;
 }
 
-export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1, doSample: false };
+export const DEFAULT_SAMPLING: SamplingOptions = {
+  temperature: 1,
+  topP: 1,
+  topK: 0,
+  repetitionPenalty: 1,
+  doSample: false,
+};
 
 export class SamplingError extends Error {
   override readonly name = 'SamplingError';
@@ -30,9 +36,11 @@ export function checkSamplingOptions(o: SamplingOptions): void {
   const bad = (k: string, v: number, why: string) => {
     throw new SamplingError(`${k} ${why}, got ${v}`);
   };
-  if (!(o.repetitionPenalty > 0) || !Number.isFinite(o.repetitionPenalty)) bad('repetition_penalty', o.repetitionPenalty, 'must be a finite number > 0');
+  if (!(o.repetitionPenalty > 0) || !Number.isFinite(o.repetitionPenalty))
+    bad('repetition_penalty', o.repetitionPenalty, 'must be a finite number > 0');
   if (!o.doSample) return;
-  if (!(o.temperature > 0) || !Number.isFinite(o.temperature)) bad('temperature', o.temperature, 'must be a finite number > 0 (use do_sample: false for greedy decoding)');
+  if (!(o.temperature > 0) || !Number.isFinite(o.temperature))
+    bad('temperature', o.temperature, 'must be a finite number > 0 (use do_sample: false for greedy decoding)');
   if (!(o.topP > 0 && o.topP <= 1)) bad('top_p', o.topP, 'must be in (0, 1]');
   if (!Number.isInteger(o.topK) || o.topK < 0) bad('top_k', o.topK, 'must be an integer ≥ 0');
 }
@@ -48,7 +56,8 @@ export function applyRepetitionPenalty(scores: Float32Array, history: ArrayLike<
     const id = history[i];
     if (seen.has(id)) continue;
     seen.add(id);
-    if (id < 0 || id >= scores.length) throw new SamplingError(`history token id ${id} is outside the vocabulary (${scores.length})`);
+    if (id < 0 || id >= scores.length)
+      throw new SamplingError(`history token id ${id} is outside the vocabulary (${scores.length})`);
     const s = scores[id];
     scores[id] = s < 0 ? s * penalty : s / penalty;
   }
@@ -257,7 +266,12 @@ export function processLogits(logits: Float32Array, history: ArrayLike<number>, 
 }
 
 /** The next token: argmax when !doSample, else a draw with `rng()` ∈ [0, 1). */
-export function sampleToken(logits: Float32Array, history: ArrayLike<number>, o: SamplingOptions, rng: () => number): number {
+export function sampleToken(
+  logits: Float32Array,
+  history: ArrayLike<number>,
+  o: SamplingOptions,
+  rng: () => number,
+): number {
   const scores = processLogits(logits, history, o);
   if (!o.doSample) return argmax(scores);
   return drawFrom(softmax(scores), rng());

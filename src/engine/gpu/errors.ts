@@ -1,5 +1,6 @@
 /** Every GPU failure surfaces as a GpuError naming the kernel (or allocation) and its shapes. */
-export type GpuErrorKind = 'no-webgpu' | 'no-adapter' | 'compile' | 'validation' | 'out-of-memory' | 'internal' | 'device-lost' | 'limit';
+export type GpuErrorKind =
+  'no-webgpu' | 'no-adapter' | 'compile' | 'validation' | 'out-of-memory' | 'internal' | 'device-lost' | 'limit';
 
 export class GpuError extends Error {
   override readonly name = 'GpuError';
@@ -33,7 +34,12 @@ export async function withErrorScopes<T>(device: GPUDevice, what: string, body: 
   return result;
 }
 
-function firstError(what: string, validation: GPUError | null, oom: GPUError | null, internal: GPUError | null): GpuError | null {
+function firstError(
+  what: string,
+  validation: GPUError | null,
+  oom: GPUError | null,
+  internal: GPUError | null,
+): GpuError | null {
   if (oom) return new GpuError('out-of-memory', what, oom.message);
   if (validation) return new GpuError('validation', what, validation.message);
   if (internal) return new GpuError('internal', what, internal.message);

@@ -5,4 +5,14 @@ export { BufferPool, fmtBytes, sizeClass } from './pool.ts';
 export { Params, Recorder, type Kernel } from './recorder.ts';
 export { resolveShader, type ShaderConstants, type ShaderSources } from './shader-library.ts';
 export { describe, numelOf, storageBytes, type DType, type HostArray, type Tensor, type TensorSpec } from './tensor.ts';
-export { createTensor, readBytes, readF32, readTensor, releaseTensor, tensorSpec, uploadTensor, writeTensor, zerosTensor } from './transfer.ts';
+export {
+  createTensor,
+  readBytes,
+  readF32,
+  readTensor,
+  releaseTensor,
+  tensorSpec,
+  uploadTensor,
+  writeTensor,
+  zerosTensor,
+} from './transfer.ts';

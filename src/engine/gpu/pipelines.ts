@@ -26,7 +26,12 @@ export class PipelineCache {
     return p;
   }
 
-  private async compile(name: string, constants: ShaderConstants, entryPoint: string, label: string): Promise<GPUComputePipeline> {
+  private async compile(
+    name: string,
+    constants: ShaderConstants,
+    entryPoint: string,
+    label: string,
+  ): Promise<GPUComputePipeline> {
     const code = resolveShader(this.sources, name, constants);
     const module = this.device.createShaderModule({ code, label });
     const info = await module.getCompilationInfo();

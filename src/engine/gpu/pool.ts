@@ -37,7 +37,11 @@ export class BufferPool {
   acquire(bytes: number, category: MemoryCategory, label: string): PooledBuffer {
     const size = sizeClass(bytes);
     if (size > this.maxBufferSize) {
-      throw new GpuError('limit', label, `needs a ${fmtBytes(size)} buffer; this GPU allows at most ${fmtBytes(this.maxBufferSize)} per buffer`);
+      throw new GpuError(
+        'limit',
+        label,
+        `needs a ${fmtBytes(size)} buffer; this GPU allows at most ${fmtBytes(this.maxBufferSize)} per buffer`,
+      );
     }
     const cached = this.free.get(size)?.pop();
     if (cached) {

@@ -41,7 +41,12 @@ export class Recorder {
     this.align = gpu.limits.minUniformBufferOffsetAlignment;
   }
 
-  dispatch(kernel: Kernel, params: ArrayBuffer, buffers: Bindable[], groups: readonly [number, number?, number?]): void {
+  dispatch(
+    kernel: Kernel,
+    params: ArrayBuffer,
+    buffers: Bindable[],
+    groups: readonly [number, number?, number?],
+  ): void {
     const [x, y = 1, z = 1] = groups;
     const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) {
@@ -49,9 +54,15 @@ export class Recorder {
     }
     if (x === 0 || y === 0 || z === 0) return;
     const slot = this.uniformSlot(params);
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: slot.buffer, offset: slot.offset, size: params.byteLength } }];
+    const entries: GPUBindGroupEntry[] = [
+      { binding: 0, resource: { buffer: slot.buffer, offset: slot.offset, size: params.byteLength } },
+    ];
     buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: gpuBuffer(b) } }));
-    const bindGroup = this.gpu.device.createBindGroup({ layout: kernel.pipeline.getBindGroupLayout(0), entries, label: kernel.what });
+    const bindGroup = this.gpu.device.createBindGroup({
+      layout: kernel.pipeline.getBindGroupLayout(0),
+      entries,
+      label: kernel.what,
+    });
     const pass = (this.pass ??= this.encoder.beginComputePass({ label: this.label }));
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);

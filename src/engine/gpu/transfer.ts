@@ -29,7 +29,11 @@ export function writeTensor(gpu: Gpu, t: Tensor, data: HostArray, byteOffset = 0
   const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   const padded = Math.ceil(bytes.byteLength / 4) * 4;
   if (byteOffset + padded > t.buf.size) {
-    throw new GpuError('validation', describe(t), `writing ${bytes.byteLength} bytes at ${byteOffset} overflows its ${t.buf.size}-byte buffer`);
+    throw new GpuError(
+      'validation',
+      describe(t),
+      `writing ${bytes.byteLength} bytes at ${byteOffset} overflows its ${t.buf.size}-byte buffer`,
+    );
   }
   if (padded === bytes.byteLength) {
     gpu.device.queue.writeBuffer(t.buf.buffer, byteOffset, bytes);
@@ -45,7 +49,13 @@ export function releaseTensor(gpu: Gpu, t: Tensor): void {
 }
 
 /** Copies GPU bytes back to the host (one staging buffer, one map). */
-export async function readBytes(gpu: Gpu, src: GPUBuffer, offset: number, bytes: number, what: string): Promise<ArrayBuffer> {
+export async function readBytes(
+  gpu: Gpu,
+  src: GPUBuffer,
+  offset: number,
+  bytes: number,
+  what: string,
+): Promise<ArrayBuffer> {
   const size = Math.ceil(bytes / 4) * 4;
   const staging = gpu.pool.acquireSpecial(size, BUF.MAP_READ | BUF.COPY_DST, 'scratch', `readback ${what}`);
   try {
@@ -85,6 +95,11 @@ export async function readF32(gpu: Gpu, t: Tensor): Promise<Float32Array> {
   return (await readTensor(gpu, t)) as Float32Array;
 }
 
-export function tensorSpec(dtype: DType, shape: readonly number[], category: MemoryCategory, label: string): TensorSpec {
+export function tensorSpec(
+  dtype: DType,
+  shape: readonly number[],
+  category: MemoryCategory,
+  label: string,
+): TensorSpec {
   return { dtype, shape, category, label };
 }

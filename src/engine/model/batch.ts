@@ -35,7 +35,8 @@ export interface HostBatch {
 export function prepareBatch(mb: MicroBatch): HostBatch {
   const { batch: B, seqLen: T } = mb;
   const N = B * T;
-  if (!Number.isInteger(B) || !Number.isInteger(T) || B < 1 || T < 1) throw new Error(`micro-batch: bad shape ${B}×${T}`);
+  if (!Number.isInteger(B) || !Number.isInteger(T) || B < 1 || T < 1)
+    throw new Error(`micro-batch: bad shape ${B}×${T}`);
   const check = (name: string, a: Int32Array | undefined) => {
     if (a && a.length !== N) throw new Error(`micro-batch: ${name} has ${a.length} entries, expected ${B}×${T} = ${N}`);
   };

@@ -3,7 +3,12 @@
 // `models/qwen3/configuration_qwen3.py`, `models/mistral/configuration_mistral.py`;
 // RoPE from `modeling_rope_utils.py`.
 
-export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MistralForCausalLM'] as const;
+export const SUPPORTED_ARCHITECTURES = [
+  'LlamaForCausalLM',
+  'Qwen2ForCausalLM',
+  'Qwen3ForCausalLM',
+  'MistralForCausalLM',
+] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export class ModelConfigError extends Error {
@@ -22,7 +27,13 @@ export type RopeScaling =
   | { type: 'default' }
   | { type: 'linear'; factor: number }
   | { type: 'dynamic'; factor: number; originalMaxPositionEmbeddings: number | null }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
 
 export type TorchDtype = 'float32' | 'float16' | 'bfloat16';
 
@@ -105,7 +116,8 @@ class Reader {
   tokenId(k: string): number | null {
     const v = this.raw[k];
     if (v === undefined || v === null) return null;
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) this.fail(k, `must be a token id, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      this.fail(k, `must be a token id, got ${JSON.stringify(v)}`);
     return v;
   }
   tokenIds(k: string): number[] {
@@ -113,16 +125,25 @@ class Reader {
     if (v === undefined || v === null) return [];
     const arr = Array.isArray(v) ? v : [v];
     return arr.map((x, i) => {
-      if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) this.fail(Array.isArray(v) ? `${k}[${i}]` : k, `must be a token id, got ${JSON.stringify(x)}`);
+      if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0)
+        this.fail(Array.isArray(v) ? `${k}[${i}]` : k, `must be a token id, got ${JSON.stringify(x)}`);
       return x;
     });
   }
 }
 
-function ropeNumber(r: Reader, where: string, params: Json, k: string, opts: { int?: boolean; min?: number } = {}): number {
+function ropeNumber(
+  r: Reader,
+  where: string,
+  params: Json,
+  k: string,
+  opts: { int?: boolean; min?: number } = {},
+): number {
   const v = params[k];
-  if (v === undefined || v === null) r.fail(`${where}.${k}`, `required for rope_type "${String(params.rope_type ?? params.type)}"`);
-  if (typeof v !== 'number' || !Number.isFinite(v) || (opts.int && !Number.isSafeInteger(v))) r.fail(`${where}.${k}`, `must be a${opts.int ? 'n integer' : ' number'}, got ${JSON.stringify(v)}`);
+  if (v === undefined || v === null)
+    r.fail(`${where}.${k}`, `required for rope_type "${String(params.rope_type ?? params.type)}"`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || (opts.int && !Number.isSafeInteger(v)))
+    r.fail(`${where}.${k}`, `must be a${opts.int ? 'n integer' : ' number'}, got ${JSON.stringify(v)}`);
   if (opts.min !== undefined && v < opts.min) r.fail(`${where}.${k}`, `must be ≥ ${opts.min}, got ${v}`);
   return v;
 }
@@ -148,7 +169,8 @@ function parseRope(r: Reader): { theta: number; rope: RopeScaling } {
     params = null;
   }
   let theta: number;
-  if (params && params.rope_theta !== undefined && params.rope_theta !== null) theta = ropeNumber(r, where!, params, 'rope_theta', { min: Number.MIN_VALUE });
+  if (params && params.rope_theta !== undefined && params.rope_theta !== null)
+    theta = ropeNumber(r, where!, params, 'rope_theta', { min: Number.MIN_VALUE });
   else theta = r.num('rope_theta', 10000);
   if (!params) return { theta, rope: { type: 'default' } };
   // BC: "rope_type" was originally "type" (modeling_rope_utils.py).
@@ -166,7 +188,10 @@ function parseRope(r: Reader): { theta: number; rope: RopeScaling } {
         rope: {
           type: 'dynamic',
           factor: ropeNumber(r, w, params, 'factor', { min: 1 }),
-          originalMaxPositionEmbeddings: omp === undefined || omp === null ? null : ropeNumber(r, w, params, 'original_max_position_embeddings', { int: true, min: 1 }),
+          originalMaxPositionEmbeddings:
+            omp === undefined || omp === null
+              ? null
+              : ropeNumber(r, w, params, 'original_max_position_embeddings', { int: true, min: 1 }),
         },
       };
     }
@@ -175,14 +200,32 @@ function parseRope(r: Reader): { theta: number; rope: RopeScaling } {
       const high = ropeNumber(r, w, params, 'high_freq_factor', { min: Number.MIN_VALUE });
       if (!(high > low)) r.fail(`${w}.high_freq_factor`, `must be greater than low_freq_factor (${low}), got ${high}`);
       const omp = ropeNumber(r, w, params, 'original_max_position_embeddings', { int: true, min: 1 });
-      return { theta, rope: { type: 'llama3', factor: ropeNumber(r, w, params, 'factor', { min: 1 }), lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: omp } };
+      return {
+        theta,
+        rope: {
+          type: 'llama3',
+          factor: ropeNumber(r, w, params, 'factor', { min: 1 }),
+          lowFreqFactor: low,
+          highFreqFactor: high,
+          originalMaxPositionEmbeddings: omp,
+        },
+      };
     }
     default:
-      r.fail(`${w}.rope_type`, `RoPE scaling ${JSON.stringify(t)} is not supported; supported: default, linear, dynamic, llama3`);
+      r.fail(
+        `${w}.rope_type`,
+        `RoPE scaling ${JSON.stringify(t)} is not supported; supported: default, linear, dynamic, llama3`,
+      );
   }
 }
 
-const DTYPES: Record<string, TorchDtype> = { float32: 'float32', float16: 'float16', bfloat16: 'bfloat16', float: 'float32', half: 'float16' };
+const DTYPES: Record<string, TorchDtype> = {
+  float32: 'float32',
+  float16: 'float16',
+  bfloat16: 'bfloat16',
+  float: 'float32',
+  half: 'float16',
+};
 
 /** Parses config.json text (or an already-parsed object). Throws ModelConfigError naming the field. */
 export function parseModelConfig(input: string | Json, file = 'config.json'): ModelConfig {
@@ -201,9 +244,18 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   let arch: string | undefined;
   if (Array.isArray(archs) && archs.length > 0 && typeof archs[0] === 'string') arch = archs[0];
   else if (archs === undefined || archs === null) {
-    const byType: Record<string, Architecture> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' };
+    const byType: Record<string, Architecture> = {
+      llama: 'LlamaForCausalLM',
+      qwen2: 'Qwen2ForCausalLM',
+      qwen3: 'Qwen3ForCausalLM',
+      mistral: 'MistralForCausalLM',
+    };
     arch = typeof raw.model_type === 'string' ? byType[raw.model_type] : undefined;
-    if (!arch) r.fail('architectures', `missing, and model_type ${JSON.stringify(raw.model_type)} does not name a supported model; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`);
+    if (!arch)
+      r.fail(
+        'architectures',
+        `missing, and model_type ${JSON.stringify(raw.model_type)} does not name a supported model; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
+      );
   } else r.fail('architectures', `must be a list of class names, got ${JSON.stringify(archs)}`);
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch!)) {
     r.fail('architectures', `unsupported architecture ${arch}; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`);
@@ -216,11 +268,19 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   const numLayers = r.int('num_hidden_layers');
   const numHeads = r.int('num_attention_heads');
   const numKvHeads = r.int('num_key_value_heads', numHeads);
-  if (numHeads % numKvHeads !== 0) r.fail('num_key_value_heads', `num_attention_heads (${numHeads}) must be divisible by num_key_value_heads (${numKvHeads})`);
+  if (numHeads % numKvHeads !== 0)
+    r.fail(
+      'num_key_value_heads',
+      `num_attention_heads (${numHeads}) must be divisible by num_key_value_heads (${numKvHeads})`,
+    );
   let headDim: number;
   if (r.has('head_dim')) headDim = r.int('head_dim');
   else {
-    if (hiddenSize % numHeads !== 0) r.fail('hidden_size', `hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numHeads}) when head_dim is not given`);
+    if (hiddenSize % numHeads !== 0)
+      r.fail(
+        'hidden_size',
+        `hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numHeads}) when head_dim is not given`,
+      );
     headDim = hiddenSize / numHeads;
   }
   if (headDim % 2 !== 0) r.fail('head_dim', `RoPE needs an even head dimension, got ${headDim}`);
@@ -229,7 +289,10 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   const rmsNormEps = r.num('rms_norm_eps', 1e-6);
   const { theta: ropeTheta, rope } = parseRope(r);
   if (r.has('partial_rotary_factor') && r.raw.partial_rotary_factor !== 1 && r.raw.partial_rotary_factor !== 1.0) {
-    r.fail('partial_rotary_factor', `partial rotary embeddings are not supported (got ${JSON.stringify(r.raw.partial_rotary_factor)})`);
+    r.fail(
+      'partial_rotary_factor',
+      `partial rotary embeddings are not supported (got ${JSON.stringify(r.raw.partial_rotary_factor)})`,
+    );
   }
   const act = raw.hidden_act ?? 'silu';
   if (act !== 'silu' && act !== 'swish') r.fail('hidden_act', `only silu is supported, got ${JSON.stringify(act)}`);
@@ -258,7 +321,10 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
 
   let slidingWindow: number | null = null;
   const sw = raw.sliding_window;
-  const swUsed = architecture === 'MistralForCausalLM' ? sw !== undefined && sw !== null : r.bool('use_sliding_window', false) && sw !== undefined && sw !== null;
+  const swUsed =
+    architecture === 'MistralForCausalLM'
+      ? sw !== undefined && sw !== null
+      : r.bool('use_sliding_window', false) && sw !== undefined && sw !== null;
   if (swUsed) {
     slidingWindow = r.int('sliding_window');
     notes.push(
@@ -269,8 +335,13 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   const dtypeRaw = raw.torch_dtype ?? raw.dtype ?? null;
   let torchDtype: TorchDtype | null = null;
   if (dtypeRaw !== null) {
-    const known = typeof dtypeRaw === 'string' && Object.prototype.hasOwnProperty.call(DTYPES, dtypeRaw) ? DTYPES[dtypeRaw] : null;
-    if (known === null) r.fail(raw.torch_dtype !== undefined ? 'torch_dtype' : 'dtype', `unsupported dtype ${JSON.stringify(dtypeRaw)}; expected float32, float16 or bfloat16`);
+    const known =
+      typeof dtypeRaw === 'string' && Object.prototype.hasOwnProperty.call(DTYPES, dtypeRaw) ? DTYPES[dtypeRaw] : null;
+    if (known === null)
+      r.fail(
+        raw.torch_dtype !== undefined ? 'torch_dtype' : 'dtype',
+        `unsupported dtype ${JSON.stringify(dtypeRaw)}; expected float32, float16 or bfloat16`,
+      );
     torchDtype = known;
   }
 
@@ -278,19 +349,25 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   const bosTokenId = r.tokenId('bos_token_id');
   const eosTokenIds = r.tokenIds('eos_token_id');
   const padTokenId = r.tokenId('pad_token_id');
-  for (const [k, v] of [['bos_token_id', bosTokenId], ['pad_token_id', padTokenId]] as const) {
+  for (const [k, v] of [
+    ['bos_token_id', bosTokenId],
+    ['pad_token_id', padTokenId],
+  ] as const) {
     if (v !== null && v >= vocabSize) r.fail(k, `token id ${v} is outside the vocabulary (vocab_size ${vocabSize})`);
   }
   eosTokenIds.forEach((id) => {
     if (id >= vocabSize) r.fail('eos_token_id', `token id ${id} is outside the vocabulary (vocab_size ${vocabSize})`);
   });
   if (rope.type === 'llama3' && rope.originalMaxPositionEmbeddings >= maxPositionEmbeddings) {
-    notes.push(`${file}: rope_scaling.original_max_position_embeddings (${rope.originalMaxPositionEmbeddings}) is not below max_position_embeddings (${maxPositionEmbeddings})`);
+    notes.push(
+      `${file}: rope_scaling.original_max_position_embeddings (${rope.originalMaxPositionEmbeddings}) is not below max_position_embeddings (${maxPositionEmbeddings})`,
+    );
   }
 
   return {
     architecture,
-    modelType: typeof raw.model_type === 'string' ? raw.model_type : architecture.replace('ForCausalLM', '').toLowerCase(),
+    modelType:
+      typeof raw.model_type === 'string' ? raw.model_type : architecture.replace('ForCausalLM', '').toLowerCase(),
     hiddenSize,
     intermediateSize,
     numLayers,
@@ -319,7 +396,11 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
 /** Refuses sequences longer than a sliding window (full attention is only exact up to it). */
 export function checkSequenceLength(config: ModelConfig, seqLen: number): void {
   if (config.slidingWindow !== null && seqLen > config.slidingWindow) {
-    throw new ModelConfigError('config.json', 'sliding_window', `sequence of ${seqLen} tokens exceeds the sliding window of ${config.slidingWindow}; lower cutoff_len to ≤ ${config.slidingWindow}`);
+    throw new ModelConfigError(
+      'config.json',
+      'sliding_window',
+      `sequence of ${seqLen} tokens exceeds the sliding window of ${config.slidingWindow}; lower cutoff_len to ≤ ${config.slidingWindow}`,
+    );
   }
 }
 
@@ -347,13 +428,20 @@ export function linearShape(c: ModelConfig, m: LinearModule): [number, number] {
   const q = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   switch (m) {
-    case 'q_proj': return [q, c.hiddenSize];
-    case 'k_proj': return [kv, c.hiddenSize];
-    case 'v_proj': return [kv, c.hiddenSize];
-    case 'o_proj': return [c.hiddenSize, q];
-    case 'gate_proj': return [c.intermediateSize, c.hiddenSize];
-    case 'up_proj': return [c.intermediateSize, c.hiddenSize];
-    case 'down_proj': return [c.hiddenSize, c.intermediateSize];
+    case 'q_proj':
+      return [q, c.hiddenSize];
+    case 'k_proj':
+      return [kv, c.hiddenSize];
+    case 'v_proj':
+      return [kv, c.hiddenSize];
+    case 'o_proj':
+      return [c.hiddenSize, q];
+    case 'gate_proj':
+      return [c.intermediateSize, c.hiddenSize];
+    case 'up_proj':
+      return [c.intermediateSize, c.hiddenSize];
+    case 'down_proj':
+      return [c.hiddenSize, c.intermediateSize];
   }
 }
 
@@ -364,7 +452,8 @@ export function moduleGroup(m: LinearModule): 'self_attn' | 'mlp' {
 /** Every tensor a transformers checkpoint of this config holds, with its shape, in model order. */
 export function expectedWeights(c: ModelConfig): ExpectedWeight[] {
   const out: ExpectedWeight[] = [];
-  const push = (name: string, shape: number[], role: WeightRole, layer: number | null, optional = false) => out.push({ name, shape, role, layer, optional });
+  const push = (name: string, shape: number[], role: WeightRole, layer: number | null, optional = false) =>
+    out.push({ name, shape, role, layer, optional });
   push('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize], 'embed', null);
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}`;
@@ -372,7 +461,7 @@ export function expectedWeights(c: ModelConfig): ExpectedWeight[] {
     for (const m of ATTENTION_MODULES) {
       const [o, i] = linearShape(c, m);
       push(`${p}.self_attn.${m}.weight`, [o, i], 'linear', l);
-      if ((m === 'o_proj' ? c.oBias : c.qkvBias)) push(`${p}.self_attn.${m}.bias`, [o], 'bias', l);
+      if (m === 'o_proj' ? c.oBias : c.qkvBias) push(`${p}.self_attn.${m}.bias`, [o], 'bias', l);
     }
     if (c.qkNorm) {
       push(`${p}.self_attn.q_norm.weight`, [c.headDim], 'qk-norm', l);
@@ -406,7 +495,14 @@ export interface WeightCheck {
 const IGNORABLE = [/\.rotary_emb\.inv_freq$/];
 // bitsandbytes companions of a quantized `M.weight` (bitsandbytes/functional.py QuantState.as_dict(packed=True),
 // written by bitsandbytes/nn/modules.py Params4bit / Linear4bit._save_to_state_dict).
-const BNB_SUFFIXES = ['.absmax', '.quant_map', '.nested_absmax', '.nested_quant_map', '.quant_state.bitsandbytes__nf4', '.quant_state.bitsandbytes__fp4'];
+const BNB_SUFFIXES = [
+  '.absmax',
+  '.quant_map',
+  '.nested_absmax',
+  '.nested_quant_map',
+  '.quant_state.bitsandbytes__nf4',
+  '.quant_state.bitsandbytes__fp4',
+];
 
 /** Compares a checkpoint's tensors (name → shape) with what the config needs. */
 export function checkWeights(c: ModelConfig, available: ReadonlyMap<string, readonly number[]>): WeightCheck {
@@ -415,7 +511,10 @@ export function checkWeights(c: ModelConfig, available: ReadonlyMap<string, read
   const res: WeightCheck = { missing: [], unexpected: [], misshaped: [], ignored: [], quantized: [], problems: [] };
   const companion = new Set<string>();
   for (const w of expected) {
-    if (available.has(`${w.name}.quant_state.bitsandbytes__nf4`) || available.has(`${w.name}.quant_state.bitsandbytes__fp4`)) {
+    if (
+      available.has(`${w.name}.quant_state.bitsandbytes__nf4`) ||
+      available.has(`${w.name}.quant_state.bitsandbytes__fp4`)
+    ) {
       for (const s of BNB_SUFFIXES) if (available.has(w.name + s)) companion.add(w.name + s);
     }
   }
@@ -428,19 +527,26 @@ export function checkWeights(c: ModelConfig, available: ReadonlyMap<string, read
       }
       continue;
     }
-    if (companion.has(`${w.name}.quant_state.bitsandbytes__nf4`) || companion.has(`${w.name}.quant_state.bitsandbytes__fp4`)) {
+    if (
+      companion.has(`${w.name}.quant_state.bitsandbytes__nf4`) ||
+      companion.has(`${w.name}.quant_state.bitsandbytes__fp4`)
+    ) {
       res.quantized.push(w.name);
       const numel = w.shape.reduce((a, b) => a * b, 1);
       const packed = shape.reduce((a, b) => a * b, 1);
       if (packed * 2 !== numel && packed * 2 !== numel + 1) {
         res.misshaped.push({ name: w.name, expected: w.shape, actual: [...shape] });
-        res.problems.push(`tensor "${w.name}": 4-bit packed size ${packed} bytes does not hold [${w.shape.join(', ')}]`);
+        res.problems.push(
+          `tensor "${w.name}": 4-bit packed size ${packed} bytes does not hold [${w.shape.join(', ')}]`,
+        );
       }
       continue;
     }
     if (shape.length !== w.shape.length || shape.some((d, i) => d !== w.shape[i])) {
       res.misshaped.push({ name: w.name, expected: w.shape, actual: [...shape] });
-      res.problems.push(`tensor "${w.name}" has shape [${shape.join(', ')}] but config.json implies [${w.shape.join(', ')}]`);
+      res.problems.push(
+        `tensor "${w.name}" has shape [${shape.join(', ')}] but config.json implies [${w.shape.join(', ')}]`,
+      );
     }
   }
   for (const name of available.keys()) {
@@ -473,7 +579,10 @@ function defaultInvFreq(theta: number, dim: number): Float32Array {
  * llama3 (per-wavelength band: keep high frequencies, ÷factor low ones, smooth blend between).
  * `seqLen` only matters for dynamic scaling (transformers recomputes when seq_len > max_position_embeddings).
  */
-export function computeInvFreq(c: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'rope' | 'maxPositionEmbeddings'>, seqLen?: number): Float32Array {
+export function computeInvFreq(
+  c: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'rope' | 'maxPositionEmbeddings'>,
+  seqLen?: number,
+): Float32Array {
   const dim = c.headDim;
   const r = c.rope;
   switch (r.type) {

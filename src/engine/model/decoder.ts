@@ -12,10 +12,23 @@ import { Recorder } from '../gpu/recorder.ts';
 import type { Tensor } from '../gpu/tensor.ts';
 import { createTensor, releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
 import type { MemoryCategory } from '../gpu/ledger.ts';
-import { attentionBackward, attentionForward, createAttentionScratch, releaseAttentionScratch, type AttentionScratch } from '../ops/attention.ts';
+import {
+  attentionBackward,
+  attentionForward,
+  createAttentionScratch,
+  releaseAttentionScratch,
+  type AttentionScratch,
+} from '../ops/attention.ts';
 import { crossEntropy, type LossScale } from '../ops/cross_entropy.ts';
 import { embeddingBackward, embeddingCsr, embeddingForward, type NeftuneOptions } from '../ops/embedding.ts';
-import { createLoraWorkspace, loraBackward, loraForward, releaseLoraWorkspace, type LoraDropout, type LoraWorkspace } from '../ops/lora.ts';
+import {
+  createLoraWorkspace,
+  loraBackward,
+  loraForward,
+  releaseLoraWorkspace,
+  type LoraDropout,
+  type LoraWorkspace,
+} from '../ops/lora.ts';
 import { matmul } from '../ops/matmul.ts';
 import type { Nf4Weight } from '../ops/nf4.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
@@ -23,7 +36,15 @@ import { ropeBackward, ropeForward } from '../ops/rope.ts';
 import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
 import { labelRuns, type HostBatch } from './batch.ts';
 import { checkSequenceLength, computeInvFreq, linearShape, type LinearModule, type ModelConfig } from './config.ts';
-import { LINEAR_MODULES, isRowSplit, modulePrefix, type LoraModuleState, type LoraSet, type Model, type RowSplitWeight } from './model.ts';
+import {
+  LINEAR_MODULES,
+  isRowSplit,
+  modulePrefix,
+  type LoraModuleState,
+  type LoraSet,
+  type Model,
+  type RowSplitWeight,
+} from './model.ts';
 
 /** Bytes of one logits chunk [rows, vocab] f32 (the loss never holds all rows' logits at once). */
 const LOGITS_CHUNK_BYTES = 64 << 20;
@@ -109,7 +130,9 @@ export class Decoder {
       for (const [name, w] of model.weights) {
         if (name === 'lm_head.weight' && w === model.weights.get('model.embed_tokens.weight')) continue;
         if (isRowSplit(w) || (w as Nf4Weight).kind === 'nf4' || (w as Tensor).dtype !== 'f32') {
-          throw new Error(`full fine-tuning needs f32 weights in single buffers; ${name} is not (load with computeDType 'f32')`);
+          throw new Error(
+            `full fine-tuning needs f32 weights in single buffers; ${name} is not (load with computeDType 'f32')`,
+          );
         }
         this.grads.set(name, this.zeros([...(w as Tensor).shape], `grad ${name}`, 'gradients'));
       }
@@ -156,14 +179,17 @@ export class Decoder {
       ownInvFreq: passInvFreq !== null,
       segments: up(hb.segments, 'segment_ids'),
       labels: up(hb.shifted, 'labels'),
-      ones: needOnes ? uploadTensor(g, new Float32Array(hb.N).fill(1), tensorSpec('f32', [hb.N, 1], 'activations', 'ones')) : null,
+      ones: needOnes
+        ? uploadTensor(g, new Float32Array(hb.N).fill(1), tensorSpec('f32', [hb.N, 1], 'activations', 'ones'))
+        : null,
       dropoutStep,
       neftune,
     };
   }
 
   releaseInputs(p: PassInputs): void {
-    for (const t of [p.ids, p.positions, p.segments, p.labels, p.ones, p.ownInvFreq ? p.invFreq : null]) if (t) releaseTensor(this.gpu, t);
+    for (const t of [p.ids, p.positions, p.segments, p.labels, p.ones, p.ownInvFreq ? p.invFreq : null])
+      if (t) releaseTensor(this.gpu, t);
   }
 
   /**
@@ -176,7 +202,11 @@ export class Decoder {
     let maxPos = 0;
     for (const p of positions) if (p > maxPos) maxPos = p;
     if (maxPos + 1 <= this.c.maxPositionEmbeddings) return null;
-    return uploadTensor(this.gpu, computeInvFreq(this.c, maxPos + 1), tensorSpec('f32', [this.c.headDim / 2], 'activations', 'rope.inv_freq.dynamic'));
+    return uploadTensor(
+      this.gpu,
+      computeInvFreq(this.c, maxPos + 1),
+      tensorSpec('f32', [this.c.headDim / 2], 'activations', 'rope.inv_freq.dynamic'),
+    );
   }
 
   // -------------------------------------------------------------------------------------------
@@ -218,7 +248,8 @@ export class Decoder {
     if (!this.lora) return;
     for (const m of LINEAR_MODULES) {
       const st = this.lora.get(layer, m);
-      if (st && !acts.lora.has(m)) acts.lora.set(m, createLoraWorkspace(this.gpu, N, st.adapter, `${modulePrefix(layer, m)}.lora_ws`));
+      if (st && !acts.lora.has(m))
+        acts.lora.set(m, createLoraWorkspace(this.gpu, N, st.adapter, `${modulePrefix(layer, m)}.lora_ws`));
     }
   }
 
@@ -239,27 +270,71 @@ export class Decoder {
   }
 
   /** y (= or +=) x·Wᵀ + b + LoRA. */
-  private async linearForward(rec: Recorder, p: PassInputs, layer: number, m: LinearModule, x: Tensor, y: Tensor, acts: LayerActs, beta = 0): Promise<void> {
+  private async linearForward(
+    rec: Recorder,
+    p: PassInputs,
+    layer: number,
+    m: LinearModule,
+    x: Tensor,
+    y: Tensor,
+    acts: LayerActs,
+    beta = 0,
+  ): Promise<void> {
     const [out, inF] = linearShape(this.c, m);
     const N = p.hb.N;
     await matmul(rec, { a: x, b: this.model.linear(layer, m), c: y, M: N, N: out, K: inF, transB: true, beta });
     const bias = this.model.bias(layer, m);
     if (bias) await matmul(rec, { a: p.ones!, b: bias, c: y, M: N, N: out, K: 1, beta: 1 });
     const st = this.lora?.get(layer, m);
-    if (st) await loraForward(rec, { x, y, adapter: st.adapter, N, dropout: this.dropout(st, p.dropoutStep), ws: acts.lora.get(m)! });
+    if (st)
+      await loraForward(rec, {
+        x,
+        y,
+        adapter: st.adapter,
+        N,
+        dropout: this.dropout(st, p.dropoutStep),
+        ws: acts.lora.get(m)!,
+      });
   }
 
   /** dX (= or +=) dY·W (+ LoRA), and the trainable gradients (+=). */
-  private async linearBackward(rec: Recorder, p: PassInputs, layer: number, m: LinearModule, x: Tensor, dY: Tensor, dX: Tensor | undefined, acts: LayerActs, accumulateDx: boolean): Promise<void> {
+  private async linearBackward(
+    rec: Recorder,
+    p: PassInputs,
+    layer: number,
+    m: LinearModule,
+    x: Tensor,
+    dY: Tensor,
+    dX: Tensor | undefined,
+    acts: LayerActs,
+    accumulateDx: boolean,
+  ): Promise<void> {
     const [out, inF] = linearShape(this.c, m);
     const N = p.hb.N;
     const name = modulePrefix(layer, m);
-    if (dX) await matmul(rec, { a: dY, b: this.model.linear(layer, m), c: dX, M: N, N: inF, K: out, beta: accumulateDx ? 1 : 0 });
+    if (dX)
+      await matmul(rec, {
+        a: dY,
+        b: this.model.linear(layer, m),
+        c: dX,
+        M: N,
+        N: inF,
+        K: out,
+        beta: accumulateDx ? 1 : 0,
+      });
     const st = this.lora?.get(layer, m);
     if (st) {
       await loraBackward(rec, {
-        x, dY, dX, dA: this.grads.get(`${name}.lora_A`)!, dB: this.grads.get(`${name}.lora_B`)!, accumulate: true,
-        adapter: st.adapter, N, dropout: this.dropout(st, p.dropoutStep), ws: acts.lora.get(m)!,
+        x,
+        dY,
+        dX,
+        dA: this.grads.get(`${name}.lora_A`)!,
+        dB: this.grads.get(`${name}.lora_B`)!,
+        accumulate: true,
+        adapter: st.adapter,
+        N,
+        dropout: this.dropout(st, p.dropoutStep),
+        ws: acts.lora.get(m)!,
       });
     }
     const dW = this.grads.get(`${name}.weight`);
@@ -271,33 +346,105 @@ export class Decoder {
   // -------------------------------------------------------------------------------------------
   // One layer
 
-  private async layerForward(rec: Recorder, p: PassInputs, l: number, hIn: Tensor, hOut: Tensor, a: LayerActs): Promise<void> {
+  private async layerForward(
+    rec: Recorder,
+    p: PassInputs,
+    l: number,
+    hIn: Tensor,
+    hOut: Tensor,
+    a: LayerActs,
+  ): Promise<void> {
     const c = this.c;
     const N = p.hb.N;
     const H = c.hiddenSize;
     const D = c.headDim;
     const pre = `model.layers.${l}`;
     const eps = c.rmsNormEps;
-    await rmsnormForward(rec, { x: hIn, weight: this.model.tensor(`${pre}.input_layernorm.weight`), y: a.xn1, rstd: a.rstd1, rows: N, width: H, eps });
+    await rmsnormForward(rec, {
+      x: hIn,
+      weight: this.model.tensor(`${pre}.input_layernorm.weight`),
+      y: a.xn1,
+      rstd: a.rstd1,
+      rows: N,
+      width: H,
+      eps,
+    });
     await this.linearForward(rec, p, l, 'q_proj', a.xn1, a.qPre ?? a.q, a);
     await this.linearForward(rec, p, l, 'k_proj', a.xn1, a.kPre ?? a.k, a);
     await this.linearForward(rec, p, l, 'v_proj', a.xn1, a.v, a);
     if (c.qkNorm) {
-      await rmsnormForward(rec, { x: a.qPre!, weight: this.model.tensor(`${pre}.self_attn.q_norm.weight`), y: a.q, rstd: a.rstdQ!, rows: N * c.numHeads, width: D, eps });
-      await rmsnormForward(rec, { x: a.kPre!, weight: this.model.tensor(`${pre}.self_attn.k_norm.weight`), y: a.k, rstd: a.rstdK!, rows: N * c.numKvHeads, width: D, eps });
+      await rmsnormForward(rec, {
+        x: a.qPre!,
+        weight: this.model.tensor(`${pre}.self_attn.q_norm.weight`),
+        y: a.q,
+        rstd: a.rstdQ!,
+        rows: N * c.numHeads,
+        width: D,
+        eps,
+      });
+      await rmsnormForward(rec, {
+        x: a.kPre!,
+        weight: this.model.tensor(`${pre}.self_attn.k_norm.weight`),
+        y: a.k,
+        rstd: a.rstdK!,
+        rows: N * c.numKvHeads,
+        width: D,
+        eps,
+      });
     }
-    await ropeForward(rec, { q: a.q, k: a.k, positionIds: p.positions, invFreq: p.invFreq, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
+    await ropeForward(rec, {
+      q: a.q,
+      k: a.k,
+      positionIds: p.positions,
+      invFreq: p.invFreq,
+      tokens: N,
+      qHeads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: D,
+    });
     if (p.kv) {
       const row = c.numKvHeads * D * 4;
       rec.copy(a.k, 0, p.kv.k[l], p.kv.offset * row, N * row);
       rec.copy(a.v, 0, p.kv.v[l], p.kv.offset * row, N * row);
-      await attentionForward(rec, { queries: N, keys: p.kv.offset + N, queryOffset: p.kv.offset, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, q: a.q, k: p.kv.k[l], v: p.kv.v[l], out: a.o, lse: a.lse });
+      await attentionForward(rec, {
+        queries: N,
+        keys: p.kv.offset + N,
+        queryOffset: p.kv.offset,
+        qHeads: c.numHeads,
+        kvHeads: c.numKvHeads,
+        headDim: D,
+        q: a.q,
+        k: p.kv.k[l],
+        v: p.kv.v[l],
+        out: a.o,
+        lse: a.lse,
+      });
     } else {
-      await attentionForward(rec, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, segmentIds: p.segments, q: a.q, k: a.k, v: a.v, out: a.o, lse: a.lse });
+      await attentionForward(rec, {
+        queries: N,
+        keys: N,
+        qHeads: c.numHeads,
+        kvHeads: c.numKvHeads,
+        headDim: D,
+        segmentIds: p.segments,
+        q: a.q,
+        k: a.k,
+        v: a.v,
+        out: a.o,
+        lse: a.lse,
+      });
     }
     rec.copy(hIn, 0, a.hMid, 0, N * H * 4);
     await this.linearForward(rec, p, l, 'o_proj', a.o, a.hMid, a, 1);
-    await rmsnormForward(rec, { x: a.hMid, weight: this.model.tensor(`${pre}.post_attention_layernorm.weight`), y: a.xn2, rstd: a.rstd2, rows: N, width: H, eps });
+    await rmsnormForward(rec, {
+      x: a.hMid,
+      weight: this.model.tensor(`${pre}.post_attention_layernorm.weight`),
+      y: a.xn2,
+      rstd: a.rstd2,
+      rows: N,
+      width: H,
+      eps,
+    });
     await this.linearForward(rec, p, l, 'gate_proj', a.xn2, a.gate, a);
     await this.linearForward(rec, p, l, 'up_proj', a.xn2, a.up, a);
     await swigluForward(rec, { gate: a.gate, up: a.up, y: a.act, rows: N, width: c.intermediateSize });
@@ -309,7 +456,16 @@ export class Decoder {
    * dh: on entry dL/dhOut, on exit dL/dhIn. Without `inputGrad` (layer 0 when the embedding does
    * not train) the gradient is not carried past q/k/v: only their own parameter gradients are made.
    */
-  private async layerBackward(rec: Recorder, p: PassInputs, l: number, hIn: Tensor, a: LayerActs, dh: Tensor, s: BackScratch, inputGrad = true): Promise<void> {
+  private async layerBackward(
+    rec: Recorder,
+    p: PassInputs,
+    l: number,
+    hIn: Tensor,
+    a: LayerActs,
+    dh: Tensor,
+    s: BackScratch,
+    inputGrad = true,
+  ): Promise<void> {
     const c = this.c;
     const N = p.hb.N;
     const H = c.hiddenSize;
@@ -323,18 +479,78 @@ export class Decoder {
     await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, s.dGate, s.dXn, a, false);
     await this.linearBackward(rec, p, l, 'up_proj', a.xn2, s.dUp, s.dXn, a, true);
     const ln2 = `${pre}.post_attention_layernorm.weight`;
-    await rmsnormBackward(rec, { x: a.hMid, rstd: a.rstd2, weight: this.model.tensor(ln2), dy: s.dXn, dx: dh, accumulateDx: true, dWeight: normGrad(ln2), accumulateDWeight: true, partials: s.partials, rows: N, width: H });
+    await rmsnormBackward(rec, {
+      x: a.hMid,
+      rstd: a.rstd2,
+      weight: this.model.tensor(ln2),
+      dy: s.dXn,
+      dx: dh,
+      accumulateDx: true,
+      dWeight: normGrad(ln2),
+      accumulateDWeight: true,
+      partials: s.partials,
+      rows: N,
+      width: H,
+    });
     // Attention
     await this.linearBackward(rec, p, l, 'o_proj', a.o, dh, s.dO, a, false);
-    await attentionBackward(rec, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D, segmentIds: p.segments, q: a.q, k: a.k, v: a.v, out: a.o, lse: a.lse, dOut: s.dO, dq: s.dq, dk: s.dk, dv: s.dv, scratch: s.attn });
-    await ropeBackward(rec, { dq: s.dq, dk: s.dk, positionIds: p.positions, invFreq: p.invFreq, tokens: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: D });
+    await attentionBackward(rec, {
+      queries: N,
+      keys: N,
+      qHeads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: D,
+      segmentIds: p.segments,
+      q: a.q,
+      k: a.k,
+      v: a.v,
+      out: a.o,
+      lse: a.lse,
+      dOut: s.dO,
+      dq: s.dq,
+      dk: s.dk,
+      dv: s.dv,
+      scratch: s.attn,
+    });
+    await ropeBackward(rec, {
+      dq: s.dq,
+      dk: s.dk,
+      positionIds: p.positions,
+      invFreq: p.invFreq,
+      tokens: N,
+      qHeads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: D,
+    });
     let dq = s.dq;
     let dk = s.dk;
     if (c.qkNorm) {
       const qn = `${pre}.self_attn.q_norm.weight`;
       const kn = `${pre}.self_attn.k_norm.weight`;
-      await rmsnormBackward(rec, { x: a.qPre!, rstd: a.rstdQ!, weight: this.model.tensor(qn), dy: s.dq, dx: s.dqPre!, dWeight: normGrad(qn), accumulateDWeight: true, partials: s.partials, rows: N * c.numHeads, width: D });
-      await rmsnormBackward(rec, { x: a.kPre!, rstd: a.rstdK!, weight: this.model.tensor(kn), dy: s.dk, dx: s.dkPre!, dWeight: normGrad(kn), accumulateDWeight: true, partials: s.partials, rows: N * c.numKvHeads, width: D });
+      await rmsnormBackward(rec, {
+        x: a.qPre!,
+        rstd: a.rstdQ!,
+        weight: this.model.tensor(qn),
+        dy: s.dq,
+        dx: s.dqPre!,
+        dWeight: normGrad(qn),
+        accumulateDWeight: true,
+        partials: s.partials,
+        rows: N * c.numHeads,
+        width: D,
+      });
+      await rmsnormBackward(rec, {
+        x: a.kPre!,
+        rstd: a.rstdK!,
+        weight: this.model.tensor(kn),
+        dy: s.dk,
+        dx: s.dkPre!,
+        dWeight: normGrad(kn),
+        accumulateDWeight: true,
+        partials: s.partials,
+        rows: N * c.numKvHeads,
+        width: D,
+      });
       dq = s.dqPre!;
       dk = s.dkPre!;
     }
@@ -344,7 +560,20 @@ export class Decoder {
     await this.linearBackward(rec, p, l, 'q_proj', a.xn1, dq, dXn, a, false);
     await this.linearBackward(rec, p, l, 'k_proj', a.xn1, dk, dXn, a, true);
     await this.linearBackward(rec, p, l, 'v_proj', a.xn1, s.dv, dXn, a, true);
-    if (dXn) await rmsnormBackward(rec, { x: hIn, rstd: a.rstd1, weight: this.model.tensor(ln1), dy: s.dXn, dx: inputGrad ? dh : undefined, accumulateDx: true, dWeight: dW1, accumulateDWeight: true, partials: s.partials, rows: N, width: H });
+    if (dXn)
+      await rmsnormBackward(rec, {
+        x: hIn,
+        rstd: a.rstd1,
+        weight: this.model.tensor(ln1),
+        dy: s.dXn,
+        dx: inputGrad ? dh : undefined,
+        accumulateDx: true,
+        dWeight: dW1,
+        accumulateDWeight: true,
+        partials: s.partials,
+        rows: N,
+        width: H,
+      });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -355,7 +584,15 @@ export class Decoder {
     const N = p.hb.N;
     const W = this.model.embedding;
     if (!isRowSplit(W)) {
-      await embeddingForward(rec, { ids: p.ids, weight: W, out, tokens: N, vocab: c.vocabSize, hidden: c.hiddenSize, neftune: p.neftune });
+      await embeddingForward(rec, {
+        ids: p.ids,
+        weight: W,
+        out,
+        tokens: N,
+        vocab: c.vocabSize,
+        hidden: c.hiddenSize,
+        neftune: p.neftune,
+      });
       return;
     }
     // Split table: gather each part's tokens into a scratch, then copy runs of rows into place.
@@ -363,12 +600,24 @@ export class Decoder {
       const where: number[] = [];
       for (let n = 0; n < N; n++) if (p.hb.ids[n] >= part.row0 && p.hb.ids[n] < part.row0 + part.rows) where.push(n);
       if (!where.length) continue;
-      const local = uploadTensor(this.gpu, Int32Array.from(where, (n) => p.hb.ids[n] - part.row0), tensorSpec('i32', [where.length], 'scratch', 'embed.local_ids'));
+      const local = uploadTensor(
+        this.gpu,
+        Int32Array.from(where, (n) => p.hb.ids[n] - part.row0),
+        tensorSpec('i32', [where.length], 'scratch', 'embed.local_ids'),
+      );
       const tmp = this.zeros([where.length, c.hiddenSize], 'embed.part_rows', 'scratch');
       const nf = p.neftune ? { ...p.neftune, stream: p.neftune.stream * 64 + W.parts.indexOf(part) } : undefined;
-      await embeddingForward(rec, { ids: local, weight: part.tensor, out: tmp, tokens: where.length, vocab: part.rows, hidden: c.hiddenSize, neftune: nf });
+      await embeddingForward(rec, {
+        ids: local,
+        weight: part.tensor,
+        out: tmp,
+        tokens: where.length,
+        vocab: part.rows,
+        hidden: c.hiddenSize,
+        neftune: nf,
+      });
       const row = c.hiddenSize * 4;
-      for (let j = 0; j < where.length; ) {
+      for (let j = 0; j < where.length;) {
         let k = j + 1;
         while (k < where.length && where[k] === where[k - 1] + 1) k++;
         rec.copy(tmp, j * row, out, where[j] * row, (k - j) * row);
@@ -403,22 +652,60 @@ export class Decoder {
     }
     // One 1-row product per token row so each part lands in its vocabulary columns.
     for (const part of (W as RowSplitWeight).parts) {
-      await matmul(rec, { a: xf, aOffset: r0 * H, aBatchStride: H, b: part.tensor, bBatchStride: 0, c: logits, cOffset: part.row0, cBatchStride: V, M: 1, N: part.rows, K: H, batch: R, transB: true });
+      await matmul(rec, {
+        a: xf,
+        aOffset: r0 * H,
+        aBatchStride: H,
+        b: part.tensor,
+        bBatchStride: 0,
+        c: logits,
+        cOffset: part.row0,
+        cBatchStride: V,
+        M: 1,
+        N: part.rows,
+        K: H,
+        batch: R,
+        transB: true,
+      });
     }
   }
 
-  private async lmHeadBackward(rec: Recorder, xf: Tensor, r0: number, R: number, dLogits: Tensor, dxf: Tensor): Promise<void> {
+  private async lmHeadBackward(
+    rec: Recorder,
+    xf: Tensor,
+    r0: number,
+    R: number,
+    dLogits: Tensor,
+    dxf: Tensor,
+  ): Promise<void> {
     const { hiddenSize: H, vocabSize: V } = this.c;
     const W = this.model.lmHead;
     if (!isRowSplit(W)) {
       await matmul(rec, { a: dLogits, b: W, c: dxf, cOffset: r0 * H, M: R, N: H, K: V });
     } else {
       for (const [i, part] of W.parts.entries()) {
-        await matmul(rec, { a: dLogits, aOffset: part.row0, aBatchStride: V, b: part.tensor, bBatchStride: 0, c: dxf, cOffset: r0 * H, cBatchStride: H, M: 1, N: H, K: part.rows, batch: R, beta: i ? 1 : 0 });
+        await matmul(rec, {
+          a: dLogits,
+          aOffset: part.row0,
+          aBatchStride: V,
+          b: part.tensor,
+          bBatchStride: 0,
+          c: dxf,
+          cOffset: r0 * H,
+          cBatchStride: H,
+          M: 1,
+          N: H,
+          K: part.rows,
+          batch: R,
+          beta: i ? 1 : 0,
+        });
       }
     }
-    const tiedOrHead = this.grads.get('lm_head.weight') ?? (this.c.tieWordEmbeddings ? this.grads.get('model.embed_tokens.weight') : undefined);
-    if (tiedOrHead) await matmul(rec, { a: dLogits, b: xf, bOffset: r0 * H, c: tiedOrHead, M: V, N: H, K: R, transA: true, beta: 1 });
+    const tiedOrHead =
+      this.grads.get('lm_head.weight') ??
+      (this.c.tieWordEmbeddings ? this.grads.get('model.embed_tokens.weight') : undefined);
+    if (tiedOrHead)
+      await matmul(rec, { a: dLogits, b: xf, bOffset: r0 * H, c: tiedOrHead, M: V, N: H, K: R, transA: true, beta: 1 });
   }
 
   private chunkRows(N: number): number {
@@ -441,7 +728,12 @@ export class Decoder {
    * Records forward + backward of one micro-batch and submits. Gradients are ADDED to this.grads
    * (clear them at the start of an accumulation window); the scaled loss is added to loss.accum.
    */
-  async trainMicroBatch(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor }, external?: Recorder): Promise<{ dispatches: number }> {
+  async trainMicroBatch(
+    p: PassInputs,
+    loss: LossTarget,
+    capture?: { logits?: Tensor },
+    external?: Recorder,
+  ): Promise<{ dispatches: number }> {
     // With an external recorder nothing is submitted and every buffer is kept until
     // releaseDeferred() (called after the caller's submit): a buffer handed back to the pool
     // mid-recording could be refilled by a host write that the queue would run too early.
@@ -472,7 +764,18 @@ export class Decoder {
       await rmsnormForward(rec, { x: hs[L], weight: normW, y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
       rec.clear(s.dxf);
       await this.lossChunks(rec, p, xf, s.dxf, loss, true, capture?.logits);
-      await rmsnormBackward(rec, { x: hs[L], rstd: rstdF, weight: normW, dy: s.dxf, dx: s.dh, dWeight: this.grads.get('model.norm.weight'), accumulateDWeight: true, partials: s.partials, rows: N, width: H });
+      await rmsnormBackward(rec, {
+        x: hs[L],
+        rstd: rstdF,
+        weight: normW,
+        dy: s.dxf,
+        dx: s.dh,
+        dWeight: this.grads.get('model.norm.weight'),
+        accumulateDWeight: true,
+        partials: s.partials,
+        rows: N,
+        width: H,
+      });
       for (let l = L - 1; l >= 0; l--) {
         const a = shared ?? acts[l];
         if (shared) {
@@ -484,10 +787,24 @@ export class Decoder {
       const dEmbed = this.grads.get('model.embed_tokens.weight');
       if (dEmbed) {
         const csr = embeddingCsr(p.hb.ids, c.vocabSize);
-        const t = (a: Int32Array, label: string) => uploadTensor(this.gpu, a, tensorSpec('i32', [Math.max(1, a.length)], 'scratch', label));
-        const u = t(csr.uniqueIds, 'csr.unique'), o = t(csr.offsets, 'csr.offsets'), ps = t(csr.positions, 'csr.positions');
+        const t = (a: Int32Array, label: string) =>
+          uploadTensor(this.gpu, a, tensorSpec('i32', [Math.max(1, a.length)], 'scratch', label));
+        const u = t(csr.uniqueIds, 'csr.unique'),
+          o = t(csr.offsets, 'csr.offsets'),
+          ps = t(csr.positions, 'csr.positions');
         this.deferred.push(u, o, ps);
-        await embeddingBackward(rec, { dOut: s.dh, uniqueIds: u, offsets: o, positions: ps, uniqueCount: csr.uniqueIds.length, dWeight: dEmbed, accumulate: true, tokens: N, vocab: c.vocabSize, hidden: H });
+        await embeddingBackward(rec, {
+          dOut: s.dh,
+          uniqueIds: u,
+          offsets: o,
+          positions: ps,
+          uniqueCount: csr.uniqueIds.length,
+          dWeight: dEmbed,
+          accumulate: true,
+          tokens: N,
+          vocab: c.vocabSize,
+          hidden: H,
+        });
       }
       if (external) return { dispatches: 0 };
       await rec.submit();
@@ -512,7 +829,11 @@ export class Decoder {
    * normalised hidden state is `xf` [N, H]. `release` frees what it allocated (call it after
    * the caller's submit and flushDeferred).
    */
-  private async recordFinalHidden(rec: Recorder, p: PassInputs, label: string): Promise<{ xf: Tensor; release: () => void }> {
+  private async recordFinalHidden(
+    rec: Recorder,
+    p: PassInputs,
+    label: string,
+  ): Promise<{ xf: Tensor; release: () => void }> {
     const c = this.c;
     const N = p.hb.N;
     const H = c.hiddenSize;
@@ -532,7 +853,15 @@ export class Decoder {
         this.allocLoraWs(a, l, N);
         await this.layerForward(rec, p, l, h[l % 2], h[(l + 1) % 2], a);
       }
-      await rmsnormForward(rec, { x: h[c.numLayers % 2], weight: this.model.tensor('model.norm.weight'), y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
+      await rmsnormForward(rec, {
+        x: h[c.numLayers % 2],
+        weight: this.model.tensor('model.norm.weight'),
+        y: xf,
+        rstd: rstdF,
+        rows: N,
+        width: H,
+        eps: c.rmsNormEps,
+      });
     } catch (e) {
       this.flushDeferred();
       release();
@@ -542,7 +871,11 @@ export class Decoder {
   }
 
   /** Forward only: adds the scaled loss of the labelled rows to loss.accum (evaluation), optionally captures logits [N, V]. */
-  async forwardLoss(p: PassInputs, loss: LossTarget, capture?: { logits?: Tensor; hidden?: Tensor }): Promise<{ dispatches: number }> {
+  async forwardLoss(
+    p: PassInputs,
+    loss: LossTarget,
+    capture?: { logits?: Tensor; hidden?: Tensor },
+  ): Promise<{ dispatches: number }> {
     const rec = new Recorder(this.gpu, 'eval forward');
     const { xf, release } = await this.recordFinalHidden(rec, p, 'eval');
     try {
@@ -570,7 +903,15 @@ export class Decoder {
     }
   }
 
-  private async lossChunks(rec: Recorder, p: PassInputs, xf: Tensor, dxf: Tensor | null, loss: LossTarget, train: boolean, logitsOut?: Tensor): Promise<void> {
+  private async lossChunks(
+    rec: Recorder,
+    p: PassInputs,
+    xf: Tensor,
+    dxf: Tensor | null,
+    loss: LossTarget,
+    train: boolean,
+    logitsOut?: Tensor,
+  ): Promise<void> {
     const V = this.c.vocabSize;
     const N = p.hb.N;
     const chunks = this.chunks(p.hb, !!logitsOut);
@@ -583,8 +924,16 @@ export class Decoder {
       await this.lmHeadForward(rec, xf, r0, rows, logits);
       if (logitsOut) rec.copy(logits, 0, logitsOut, r0 * V * 4, rows * V * 4);
       await crossEntropy(rec, {
-        logits, labels: p.labels, labelOffset: r0, rowLoss, lossOffset: r0, lossScale: loss.lossScale,
-        lossAccum: { tensor: loss.accum, index: loss.accumIndex, accumulate: true }, rows, vocab: V, writeGrad: train,
+        logits,
+        labels: p.labels,
+        labelOffset: r0,
+        rowLoss,
+        lossOffset: r0,
+        lossScale: loss.lossScale,
+        lossAccum: { tensor: loss.accum, index: loss.accumIndex, accumulate: true },
+        rows,
+        vocab: V,
+        writeGrad: train,
       });
       if (train && dxf) await this.lmHeadBackward(rec, xf, r0, rows, logits, dxf);
     }
@@ -610,9 +959,16 @@ export class Decoder {
       dq: t([N, QD], 'dq'),
       dk: t([N, KD], 'dk'),
       dv: t([N, KD], 'dv'),
-      partials: t([Math.max(rmsnormWeightGradPartials(partialRows, width), rmsnormWeightGradPartials(N, H))], 'norm_partials'),
+      partials: t(
+        [Math.max(rmsnormWeightGradPartials(partialRows, width), rmsnormWeightGradPartials(N, H))],
+        'norm_partials',
+      ),
     };
-    s.attn = createAttentionScratch(this.gpu, { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim }, 'grad.attention');
+    s.attn = createAttentionScratch(
+      this.gpu,
+      { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim },
+      'grad.attention',
+    );
     if (c.qkNorm) {
       s.dqPre = t([N, QD], 'dq_pre');
       s.dkPre = t([N, KD], 'dk_pre');

@@ -17,7 +17,8 @@ export class KvCache {
     readonly capacity: number,
   ) {
     const c = model.config;
-    if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`KV cache capacity must be a positive integer, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new Error(`KV cache capacity must be a positive integer, got ${capacity}`);
     const shape = [capacity, c.numKvHeads * c.headDim];
     for (let l = 0; l < c.numLayers; l++) {
       this.k.push(createTensor(model.gpu, tensorSpec('f32', shape, 'activations', `kv.k${l}`)));
@@ -53,14 +54,26 @@ function inferenceDecoder(model: Model, lora: LoraSet | null): Decoder {
  * With a cache the tokens continue after cache.length and are appended to it; without one they
  * are a whole sequence from position 0.
  */
-export async function forwardLogits(model: Model, lora: LoraSet | null, ids: Int32Array, cache: KvCache | null): Promise<Float32Array> {
+export async function forwardLogits(
+  model: Model,
+  lora: LoraSet | null,
+  ids: Int32Array,
+  cache: KvCache | null,
+): Promise<Float32Array> {
   const N = ids.length;
   if (!N) throw new Error('forwardLogits needs at least one token');
   const V = model.config.vocabSize;
-  for (const [i, id] of ids.entries()) if (!(id >= 0 && id < V)) throw new Error(`token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
+  for (const [i, id] of ids.entries())
+    if (!(id >= 0 && id < V)) throw new Error(`token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
   const offset = cache?.length ?? 0;
-  if (cache && offset + N > cache.capacity) throw new Error(`KV cache full: ${offset} + ${N} tokens exceed its capacity ${cache.capacity}`);
-  const hb = prepareBatch({ batch: 1, seqLen: N, inputIds: ids, positionIds: Int32Array.from({ length: N }, (_, i) => offset + i) });
+  if (cache && offset + N > cache.capacity)
+    throw new Error(`KV cache full: ${offset} + ${N} tokens exceed its capacity ${cache.capacity}`);
+  const hb = prepareBatch({
+    batch: 1,
+    seqLen: N,
+    inputIds: ids,
+    positionIds: Int32Array.from({ length: N }, (_, i) => offset + i),
+  });
   const dec = inferenceDecoder(model, lora);
   const inputs = dec.uploadInputs(hb, null);
   if (cache) inputs.kv = { k: cache.k, v: cache.v, offset };

@@ -36,16 +36,31 @@ function isLinear(name: string): boolean {
   return /^model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/.test(name);
 }
 
-export async function loadModel(gpu: Gpu, config: ModelConfig, source: WeightSource, opts: LoadOptions = {}): Promise<Model> {
+export async function loadModel(
+  gpu: Gpu,
+  config: ModelConfig,
+  source: WeightSource,
+  opts: LoadOptions = {},
+): Promise<Model> {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(config.architecture)) {
-    throw new Error(`unsupported architecture ${config.architecture}; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`);
+    throw new Error(
+      `unsupported architecture ${config.architecture}; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
+    );
   }
   const available = new Map<string, number[]>();
   for (const n of source.names()) available.set(n, source.shape(n));
   const check = checkWeights(config, available);
-  const fatal = [...check.missing.map((w) => `${fileFor(source, w.name)}: missing tensor "${w.name}" (expected shape [${w.shape.join(', ')}])`)];
-  for (const m of check.misshaped) fatal.push(`${source.fileOf(m.name)}: tensor "${m.name}" has shape [${m.actual.join(', ')}], config.json implies [${m.expected.join(', ')}]`);
-  if (fatal.length) throw new Error(`checkpoint does not match config.json (${config.architecture}):\n  ${fatal.join('\n  ')}`);
+  const fatal = [
+    ...check.missing.map(
+      (w) => `${fileFor(source, w.name)}: missing tensor "${w.name}" (expected shape [${w.shape.join(', ')}])`,
+    ),
+  ];
+  for (const m of check.misshaped)
+    fatal.push(
+      `${source.fileOf(m.name)}: tensor "${m.name}" has shape [${m.actual.join(', ')}], config.json implies [${m.expected.join(', ')}]`,
+    );
+  if (fatal.length)
+    throw new Error(`checkpoint does not match config.json (${config.architecture}):\n  ${fatal.join('\n  ')}`);
 
   const model = new Model(gpu, config);
   for (const u of check.unexpected) model.notes.push(`ignored unexpected tensor ${u}`);
@@ -59,45 +74,69 @@ export async function loadModel(gpu: Gpu, config: ModelConfig, source: WeightSou
       if (opts.signal?.aborted) throw new Error('model loading was cancelled');
       const name = w.name;
       // Allocation failures surface here, named, instead of as invalid buffers much later.
-      const bytes = await withErrorScopes(gpu.device, `loading ${name} (${fmtBytes(loadedBytes)} of weights already on the GPU)`, async () => {
-        let bytes = 0;
-        if (quantized.has(name)) {
-          if (opts.computeDType === 'f32') throw new Error(`${source.fileOf(name)}: "${name}" is 4-bit (bitsandbytes); full fine-tuning needs 16/32-bit weights`);
-          const companions: Record<string, RawTensor> = {};
-          for (const n of source.names()) {
-            if (n === name || n.startsWith(`${name}.`)) companions[n] = { dtype: source.dtype(n), shape: source.shape(n), bytes: await source.read(n) };
-          }
-          const host = nf4FromBnb(companions, name.slice(0, -'.weight'.length), source.fileOf(name));
-          host.shape = w.shape;
-          model.weights.set(name, uploadNf4(gpu, host, name));
-          bytes = host.packed.byteLength;
-        } else {
-          const dtype = source.dtype(name);
-          const gpuType = DTYPE_OF[dtype];
-          if (!gpuType) throw new Error(`${source.fileOf(name)}: tensor "${name}" has dtype ${dtype}; supported: F32, F16, BF16 (or bitsandbytes 4-bit)`);
-          const toF32 = opts.computeDType === 'f32' && gpuType !== 'f32';
-          const dtypeOnGpu: DType = toF32 ? 'f32' : gpuType;
-          const tooBig = storageBytes(dtypeOnGpu, w.shape.reduce((a, b) => a * b, 1)) > limit;
-          if (tooBig) {
-            if (w.role !== 'embed' && w.role !== 'lm-head') throw new Error(`${source.fileOf(name)}: tensor "${name}" exceeds this GPU's storage binding limit (${limit} bytes)`);
-            model.weights.set(name, await loadRowSplit(gpu, source, name, w.shape as [number, number], gpuType, toF32, limit));
-            model.notes.push(`${name} split by rows to fit the ${limit}-byte binding limit`);
-          } else if (opts.quantize === 'nf4' && isLinear(name)) {
-            const src = await loadDense(gpu, source, name, w.shape, gpuType, false, 'scratch');
-            const rec = new Recorder(gpu, `quantize ${name}`);
-            const { weight, scratch } = await quantizeNf4(rec, { src, doubleQuant: opts.doubleQuant, label: name });
-            await rec.submit();
-            releaseTensor(gpu, src);
-            scratch.forEach((t) => releaseTensor(gpu, t));
-            model.weights.set(name, weight);
+      const bytes = await withErrorScopes(
+        gpu.device,
+        `loading ${name} (${fmtBytes(loadedBytes)} of weights already on the GPU)`,
+        async () => {
+          let bytes = 0;
+          if (quantized.has(name)) {
+            if (opts.computeDType === 'f32')
+              throw new Error(
+                `${source.fileOf(name)}: "${name}" is 4-bit (bitsandbytes); full fine-tuning needs 16/32-bit weights`,
+              );
+            const companions: Record<string, RawTensor> = {};
+            for (const n of source.names()) {
+              if (n === name || n.startsWith(`${name}.`))
+                companions[n] = { dtype: source.dtype(n), shape: source.shape(n), bytes: await source.read(n) };
+            }
+            const host = nf4FromBnb(companions, name.slice(0, -'.weight'.length), source.fileOf(name));
+            host.shape = w.shape;
+            model.weights.set(name, uploadNf4(gpu, host, name));
+            bytes = host.packed.byteLength;
           } else {
-            model.weights.set(name, await loadDense(gpu, source, name, w.shape, gpuType, toF32, 'weights'));
+            const dtype = source.dtype(name);
+            const gpuType = DTYPE_OF[dtype];
+            if (!gpuType)
+              throw new Error(
+                `${source.fileOf(name)}: tensor "${name}" has dtype ${dtype}; supported: F32, F16, BF16 (or bitsandbytes 4-bit)`,
+              );
+            const toF32 = opts.computeDType === 'f32' && gpuType !== 'f32';
+            const dtypeOnGpu: DType = toF32 ? 'f32' : gpuType;
+            const tooBig =
+              storageBytes(
+                dtypeOnGpu,
+                w.shape.reduce((a, b) => a * b, 1),
+              ) > limit;
+            if (tooBig) {
+              if (w.role !== 'embed' && w.role !== 'lm-head')
+                throw new Error(
+                  `${source.fileOf(name)}: tensor "${name}" exceeds this GPU's storage binding limit (${limit} bytes)`,
+                );
+              model.weights.set(
+                name,
+                await loadRowSplit(gpu, source, name, w.shape as [number, number], gpuType, toF32, limit),
+              );
+              model.notes.push(`${name} split by rows to fit the ${limit}-byte binding limit`);
+            } else if (opts.quantize === 'nf4' && isLinear(name)) {
+              const src = await loadDense(gpu, source, name, w.shape, gpuType, false, 'scratch');
+              const rec = new Recorder(gpu, `quantize ${name}`);
+              const { weight, scratch } = await quantizeNf4(rec, { src, doubleQuant: opts.doubleQuant, label: name });
+              await rec.submit();
+              releaseTensor(gpu, src);
+              scratch.forEach((t) => releaseTensor(gpu, t));
+              model.weights.set(name, weight);
+            } else {
+              model.weights.set(name, await loadDense(gpu, source, name, w.shape, gpuType, toF32, 'weights'));
+            }
+            bytes = storageBytes(
+              gpuType,
+              w.shape.reduce((a, b) => a * b, 1),
+            );
+            if (toF32) model.notes.push(`${name} converted ${dtype} → F32`);
           }
-          bytes = storageBytes(gpuType, w.shape.reduce((a, b) => a * b, 1));
-          if (toF32) model.notes.push(`${name} converted ${dtype} → F32`);
-        }
-        return bytes;
-      });
+          return bytes;
+        },
+      );
       loadedBytes += bytes;
       loaded++;
       opts.onProgress?.({ loaded, total: wanted.length, tensor: name, bytes });
@@ -111,7 +150,11 @@ export async function loadModel(gpu: Gpu, config: ModelConfig, source: WeightSou
       }
       model.weights.set('lm_head.weight', model.get('model.embed_tokens.weight'));
     }
-    model.invFreq = uploadTensor(gpu, computeInvFreq(config), tensorSpec('f32', [config.headDim / 2], 'weights', 'rope.inv_freq'));
+    model.invFreq = uploadTensor(
+      gpu,
+      computeInvFreq(config),
+      tensorSpec('f32', [config.headDim / 2], 'weights', 'rope.inv_freq'),
+    );
   } catch (e) {
     model.release();
     throw e;
@@ -134,7 +177,10 @@ function releaseAny(gpu: Gpu, w: unknown): void {
 /** Host bytes of `gpuType` → f32 bytes. */
 function widen(bytes: Uint8Array, from: DType): Uint8Array {
   const n = bytes.byteLength / 2;
-  const u16 = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, n) : new Uint16Array(new Uint8Array(bytes).buffer, 0, n);
+  const u16 =
+    bytes.byteOffset % 2 === 0
+      ? new Uint16Array(bytes.buffer, bytes.byteOffset, n)
+      : new Uint16Array(new Uint8Array(bytes).buffer, 0, n);
   if (from === 'f16') return new Uint8Array(fromF16(u16).buffer);
   const u32 = new Uint32Array(n);
   for (let i = 0; i < n; i++) u32[i] = u16[i] << 16;
@@ -147,7 +193,13 @@ async function* pieces(source: WeightSource, name: string): AsyncGenerator<Uint8
 }
 
 /** Streams a tensor's chunks into a writer at 4-byte aligned offsets (writeBuffer needs them). */
-async function stream(source: WeightSource, name: string, toF32: boolean, from: DType, write: (bytes: Uint8Array, at: number) => void): Promise<number> {
+async function stream(
+  source: WeightSource,
+  name: string,
+  toF32: boolean,
+  from: DType,
+  write: (bytes: Uint8Array, at: number) => void,
+): Promise<number> {
   let at = 0;
   let carry = new Uint8Array(0);
   for await (let chunk of pieces(source, name)) {
@@ -170,12 +222,24 @@ async function stream(source: WeightSource, name: string, toF32: boolean, from: 
   return at;
 }
 
-async function loadDense(gpu: Gpu, source: WeightSource, name: string, shape: number[], from: DType, toF32: boolean, category: 'weights' | 'scratch'): Promise<Tensor> {
+async function loadDense(
+  gpu: Gpu,
+  source: WeightSource,
+  name: string,
+  shape: number[],
+  from: DType,
+  toF32: boolean,
+  category: 'weights' | 'scratch',
+): Promise<Tensor> {
   const t = createTensor(gpu, tensorSpec(toF32 ? 'f32' : from, shape, category, name));
   try {
-    const expect = storageBytes(toF32 ? 'f32' : from, shape.reduce((a, b) => a * b, 1));
+    const expect = storageBytes(
+      toF32 ? 'f32' : from,
+      shape.reduce((a, b) => a * b, 1),
+    );
     const got = await stream(source, name, toF32, from, (bytes, at) => writeTensor(gpu, t, bytes, at));
-    if (Math.ceil(got / 4) * 4 !== expect) throw new Error(`${source.fileOf(name)}: tensor "${name}" gave ${got} bytes, expected ${expect}`);
+    if (Math.ceil(got / 4) * 4 !== expect)
+      throw new Error(`${source.fileOf(name)}: tensor "${name}" gave ${got} bytes, expected ${expect}`);
   } catch (e) {
     releaseTensor(gpu, t);
     throw e;
@@ -183,7 +247,15 @@ async function loadDense(gpu: Gpu, source: WeightSource, name: string, shape: nu
   return t;
 }
 
-async function loadRowSplit(gpu: Gpu, source: WeightSource, name: string, shape: [number, number], from: DType, toF32: boolean, limit: number): Promise<RowSplitWeight> {
+async function loadRowSplit(
+  gpu: Gpu,
+  source: WeightSource,
+  name: string,
+  shape: [number, number],
+  from: DType,
+  toF32: boolean,
+  limit: number,
+): Promise<RowSplitWeight> {
   const dtype: DType = toF32 ? 'f32' : from;
   const rowBytes = storageBytes(dtype, shape[1]);
   if (rowBytes % 4 || shape[1] % 2) throw new Error(`${name}: cannot split rows of odd width ${shape[1]}`);
@@ -191,7 +263,11 @@ async function loadRowSplit(gpu: Gpu, source: WeightSource, name: string, shape:
   const parts: { tensor: Tensor; row0: number; rows: number }[] = [];
   for (let r0 = 0; r0 < shape[0]; r0 += rowsPer) {
     const rows = Math.min(rowsPer, shape[0] - r0);
-    parts.push({ tensor: createTensor(gpu, tensorSpec(dtype, [rows, shape[1]], 'weights', `${name}[${r0}:${r0 + rows}]`)), row0: r0, rows });
+    parts.push({
+      tensor: createTensor(gpu, tensorSpec(dtype, [rows, shape[1]], 'weights', `${name}[${r0}:${r0 + rows}]`)),
+      row0: r0,
+      rows,
+    });
   }
   const partBytes = rowsPer * rowBytes;
   await stream(source, name, toF32, from, (bytes, at) => {

@@ -5,7 +5,14 @@ import { describe, type Tensor } from '../gpu/tensor.ts';
 import { releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
 import { initLoraA, initLoraB, loraScale, type LoraAdapter } from '../ops/lora.ts';
 import { isNf4, releaseNf4, type Nf4Weight } from '../ops/nf4.ts';
-import { ATTENTION_MODULES, MLP_MODULES, linearShape, moduleGroup, type LinearModule, type ModelConfig } from './config.ts';
+import {
+  ATTENTION_MODULES,
+  MLP_MODULES,
+  linearShape,
+  moduleGroup,
+  type LinearModule,
+  type ModelConfig,
+} from './config.ts';
 
 /**
  * A 2-D weight larger than one storage binding (e.g. a 152k × 2048 embedding), cut into
@@ -186,7 +193,9 @@ export function resolveTargets(targets: readonly string[] | 'all'): LinearModule
   const out: LinearModule[] = [];
   for (const t of targets) {
     if (!(LINEAR_MODULES as readonly string[]).includes(t)) {
-      throw new Error(`LoRA target "${t}" is not a linear layer of this model; choose from ${LINEAR_MODULES.join(', ')} or "all"`);
+      throw new Error(
+        `LoRA target "${t}" is not a linear layer of this model; choose from ${LINEAR_MODULES.join(', ')} or "all"`,
+      );
     }
     if (!out.includes(t as LinearModule)) out.push(t as LinearModule);
   }
@@ -203,14 +212,30 @@ export function attachLora(model: Model, cfg: LoraConfig): LoraSet {
   const c = model.config;
   const layers = cfg.layers ?? Array.from({ length: c.numLayers }, (_, i) => i);
   for (const l of layers) {
-    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`LoRA layer ${l} outside 0..${c.numLayers - 1}`);
+    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers)
+      throw new Error(`LoRA layer ${l} outside 0..${c.numLayers - 1}`);
     for (const m of set.targets) {
       const [out, inF] = linearShape(c, m);
       const moduleId = l * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(m);
       const name = modulePrefix(l, m);
-      const A = uploadTensor(model.gpu, initLoraA(cfg.rank, inF, cfg.seed, moduleId), tensorSpec('f32', [cfg.rank, inF], 'adapters', `${name}.lora_A`));
-      const B = uploadTensor(model.gpu, initLoraB(out, cfg.rank), tensorSpec('f32', [out, cfg.rank], 'adapters', `${name}.lora_B`));
-      set.adapters.set(name, { A, B, adapter: { a: A, b: B, r: cfg.rank, inFeatures: inF, outFeatures: out, scale: set.scale }, layer: l, module: m, moduleId });
+      const A = uploadTensor(
+        model.gpu,
+        initLoraA(cfg.rank, inF, cfg.seed, moduleId),
+        tensorSpec('f32', [cfg.rank, inF], 'adapters', `${name}.lora_A`),
+      );
+      const B = uploadTensor(
+        model.gpu,
+        initLoraB(out, cfg.rank),
+        tensorSpec('f32', [out, cfg.rank], 'adapters', `${name}.lora_B`),
+      );
+      set.adapters.set(name, {
+        A,
+        B,
+        adapter: { a: A, b: B, r: cfg.rank, inFeatures: inF, outFeatures: out, scale: set.scale },
+        layer: l,
+        module: m,
+        moduleId,
+      });
     }
   }
   return set;

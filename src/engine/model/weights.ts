@@ -35,7 +35,10 @@ export function storeWeightSource(store: TensorStore): WeightSource {
 }
 
 /** Host tensors (tests, generated models) as a WeightSource. */
-export function memoryWeightSource(tensors: ReadonlyMap<string, { dtype: string; shape: number[]; bytes: Uint8Array }>, file = '<memory>'): WeightSource {
+export function memoryWeightSource(
+  tensors: ReadonlyMap<string, { dtype: string; shape: number[]; bytes: Uint8Array }>,
+  file = '<memory>',
+): WeightSource {
   const get = (n: string) => {
     const t = tensors.get(n);
     if (!t) throw new Error(`${file}: no tensor "${n}"`);
@@ -65,9 +68,11 @@ export async function openModelFiles(files: ReadonlyMap<string, Uint8Array | Blo
   // Dropped folders give paths like "Qwen2.5-0.5B/config.json": match on the base name.
   const byBase = new Map<string, Uint8Array | Blob>();
   for (const [path, data] of files) byBase.set(path.split(/[\\/]/).pop()!, data);
-  const toSource = (name: string, data: Uint8Array | Blob): ByteSource => (data instanceof Uint8Array ? bytesSource(data, name) : blobSource(data, name));
+  const toSource = (name: string, data: Uint8Array | Blob): ByteSource =>
+    data instanceof Uint8Array ? bytesSource(data, name) : blobSource(data, name);
   const cfgData = byBase.get('config.json');
-  if (!cfgData) throw new Error(`model folder: config.json is missing (files: ${[...byBase.keys()].join(', ') || 'none'})`);
+  if (!cfgData)
+    throw new Error(`model folder: config.json is missing (files: ${[...byBase.keys()].join(', ') || 'none'})`);
   const configText = await readText(toSource('config.json', cfgData));
   const config = parseModelConfig(configText, 'config.json');
   const store = await openCheckpoint(async (name) => {

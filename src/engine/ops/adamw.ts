@@ -55,15 +55,20 @@ export function adamwBlocks(segments: AdamwSegment[], arenaSize: number): Uint32
   const sorted = [...segments].sort((a, b) => a.offset - b.offset);
   let end = 0;
   for (const s of sorted) {
-    if (!Number.isInteger(s.offset) || !Number.isInteger(s.count) || s.offset < 0 || s.count < 0) throw new Error(`adamwBlocks: bad segment ${JSON.stringify(s)}`);
-    if (s.offset < end) throw new Error(`adamwBlocks: segment at ${s.offset} overlaps the previous one (ends at ${end})`);
-    if (s.offset + s.count > arenaSize) throw new Error(`adamwBlocks: segment [${s.offset}, ${s.offset + s.count}) exceeds the arena of ${arenaSize}`);
-    if (!Number.isInteger(s.group) || s.group < 0 || s.group >= ADAMW_MAX_GROUPS) throw new Error(`adamwBlocks: group ${s.group} outside [0, ${ADAMW_MAX_GROUPS})`);
+    if (!Number.isInteger(s.offset) || !Number.isInteger(s.count) || s.offset < 0 || s.count < 0)
+      throw new Error(`adamwBlocks: bad segment ${JSON.stringify(s)}`);
+    if (s.offset < end)
+      throw new Error(`adamwBlocks: segment at ${s.offset} overlaps the previous one (ends at ${end})`);
+    if (s.offset + s.count > arenaSize)
+      throw new Error(`adamwBlocks: segment [${s.offset}, ${s.offset + s.count}) exceeds the arena of ${arenaSize}`);
+    if (!Number.isInteger(s.group) || s.group < 0 || s.group >= ADAMW_MAX_GROUPS)
+      throw new Error(`adamwBlocks: group ${s.group} outside [0, ${ADAMW_MAX_GROUPS})`);
     end = s.offset + s.count;
   }
   const out: number[] = [];
   for (const s of sorted) {
-    for (let at = s.offset; at < s.offset + s.count; at += ADAMW_BLOCK) out.push(at, Math.min(at + ADAMW_BLOCK, s.offset + s.count), s.group, 0);
+    for (let at = s.offset; at < s.offset + s.count; at += ADAMW_BLOCK)
+      out.push(at, Math.min(at + ADAMW_BLOCK, s.offset + s.count), s.group, 0);
   }
   return Uint32Array.from(out);
 }
@@ -71,10 +76,22 @@ export function adamwBlocks(segments: AdamwSegment[], arenaSize: number): Uint32
 function checkHyper(w: string, a: AdamwStepArgs, beta1: number, beta2: number, eps: number): void {
   checkInteger(w, 'blockCount', a.blockCount, 0);
   checkInteger(w, 'step', a.step, 1);
-  check(w, a.groups.length >= 1 && a.groups.length <= ADAMW_MAX_GROUPS, `needs 1..${ADAMW_MAX_GROUPS} parameter groups, got ${a.groups.length}`);
-  check(w, beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0, `bad betas/eps (${beta1}, ${beta2}, ${eps})`);
+  check(
+    w,
+    a.groups.length >= 1 && a.groups.length <= ADAMW_MAX_GROUPS,
+    `needs 1..${ADAMW_MAX_GROUPS} parameter groups, got ${a.groups.length}`,
+  );
+  check(
+    w,
+    beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0,
+    `bad betas/eps (${beta1}, ${beta2}, ${eps})`,
+  );
   for (const [i, g] of a.groups.entries()) {
-    check(w, Number.isFinite(g.lr) && g.lr >= 0 && Number.isFinite(g.weightDecay) && g.weightDecay >= 0, `group ${i} has bad lr/weightDecay ${JSON.stringify(g)}`);
+    check(
+      w,
+      Number.isFinite(g.lr) && g.lr >= 0 && Number.isFinite(g.weightDecay) && g.weightDecay >= 0,
+      `group ${i} has bad lr/weightDecay ${JSON.stringify(g)}`,
+    );
   }
 }
 
@@ -101,12 +118,25 @@ export async function adamwStep(rec: Recorder, a: AdamwStepArgs): Promise<void> 
   const bc1 = 1 - beta1 ** a.step;
   const bc2Sqrt = Math.sqrt(1 - beta2 ** a.step);
   const params = new Params(12 + 4 * ADAMW_MAX_GROUPS)
-    .u32(a.blockCount).u32(stats ? 1 : 0).u32(statsIndex).u32(a.zeroGrads ? 1 : 0)
-    .f32(beta1).f32(beta2).f32(1 - beta1).f32(1 - beta2)
-    .f32(eps).f32(bc2Sqrt).u32(a.skipNonFinite === false ? 0 : 1).u32(0);
+    .u32(a.blockCount)
+    .u32(stats ? 1 : 0)
+    .u32(statsIndex)
+    .u32(a.zeroGrads ? 1 : 0)
+    .f32(beta1)
+    .f32(beta2)
+    .f32(1 - beta1)
+    .f32(1 - beta2)
+    .f32(eps)
+    .f32(bc2Sqrt)
+    .u32(a.skipNonFinite === false ? 0 : 1)
+    .u32(0);
   for (let i = 0; i < ADAMW_MAX_GROUPS; i++) {
     const g = a.groups[i] ?? { lr: 0, weightDecay: 0 };
-    params.f32(1 - g.lr * g.weightDecay).f32(g.lr / bc1).f32(0).f32(0);
+    params
+      .f32(1 - g.lr * g.weightDecay)
+      .f32(g.lr / bc1)
+      .f32(0)
+      .f32(0);
   }
   // Without stats the block table is bound again in the stats slot (read-only, never read).
   const bindings = [a.params, a.grads, a.m, a.v, a.blocks, stats?.tensor ?? a.blocks];

@@ -126,7 +126,8 @@ export function attentionTiling(headDim: number, storageBytes: number): Attentio
   const keyLanes = lanesFor(d4, MAX_KEY_VEC4);
   // Fewer keys per workgroup when the partial dots of even a 4-row query block would not fit.
   let keys = Math.min(MAX_KEYS_PER_WG, Math.floor(MAX_DKDV_THREADS / keyLanes));
-  while (keys > 4 && 4 * attentionBlockBytes.dkdv(headDim, keyLanes, keys * keyLanes) > storageBytes) keys = Math.floor(keys / 2);
+  while (keys > 4 && 4 * attentionBlockBytes.dkdv(headDim, keyLanes, keys * keyLanes) > storageBytes)
+    keys = Math.floor(keys / 2);
   return {
     forward: rowKernel(MAX_ROW_VEC4, attentionBlockBytes.forward),
     dq: rowKernel(MAX_KEY_VEC4, attentionBlockBytes.dq),
@@ -135,9 +136,13 @@ export function attentionTiling(headDim: number, storageBytes: number): Attentio
 }
 
 /** Workgroup bytes each kernel of a tiling uses, for limit checks. */
-export function attentionTilingBytes(headDim: number, t: AttentionTiling): { forward: number; dq: number; dkdv: number } {
+export function attentionTilingBytes(
+  headDim: number,
+  t: AttentionTiling,
+): { forward: number; dq: number; dkdv: number } {
   return {
-    forward: t.forward.keyBlock * attentionBlockBytes.forward(headDim, t.forward.lanes, t.forward.rows * t.forward.lanes),
+    forward:
+      t.forward.keyBlock * attentionBlockBytes.forward(headDim, t.forward.lanes, t.forward.rows * t.forward.lanes),
     dq: t.dq.keyBlock * attentionBlockBytes.dq(headDim, t.dq.lanes, t.dq.rows * t.dq.lanes),
     dkdv: t.dkdv.queryBlock * attentionBlockBytes.dkdv(headDim, t.dkdv.lanes, t.dkdv.keys * t.dkdv.lanes),
   };
@@ -150,10 +155,18 @@ function tilingFor(gpu: Gpu, headDim: number): AttentionTiling {
   const bytes = attentionTilingBytes(headDim, t);
   const need = Math.max(bytes.forward, bytes.dq, bytes.dkdv);
   if (need > budget) {
-    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs ${need} bytes of workgroup memory; the device offers ${budget}`);
+    throw new GpuError(
+      'limit',
+      `attention head_dim ${headDim}`,
+      `needs ${need} bytes of workgroup memory; the device offers ${budget}`,
+    );
   }
   if (t.dkdv.keys * t.dkdv.lanes > (gpu.limits.maxComputeInvocationsPerWorkgroup ?? 256)) {
-    throw new GpuError('limit', `attention head_dim ${headDim}`, `needs ${t.dkdv.keys * t.dkdv.lanes} threads per workgroup`);
+    throw new GpuError(
+      'limit',
+      `attention head_dim ${headDim}`,
+      `needs ${t.dkdv.keys * t.dkdv.lanes} threads per workgroup`,
+    );
   }
   return t;
 }
@@ -182,7 +195,8 @@ export function attentionForwardScratchBytes(shape: AttentionShape, withLse: boo
 
 export function createAttentionScratch(gpu: Gpu, shape: AttentionShape, label = 'attention'): AttentionScratch {
   const grouped = shape.qHeads !== shape.kvHeads;
-  const headsSpec = (name: string) => tensorSpec('f32', [shape.keys, shape.qHeads, shape.headDim], 'scratch', `${label}.${name}`);
+  const headsSpec = (name: string) =>
+    tensorSpec('f32', [shape.keys, shape.qHeads, shape.headDim], 'scratch', `${label}.${name}`);
   return {
     rowStats: createTensor(gpu, tensorSpec('f32', [2, shape.qHeads, shape.queries], 'scratch', `${label}.rowStats`)),
     dkHeads: grouped ? createTensor(gpu, headsSpec('dkHeads')) : null,
@@ -271,11 +285,23 @@ function shapeLabel(s: AttentionShape): string {
 function checkShape(what: string, s: AttentionShape): void {
   const isInt = (v: number, min: number) => Number.isInteger(v) && v >= min;
   check(what, isInt(s.queries, 1) && isInt(s.keys, 1), 'queries and keys must be integers ≥ 1');
-  check(what, isInt(s.qHeads, 1) && isInt(s.kvHeads, 1) && s.qHeads % s.kvHeads === 0, 'qHeads must be a positive multiple of kvHeads');
-  check(what, isInt(s.headDim, 4) && s.headDim % 4 === 0, `headDim must be a multiple of 4 (kernels read vec4), got ${s.headDim}`);
+  check(
+    what,
+    isInt(s.qHeads, 1) && isInt(s.kvHeads, 1) && s.qHeads % s.kvHeads === 0,
+    'qHeads must be a positive multiple of kvHeads',
+  );
+  check(
+    what,
+    isInt(s.headDim, 4) && s.headDim % 4 === 0,
+    `headDim must be a multiple of 4 (kernels read vec4), got ${s.headDim}`,
+  );
   const off = s.queryOffset ?? 0;
   check(what, isInt(off, 0), `queryOffset must be an integer ≥ 0, got ${off}`);
-  check(what, off + s.queries <= s.keys, `queries at key positions ${off}..${off + s.queries - 1} need keys ≥ ${off + s.queries}, got ${s.keys}`);
+  check(
+    what,
+    off + s.queries <= s.keys,
+    `queries at key positions ${off}..${off + s.queries - 1} need keys ≥ ${off + s.queries}, got ${s.keys}`,
+  );
   check(what, Number.isFinite(scaleOf(s)), 'scale must be finite');
   checkOperands(what, [{ name: 'segmentIds', tensor: s.segmentIds, dtype: 'i32', min: s.keys }]);
 }
@@ -283,10 +309,22 @@ function checkShape(what: string, s: AttentionShape): void {
 function params(s: AttentionShape, tilesX: number, tiles: number, split = { splits: 1, keySplit: 0 }): ArrayBuffer {
   const scale = scaleOf(s);
   return new Params(16)
-    .u32(s.queries).u32(s.keys).u32(s.qHeads).u32(s.kvHeads)
-    .u32(s.qHeads / s.kvHeads).u32(s.queryOffset ?? 0).u32(s.segmentIds ? 1 : 0).u32(tilesX)
-    .f32(scale * Math.LOG2E).f32(scale).u32(tiles).u32(split.splits)
-    .u32(split.keySplit).u32(0).u32(0).u32(0).buffer;
+    .u32(s.queries)
+    .u32(s.keys)
+    .u32(s.qHeads)
+    .u32(s.kvHeads)
+    .u32(s.qHeads / s.kvHeads)
+    .u32(s.queryOffset ?? 0)
+    .u32(s.segmentIds ? 1 : 0)
+    .u32(tilesX)
+    .f32(scale * Math.LOG2E)
+    .f32(scale)
+    .u32(tiles)
+    .u32(split.splits)
+    .u32(split.keySplit)
+    .u32(0)
+    .u32(0)
+    .u32(0).buffer;
 }
 
 const MAX_SPLITS = 32;
@@ -296,7 +334,11 @@ const MIN_BLOCKS_PER_SPLIT = 4;
  * Key splits for the forward (flash-decoding): only when every row fits one workgroup, i.e. a
  * KV head would otherwise run on a single workgroup walking the whole cache (decode, tiny prefill).
  */
-export function attentionForwardSplits(s: AttentionShape, rowsPerGroup: number, keyBlock: number): { splits: number; keySplit: number } {
+export function attentionForwardSplits(
+  s: AttentionShape,
+  rowsPerGroup: number,
+  keyBlock: number,
+): { splits: number; keySplit: number } {
   const rows = s.queries * (s.qHeads / s.kvHeads);
   const keyEnd = Math.min(s.keys, (s.queryOffset ?? 0) + s.queries);
   const blocks = Math.ceil(keyEnd / keyBlock);
@@ -326,7 +368,13 @@ export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): 
   const tiles = Math.ceil((N * (Hq / Hkv)) / f.rows);
   const [x, z] = foldGrid(rec, tiles);
   const part = f.lanes > 1 ? f.rows * f.lanes * f.keyBlock : 1;
-  const pipeline = await gpu.pipelines.get('attention', { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part });
+  const pipeline = await gpu.pipelines.get('attention', {
+    D4: D / 4,
+    L: f.lanes,
+    ROWS: f.rows,
+    BC: f.keyBlock,
+    PART: part,
+  });
   const lse = a.lse ?? implicitTensor(gpu, 'lseSink', Hq * N);
   // Without segments the seg binding is never read; q stands in (both read-only).
   const seg = a.segmentIds ?? a.q;
@@ -337,11 +385,25 @@ export async function attentionForward(rec: Recorder, a: AttentionForwardArgs): 
   }
   const partO = implicitTensor(gpu, 'splitOut', split.splits * N * Hq * D);
   const partLse = implicitTensor(gpu, 'splitLse', split.splits * Hq * N);
-  rec.dispatch({ pipeline, what: `${what} [${split.splits} key splits]` }, params(a, x, tiles, split), [a.q, a.k, a.v, seg, partO, partLse], [x, Hkv * split.splits, z]);
-  const combine = await gpu.pipelines.get('attention', { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part }, 'combine');
+  rec.dispatch(
+    { pipeline, what: `${what} [${split.splits} key splits]` },
+    params(a, x, tiles, split),
+    [a.q, a.k, a.v, seg, partO, partLse],
+    [x, Hkv * split.splits, z],
+  );
+  const combine = await gpu.pipelines.get(
+    'attention',
+    { D4: D / 4, L: f.lanes, ROWS: f.rows, BC: f.keyBlock, PART: part },
+    'combine',
+  );
   const cTiles = Math.ceil((N * Hq) / THREADS);
   const [cx, cz] = foldGrid(rec, cTiles);
-  rec.dispatch({ pipeline: combine, what: `${what} [combine]` }, params(a, cx, cTiles, split), [partO, partLse, a.out, lse], [cx, 1, cz]);
+  rec.dispatch(
+    { pipeline: combine, what: `${what} [combine]` },
+    params(a, cx, cTiles, split),
+    [partO, partLse, a.out, lse],
+    [cx, 1, cz],
+  );
 }
 
 /** Records dQ, dK, dV (overwritten) from dO, the forward's O and LSE. */
@@ -351,12 +413,34 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   const { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D } = a;
   const gpu = rec.gpu;
   const scratch = a.scratch ?? implicitScratchFor(gpu, a);
-  check(what, fitsScratch(scratch, a), `scratch is too small for this shape (needs ${attentionScratchBytes(a)} bytes: rowStats [2, Hq, N]${Hq !== Hkv ? ' and dK/dV partials [Nk, Hq, D]' : ''})`);
-  const rowOperand = (name: string, tensor: Tensor, write = false): Operand => ({ name, tensor, dtype: 'f32', min: N * Hq * D, write });
-  const keyOperand = (name: string, tensor: Tensor, write = false): Operand => ({ name, tensor, dtype: 'f32', min: Nk * Hkv * D, write });
+  check(
+    what,
+    fitsScratch(scratch, a),
+    `scratch is too small for this shape (needs ${attentionScratchBytes(a)} bytes: rowStats [2, Hq, N]${Hq !== Hkv ? ' and dK/dV partials [Nk, Hq, D]' : ''})`,
+  );
+  const rowOperand = (name: string, tensor: Tensor, write = false): Operand => ({
+    name,
+    tensor,
+    dtype: 'f32',
+    min: N * Hq * D,
+    write,
+  });
+  const keyOperand = (name: string, tensor: Tensor, write = false): Operand => ({
+    name,
+    tensor,
+    dtype: 'f32',
+    min: Nk * Hkv * D,
+    write,
+  });
   checkOperands(what, [
-    rowOperand('q', a.q), rowOperand('out', a.out), rowOperand('dOut', a.dOut), rowOperand('dq', a.dq, true),
-    keyOperand('k', a.k), keyOperand('v', a.v), keyOperand('dk', a.dk, true), keyOperand('dv', a.dv, true),
+    rowOperand('q', a.q),
+    rowOperand('out', a.out),
+    rowOperand('dOut', a.dOut),
+    rowOperand('dq', a.dq, true),
+    keyOperand('k', a.k),
+    keyOperand('v', a.v),
+    keyOperand('dk', a.dk, true),
+    keyOperand('dv', a.dv, true),
     { name: 'lse', tensor: a.lse, dtype: 'f32', min: Hq * N },
     { name: 'segmentIds', tensor: a.segmentIds, dtype: 'i32' },
     { name: 'scratch.rowStats', tensor: scratch.rowStats, dtype: 'f32', write: true },
@@ -383,7 +467,12 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
 
   const rdTiles = Math.ceil((N * Hq) / THREADS);
   const [rdX, rdZ] = foldGrid(rec, rdTiles);
-  rec.dispatch({ pipeline: pRowDot, what: `${what} [rowDot]` }, params(a, rdX, rdTiles), [a.dOut, a.out, a.lse, scratch.rowStats], [rdX, 1, rdZ]);
+  rec.dispatch(
+    { pipeline: pRowDot, what: `${what} [rowDot]` },
+    params(a, rdX, rdTiles),
+    [a.dOut, a.out, a.lse, scratch.rowStats],
+    [rdX, 1, rdZ],
+  );
 
   const dqTiles = Math.ceil((N * (Hq / Hkv)) / t.dq.rows);
   const [dqfX, dqfZ] = foldGrid(rec, dqTiles);

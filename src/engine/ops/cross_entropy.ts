@@ -70,13 +70,35 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
     { name: 'lossAccum', tensor: acc?.tensor, dtype: 'f32', min: accIndex + 1, write: true },
   ]);
   const params = new Params(12)
-    .u32(rows).u32(vocab).u32(scale.index).u32(writeGrad ? 1 : 0)
-    .i32(a.ignoreIndex ?? IGNORE_INDEX).u32(acc?.accumulate ? 1 : 0).u32(accIndex).u32(fromBuffer ? 1 : 0)
-    .f32(scale.value).u32(labelOffset).u32(lossOffset).u32(0);
-  await launch(rec, { shader: 'cross_entropy', what: w, params, bindings: [a.logits, a.labels, scale.tensor, a.rowLoss], grid: foldGrid(rec, rows) });
+    .u32(rows)
+    .u32(vocab)
+    .u32(scale.index)
+    .u32(writeGrad ? 1 : 0)
+    .i32(a.ignoreIndex ?? IGNORE_INDEX)
+    .u32(acc?.accumulate ? 1 : 0)
+    .u32(accIndex)
+    .u32(fromBuffer ? 1 : 0)
+    .f32(scale.value)
+    .u32(labelOffset)
+    .u32(lossOffset)
+    .u32(0);
+  await launch(rec, {
+    shader: 'cross_entropy',
+    what: w,
+    params,
+    bindings: [a.logits, a.labels, scale.tensor, a.rowLoss],
+    grid: foldGrid(rec, rows),
+  });
   if (!acc) return;
   const sum = `${w} (sum → lossAccum${describe(acc.tensor)}[${accIndex}])`;
-  await launch(rec, { shader: 'cross_entropy', entry: 'sumLoss', what: sum, params, bindings: [a.rowLoss, scale.tensor, acc.tensor], grid: [1] });
+  await launch(rec, {
+    shader: 'cross_entropy',
+    entry: 'sumLoss',
+    what: sum,
+    params,
+    bindings: [a.rowLoss, scale.tensor, acc.tensor],
+    grid: [1],
+  });
 }
 
 /** Bytes one call moves: logits read twice and written once with writeGrad. */

@@ -62,7 +62,8 @@ export function embeddingCsr(ids: ArrayLike<number>, vocab: number): EmbeddingCs
   const count = new Map<number, number>();
   for (let n = 0; n < ids.length; n++) {
     const id = ids[n];
-    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new Error(`embeddingCsr: token ${n} has id ${id}, outside the vocabulary [0, ${vocab})`);
+    if (!Number.isInteger(id) || id < 0 || id >= vocab)
+      throw new Error(`embeddingCsr: token ${n} has id ${id}, outside the vocabulary [0, ${vocab})`);
     count.set(id, (count.get(id) ?? 0) + 1);
   }
   const uniqueIds = Int32Array.from([...count.keys()].sort((a, b) => a - b));
@@ -107,10 +108,23 @@ export async function embeddingForward(rec: Recorder, a: EmbeddingForwardArgs): 
   ]);
   const mag = neftuneMagnitude(w, nf, hidden);
   if (tokens * hidden >= 2 ** 32) throw new GpuError('limit', w, 'more than 2³² output elements');
-  const params = new Params(8).u32(tokens).u32(hidden).u32(vocab).u32(0).f32(mag).u32(nf?.seed ?? 0).u32(nf?.stream ?? 0).u32(0);
+  const params = new Params(8)
+    .u32(tokens)
+    .u32(hidden)
+    .u32(vocab)
+    .u32(0)
+    .f32(mag)
+    .u32(nf?.seed ?? 0)
+    .u32(nf?.stream ?? 0)
+    .u32(0);
   await launch(rec, {
-    shader: 'embedding', entry: 'forward', constants: { W_KIND: `${kind}u` }, what: w,
-    params, bindings: [a.ids, a.weight, a.out], grid: foldGrid(rec, Math.ceil((tokens * hidden) / WG)),
+    shader: 'embedding',
+    entry: 'forward',
+    constants: { W_KIND: `${kind}u` },
+    what: w,
+    params,
+    bindings: [a.ids, a.weight, a.out],
+    grid: foldGrid(rec, Math.ceil((tokens * hidden) / WG)),
   });
 }
 
@@ -128,10 +142,23 @@ export async function embeddingBackward(rec: Recorder, a: EmbeddingBackwardArgs)
     { name: 'positions', tensor: a.positions, dtype: 'i32', min: tokens },
     { name: 'dWeight', tensor: a.dWeight, dtype: 'f32', min: vocab * hidden, write: true },
   ]);
-  const params = new Params(8).u32(tokens).u32(hidden).u32(vocab).u32(uniqueCount).f32(0).u32(0).u32(0).u32(a.accumulate ? 1 : 0);
+  const params = new Params(8)
+    .u32(tokens)
+    .u32(hidden)
+    .u32(vocab)
+    .u32(uniqueCount)
+    .f32(0)
+    .u32(0)
+    .u32(0)
+    .u32(a.accumulate ? 1 : 0);
   const [y, z] = foldGrid(rec, uniqueCount);
   await launch(rec, {
-    shader: 'embedding', entry: 'backward', constants: { W_KIND: '0u' }, what: w,
-    params, bindings: [a.dOut, a.uniqueIds, a.offsets, a.positions, a.dWeight], grid: [Math.ceil(hidden / WG), y, z],
+    shader: 'embedding',
+    entry: 'backward',
+    constants: { W_KIND: '0u' },
+    what: w,
+    params,
+    bindings: [a.dOut, a.uniqueIds, a.offsets, a.positions, a.dWeight],
+    grid: [Math.ceil(hidden / WG), y, z],
   });
 }

@@ -57,8 +57,20 @@ export async function gradNorm(rec: Recorder, a: GradNormArgs): Promise<void> {
   const w = `grad_norm ${a.ranges.length} ranges (${total} elements) → stats${describe(a.stats)}[${statsIndex}]`;
   check(w, a.ranges.length > 0, 'no gradient ranges');
   check(w, Number.isFinite(a.maxNorm), `maxNorm must be finite, got ${a.maxNorm}`);
-  const partials: Operand = { name: 'partials', tensor: a.partials, dtype: 'f32', min: gradNormPartials(counts), write: true };
-  const stats: Operand = { name: 'stats', tensor: a.stats, dtype: 'f32', min: statsIndex + GRAD_STATS.size, write: true };
+  const partials: Operand = {
+    name: 'partials',
+    tensor: a.partials,
+    dtype: 'f32',
+    min: gradNormPartials(counts),
+    write: true,
+  };
+  const stats: Operand = {
+    name: 'stats',
+    tensor: a.stats,
+    dtype: 'f32',
+    min: statsIndex + GRAD_STATS.size,
+    write: true,
+  };
   checkOperands(w, [partials, stats]);
   let at = 0;
   for (const [i, r] of a.ranges.entries()) {
@@ -68,11 +80,25 @@ export async function gradNorm(rec: Recorder, a: GradNormArgs): Promise<void> {
     checkOperands(rw, [{ name: 'grads', tensor: r.grads, dtype: 'f32', min: offset + counts[i] }, partials, stats]);
     const groups = groupsFor(counts[i]);
     const params = new Params(8).u32(offset).u32(counts[i]).u32(at).u32(0).f32(a.maxNorm).u32(statsIndex).u32(0).u32(0);
-    await launch(rec, { shader: 'grad_norm', entry: 'partials', what: rw, params, bindings: [r.grads, a.partials], grid: [groups] });
+    await launch(rec, {
+      shader: 'grad_norm',
+      entry: 'partials',
+      what: rw,
+      params,
+      bindings: [r.grads, a.partials],
+      grid: [groups],
+    });
     at += groups;
   }
   const params = new Params(8).u32(0).u32(0).u32(0).u32(at).f32(a.maxNorm).u32(statsIndex).u32(0).u32(0);
-  await launch(rec, { shader: 'grad_norm', entry: 'finalize', what: `${w} (finalize ${at} partials)`, params, bindings: [a.partials, a.stats], grid: [1] });
+  await launch(rec, {
+    shader: 'grad_norm',
+    entry: 'finalize',
+    what: `${w} (finalize ${at} partials)`,
+    params,
+    bindings: [a.partials, a.stats],
+    grid: [1],
+  });
 }
 
 /** Records g *= stats[statsIndex + 1] (the clip coefficient) in place. */
@@ -87,5 +113,12 @@ export async function gradClip(rec: Recorder, a: GradClipArgs): Promise<void> {
     { name: 'stats', tensor: a.stats, dtype: 'f32', min: statsIndex + GRAD_STATS.size },
   ]);
   const params = new Params(8).u32(offset).u32(count).u32(0).u32(0).f32(0).u32(statsIndex).u32(0).u32(0);
-  await launch(rec, { shader: 'grad_norm', entry: 'clip', what: w, params, bindings: [a.grads, a.stats], grid: foldGrid(rec, Math.ceil(count / WG)) });
+  await launch(rec, {
+    shader: 'grad_norm',
+    entry: 'clip',
+    what: w,
+    params,
+    bindings: [a.grads, a.stats],
+    grid: foldGrid(rec, Math.ceil(count / WG)),
+  });
 }

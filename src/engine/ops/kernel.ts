@@ -58,7 +58,11 @@ function checkOperand(what: string, op: Operand & { tensor: Tensor }, wording: W
   const need = op.min ?? 0;
   const have = numelOf(t.shape);
   if (wording === 'requirement') {
-    check(what, dtypes.includes(t.dtype) && have >= need, `${name} ${describe(t)} must be ${listed(dtypes)} with ≥ ${need} elements`);
+    check(
+      what,
+      dtypes.includes(t.dtype) && have >= need,
+      `${name} ${describe(t)} must be ${listed(dtypes)} with ≥ ${need} elements`,
+    );
     return;
   }
   check(what, dtypes.includes(t.dtype), `${name} ${describe(t)} must be ${listed(dtypes)}`);
@@ -72,7 +76,11 @@ export function checkOperands(what: string, operands: readonly Operand[], wordin
   for (const [i, a] of present.entries()) {
     for (const b of present.slice(i + 1)) {
       const shared = a.tensor.buf.buffer === b.tensor.buf.buffer;
-      check(what, !shared || !(a.write || b.write), `${b.name} and ${a.name} share one buffer (${describe(b.tensor)}); this kernel needs them distinct`);
+      check(
+        what,
+        !shared || !(a.write || b.write),
+        `${b.name} and ${a.name} share one buffer (${describe(b.tensor)}); this kernel needs them distinct`,
+      );
     }
   }
 }

@@ -116,14 +116,18 @@ export interface LoraForwardArgs {
 }
 
 function checkAdapter(what: string, ad: LoraAdapter, N: number, x: Tensor, outLike: Tensor, ws: LoraWorkspace): void {
-  checkOperands(what, [
-    { name: 'A', tensor: ad.a, dtype: 'f32', min: ad.r * ad.inFeatures },
-    { name: 'B', tensor: ad.b, dtype: 'f32', min: ad.outFeatures * ad.r },
-    { name: 'x', tensor: x, dtype: 'f32', min: N * ad.inFeatures },
-    { name: 'y/dY', tensor: outLike, dtype: 'f32', min: N * ad.outFeatures },
-    { name: 'workspace t', tensor: ws.t, dtype: 'f32', min: N * ad.r },
-    { name: 'workspace g', tensor: ws.g, dtype: 'f32', min: N * ad.r },
-  ], 'requirement');
+  checkOperands(
+    what,
+    [
+      { name: 'A', tensor: ad.a, dtype: 'f32', min: ad.r * ad.inFeatures },
+      { name: 'B', tensor: ad.b, dtype: 'f32', min: ad.outFeatures * ad.r },
+      { name: 'x', tensor: x, dtype: 'f32', min: N * ad.inFeatures },
+      { name: 'y/dY', tensor: outLike, dtype: 'f32', min: N * ad.outFeatures },
+      { name: 'workspace t', tensor: ws.t, dtype: 'f32', min: N * ad.r },
+      { name: 'workspace g', tensor: ws.g, dtype: 'f32', min: N * ad.r },
+    ],
+    'requirement',
+  );
 }
 
 interface Skinny {
@@ -150,11 +154,31 @@ async function skinny(rec: Recorder, s: Skinny, what: string): Promise<void> {
   const drop = s.dropout ? (s.drop ?? 0) : 0;
   const d = s.dropout ?? { p: 0, seed: 0, step: 0, moduleId: 0 };
   const params = new Params(16)
-    .u32(s.M).u32(s.N).u32(s.K).u32(0)
-    .u32(s.aRow).u32(s.aCol).u32(s.bRow).u32(s.bCol)
-    .f32(s.alpha ?? 1).f32(s.beta ?? 0).u32(d.seed).u32(d.step)
-    .u32(d.moduleId).u32(dropThreshold(d.p)).f32(dropScale(d.p)).u32(0);
-  await launch(rec, { shader: 'lora', entry: 'skinny', constants: { DROP: `${drop}u` }, what, params, bindings: [s.a, s.b, s.c], grid: threadGrid(rec, s.M * s.N, 256) });
+    .u32(s.M)
+    .u32(s.N)
+    .u32(s.K)
+    .u32(0)
+    .u32(s.aRow)
+    .u32(s.aCol)
+    .u32(s.bRow)
+    .u32(s.bCol)
+    .f32(s.alpha ?? 1)
+    .f32(s.beta ?? 0)
+    .u32(d.seed)
+    .u32(d.step)
+    .u32(d.moduleId)
+    .u32(dropThreshold(d.p))
+    .f32(dropScale(d.p))
+    .u32(0);
+  await launch(rec, {
+    shader: 'lora',
+    entry: 'skinny',
+    constants: { DROP: `${drop}u` },
+    what,
+    params,
+    bindings: [s.a, s.b, s.c],
+    grid: threadGrid(rec, s.M * s.N, 256),
+  });
 }
 
 function activeDropout(d: LoraDropout | undefined): LoraDropout | null {
@@ -172,7 +196,11 @@ export async function loraForward(rec: Recorder, args: LoraForwardArgs): Promise
   checkAdapter(what, ad, N, x, y, ws);
   const dropout = activeDropout(args.dropout);
   // t[n,k] = Σ_i drop(x)[n,i]·A[k,i]
-  await skinny(rec, { a: x, b: ad.a, c: ws.t, M: N, N: r, K: fin, aRow: fin, aCol: 1, bRow: fin, bCol: 1, drop: 1, dropout }, `${what} t=x·Aᵀ`);
+  await skinny(
+    rec,
+    { a: x, b: ad.a, c: ws.t, M: N, N: r, K: fin, aRow: fin, aCol: 1, bRow: fin, bCol: 1, drop: 1, dropout },
+    `${what} t=x·Aᵀ`,
+  );
   await matmul(rec, { a: ws.t, b: ad.b, c: y, M: N, N: fout, K: r, transB: true, alpha: ad.scale, beta: 1 });
 }
 
@@ -207,18 +235,34 @@ export async function loraBackward(rec: Recorder, args: LoraBackwardArgs): Promi
   const beta = args.accumulate ? 1 : 0;
   const dropout = activeDropout(args.dropout);
   // dB[o,k] = s·Σ_n dY[n,o]·t[n,k]
-  await skinny(rec, { a: dY, b: ws.t, c: dB, M: fout, N: r, K: N, aRow: 1, aCol: fout, bRow: 1, bCol: r, alpha: ad.scale, beta }, `${what} dB`);
+  await skinny(
+    rec,
+    { a: dY, b: ws.t, c: dB, M: fout, N: r, K: N, aRow: 1, aCol: fout, bRow: 1, bCol: r, alpha: ad.scale, beta },
+    `${what} dB`,
+  );
   // g[n,k] = s·Σ_o dY[n,o]·B[o,k]
-  await skinny(rec, { a: dY, b: ad.b, c: ws.g, M: N, N: r, K: fout, aRow: fout, aCol: 1, bRow: 1, bCol: r, alpha: ad.scale }, `${what} g`);
+  await skinny(
+    rec,
+    { a: dY, b: ad.b, c: ws.g, M: N, N: r, K: fout, aRow: fout, aCol: 1, bRow: 1, bCol: r, alpha: ad.scale },
+    `${what} g`,
+  );
   // dA[k,i] = Σ_n g[n,k]·drop(x)[n,i]
-  await skinny(rec, { a: ws.g, b: x, c: dA, M: r, N: fin, K: N, aRow: 1, aCol: r, bRow: 1, bCol: fin, beta, drop: 2, dropout }, `${what} dA`);
+  await skinny(
+    rec,
+    { a: ws.g, b: x, c: dA, M: r, N: fin, K: N, aRow: 1, aCol: r, bRow: 1, bCol: fin, beta, drop: 2, dropout },
+    `${what} dA`,
+  );
   if (!dX) return;
   if (!dropout) {
     await matmul(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, beta: 1 });
     return;
   }
   // dX[n,i] += mask[n,i]·Σ_k g[n,k]·A[k,i]
-  await skinny(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, aRow: r, aCol: 1, bRow: 1, bCol: fin, beta: 1, drop: 3, dropout }, `${what} dX`);
+  await skinny(
+    rec,
+    { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, aRow: r, aCol: 1, bRow: 1, bCol: fin, beta: 1, drop: 3, dropout },
+    `${what} dX`,
+  );
 }
 
 /** FLOPs of the adapter's forward and backward (matmuls only), for benchmarks. */

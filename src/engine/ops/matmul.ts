@@ -35,7 +35,12 @@ export interface MatmulArgs {
 const TILE = 64;
 
 /** Checks A, B (dense or NF4) and C for the extents the batched product touches; returns B's decoder constants. */
-function checkMatmul(what: string, args: MatmulArgs, nf4: Nf4Weight | null, extent: (k: 'a' | 'b' | 'c', matrix: number) => number): ShaderConstants {
+function checkMatmul(
+  what: string,
+  args: MatmulArgs,
+  nf4: Nf4Weight | null,
+  extent: (k: 'a' | 'b' | 'c', matrix: number) => number,
+): ShaderConstants {
   const { M, N, K } = args;
   const dense = nf4 ? null : (args.b as Tensor);
   checkOperands(what, [
@@ -65,14 +70,30 @@ export async function matmul(rec: Recorder, args: MatmulArgs): Promise<void> {
   const offsets = { a: args.aOffset ?? 0, b: args.bOffset ?? 0, c: args.cOffset ?? 0 };
   const decoder = checkMatmul(what, args, nf4, (k, matrix) => offsets[k] + strides[k] * (batch - 1) + matrix);
   const params = new Params(16)
-    .u32(M).u32(N).u32(K).u32(0)
-    .u32(offsets.a).u32(offsets.b).u32(offsets.c).u32(0)
-    .u32(strides.a).u32(strides.b).u32(strides.c).u32(0)
-    .f32(args.alpha ?? 1).f32(args.beta ?? 0).u32(0).u32(0);
+    .u32(M)
+    .u32(N)
+    .u32(K)
+    .u32(0)
+    .u32(offsets.a)
+    .u32(offsets.b)
+    .u32(offsets.c)
+    .u32(0)
+    .u32(strides.a)
+    .u32(strides.b)
+    .u32(strides.c)
+    .u32(0)
+    .f32(args.alpha ?? 1)
+    .f32(args.beta ?? 0)
+    .u32(0)
+    .u32(0);
   const bBuffers = nf4 ? [nf4.packed, c, ...nf4ExtraBindings(nf4)] : [b as Tensor, c];
   await launch(rec, {
-    shader: 'matmul', constants: { TRANS_A: transA, TRANS_B: transB, ...decoder }, what,
-    params, bindings: [a, ...bBuffers], grid: [Math.ceil(N / TILE), Math.ceil(M / TILE), batch],
+    shader: 'matmul',
+    constants: { TRANS_A: transA, TRANS_B: transB, ...decoder },
+    what,
+    params,
+    bindings: [a, ...bBuffers],
+    grid: [Math.ceil(N / TILE), Math.ceil(M / TILE), batch],
   });
 }
 

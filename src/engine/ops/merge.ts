@@ -34,21 +34,56 @@ export async function mergeLora(rec: Recorder, args: MergeArgs): Promise<void> {
   const dense = nf4 ? null : (base as Tensor);
   const what = `merge ${nf4 ? nf4Describe(nf4) : describe(base as Tensor)} + ${ad.scale}·B·A rows ${rowStart}..${rowStart + rows} → ${describe(out)}`;
   const baseNumel = nf4 ? nf4Numel(nf4) : numelOf(dense!.shape);
-  check(what, baseNumel === ad.outFeatures * ad.inFeatures, `base holds ${baseNumel} elements, adapter is ${ad.outFeatures}×${ad.inFeatures}`);
-  const inChunk = Number.isInteger(rowStart) && Number.isInteger(rows) && rowStart >= 0 && rows >= 1 && rowStart + rows <= ad.outFeatures;
+  check(
+    what,
+    baseNumel === ad.outFeatures * ad.inFeatures,
+    `base holds ${baseNumel} elements, adapter is ${ad.outFeatures}×${ad.inFeatures}`,
+  );
+  const inChunk =
+    Number.isInteger(rowStart) &&
+    Number.isInteger(rows) &&
+    rowStart >= 0 &&
+    rows >= 1 &&
+    rowStart + rows <= ad.outFeatures;
   check(what, inChunk, `row chunk ${rowStart}+${rows} outside 0..${ad.outFeatures}`);
   const count = rows * ad.inFeatures;
-  checkOperands(what, [
-    { name: 'base', tensor: dense, dtype: WEIGHT_DTYPES },
-    { name: 'output', tensor: out, dtype: WEIGHT_DTYPES, min: count, write: true },
-    { name: 'delta scratch', tensor: delta, dtype: 'f32', min: count, write: true },
-  ], 'requirement');
+  checkOperands(
+    what,
+    [
+      { name: 'base', tensor: dense, dtype: WEIGHT_DTYPES },
+      { name: 'output', tensor: out, dtype: WEIGHT_DTYPES, min: count, write: true },
+      { name: 'delta scratch', tensor: delta, dtype: 'f32', min: count, write: true },
+    ],
+    'requirement',
+  );
 
-  await matmul(rec, { a: ad.b, b: ad.a, c: delta, M: rows, N: ad.inFeatures, K: ad.r, aOffset: rowStart * ad.r, alpha: ad.scale });
+  await matmul(rec, {
+    a: ad.b,
+    b: ad.a,
+    c: delta,
+    M: rows,
+    N: ad.inFeatures,
+    K: ad.r,
+    aOffset: rowStart * ad.r,
+    alpha: ad.scale,
+  });
   const outKind = weightKind(what, 'output', out);
-  const decoder: ShaderConstants = dense ? { W_DECODE: 'weight_dense', W_KIND: `${weightKind(what, 'base', dense)}u` } : { W_DECODE: 'weight_nf4', ...nf4DecoderConstants(nf4!) };
-  const params = new Params(4).u32(count).u32(rowStart * ad.inFeatures).u32(0).u32(0);
+  const decoder: ShaderConstants = dense
+    ? { W_DECODE: 'weight_dense', W_KIND: `${weightKind(what, 'base', dense)}u` }
+    : { W_DECODE: 'weight_nf4', ...nf4DecoderConstants(nf4!) };
+  const params = new Params(4)
+    .u32(count)
+    .u32(rowStart * ad.inFeatures)
+    .u32(0)
+    .u32(0);
   const words = outKind === 0 ? count : Math.ceil(count / 2);
   const bindings = nf4 ? [delta, nf4.packed, out, ...nf4ExtraBindings(nf4)] : [delta, dense!, out];
-  await launch(rec, { shader: 'merge', constants: { OUT_KIND: `${outKind}u`, ...decoder }, what, params, bindings, grid: threadGrid(rec, words, 64) });
+  await launch(rec, {
+    shader: 'merge',
+    constants: { OUT_KIND: `${outKind}u`, ...decoder },
+    what,
+    params,
+    bindings,
+    grid: threadGrid(rec, words, 64),
+  });
 }

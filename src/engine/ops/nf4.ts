@@ -13,8 +13,8 @@ import { check, checkDType, checkOperands, launch, threadGrid, WEIGHT_DTYPES, we
 /** The 16 NF4 values (index 0..15 ascending), as the f32 bit patterns bitsandbytes' table rounds to. */
 export const NF4_CODE = new Float32Array(
   new Uint32Array([
-    0xbf800000, 0xbf3239b1, 0xbf066b30, 0xbeca32a0, 0xbe91a24d, 0xbe3d353f, 0xbdba7871, 0x00000000, 0x3da2faff, 0x3e24cae3,
-    0x3e7c04dd, 0x3ead033a, 0x3ee1a4b8, 0x3f1007ab, 0x3f3913b3, 0x3f800000,
+    0xbf800000, 0xbf3239b1, 0xbf066b30, 0xbeca32a0, 0xbe91a24d, 0xbe3d353f, 0xbdba7871, 0x00000000, 0x3da2faff,
+    0x3e24cae3, 0x3e7c04dd, 0x3ead033a, 0x3ee1a4b8, 0x3f1007ab, 0x3f3913b3, 0x3f800000,
   ]).buffer,
 );
 
@@ -53,7 +53,10 @@ export function nf4Describe(w: Nf4Weight): string {
 
 /** Shader constants and bindings (2, 4, 5) for the `weight_nf4` decoder of a kernel. */
 export function nf4DecoderConstants(w: Nf4Weight): ShaderConstants {
-  const c: Record<string, string | number> = { NF4_BLOCK: `${w.blocksize}u`, NF4_ABSMAX: w.nested ? 'nf4_absmax_dq' : 'nf4_absmax_f32' };
+  const c: Record<string, string | number> = {
+    NF4_BLOCK: `${w.blocksize}u`,
+    NF4_ABSMAX: w.nested ? 'nf4_absmax_dq' : 'nf4_absmax_f32',
+  };
   if (w.nested) c.NESTED_BLOCK = `${w.nested.blocksize}u`;
   return c;
 }
@@ -116,23 +119,38 @@ export function uploadNf4(gpu: Gpu, host: Nf4Host, label: string, category: Memo
   const nBlocks = Math.ceil(numel / host.blocksize);
   checkBlocksize(host.blocksize, label);
   if (host.packed.length !== Math.ceil(numel / 2) || host.absmax.length !== nBlocks) {
-    throw new GpuError('validation', label, `NF4 ${host.shape.join('×')}/${host.blocksize} needs ${Math.ceil(numel / 2)} bytes and ${nBlocks} scales, got ${host.packed.length} and ${host.absmax.length}`);
+    throw new GpuError(
+      'validation',
+      label,
+      `NF4 ${host.shape.join('×')}/${host.blocksize} needs ${Math.ceil(numel / 2)} bytes and ${nBlocks} scales, got ${host.packed.length} and ${host.absmax.length}`,
+    );
   }
   const packed = uploadTensor(gpu, host.packed, tensorSpec('nf4', host.shape, category, `${label}.nf4`));
   if (!host.nested) {
-    if (!(host.absmax instanceof Float32Array)) throw new GpuError('validation', label, 'absmax must be f32 without double quantization');
+    if (!(host.absmax instanceof Float32Array))
+      throw new GpuError('validation', label, 'absmax must be f32 without double quantization');
     const absmax = uploadTensor(gpu, host.absmax, tensorSpec('f32', [nBlocks], category, `${label}.absmax`));
     return { kind: 'nf4', shape: [...host.shape], blocksize: host.blocksize, packed, absmax, dtype: host.dtype, label };
   }
   const n = host.nested;
-  if (!(host.absmax instanceof Uint8Array)) throw new GpuError('validation', label, 'absmax must be u8 codes with double quantization');
+  if (!(host.absmax instanceof Uint8Array))
+    throw new GpuError('validation', label, 'absmax must be u8 codes with double quantization');
   const table = new Float32Array(257 + n.absmax.length);
   table.set(n.code, 0);
   table[256] = n.offset;
   table.set(n.absmax, 257);
   const absmax = uploadTensor(gpu, host.absmax, tensorSpec('u8', [nBlocks], category, `${label}.absmax_q`));
   const tableT = uploadTensor(gpu, table, tensorSpec('f32', [table.length], category, `${label}.absmax_table`));
-  return { kind: 'nf4', shape: [...host.shape], blocksize: host.blocksize, packed, absmax, nested: { blocksize: n.blocksize, table: tableT }, dtype: host.dtype, label };
+  return {
+    kind: 'nf4',
+    shape: [...host.shape],
+    blocksize: host.blocksize,
+    packed,
+    absmax,
+    nested: { blocksize: n.blocksize, table: tableT },
+    dtype: host.dtype,
+    label,
+  };
 }
 
 export function releaseNf4(gpu: Gpu, w: Nf4Weight): void {
@@ -162,7 +180,10 @@ export interface QuantizeNf4Args {
  * Records the quantization of `src` into a new NF4 weight (no CPU round trip). With double quant
  * the f32 block scales are an intermediate: release the returned `scratch` after `rec.submit()`.
  */
-export async function quantizeNf4(rec: Recorder, args: QuantizeNf4Args): Promise<{ weight: Nf4Weight; scratch: Tensor[] }> {
+export async function quantizeNf4(
+  rec: Recorder,
+  args: QuantizeNf4Args,
+): Promise<{ weight: Nf4Weight; scratch: Tensor[] }> {
   const { src } = args;
   const gpu = rec.gpu;
   const shape = args.shape ?? src.shape;
@@ -176,12 +197,35 @@ export async function quantizeNf4(rec: Recorder, args: QuantizeNf4Args): Promise
   check(what, numel === numelOf(src.shape) && numel > 0, `shape ${shape.join('×')} does not match the source`);
   const nBlocks = Math.ceil(numel / blocksize);
   const nNested = Math.ceil(nBlocks / NESTED_BLOCK);
-  const constants = { SRC_KIND: `${weightKind(what, 'source', src)}u`, NF4_BLOCK: `${blocksize}u`, NF4_ABSMAX: 'nf4_absmax_f32' };
-  const params = new Params(8).u32(numel).u32(nBlocks).u32(nNested).u32(0).f32(Math.fround(1 / nBlocks)).u32(NESTED_BLOCK).u32(0).u32(0).buffer;
+  const constants = {
+    SRC_KIND: `${weightKind(what, 'source', src)}u`,
+    NF4_BLOCK: `${blocksize}u`,
+    NF4_ABSMAX: 'nf4_absmax_f32',
+  };
+  const params = new Params(8)
+    .u32(numel)
+    .u32(nBlocks)
+    .u32(nNested)
+    .u32(0)
+    .f32(Math.fround(1 / nBlocks))
+    .u32(NESTED_BLOCK)
+    .u32(0)
+    .u32(0).buffer;
   const step = (entry: string, suffix: string, bindings: Tensor[], threads: number) =>
-    launch(rec, { shader: 'nf4', entry, constants, what: `${what}${suffix}`, params, bindings, grid: threadGrid(rec, threads, WG) });
+    launch(rec, {
+      shader: 'nf4',
+      entry,
+      constants,
+      what: `${what}${suffix}`,
+      params,
+      bindings,
+      grid: threadGrid(rec, threads, WG),
+    });
 
-  const absmaxF32 = createTensor(gpu, tensorSpec('f32', [nBlocks], args.doubleQuant ? 'scratch' : category, `${label}.absmax`));
+  const absmaxF32 = createTensor(
+    gpu,
+    tensorSpec('f32', [nBlocks], args.doubleQuant ? 'scratch' : category, `${label}.absmax`),
+  );
   const packed = createTensor(gpu, tensorSpec('nf4', shape, category, `${label}.nf4`));
   await step('absmax', ' absmax', [src, absmaxF32], nBlocks);
   await step('quantize', '', [src, absmaxF32, packed], Math.ceil(numel / 8));
@@ -208,14 +252,31 @@ export async function dequantizeNf4(rec: Recorder, w: Nf4Weight, out: Tensor, ab
   const numel = nf4Numel(w);
   const nBlocks = Math.ceil(numel / w.blocksize);
   const what = `nf4.dequantize ${nf4Describe(w)} → ${describe(out)}`;
-  checkOperands(what, [
-    { name: 'output', tensor: out, dtype: 'f32', min: numel, write: true },
-    { name: 'absmax output', tensor: absmaxOut, dtype: 'f32', min: nBlocks, write: true },
-  ], 'requirement');
-  const params = new Params(8).u32(numel).u32(nBlocks).u32(0).u32(0).f32(0).u32(w.nested?.blocksize ?? NESTED_BLOCK).u32(0).u32(0);
+  checkOperands(
+    what,
+    [
+      { name: 'output', tensor: out, dtype: 'f32', min: numel, write: true },
+      { name: 'absmax output', tensor: absmaxOut, dtype: 'f32', min: nBlocks, write: true },
+    ],
+    'requirement',
+  );
+  const params = new Params(8)
+    .u32(numel)
+    .u32(nBlocks)
+    .u32(0)
+    .u32(0)
+    .f32(0)
+    .u32(w.nested?.blocksize ?? NESTED_BLOCK)
+    .u32(0)
+    .u32(0);
   await launch(rec, {
-    shader: 'nf4', entry: 'dequantize', constants: { SRC_KIND: '0u', ...nf4DecoderConstants(w) }, what,
-    params, bindings: [out, w.packed, absmaxOut, ...nf4ExtraBindings(w)], grid: threadGrid(rec, Math.ceil(numel / 8), WG),
+    shader: 'nf4',
+    entry: 'dequantize',
+    constants: { SRC_KIND: '0u', ...nf4DecoderConstants(w) },
+    what,
+    params,
+    bindings: [out, w.packed, absmaxOut, ...nf4ExtraBindings(w)],
+    grid: threadGrid(rec, Math.ceil(numel / 8), WG),
   });
 }
 
@@ -238,7 +299,8 @@ export function nf4FromBnb(tensors: Readonly<Record<string, RawTensor>>, module:
   const fail = (name: string, why: string): never => {
     throw new Error(`${file}: ${name}: ${why}`);
   };
-  const get = (suffix: string): RawTensor => tensors[`${key}${suffix}`] ?? fail(`${key}${suffix}`, 'missing (expected in a bitsandbytes 4-bit checkpoint)');
+  const get = (suffix: string): RawTensor =>
+    tensors[`${key}${suffix}`] ?? fail(`${key}${suffix}`, 'missing (expected in a bitsandbytes 4-bit checkpoint)');
   if (tensors[`${key}.quant_state.bitsandbytes__fp4`]) fail(key, 'quantized as FP4; only NF4 is supported');
   const stateName = `${key}.quant_state.bitsandbytes__nf4`;
   const stateRaw = get('.quant_state.bitsandbytes__nf4');
@@ -257,7 +319,8 @@ export function nf4FromBnb(tensors: Readonly<Record<string, RawTensor>>, module:
     fail(stateName, (e as Error).message);
   }
   const shape = state.shape;
-  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && d > 0)) return fail(stateName, `bad shape ${JSON.stringify(shape)}`);
+  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && d > 0))
+    return fail(stateName, `bad shape ${JSON.stringify(shape)}`);
   const numel = numelOf(shape as number[]);
   const nBlocks = Math.ceil(numel / blocksize);
 
@@ -265,9 +328,16 @@ export function nf4FromBnb(tensors: Readonly<Record<string, RawTensor>>, module:
   expectTensor(weight, key, 'U8', Math.ceil(numel / 2), fail);
   const quantMap = f32s(get('.quant_map'), `${key}.quant_map`, 16, fail);
   for (let i = 0; i < 16; i++) {
-    if (quantMap[i] !== NF4_CODE[i]) fail(`${key}.quant_map`, `entry ${i} is ${quantMap[i]}, not the NF4 value ${NF4_CODE[i]}`);
+    if (quantMap[i] !== NF4_CODE[i])
+      fail(`${key}.quant_map`, `entry ${i} is ${quantMap[i]}, not the NF4 value ${NF4_CODE[i]}`);
   }
-  const host: Nf4Host = { shape: shape as number[], blocksize, dtype: String(state.dtype ?? 'bfloat16'), packed: weight.bytes, absmax: new Float32Array(0) };
+  const host: Nf4Host = {
+    shape: shape as number[],
+    blocksize,
+    dtype: String(state.dtype ?? 'bfloat16'),
+    packed: weight.bytes,
+    absmax: new Float32Array(0),
+  };
   const nested = tensors[`${key}.nested_absmax`] !== undefined || state.nested_offset !== undefined;
   if (!nested) {
     host.absmax = f32s(get('.absmax'), `${key}.absmax`, nBlocks, fail);
@@ -275,9 +345,12 @@ export function nf4FromBnb(tensors: Readonly<Record<string, RawTensor>>, module:
   }
   const nestedBlock = state.nested_blocksize;
   const offset = state.nested_offset;
-  if (typeof nestedBlock !== 'number' || !Number.isInteger(nestedBlock) || nestedBlock < 1) return fail(stateName, `bad nested_blocksize ${JSON.stringify(nestedBlock)}`);
-  if (typeof offset !== 'number' || !Number.isFinite(offset)) return fail(stateName, `bad nested_offset ${JSON.stringify(offset)}`);
-  if (state.nested_dtype !== undefined && state.nested_dtype !== 'float32') fail(stateName, `nested_dtype ${JSON.stringify(state.nested_dtype)} unsupported (float32 expected)`);
+  if (typeof nestedBlock !== 'number' || !Number.isInteger(nestedBlock) || nestedBlock < 1)
+    return fail(stateName, `bad nested_blocksize ${JSON.stringify(nestedBlock)}`);
+  if (typeof offset !== 'number' || !Number.isFinite(offset))
+    return fail(stateName, `bad nested_offset ${JSON.stringify(offset)}`);
+  if (state.nested_dtype !== undefined && state.nested_dtype !== 'float32')
+    fail(stateName, `nested_dtype ${JSON.stringify(state.nested_dtype)} unsupported (float32 expected)`);
   const codes = get('.absmax');
   expectTensor(codes, `${key}.absmax`, 'U8', nBlocks, fail);
   host.absmax = codes.bytes;
@@ -290,11 +363,20 @@ export function nf4FromBnb(tensors: Readonly<Record<string, RawTensor>>, module:
   return host;
 }
 
-function expectTensor(t: RawTensor, name: string, dtype: string, count: number, fail: (n: string, w: string) => never): void {
+function expectTensor(
+  t: RawTensor,
+  name: string,
+  dtype: string,
+  count: number,
+  fail: (n: string, w: string) => never,
+): void {
   if (t.dtype.toUpperCase() !== dtype) fail(name, `dtype ${t.dtype}, expected ${dtype}`);
   const width = dtype === 'F32' ? 4 : 1;
   if (numelOf(t.shape) !== count || t.bytes.length !== count * width) {
-    fail(name, `holds ${numelOf(t.shape)} elements (${t.bytes.length} bytes, shape [${t.shape.join(', ')}]), expected ${count}`);
+    fail(
+      name,
+      `holds ${numelOf(t.shape)} elements (${t.bytes.length} bytes, shape [${t.shape.join(', ')}]), expected ${count}`,
+    );
   }
 }
 

@@ -74,7 +74,15 @@ export function rmsnormWeightGradPartials(rows: number, width: number): number {
 
 function params(rows: number, width: number, eps: number, accumulate: boolean): Params {
   const rps = slabRows(rows);
-  return new Params(8).u32(rows).u32(width).f32(eps).u32(accumulate ? 1 : 0).u32(rps).u32(Math.ceil(rows / rps)).u32(0).u32(0);
+  return new Params(8)
+    .u32(rows)
+    .u32(width)
+    .f32(eps)
+    .u32(accumulate ? 1 : 0)
+    .u32(rps)
+    .u32(Math.ceil(rows / rps))
+    .u32(0)
+    .u32(0);
 }
 
 function constants(kind: number, width: number): ShaderConstants {
@@ -92,8 +100,13 @@ export async function rmsnormForward(rec: Recorder, a: RmsnormForwardArgs): Prom
   ]);
   check(w, a.eps >= 0, `eps must be ≥ 0, got ${a.eps}`);
   await launch(rec, {
-    shader: 'rmsnorm', entry: 'forward', constants: constants(kind, a.width), what: w,
-    params: params(a.rows, a.width, a.eps, false), bindings: [a.x, a.weight, a.y, a.rstd], grid: foldGrid(rec, a.rows),
+    shader: 'rmsnorm',
+    entry: 'forward',
+    constants: constants(kind, a.width),
+    what: w,
+    params: params(a.rows, a.width, a.eps, false),
+    bindings: [a.x, a.weight, a.y, a.rstd],
+    grid: foldGrid(rec, a.rows),
   });
 }
 
@@ -119,12 +132,23 @@ async function inputGrad(rec: Recorder, a: RmsnormBackwardArgs, dx: Tensor, w: s
     { name: 'weight', tensor: a.weight, dtype: WEIGHT_DTYPES },
   ]);
   await launch(rec, {
-    shader: 'rmsnorm', entry: 'backwardInput', constants: constants(kind, a.width), what: w,
-    params: params(a.rows, a.width, 0, !!a.accumulateDx), bindings: [a.x, a.weight, a.dy, a.rstd, dx], grid: foldGrid(rec, a.rows),
+    shader: 'rmsnorm',
+    entry: 'backwardInput',
+    constants: constants(kind, a.width),
+    what: w,
+    params: params(a.rows, a.width, 0, !!a.accumulateDx),
+    bindings: [a.x, a.weight, a.dy, a.rstd, dx],
+    grid: foldGrid(rec, a.rows),
   });
 }
 
-async function weightGrad(rec: Recorder, a: RmsnormBackwardArgs, dWeight: Tensor, w: string, kind: number): Promise<void> {
+async function weightGrad(
+  rec: Recorder,
+  a: RmsnormBackwardArgs,
+  dWeight: Tensor,
+  w: string,
+  kind: number,
+): Promise<void> {
   const partialsNeed = rmsnormWeightGradPartials(a.rows, a.width);
   check(w, !!a.partials, `needs a partials scratch of ${partialsNeed} f32`);
   checkOperands(w, [
@@ -143,8 +167,24 @@ async function weightGrad(rec: Recorder, a: RmsnormBackwardArgs, dWeight: Tensor
   const c = constants(kind, a.width);
   const columns = Math.ceil(a.width / workgroupSize(a.width));
   const slabs = Math.ceil(a.rows / slabRows(a.rows));
-  await launch(rec, { shader: 'rmsnorm', entry: 'weightPartials', constants: c, what: `${w} (partials ${slabs} slabs)`, params: pr, bindings: [a.x, a.dy, a.rstd, a.partials], grid: [columns, slabs] });
-  await launch(rec, { shader: 'rmsnorm', entry: 'weightReduce', constants: c, what: `${w} (reduce)`, params: pr, bindings: [a.partials, dWeight], grid: [columns] });
+  await launch(rec, {
+    shader: 'rmsnorm',
+    entry: 'weightPartials',
+    constants: c,
+    what: `${w} (partials ${slabs} slabs)`,
+    params: pr,
+    bindings: [a.x, a.dy, a.rstd, a.partials],
+    grid: [columns, slabs],
+  });
+  await launch(rec, {
+    shader: 'rmsnorm',
+    entry: 'weightReduce',
+    constants: c,
+    what: `${w} (reduce)`,
+    params: pr,
+    bindings: [a.partials, dWeight],
+    grid: [columns],
+  });
 }
 
 /** Bytes one forward must move (x read twice is not counted: caches). */

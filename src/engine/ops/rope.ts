@@ -42,7 +42,14 @@ export interface RopeBackwardArgs extends RopeShape {
 
 const WG = 64;
 
-async function record(rec: Recorder, kernel: string, q: Tensor, k: Tensor, a: RopeShape, direction: 1 | -1): Promise<void> {
+async function record(
+  rec: Recorder,
+  kernel: string,
+  q: Tensor,
+  k: Tensor,
+  a: RopeShape,
+  direction: 1 | -1,
+): Promise<void> {
   const { tokens, qHeads, kvHeads, headDim } = a;
   const w = `rope.${kernel} q${describe(q)} k${describe(k)} tokens=${tokens} heads=${qHeads}/${kvHeads} D=${headDim}`;
   checkInteger(w, 'tokens', tokens, 0);
@@ -52,10 +59,15 @@ async function record(rec: Recorder, kernel: string, q: Tensor, k: Tensor, a: Ro
   check(w, headDim % 2 === 0, `headDim must be even, got ${headDim}`);
   const qStride = a.qRowStride ?? qHeads * headDim;
   const kStride = a.kRowStride ?? kvHeads * headDim;
-  check(w, qStride >= qHeads * headDim && kStride >= kvHeads * headDim, `row strides ${qStride}/${kStride} are shorter than a token's heads`);
+  check(
+    w,
+    qStride >= qHeads * headDim && kStride >= kvHeads * headDim,
+    `row strides ${qStride}/${kStride} are shorter than a token's heads`,
+  );
   const qOff = a.qOffset ?? 0;
   const kOff = a.kOffset ?? 0;
-  const extent = (offset: number, stride: number, row: number) => (tokens > 0 ? offset + (tokens - 1) * stride + row : 0);
+  const extent = (offset: number, stride: number, row: number) =>
+    tokens > 0 ? offset + (tokens - 1) * stride + row : 0;
   checkOperands(w, [
     { name: 'q', tensor: q, dtype: 'f32', min: extent(qOff, qStride, qHeads * headDim), write: true },
     { name: 'k', tensor: k, dtype: 'f32', min: extent(kOff, kStride, kvHeads * headDim), write: true },
@@ -63,10 +75,25 @@ async function record(rec: Recorder, kernel: string, q: Tensor, k: Tensor, a: Ro
     { name: 'positionIds', tensor: a.positionIds, dtype: 'i32', min: tokens },
   ]);
   const params = new Params(12)
-    .u32(tokens).u32(qHeads).u32(kvHeads).u32(headDim / 2)
-    .u32(qStride).u32(kStride).u32(qOff).u32(kOff)
-    .f32(direction).f32(a.attentionScaling ?? 1).u32(0).u32(0);
-  await launch(rec, { shader: 'rope', what: w, params, bindings: [q, k, a.positionIds, a.invFreq], grid: foldGrid(rec, Math.ceil((tokens * headDim) / 2 / WG)) });
+    .u32(tokens)
+    .u32(qHeads)
+    .u32(kvHeads)
+    .u32(headDim / 2)
+    .u32(qStride)
+    .u32(kStride)
+    .u32(qOff)
+    .u32(kOff)
+    .f32(direction)
+    .f32(a.attentionScaling ?? 1)
+    .u32(0)
+    .u32(0);
+  await launch(rec, {
+    shader: 'rope',
+    what: w,
+    params,
+    bindings: [q, k, a.positionIds, a.invFreq],
+    grid: foldGrid(rec, Math.ceil((tokens * headDim) / 2 / WG)),
+  });
 }
 
 /** Records q ← rope(q), k ← rope(k) in place. */

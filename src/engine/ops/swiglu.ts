@@ -53,7 +53,9 @@ function inputs(w: string, a: Inputs): Operand[] {
 }
 
 function label(kernel: string, a: Inputs): string {
-  const ins = a.gateUp ? `gateUp${describe(a.gateUp)}` : `gate${a.gate ? describe(a.gate) : '?'} up${a.up ? describe(a.up) : '?'}`;
+  const ins = a.gateUp
+    ? `gateUp${describe(a.gateUp)}`
+    : `gate${a.gate ? describe(a.gate) : '?'} up${a.up ? describe(a.up) : '?'}`;
   return `swiglu.${kernel} ${ins} rows=${a.rows} width=${a.width}`;
 }
 
@@ -82,7 +84,14 @@ export async function swigluForward(rec: Recorder, a: SwigluForwardArgs): Promis
   const ins = inputs(w, a);
   checkOperands(w, [...ins, { name: 'y', tensor: a.y, dtype: 'f32', min: a.rows * a.width, write: true }]);
   const params = new Params(4).u32(a.rows).u32(a.width).u32(0).u32(0);
-  await launch(rec, { shader: 'swiglu', entry, what: w, params, bindings: [...tensors(ins), a.y], grid: foldGrid(rec, Math.ceil((a.rows * a.width) / WG)) });
+  await launch(rec, {
+    shader: 'swiglu',
+    entry,
+    what: w,
+    params,
+    bindings: [...tensors(ins), a.y],
+    grid: foldGrid(rec, Math.ceil((a.rows * a.width) / WG)),
+  });
 }
 
 /** Records dGate, dUp (or dGateUp) from dy; both gradients are overwritten. */
@@ -95,5 +104,12 @@ export async function swigluBackward(rec: Recorder, a: SwigluBackwardArgs): Prom
   const outs = gradients(w, a);
   checkOperands(w, [...ins, dy, ...outs]);
   const params = new Params(4).u32(a.rows).u32(a.width).u32(0).u32(0);
-  await launch(rec, { shader: 'swiglu', entry, what: w, params, bindings: [...tensors(ins), a.dy, ...tensors(outs)], grid: foldGrid(rec, Math.ceil(n / WG)) });
+  await launch(rec, {
+    shader: 'swiglu',
+    entry,
+    what: w,
+    params,
+    bindings: [...tensors(ins), a.dy, ...tensors(outs)],
+    grid: foldGrid(rec, Math.ceil(n / WG)),
+  });
 }

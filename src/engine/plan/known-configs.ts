@@ -18,10 +18,48 @@ const QWEN25_COMMON = {
 };
 
 export const KNOWN_CONFIGS: Record<string, Record<string, unknown>> = {
-  'Qwen/Qwen2.5-0.5B-Instruct': { ...QWEN25_COMMON, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true },
-  'Qwen/Qwen2.5-1.5B-Instruct': { ...QWEN25_COMMON, hidden_size: 1536, intermediate_size: 8960, num_hidden_layers: 28, num_attention_heads: 12, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true },
-  'Qwen/Qwen2.5-3B-Instruct': { ...QWEN25_COMMON, hidden_size: 2048, intermediate_size: 11008, num_hidden_layers: 36, num_attention_heads: 16, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true },
-  'Qwen/Qwen2.5-7B-Instruct': { ...QWEN25_COMMON, hidden_size: 3584, intermediate_size: 18944, num_hidden_layers: 28, num_attention_heads: 28, num_key_value_heads: 4, vocab_size: 152064, tie_word_embeddings: false, max_position_embeddings: 32768, sliding_window: 131072 },
+  'Qwen/Qwen2.5-0.5B-Instruct': {
+    ...QWEN25_COMMON,
+    hidden_size: 896,
+    intermediate_size: 4864,
+    num_hidden_layers: 24,
+    num_attention_heads: 14,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    tie_word_embeddings: true,
+  },
+  'Qwen/Qwen2.5-1.5B-Instruct': {
+    ...QWEN25_COMMON,
+    hidden_size: 1536,
+    intermediate_size: 8960,
+    num_hidden_layers: 28,
+    num_attention_heads: 12,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    tie_word_embeddings: true,
+  },
+  'Qwen/Qwen2.5-3B-Instruct': {
+    ...QWEN25_COMMON,
+    hidden_size: 2048,
+    intermediate_size: 11008,
+    num_hidden_layers: 36,
+    num_attention_heads: 16,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    tie_word_embeddings: true,
+  },
+  'Qwen/Qwen2.5-7B-Instruct': {
+    ...QWEN25_COMMON,
+    hidden_size: 3584,
+    intermediate_size: 18944,
+    num_hidden_layers: 28,
+    num_attention_heads: 28,
+    num_key_value_heads: 4,
+    vocab_size: 152064,
+    tie_word_embeddings: false,
+    max_position_embeddings: 32768,
+    sliding_window: 131072,
+  },
 };
 
 export function knownConfig(name: string): ModelConfig {

@@ -113,13 +113,16 @@ class Ledger {
 
 function checkConfig(t: TrainPlanConfig): void {
   const pos = (k: keyof TrainPlanConfig, v: unknown) => {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new PlanError(`${String(k)} must be a positive integer, got ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+      throw new PlanError(`${String(k)} must be a positive integer, got ${String(v)}`);
   };
   pos('batchSize', t.batchSize);
   pos('seqLen', t.seqLen);
   if (t.method !== 'full') pos('loraRank', t.loraRank ?? 8);
   if (t.lossChunkRows !== undefined) pos('lossChunkRows', t.lossChunkRows);
-  const bad = (t.loraTargets ?? []).filter((m) => !([...ATTENTION_MODULES, ...MLP_MODULES] as readonly string[]).includes(m));
+  const bad = (t.loraTargets ?? []).filter(
+    (m) => !([...ATTENTION_MODULES, ...MLP_MODULES] as readonly string[]).includes(m),
+  );
   if (bad.length) throw new PlanError(`unknown LoRA target module${bad.length > 1 ? 's' : ''} ${bad.join(', ')}`);
 }
 
@@ -147,7 +150,8 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const maxBuffer = train.maxBufferBytes ?? DEFAULT_MAX_BUFFER;
   const L = new Ledger(maxBuffer);
   const full = train.method === 'full';
-  const wd: WeightDtype = train.weightDtype ?? (c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16');
+  const wd: WeightDtype =
+    train.weightDtype ?? (c.torchDtype === 'float32' ? 'f32' : c.torchDtype === 'float16' ? 'f16' : 'bf16');
   const wType: DType = full ? 'f32' : wd;
   const H = c.hiddenSize;
   const I = c.intermediateSize;
@@ -163,7 +167,9 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const blocksize = train.nf4Blocksize ?? 64;
   const dq = train.doubleQuant ?? true;
   const trainableTensors: number[] = [];
-  const biasModules = LINEARS.filter((m) => ((ATTENTION_MODULES as readonly string[]).includes(m) ? (m === 'o_proj' ? c.oBias : c.qkvBias) : c.mlpBias));
+  const biasModules = LINEARS.filter((m) =>
+    (ATTENTION_MODULES as readonly string[]).includes(m) ? (m === 'o_proj' ? c.oBias : c.qkvBias) : c.mlpBias,
+  );
 
   // ---- weights (load.ts): dense in the stored dtype (f32 for full FT), NF4 for QLoRA linears
   const dense = (what: string, shape: [number, number] | [number], n: number, splittable = false) => {
@@ -172,7 +178,8 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
       // row split: parts of floor(limit / rowBytes) rows (load.ts loadRowSplit)
       const rowBytes = tb(wType, shape[1]!);
       const rowsPer = Math.max(1, Math.floor(maxBuffer / rowBytes));
-      for (let r0 = 0; r0 < shape[0]; r0 += rowsPer) L.add('weights', what, tb(wType, Math.min(rowsPer, shape[0] - r0) * shape[1]!), n);
+      for (let r0 = 0; r0 < shape[0]; r0 += rowsPer)
+        L.add('weights', what, tb(wType, Math.min(rowsPer, shape[0] - r0) * shape[1]!), n);
     } else L.add('weights', what, tb(wType, numel), n);
     if (full) for (let i = 0; i < n; i++) trainableTensors.push(numel);
   };
@@ -203,7 +210,8 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
     L.add('adapters', 'LoRA B', tb('f32', o * rank), layers);
     for (let l = 0; l < layers; l++) trainableTensors.push(rank * i, o * rank);
   }
-  for (const n of trainableTensors) L.add('gradients', full ? 'parameter gradients' : 'adapter gradients', tb('f32', n));
+  for (const n of trainableTensors)
+    L.add('gradients', full ? 'parameter gradients' : 'adapter gradients', tb('f32', n));
   const total = trainableTensors.reduce((a, b) => a + b, 0);
   L.add('gradients', 'gradient arena (flat, for clipping and AdamW)', tb('f32', total));
   L.add('optimizer', 'AdamW parameter arena, exp_avg, exp_avg_sq', tb('f32', total), 3);
@@ -247,14 +255,19 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
     L.add('scratch', 'backward: dQ, dK before norm', tb('f32', N * KD));
   }
   const partialRows = Math.max(N, c.qkNorm ? N * c.numHeads : 0);
-  L.add('scratch', 'RMSNorm weight-gradient partials', tb('f32', Math.max(rmsnormWeightGradPartials(partialRows, Math.max(H, D)), rmsnormWeightGradPartials(N, H))));
+  L.add(
+    'scratch',
+    'RMSNorm weight-gradient partials',
+    tb('f32', Math.max(rmsnormWeightGradPartials(partialRows, Math.max(H, D)), rmsnormWeightGradPartials(N, H))),
+  );
   // Logits are computed for runs of labelled rows, and a run never crosses a sequence end (the last
   // token of a row has no label), so a chunk holds at most T − 1 rows.
   const chunk = Math.max(1, Math.min(T - 1, train.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
   L.add('scratch', `logits chunk (${chunk} rows × vocab)`, tb('f32', chunk * V));
   L.add('scratch', 'per-row losses', tb('f32', N));
   L.add('scratch', 'attention backward rowStats', tb('f32', 2 * c.numHeads * N));
-  if (c.numHeads !== c.numKvHeads) L.add('scratch', 'attention backward dK/dV per query head', tb('f32', N * c.numHeads * D), 2);
+  if (c.numHeads !== c.numKvHeads)
+    L.add('scratch', 'attention backward dK/dV per query head', tb('f32', N * c.numHeads * D), 2);
   L.add('scratch', 'gradient-norm partials', tb('f32', gradNormPartials([total])));
   L.add('scratch', 'step report, loss scale', tb('f32', 8));
   L.add('scratch', 'step report, loss scale', tb('f32', 4));
@@ -282,15 +295,21 @@ function suggest(model: ModelConfig, t: TrainPlanConfig, total: number, budget: 
   const out: Suggestion[] = [];
   const tryChange = (kind: SuggestionKind, label: string, change: Partial<TrainPlanConfig>) => {
     const p = planMemory(model, { ...t, ...change });
-    if (p.total < total) out.push({ kind, label, change, total: p.total, saves: total - p.total, fits: p.total <= budget });
+    if (p.total < total)
+      out.push({ kind, label, change, total: p.total, saves: total - p.total, fits: p.total <= budget });
   };
-  if (!t.gradientCheckpointing) tryChange('checkpointing', 'turn on gradient checkpointing', { gradientCheckpointing: true });
+  if (!t.gradientCheckpointing)
+    tryChange('checkpointing', 'turn on gradient checkpointing', { gradientCheckpointing: true });
   if (t.method === 'lora') tryChange('qlora', 'turn on QLoRA (4-bit NF4 base weights)', { method: 'qlora' });
   // smallest batch / cutoff that fits, else the halved value
   for (let b = Math.floor(t.batchSize / 2); b >= 1; b = Math.floor(b / 2)) {
     const p = planMemory(model, { ...t, batchSize: b });
     if (p.total <= budget || b === 1) {
-      tryChange('batch', `lower the batch size to ${b} (raise gradient accumulation ×${Math.ceil(t.batchSize / b)} to keep the effective batch)`, { batchSize: b });
+      tryChange(
+        'batch',
+        `lower the batch size to ${b} (raise gradient accumulation ×${Math.ceil(t.batchSize / b)} to keep the effective batch)`,
+        { batchSize: b },
+      );
       break;
     }
   }

@@ -40,8 +40,10 @@ export async function checkpointFromFiles(files: ReadonlyMap<string, Uint8Array>
   } catch (e) {
     throw new Error(`${TRAINER_STATE_FILE}: not JSON (${(e as Error).message})`);
   }
-  if (raw.format !== 'tabtune-checkpoint-1') throw new Error(`${TRAINER_STATE_FILE}: unknown format ${JSON.stringify(raw.format)}`);
-  for (const k of ['step', 'microStep']) if (!Number.isInteger(raw[k])) throw new Error(`${TRAINER_STATE_FILE}: ${k} must be an integer`);
+  if (raw.format !== 'tabtune-checkpoint-1')
+    throw new Error(`${TRAINER_STATE_FILE}: unknown format ${JSON.stringify(raw.format)}`);
+  for (const k of ['step', 'microStep'])
+    if (!Number.isInteger(raw[k])) throw new Error(`${TRAINER_STATE_FILE}: ${k} must be an integer`);
   if (!Array.isArray(raw.params)) throw new Error(`${TRAINER_STATE_FILE}: params must list the trainable tensors`);
   const f = await SafetensorsFile.open(bytesSource(optimBytes, OPTIMIZER_FILE));
   const read = async (name: string) => {

@@ -51,7 +51,8 @@ export class DataLoader {
     readonly opts: DataLoaderOptions,
   ) {
     if (!items.length) throw new Error('training data is empty');
-    if (!(opts.batchSize >= 1) || !(opts.gradientAccumulationSteps >= 1)) throw new Error('batch size and gradient accumulation steps must be ≥ 1');
+    if (!(opts.batchSize >= 1) || !(opts.gradientAccumulationSteps >= 1))
+      throw new Error('batch size and gradient accumulation steps must be ≥ 1');
     this.order = this.makeOrder(0);
   }
 
@@ -70,8 +71,16 @@ export class DataLoader {
   }
 
   setState(c: DataCursor): void {
-    if (!Number.isInteger(c.epoch) || !Number.isInteger(c.micro) || c.epoch < 0 || c.micro < 0 || c.micro > this.microBatchesPerEpoch) {
-      throw new Error(`data cursor ${JSON.stringify(c)} does not fit this dataset (${this.microBatchesPerEpoch} micro-batches per epoch)`);
+    if (
+      !Number.isInteger(c.epoch) ||
+      !Number.isInteger(c.micro) ||
+      c.epoch < 0 ||
+      c.micro < 0 ||
+      c.micro > this.microBatchesPerEpoch
+    ) {
+      throw new Error(
+        `data cursor ${JSON.stringify(c)} does not fit this dataset (${this.microBatchesPerEpoch} micro-batches per epoch)`,
+      );
     }
     this.cursor = { ...c };
     this.order = this.makeOrder(c.epoch);
@@ -83,7 +92,9 @@ export class DataLoader {
   }
 
   private makeOrder(epoch: number): Int32Array {
-    return this.opts.shuffle === false ? Int32Array.from({ length: this.items.length }, (_, i) => i) : epochOrder(this.items.length, this.opts.seed, epoch);
+    return this.opts.shuffle === false
+      ? Int32Array.from({ length: this.items.length }, (_, i) => i)
+      : epochOrder(this.items.length, this.opts.seed, epoch);
   }
 
   private microBatch(k: number): MicroBatch {
@@ -98,11 +109,25 @@ export class DataLoader {
         picked.forEach((p, b) => out.set(f(p as PackedSequence), b * T));
         return out;
       };
-      return { batch: B, seqLen: T, inputIds: cat((p) => p.inputIds), labels: cat((p) => p.labels), positionIds: cat((p) => p.positionIds), seqStarts: picked.map((p) => (p as PackedSequence).seqStarts) };
+      return {
+        batch: B,
+        seqLen: T,
+        inputIds: cat((p) => p.inputIds),
+        labels: cat((p) => p.labels),
+        positionIds: cat((p) => p.positionIds),
+        seqStarts: picked.map((p) => (p as PackedSequence).seqStarts),
+      };
     }
     if (picked.some(isPacked)) throw new Error('training data mixes packed and unpacked examples');
     const pb = collateBatch(picked as EncodedExample[], this.opts.padId, this.opts.padToMultipleOf ?? 8);
-    return { batch: pb.batch, seqLen: pb.seqLen, inputIds: pb.inputIds, labels: pb.labels, positionIds: pb.positionIds, lengths: pb.lengths };
+    return {
+      batch: pb.batch,
+      seqLen: pb.seqLen,
+      inputIds: pb.inputIds,
+      labels: pb.labels,
+      positionIds: pb.positionIds,
+      lengths: pb.lengths,
+    };
   }
 
   /** The micro-batches of the next optimizer step (shorter at the end of an epoch). */

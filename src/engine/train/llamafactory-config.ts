@@ -143,16 +143,56 @@ const IGNORED: Record<string, string> = {
 
 type Kind = 'str' | 'int' | 'float' | 'bool' | 'list';
 // Keys each kind of file understands, with their YAML types.
-const COMMON_MODEL: Record<string, Kind> = { model_name_or_path: 'str', adapter_name_or_path: 'list', template: 'str', finetuning_type: 'str' };
+const COMMON_MODEL: Record<string, Kind> = {
+  model_name_or_path: 'str',
+  adapter_name_or_path: 'list',
+  template: 'str',
+  finetuning_type: 'str',
+};
 const TRAIN_KEYS: Record<string, Kind> = {
   ...COMMON_MODEL,
-  stage: 'str', do_train: 'bool', dataset: 'list', dataset_dir: 'str', lora_rank: 'int', lora_alpha: 'int', lora_dropout: 'float', lora_target: 'list',
-  use_rslora: 'bool', use_dora: 'bool', quantization_bit: 'int', quantization_type: 'str', double_quantization: 'bool', quantization_method: 'str',
-  cutoff_len: 'int', max_samples: 'int', val_size: 'float', packing: 'bool', train_on_prompt: 'bool', mask_history: 'bool',
-  per_device_train_batch_size: 'int', gradient_accumulation_steps: 'int', learning_rate: 'float', num_train_epochs: 'float', max_steps: 'int',
-  lr_scheduler_type: 'str', warmup_steps: 'int', warmup_ratio: 'float', max_grad_norm: 'float', weight_decay: 'float', adam_beta1: 'float',
-  adam_beta2: 'float', adam_epsilon: 'float', logging_steps: 'int', save_steps: 'int', output_dir: 'str', overwrite_output_dir: 'bool', seed: 'int',
-  gradient_checkpointing: 'bool', disable_gradient_checkpointing: 'bool', neftune_noise_alpha: 'float', resume_from_checkpoint: 'str',
+  stage: 'str',
+  do_train: 'bool',
+  dataset: 'list',
+  dataset_dir: 'str',
+  lora_rank: 'int',
+  lora_alpha: 'int',
+  lora_dropout: 'float',
+  lora_target: 'list',
+  use_rslora: 'bool',
+  use_dora: 'bool',
+  quantization_bit: 'int',
+  quantization_type: 'str',
+  double_quantization: 'bool',
+  quantization_method: 'str',
+  cutoff_len: 'int',
+  max_samples: 'int',
+  val_size: 'float',
+  packing: 'bool',
+  train_on_prompt: 'bool',
+  mask_history: 'bool',
+  per_device_train_batch_size: 'int',
+  gradient_accumulation_steps: 'int',
+  learning_rate: 'float',
+  num_train_epochs: 'float',
+  max_steps: 'int',
+  lr_scheduler_type: 'str',
+  warmup_steps: 'int',
+  warmup_ratio: 'float',
+  max_grad_norm: 'float',
+  weight_decay: 'float',
+  adam_beta1: 'float',
+  adam_beta2: 'float',
+  adam_epsilon: 'float',
+  logging_steps: 'int',
+  save_steps: 'int',
+  output_dir: 'str',
+  overwrite_output_dir: 'bool',
+  seed: 'int',
+  gradient_checkpointing: 'bool',
+  disable_gradient_checkpointing: 'bool',
+  neftune_noise_alpha: 'float',
+  resume_from_checkpoint: 'str',
 };
 // Keys that change training in ways we do not implement: refused rather than ignored.
 const UNSUPPORTED: Record<string, string> = {
@@ -170,9 +210,20 @@ const UNSUPPORTED: Record<string, string> = {
   freeze_trainable_layers: 'freeze fine-tuning is not supported',
   freeze_trainable_modules: 'freeze fine-tuning is not supported',
 };
-const EXPORT_KEYS: Record<string, Kind> = { ...COMMON_MODEL, export_dir: 'str', export_size: 'int', export_legacy_format: 'bool' };
+const EXPORT_KEYS: Record<string, Kind> = {
+  ...COMMON_MODEL,
+  export_dir: 'str',
+  export_size: 'int',
+  export_legacy_format: 'bool',
+};
 const INFER_KEYS: Record<string, Kind> = {
-  ...COMMON_MODEL, max_new_tokens: 'int', do_sample: 'bool', temperature: 'float', top_p: 'float', top_k: 'int', repetition_penalty: 'float',
+  ...COMMON_MODEL,
+  max_new_tokens: 'int',
+  do_sample: 'bool',
+  temperature: 'float',
+  top_p: 'float',
+  top_k: 'int',
+  repetition_penalty: 'float',
 };
 
 class Values {
@@ -192,7 +243,8 @@ class Values {
       }
     }
     const unknown = Object.keys(raw).filter((k) => !(k in known) && !(k in IGNORED) && !(k in UNSUPPORTED));
-    if (unknown.length > 0) this.warnings.push(`${file}: unknown key${unknown.length > 1 ? 's' : ''} ignored: ${unknown.join(', ')}`);
+    if (unknown.length > 0)
+      this.warnings.push(`${file}: unknown key${unknown.length > 1 ? 's' : ''} ignored: ${unknown.join(', ')}`);
   }
   fail(key: string | null, detail: string): never {
     throw new LlamaFactoryConfigError(this.file, key, detail);
@@ -248,7 +300,12 @@ class Values {
   list(k: string): string[] | null {
     const v = this.raw[k];
     if (v === undefined || v === null) return null;
-    const items = typeof v === 'string' ? v.split(',') : Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : this.fail(k, `must be a comma-separated string or a list of strings, got ${this.got(v)}`);
+    const items =
+      typeof v === 'string'
+        ? v.split(',')
+        : Array.isArray(v) && v.every((x) => typeof x === 'string')
+          ? (v as string[])
+          : this.fail(k, `must be a comma-separated string or a list of strings, got ${this.got(v)}`);
     const out = items.map((s) => s.trim()).filter((s) => s.length > 0);
     if (out.length === 0) this.fail(k, 'must name at least one item');
     return out;
@@ -272,21 +329,26 @@ function load(text: string, file: string): Record<string, unknown> {
   }
   const raw: unknown = doc.toJS();
   if (raw === null || raw === undefined) throw new LlamaFactoryConfigError(file, null, 'is empty');
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw new LlamaFactoryConfigError(file, null, 'must be a mapping of key: value lines');
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    throw new LlamaFactoryConfigError(file, null, 'must be a mapping of key: value lines');
   return raw as Record<string, unknown>;
 }
 
 function finetuningType(v: Values): 'lora' | 'full' {
   const t = v.str('finetuning_type', 'lora');
   if (t === 'lora' || t === 'full') return t;
-  if (t === 'freeze') v.fail('finetuning_type', 'freeze (partial-parameter) fine-tuning is not supported; use lora or full');
+  if (t === 'freeze')
+    v.fail('finetuning_type', 'freeze (partial-parameter) fine-tuning is not supported; use lora or full');
   if (t === 'oft') v.fail('finetuning_type', 'OFT is not supported; use lora or full');
   v.fail('finetuning_type', `must be lora or full, got "${t}"`);
 }
 
 function templateNote(v: Values): string | null {
   const t = v.str('template');
-  if (t !== null) v.notes.push(`template: "${t}" accepted; prompts are built with the tokenizer's own chat template (tokenizer_config.json)`);
+  if (t !== null)
+    v.notes.push(
+      `template: "${t}" accepted; prompts are built with the tokenizer's own chat template (tokenizer_config.json)`,
+    );
   return t;
 }
 
@@ -309,23 +371,33 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     target = [...ALL_LORA_TARGETS];
   } else {
     const bad = targetRaw.filter((t) => !(ALL_LORA_TARGETS as readonly string[]).includes(t));
-    if (bad.length > 0) v.fail('lora_target', `unknown module${bad.length > 1 ? 's' : ''} ${bad.join(', ')}; choose from all, ${ALL_LORA_TARGETS.join(', ')}`);
+    if (bad.length > 0)
+      v.fail(
+        'lora_target',
+        `unknown module${bad.length > 1 ? 's' : ''} ${bad.join(', ')}; choose from all, ${ALL_LORA_TARGETS.join(', ')}`,
+      );
     target = targetRaw;
   }
   const useRslora = v.bool('use_rslora', false);
   const useDora = v.bool('use_dora', false);
   if (ft !== 'lora') {
-    for (const k of ['use_rslora', 'use_dora'] as const) if (v.bool(k, false)) v.fail(k, 'is only valid for LoRA training');
+    for (const k of ['use_rslora', 'use_dora'] as const)
+      if (v.bool(k, false)) v.fail(k, 'is only valid for LoRA training');
   }
 
   // model_args.py QuantizationArguments: quantization_bit None, quantization_type nf4, double_quantization True.
   let quantization: TrainConfig['quantization'] = null;
   if (v.has('quantization_bit')) {
     const bits = v.int('quantization_bit', 4);
-    if (bits === 8) v.fail('quantization_bit', '8-bit quantization is not supported; use quantization_bit: 4 (NF4 QLoRA) or remove it');
+    if (bits === 8)
+      v.fail(
+        'quantization_bit',
+        '8-bit quantization is not supported; use quantization_bit: 4 (NF4 QLoRA) or remove it',
+      );
     if (bits !== 4) v.fail('quantization_bit', `only 4-bit (NF4) quantization is supported, got ${bits}`);
     const method = v.str('quantization_method', 'bnb');
-    if (method !== 'bnb' && method !== 'bitsandbytes') v.fail('quantization_method', `only bitsandbytes-style NF4 is supported, got "${method}"`);
+    if (method !== 'bnb' && method !== 'bitsandbytes')
+      v.fail('quantization_method', `only bitsandbytes-style NF4 is supported, got "${method}"`);
     const qt = v.str('quantization_type', 'nf4');
     if (qt !== 'nf4') v.fail('quantization_type', `only nf4 is supported, got "${qt}"`);
     if (ft !== 'lora') v.fail('quantization_bit', 'quantized training needs finetuning_type: lora (QLoRA)');
@@ -335,21 +407,32 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
   // data_args.py: dataset_dir "data", cutoff_len 2048, val_size 0.0, packing None (off for sft).
   const doTrain = v.bool('do_train', true);
   const dataset = v.list('dataset') ?? [];
-  if (doTrain && dataset.length === 0) v.fail('dataset', 'is required for training (dataset names from dataset_info.json, comma-separated)');
-  const valSize = v.float('val_size', 0, (x) => (x < 0 ? 'must be ≥ 0' : x >= 1 && !Number.isInteger(x) ? 'must be a fraction in [0, 1) or a whole number of examples' : null));
+  if (doTrain && dataset.length === 0)
+    v.fail('dataset', 'is required for training (dataset names from dataset_info.json, comma-separated)');
+  const valSize = v.float('val_size', 0, (x) =>
+    x < 0
+      ? 'must be ≥ 0'
+      : x >= 1 && !Number.isInteger(x)
+        ? 'must be a fraction in [0, 1) or a whole number of examples'
+        : null,
+  );
   const trainOnPrompt = v.bool('train_on_prompt', false);
   const maskHistory = v.bool('mask_history', false);
   if (trainOnPrompt && maskHistory) v.fail('mask_history', '`mask_history` is incompatible with `train_on_prompt`');
 
   // transformers TrainingArguments defaults, except gradient checkpointing which LLaMA-Factory turns on
   // unless disable_gradient_checkpointing (model_args.py).
-  const gradientCheckpointing = v.has('gradient_checkpointing') ? v.bool('gradient_checkpointing', true) : !v.bool('disable_gradient_checkpointing', false);
+  const gradientCheckpointing = v.has('gradient_checkpointing')
+    ? v.bool('gradient_checkpointing', true)
+    : !v.bool('disable_gradient_checkpointing', false);
   const lrType = v.str('lr_scheduler_type', 'linear');
   if (!(LR_SCHEDULERS as readonly string[]).includes(lrType)) {
     v.fail('lr_scheduler_type', `"${lrType}" is not supported; choose from ${LR_SCHEDULERS.join(', ')}`);
   }
   const maxSteps = v.int('max_steps', -1);
-  const neft = v.has('neftune_noise_alpha') ? v.float('neftune_noise_alpha', 0, (x) => (x >= 0 ? null : 'must be ≥ 0')) : null;
+  const neft = v.has('neftune_noise_alpha')
+    ? v.float('neftune_noise_alpha', 0, (x) => (x >= 0 ? null : 'must be ≥ 0'))
+    : null;
 
   const config: TrainConfig = {
     stage: 'sft',
@@ -393,8 +476,10 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     fp16: typeof v.raw.fp16 === 'boolean' ? v.raw.fp16 : false,
     plotLoss: typeof v.raw.plot_loss === 'boolean' ? v.raw.plot_loss : false,
   };
-  if (config.adapterNameOrPath && ft !== 'lora') v.fail('adapter_name_or_path', 'adapters can only be continued with finetuning_type: lora');
-  if (config.packing) v.notes.push('packing: sequences are packed up to cutoff_len with attention kept inside each sequence');
+  if (config.adapterNameOrPath && ft !== 'lora')
+    v.fail('adapter_name_or_path', 'adapters can only be continued with finetuning_type: lora');
+  if (config.packing)
+    v.notes.push('packing: sequences are packed up to cutoff_len with attention kept inside each sequence');
   return { config, warnings: v.warnings, notes: v.notes };
 }
 
@@ -403,7 +488,8 @@ export function parseExportYaml(text: string, file = 'export.yaml'): Parsed<Expo
   const v = new Values(file, load(text, file), EXPORT_KEYS);
   const ft = finetuningType(v);
   const template = templateNote(v);
-  if (v.bool('export_legacy_format', false)) v.fail('export_legacy_format', 'only safetensors is written; remove export_legacy_format or set it to false');
+  if (v.bool('export_legacy_format', false))
+    v.fail('export_legacy_format', 'only safetensors is written; remove export_legacy_format or set it to false');
   const config: ExportConfig = {
     modelNameOrPath: v.required('model_name_or_path'),
     adapterNameOrPath: v.list('adapter_name_or_path'),
@@ -413,7 +499,8 @@ export function parseExportYaml(text: string, file = 'export.yaml'): Parsed<Expo
     exportSize: v.int('export_size', 5, 1),
     exportLegacyFormat: false,
   };
-  if (config.adapterNameOrPath === null && ft === 'lora') v.notes.push('adapter_name_or_path not given: the base model is exported as is');
+  if (config.adapterNameOrPath === null && ft === 'lora')
+    v.notes.push('adapter_name_or_path not given: the base model is exported as is');
   return { config, warnings: v.warnings, notes: v.notes };
 }
 
@@ -429,7 +516,9 @@ export function parseInferYaml(text: string, file = 'infer.yaml'): Parsed<InferC
     finetuningType: ft,
     maxNewTokens: v.int('max_new_tokens', 1024, 1),
     doSample: v.bool('do_sample', true),
-    temperature: v.float('temperature', 0.95, (x) => (x > 0 ? null : 'must be > 0 (use do_sample: false for greedy decoding)')),
+    temperature: v.float('temperature', 0.95, (x) =>
+      x > 0 ? null : 'must be > 0 (use do_sample: false for greedy decoding)',
+    ),
     topP: v.float('top_p', 0.7, (x) => (x > 0 && x <= 1 ? null : 'must be in (0, 1]')),
     topK: v.int('top_k', 50, 0),
     repetitionPenalty: v.float('repetition_penalty', 1.0, (x) => (x > 0 ? null : 'must be > 0')),
@@ -473,7 +562,8 @@ export function trainConfigToYaml(c: TrainConfig): string {
     kv('lora_rank', String(c.lora.rank));
     kv('lora_alpha', String(c.lora.alpha));
     kv('lora_dropout', yamlFloat(c.lora.dropout));
-    const all = c.lora.target.length === ALL_LORA_TARGETS.length && ALL_LORA_TARGETS.every((t) => c.lora.target.includes(t));
+    const all =
+      c.lora.target.length === ALL_LORA_TARGETS.length && ALL_LORA_TARGETS.every((t) => c.lora.target.includes(t));
     kv('lora_target', all ? 'all' : c.lora.target.join(','));
     if (c.lora.useRslora) kv('use_rslora', 'true');
     if (c.lora.useDora) kv('use_dora', 'true');
@@ -494,7 +584,8 @@ export function trainConfigToYaml(c: TrainConfig): string {
   kv('save_steps', String(c.saveSteps));
   kv('plot_loss', String(c.plotLoss));
   kv('overwrite_output_dir', String(c.overwriteOutputDir));
-  if (c.resumeFromCheckpoint !== null) kv('resume_from_checkpoint', c.resumeFromCheckpoint === true ? 'true' : yamlStr(c.resumeFromCheckpoint));
+  if (c.resumeFromCheckpoint !== null)
+    kv('resume_from_checkpoint', c.resumeFromCheckpoint === true ? 'true' : yamlStr(c.resumeFromCheckpoint));
   lines.push('', '### train');
   kv('per_device_train_batch_size', String(c.perDeviceTrainBatchSize));
   kv('gradient_accumulation_steps', String(c.gradientAccumulationSteps));

@@ -2,7 +2,14 @@
 // produces), so the studio, the CLI and an exported YAML describe a run the same way. This module
 // holds LlamaBoard's defaults (hiyouga/LLaMA-Factory src/llamafactory/webui/components/train.py),
 // the table of knobs the Method step shows, and the checks it runs before a run can start.
-import { ALL_LORA_TARGETS, LR_SCHEDULERS, parseTrainYaml, trainConfigToYaml, type LrScheduler, type TrainConfig } from './llamafactory-config.ts';
+import {
+  ALL_LORA_TARGETS,
+  LR_SCHEDULERS,
+  parseTrainYaml,
+  trainConfigToYaml,
+  type LrScheduler,
+  type TrainConfig,
+} from './llamafactory-config.ts';
 
 export type Method = 'lora' | 'qlora' | 'full';
 export const METHODS: readonly Method[] = ['lora', 'qlora', 'full'];
@@ -119,13 +126,30 @@ type BoolKey = { [K in keyof TrainConfig]: TrainConfig[K] extends boolean ? K : 
 const LORA_ONLY: readonly Method[] = ['lora', 'qlora'];
 
 function num(id: string, group: KnobGroup, key: NumKey, step: 'any' | '1', min: number): NumberKnob {
-  return { id, group, kind: 'number', step, min, get: (c) => c[key] as number, set: (c, v) => void ((c[key] as number) = v) };
+  return {
+    id,
+    group,
+    kind: 'number',
+    step,
+    min,
+    get: (c) => c[key] as number,
+    set: (c, v) => void ((c[key] as number) = v),
+  };
 }
 function bool(id: string, group: KnobGroup, key: BoolKey): BoolKnob {
   return { id, group, kind: 'bool', get: (c) => c[key] as boolean, set: (c, v) => void ((c[key] as boolean) = v) };
 }
 function loraNum(id: string, key: 'rank' | 'alpha' | 'dropout', step: 'any' | '1', min: number): NumberKnob {
-  return { id, group: 'lora', kind: 'number', step, min, only: LORA_ONLY, get: (c) => c.lora[key], set: (c, v) => void (c.lora[key] = v) };
+  return {
+    id,
+    group: 'lora',
+    kind: 'number',
+    step,
+    min,
+    only: LORA_ONLY,
+    get: (c) => c.lora[key],
+    set: (c, v) => void (c.lora[key] = v),
+  };
 }
 
 /** Every knob of the Method step, in display order (the method choice, LoRA targets and template are separate controls). */
@@ -133,8 +157,22 @@ export const METHOD_KNOBS: readonly Knob[] = [
   num('learningRate', 'train', 'learningRate', 'any', 0),
   num('numTrainEpochs', 'train', 'numTrainEpochs', 'any', 0),
   num('maxGradNorm', 'train', 'maxGradNorm', 'any', 0),
-  { id: 'maxSamples', group: 'train', kind: 'number', step: '1', min: 1, get: (c) => c.maxSamples ?? NaN, set: (c, v) => void (c.maxSamples = v) },
-  { id: 'lrScheduler', group: 'train', kind: 'scheduler', get: (c) => c.lrSchedulerType, set: (c, v) => void (c.lrSchedulerType = v) },
+  {
+    id: 'maxSamples',
+    group: 'train',
+    kind: 'number',
+    step: '1',
+    min: 1,
+    get: (c) => c.maxSamples ?? NaN,
+    set: (c, v) => void (c.maxSamples = v),
+  },
+  {
+    id: 'lrScheduler',
+    group: 'train',
+    kind: 'scheduler',
+    get: (c) => c.lrSchedulerType,
+    set: (c, v) => void (c.lrSchedulerType = v),
+  },
   num('warmupSteps', 'train', 'warmupSteps', '1', 0),
   num('weightDecay', 'train', 'weightDecay', 'any', 0),
   num('seed', 'train', 'seed', '1', 0),
@@ -147,15 +185,33 @@ export const METHOD_KNOBS: readonly Knob[] = [
   bool('maskHistory', 'batch', 'maskHistory'),
   bool('gradientCheckpointing', 'batch', 'gradientCheckpointing'),
   // LlamaBoard's neftune_alpha: 0 = off (null in the config).
-  { id: 'neftuneAlpha', group: 'batch', kind: 'number', step: 'any', min: 0, get: (c) => c.neftuneNoiseAlpha ?? 0, set: (c, v) => void (c.neftuneNoiseAlpha = v > 0 ? v : v === 0 ? null : v) },
+  {
+    id: 'neftuneAlpha',
+    group: 'batch',
+    kind: 'number',
+    step: 'any',
+    min: 0,
+    get: (c) => c.neftuneNoiseAlpha ?? 0,
+    set: (c, v) => void (c.neftuneNoiseAlpha = v > 0 ? v : v === 0 ? null : v),
+  },
   num('loggingSteps', 'log', 'loggingSteps', '1', 1),
   num('saveSteps', 'log', 'saveSteps', '1', 1),
   loraNum('loraRank', 'rank', '1', 1),
   loraNum('loraAlpha', 'alpha', '1', 1),
   loraNum('loraDropout', 'dropout', 'any', 0),
-  { id: 'useRslora', group: 'lora', kind: 'bool', only: LORA_ONLY, get: (c) => c.lora.useRslora, set: (c, v) => void (c.lora.useRslora = v) },
   {
-    id: 'doubleQuant', group: 'lora', kind: 'bool', only: ['qlora'],
+    id: 'useRslora',
+    group: 'lora',
+    kind: 'bool',
+    only: LORA_ONLY,
+    get: (c) => c.lora.useRslora,
+    set: (c, v) => void (c.lora.useRslora = v),
+  },
+  {
+    id: 'doubleQuant',
+    group: 'lora',
+    kind: 'bool',
+    only: ['qlora'],
     get: (c) => c.quantization?.doubleQuantization ?? true,
     set: (c, v) => void (c.quantization && (c.quantization.doubleQuantization = v)),
   },
@@ -176,7 +232,18 @@ export function toggleLoraTarget(c: TrainConfig, name: string, on: boolean): voi
 // ---- checks ------------------------------------------------------------------------------------
 
 /** Why a knob's value is refused; `problemText` gives the English sentence, the studio its own language. */
-export type ProblemCode = 'lr-range' | 'more-than-zero' | 'whole-at-least' | 'val-size' | 'clip' | 'at-least-zero' | 'neftune' | 'dropout' | 'unknown-module' | 'no-module' | 'history-with-prompt';
+export type ProblemCode =
+  | 'lr-range'
+  | 'more-than-zero'
+  | 'whole-at-least'
+  | 'val-size'
+  | 'clip'
+  | 'at-least-zero'
+  | 'neftune'
+  | 'dropout'
+  | 'unknown-module'
+  | 'no-module'
+  | 'history-with-prompt';
 export interface Problem {
   /** Knob id, or 'loraTarget'. */
   field: string;
@@ -199,7 +266,10 @@ export const PROBLEM_EN: Record<ProblemCode, string> = {
 };
 export const PROBLEM_CODES = Object.keys(PROBLEM_EN) as ProblemCode[];
 
-export function problemText(p: Pick<Problem, 'code' | 'params'>, table: Record<ProblemCode, string> = PROBLEM_EN): string {
+export function problemText(
+  p: Pick<Problem, 'code' | 'params'>,
+  table: Record<ProblemCode, string> = PROBLEM_EN,
+): string {
   return table[p.code].replace(/\{(\w+)\}/g, (m, k: string) => (k in p.params ? String(p.params[k]) : m));
 }
 
@@ -264,10 +334,21 @@ export function studioYaml(c: TrainConfig, o: { modelNameOrPath: string; dataset
 }
 
 /** Settings from a LLaMA-Factory YAML (the "load" button); unknown keys come back as warnings. */
-export function studioConfigFromYaml(text: string, file = 'train.yaml'): { config: TrainConfig; warnings: string[]; notes: string[]; model: string; datasets: string[] } {
+export function studioConfigFromYaml(
+  text: string,
+  file = 'train.yaml',
+): { config: TrainConfig; warnings: string[]; notes: string[]; model: string; datasets: string[] } {
   const { config, warnings, notes } = parseTrainYaml(text, file);
   // The model and datasets are chosen on their own steps; the output folder is derived from the model.
-  const settings: TrainConfig = { ...config, modelNameOrPath: '', dataset: [], datasetDir: 'data', outputDir: '', resumeFromCheckpoint: null, adapterNameOrPath: null };
+  const settings: TrainConfig = {
+    ...config,
+    modelNameOrPath: '',
+    dataset: [],
+    datasetDir: 'data',
+    outputDir: '',
+    resumeFromCheckpoint: null,
+    adapterNameOrPath: null,
+  };
   return { config: settings, warnings, notes, model: config.modelNameOrPath, datasets: config.dataset };
 }
 
@@ -283,13 +364,32 @@ export function trainConfigFromLegacyMethod(m: Record<string, unknown>): TrainCo
   setMethod(c, method);
   if (c.quantization) c.quantization.doubleQuantization = b('doubleQuant', true);
   const targets = Array.isArray(m.loraTarget) ? (m.loraTarget as string[]) : [];
-  c.lora = { rank: n('loraRank', 8), alpha: n('loraAlpha', 16), dropout: n('loraDropout', 0), target: targets.length ? [...targets] : [...ALL_LORA_TARGETS], useRslora: method !== 'full' && b('useRslora', false), useDora: false };
+  c.lora = {
+    rank: n('loraRank', 8),
+    alpha: n('loraAlpha', 16),
+    dropout: n('loraDropout', 0),
+    target: targets.length ? [...targets] : [...ALL_LORA_TARGETS],
+    useRslora: method !== 'full' && b('useRslora', false),
+    useDora: false,
+  };
   Object.assign(c, {
-    learningRate: n('learningRate', c.learningRate), numTrainEpochs: n('numTrainEpochs', c.numTrainEpochs), maxSamples: n('maxSamples', 100000),
-    cutoffLen: n('cutoffLen', c.cutoffLen), perDeviceTrainBatchSize: n('batchSize', c.perDeviceTrainBatchSize), gradientAccumulationSteps: n('gradAccum', c.gradientAccumulationSteps),
-    valSize: n('valSize', 0), warmupSteps: n('warmupSteps', 0), maxGradNorm: n('maxGradNorm', 1), weightDecay: n('weightDecay', 0),
-    loggingSteps: n('loggingSteps', c.loggingSteps), saveSteps: n('saveSteps', c.saveSteps), seed: n('seed', 42),
-    packing: b('packing', false), trainOnPrompt: b('trainOnPrompt', false), maskHistory: b('maskHistory', false), gradientCheckpointing: b('gradientCheckpointing', true),
+    learningRate: n('learningRate', c.learningRate),
+    numTrainEpochs: n('numTrainEpochs', c.numTrainEpochs),
+    maxSamples: n('maxSamples', 100000),
+    cutoffLen: n('cutoffLen', c.cutoffLen),
+    perDeviceTrainBatchSize: n('batchSize', c.perDeviceTrainBatchSize),
+    gradientAccumulationSteps: n('gradAccum', c.gradientAccumulationSteps),
+    valSize: n('valSize', 0),
+    warmupSteps: n('warmupSteps', 0),
+    maxGradNorm: n('maxGradNorm', 1),
+    weightDecay: n('weightDecay', 0),
+    loggingSteps: n('loggingSteps', c.loggingSteps),
+    saveSteps: n('saveSteps', c.saveSteps),
+    seed: n('seed', 42),
+    packing: b('packing', false),
+    trainOnPrompt: b('trainOnPrompt', false),
+    maskHistory: b('maskHistory', false),
+    gradientCheckpointing: b('gradientCheckpointing', true),
     neftuneNoiseAlpha: n('neftuneAlpha', 0) > 0 ? n('neftuneAlpha', 0) : null,
     template: typeof m.template === 'string' ? m.template : 'default',
   });
@@ -298,7 +398,10 @@ export function trainConfigFromLegacyMethod(m: Record<string, unknown>): TrainCo
 }
 
 /** Applies a memory-plan suggestion (planMemory's `change`) to the settings, keeping the effective batch. */
-export function applyPlanChange(c: TrainConfig, change: { method?: Method; batchSize?: number; seqLen?: number; gradientCheckpointing?: boolean }): void {
+export function applyPlanChange(
+  c: TrainConfig,
+  change: { method?: Method; batchSize?: number; seqLen?: number; gradientCheckpointing?: boolean },
+): void {
   if (change.method) setMethod(c, change.method);
   if (typeof change.batchSize === 'number') {
     // What leaves the micro-batch goes to accumulation.

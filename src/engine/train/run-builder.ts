@@ -14,7 +14,9 @@ import { methodOf, type Method } from './method.ts';
 import { Trainer, type TrainerConfig } from './trainer.ts';
 
 /** How the data of a run is tokenized, truncated, split and packed. */
-export type PrepareSpec = Required<Pick<PrepareOptions, 'cutoffLen' | 'trainOnPrompt' | 'maskHistory' | 'seed' | 'packing'>> & { maxSamples: number | undefined; valSize: number | undefined };
+export type PrepareSpec = Required<
+  Pick<PrepareOptions, 'cutoffLen' | 'trainOnPrompt' | 'maskHistory' | 'seed' | 'packing'>
+> & { maxSamples: number | undefined; valSize: number | undefined };
 
 export interface RunPlan {
   method: Method;
@@ -31,23 +33,37 @@ export interface RunPlan {
 
 export function loadOptionsFrom(tc: TrainConfig): RunPlan['load'] {
   if (tc.finetuningType === 'full') {
-    if (tc.quantization) throw new Error('quantization_bit 4 needs finetuning_type: lora (QLoRA); full fine-tuning trains f32 weights');
+    if (tc.quantization)
+      throw new Error('quantization_bit 4 needs finetuning_type: lora (QLoRA); full fine-tuning trains f32 weights');
     return { computeDType: 'f32' };
   }
-  return tc.quantization ? { quantize: 'nf4', doubleQuant: tc.quantization.doubleQuantization } : { computeDType: 'stored' };
+  return tc.quantization
+    ? { quantize: 'nf4', doubleQuant: tc.quantization.doubleQuantization }
+    : { computeDType: 'stored' };
 }
 
 export function loraConfigFrom(tc: TrainConfig): LoraConfig | null {
   if (tc.finetuningType !== 'lora') return null;
-  if (tc.lora.useDora) throw new Error('use_dora: DoRA is not supported by this engine yet; remove it to train plain LoRA');
-  return { rank: tc.lora.rank, alpha: tc.lora.alpha, dropout: tc.lora.dropout, targets: tc.lora.target.includes('all') ? 'all' : [...tc.lora.target], rsLora: tc.lora.useRslora, seed: tc.seed };
+  if (tc.lora.useDora)
+    throw new Error('use_dora: DoRA is not supported by this engine yet; remove it to train plain LoRA');
+  return {
+    rank: tc.lora.rank,
+    alpha: tc.lora.alpha,
+    dropout: tc.lora.dropout,
+    targets: tc.lora.target.includes('all') ? 'all' : [...tc.lora.target],
+    rsLora: tc.lora.useRslora,
+    seed: tc.seed,
+  };
 }
 
 /**
  * transformers Trainer: updates per epoch = ceil(micro-batches / accumulation) (≥ 4.46, the last
  * window may be short); max_steps > 0 wins, else ceil(epochs · updates per epoch).
  */
-export function totalTrainingSteps(microBatchesPerEpoch: number, tc: Pick<TrainConfig, 'gradientAccumulationSteps' | 'numTrainEpochs' | 'maxSteps'>): number {
+export function totalTrainingSteps(
+  microBatchesPerEpoch: number,
+  tc: Pick<TrainConfig, 'gradientAccumulationSteps' | 'numTrainEpochs' | 'maxSteps'>,
+): number {
   if (tc.maxSteps !== null && tc.maxSteps > 0) return tc.maxSteps;
   const perEpoch = Math.max(1, Math.ceil(microBatchesPerEpoch / tc.gradientAccumulationSteps));
   return Math.max(1, Math.ceil(tc.numTrainEpochs * perEpoch));
@@ -82,12 +98,25 @@ export function planRun(tc: TrainConfig): RunPlan {
     load: loadOptionsFrom(tc),
     lora: loraConfigFrom(tc),
     prepare: {
-      cutoffLen: tc.cutoffLen, trainOnPrompt: tc.trainOnPrompt, maskHistory: tc.maskHistory, seed: tc.seed, packing: tc.packing,
-      maxSamples: tc.maxSamples ?? undefined, valSize: tc.valSize || undefined,
+      cutoffLen: tc.cutoffLen,
+      trainOnPrompt: tc.trainOnPrompt,
+      maskHistory: tc.maskHistory,
+      seed: tc.seed,
+      packing: tc.packing,
+      maxSamples: tc.maxSamples ?? undefined,
+      valSize: tc.valSize || undefined,
     },
-    batches: { batchSize: tc.perDeviceTrainBatchSize, gradientAccumulationSteps: tc.gradientAccumulationSteps, seed: tc.seed },
+    batches: {
+      batchSize: tc.perDeviceTrainBatchSize,
+      gradientAccumulationSteps: tc.gradientAccumulationSteps,
+      seed: tc.seed,
+    },
     optimizer: optimizerFrom(tc),
-    steps: { numTrainEpochs: tc.numTrainEpochs, maxSteps: tc.maxSteps, gradientAccumulationSteps: tc.gradientAccumulationSteps },
+    steps: {
+      numTrainEpochs: tc.numTrainEpochs,
+      maxSteps: tc.maxSteps,
+      gradientAccumulationSteps: tc.gradientAccumulationSteps,
+    },
     cadence: { loggingSteps: tc.loggingSteps, saveSteps: tc.saveSteps },
   };
 }
@@ -95,9 +124,15 @@ export function planRun(tc: TrainConfig): RunPlan {
 /** The memory planner's view of the run (sequence length: cutoff_len, or the longest example once the data is known). */
 export function memoryPlanInput(plan: RunPlan, seqLen: number, maxBufferBytes?: number): TrainPlanConfig {
   return {
-    method: plan.method, batchSize: plan.batches.batchSize, seqLen, packing: plan.prepare.packing,
-    loraRank: plan.lora?.rank, loraTargets: plan.lora ? (plan.lora.targets === 'all' ? undefined : plan.lora.targets) : undefined,
-    doubleQuant: plan.load.doubleQuant, gradientCheckpointing: plan.optimizer.gradientCheckpointing ?? true, maxBufferBytes,
+    method: plan.method,
+    batchSize: plan.batches.batchSize,
+    seqLen,
+    packing: plan.prepare.packing,
+    loraRank: plan.lora?.rank,
+    loraTargets: plan.lora ? (plan.lora.targets === 'all' ? undefined : plan.lora.targets) : undefined,
+    doubleQuant: plan.load.doubleQuant,
+    gradientCheckpointing: plan.optimizer.gradientCheckpointing ?? true,
+    maxBufferBytes,
   };
 }
 
@@ -112,7 +147,13 @@ export interface Training {
  * Adapters, data loader and trainer of a run on a loaded model. `adapter` continues an existing
  * adapter instead of a fresh one. On failure nothing made here stays allocated.
  */
-export function startTraining(model: Model, plan: RunPlan, items: (EncodedExample | PackedSequence)[], padId: number, adapter?: LoraSet): Training {
+export function startTraining(
+  model: Model,
+  plan: RunPlan,
+  items: (EncodedExample | PackedSequence)[],
+  padId: number,
+  adapter?: LoraSet,
+): Training {
   const loader = new DataLoader(items, { ...plan.batches, padId });
   const totalSteps = totalTrainingSteps(loader.microBatchesPerEpoch, plan.steps);
   const lora = adapter ?? (plan.lora ? attachLora(model, plan.lora) : null);

@@ -75,11 +75,24 @@ export class RunDriver {
       const s = await this.trainer.step();
       const seconds = (performance.now() - t0) / 1000;
       this.epoch = s.epoch ?? this.epoch;
-      window = { loss: window.loss + s.loss, steps: window.steps + 1, tokens: window.tokens + s.tokens, seconds: window.seconds + seconds };
+      window = {
+        loss: window.loss + s.loss,
+        steps: window.steps + 1,
+        tokens: window.tokens + s.tokens,
+        seconds: window.seconds + seconds,
+      };
       await this.hooks.afterStep?.(s, seconds);
       if (s.step % loggingSteps === 0 || s.step === totalSteps) {
         const tps = window.seconds > 0 ? window.tokens / window.seconds : 0;
-        await this.hooks.onLog?.({ step: s.step, epoch: this.epoch, loss: window.loss / window.steps, lr: s.nextLr, gradNorm: s.gradNorm, tokensPerSecond: tps, steps: window.steps });
+        await this.hooks.onLog?.({
+          step: s.step,
+          epoch: this.epoch,
+          loss: window.loss / window.steps,
+          lr: s.nextLr,
+          gradNorm: s.gradNorm,
+          tokensPerSecond: tps,
+          steps: window.steps,
+        });
         window = { loss: 0, steps: 0, tokens: 0, seconds: 0 };
         if (evalBatches.length) {
           this.hooks.beforeEval?.();

@@ -93,7 +93,15 @@ function noDecay(name: string): boolean {
 export class Trainer {
   readonly decoder: Decoder;
   private readonly params: Param[] = [];
-  private readonly arena: { p: Tensor; g: Tensor; m: Tensor; v: Tensor; blocks: Tensor; blockCount: number; partials: Tensor };
+  private readonly arena: {
+    p: Tensor;
+    g: Tensor;
+    m: Tensor;
+    v: Tensor;
+    blocks: Tensor;
+    blockCount: number;
+    partials: Tensor;
+  };
   private readonly report: Tensor;
   private readonly lossScale: Tensor;
   /** Optimizer steps done. */
@@ -113,8 +121,18 @@ export class Trainer {
     if (cfg.full && lora) throw new Error('full fine-tuning trains the base weights: pass lora = null');
     if (!cfg.full && !lora) throw new Error('nothing to train: attach LoRA adapters or set full fine-tuning');
     if (!(cfg.totalSteps >= 1)) throw new Error(`totalSteps must be ≥ 1, got ${cfg.totalSteps}`);
-    this.schedule = { type: cfg.lrSchedulerType, lr: cfg.learningRate, totalSteps: cfg.totalSteps, warmupSteps: cfg.warmupSteps, warmupRatio: cfg.warmupRatio };
-    this.decoder = new Decoder(model, lora, { checkpointing: cfg.gradientCheckpointing, full: cfg.full, lossChunkRows: cfg.lossChunkRows });
+    this.schedule = {
+      type: cfg.lrSchedulerType,
+      lr: cfg.learningRate,
+      totalSteps: cfg.totalSteps,
+      warmupSteps: cfg.warmupSteps,
+      warmupRatio: cfg.warmupRatio,
+    };
+    this.decoder = new Decoder(model, lora, {
+      checkpointing: cfg.gradientCheckpointing,
+      full: cfg.full,
+      lossChunkRows: cfg.lossChunkRows,
+    });
     const gpu = model.gpu;
     let at = 0;
     for (const [name, grad] of this.decoder.grads) {
@@ -126,7 +144,8 @@ export class Trainer {
     const total = at;
     const segments: AdamwSegment[] = this.params.map((p) => ({ offset: p.offset, count: p.count, group: p.group }));
     const blocksHost = adamwBlocks(segments, total);
-    const f32 = (label: string, cat: 'optimizer' | 'gradients') => createTensor(gpu, tensorSpec('f32', [total], cat, label));
+    const f32 = (label: string, cat: 'optimizer' | 'gradients') =>
+      createTensor(gpu, tensorSpec('f32', [total], cat, label));
     this.arena = {
       p: f32('arena.params', 'optimizer'),
       g: f32('arena.grads', 'gradients'),
@@ -185,7 +204,13 @@ export class Trainer {
     for (const hb of hbs) {
       const inputs = this.decoder.uploadInputs(hb, this.microStep, this.neftune(hb.T, this.microStep));
       try {
-        dispatches += (await this.decoder.trainMicroBatch(inputs, { lossScale: { buffer: this.lossScale, index: 0 }, accum: this.report, accumIndex: REPORT.loss })).dispatches;
+        dispatches += (
+          await this.decoder.trainMicroBatch(inputs, {
+            lossScale: { buffer: this.lossScale, index: 0 },
+            accum: this.report,
+            accumIndex: REPORT.loss,
+          })
+        ).dispatches;
       } finally {
         this.decoder.releaseInputs(inputs);
       }
@@ -198,8 +223,17 @@ export class Trainer {
     const r = new Float32Array(await readBytes(gpu, this.report.buf.buffer, 0, 32, 'step report'));
     this.stepCount++;
     return {
-      step: this.stepCount, loss: r[REPORT.loss], gradNorm: r[REPORT.norm], lr, nextLr: lrAt(this.schedule, this.stepCount),
-      tokens, labelTokens, skipped: r[REPORT.nonFinite] !== 0, dispatches, readbacks: 1, epoch: this.data ? this.data.epoch : null,
+      step: this.stepCount,
+      loss: r[REPORT.loss],
+      gradNorm: r[REPORT.norm],
+      lr,
+      nextLr: lrAt(this.schedule, this.stepCount),
+      tokens,
+      labelTokens,
+      skipped: r[REPORT.nonFinite] !== 0,
+      dispatches,
+      readbacks: 1,
+      epoch: this.data ? this.data.epoch : null,
     };
   }
 
@@ -210,12 +244,30 @@ export class Trainer {
 
   private async recordOptimizer(rec: Recorder, lr: number): Promise<void> {
     for (const p of this.params) rec.copy(p.grad, 0, this.arena.g, p.offset * 4, p.count * 4);
-    await gradNorm(rec, { ranges: [{ grads: this.arena.g }], partials: this.arena.partials, stats: this.report, statsIndex: 0, maxNorm: this.cfg.maxGradNorm ?? 0 });
+    await gradNorm(rec, {
+      ranges: [{ grads: this.arena.g }],
+      partials: this.arena.partials,
+      stats: this.report,
+      statsIndex: 0,
+      maxNorm: this.cfg.maxGradNorm ?? 0,
+    });
     const wd = this.cfg.weightDecay ?? 0;
     await adamwStep(rec, {
-      params: this.arena.p, grads: this.arena.g, m: this.arena.m, v: this.arena.v, blocks: this.arena.blocks, blockCount: this.arena.blockCount,
-      groups: [{ lr, weightDecay: wd }, { lr, weightDecay: 0 }], step: this.stepCount + 1,
-      beta1: this.cfg.adamBeta1, beta2: this.cfg.adamBeta2, eps: this.cfg.adamEpsilon, gradStats: { tensor: this.report, index: 0 },
+      params: this.arena.p,
+      grads: this.arena.g,
+      m: this.arena.m,
+      v: this.arena.v,
+      blocks: this.arena.blocks,
+      blockCount: this.arena.blockCount,
+      groups: [
+        { lr, weightDecay: wd },
+        { lr, weightDecay: 0 },
+      ],
+      step: this.stepCount + 1,
+      beta1: this.cfg.adamBeta1,
+      beta2: this.cfg.adamBeta2,
+      eps: this.cfg.adamEpsilon,
+      gradStats: { tensor: this.report, index: 0 },
     });
     for (const p of this.params) rec.copy(this.arena.p, p.offset * 4, p.tensor, 0, p.count * 4);
   }
@@ -234,8 +286,16 @@ export class Trainer {
     const lr = lrAt(this.schedule, this.stepCount);
     this.decoder.clearGrads(rec);
     rec.clear(this.report);
-    const inputs = hbs.map((hb, i) => this.decoder.uploadInputs(hb, this.microStep + i, this.neftune(hb.T, this.microStep + i)));
-    for (const inp of inputs) await this.decoder.trainMicroBatch(inp, { lossScale: { buffer: this.lossScale, index: 0 }, accum: this.report, accumIndex: REPORT.loss }, undefined, rec);
+    const inputs = hbs.map((hb, i) =>
+      this.decoder.uploadInputs(hb, this.microStep + i, this.neftune(hb.T, this.microStep + i)),
+    );
+    for (const inp of inputs)
+      await this.decoder.trainMicroBatch(
+        inp,
+        { lossScale: { buffer: this.lossScale, index: 0 }, accum: this.report, accumIndex: REPORT.loss },
+        undefined,
+        rec,
+      );
     await this.recordOptimizer(rec, lr);
     return {
       tokens: hbs.reduce((a, h) => a + h.N, 0),
@@ -281,7 +341,12 @@ export class Trainer {
         microStep: this.microStep,
         config: { ...this.cfg },
         cursor: this.data ? this.data.state() : null,
-        params: this.params.map((p) => ({ name: p.name, shape: [...p.tensor.shape], offset: p.offset, count: p.count })),
+        params: this.params.map((p) => ({
+          name: p.name,
+          shape: [...p.tensor.shape],
+          offset: p.offset,
+          count: p.count,
+        })),
         lora: this.lora ? { ...this.lora.config } : null,
       },
       params: await read(this.arena.p),
@@ -296,10 +361,16 @@ export class Trainer {
     const theirs = c.state.params.map((p) => `${p.name}[${p.shape.join('×')}]@${p.offset}`);
     if (mine.length !== theirs.length || mine.some((x, i) => x !== theirs[i])) {
       const diff = mine.find((x, i) => x !== theirs[i]) ?? theirs[mine.length];
-      throw new Error(`checkpoint: its ${theirs.length} trainable tensors do not match this run's ${mine.length} (first difference: ${diff}); same model, LoRA rank and targets are required`);
+      throw new Error(
+        `checkpoint: its ${theirs.length} trainable tensors do not match this run's ${mine.length} (first difference: ${diff}); same model, LoRA rank and targets are required`,
+      );
     }
     const total = this.trainableParameters;
-    for (const [k, a] of [['params', c.params], ['exp_avg', c.expAvg], ['exp_avg_sq', c.expAvgSq]] as const) {
+    for (const [k, a] of [
+      ['params', c.params],
+      ['exp_avg', c.expAvg],
+      ['exp_avg_sq', c.expAvgSq],
+    ] as const) {
       if (a.length !== total) throw new Error(`checkpoint: ${k} holds ${a.length} values, expected ${total}`);
     }
     const gpu = this.model.gpu;
@@ -319,6 +390,16 @@ export class Trainer {
     this.disposed = true;
     const gpu = this.model.gpu;
     this.decoder.release();
-    for (const t of [this.arena.p, this.arena.g, this.arena.m, this.arena.v, this.arena.blocks, this.arena.partials, this.report, this.lossScale]) releaseTensor(gpu, t);
+    for (const t of [
+      this.arena.p,
+      this.arena.g,
+      this.arena.m,
+      this.arena.v,
+      this.arena.blocks,
+      this.arena.partials,
+      this.report,
+      this.lossScale,
+    ])
+      releaseTensor(gpu, t);
   }
 }

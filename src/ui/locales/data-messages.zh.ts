@@ -73,10 +73,12 @@ export const dataMessagesZh: Record<DataMessageCode, string> = {
 
   'ranking-row': '排序数据行：不能用于 SFT',
   'unknown-format-row': '格式未知',
-  'warn-unmapped-key': "数据行中有 '{key}' 键，但 dataset_info.json 的 \"columns\" 没有指定它：已忽略，与 LLaMA-Factory 的做法一致",
+  'warn-unmapped-key':
+    '数据行中有 \'{key}\' 键，但 dataset_info.json 的 "columns" 没有指定它：已忽略，与 LLaMA-Factory 的做法一致',
   'warn-issues-dropped': '另有 {n} 个问题未列出（报告只保留前 {max} 个）',
   'warn-duplicates': '{rows} 行与前面的某行完全相同（共 {groups} 组）；这些行仍会保留',
-  'ranking-unsupported': '带 chosen/rejected 回答的排序（偏好）数据用于 DPO/ORPO/RM 训练，Tabtune 不支持这类训练：不能用于 SFT',
+  'ranking-unsupported':
+    '带 chosen/rejected 回答的排序（偏好）数据用于 DPO/ORPO/RM 训练，Tabtune 不支持这类训练：不能用于 SFT',
 
   'detect-given': '指定的格式：{format}',
   'detect-info-ranking': 'dataset_info.json 中设置了 "ranking": true',
@@ -84,7 +86,8 @@ export const dataMessagesZh: Record<DataMessageCode, string> = {
   'detect-info-formatting': 'dataset_info.json 中设置了 "formatting": "{format}"',
   'detect-info-formatting-columns': 'dataset_info.json 中设置了 "formatting": "{format}"，并自定义了 columns',
   'detect-info-formatting-tags': 'dataset_info.json 中设置了 "formatting": "{format}"，并自定义了 tags',
-  'detect-info-formatting-columns-tags': 'dataset_info.json 中设置了 "formatting": "{format}"，并自定义了 columns 和 tags',
+  'detect-info-formatting-columns-tags':
+    'dataset_info.json 中设置了 "formatting": "{format}"，并自定义了 columns 和 tags',
   'detect-plain-text': '纯文本文件：每行一条数据',
   'detect-no-rows': '文件中没有可读取的行',
   'detect-ranking': "前 {n} 行中 {pct} % 含有 'chosen' 和 'rejected' 键",
@@ -95,10 +98,14 @@ export const dataMessagesZh: Record<DataMessageCode, string> = {
   'detect-alpaca': "前 {n} 行中 {pct} % 含有 'instruction'/'input' 和 'output' 键",
   'detect-alpaca-loose': "前 {n} 行中 {pct} % 含有 'instruction' 或 'output' 键",
   'detect-text': "前 {n} 行中 {pct} % 含有 'text' 键（预训练文本）",
-  'detect-unknown-keys': '无法识别格式：找到的键为 {keys}；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
-  'detect-unknown-no-keys': '无法识别格式：数据行中没有任何键；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
-  'detect-unknown-strings': '无法识别格式：数据行是字符串；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
-  'detect-unknown-not-objects': '无法识别格式：数据行不是对象；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
+  'detect-unknown-keys':
+    '无法识别格式：找到的键为 {keys}；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
+  'detect-unknown-no-keys':
+    '无法识别格式：数据行中没有任何键；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
+  'detect-unknown-strings':
+    '无法识别格式：数据行是字符串；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
+  'detect-unknown-not-objects':
+    '无法识别格式：数据行不是对象；应为 alpaca（instruction/input/output）、sharegpt（由 from/value 组成的 conversations）、OpenAI（由 role/content 组成的 messages）或 text，或在 dataset_info.json 条目中指定 columns',
 
   'info-not-object': '条目不是对象',
   'info-hub-dataset': 'Hub/脚本数据集需要下载；只读取带本地 "file_name" 的条目',
@@ -108,10 +115,13 @@ export const dataMessagesZh: Record<DataMessageCode, string> = {
   'info-bad-tags': '"tags" 必须把 {keys} 映射到字符串',
   'info-file-missing': '文件 "{file}" 不在所给的文件中',
 
-  'warn-no-chat-template': '模型没有 chat_template：将使用 ChatML（<|im_start|>role … <|im_end|>）；微调后的模型也将要求这种格式',
-  'warn-template-ignores-generation-prompt': '对话模板忽略了 add_generation_prompt（总是或从不输出助手开头）；请检查渲染出的样本',
+  'warn-no-chat-template':
+    '模型没有 chat_template：将使用 ChatML（<|im_start|>role … <|im_end|>）；微调后的模型也将要求这种格式',
+  'warn-template-ignores-generation-prompt':
+    '对话模板忽略了 add_generation_prompt（总是或从不输出助手开头）；请检查渲染出的样本',
   'warn-max-samples': 'max_samples {max}：只使用 {total} 行中的前 {used} 行',
-  'warn-search-mode': '{n} 行：对话模板会改写之前的轮次（例如从历史中删去推理内容），因此回答片段是按内容而不是按前缀渲染定位的',
+  'warn-search-mode':
+    '{n} 行：对话模板会改写之前的轮次（例如从历史中删去推理内容），因此回答片段是按内容而不是按前缀渲染定位的',
   'no-trained-token': '按 cutoff_len {cutoff} 截断后没有可训练的词元（仅提示词就已占满）',
   'template-error': '对话模板出错：{message}',
   'template-no-answer': '对话模板：没有可训练的助手轮次',

@@ -12,14 +12,19 @@ export const en = {
   'gpu.limits': 'Limits',
   'gpu.selftest': 'Self-test',
   'gpu.selftest.ok': '{kernel} on the GPU in {ms} ms, max error {err}',
-  'gpu.software': 'This is a software adapter (a CPU pretending to be a GPU): everything works, but training is very slow. Use a machine with a real GPU for real models.',
+  'gpu.software':
+    'This is a software adapter (a CPU pretending to be a GPU): everything works, but training is very slow. Use a machine with a real GPU for real models.',
   'gpu.retry': 'Try again',
-  'gpu.lost': 'The GPU device was lost ({reason}): {message}. Your data and settings are kept; press "Try again" to reconnect.',
+  'gpu.lost':
+    'The GPU device was lost ({reason}): {message}. Your data and settings are kept; press "Try again" to reconnect.',
   'nogpu.title': 'WebGPU is not available here',
   'nogpu.why': 'Tabtune trains on your GPU through WebGPU, and this browser did not give us one: {message}',
-  'nogpu.chrome': 'Use Chrome or Edge 113 or newer on Windows, macOS or ChromeOS, Chrome 144+ on Linux, Safari 26+, or Firefox 141+ on Windows.',
-  'nogpu.linux': 'On Linux with an older Chrome, open chrome://flags, enable “Unsafe WebGPU Support” and “Vulkan”, then restart the browser.',
-  'nogpu.hardware': 'Check that hardware acceleration is on (chrome://settings/system) and that your GPU driver is up to date; chrome://gpu shows what Chrome sees.',
+  'nogpu.chrome':
+    'Use Chrome or Edge 113 or newer on Windows, macOS or ChromeOS, Chrome 144+ on Linux, Safari 26+, or Firefox 141+ on Windows.',
+  'nogpu.linux':
+    'On Linux with an older Chrome, open chrome://flags, enable “Unsafe WebGPU Support” and “Vulkan”, then restart the browser.',
+  'nogpu.hardware':
+    'Check that hardware acceleration is on (chrome://settings/system) and that your GPU driver is up to date; chrome://gpu shows what Chrome sees.',
   'nogpu.worker': 'WebGPU must also be available to Web Workers (it is in every browser listed above).',
   'gpu.summary': 'Your GPU and WebGPU self-test',
   'gpu.status.probing': 'looking for an adapter…',
@@ -27,7 +32,8 @@ export const en = {
   'gpu.status.software': '{name}: self-test passed (software adapter: slow)',
   'gpu.status.none': 'no WebGPU: open for what to do',
   'settings.loading': 'Restoring your settings…',
-  'settings.saveFailed': 'Your settings could not be saved in this browser ({message}); they work until the tab is closed. Allow site storage to keep them.',
+  'settings.saveFailed':
+    'Your settings could not be saved in this browser ({message}); they work until the tab is closed. Allow site storage to keep them.',
   'steps.label': 'Fine-tuning steps',
   'step.model': 'Model',
   'step.data': 'Data',
@@ -39,11 +45,14 @@ export const en = {
 
   'err.what': 'What happened:',
   'err.next': 'What to do:',
-  'err.badEndpoint': 'Fix the hub endpoint below the model id (https://huggingface.co, or a mirror such as https://hf-mirror.com).',
+  'err.badEndpoint':
+    'Fix the hub endpoint below the model id (https://huggingface.co, or a mirror such as https://hf-mirror.com).',
   'err.badId': 'Type a model id as owner/name, or pick one from the list.',
   'err.notFound': 'Check the spelling of the model id on huggingface.co, or pick one from the list.',
-  'err.gated': 'Open the model page on huggingface.co, accept its licence, create an access token (read) and paste it above.',
-  'err.network': 'Check your connection and press Download again: finished files and bytes are kept and the download resumes.',
+  'err.gated':
+    'Open the model page on huggingface.co, accept its licence, create an access token (read) and paste it above.',
+  'err.network':
+    'Check your connection and press Download again: finished files and bytes are kept and the download resumes.',
   'err.aborted': 'Press Download to resume where it stopped.',
   'err.quota': 'Free space: delete cached models you no longer need (below) or free disk space, then retry.',
   'err.storage': 'The browser storage failed; reload the page and retry. Private windows may not allow storage.',
@@ -51,7 +60,8 @@ export const en = {
   'err.noModel': 'Go to the Model step and open a model first (the demo model works offline).',
   'err.unsupported': 'Pick a Llama, Qwen2/2.5/3 or Mistral model, for example one from the list in the Model step.',
   'err.badFile': 'Fix the file named above (or export it again from its source) and add it again.',
-  'err.missing': 'Add the missing file: a model folder needs config.json, tokenizer.json, tokenizer_config.json and the *.safetensors weights.',
+  'err.missing':
+    'Add the missing file: a model folder needs config.json, tokenizer.json, tokenizer_config.json and the *.safetensors weights.',
   'err.oom': 'The GPU ran out of memory: open the memory planner in the Method step and apply one of its fixes.',
   'err.plan': 'Check the highlighted settings in the Method step.',
   'err.busy': 'Pause or stop the training run in the Train step, then try again.',
@@ -60,24 +70,29 @@ export const en = {
   'err.noData': 'Go to the Data step and select a dataset with valid rows.',
   'err.fullFt': 'Export the merged model instead, or train a LoRA run to compare with the base.',
   'err.noGpu': 'Open “Your GPU and WebGPU self-test” above for what to do.',
-  'err.deviceLost': 'Press Resume (after "Try again" above if the GPU is still missing): training continues from the last checkpoint, and the curve is kept up to it.',
+  'err.deviceLost':
+    'Press Resume (after "Try again" above if the GPU is still missing): training continues from the last checkpoint, and the curve is kept up to it.',
   'err.generic': 'Retry; if it happens again, reload the page (your settings and files are kept).',
 
   'model.title': 'Model',
-  'model.lead': 'Pick the base model to fine-tune. Everything stays in this browser: downloads are cached so each model is downloaded once.',
+  'model.lead':
+    'Pick the base model to fine-tune. Everything stays in this browser: downloads are cached so each model is downloaded once.',
   'model.source': 'Where the model comes from',
   'model.source.demo': 'Built-in demo model (offline)',
   'model.source.hub': 'Hugging Face Hub',
   'model.source.local': 'A folder on this computer',
-  'model.demo.help': 'A tiny model bundled with Tabtune so every step works without a download. Too small to be useful for real tasks: use it to learn the studio, then pick a real model.',
+  'model.demo.help':
+    'A tiny model bundled with Tabtune so every step works without a download. Too small to be useful for real tasks: use it to learn the studio, then pick a real model.',
   'model.demo.open': 'Use the demo model',
   'model.hub.id': 'Model id',
   'model.hub.help': 'owner/name as on huggingface.co. Small instruct models train fastest in a browser.',
   'model.hub.picks': 'Suggested models',
   'model.hub.token': 'Access token (optional)',
-  'model.hub.tokenHelp': 'Only for gated models such as Llama 3.2. It is sent only to the hub endpoint below and never saved.',
+  'model.hub.tokenHelp':
+    'Only for gated models such as Llama 3.2. It is sent only to the hub endpoint below and never saved.',
   'model.hub.endpoint': 'Hub endpoint',
-  'model.hub.endpointHelp': 'https://huggingface.co, or a mirror that serves the same download addresses (e.g. https://hf-mirror.com). Files are cached by model id, whichever endpoint they came from.',
+  'model.hub.endpointHelp':
+    'https://huggingface.co, or a mirror that serves the same download addresses (e.g. https://hf-mirror.com). Files are cached by model id, whichever endpoint they came from.',
   'model.hub.download': 'Download and open',
   'model.hub.cancel': 'Pause download',
   'model.hub.progress': 'Download progress',
@@ -91,7 +106,8 @@ export const en = {
   'model.cache.delete': 'Delete',
   'model.cache.deleteLabel': 'Delete {id} from this browser',
   'model.local.drop': 'Drop a model folder here',
-  'model.local.help': 'Drop a model folder here, or pick it: config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or the shards with model.safetensors.index.json). Files are read in place, never uploaded.',
+  'model.local.help':
+    'Drop a model folder here, or pick it: config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or the shards with model.safetensors.index.json). Files are read in place, never uploaded.',
   'model.local.pickFolder': 'Pick a folder…',
   'model.local.pickFiles': 'Pick files…',
   'model.opening': 'Opening the model…',
@@ -114,9 +130,11 @@ export const en = {
   'model.info.files': '{n} files',
 
   'data.title': 'Data',
-  'data.lead': 'Add your training data: Alpaca, ShareGPT or OpenAI-messages files (.json, .jsonl, .csv) or plain text. Every row is checked; nothing is dropped silently.',
+  'data.lead':
+    'Add your training data: Alpaca, ShareGPT or OpenAI-messages files (.json, .jsonl, .csv) or plain text. Every row is checked; nothing is dropped silently.',
   'data.drop': 'Drop dataset files here',
-  'data.dropHelp': 'Drop files or a folder with dataset_info.json here, or pick them. They are kept in this browser so a reload never loses them.',
+  'data.dropHelp':
+    'Drop files or a folder with dataset_info.json here, or pick them. They are kept in this browser so a reload never loses them.',
   'data.pickFiles': 'Pick files…',
   'data.pickFolder': 'Pick a folder…',
   'data.parsing': 'Reading and checking the files…',
@@ -138,7 +156,8 @@ export const en = {
   'data.reportTitle': 'Validation report: {name}',
   'data.detected': 'Format {format}: {why}.',
   'data.counts': '{rows} rows: {valid} valid, {invalid} invalid, {dups} duplicates.',
-  'data.invalidHelp': 'These rows will not be trained on. Fix them in the file and add it again, or train on the valid rows only.',
+  'data.invalidHelp':
+    'These rows will not be trained on. Fix them in the file and add it again, or train on the valid rows only.',
   'data.file': 'File',
   'data.row': 'Row',
   'data.rowLine': '{row} (line {line})',
@@ -147,7 +166,8 @@ export const en = {
   'data.reason': 'Reason',
   'data.moreIssues': '…and {n} more invalid rows (the command line tool `tabtune data FILE --json` lists them all).',
   'data.preview': 'Preview: what the model will see',
-  'data.previewHelp': 'Rendered with the model’s chat template. Highlighted text is trained on (its labels are kept); the rest is context only.',
+  'data.previewHelp':
+    'Rendered with the model’s chat template. Highlighted text is trained on (its labels are kept); the rest is context only.',
   'data.noneSelected': 'Select at least one dataset above.',
   'data.needTokenizer': 'Open a model with a tokenizer in the Model step to see the rendered conversations.',
   'data.previewRow': '{dataset}, row {row}: {tokens} tokens, {trained} trained',
@@ -157,7 +177,8 @@ export const en = {
   'data.next': 'Next',
   'data.page': 'Page {page} of {pages}',
   'data.stats': 'Token statistics',
-  'data.statsHelp': 'Tokenizes the selected datasets with the current settings (cutoff {cutoff}, validation size {val}).',
+  'data.statsHelp':
+    'Tokenizes the selected datasets with the current settings (cutoff {cutoff}, validation size {val}).',
   'data.prepare': 'Tokenize and count',
   'data.preparing': 'Tokenizing…',
   'data.st.examples': 'Examples',
@@ -180,9 +201,11 @@ export const en = {
   'method.kind.lora': 'LoRA',
   'method.kind.lora.help': 'Trains small low-rank adapters; the base model stays frozen in 16-bit. The usual choice.',
   'method.kind.qlora': 'QLoRA (4-bit NF4)',
-  'method.kind.qlora.help': 'LoRA on a base model quantized to 4 bits: about a quarter of the weight memory, slightly slower.',
+  'method.kind.qlora.help':
+    'LoRA on a base model quantized to 4 bits: about a quarter of the weight memory, slightly slower.',
   'method.kind.full': 'Full',
-  'method.kind.full.help': 'Updates every weight (f32 weights, gradients and AdamW state): needs about 16 bytes per parameter.',
+  'method.kind.full.help':
+    'Updates every weight (f32 weights, gradients and AdamW state): needs about 16 bytes per parameter.',
   'method.group.train': 'Training',
   'method.group.batch': 'Data and batches',
   'method.group.log': 'Logging and checkpoints',
@@ -192,7 +215,8 @@ export const en = {
   'method.save': 'Save settings (YAML)',
   'method.load': 'Load settings…',
   'method.reset': 'Reset to defaults',
-  'method.demo.help': 'The demo model is tiny: LlamaBoard’s defaults (lr 5e-5, 3 epochs) barely move it. The demo preset (lr 5e-3, 20 epochs, batch 8, cutoff 256) teaches it the identity dataset in about 280 steps.',
+  'method.demo.help':
+    'The demo model is tiny: LlamaBoard’s defaults (lr 5e-5, 3 epochs) barely move it. The demo preset (lr 5e-3, 20 epochs, batch 8, cutoff 256) teaches it the identity dataset in about 280 steps.',
   'method.demo.apply': 'Use the demo preset',
   'method.loaded': 'Loaded {file}',
   'knob.learningRate': 'Learning rate',
@@ -220,13 +244,15 @@ export const en = {
   'knob.valSize': 'Validation size',
   'knob.valSize.help': 'Rows held out for the validation loss: a fraction (0.1) or a count (50). 0 = none.',
   'knob.packing': 'Packing',
-  'knob.packing.help': 'Packs several short examples into one cutoff-length sequence (attention never crosses examples).',
+  'knob.packing.help':
+    'Packs several short examples into one cutoff-length sequence (attention never crosses examples).',
   'knob.trainOnPrompt': 'Train on prompt',
   'knob.trainOnPrompt.help': 'Also learn the user turns, not only the answers.',
   'knob.maskHistory': 'Mask history',
   'knob.maskHistory.help': 'Learn only the last answer of each conversation.',
   'knob.gradientCheckpointing': 'Gradient checkpointing',
-  'knob.gradientCheckpointing.help': 'Recomputes activations in the backward pass: much less memory, about 30 % slower.',
+  'knob.gradientCheckpointing.help':
+    'Recomputes activations in the backward pass: much less memory, about 30 % slower.',
   'knob.neftuneAlpha': 'NEFTune alpha',
   'knob.neftuneAlpha.help': 'Noise added to embeddings during training (0 = off; 5 is typical).',
   'knob.loggingSteps': 'Logging steps',
@@ -246,11 +272,13 @@ export const en = {
   'knob.loraTarget': 'LoRA target modules',
   'knob.loraTarget.help': 'Linear layers that get adapters. All seven is LlamaBoard’s default.',
   'knob.template': 'LLaMA-Factory template',
-  'knob.template.help': 'Template name written into the YAML for llamafactory-cli (here prompts always use the tokenizer’s own chat template).',
+  'knob.template.help':
+    'Template name written into the YAML for llamafactory-cli (here prompts always use the tokenizer’s own chat template).',
 
   'plan.title': 'Memory planner',
   'plan.budget': 'GPU memory to use (GiB)',
-  'plan.budgetHelp': 'Browsers do not tell how much memory the GPU has: enter what your GPU has free. Largest single buffer here: {max}.',
+  'plan.budgetHelp':
+    'Browsers do not tell how much memory the GPU has: enter what your GPU has free. Largest single buffer here: {max}.',
   'plan.needModel': 'Open a model with a valid config.json to plan its memory.',
   'plan.fixFirst': 'Fix the settings marked above first.',
   'plan.fits': 'Predicted peak: {total}, within your {budget}.',
@@ -265,7 +293,8 @@ export const en = {
   'mem.activations': 'Activations',
   'mem.scratch': 'Scratch',
 
-  'train.lead': 'Runs on your GPU inside this tab. The page stays responsive; checkpoints are kept in this browser so a reload or a crash resumes the run.',
+  'train.lead':
+    'Runs on your GPU inside this tab. The page stays responsive; checkpoints are kept in this browser so a reload or a crash resumes the run.',
   'train.new': 'New run',
   'train.summary': 'Model {model} · {method} · datasets {datasets} · learning rate {lr} · {epochs} epochs',
   'train.needModel': 'Open a complete model (config, tokenizer and weights) in the Model step first.',
@@ -325,8 +354,10 @@ export const en = {
   'train.chart.label': 'Loss chart: {steps} steps, latest loss {loss}',
   'train.chart.table': 'Logged losses',
 
-  'chat.lead': 'Talk to the model. With a trained run open, compare the base model and the tuned one on the same prompt.',
-  'chat.noTuned': 'No tuned model on the GPU: answers come from the base model. Train (or open) a run in the Train step to chat with it.',
+  'chat.lead':
+    'Talk to the model. With a trained run open, compare the base model and the tuned one on the same prompt.',
+  'chat.noTuned':
+    'No tuned model on the GPU: answers come from the base model. Train (or open) a run in the Train step to chat with it.',
   'chat.settings': 'System prompt and sampling',
   'chat.system': 'System prompt',
   'chat.systemHelp': 'Sent as the system message (empty: the template’s default).',
@@ -355,7 +386,8 @@ export const en = {
   'chat.stop': 'Stop',
   'chat.clear': 'Clear',
 
-  'eval.lead': 'Validation loss and perplexity on the held-out rows, and the model’s answers to them scored with BLEU-4 and ROUGE-L.',
+  'eval.lead':
+    'Validation loss and perplexity on the held-out rows, and the model’s answers to them scored with BLEU-4 and ROUGE-L.',
   'eval.needRun': 'Train or open a run in the Train step first.',
   'eval.run': 'Run {id}',
   'eval.rows': 'Rows to predict',
@@ -373,23 +405,28 @@ export const en = {
   'eval.reference': 'Reference',
   'eval.prediction': 'Prediction',
 
-  'export.lead': 'Download what you trained: the merged model, the LoRA adapter, or a LLaMA-Factory bundle to continue on a GPU cluster.',
+  'export.lead':
+    'Download what you trained: the merged model, the LoRA adapter, or a LLaMA-Factory bundle to continue on a GPU cluster.',
   'export.needRun': 'Train or open a run in the Train step first.',
   'export.options': 'Export run {id}',
   'export.dtype': 'Weight precision',
   'export.dtypeHelp': 'Precision of the merged weights (bfloat16 as most checkpoints).',
   'export.shard': 'Max shard size (GB)',
-  'export.shardHelp': 'Larger models are split into shards with model.safetensors.index.json (LLaMA-Factory export_size).',
+  'export.shardHelp':
+    'Larger models are split into shards with model.safetensors.index.json (LLaMA-Factory export_size).',
   'export.zip': 'One zip file',
   'export.zipHelp': 'Off: every file is a separate download.',
   'export.merged': 'Merged model',
-  'export.merged.help': 'Base weights with the adapter merged in, config and tokenizer: loads in transformers, vLLM, llama.cpp converters.',
+  'export.merged.help':
+    'Base weights with the adapter merged in, config and tokenizer: loads in transformers, vLLM, llama.cpp converters.',
   'export.merged.button': 'Export merged model',
   'export.peft': 'PEFT adapter',
-  'export.peft.help': 'adapter_config.json + adapter_model.safetensors, for PEFT or LLaMA-Factory’s adapter_name_or_path.',
+  'export.peft.help':
+    'adapter_config.json + adapter_model.safetensors, for PEFT or LLaMA-Factory’s adapter_name_or_path.',
   'export.peft.button': 'Export adapter',
   'export.bundle': 'LLaMA-Factory bundle',
-  'export.bundle.help': 'train_sft.yaml, your datasets and dataset_info.json: run `llamafactory-cli train train_sft.yaml`.',
+  'export.bundle.help':
+    'train_sft.yaml, your datasets and dataset_info.json: run `llamafactory-cli train train_sft.yaml`.',
   'export.bundle.button': 'Export bundle',
   'export.working': 'Exporting…',
   'export.progress': 'Export progress',

@@ -19,9 +19,12 @@ export const zh: Record<MessageKey, string> = {
   'gpu.lost': 'GPU 设备已丢失（{reason}）：{message}。你的数据和设置都还在，点击“重试”重新连接。',
   'nogpu.title': '此处无法使用 WebGPU',
   'nogpu.why': 'Tabtune 通过 WebGPU 在你的 GPU 上训练，但当前浏览器没有提供：{message}',
-  'nogpu.chrome': '请使用 Windows、macOS 或 ChromeOS 上 113 及以上版本的 Chrome / Edge，Linux 上 Chrome 144+，Safari 26+，或 Windows 上的 Firefox 141+。',
-  'nogpu.linux': '在较旧的 Linux 版 Chrome 上，打开 chrome://flags，启用 “Unsafe WebGPU Support” 和 “Vulkan”，然后重启浏览器。',
-  'nogpu.hardware': '请确认已开启硬件加速（chrome://settings/system）且 GPU 驱动为最新；chrome://gpu 可查看 Chrome 识别到的信息。',
+  'nogpu.chrome':
+    '请使用 Windows、macOS 或 ChromeOS 上 113 及以上版本的 Chrome / Edge，Linux 上 Chrome 144+，Safari 26+，或 Windows 上的 Firefox 141+。',
+  'nogpu.linux':
+    '在较旧的 Linux 版 Chrome 上，打开 chrome://flags，启用 “Unsafe WebGPU Support” 和 “Vulkan”，然后重启浏览器。',
+  'nogpu.hardware':
+    '请确认已开启硬件加速（chrome://settings/system）且 GPU 驱动为最新；chrome://gpu 可查看 Chrome 识别到的信息。',
   'nogpu.worker': 'WebGPU 还必须在 Web Worker 中可用（上面列出的浏览器都支持）。',
   'gpu.summary': '你的 GPU 与 WebGPU 自检',
   'gpu.status.probing': '正在查找适配器…',
@@ -53,7 +56,8 @@ export const zh: Record<MessageKey, string> = {
   'err.noModel': '请先在“模型”步骤中打开一个模型（演示模型可离线使用）。',
   'err.unsupported': '请选择 Llama、Qwen2/2.5/3 或 Mistral 模型，例如“模型”步骤列表中的模型。',
   'err.badFile': '请修正上面提到的文件（或从来源重新导出）后再次添加。',
-  'err.missing': '请补上缺失的文件：模型文件夹需要 config.json、tokenizer.json、tokenizer_config.json 和 *.safetensors 权重。',
+  'err.missing':
+    '请补上缺失的文件：模型文件夹需要 config.json、tokenizer.json、tokenizer_config.json 和 *.safetensors 权重。',
   'err.oom': 'GPU 显存不足：请在“方法”步骤打开显存规划器并应用其中一项修正。',
   'err.plan': '请检查“方法”步骤中标出的设置。',
   'err.busy': '请先在“训练”步骤暂停或停止训练，然后重试。',
@@ -71,7 +75,8 @@ export const zh: Record<MessageKey, string> = {
   'model.source.demo': '内置演示模型（离线）',
   'model.source.hub': 'Hugging Face Hub',
   'model.source.local': '本机文件夹',
-  'model.demo.help': 'Tabtune 自带的一个极小模型，无需下载即可体验每个步骤。它太小，无法胜任真实任务：用它熟悉工作台，然后选择一个真正的模型。',
+  'model.demo.help':
+    'Tabtune 自带的一个极小模型，无需下载即可体验每个步骤。它太小，无法胜任真实任务：用它熟悉工作台，然后选择一个真正的模型。',
   'model.demo.open': '使用演示模型',
   'model.hub.id': '模型 ID',
   'model.hub.help': '与 huggingface.co 上相同的 owner/name。小型指令模型在浏览器中训练最快。',
@@ -79,7 +84,8 @@ export const zh: Record<MessageKey, string> = {
   'model.hub.token': '访问令牌（可选）',
   'model.hub.tokenHelp': '仅用于 Llama 3.2 等受限模型。只发送给下方的 Hub 地址，从不保存。',
   'model.hub.endpoint': 'Hub 地址',
-  'model.hub.endpointHelp': 'https://huggingface.co，或提供相同下载地址的镜像（如 https://hf-mirror.com）。文件按模型 ID 缓存，与来源地址无关。',
+  'model.hub.endpointHelp':
+    'https://huggingface.co，或提供相同下载地址的镜像（如 https://hf-mirror.com）。文件按模型 ID 缓存，与来源地址无关。',
   'model.hub.download': '下载并打开',
   'model.hub.cancel': '暂停下载',
   'model.hub.progress': '下载进度',
@@ -93,7 +99,8 @@ export const zh: Record<MessageKey, string> = {
   'model.cache.delete': '删除',
   'model.cache.deleteLabel': '从此浏览器删除 {id}',
   'model.local.drop': '将模型文件夹拖放到这里',
-  'model.local.help': '将模型文件夹拖放到这里或选择它：config.json、tokenizer.json、tokenizer_config.json 和 model.safetensors（或分片及 model.safetensors.index.json）。文件在本地读取，从不上传。',
+  'model.local.help':
+    '将模型文件夹拖放到这里或选择它：config.json、tokenizer.json、tokenizer_config.json 和 model.safetensors（或分片及 model.safetensors.index.json）。文件在本地读取，从不上传。',
   'model.local.pickFolder': '选择文件夹…',
   'model.local.pickFiles': '选择文件…',
   'model.opening': '正在打开模型…',
@@ -116,9 +123,11 @@ export const zh: Record<MessageKey, string> = {
   'model.info.files': '{n} 个文件',
 
   'data.title': '数据',
-  'data.lead': '添加训练数据：Alpaca、ShareGPT 或 OpenAI messages 格式的文件（.json、.jsonl、.csv）或纯文本。每一行都会被检查，绝不静默丢弃。',
+  'data.lead':
+    '添加训练数据：Alpaca、ShareGPT 或 OpenAI messages 格式的文件（.json、.jsonl、.csv）或纯文本。每一行都会被检查，绝不静默丢弃。',
   'data.drop': '将数据集文件拖放到这里',
-  'data.dropHelp': '将文件或带 dataset_info.json 的文件夹拖放到这里，或选择它们。文件保存在此浏览器中，刷新也不会丢失。',
+  'data.dropHelp':
+    '将文件或带 dataset_info.json 的文件夹拖放到这里，或选择它们。文件保存在此浏览器中，刷新也不会丢失。',
   'data.pickFiles': '选择文件…',
   'data.pickFolder': '选择文件夹…',
   'data.parsing': '正在读取并检查文件…',
@@ -194,7 +203,8 @@ export const zh: Record<MessageKey, string> = {
   'method.save': '保存设置（YAML）',
   'method.load': '加载设置…',
   'method.reset': '恢复默认值',
-  'method.demo.help': '演示模型很小：LlamaBoard 的默认值（学习率 5e-5，3 个 epoch）几乎改变不了它。演示预设（学习率 5e-3，20 个 epoch，批大小 8，截断长度 256）大约 280 步就能让它学会身份数据集。',
+  'method.demo.help':
+    '演示模型很小：LlamaBoard 的默认值（学习率 5e-5，3 个 epoch）几乎改变不了它。演示预设（学习率 5e-3，20 个 epoch，批大小 8，截断长度 256）大约 280 步就能让它学会身份数据集。',
   'method.demo.apply': '使用演示预设',
   'method.loaded': '已加载 {file}',
   'knob.learningRate': '学习率',
@@ -388,10 +398,12 @@ export const zh: Record<MessageKey, string> = {
   'export.merged.help': '合并了适配器的基座权重、配置和分词器：可在 transformers、vLLM、llama.cpp 转换器中加载。',
   'export.merged.button': '导出合并模型',
   'export.peft': 'PEFT 适配器',
-  'export.peft.help': 'adapter_config.json + adapter_model.safetensors，可用于 PEFT 或 LLaMA-Factory 的 adapter_name_or_path。',
+  'export.peft.help':
+    'adapter_config.json + adapter_model.safetensors，可用于 PEFT 或 LLaMA-Factory 的 adapter_name_or_path。',
   'export.peft.button': '导出适配器',
   'export.bundle': 'LLaMA-Factory 包',
-  'export.bundle.help': 'train_sft.yaml、你的数据集和 dataset_info.json：运行 `llamafactory-cli train train_sft.yaml`。',
+  'export.bundle.help':
+    'train_sft.yaml、你的数据集和 dataset_info.json：运行 `llamafactory-cli train train_sft.yaml`。',
   'export.bundle.button': '导出训练包',
   'export.working': '导出中…',
   'export.progress': '导出进度',

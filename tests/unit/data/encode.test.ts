@@ -2,8 +2,16 @@
 // train_on_prompt and mask_history.
 import { describe, expect, test } from 'vitest';
 import {
-  IGNORE_INDEX, buildSupervised, chatTemplateFor, conversationSegments, encodeExample, inferSeqlen, tokenizePairs,
-  tokenizeSegments, type Conversation, type HfTokenizer,
+  IGNORE_INDEX,
+  buildSupervised,
+  chatTemplateFor,
+  conversationSegments,
+  encodeExample,
+  inferSeqlen,
+  tokenizePairs,
+  tokenizeSegments,
+  type Conversation,
+  type HfTokenizer,
 } from '../../../src/data/index.ts';
 import { lenmlTokenizer, template, type TokenizerName } from './helpers.ts';
 import { MULTI, SYSTEM, TOOLS } from './conversations.ts';
@@ -26,12 +34,22 @@ interface Case {
 const SPM_PREPEND = 'SentencePiece Prepend-▁ normalizer adds ▁ at the start of each separately tokenized piece';
 const CASES: Record<string, Case> = {
   'Qwen2.5': { tok: 'qwen3', tpl: 'Qwen-Qwen2.5-7B-Instruct', endOfTurn: '<|im_end|>\n' },
-  'Qwen3': { tok: 'qwen3', tpl: null, endOfTurn: '<|im_end|>\n' },
+  Qwen3: { tok: 'qwen3', tpl: null, endOfTurn: '<|im_end|>\n' },
   'Llama 3.1': { tok: 'llama3', tpl: 'meta-llama-Llama-3.1-8B-Instruct', endOfTurn: '<|eot_id|>' },
   'Llama 3.2': { tok: 'llama3', tpl: 'meta-llama-Llama-3.2-3B-Instruct', endOfTurn: '<|eot_id|>' },
   'Llama 3.3': { tok: 'llama3', tpl: 'meta-llama-Llama-3.3-70B-Instruct', endOfTurn: '<|eot_id|>' },
-  'Mistral Small 3.2': { tok: 'llama2', tpl: 'Mistral-Small-3.2-24B-Instruct-2506', endOfTurn: '</s>', piecewiseDiffers: { multi: SPM_PREPEND, system: SPM_PREPEND, tools: SPM_PREPEND } },
-  'Devstral': { tok: 'llama2', tpl: 'unsloth-mistral-Devstral-Small-2507', endOfTurn: '</s>', piecewiseDiffers: { multi: SPM_PREPEND, system: SPM_PREPEND, tools: SPM_PREPEND } },
+  'Mistral Small 3.2': {
+    tok: 'llama2',
+    tpl: 'Mistral-Small-3.2-24B-Instruct-2506',
+    endOfTurn: '</s>',
+    piecewiseDiffers: { multi: SPM_PREPEND, system: SPM_PREPEND, tools: SPM_PREPEND },
+  },
+  Devstral: {
+    tok: 'llama2',
+    tpl: 'unsloth-mistral-Devstral-Small-2507',
+    endOfTurn: '</s>',
+    piecewiseDiffers: { multi: SPM_PREPEND, system: SPM_PREPEND, tools: SPM_PREPEND },
+  },
 };
 
 async function setup(c: Case): Promise<{ tok: HfTokenizer; tpl: ReturnType<typeof chatTemplateFor> }> {
@@ -64,8 +82,13 @@ describe.each(Object.entries(CASES))('masking on %s', (_name, c) => {
     const spans: string[] = [];
     let cur: number[] = [];
     e.labels.forEach((l, i) => {
-      if (l !== IGNORE_INDEX) { expect(l).toBe(e.inputIds[i]); cur.push(l); }
-      else if (cur.length) { spans.push(tok.decode(cur)); cur = []; }
+      if (l !== IGNORE_INDEX) {
+        expect(l).toBe(e.inputIds[i]);
+        cur.push(l);
+      } else if (cur.length) {
+        spans.push(tok.decode(cur));
+        cur = [];
+      }
     });
     if (cur.length) spans.push(tok.decode(cur));
     const answers = conv.messages.filter((m) => m.role === 'assistant' || m.role === 'function_call');
@@ -73,8 +96,12 @@ describe.each(Object.entries(CASES))('masking on %s', (_name, c) => {
     spans.forEach((s, k) => {
       const m = answers[k];
       expect(s).toContain(m.role === 'assistant' ? m.content : 'get_weather');
-      expect(s.endsWith(c.endOfTurn) || (c.endOfTurn.endsWith('\n') && s.endsWith(c.endOfTurn.trimEnd())), `span ${k}: ${JSON.stringify(s)}`).toBe(true);
-      for (const u of conv.messages.filter((x) => x.role === 'user' || x.role === 'observation')) expect(s).not.toContain(u.content);
+      expect(
+        s.endsWith(c.endOfTurn) || (c.endOfTurn.endsWith('\n') && s.endsWith(c.endOfTurn.trimEnd())),
+        `span ${k}: ${JSON.stringify(s)}`,
+      ).toBe(true);
+      for (const u of conv.messages.filter((x) => x.role === 'user' || x.role === 'observation'))
+        expect(s).not.toContain(u.content);
     });
   });
 
@@ -113,19 +140,43 @@ describe('Qwen3 multi-turn: the template drops <think> from earlier turns', () =
 describe('cutoff_len truncation, as LLaMA-Factory', () => {
   // tests/data/processor/test_processor_utils.py in hiyouga/LLaMA-Factory
   test.each([
-    [[3000, 2000, 1000], [600, 400]],
-    [[2000, 3000, 1000], [400, 600]],
-    [[1000, 100, 1000], [900, 100]],
-    [[100, 1000, 1000], [100, 900]],
-    [[100, 500, 1000], [100, 500]],
-    [[500, 100, 1000], [500, 100]],
-    [[10, 10, 1000], [10, 10]],
+    [
+      [3000, 2000, 1000],
+      [600, 400],
+    ],
+    [
+      [2000, 3000, 1000],
+      [400, 600],
+    ],
+    [
+      [1000, 100, 1000],
+      [900, 100],
+    ],
+    [
+      [100, 1000, 1000],
+      [100, 900],
+    ],
+    [
+      [100, 500, 1000],
+      [100, 500],
+    ],
+    [
+      [500, 100, 1000],
+      [500, 100],
+    ],
+    [
+      [10, 10, 1000],
+      [10, 10],
+    ],
   ])('infer_seqlen%j = %j', (input, output) => {
     expect(inferSeqlen(input[0], input[1], input[2])).toEqual(output);
   });
 
   const seq = (n: number, base: number) => Array.from({ length: n }, (_, i) => base + i);
-  const pairs = [{ source: seq(5, 100), target: seq(3, 200) }, { source: seq(4, 300), target: seq(6, 400) }];
+  const pairs = [
+    { source: seq(5, 100), target: seq(3, 200) },
+    { source: seq(4, 300), target: seq(6, 400) },
+  ];
 
   test('turn by turn with the remaining budget', () => {
     // turn 0: infer(5, 3, 10) = (5, 3); turn 1: infer(4, 6, 2) = (1, 1)
@@ -137,7 +188,10 @@ describe('cutoff_len truncation, as LLaMA-Factory', () => {
 
   test('mask_history: the last turn first, earlier turns only if they fit, and untrained', () => {
     // reversed: turn 0 = (4, 6): infer(4, 6, 10) = (4, 6) → the budget is spent
-    expect(buildSupervised(pairs, { cutoffLen: 10, maskHistory: true }).inputIds).toEqual([...seq(4, 300), ...seq(6, 400)]);
+    expect(buildSupervised(pairs, { cutoffLen: 10, maskHistory: true }).inputIds).toEqual([
+      ...seq(4, 300),
+      ...seq(6, 400),
+    ]);
     const r = buildSupervised(pairs, { cutoffLen: 14, maskHistory: true });
     // then the first pair with the remaining budget of 4, and no labels (mask_history)
     const [s1, t1] = inferSeqlen(5, 3, 4);
@@ -148,7 +202,12 @@ describe('cutoff_len truncation, as LLaMA-Factory', () => {
   test('a real example is cut at cutoff_len with the prompt/answer split', async () => {
     const tok = await lenmlTokenizer('qwen3');
     const tpl = chatTemplateFor(tok, { template: template('Qwen-Qwen2.5-7B-Instruct') });
-    const conv: Conversation = { messages: [{ role: 'user', content: 'word '.repeat(200) }, { role: 'assistant', content: 'answer '.repeat(100) }] };
+    const conv: Conversation = {
+      messages: [
+        { role: 'user', content: 'word '.repeat(200) },
+        { role: 'assistant', content: 'answer '.repeat(100) },
+      ],
+    };
     const full = encodeExample({ kind: 'chat', row: 0, conversation: conv }, tok, tpl, { cutoffLen: 100000 });
     const srcLen = full.labels.findIndex((l) => l !== -100);
     const tgtLen = full.inputIds.length - srcLen;
@@ -157,17 +216,24 @@ describe('cutoff_len truncation, as LLaMA-Factory', () => {
     expect(cut.truncated).toBe(true);
     expect(cut.fullLength).toBe(full.inputIds.length);
     expect(cut.inputIds.length).toBe(s + t);
-    expect(Array.from(cut.inputIds)).toEqual([...full.inputIds.slice(0, s), ...full.inputIds.slice(srcLen, srcLen + t)]);
+    expect(Array.from(cut.inputIds)).toEqual([
+      ...full.inputIds.slice(0, s),
+      ...full.inputIds.slice(srcLen, srcLen + t),
+    ]);
     expect(cut.labels.filter((l) => l !== -100).length).toBe(t);
   });
 
   test('pre-training text: [bos] text eos, all trained, cut at cutoff_len', async () => {
     const llama = await lenmlTokenizer('llama2'); // adds <s>
-    const e = encodeExample({ kind: 'text', row: 3, text: 'Hello world' }, llama, chatTemplateFor(llama), { cutoffLen: 100 });
+    const e = encodeExample({ kind: 'text', row: 3, text: 'Hello world' }, llama, chatTemplateFor(llama), {
+      cutoffLen: 100,
+    });
     expect(Array.from(e.inputIds)).toEqual([1, ...llama.encode('Hello world'), 2]);
     expect(Array.from(e.labels)).toEqual(Array.from(e.inputIds));
     const qwen = await lenmlTokenizer('qwen3');
-    const q = encodeExample({ kind: 'text', row: 0, text: 'Hello world' }, qwen, chatTemplateFor(qwen), { cutoffLen: 2 });
+    const q = encodeExample({ kind: 'text', row: 0, text: 'Hello world' }, qwen, chatTemplateFor(qwen), {
+      cutoffLen: 2,
+    });
     expect(Array.from(q.inputIds)).toEqual(qwen.encode('Hello world').slice(0, 2));
     expect(q.truncated).toBe(true);
   });

@@ -8,7 +8,10 @@ test('100k-row JSONL: streaming with progress, every row accounted for', async (
   const blob = new Blob([text]);
   const progress: Progress[] = [];
   const t0 = performance.now();
-  const { report, examples } = await parseDataset(blob.stream(), { fileName: 'big.jsonl', onProgress: (p) => progress.push(p) });
+  const { report, examples } = await parseDataset(blob.stream(), {
+    fileName: 'big.jsonl',
+    onProgress: (p) => progress.push(p),
+  });
   const ms = performance.now() - t0;
   expect(report.rows).toBe(100_000);
   expect(report.format).toBe('sharegpt');
@@ -18,6 +21,7 @@ test('100k-row JSONL: streaming with progress, every row accounted for', async (
   expect(progress.length).toBeGreaterThan(3);
   expect(progress[progress.length - 1].bytesDone).toBe(blob.size);
   expect(progress[progress.length - 1].rows).toBe(100_000);
-  for (let i = 1; i < progress.length; i++) expect(progress[i].bytesDone).toBeGreaterThanOrEqual(progress[i - 1].bytesDone);
+  for (let i = 1; i < progress.length; i++)
+    expect(progress[i].bytesDone).toBeGreaterThanOrEqual(progress[i - 1].bytesDone);
   console.log(`100k rows, ${(blob.size / 1e6).toFixed(1)} MB parsed in ${ms.toFixed(0)} ms`);
 });

@@ -4,8 +4,16 @@ import { describe, expect, test } from 'vitest';
 import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
-  DATA_MESSAGES, DATA_MESSAGE_CODES, englishText, jsonErrorMessage, parseDataset, parseDatasetCollection, parseDatasetInfo, slotsOf,
-  type DataMessage, type ValidationReport,
+  DATA_MESSAGES,
+  DATA_MESSAGE_CODES,
+  englishText,
+  jsonErrorMessage,
+  parseDataset,
+  parseDatasetCollection,
+  parseDatasetInfo,
+  slotsOf,
+  type DataMessage,
+  type ValidationReport,
 } from '../../../src/data/index.ts';
 import { dataMessage, dataMessageTables, renderDataMessage } from '../../../src/ui/data-messages.ts';
 import { i18n } from '../../../src/ui/i18n.svelte.ts';
@@ -33,7 +41,8 @@ function messagesOf(r: ValidationReport): [DataMessage, string][] {
   return out;
 }
 
-const render = (locale: 'en' | 'zh', m: DataMessage, english: string) => renderDataMessage(locale, m.code, m.params, english, m.cause);
+const render = (locale: 'en' | 'zh', m: DataMessage, english: string) =>
+  renderDataMessage(locale, m.code, m.params, english, m.cause);
 
 // Three or more English words in a row, outside quotes: a sentence the translation left in English.
 // Quoted spans are data (keys, tags, JSON snippets) and stay as written, as do comma-separated lists
@@ -65,7 +74,10 @@ describe('message tables', () => {
 
   test('every code in the catalog is emitted somewhere in src/data', () => {
     const dir = resolve(ROOT, 'src/data');
-    const src = readdirSync(dir).filter((f) => f.endsWith('.ts') && f !== 'messages.ts').map((f) => readFileSync(resolve(dir, f), 'utf8')).join('\n');
+    const src = readdirSync(dir)
+      .filter((f) => f.endsWith('.ts') && f !== 'messages.ts')
+      .map((f) => readFileSync(resolve(dir, f), 'utf8'))
+      .join('\n');
     const messages = readFileSync(resolve(dir, 'messages.ts'), 'utf8');
     // JSON.parse codes are chosen in messages.ts itself (jsonErrorMessage), where they appear twice.
     const unused = DATA_MESSAGE_CODES.filter((c) => !src.includes(`'${c}'`) && messages.split(`'${c}'`).length < 3);
@@ -77,18 +89,29 @@ describe('broken rows carry codes and parameters', () => {
   test('sharegpt_turn_errors.json', async () => {
     const r = await brokenReport('sharegpt_turn_errors.json');
     expect(r.invalid[0]).toMatchObject({
-      field: 'conversations[1]', code: 'non-alternating', params: { turn: 1, tag: 'human', expected: 'gpt/function_call' },
+      field: 'conversations[1]',
+      code: 'non-alternating',
+      params: { turn: 1, tag: 'human', expected: 'gpt/function_call' },
       reason: "non-alternating roles: turn 1 is 'human' but a gpt/function_call turn was expected",
     });
-    expect(r.invalid.find((i) => i.code === 'unknown-tag')?.params).toEqual({ tag: 'bot', known: 'human, gpt, observation, function_call, system' });
+    expect(r.invalid.find((i) => i.code === 'unknown-tag')?.params).toEqual({
+      tag: 'bot',
+      known: 'human, gpt, observation, function_call, system',
+    });
     expect(r.invalid.find((i) => i.code === 'wrong-type-string')?.params).toEqual({ got: 'number' });
-    expect(r.invalid.find((i) => i.code === 'missing-column')?.params).toEqual({ column: 'conversations', keys: "'messages'" });
+    expect(r.invalid.find((i) => i.code === 'missing-column')?.params).toEqual({
+      column: 'conversations',
+      keys: "'messages'",
+    });
     expect(r.detectedBecauseCode).toEqual({ code: 'detect-sharegpt', params: { pct: 82, n: 11 } });
   });
 
   test('csv, JSON lines, truncated array, ranking and unknown files', async () => {
     const csv = await brokenReport('csv_column_errors.csv');
-    expect(csv.invalid.map((i) => [i.code, i.params])).toEqual([['csv-column-count', { got: 4, expected: 3 }], ['csv-column-count', { got: 1, expected: 3 }]]);
+    expect(csv.invalid.map((i) => [i.code, i.params])).toEqual([
+      ['csv-column-count', { got: 4, expected: 3 }],
+      ['csv-column-count', { got: 1, expected: 3 }],
+    ]);
     const lines = await brokenReport('bad_json_lines.jsonl');
     expect(lines.invalid.map((i) => i.code)).toEqual(['json-expected-comma-brace', 'json-expected-quoted-name']);
     const truncated = await brokenReport('truncated_array.json');
@@ -109,12 +132,25 @@ describe('broken rows carry codes and parameters', () => {
   });
 
   test('dataset_info.json errors have codes', async () => {
-    const info = parseDatasetInfo(JSON.stringify({ a: 1, b: { hf_hub_url: 'x/y' }, c: { file_name: 'c.json', formatting: 'chatml' } }));
+    const info = parseDatasetInfo(
+      JSON.stringify({ a: 1, b: { hf_hub_url: 'x/y' }, c: { file_name: 'c.json', formatting: 'chatml' } }),
+    );
     expect(info.errors.map((e) => [e.name, e.code, e.params])).toEqual([
-      ['a', 'info-not-object', undefined], ['b', 'info-hub-dataset', undefined], ['c', 'info-unknown-formatting', { formatting: 'chatml' }],
+      ['a', 'info-not-object', undefined],
+      ['b', 'info-hub-dataset', undefined],
+      ['c', 'info-unknown-formatting', { formatting: 'chatml' }],
     ]);
-    const col = await parseDatasetCollection([{ name: 'dataset_info.json', source: new TextEncoder().encode('{"d": {"file_name": "gone.json"}}') }]);
-    expect(col.errors).toEqual([{ name: 'd', reason: 'file "gone.json" is not among the given files', code: 'info-file-missing', params: { file: 'gone.json' } }]);
+    const col = await parseDatasetCollection([
+      { name: 'dataset_info.json', source: new TextEncoder().encode('{"d": {"file_name": "gone.json"}}') },
+    ]);
+    expect(col.errors).toEqual([
+      {
+        name: 'd',
+        reason: 'file "gone.json" is not among the given files',
+        code: 'info-file-missing',
+        params: { file: 'gone.json' },
+      },
+    ]);
   });
 });
 
@@ -127,7 +163,11 @@ describe('JSON.parse errors', () => {
     ['{"a":-}', 'json-minus-no-number'],
   ])('%s → %s', (text, code) => {
     let msg = '';
-    try { JSON.parse(text); } catch (e) { msg = (e as Error).message.replace(/ in JSON at position \d+( \(line \d+ column \d+\))?/, ''); }
+    try {
+      JSON.parse(text);
+    } catch (e) {
+      msg = (e as Error).message.replace(/ in JSON at position \d+( \(line \d+ column \d+\))?/, '');
+    }
     const m = jsonErrorMessage(msg);
     expect(m.code).toBe(code);
     expect(englishText(m)).toBe(`bad JSON: ${msg}`);
@@ -166,7 +206,9 @@ describe('rendering the broken datasets', () => {
       expect(dataMessage('no-such-code', undefined, 'unknown code')).toBe('unknown code');
       expect(dataMessage('toString', undefined, 'not a code')).toBe('not a code');
       i18n.locale = 'en';
-      expect(dataMessage('csv-column-count', { got: 4, expected: 3 }, 'x')).toBe('wrong number of columns: 4 (the header has 3)');
+      expect(dataMessage('csv-column-count', { got: 4, expected: 3 }, 'x')).toBe(
+        'wrong number of columns: 4 (the header has 3)',
+      );
     } finally {
       i18n.locale = before;
     }

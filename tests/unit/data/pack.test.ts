@@ -2,8 +2,19 @@ import { describe, expect, test } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
-  IGNORE_INDEX, collateBatch, greedyKnapsack, packExamples, parseDataset, prepareDataset, splitTrainVal, takeMaxSamples, textStats,
-  tokenStats, histogram, niceStep, type EncodedExample,
+  IGNORE_INDEX,
+  collateBatch,
+  greedyKnapsack,
+  packExamples,
+  parseDataset,
+  prepareDataset,
+  splitTrainVal,
+  takeMaxSamples,
+  textStats,
+  tokenStats,
+  histogram,
+  niceStep,
+  type EncodedExample,
 } from '../../../src/data/index.ts';
 import { DATASETS_DIR, lenmlTokenizer } from './helpers.ts';
 
@@ -16,7 +27,11 @@ function ex(row: number, n: number, trainedFrom = 0): EncodedExample {
 describe('packing', () => {
   test('greedy knapsack as LLaMA-Factory: longest item that still fits, ascending order', () => {
     // sorted [2, 3, 5, 7, 8]; cap 10: take 8 then 2 → [8,2]; then 7 then 3 → [7,3]; then [5]
-    expect(greedyKnapsack([5, 8, 2, 7, 3], 10).map((g) => g.map((i) => [5, 8, 2, 7, 3][i]))).toEqual([[8, 2], [7, 3], [5]]);
+    expect(greedyKnapsack([5, 8, 2, 7, 3], 10).map((g) => g.map((i) => [5, 8, 2, 7, 3][i]))).toEqual([
+      [8, 2],
+      [7, 3],
+      [5],
+    ]);
     expect(greedyKnapsack([11, 4], 10)).toEqual([[1]]); // too long: not packed (callers truncate first)
   });
 
@@ -94,13 +109,17 @@ describe('max_samples, val_size, statistics', () => {
     expect(h.edges.at(-1)).toBeLessThan(200);
     expect(h.counts.filter((c) => c > 0).length).toBeGreaterThanOrEqual(8); // up to cutoff 2048 they would share one bar
     expect(h.counts.reduce((a, b) => a + b, 0)).toBe(200);
-    expect([0.3, 1, 1.5, 3, 7, 12, 20, 21, 99, 101, 4999].map(niceStep)).toEqual([1, 1, 2, 5, 10, 20, 20, 50, 100, 200, 5000]);
+    expect([0.3, 1, 1.5, 3, 7, 12, 20, 21, 99, 101, 4999].map(niceStep)).toEqual([
+      1, 1, 2, 5, 10, 20, 20, 50, 100, 200, 5000,
+    ]);
   });
 });
 
 describe('prepareDataset end to end', () => {
   test('alpaca demo with the Qwen3 tokenizer: every row encoded, packing keeps every token', async () => {
-    const { report, examples } = await parseDataset(readFileSync(resolve(DATASETS_DIR, 'alpaca_en_zh_demo.json')), { fileName: 'alpaca_en_zh_demo.json' });
+    const { report, examples } = await parseDataset(readFileSync(resolve(DATASETS_DIR, 'alpaca_en_zh_demo.json')), {
+      fileName: 'alpaca_en_zh_demo.json',
+    });
     const tok = await lenmlTokenizer('qwen3');
     const p = prepareDataset(examples, tok, { cutoffLen: 256, valSize: 0.1, seed: 1, packing: true });
     expect(p.invalid).toEqual([]);
@@ -116,18 +135,48 @@ describe('prepareDataset end to end', () => {
 
   test('rows a template cannot encode are reported, not dropped', async () => {
     const tok = await lenmlTokenizer('qwen3');
-    const bad = { kind: 'chat' as const, row: 7, line: 9, conversation: { messages: [{ role: 'user' as const, content: 'q' }, { role: 'assistant' as const, content: 'a' }] } };
+    const bad = {
+      kind: 'chat' as const,
+      row: 7,
+      line: 9,
+      conversation: {
+        messages: [
+          { role: 'user' as const, content: 'q' },
+          { role: 'assistant' as const, content: 'a' },
+        ],
+      },
+    };
     const p = prepareDataset([bad], tok, { cutoffLen: 64 }, undefined);
     expect(p.invalid).toEqual([]);
-    const raising = prepareDataset([bad], tok, { cutoffLen: 64 }, (await import('../../../src/data/index.ts')).chatTemplateFor(tok, { template: "{{ raise_exception('no system prompt') }}" }));
-    expect(raising.invalid).toEqual([{ row: 7, line: 9, field: '<template>', reason: expect.stringMatching(/no system prompt/), code: 'template-error', params: { message: expect.stringMatching(/no system prompt/) } }]);
+    const raising = prepareDataset(
+      [bad],
+      tok,
+      { cutoffLen: 64 },
+      (await import('../../../src/data/index.ts')).chatTemplateFor(tok, {
+        template: "{{ raise_exception('no system prompt') }}",
+      }),
+    );
+    expect(raising.invalid).toEqual([
+      {
+        row: 7,
+        line: 9,
+        field: '<template>',
+        reason: expect.stringMatching(/no system prompt/),
+        code: 'template-error',
+        params: { message: expect.stringMatching(/no system prompt/) },
+      },
+    ]);
     expect(raising.train).toEqual([]);
     const tiny = prepareDataset([bad], tok, { cutoffLen: 1 });
     expect(tiny.invalid[0].reason).toMatch(/no trained token left after cutoff_len 1/);
   });
 
   test('duplicates are found at parse time', async () => {
-    const rows = [{ instruction: 'a', output: 'b' }, { instruction: 'c', output: 'd' }, { instruction: 'a', output: 'b' }];
+    const rows = [
+      { instruction: 'a', output: 'b' },
+      { instruction: 'c', output: 'd' },
+      { instruction: 'a', output: 'b' },
+    ];
     const { report } = await parseDataset(JSON.stringify(rows), { fileName: 'd.json' });
     expect(report.duplicateGroups).toEqual([[0, 2]]);
     expect(report.warnings.join()).toMatch(/1 row\(s\) repeat an earlier row/);

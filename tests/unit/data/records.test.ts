@@ -126,7 +126,14 @@ describe('sources and progress', () => {
     const lines = Array.from({ length: 5000 }, (_, i) => JSON.stringify({ text: `row ${i}` })).join('\n');
     const blob = new Blob([lines]);
     const seen: number[] = [];
-    const { recs } = await collect(blob, { fileName: 'x.jsonl', progressEveryBytes: 1000, onProgress: (p) => { seen.push(p.bytesDone); expect(p.totalBytes).toBe(blob.size); } });
+    const { recs } = await collect(blob, {
+      fileName: 'x.jsonl',
+      progressEveryBytes: 1000,
+      onProgress: (p) => {
+        seen.push(p.bytesDone);
+        expect(p.totalBytes).toBe(blob.size);
+      },
+    });
     expect(recs).toHaveLength(5000);
     expect(seen.length).toBeGreaterThan(1);
     expect(seen[seen.length - 1]).toBe(blob.size);

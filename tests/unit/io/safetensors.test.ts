@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { blobSource, bytesSource, type ByteSource } from '../../../src/io/byte-source.ts';
 import { nodeFileSource } from '../../../src/io/node-fs.ts';
-import { SafetensorsError, SafetensorsFile, readHeader, typedData, type TypedTensorData } from '../../../src/io/safetensors.ts';
+import {
+  SafetensorsError,
+  SafetensorsFile,
+  readHeader,
+  typedData,
+  type TypedTensorData,
+} from '../../../src/io/safetensors.ts';
 import { loadFixture } from '../../reference/fixtures.ts';
 import { concat, f32Bytes, rawFile } from './st-helpers.ts';
 
@@ -54,8 +60,12 @@ describe('safetensors reader on a file written by torch-side code (gen_safetenso
       const t = await f.readTensor(name);
       expect(Buffer.from(t.bytes).toString('hex')).toBe(fx.meta.raw_hex[name]);
     }
-    expect(Array.from(typedData(await f.readTensor('model.embed_tokens.weight')) as Float32Array)).toEqual(Array.from(fx.f32('f32')));
-    expect(Array.from(typedData(await f.readTensor('layers.0.bf16')) as Uint16Array)).toEqual(Array.from(fx.t.bf16.data));
+    expect(Array.from(typedData(await f.readTensor('model.embed_tokens.weight')) as Float32Array)).toEqual(
+      Array.from(fx.f32('f32')),
+    );
+    expect(Array.from(typedData(await f.readTensor('layers.0.bf16')) as Uint16Array)).toEqual(
+      Array.from(fx.t.bf16.data),
+    );
     expect(Array.from(typedData(await f.readTensor('layers.0.f16')) as Uint16Array)).toEqual(Array.from(fx.t.f16.data));
     expect(Array.from(typedData(await f.readTensor('i32')) as Int32Array)).toEqual(Array.from(fx.t.i32.data));
     expect(Array.from(typedData(await f.readTensor('i64')) as BigInt64Array).map(String)).toEqual(fx.meta.i64);
@@ -88,8 +98,13 @@ describe('safetensors reader on a file written by torch-side code (gen_safetenso
   });
 
   it('works on a Blob and on a Node file handle', async () => {
-    const bytes = rawFile({ __metadata__: { a: 'b' }, x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, f32Bytes([1.5, -2]));
-    const fromBlob = await SafetensorsFile.open(blobSource(new Blob([bytes as Uint8Array<ArrayBuffer>]), 'blob.safetensors'));
+    const bytes = rawFile(
+      { __metadata__: { a: 'b' }, x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } },
+      f32Bytes([1.5, -2]),
+    );
+    const fromBlob = await SafetensorsFile.open(
+      blobSource(new Blob([bytes as Uint8Array<ArrayBuffer>]), 'blob.safetensors'),
+    );
     expect(nums(typedData(await fromBlob.readTensor('x')))).toEqual([1.5, -2]);
     const dir = mkdtempSync(join(tmpdir(), 'st-'));
     const path = join(dir, 'x.safetensors');
@@ -108,7 +123,9 @@ describe('safetensors reader on a file written by torch-side code (gen_safetenso
   });
 
   it('says which tensor is unknown', async () => {
-    const f = await SafetensorsFile.open(bytesSource(rawFile({ a: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } }, 1), 'm.safetensors'));
+    const f = await SafetensorsFile.open(
+      bytesSource(rawFile({ a: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } }, 1), 'm.safetensors'),
+    );
     await expect(f.readTensor('b')).rejects.toThrow(/m\.safetensors: tensor "b": no such tensor/);
   });
 });
@@ -193,7 +210,18 @@ describe('safetensors validation: every bad file is a SafetensorsError naming fi
     expect((await fails(rawFile({ __metadata__: ['x'], ...ok }, 16))).kind).toBe('metadata');
   });
   it('accepts empty files, zero-size tensors and null metadata', async () => {
-    const f = await SafetensorsFile.open(bytesSource(rawFile({ __metadata__: null, z: { dtype: 'F32', shape: [0, 3], data_offsets: [0, 0] }, y: { dtype: 'I8', shape: [], data_offsets: [0, 1] } }, 1)));
+    const f = await SafetensorsFile.open(
+      bytesSource(
+        rawFile(
+          {
+            __metadata__: null,
+            z: { dtype: 'F32', shape: [0, 3], data_offsets: [0, 0] },
+            y: { dtype: 'I8', shape: [], data_offsets: [0, 1] },
+          },
+          1,
+        ),
+      ),
+    );
     expect(f.names()).toEqual(['z', 'y']);
     expect(f.metadata).toBeNull();
     const empty = await readHeader(bytesSource(rawFile({}, 0)));
@@ -202,7 +230,13 @@ describe('safetensors validation: every bad file is a SafetensorsError naming fi
   it('reports a file that shrank after opening', async () => {
     const bytes = rawFile(ok, 16);
     let size = bytes.byteLength;
-    const src: ByteSource = { name: 'shrinking', get size() { return size; }, read: async (o, l) => bytes.subarray(o, Math.min(size, o + l)) };
+    const src: ByteSource = {
+      name: 'shrinking',
+      get size() {
+        return size;
+      },
+      read: async (o, l) => bytes.subarray(o, Math.min(size, o + l)),
+    };
     const f = await SafetensorsFile.open(src);
     size -= 4;
     await expect(f.readTensor('w')).rejects.toThrow(/shrinking: tensor "w": could read only 12 of 16 bytes/);
@@ -230,15 +264,26 @@ describe('Python reads what the TS writer writes', () => {
       (f) => nodeFileSink(join(dir, f)),
       { maxShardBytes: 100 },
     );
-    expect(written.files).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
+    expect(written.files).toEqual([
+      'model-00001-of-00002.safetensors',
+      'model-00002-of-00002.safetensors',
+      'model.safetensors.index.json',
+    ]);
     const shardPaths = written.files.slice(0, 2).map((f) => join(dir, f));
-    const out = JSON.parse(execFileSync('/usr/bin/python3', ['tests/reference/gen_safetensors.py', '--check', ...shardPaths], { encoding: 'utf8' }));
+    const out = JSON.parse(
+      execFileSync('/usr/bin/python3', ['tests/reference/gen_safetensors.py', '--check', ...shardPaths], {
+        encoding: 'utf8',
+      }),
+    );
     const a = out[shardPaths[0]];
     expect(a.metadata).toEqual({ format: 'pt' });
     expect(a.header_length % 8).toBe(0);
     const up = a.tensors['model.layers.0.mlp.up_proj.weight'];
     expect(up.shape).toEqual([6, 5]);
-    expect(up.sum).toBeCloseTo(Array.from(w).reduce((s, x) => s + x, 0), 5);
+    expect(up.sum).toBeCloseTo(
+      Array.from(w).reduce((s, x) => s + x, 0),
+      5,
+    );
     const bTensors = out[shardPaths[1]].tensors;
     expect(bTensors.h.sum).toBeCloseTo(1 - 2 + 0.333251953125, 9);
     expect(bTensors.b.sum).toBe(-2);

@@ -1,5 +1,9 @@
 // Hand-built safetensors bytes for tests (independent of our writer).
-export function rawFile(header: unknown, data: Uint8Array | number = 0, opts: { pad?: boolean; lengthOverride?: bigint } = {}): Uint8Array {
+export function rawFile(
+  header: unknown,
+  data: Uint8Array | number = 0,
+  opts: { pad?: boolean; lengthOverride?: bigint } = {},
+): Uint8Array {
   const text = typeof header === 'string' ? header : JSON.stringify(header);
   let json = new TextEncoder().encode(text);
   if (opts.pad !== false) {
