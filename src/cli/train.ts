@@ -35,8 +35,14 @@ import { planMemory } from '../engine/plan/plan.ts';
 import type { LoadOptions } from '../engine/model/load.ts';
 import type { LoraSet } from '../engine/model/model.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../engine/train/checkpoint-files.ts';
-import { DataLoader } from '../engine/train/data.ts';
-import { memoryPlanInput, planRun, startTraining, type RunPlan, type Training } from '../engine/train/run-builder.ts';
+import {
+  evalBatchesOf,
+  memoryPlanInput,
+  planRun,
+  startTraining,
+  type RunPlan,
+  type Training,
+} from '../engine/train/run-builder.ts';
 import { RunDriver } from '../engine/train/run-driver.ts';
 import { parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-config.ts';
 
@@ -247,12 +253,7 @@ export default async function train(argv: string[]): Promise<number> {
             `tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`,
           );
 
-        const valLoader = prep.val.length
-          ? new DataLoader(prep.val, { ...plan.batches, gradientAccumulationSteps: 1, padId, shuffle: false })
-          : null;
-        const evalBatches = valLoader
-          ? Array.from({ length: valLoader.microBatchesPerEpoch }, () => valLoader.nextWindow()[0])
-          : [];
+        const evalBatches = evalBatchesOf(plan, prep.val, padId);
         err(
           `tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainer.trainableParameters.toLocaleString('en-US')} trainable parameters`,
         );

@@ -6,9 +6,9 @@ import type { LedgerReport } from '../engine/gpu/ledger.ts';
 import type { MicroBatch } from '../engine/model/batch.ts';
 import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
 import { checkTrainConfig, problemText, runConfig } from '../engine/train/method.ts';
-import { planRun, startTraining, type RunPlan, type Training } from '../engine/train/run-builder.ts';
+import { evalBatchesOf, planRun, startTraining, type RunPlan, type Training } from '../engine/train/run-builder.ts';
 import { RunDriver, type BeforeStep } from '../engine/train/run-driver.ts';
-import { collateBatch, type Example, type PreparedDataset } from '../data/index.ts';
+import type { Example, PreparedDataset } from '../data/index.ts';
 import type { DataSession } from './data-session.ts';
 import type { GpuModelCache } from './gpu-model.ts';
 import {
@@ -189,18 +189,7 @@ export class RunSession {
     record.totalSteps = training.totalSteps;
     record.trainExamples = prep.data.train.length;
     record.valExamples = prep.data.val.length;
-    const valBatches: MicroBatch[] = [];
-    for (let i = 0; i < prep.data.val.length; i += plan.batches.batchSize) {
-      const pb = collateBatch(prep.data.val.slice(i, i + plan.batches.batchSize), padId, 8);
-      valBatches.push({
-        batch: pb.batch,
-        seqLen: pb.seqLen,
-        inputIds: pb.inputIds,
-        labels: pb.labels,
-        positionIds: pb.positionIds,
-        lengths: pb.lengths,
-      });
-    }
+    const valBatches = evalBatchesOf(plan, prep.data.val, padId);
     return {
       record,
       plan,

@@ -5,6 +5,7 @@
 // `startTraining`, so a setting cannot reach one and miss the other.
 import type { PrepareOptions } from '../../data/pipeline.ts';
 import type { EncodedExample, PackedSequence } from '../../data/types.ts';
+import type { MicroBatch } from '../model/batch.ts';
 import type { LoadOptions } from '../model/load.ts';
 import { attachLora, type LoraConfig, type LoraSet, type Model } from '../model/model.ts';
 import type { TrainPlanConfig } from '../plan/plan.ts';
@@ -134,6 +135,13 @@ export function memoryPlanInput(plan: RunPlan, seqLen: number, maxBufferBytes?: 
     gradientCheckpointing: plan.optimizer.gradientCheckpointing ?? true,
     maxBufferBytes,
   };
+}
+
+/** The held-out rows as micro-batches in order (evaluation at each log uses them all). */
+export function evalBatchesOf(plan: RunPlan, val: EncodedExample[], padId: number): MicroBatch[] {
+  if (!val.length) return [];
+  const loader = new DataLoader(val, { ...plan.batches, gradientAccumulationSteps: 1, padId, shuffle: false });
+  return Array.from({ length: loader.microBatchesPerEpoch }, () => loader.nextWindow()[0]);
 }
 
 export interface Training {
