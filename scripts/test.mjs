@@ -4,11 +4,14 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { ensureSystemPackages } from './system-deps.mjs';
+import { ensureLlamaOracle } from './llama-oracle.mjs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 if (!ensureSystemPackages()) process.exit(1);
+// llama.cpp (node-llama-cpp, prebuilt CPU binary) for the GGUF export tests, into .cache/llama-oracle.
+if (!ensureLlamaOracle()) process.exit(1);
 
 // Types first: a type error anywhere (engine, UI, tests) fails the run, but tests still run so
 // the report shows everything at once.

@@ -2,8 +2,9 @@
 // export keys (model_name_or_path, adapter_name_or_path, export_dir, export_size in GB) and writes
 // a transformers checkpoint: config.json, generation_config.json, the tokenizer files, and
 // model.safetensors or shards + model.safetensors.index.json, in the base model's torch_dtype.
+// With `export_format: gguf` it writes one `<model>-<export_gguf_type>.gguf` for llama.cpp / Ollama.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   CliError,
   errLine,
@@ -18,13 +19,16 @@ import {
 } from './common.ts';
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
+import { exportGguf } from '../engine/export/gguf.ts';
 import type { FloatDType } from '../engine/export/convert.ts';
 import { parseExportYaml, type ExportConfig } from '../engine/train/llamafactory-config.ts';
 
 const USAGE = `usage: tabtune export <config.yaml> [key=value ...] [--dtype bf16|f16|f32]
 
 Merges adapter_name_or_path into model_name_or_path and writes a transformers checkpoint to export_dir
-(shards of at most export_size GB). The dtype is the base model's torch_dtype unless --dtype is given.`;
+(shards of at most export_size GB). The dtype is the base model's torch_dtype unless --dtype is given.
+With export_format: gguf, writes export_dir/<model>-<type>.gguf for llama.cpp / Ollama instead
+(export_gguf_type: f32 | f16 | bf16 | q8_0, default f16).`;
 
 export interface ExportArgs {
   yamlPath: string;
@@ -69,7 +73,11 @@ export default async function exportCmd(argv: string[]): Promise<number> {
       c.modelNameOrPath,
     );
     const outDir = resolvePath(c.exportDir, args.yamlPath);
-    if (existsSync(outDir) && readdirSync(outDir).some((f) => f.endsWith('.safetensors') || f === 'config.json')) {
+    if (
+      c.exportFormat === 'safetensors' &&
+      existsSync(outDir) &&
+      readdirSync(outDir).some((f) => f.endsWith('.safetensors') || f === 'config.json')
+    ) {
       err(`tabtune export: note: ${outDir} already holds a checkpoint; its files are overwritten`);
     }
     const g = await openGpu();
@@ -81,24 +89,46 @@ export default async function exportCmd(argv: string[]): Promise<number> {
         if (existsSync(join(dir, f))) tokenizerFiles.set(f, readFileSync(join(dir, f)));
       if (!tokenizerFiles.has('tokenizer.json') && !tokenizerFiles.has('tokenizer.model'))
         err(`tabtune export: warning: ${dir} has no tokenizer files; the export will have none`);
-      err(
-        `tabtune: merging ${lora ? `${c.adapterNameOrPath![0]} (${lora.adapters.size} modules, scale ${lora.scale})` : 'no adapter'} into ${dir} → ${outDir} as ${dtype}, shards ≤ ${c.exportSize} GB`,
-      );
       let last = -1;
-      const written = await exportMerged(model, lora, {
-        dtype,
-        maxShardBytes: c.exportSize * 1e9,
-        configText: files.configText,
-        tokenizerFiles,
-        write: nodeDirWriter(outDir),
-        onNote: (n) => err(`note: ${n}`),
-        onProgress: (p) => {
-          const pct = Math.floor((100 * p.done) / p.total);
-          if (process.stderr.isTTY && pct !== last) process.stderr.write(`\r  ${pct} % (${p.tensor})`.padEnd(80));
-          last = pct;
-        },
-      });
-      if (process.stderr.isTTY) process.stderr.write('\n');
+      const onProgress = (p: { tensor: string; done: number; total: number }) => {
+        const pct = Math.floor((100 * p.done) / p.total);
+        if (process.stderr.isTTY && pct !== last) process.stderr.write(`\r  ${pct} % (${p.tensor})`.padEnd(80));
+        last = pct;
+      };
+      const what = lora
+        ? `${c.adapterNameOrPath![0]} (${lora.adapters.size} modules, scale ${lora.scale})`
+        : 'no adapter';
+      let written: string[];
+      if (c.exportFormat === 'gguf') {
+        if (args.dtype) err('tabtune export: note: --dtype is not used for GGUF; export_gguf_type sets the type');
+        err(`tabtune: merging ${what} into ${dir} → ${outDir} as GGUF ${c.exportGgufType}`);
+        const t0 = performance.now();
+        const r = await exportGguf(model, lora, {
+          type: c.exportGgufType,
+          name: basename(dir),
+          tokenizerFiles,
+          write: nodeDirWriter(outDir),
+          onNote: (n) => err(`note: ${n}`),
+          onProgress,
+        });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        err(
+          `tabtune: ${r.fileName}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        );
+        written = [r.fileName];
+      } else {
+        err(`tabtune: merging ${what} into ${dir} → ${outDir} as ${dtype}, shards ≤ ${c.exportSize} GB`);
+        written = await exportMerged(model, lora, {
+          dtype,
+          maxShardBytes: c.exportSize * 1e9,
+          configText: files.configText,
+          tokenizerFiles,
+          write: nodeDirWriter(outDir),
+          onNote: (n) => err(`note: ${n}`),
+          onProgress,
+        });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+      }
       for (const f of written) process.stdout.write(`${join(outDir, f)}\n`);
       lora?.release();
     });

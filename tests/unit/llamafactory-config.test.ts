@@ -348,6 +348,8 @@ export_legacy_format: false
       exportDir: 'output/llama3_lora_sft',
       exportSize: 5,
       exportLegacyFormat: false,
+      exportFormat: 'safetensors',
+      exportGgufType: 'f16',
     });
     expect(notes.some((n) => n.startsWith('export_device: accepted and ignored'))).toBe(true);
     expect(parseExportYaml('model_name_or_path: m\nexport_dir: out\n').config.exportSize).toBe(5);
@@ -355,6 +357,28 @@ export_legacy_format: false
       'export_legacy_format',
     );
     expect(fails('model_name_or_path: m', parseExportYaml).message).toBe('my.yaml: export_dir: is required');
+  });
+
+  it('reads export_format: gguf and export_gguf_type (f32 | f16 | bf16 | q8_0), refusing others', () => {
+    const base = 'model_name_or_path: m\nexport_dir: out\n';
+    const g = parseExportYaml(`${base}export_format: gguf\nexport_gguf_type: Q8_0\n`);
+    expect(g.config.exportFormat).toBe('gguf');
+    expect(g.config.exportGgufType).toBe('q8_0');
+    expect(g.warnings).toEqual([]);
+    expect(parseExportYaml(`${base}export_format: gguf\n`).config.exportGgufType).toBe('f16');
+    for (const t of ['f32', 'bf16'])
+      expect(parseExportYaml(`${base}export_format: gguf\nexport_gguf_type: ${t}\n`).config.exportGgufType).toBe(t);
+    const q4 = fails(`${base}export_format: gguf\nexport_gguf_type: q4_k_m\n`, parseExportYaml);
+    expect(q4.key).toBe('export_gguf_type');
+    expect(q4.message).toMatch(/q4_k_m is not yet supported/);
+    expect(fails(`${base}export_gguf_type: f8\n`, parseExportYaml).message).toMatch(/must be f32, f16, bf16 or q8_0/);
+    expect(fails(`${base}export_format: onnx\n`, parseExportYaml).message).toMatch(/must be safetensors or gguf/);
+    expect(parseExportYaml(`${base}export_gguf_type: q8_0\n`).warnings.join(' ')).toMatch(
+      /only used with export_format: gguf/,
+    );
+    expect(parseExportYaml(`${base}export_format: gguf\nexport_size: 2\n`).warnings.join(' ')).toMatch(
+      /export_size is not used/,
+    );
   });
 
   it('reads examples/inference/llama3_lora_sft.yaml with generating_args.py defaults', () => {

@@ -27,8 +27,11 @@ export const ALL_LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_p
 export const LR_SCHEDULERS = ['constant', 'constant_with_warmup', 'linear', 'cosine'] as const;
 export type LrScheduler = (typeof LR_SCHEDULERS)[number];
 
+/** sft: supervised fine-tuning on conversations; pt: continued pre-training on raw text. */
+export type TrainStage = 'sft' | 'pt';
+
 export interface TrainConfig {
-  stage: 'sft';
+  stage: TrainStage;
   doTrain: boolean;
   modelNameOrPath: string;
   /** Existing adapter(s) to continue from (comma list in YAML). */
@@ -85,6 +88,10 @@ export interface ExportConfig {
   exportSize: number;
   /** true = .bin files; we only write safetensors and refuse it. */
   exportLegacyFormat: false;
+  /** Tabtune's own key: merged safetensors (default) or one GGUF file for llama.cpp / Ollama. */
+  exportFormat: 'safetensors' | 'gguf';
+  /** Tabtune's own key: the GGUF tensor type (default f16); only read with export_format: gguf. */
+  exportGgufType: 'f32' | 'f16' | 'bf16' | 'q8_0';
 }
 
 export interface InferConfig {
@@ -215,6 +222,8 @@ const EXPORT_KEYS: Record<string, Kind> = {
   export_dir: 'str',
   export_size: 'int',
   export_legacy_format: 'bool',
+  export_format: 'str',
+  export_gguf_type: 'str',
 };
 const INFER_KEYS: Record<string, Kind> = {
   ...COMMON_MODEL,
@@ -352,11 +361,17 @@ function templateNote(v: Values): string | null {
   return t;
 }
 
-/** Parses a LLaMA-Factory SFT training YAML (e.g. examples/train_lora/llama3_lora_sft.yaml). */
+/** Parses a LLaMA-Factory training YAML, stage sft or pt (e.g. examples/train_lora/llama3_lora_sft.yaml, llama3_lora_pretrain.yaml). */
 export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainConfig> {
   const v = new Values(file, load(text, file), TRAIN_KEYS);
-  const stage = v.str('stage', 'sft');
-  if (stage !== 'sft') v.fail('stage', `only supervised fine-tuning (sft) is supported, got "${stage}"`);
+  const stageRaw = v.str('stage', 'sft');
+  if (stageRaw !== 'sft' && stageRaw !== 'pt') {
+    v.fail(
+      'stage',
+      `only supervised fine-tuning (sft) is supported, got "${stageRaw}" (pt, continued pre-training, is too)`,
+    );
+  }
+  const stage = stageRaw as TrainStage;
   const ft = finetuningType(v);
   const template = templateNote(v);
 
@@ -418,6 +433,13 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
   );
   const trainOnPrompt = v.bool('train_on_prompt', false);
   const maskHistory = v.bool('mask_history', false);
+  // hparams/parser.py: prompt masking exists only for sft.
+  if (stage === 'pt' && (trainOnPrompt || maskHistory)) {
+    v.fail(
+      trainOnPrompt ? 'train_on_prompt' : 'mask_history',
+      'only applies to stage sft (pre-training trains every token)',
+    );
+  }
   if (trainOnPrompt && maskHistory) v.fail('mask_history', '`mask_history` is incompatible with `train_on_prompt`');
 
   // transformers TrainingArguments defaults, except gradient checkpointing which LLaMA-Factory turns on
@@ -435,7 +457,7 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     : null;
 
   const config: TrainConfig = {
-    stage: 'sft',
+    stage,
     doTrain,
     modelNameOrPath: v.required('model_name_or_path'),
     adapterNameOrPath: v.list('adapter_name_or_path'),
@@ -448,7 +470,8 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     cutoffLen: v.int('cutoff_len', 2048, 2),
     maxSamples: v.intOrNull('max_samples', 1),
     valSize,
-    packing: v.bool('packing', false),
+    // hparams/parser.py: packing defaults to on for pt, off otherwise.
+    packing: v.bool('packing', stage === 'pt'),
     trainOnPrompt,
     maskHistory,
     perDeviceTrainBatchSize: v.int('per_device_train_batch_size', 8, 1),
@@ -498,7 +521,23 @@ export function parseExportYaml(text: string, file = 'export.yaml'): Parsed<Expo
     exportDir: v.required('export_dir'),
     exportSize: v.int('export_size', 5, 1),
     exportLegacyFormat: false,
+    exportFormat: 'safetensors',
+    exportGgufType: 'f16',
   };
+  const format = v.str('export_format', 'safetensors');
+  if (format !== 'safetensors' && format !== 'gguf')
+    v.fail('export_format', `must be safetensors or gguf, got ${JSON.stringify(format)}`);
+  config.exportFormat = format as ExportConfig['exportFormat'];
+  const ggufType = v.str('export_gguf_type', 'f16').toLowerCase();
+  if (ggufType === 'q4_k_m' || /^q[2-6]_k/.test(ggufType) || /^q[45]_[01]$/.test(ggufType))
+    v.fail('export_gguf_type', `${ggufType} is not yet supported; use f32, f16, bf16 or q8_0`);
+  if (ggufType !== 'f32' && ggufType !== 'f16' && ggufType !== 'bf16' && ggufType !== 'q8_0')
+    v.fail('export_gguf_type', `must be f32, f16, bf16 or q8_0, got ${JSON.stringify(ggufType)}`);
+  config.exportGgufType = ggufType as ExportConfig['exportGgufType'];
+  if (format !== 'gguf' && v.has('export_gguf_type'))
+    v.warnings.push('export_gguf_type is only used with export_format: gguf');
+  if (format === 'gguf' && v.has('export_size'))
+    v.warnings.push('export_size is not used for GGUF: one file is written');
   if (config.adapterNameOrPath === null && ft === 'lora')
     v.notes.push('adapter_name_or_path not given: the base model is exported as is');
   return { config, warnings: v.warnings, notes: v.notes };
@@ -555,7 +594,7 @@ export function trainConfigToYaml(c: TrainConfig): string {
     kv('double_quantization', String(c.quantization.doubleQuantization));
   }
   lines.push('', '### method');
-  kv('stage', 'sft');
+  kv('stage', c.stage);
   kv('do_train', String(c.doTrain));
   kv('finetuning_type', c.finetuningType);
   if (c.finetuningType === 'lora') {
@@ -575,7 +614,7 @@ export function trainConfigToYaml(c: TrainConfig): string {
   if (c.template !== null) kv('template', yamlStr(c.template));
   kv('cutoff_len', String(c.cutoffLen));
   if (c.maxSamples !== null) kv('max_samples', String(c.maxSamples));
-  if (c.packing) kv('packing', 'true');
+  if (c.packing !== (c.stage === 'pt')) kv('packing', String(c.packing));
   if (c.trainOnPrompt) kv('train_on_prompt', 'true');
   if (c.maskHistory) kv('mask_history', 'true');
   lines.push('', '### output');

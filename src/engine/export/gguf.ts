@@ -1,0 +1,300 @@
+// GGUF export for llama.cpp / Ollama: the merged model (base + LoRA, the same GPU merge path as
+// the merged safetensors export, ./merged.ts mergedTensors) written as one GGUF v3 file with the
+// metadata, tensor names and tokenizer llama.cpp's convert_hf_to_gguf.py produces:
+// - architectures: Llama and Mistral → "llama" (q/k rows permuted from HF's rotate-half order to
+//   the interleaved pairs llama.cpp's llama RoPE uses, LlamaModel.permute), Qwen2 → "qwen2",
+//   Qwen3 → "qwen3" (NeoX RoPE: no permutation);
+// - tensor types: 1-D tensors (norms, biases) f32; matrices in the requested type (f32, f16, bf16,
+//   or q8_0, see ./gguf-quant.ts; a matrix whose rows are not a multiple of 32 falls back to f16
+//   in q8_0, as the converter does);
+// - tensors are produced one at a time, streamed to the writer: no whole-model buffer.
+import { mergedTensors, ExportError, type ExportableLora, type ExportableModel, type ExportWrite } from './merged.ts';
+import type { FloatDType } from './convert.ts';
+import { ELEMENT_BYTES } from './convert.ts';
+import { ggufChunks, ggufLayout, gguf, type GgufKv, type GgufTensor, type GgmlTypeName } from './gguf-format.ts';
+import { q8_0Chunks, Q8_0_BLOCK } from './gguf-quant.ts';
+import { ggufVocab } from './gguf-vocab.ts';
+import type { ModelConfig } from '../model/config.ts';
+
+export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;
+export type GgufType = (typeof GGUF_TYPES)[number];
+// llama.cpp types users may ask for that we do not write yet.
+const NOT_YET = ['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q4_k'];
+const NOT_YET_ALSO = ['q5_k_s', 'q5_k_m', 'q5_k', 'q6_k', 'iq4_xs', 'iq4_nl', 'tq1_0', 'tq2_0'];
+
+/** llama_ftype (gguf-py LlamaFileType) of each export type. */
+export const GGUF_FILE_TYPE: Record<GgufType, number> = { f32: 0, f16: 1, q8_0: 7, bf16: 32 };
+const MATRIX_TYPE: Record<GgufType, GgmlTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0' };
+
+/** The export type, or a clear error for anything else (before any work). */
+export function checkGgufType(type: string): GgufType {
+  const t = type.toLowerCase();
+  if ((GGUF_TYPES as readonly string[]).includes(t)) return t as GgufType;
+  if (NOT_YET.includes(t) || NOT_YET_ALSO.includes(t))
+    throw new ExportError(
+      `GGUF type ${type} is not yet supported; use one of ${GGUF_TYPES.join(', ')} (quantize further with llama.cpp's llama-quantize)`,
+    );
+  throw new ExportError(`unknown GGUF type ${type}; use one of ${GGUF_TYPES.join(', ')}`);
+}
+
+/** llama.cpp's architecture name for the model (LLM_ARCH names in src/llama-arch.cpp). */
+export function ggufArchitecture(c: ModelConfig): 'llama' | 'qwen2' | 'qwen3' {
+  switch (c.architecture) {
+    case 'LlamaForCausalLM':
+    case 'MistralForCausalLM':
+      return 'llama';
+    case 'Qwen2ForCausalLM':
+      return 'qwen2';
+    case 'Qwen3ForCausalLM':
+      return 'qwen3';
+    default:
+      throw new ExportError(`GGUF export does not support architecture ${String(c.architecture)}`);
+  }
+}
+
+/** `<name>-<type>.gguf` with the name reduced to file-safe characters. */
+export function ggufFileName(name: string, type: GgufType): string {
+  const safe = name.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[-.]+|-+$/g, '') || 'model';
+  return `${safe}-${type}.gguf`;
+}
+
+/** HF tensor name → llama.cpp tensor name (gguf-py constants.py TENSOR_NAMES). */
+export function ggufTensorName(hf: string): string {
+  if (hf === 'model.embed_tokens.weight') return 'token_embd.weight';
+  if (hf === 'model.norm.weight') return 'output_norm.weight';
+  if (hf === 'lm_head.weight') return 'output.weight';
+  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hf);
+  const part = m
+    ? {
+        input_layernorm: 'attn_norm',
+        'self_attn.q_proj': 'attn_q',
+        'self_attn.k_proj': 'attn_k',
+        'self_attn.v_proj': 'attn_v',
+        'self_attn.o_proj': 'attn_output',
+        'self_attn.q_norm': 'attn_q_norm',
+        'self_attn.k_norm': 'attn_k_norm',
+        post_attention_layernorm: 'ffn_norm',
+        'mlp.gate_proj': 'ffn_gate',
+        'mlp.up_proj': 'ffn_up',
+        'mlp.down_proj': 'ffn_down',
+      }[m[2]]
+    : undefined;
+  if (!m || !part) throw new ExportError(`no GGUF name for tensor ${hf}`);
+  return `blk.${m[1]}.${part}.${m[3]}`;
+}
+
+/**
+ * convert_hf_to_gguf LlamaModel.permute on rows: within each head of D rows, new row 2i+j takes
+ * old row j·D/2 + i (HF's rotate-half halves → llama.cpp's interleaved pairs).
+ */
+export function permuteHeadRows(bytes: Uint8Array, rows: number, nHead: number): Uint8Array {
+  if (rows % nHead !== 0 || (rows / nHead) % 2 !== 0)
+    throw new ExportError(`cannot permute ${rows} rows into ${nHead} heads of even size`);
+  const rowBytes = bytes.byteLength / rows;
+  const d = rows / nHead;
+  const half = d / 2;
+  const out = new Uint8Array(bytes.byteLength);
+  for (let h = 0; h < nHead; h++)
+    for (let i = 0; i < half; i++)
+      for (let j = 0; j < 2; j++) {
+        const from = h * d + j * half + i;
+        const to = h * d + 2 * i + j;
+        out.set(bytes.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
+      }
+  return out;
+}
+
+async function collect(src: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of src) {
+    parts.push(c);
+    n += c.byteLength;
+  }
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** llama3 RoPE as llama.cpp applies it: per-frequency divisors in a rope_freqs tensor (LlamaModel.generate_extra_tensors). */
+export function llama3RopeFactors(c: ModelConfig): Float32Array {
+  if (c.rope.type !== 'llama3') throw new Error('not llama3 RoPE');
+  const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: old } = c.rope;
+  const dim = c.headDim;
+  const lowWavelen = old / lowFreqFactor;
+  const highWavelen = old / highFreqFactor;
+  const out = new Float32Array(dim / 2);
+  for (let k = 0; k < dim / 2; k++) {
+    const freq = Math.fround(1 / Math.fround(c.ropeTheta ** Math.fround((2 * k) / dim)));
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highWavelen) out[k] = 1;
+    else if (wavelen > lowWavelen) out[k] = factor;
+    else {
+      const smooth = (old / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+      out[k] = 1 / ((1 - smooth) / factor + smooth);
+    }
+  }
+  return out;
+}
+
+export interface GgufExportOptions {
+  /** f32 | f16 | bf16 | q8_0 (anything else is an error before any work). */
+  type: string;
+  /** general.name, and the file name `<name>-<type>.gguf`. */
+  name: string;
+  /** tokenizer.json, tokenizer_config.json (chat template, special tokens), … as bytes. */
+  tokenizerFiles: ReadonlyMap<string, Uint8Array>;
+  write: ExportWrite;
+  /** Overrides the file name. */
+  fileName?: string;
+  onProgress?: (p: { tensor: string; done: number; total: number }) => void;
+  onNote?: (note: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface GgufPlan {
+  fileName: string;
+  type: GgufType;
+  arch: string;
+  kv: GgufKv[];
+  tensors: GgufTensor[];
+  notes: string[];
+  /** The file's size in bytes. */
+  bytes: number;
+}
+
+/** Checks everything and lays out the file (no tensor data is produced yet). */
+export function planGguf(model: ExportableModel, lora: ExportableLora | null, opts: GgufExportOptions): GgufPlan {
+  const type = checkGgufType(opts.type);
+  const c = model.config;
+  const arch = ggufArchitecture(c);
+  const notes: string[] = [];
+  if (c.rope.type === 'dynamic')
+    throw new ExportError('dynamic NTK RoPE scaling (rope_scaling type dynamic) is not supported by llama.cpp');
+  if (c.rope.type === 'llama3' && arch !== 'llama')
+    throw new ExportError(`llama3 RoPE scaling is only written for the llama architecture, not ${arch}`);
+  if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings)
+    notes.push(
+      `llama.cpp's ${arch} architecture attends over the whole context: the ${c.slidingWindow}-token sliding window is not applied`,
+    );
+  const vocab = ggufVocab(c, opts.tokenizerFiles);
+  notes.push(...vocab.notes);
+
+  const lists = new Map<FloatDType, ReturnType<typeof mergedTensors>>();
+  const listFor = (d: FloatDType) => {
+    let l = lists.get(d);
+    if (!l) {
+      l = mergedTensors(model, lora, d, d === 'f32' ? notes : []);
+      lists.set(d, l);
+    }
+    return l;
+  };
+  const base = listFor('f32');
+  const fallback: string[] = [];
+  const tensors: GgufTensor[] = base.map((t, i) => {
+    const name = ggufTensorName(t.name);
+    const shape = t.shape;
+    const dims = [...shape].reverse();
+    let ggml: GgmlTypeName = shape.length === 1 ? 'F32' : MATRIX_TYPE[type];
+    if (ggml === 'Q8_0' && dims[0] % Q8_0_BLOCK !== 0) {
+      ggml = 'F16';
+      fallback.push(name);
+    }
+    const src: FloatDType = ggml === 'F16' ? 'f16' : ggml === 'BF16' ? 'bf16' : 'f32';
+    const producer = listFor(src)[i];
+    if (producer.name !== t.name) throw new Error(`tensor order differs: ${producer.name} vs ${t.name}`);
+    const raw = producer.data as () => AsyncIterable<Uint8Array>;
+    const isQ = /\.self_attn\.q_proj\.(weight|bias)$/.test(t.name);
+    const isK = /\.self_attn\.k_proj\.(weight|bias)$/.test(t.name);
+    let bytes: () => AsyncIterable<Uint8Array> = raw;
+    if (arch === 'llama' && (isQ || isK)) {
+      const nHead = isQ ? c.numHeads : c.numKvHeads;
+      bytes = async function* () {
+        const all = await collect(raw());
+        if (all.byteLength !== shape.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[src])
+          throw new ExportError(`${t.name}: unexpected size while permuting`);
+        yield permuteHeadRows(all, shape[0], nHead);
+      };
+    }
+    const data = ggml === 'Q8_0' ? () => q8_0Chunks(bytes()) : bytes;
+    return { name, dims, type: ggml, data };
+  });
+  if (fallback.length)
+    notes.push(
+      `q8_0 needs rows of a multiple of 32 values: ${fallback.length} tensor(s) written as f16 (${fallback.slice(0, 3).join(', ')}${fallback.length > 3 ? ', …' : ''})`,
+    );
+  if (c.rope.type === 'llama3') {
+    const f = llama3RopeFactors(c);
+    tensors.push({
+      name: 'rope_freqs.weight',
+      dims: [f.length],
+      type: 'F32',
+      data: async function* () {
+        yield new Uint8Array(f.buffer.slice(0));
+      },
+    });
+  }
+
+  const a = (k: string) => `${arch}.${k}`;
+  const kv: GgufKv[] = [
+    { key: 'general.architecture', value: gguf.str(arch) },
+    { key: 'general.name', value: gguf.str(opts.name) },
+    { key: 'general.file_type', value: gguf.u32(GGUF_FILE_TYPE[type]) },
+    { key: 'general.quantization_version', value: gguf.u32(2) },
+    { key: 'general.alignment', value: gguf.u32(32) },
+    { key: a('vocab_size'), value: gguf.u32(c.vocabSize) },
+    { key: a('context_length'), value: gguf.u32(c.maxPositionEmbeddings) },
+    { key: a('embedding_length'), value: gguf.u32(c.hiddenSize) },
+    { key: a('block_count'), value: gguf.u32(c.numLayers) },
+    { key: a('feed_forward_length'), value: gguf.u32(c.intermediateSize) },
+    { key: a('rope.dimension_count'), value: gguf.u32(c.headDim) },
+    { key: a('attention.head_count'), value: gguf.u32(c.numHeads) },
+    { key: a('attention.head_count_kv'), value: gguf.u32(c.numKvHeads) },
+    { key: a('attention.layer_norm_rms_epsilon'), value: gguf.f32(c.rmsNormEps) },
+    { key: a('rope.freq_base'), value: gguf.f32(c.ropeTheta) },
+  ];
+  if (c.headDim * c.numHeads !== c.hiddenSize) {
+    kv.push({ key: a('attention.key_length'), value: gguf.u32(c.headDim) });
+    kv.push({ key: a('attention.value_length'), value: gguf.u32(c.headDim) });
+  }
+  if (c.rope.type === 'linear') {
+    kv.push({ key: a('rope.scaling.type'), value: gguf.str('linear') });
+    kv.push({ key: a('rope.scaling.factor'), value: gguf.f32(c.rope.factor) });
+  }
+  kv.push(...vocab.kv);
+  const layout = ggufLayout(kv, tensors);
+  return {
+    fileName: opts.fileName ?? ggufFileName(opts.name, type),
+    type,
+    arch,
+    kv,
+    tensors,
+    notes,
+    bytes: layout.fileBytes,
+  };
+}
+
+/** Writes `<name>-<type>.gguf`; returns the file name, its size and the notes. */
+export async function exportGguf(
+  model: ExportableModel,
+  lora: ExportableLora | null,
+  opts: GgufExportOptions,
+): Promise<{ fileName: string; bytes: number; notes: string[] }> {
+  const plan = planGguf(model, lora, opts);
+  plan.notes.forEach((n) => opts.onNote?.(n));
+  if (opts.signal?.aborted) throw new ExportError('export was cancelled');
+  const total = plan.tensors.length;
+  await opts.write(
+    plan.fileName,
+    ggufChunks(plan.kv, plan.tensors, (t, i) => {
+      if (opts.signal?.aborted) throw new ExportError('export was cancelled');
+      opts.onProgress?.({ tensor: t.name, done: i + 1, total });
+    }),
+  );
+  return { fileName: plan.fileName, bytes: plan.bytes, notes: plan.notes };
+}
