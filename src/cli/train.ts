@@ -48,7 +48,8 @@ import { parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-c
 
 const USAGE = `usage: tabtune train <config.yaml> [key=value ...]
 
-Supervised fine-tuning (LoRA, QLoRA with quantization_bit: 4, or full) from a LLaMA-Factory YAML.
+Supervised fine-tuning (stage: sft) or continued pre-training on raw text (stage: pt) — LoRA, QLoRA with
+quantization_bit: 4, or full — from a LLaMA-Factory YAML.
 model_name_or_path must be a local folder; datasets come from dataset_dir/dataset_info.json or are
 files. key=value overrides a YAML key (e.g. max_steps=10 output_dir=saves/try).`;
 

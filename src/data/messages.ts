@@ -131,6 +131,10 @@ export const DATA_MESSAGES = {
   'warn-search-mode':
     '{n} row(s): the chat template rewrites earlier turns (e.g. drops reasoning from history), so answer spans were located by content rather than by prefix rendering',
   'no-trained-token': 'no trained token left after cutoff_len {cutoff} (the prompt alone fills it)',
+  'pretrain-needs-text':
+    'pre-training (stage pt) trains on raw text: this row is a conversation; use a text column or a .txt file',
+  'warn-pretrain-tail':
+    'pre-training: {tokens} tokens make {blocks} blocks of {cutoff}; the last {dropped} tokens do not fill a block and are dropped (as LLaMA-Factory does)',
   'template-error': 'chat template: {message}',
   'template-no-answer': 'chat template: no assistant turn to train on',
   'template-tool-calls-not-rendered':

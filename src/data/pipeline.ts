@@ -3,6 +3,7 @@
 // conversation) are reported like parse errors: none disappears.
 import { EncodeError, encodeExample, type EncodeOptions, type EncodedWithText } from './encode.ts';
 import { packExamples } from './pack.ts';
+import { pretrainSequences } from './pretrain.ts';
 import { splitTrainVal, takeMaxSamples } from './split.ts';
 import { tokenStats, type TokenStats } from './stats.ts';
 import { ChatTemplate } from './template.ts';
@@ -16,6 +17,10 @@ export interface PrepareOptions extends EncodeOptions {
   valSize?: number;
   seed?: number;
   packing?: boolean;
+  /** 'pt': continued pre-training on raw text (pretrain.ts); default 'sft'. */
+  stage?: 'sft' | 'pt';
+  /** pt: the end-of-text token joining documents (default the tokenizer's eos). */
+  pretrainEos?: string;
   /** Qwen3-style templates: passed to the template as `enable_thinking`. */
   enableThinking?: boolean;
   onProgress?: (done: number, total: number) => void;
@@ -73,6 +78,7 @@ export function prepareDataset(
   const chosen = takeMaxSamples(examples, opts.maxSamples);
   if (chosen.length < examples.length)
     addWarning(w, 'warn-max-samples', { max: String(opts.maxSamples), used: chosen.length, total: examples.length });
+  if (opts.stage === 'pt') return preparePretrain(chosen, tok, opts, w);
   const encoded: EncodedExample[] = [];
   const invalid: RowIssue[] = [];
   let searchModeRows = 0;
@@ -122,4 +128,33 @@ export function prepareDataset(
     out.packed = packExamples(train, opts.cutoffLen, padId);
   }
   return out;
+}
+
+/** Stage pt: blocks (or documents) of raw text, every token trained; the split is over the sequences, as LLaMA-Factory splits after preprocessing. */
+function preparePretrain(
+  examples: Example[],
+  tok: TextTokenizer,
+  opts: PrepareOptions,
+  w: WarningList,
+): PreparedDataset {
+  const packing = opts.packing ?? true;
+  const r = pretrainSequences(examples, tok, { cutoffLen: opts.cutoffLen, packing, eosToken: opts.pretrainEos });
+  if (r.droppedTokens)
+    addWarning(w, 'warn-pretrain-tail', {
+      tokens: r.totalTokens,
+      blocks: r.sequences.length,
+      cutoff: opts.cutoffLen,
+      dropped: r.droppedTokens,
+    });
+  opts.onProgress?.(examples.length, examples.length);
+  const { train, val } = splitTrainVal(r.sequences, opts.valSize, opts.seed ?? 42);
+  return {
+    train,
+    val,
+    invalid: r.invalid,
+    warnings: w.warnings,
+    warningCodes: w.warningCodes,
+    stats: tokenStats(r.sequences, opts.cutoffLen),
+    searchModeRows: 0,
+  };
 }

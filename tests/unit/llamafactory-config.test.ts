@@ -415,3 +415,26 @@ trust_remote_code: true
     expect(fails('model_name_or_path: m\ntop_p: 0', parseInferYaml).key).toBe('top_p');
   });
 });
+
+describe('stage pt (continued pre-training)', () => {
+  const pt =
+    'model_name_or_path: m\nstage: pt\ndo_train: true\nfinetuning_type: lora\ndataset: c4_demo\ncutoff_len: 1024\n';
+
+  it('parses with packing on by default (hparams/parser.py) and round-trips through YAML', () => {
+    const { config } = parseTrainYaml(pt);
+    expect(config).toMatchObject({ stage: 'pt', packing: true, trainOnPrompt: false, maskHistory: false });
+    const text = trainConfigToYaml(config);
+    expect(text).toMatch(/^stage: pt$/m);
+    expect(text).not.toMatch(/^packing:/m);
+    expect(parseTrainYaml(text).config).toEqual(config);
+    const unpacked = parseTrainYaml(pt + 'packing: false').config;
+    expect(unpacked.packing).toBe(false);
+    expect(trainConfigToYaml(unpacked)).toMatch(/^packing: false$/m);
+    expect(parseTrainYaml(trainConfigToYaml(unpacked)).config.packing).toBe(false);
+  });
+
+  it('refuses prompt masking, which only sft has', () => {
+    expect(() => parseTrainYaml(pt + 'train_on_prompt: true')).toThrow(/train_on_prompt: only applies to stage sft/);
+    expect(() => parseTrainYaml(pt + 'mask_history: true')).toThrow(/mask_history: only applies to stage sft/);
+  });
+});

@@ -13,6 +13,8 @@ import {
   knob,
   methodOf,
   problemText,
+  knobApplies,
+  setStage,
   runConfig,
   setMethod,
   studioConfigFromYaml,
@@ -185,7 +187,7 @@ describe('every Method setting reaches the run it starts', () => {
       yaml: new TextDecoder().decode(
         llamaFactoryBundle(cfg, { id: 'r', step: 0, totalSteps: 1, method: plan.method }, [
           { name: 'identity.json', file: 'identity.json', bytes: new Uint8Array([91, 93]) },
-        ]).get('train_sft.yaml')!,
+        ]).get(`train_${cfg.stage}.yaml`)!,
       ),
     };
   }
@@ -265,6 +267,28 @@ describe('every Method setting reaches the run it starts', () => {
     tpl.template = 'qwen';
     expect(runOf(tpl).yaml).toMatch(/^template: qwen$/m);
     expect(parseTrainYaml(runOf(tpl).yaml).config.template).toBe('qwen');
+  });
+
+  it('the stage: continued pre-training packs by default, hides prompt masking and is written to the YAML', () => {
+    const c = fresh();
+    c.trainOnPrompt = true;
+    setStage(c, 'pt');
+    expect(c).toMatchObject({ stage: 'pt', packing: true, trainOnPrompt: false, maskHistory: false });
+    expect(METHOD_KNOBS.filter((k) => !knobApplies(k, c)).map((k) => k.id)).toEqual([
+      'trainOnPrompt',
+      'maskHistory',
+      'doubleQuant',
+    ]);
+    const pt = runOf(c);
+    expect(pt.plan.prepare).toMatchObject({ stage: 'pt', packing: true, pretrainEos: undefined });
+    expect(pt.memory.packing).toBe(true);
+    expect(pt.yaml).toMatch(/^stage: pt$/m);
+    expect(pt.yaml).toMatch(/^output_dir: saves\/model\/lora\/pt$/m);
+    c.template = 'llama3';
+    expect(runOf(c).plan.prepare.pretrainEos).toBe('<|end_of_text|>');
+    setStage(c, 'sft');
+    expect(c.packing).toBe(false);
+    expect(runOf(c).plan.prepare.stage).toBe('sft');
   });
 
   it('plan suggestions change the settings and keep the effective batch', () => {

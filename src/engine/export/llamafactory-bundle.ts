@@ -1,6 +1,6 @@
 // A LLaMA-Factory bundle: the run's training YAML, its datasets in their own files and a
 // dataset_info.json that names them (LLaMA-Factory data/README.md: file_name, formatting,
-// columns, tags), so `llamafactory-cli train train_sft.yaml` continues the same run on a GPU machine.
+// columns, tags), so `llamafactory-cli train train_<stage>.yaml` continues the same run on a GPU machine.
 import type { DatasetFormat, DatasetInfoEntry } from '../../data/types.ts';
 import { trainConfigToYaml, type TrainConfig } from '../train/llamafactory-config.ts';
 
@@ -39,13 +39,15 @@ function infoEntry(d: BundleDataset): Record<string, unknown> {
   const entry: Record<string, unknown> = { ...(d.entry ?? {}), file_name: baseName(d.file) };
   if (!d.entry && d.format === 'sharegpt') entry.formatting = 'sharegpt';
   if (!d.entry && d.format === 'openai') Object.assign(entry, OPENAI_AS_SHAREGPT);
+  // Raw text for stage pt: LLaMA-Factory reads it from the prompt column (data/README.md).
+  if (!d.entry && d.format === 'text') entry.columns = { prompt: 'text' };
   return entry;
 }
 
 const baseName = (path: string) => path.split('/').pop() ?? path;
 const safeName = (name: string) => name.replace(/\.[^.]+$/, '').replace(/[^\w.-]+/g, '_');
 
-/** The bundle's files by path: train_sft.yaml, data/<files>, data/dataset_info.json, README.md. */
+/** The bundle's files by path: train_<stage>.yaml, data/<files>, data/dataset_info.json, README.md. */
 export function llamaFactoryBundle(
   config: TrainConfig,
   run: BundleRun,
@@ -66,13 +68,15 @@ export function llamaFactoryBundle(
   })
     // dataset_dir is LLaMA-Factory's default, written anyway so the bundle reads the same from any folder.
     .replace(/^### dataset$/m, '### dataset\ndataset_dir: data');
-  files.set('train_sft.yaml', enc.encode(yaml));
+  const yamlName = `train_${config.stage}.yaml`;
+  files.set(yamlName, enc.encode(yaml));
   files.set('data/dataset_info.json', enc.encode(JSON.stringify(info, null, 2) + '\n'));
   files.set(
     'README.md',
     enc.encode(
       `# ${run.id}\n\nTrained in Tabtune on ${config.modelNameOrPath} (${run.method}, ${run.step} of ${run.totalSteps} steps).\n\n` +
-        'Continue on a GPU machine with LLaMA-Factory (put the model id or a local path in model_name_or_path):\n\n```bash\nllamafactory-cli train train_sft.yaml\n```\n',
+        'Continue on a GPU machine with LLaMA-Factory (put the model id or a local path in model_name_or_path):\n\n' +
+        `\`\`\`bash\nllamafactory-cli train ${yamlName}\n\`\`\`\n`,
     ),
   );
   return files;

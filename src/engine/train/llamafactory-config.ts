@@ -501,8 +501,10 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
   };
   if (config.adapterNameOrPath && ft !== 'lora')
     v.fail('adapter_name_or_path', 'adapters can only be continued with finetuning_type: lora');
-  if (config.packing)
+  if (config.packing && stage === 'sft')
     v.notes.push('packing: sequences are packed up to cutoff_len with attention kept inside each sequence');
+  if (config.packing && stage === 'pt')
+    v.notes.push('packing: documents are joined with the end-of-text token and cut into cutoff_len blocks');
   return { config, warnings: v.warnings, notes: v.notes };
 }
 

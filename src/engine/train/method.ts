@@ -9,6 +9,7 @@ import {
   trainConfigToYaml,
   type LrScheduler,
   type TrainConfig,
+  type TrainStage,
 } from './llamafactory-config.ts';
 
 export type Method = 'lora' | 'qlora' | 'full';
@@ -24,6 +25,21 @@ export function setMethod(c: TrainConfig, m: Method): void {
   if (m !== 'qlora') c.quantization = null;
   else c.quantization ??= { bits: 4, type: 'nf4', doubleQuantization: true };
   if (m === 'full') c.lora.useRslora = c.lora.useDora = false;
+}
+
+export const STAGES: readonly TrainStage[] = ['sft', 'pt'];
+
+/** Switches SFT / continued pre-training in place, with LLaMA-Factory's per-stage defaults (packing on for pt). */
+export function setStage(c: TrainConfig, stage: TrainStage): void {
+  if (c.stage === stage) return;
+  c.stage = stage;
+  c.packing = stage === 'pt';
+  if (stage === 'pt') c.trainOnPrompt = c.maskHistory = false;
+}
+
+/** The knobs that apply to the settings' method and stage. */
+export function knobApplies(k: Knob, c: TrainConfig): boolean {
+  return (!k.only || k.only.includes(methodOf(c))) && (!k.stages || k.stages.includes(c.stage));
 }
 
 /** LlamaBoard's defaults. Model and dataset names are filled in when a run starts or a YAML is written. */
@@ -105,6 +121,8 @@ interface KnobBase<V> {
   group: KnobGroup;
   /** Shown only for these methods (all when absent). */
   only?: readonly Method[];
+  /** Shown only for these stages (all when absent). */
+  stages?: readonly TrainStage[];
   get(c: TrainConfig): V;
   set(c: TrainConfig, v: V): void;
 }
@@ -181,8 +199,8 @@ export const METHOD_KNOBS: readonly Knob[] = [
   num('gradAccum', 'batch', 'gradientAccumulationSteps', '1', 1),
   num('valSize', 'batch', 'valSize', 'any', 0),
   bool('packing', 'batch', 'packing'),
-  bool('trainOnPrompt', 'batch', 'trainOnPrompt'),
-  bool('maskHistory', 'batch', 'maskHistory'),
+  { ...bool('trainOnPrompt', 'batch', 'trainOnPrompt'), stages: ['sft'] },
+  { ...bool('maskHistory', 'batch', 'maskHistory'), stages: ['sft'] },
   bool('gradientCheckpointing', 'batch', 'gradientCheckpointing'),
   // LlamaBoard's neftune_alpha: 0 = off (null in the config).
   {
@@ -325,7 +343,7 @@ export function runConfig(c: TrainConfig, o: { modelNameOrPath: string; datasets
   const out = structuredClone(c);
   out.modelNameOrPath = o.modelNameOrPath;
   out.dataset = o.datasets.length ? [...o.datasets] : ['identity_en_zh'];
-  out.outputDir ||= `saves/${o.modelNameOrPath.split('/').pop()}/${c.finetuningType}/sft`;
+  out.outputDir ||= `saves/${o.modelNameOrPath.split('/').pop()}/${c.finetuningType}/${c.stage}`;
   return out;
 }
 

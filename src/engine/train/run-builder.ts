@@ -16,8 +16,8 @@ import { Trainer, type TrainerConfig } from './trainer.ts';
 
 /** How the data of a run is tokenized, truncated, split and packed. */
 export type PrepareSpec = Required<
-  Pick<PrepareOptions, 'cutoffLen' | 'trainOnPrompt' | 'maskHistory' | 'seed' | 'packing'>
-> & { maxSamples: number | undefined; valSize: number | undefined };
+  Pick<PrepareOptions, 'cutoffLen' | 'trainOnPrompt' | 'maskHistory' | 'seed' | 'packing' | 'stage'>
+> & { maxSamples: number | undefined; valSize: number | undefined; pretrainEos: string | undefined };
 
 export interface RunPlan {
   method: Method;
@@ -104,6 +104,9 @@ export function planRun(tc: TrainConfig): RunPlan {
       maskHistory: tc.maskHistory,
       seed: tc.seed,
       packing: tc.packing,
+      stage: tc.stage,
+      // pretrain.py: Llama 3 Instruct's eos is <|eot_id|>; documents end with <|end_of_text|> there.
+      pretrainEos: tc.stage === 'pt' && tc.template === 'llama3' ? '<|end_of_text|>' : undefined,
       maxSamples: tc.maxSamples ?? undefined,
       valSize: tc.valSize || undefined,
     },

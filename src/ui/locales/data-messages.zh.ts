@@ -122,6 +122,9 @@ export const dataMessagesZh: Record<DataMessageCode, string> = {
   'warn-max-samples': 'max_samples {max}：只使用 {total} 行中的前 {used} 行',
   'warn-search-mode':
     '{n} 行：对话模板会改写之前的轮次（例如从历史中删去推理内容），因此回答片段是按内容而不是按前缀渲染定位的',
+  'pretrain-needs-text': '继续预训练（stage pt）只用纯文本：这一行是对话；请使用 text 列或 .txt 文件',
+  'warn-pretrain-tail':
+    '继续预训练：{tokens} 个词元组成 {blocks} 个长度为 {cutoff} 的块；最后 {dropped} 个词元不足一块，被丢弃（与 LLaMA-Factory 相同）',
   'no-trained-token': '按 cutoff_len {cutoff} 截断后没有可训练的词元（仅提示词就已占满）',
   'template-error': '对话模板出错：{message}',
   'template-no-answer': '对话模板：没有可训练的助手轮次',

@@ -197,6 +197,12 @@ export const en = {
 
   'method.title': 'Method and hyperparameters',
   'method.lead': 'LlamaBoard’s knobs with LlamaBoard’s defaults. Hover or focus a field for what it does.',
+  'method.stage': 'Training stage',
+  'method.stage.sft': 'Supervised fine-tuning (SFT)',
+  'method.stage.sft.help': 'Learns to answer: conversations and instructions, trained on the answers.',
+  'method.stage.pt': 'Continued pre-training',
+  'method.stage.pt.help':
+    'Learns raw text (a text column or .txt files): documents joined with the end-of-text token, cut into cutoff-length blocks, every token trained.',
   'method.finetuning': 'Fine-tuning method',
   'method.kind.lora': 'LoRA',
   'method.kind.lora.help': 'Trains small low-rank adapters; the base model stays frozen in 16-bit. The usual choice.',

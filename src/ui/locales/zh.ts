@@ -187,6 +187,11 @@ export const zh: Record<MessageKey, string> = {
 
   'method.title': '方法与超参数',
   'method.lead': 'LlamaBoard 的全部参数及其默认值。悬停或聚焦某个字段可查看说明。',
+  'method.stage': '训练阶段',
+  'method.stage.sft': '指令监督微调（SFT）',
+  'method.stage.sft.help': '学习回答：对话和指令数据，只在回答上训练。',
+  'method.stage.pt': '继续预训练',
+  'method.stage.pt.help': '学习纯文本（text 列或 .txt 文件）：文档以结束符连接，切成截断长度的块，每个词元都参与训练。',
   'method.finetuning': '微调方法',
   'method.kind.lora': 'LoRA',
   'method.kind.lora.help': '训练小型低秩适配器；基座模型以 16 位冻结。最常用的选择。',
