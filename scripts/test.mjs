@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// `npm test`: makes sure the machine can give WebGPU to tests without a GPU, then runs every
-// vitest project (unit, gpu-node, browser, e2e) and prints one closing count line.
+// `npm test`: installs with apt what the tests run when it is missing (scripts/system-deps.mjs:
+// chromium for WebGPU without a GPU, python3-torch, python3-yaml and libopenblas0-openmp for the
+// PyTorch/PyYAML oracles, …) and the llama.cpp oracle, type-checks, checks formatting, then runs
+// every vitest project (unit, gpu-node, browser, e2e) and prints one closing count line.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { ensureSystemPackages } from './system-deps.mjs';
