@@ -110,3 +110,26 @@ describe('runStatusText', () => {
     }
   });
 });
+
+describe('memory-plan fixes in the studio language', () => {
+  it('English is the engine label word for word; every kind has a 中文 text', async () => {
+    const { knownConfig } = await import('../../src/engine/plan/known-configs.ts');
+    const { planMemory } = await import('../../src/engine/plan/plan.ts');
+    const batchSize = 8;
+    const p = planMemory(knownConfig('Qwen/Qwen2.5-1.5B-Instruct'), {
+      method: 'lora',
+      batchSize,
+      seqLen: 2048,
+      gradientCheckpointing: false,
+    });
+    const fixes = p.suggestions(1e9);
+    expect(fixes.map((s) => s.kind).sort()).toEqual(['batch', 'checkpointing', 'cutoff', 'qlora']);
+    for (const s of fixes) {
+      const b = s.change.batchSize ?? 1;
+      const vars = { batch: b, times: Math.ceil(batchSize / b), cutoff: s.change.seqLen ?? 2048 };
+      const key = `plan.fix.${s.kind}` as MessageKey;
+      expect(translator(en)(key, vars)).toBe(s.label);
+      expect(translator(zh)(key, vars)).toMatch(/[\u4e00-\u9fff]/);
+    }
+  });
+});

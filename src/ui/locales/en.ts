@@ -290,6 +290,11 @@ export const en = {
   'plan.fits': 'Predicted peak: {total}, within your {budget}.',
   'plan.tooBig': 'Predicted peak: {total}, more than your {budget}. Apply a fix below before starting.',
   'plan.byCategory': 'Predicted memory by category',
+  'plan.fix.checkpointing': 'turn on gradient checkpointing',
+  'plan.fix.qlora': 'turn on QLoRA (4-bit NF4 base weights)',
+  'plan.fix.batch':
+    'lower the batch size to {batch} (raise gradient accumulation ×{times} to keep the effective batch)',
+  'plan.fix.cutoff': 'lower cutoff_len to {cutoff} (longer examples are truncated)',
   'plan.suggestions': 'One-click fixes',
   'plan.saves': 'saves {bytes}',
   'mem.weights': 'Model weights',
