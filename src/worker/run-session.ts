@@ -343,15 +343,7 @@ export class RunSession {
           this.recentSteps.push({ t: now, tokens: s.tokens });
         },
         stepDone: () => this.emit(),
-        onLog: (w) =>
-          void r.logs.push({
-            step: w.step,
-            epoch: w.epoch,
-            loss: w.loss,
-            lr: w.lr,
-            gradNorm: w.gradNorm,
-            tokensPerSecond: w.tokensPerSecond,
-          }),
+        onLog: ({ steps: _steps, ...point }) => void r.logs.push(point),
         beforeEval: () => {
           this.phase = 'evaluating';
           this.emit();

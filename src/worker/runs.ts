@@ -2,22 +2,15 @@
 // checkpoint (LoRA/full parameters, AdamW moments, data cursor), so a reload, a crash or a lost
 // GPU device resumes the same run and the same curve.
 import { createStore, del, get, keys, set, type UseStore } from 'idb-keyval';
+import type { LogWindow } from '../engine/train/run-driver.ts';
 import type { Checkpoint } from '../engine/train/trainer.ts';
 import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
 import { trainConfigFromLegacyMethod } from '../engine/train/method.ts';
 
 export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
 
-export interface LogPoint {
-  step: number;
-  epoch: number;
-  /** Mean train loss over the logging window (what LlamaBoard plots). */
-  loss: number;
-  lr: number;
-  gradNorm: number;
-  /** Tokens per second over the window. */
-  tokensPerSecond: number;
-}
+/** One logging window of the run driver, as the chart plots it (LlamaBoard plots the window's mean loss). */
+export type LogPoint = Omit<LogWindow, 'steps'>;
 
 export interface StepPoint {
   step: number;
