@@ -4,15 +4,20 @@
 // B comes through the weight decoder the constants select (`weightAt(i)`): weight_dense (f32, bf16,
 // f16; 16-bit pairs unpacked here, never widened in memory) or weight_nf4 (4-bit codes decoded per
 // element, so a quantized W is never materialised). Decoders own binding 2 and 4+.
-// Tiles: 64×64 outputs per workgroup of 16×16 threads, each thread 4×4 outputs strided by 16
-// so workgroup-memory reads are conflict-free; K is walked in slices of 16.
+//
+// Three entry points compute the same product; which is fastest depends on the adapter (GPUs with
+// fast workgroup memory favour the tiled ones, CPU-emulated adapters pay dearly for every barrier),
+// so src/engine/ops/matmul.ts picks one per shape class by timing them (src/engine/ops/tuner.ts):
+//   tiled64       64×64 outputs per 16×16 workgroup, 4×4 per thread strided by 16 (conflict-free
+//                 workgroup-memory reads), K in slices of 16;
+//   tiled128      128×128 outputs per 16×16 workgroup, 8×8 per thread as vec4 pairs read from
+//                 vec4 workgroup tiles, K in slices of 8 (more reuse per load for big GPUs);
+//   register4x4   no workgroup memory and no barriers: each thread of an 8×8 workgroup walks K
+//                 alone for a 4×4 block of C, reading A and B straight from storage.
 #include "{{B_DECODE}}"
 
 const TRANS_A: bool = {{TRANS_A}};
 const TRANS_B: bool = {{TRANS_B}};
-const TM: u32 = 64u;
-const TN: u32 = 64u;
-const TK: u32 = 16u;
 
 struct Params {
   M: u32, N: u32, K: u32, _pad0: u32,
@@ -25,9 +30,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-var<workgroup> tileA: array<f32, 1024>; // [TK][TM]
-var<workgroup> tileB: array<f32, 1024>; // [TK][TN]
-
 fn loadA(base: u32, m: u32, k: u32) -> f32 {
   if (m >= p.M || k >= p.K) { return 0.0; }
   return a[base + select(m * p.K + k, k * p.M + m, TRANS_A)];
@@ -39,34 +41,49 @@ fn loadB(base: u32, k: u32, n: u32) -> f32 {
   return weightAt(i);
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let batch = wg.z;
-  let m0 = wg.y * TM;
-  let n0 = wg.x * TN;
-  let t = lid.y * 16u + lid.x;
-  let aBase = p.aOffset + batch * p.aBatchStride;
-  let bBase = p.bOffset + batch * p.bBatchStride;
+fn storeC(batch: u32, m: u32, n: u32, acc: f32) {
+  if (m >= p.M || n >= p.N) { return; }
+  let ci = p.cOffset + batch * p.cBatchStride + m * p.N + n;
+  var v = p.alpha * acc;
+  // beta == 0 must not read C: a fresh pooled buffer may hold NaN bit patterns.
+  if (p.beta != 0.0) { v += p.beta * c[ci]; }
+  c[ci] = v;
+}
 
+fn aBase(batch: u32) -> u32 { return p.aOffset + batch * p.aBatchStride; }
+fn bBase(batch: u32) -> u32 { return p.bOffset + batch * p.bBatchStride; }
+
+// ---- tiled64 ----
+
+var<workgroup> tileA: array<f32, 1024>; // [16 k][64 m]
+var<workgroup> tileB: array<f32, 1024>; // [16 k][64 n]
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled64(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = wg.y * 64u;
+  let n0 = wg.x * 64u;
+  let t = lid.y * 16u + lid.x;
+  let ab = aBase(wg.z);
+  let bb = bBase(wg.z);
   var acc: array<array<f32, 4>, 4>;
-  for (var k0 = 0u; k0 < p.K; k0 += TK) {
+  for (var k0 = 0u; k0 < p.K; k0 += 16u) {
     for (var i = 0u; i < 4u; i++) {
       let idx = t + i * 256u;
       // Global reads walk the stored fast axis so neighbouring threads read neighbouring words.
       var mm: u32; var ka: u32;
-      if (TRANS_A) { mm = idx % TM; ka = idx / TM; } else { mm = idx / TK; ka = idx % TK; }
-      tileA[ka * TM + mm] = loadA(aBase, m0 + mm, k0 + ka);
+      if (TRANS_A) { mm = idx % 64u; ka = idx / 64u; } else { mm = idx / 16u; ka = idx % 16u; }
+      tileA[ka * 64u + mm] = loadA(ab, m0 + mm, k0 + ka);
       var nn: u32; var kb: u32;
-      if (TRANS_B) { nn = idx / TK; kb = idx % TK; } else { nn = idx % TN; kb = idx / TN; }
-      tileB[kb * TN + nn] = loadB(bBase, k0 + kb, n0 + nn);
+      if (TRANS_B) { nn = idx / 16u; kb = idx % 16u; } else { nn = idx % 64u; kb = idx / 64u; }
+      tileB[kb * 64u + nn] = loadB(bb, k0 + kb, n0 + nn);
     }
     workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
+    for (var k = 0u; k < 16u; k++) {
       var av: array<f32, 4>;
       var bv: array<f32, 4>;
       for (var i = 0u; i < 4u; i++) {
-        av[i] = tileA[k * TM + lid.y + 16u * i];
-        bv[i] = tileB[k * TN + lid.x + 16u * i];
+        av[i] = tileA[k * 64u + lid.y + 16u * i];
+        bv[i] = tileB[k * 64u + lid.x + 16u * i];
       }
       for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
@@ -76,19 +93,80 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     workgroupBarrier();
   }
-
-  let cBase = p.cOffset + batch * p.cBatchStride;
   for (var i = 0u; i < 4u; i++) {
-    let m = m0 + lid.y + 16u * i;
-    if (m >= p.M) { continue; }
     for (var j = 0u; j < 4u; j++) {
-      let n = n0 + lid.x + 16u * j;
-      if (n >= p.N) { continue; }
-      let ci = cBase + m * p.N + n;
-      var v = p.alpha * acc[i][j];
-      // beta == 0 must not read C: a fresh pooled buffer may hold NaN bit patterns.
-      if (p.beta != 0.0) { v += p.beta * c[ci]; }
-      c[ci] = v;
+      storeC(wg.z, m0 + lid.y + 16u * i, n0 + lid.x + 16u * j, acc[i][j]);
     }
+  }
+}
+
+// ---- tiled128 ----
+
+var<workgroup> tileA4: array<vec4<f32>, 256>; // [8 k][32 m-quads]
+var<workgroup> tileB4: array<vec4<f32>, 256>; // [8 k][32 n-quads]
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = wg.y * 128u;
+  let n0 = wg.x * 128u;
+  let t = lid.y * 16u + lid.x;
+  let ab = aBase(wg.z);
+  let bb = bBase(wg.z);
+  // Each thread fills one quad of each tile; the quad runs along m (n), and the thread order follows
+  // the stored fast axis so neighbouring threads read neighbouring words.
+  var ka: u32; var qa: u32;
+  if (TRANS_A) { ka = t / 32u; qa = t % 32u; } else { ka = t % 8u; qa = t / 8u; }
+  var kb: u32; var qb: u32;
+  if (TRANS_B) { kb = t % 8u; qb = t / 8u; } else { kb = t / 32u; qb = t % 32u; }
+  var acc: array<array<vec4<f32>, 2>, 8>;
+  for (var k0 = 0u; k0 < p.K; k0 += 8u) {
+    let ma = m0 + qa * 4u;
+    tileA4[ka * 32u + qa] = vec4<f32>(
+      loadA(ab, ma, k0 + ka), loadA(ab, ma + 1u, k0 + ka), loadA(ab, ma + 2u, k0 + ka), loadA(ab, ma + 3u, k0 + ka));
+    let nb = n0 + qb * 4u;
+    tileB4[kb * 32u + qb] = vec4<f32>(
+      loadB(bb, k0 + kb, nb), loadB(bb, k0 + kb, nb + 1u), loadB(bb, k0 + kb, nb + 2u), loadB(bb, k0 + kb, nb + 3u));
+    workgroupBarrier();
+    for (var k = 0u; k < 8u; k++) {
+      let aLo = tileA4[k * 32u + lid.y];
+      let aHi = tileA4[k * 32u + 16u + lid.y];
+      let bLo = tileB4[k * 32u + lid.x];
+      let bHi = tileB4[k * 32u + 16u + lid.x];
+      for (var i = 0u; i < 4u; i++) {
+        acc[i][0] = fma(vec4<f32>(aLo[i]), bLo, acc[i][0]);
+        acc[i][1] = fma(vec4<f32>(aLo[i]), bHi, acc[i][1]);
+        acc[4u + i][0] = fma(vec4<f32>(aHi[i]), bLo, acc[4u + i][0]);
+        acc[4u + i][1] = fma(vec4<f32>(aHi[i]), bHi, acc[4u + i][1]);
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var r = 0u; r < 8u; r++) {
+    let m = m0 + (r / 4u) * 64u + lid.y * 4u + r % 4u;
+    for (var h = 0u; h < 2u; h++) {
+      let n = n0 + h * 64u + lid.x * 4u;
+      for (var j = 0u; j < 4u; j++) { storeC(wg.z, m, n + j, acc[r][h][j]); }
+    }
+  }
+}
+
+// ---- register4x4 ----
+
+@compute @workgroup_size(8, 8, 1)
+fn register4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.y * 4u;
+  let n0 = gid.x * 4u;
+  if (m0 >= p.M || n0 >= p.N) { return; }
+  let ab = aBase(gid.z);
+  let bb = bBase(gid.z);
+  var acc: array<vec4<f32>, 4>;
+  for (var k = 0u; k < p.K; k++) {
+    let bv = vec4<f32>(loadB(bb, k, n0), loadB(bb, k, n0 + 1u), loadB(bb, k, n0 + 2u), loadB(bb, k, n0 + 3u));
+    for (var i = 0u; i < 4u; i++) {
+      acc[i] = fma(vec4<f32>(loadA(ab, m0 + i, k)), bv, acc[i]);
+    }
+  }
+  for (var i = 0u; i < 4u; i++) {
+    for (var j = 0u; j < 4u; j++) { storeC(gid.z, m0 + i, n0 + j, acc[i][j]); }
   }
 }

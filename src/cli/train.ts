@@ -40,9 +40,12 @@ import {
   memoryPlanInput,
   planRun,
   startTraining,
+  tuneKernelsForRun,
   type RunPlan,
   type Training,
 } from '../engine/train/run-builder.ts';
+import { nodeKernelStore } from '../engine/node-kernel-store.ts';
+import { summariseTuning } from '../engine/ops/tuner.ts';
 import { RunDriver } from '../engine/train/run-driver.ts';
 import { parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-config.ts';
 
@@ -222,6 +225,10 @@ export default async function train(argv: string[]): Promise<number> {
               seed: c.seed,
             })) ?? undefined;
         const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+        const tuned = await tuneKernelsForRun(model, plan, Math.max(...items.map((x) => x.inputIds.length)), {
+          store: nodeKernelStore(),
+        });
+        if (tuned.length) err(`tabtune: kernels measured on this GPU: ${summariseTuning(tuned)}`);
         run = startTraining(model, plan, items, padId, adapter);
         const { trainer, loader, totalSteps, lora } = run;
         const longest = Math.max(...items.map((x) => x.inputIds.length));

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { acquireGpu, type Gpu } from './gpu/index.ts';
+import { acquireGpu, parseForcedKernels, type Gpu } from './gpu/index.ts';
 import type { ShaderSources } from './gpu/shader-library.ts';
 
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
@@ -186,14 +186,16 @@ export async function nodeGpu(
   Object.assign(globalThis, webgpu.globals);
   let entry: GPU | null = webgpu.create([]);
   let g: Gpu;
+  // TABTUNE_KERNELS=matmul=register4x4 pins a kernel variant instead of the measured choice.
+  const forcedKernels = parseForcedKernels(process.env.TABTUNE_KERNELS);
   try {
-    g = await acquireGpu({ gpu: entry, shaders });
+    g = await acquireGpu({ gpu: entry, shaders, forcedKernels });
   } catch (e) {
     if (!fallback) throw e;
     // The probe saw an adapter but this process did not get one: retry on SwiftShader.
     useSwiftShader();
     entry = webgpu.create([]);
-    g = await acquireGpu({ gpu: entry, shaders });
+    g = await acquireGpu({ gpu: entry, shaders, forcedKernels });
   }
   return {
     gpu: g,

@@ -6,7 +6,15 @@ import type { LedgerReport } from '../engine/gpu/ledger.ts';
 import type { MicroBatch } from '../engine/model/batch.ts';
 import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
 import { checkTrainConfig, problemText, runConfig } from '../engine/train/method.ts';
-import { evalBatchesOf, planRun, startTraining, type RunPlan, type Training } from '../engine/train/run-builder.ts';
+import {
+  evalBatchesOf,
+  planRun,
+  startTraining,
+  tuneKernelsForRun,
+  type RunPlan,
+  type Training,
+} from '../engine/train/run-builder.ts';
+import { browserKernelStore } from './kernel-store.ts';
 import { RunDriver, type BeforeStep } from '../engine/train/run-driver.ts';
 import type { Example, PreparedDataset } from '../data/index.ts';
 import type { DataSession } from './data-session.ts';
@@ -180,6 +188,10 @@ export class RunSession {
       () => this.emit(),
     );
     this.phase = 'preparing';
+    // The first run on an adapter measures the kernel variants for this run's products (stored).
+    await tuneKernelsForRun(model, plan, Math.max(...items.map((x) => x.inputIds.length)), {
+      store: browserKernelStore,
+    });
     const training = startTraining(model, plan, items, padId);
     if (resume) {
       const ckpt = await loadCheckpointRecord(record.id);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Recorder, readF32, releaseTensor, tensorSpec, uploadTensor, type DType } from '../../src/engine/gpu/index.ts';
-import { matmul } from '../../src/engine/ops/matmul.ts';
+import { matmul, MATMUL_VARIANT_NAMES, type MatmulVariant } from '../../src/engine/ops/matmul.ts';
 import { fromBf16, fromF16, toBf16, toF16 } from '../../src/engine/numeric/half.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { matmulRef } from '../cpu/matmul.ts';
@@ -19,7 +19,7 @@ interface Case {
   beta?: number;
 }
 
-async function runCase(c: Case) {
+async function runCase(c: Case, variant: MatmulVariant) {
   const gpu = await testGpu();
   const batch = c.batch ?? 1;
   const aHost = randn(batch * c.M * c.K, c.M * 7 + c.K);
@@ -50,12 +50,13 @@ async function runCase(c: Case) {
     transB: c.transB,
     alpha: 0.5,
     beta: c.beta ?? 0,
+    variant,
   });
   await rec.submit();
   const got = await readF32(gpu, out);
   for (const t of [a, b, out]) releaseTensor(gpu, t);
   const want = matmulRef(aHost, bHost, c.M, c.N, c.K, { ...c, alpha: 0.5, beta: c.beta ?? 0, c: cInit });
-  expectClose(got, want, { rtol: 1e-4, atol: 1e-4 * Math.sqrt(c.K) }, `matmul ${JSON.stringify(c)}`);
+  expectClose(got, want, { rtol: 1e-4, atol: 1e-4 * Math.sqrt(c.K) }, `matmul ${variant} ${JSON.stringify(c)}`);
 }
 
 describe(`matmul (${runtime})`, () => {
@@ -68,10 +69,15 @@ describe(`matmul (${runtime})`, () => {
     { M: 128, N: 96, K: 257, transB: true },
     { M: 65, N: 130, K: 17, batch: 3 },
     { M: 37, N: 23, K: 50, transB: true, bType: 'bf16' },
+    { M: 130, N: 129, K: 9, transA: true, transB: true },
+    { M: 3, N: 200, K: 33, transB: true, beta: 1 },
     { M: 33, N: 47, K: 31, bType: 'f16' },
     { M: 21, N: 35, K: 19, transB: true, bType: 'f16', beta: 1 },
   ];
-  for (const c of cases) it(`M=${c.M} N=${c.N} K=${c.K} ${JSON.stringify(c)}`, () => runCase(c));
+  // Every variant meets the same reference at the same odd shapes (partial tiles on every edge).
+  for (const variant of MATMUL_VARIANT_NAMES) {
+    for (const c of cases) it(`${variant} M=${c.M} N=${c.N} K=${c.K} ${JSON.stringify(c)}`, () => runCase(c, variant));
+  }
 
   it('matches PyTorch: linear y = x·Wᵀ with f32 and bf16 W', async () => {
     const gpu = await testGpu();

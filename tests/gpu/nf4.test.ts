@@ -8,7 +8,7 @@ import {
   uploadTensor,
   type DType,
 } from '../../src/engine/gpu/index.ts';
-import { matmul } from '../../src/engine/ops/matmul.ts';
+import { matmul, MATMUL_VARIANT_NAMES } from '../../src/engine/ops/matmul.ts';
 import {
   dequantizeNf4,
   dynamicMap8,
@@ -247,13 +247,15 @@ describe(`nf4 (${runtime})`, () => {
     releaseNf4(gpu, q.weight);
   });
 
-  it('fused NF4 matmul at odd shapes, plain absmax, beta accumulation, both orientations', async () => {
+  it('fused NF4 matmul at odd shapes, plain absmax, beta accumulation, both orientations, every variant', async () => {
     const gpu = await testGpu();
-    for (const c of [
+    for (const [i, c] of [
       { M: 1, N: 5, K: 64, blocksize: 64 },
       { M: 17, N: 33, K: 130, blocksize: 32 },
       { M: 70, N: 65, K: 96, blocksize: 128 },
-    ]) {
+    ].entries()) {
+      // Each case through a different variant (all three are covered without tripling the time).
+      const variant = MATMUL_VARIANT_NAMES[i % MATMUL_VARIANT_NAMES.length];
       const w = randn(c.N * c.K, c.N + c.K, 0.2);
       const src = uploadTensor(gpu, w, tensorSpec('f32', [c.N, c.K], 'weights', 'w'));
       const rec0 = new Recorder(gpu);
@@ -269,21 +271,21 @@ describe(`nf4 (${runtime})`, () => {
       const ty = uploadTensor(gpu, yInit, tensorSpec('f32', [c.M, c.N], 'activations', 'y'));
       const tdx = uploadTensor(gpu, new Float32Array(c.M * c.K), tensorSpec('f32', [c.M, c.K], 'gradients', 'dx'));
       const rec = new Recorder(gpu);
-      await matmul(rec, { a: tx, b: weight, c: ty, M: c.M, N: c.N, K: c.K, transB: true, beta: 1 });
-      await matmul(rec, { a: tdy, b: weight, c: tdx, M: c.M, N: c.K, K: c.N, alpha: 0.5 });
+      await matmul(rec, { a: tx, b: weight, c: ty, M: c.M, N: c.N, K: c.K, transB: true, beta: 1, variant });
+      await matmul(rec, { a: tdy, b: weight, c: tdx, M: c.M, N: c.K, K: c.N, alpha: 0.5, variant });
       await rec.submit();
       const tol = { rtol: 1e-4, atol: 1e-4 };
       expectClose(
         await readF32(gpu, ty),
         matmulRef(x, wq, c.M, c.N, c.K, { transB: true, beta: 1, c: yInit }),
         tol,
-        `y ${JSON.stringify(c)}`,
+        `y ${variant} ${JSON.stringify(c)}`,
       );
       expectClose(
         await readF32(gpu, tdx),
         matmulRef(dy, wq, c.M, c.K, c.N, { alpha: 0.5 }),
         tol,
-        `dx ${JSON.stringify(c)}`,
+        `dx ${variant} ${JSON.stringify(c)}`,
       );
       [src, tx, tdy, ty, tdx].forEach((t) => releaseTensor(gpu, t));
       releaseNf4(gpu, weight);

@@ -1,4 +1,5 @@
 import { GpuError } from './errors.ts';
+import { KernelChoices, type ForcedKernels } from './kernel-choices.ts';
 import { PipelineCache } from './pipelines.ts';
 import { BufferPool } from './pool.ts';
 import type { ShaderSources } from './shader-library.ts';
@@ -21,6 +22,8 @@ export interface AcquireOptions {
   onLost?: (info: { reason: string; message: string }) => void;
   /** Ask for at most these limits (tests use WEBGPU_DEFAULT_LIMITS to stand in for the smallest adapter). */
   limitCaps?: Partial<Record<RaisedLimit, number>>;
+  /** Kernel variants pinned by the user or a test (see kernel-choices.ts). */
+  forcedKernels?: ForcedKernels;
 }
 
 /** The limits every WebGPU adapter must offer (the spec's defaults): what Tabtune can count on. */
@@ -82,13 +85,16 @@ export class Gpu {
   readonly pipelines: PipelineCache;
   readonly pool: BufferPool;
   readonly lost: Promise<GPUDeviceLostInfo>;
+  readonly kernels: KernelChoices;
   private destroyed = false;
 
   constructor(
     readonly device: GPUDevice,
     readonly adapter: AdapterReport,
     readonly shaders: ShaderSources,
+    forcedKernels: ForcedKernels = {},
   ) {
+    this.kernels = new KernelChoices(forcedKernels);
     this.pipelines = new PipelineCache(device, shaders);
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.lost = device.lost;
@@ -132,7 +138,7 @@ export async function acquireGpu(opts: AcquireOptions): Promise<Gpu> {
   }
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'tabtune' });
-  const g = new Gpu(device, reportAdapter(adapter), opts.shaders);
+  const g = new Gpu(device, reportAdapter(adapter), opts.shaders, opts.forcedKernels);
   void device.lost.then((info) => {
     if (g.isDestroyed && info.reason === 'destroyed') return;
     opts.onLost?.({ reason: String(info.reason), message: info.message });

@@ -1,5 +1,6 @@
 export { acquireGpu, Gpu, reportAdapter, WEBGPU_DEFAULT_LIMITS, type AdapterReport } from './device.ts';
 export { GpuError, withErrorScopes } from './errors.ts';
+export { KernelChoices, parseForcedKernels, type ForcedKernels, type KernelChoiceStore } from './kernel-choices.ts';
 export { MEMORY_CATEGORIES, MemoryLedger, type LedgerReport, type MemoryCategory } from './ledger.ts';
 export { BufferPool, fmtBytes, sizeClass } from './pool.ts';
 export { Params, Recorder, type Kernel } from './recorder.ts';

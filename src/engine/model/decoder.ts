@@ -47,7 +47,7 @@ import {
 } from './model.ts';
 
 /** Bytes of one logits chunk [rows, vocab] f32 (the loss never holds all rows' logits at once). */
-const LOGITS_CHUNK_BYTES = 64 << 20;
+export const LOGITS_CHUNK_BYTES = 64 << 20;
 
 export interface DecoderOptions {
   /** Recompute each layer in the backward instead of keeping its activations. */

@@ -30,9 +30,44 @@ export interface MatmulArgs {
   aBatchStride?: number;
   bBatchStride?: number;
   cBatchStride?: number;
+  /** Pins a variant (tests, the tuner, benchmarks); otherwise the adapter's tuned choice. */
+  variant?: MatmulVariant;
 }
 
-const TILE = 64;
+/**
+ * The verified variants of shaders/matmul.wgsl (entry points) and the C block one workgroup
+ * covers. Every variant passes the same reference tests; which is fastest is measured per adapter.
+ */
+export const MATMUL_VARIANTS = {
+  tiled64: { blockM: 64, blockN: 64 },
+  tiled128: { blockM: 128, blockN: 128 },
+  register4x4: { blockM: 32, blockN: 32 },
+} as const;
+export type MatmulVariant = keyof typeof MATMUL_VARIANTS;
+export const MATMUL_VARIANT_NAMES = Object.keys(MATMUL_VARIANTS) as MatmulVariant[];
+/** Served before the adapter has been measured for a shape class. */
+export const MATMUL_UNTUNED: MatmulVariant = 'tiled64';
+
+/** What the tuner distinguishes: B's storage format, the transposes and each extent's power of two. */
+export interface MatmulShape {
+  M: number;
+  N: number;
+  K: number;
+  transA?: boolean;
+  transB?: boolean;
+  /** 'f32' | 'bf16' | 'f16' | 'nf4'. */
+  weight: string;
+}
+
+/** log2 buckets: products in one bucket behave alike, so one measurement serves them all. */
+export function matmulShapeClass(s: MatmulShape): string {
+  const b = (x: number) => Math.ceil(Math.log2(Math.max(1, x)));
+  return `${s.weight}/${s.transA ? 'T' : 'N'}${s.transB ? 'T' : 'N'}/m${b(s.M)}n${b(s.N)}k${b(s.K)}`;
+}
+
+function weightFormat(b: Tensor | Nf4Weight): string {
+  return isNf4(b) ? 'nf4' : b.dtype;
+}
 
 /** Checks A, B (dense or NF4) and C for the extents the batched product touches; returns B's decoder constants. */
 function checkMatmul(
@@ -87,13 +122,23 @@ export async function matmul(rec: Recorder, args: MatmulArgs): Promise<void> {
     .u32(0)
     .u32(0);
   const bBuffers = nf4 ? [nf4.packed, c, ...nf4ExtraBindings(nf4)] : [b as Tensor, c];
+  const variant =
+    args.variant ??
+    rec.gpu.kernels.pick(
+      'matmul',
+      matmulShapeClass({ M, N, K, transA, transB, weight: weightFormat(b) }),
+      MATMUL_VARIANT_NAMES,
+      MATMUL_UNTUNED,
+    );
+  const { blockM, blockN } = MATMUL_VARIANTS[variant];
   await launch(rec, {
     shader: 'matmul',
+    entry: variant,
     constants: { TRANS_A: transA, TRANS_B: transB, ...decoder },
     what,
     params,
     bindings: [a, ...bBuffers],
-    grid: [Math.ceil(N / TILE), Math.ceil(M / TILE), batch],
+    grid: [Math.ceil(N / blockN), Math.ceil(M / blockM), batch],
   });
 }
 

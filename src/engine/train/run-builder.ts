@@ -7,7 +7,9 @@ import type { PrepareOptions } from '../../data/pipeline.ts';
 import type { EncodedExample, PackedSequence } from '../../data/types.ts';
 import type { MicroBatch } from '../model/batch.ts';
 import type { LoadOptions } from '../model/load.ts';
+import { modelMatmulShapes } from '../model/matmul-shapes.ts';
 import { attachLora, type LoraConfig, type LoraSet, type Model } from '../model/model.ts';
+import { tuneMatmul, type TuneOptions, type TuneResult } from '../ops/tuner.ts';
 import type { TrainPlanConfig } from '../plan/plan.ts';
 import { DataLoader } from './data.ts';
 import type { TrainConfig } from './llamafactory-config.ts';
@@ -174,4 +176,22 @@ export function startTraining(
     if (!adapter) lora?.release();
     throw e;
   }
+}
+
+/**
+ * Measures the matmul variants for the products this run issues (once per adapter and shape
+ * class; the store remembers across runs), so the first step already runs the fastest ones.
+ */
+export function tuneKernelsForRun(
+  model: Model,
+  plan: RunPlan,
+  seqLen: number,
+  opts: TuneOptions = {},
+): Promise<TuneResult[]> {
+  const shapes = modelMatmulShapes(model, {
+    tokens: plan.batches.batchSize * seqLen,
+    backward: true,
+    loraRank: plan.lora?.rank,
+  });
+  return tuneMatmul(model.gpu, shapes, opts);
 }

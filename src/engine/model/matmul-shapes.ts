@@ -1,0 +1,46 @@
+// The products a step of this model issues through ops/matmul (decoder.ts: linearForward,
+// linearBackward, lmHeadForward, lmHeadBackward; ops/lora.ts), so the kernel tuner can measure
+// their shape classes before the first step instead of discovering them during it.
+import { isNf4, type Nf4Weight } from '../ops/nf4.ts';
+import type { MatmulShape } from '../ops/matmul.ts';
+import type { Tensor } from '../gpu/tensor.ts';
+import { linearShape } from './config.ts';
+import { LOGITS_CHUNK_BYTES } from './decoder.ts';
+import { isRowSplit, LINEAR_MODULES, type Model } from './model.ts';
+
+export interface StepShape {
+  /** Token rows of one micro-batch (batch × sequence length). */
+  tokens: number;
+  /** Backward products too (a training step), not only the forward. */
+  backward: boolean;
+  /** LoRA rank, when adapters are attached. */
+  loraRank?: number;
+}
+
+function format(w: Tensor | Nf4Weight): string {
+  return isNf4(w) ? 'nf4' : w.dtype;
+}
+
+export function modelMatmulShapes(model: Model, step: StepShape): MatmulShape[] {
+  const c = model.config;
+  const T = step.tokens;
+  const shapes: MatmulShape[] = [];
+  for (const m of LINEAR_MODULES) {
+    const [out, inF] = linearShape(c, m);
+    const weight = format(model.linear(0, m));
+    shapes.push({ M: T, N: out, K: inF, transB: true, weight });
+    if (step.backward) shapes.push({ M: T, N: inF, K: out, weight });
+    if (step.loraRank) {
+      shapes.push({ M: T, N: out, K: step.loraRank, transB: true, weight: 'f32' });
+      if (step.backward) shapes.push({ M: T, N: inF, K: step.loraRank, weight: 'f32' });
+    }
+  }
+  const head = model.lmHead;
+  if (!isRowSplit(head)) {
+    const { hiddenSize: H, vocabSize: V } = c;
+    const rows = Math.max(1, Math.min(T, Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
+    shapes.push({ M: rows, N: V, K: H, transB: true, weight: format(head) });
+    if (step.backward) shapes.push({ M: rows, N: H, K: V, weight: format(head) });
+  }
+  return shapes;
+}

@@ -1,0 +1,193 @@
+// Picks the fastest verified variant of a kernel family per shape class by timing every variant
+// on this adapter (integrated, discrete, Apple, mobile and CPU-emulated adapters rank them
+// differently; see shaders/matmul.wgsl). Two rounds keep this cheap everywhere: a small probe
+// drops variants more than PROBE_MARGIN× slower than the best (on a CPU-emulated adapter a
+// barrier-heavy tile can be 30× slower), then the survivors are timed at the class's own shape
+// (capped at TIMED_FLOPS), as many repetitions in one submission as fit in TARGET_MS.
+import type { Gpu } from '../gpu/device.ts';
+import type { KernelChoiceStore } from '../gpu/kernel-choices.ts';
+import { Recorder } from '../gpu/recorder.ts';
+import { releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
+import type { Tensor } from '../gpu/tensor.ts';
+import { toBf16, toF16 } from '../numeric/half.ts';
+import { matmul, MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape, type MatmulVariant } from './matmul.ts';
+import { quantizeNf4, releaseNf4, type Nf4Weight } from './nf4.ts';
+
+const PROBE_FLOPS = 2 ** 24;
+const TIMED_FLOPS = 2 ** 30;
+const PROBE_MARGIN = 4;
+const TARGET_MS = 20;
+const MAX_REPS = 64;
+
+export interface TuneResult {
+  family: 'matmul';
+  shapeClass: string;
+  /** The variant now serving the class. */
+  chosen: MatmulVariant;
+  /** ms per product at the timed shape; null for a variant dropped by the probe. */
+  ms: Partial<Record<MatmulVariant, number | null>>;
+  timed: MatmulShape;
+}
+
+export interface TuneOptions {
+  store?: KernelChoiceStore;
+  log?: (line: string) => void;
+}
+
+/**
+ * Ensures every shape's class has a measured variant (from the store, or timed now); returns what
+ * it timed. A forced variant (TABTUNE_KERNELS) skips all of this.
+ */
+export async function tuneMatmul(
+  gpu: Gpu,
+  shapes: readonly MatmulShape[],
+  opts: TuneOptions = {},
+): Promise<TuneResult[]> {
+  if (gpu.kernels.isForced('matmul')) return [];
+  const key = adapterKey(gpu);
+  if (opts.store) gpu.kernels.restore((await opts.store.load(key)) ?? {});
+  const todo = new Map<string, MatmulShape>();
+  for (const s of shapes) {
+    const cls = matmulShapeClass(s);
+    if (!gpu.kernels.has('matmul', cls) && !todo.has(cls)) todo.set(cls, s);
+  }
+  const results: TuneResult[] = [];
+  for (const [cls, shape] of todo) {
+    const r = await tuneClass(gpu, cls, shape);
+    gpu.kernels.set('matmul', cls, r.chosen);
+    opts.log?.(`tabtune: matmul ${cls} → ${r.chosen} (${describeTimes(r.ms)})`);
+    results.push(r);
+  }
+  if (opts.store && results.length) await opts.store.save(key, gpu.kernels.toRecord());
+  return results;
+}
+
+async function tuneClass(gpu: Gpu, shapeClass: string, shape: MatmulShape): Promise<TuneResult> {
+  const ms: Partial<Record<MatmulVariant, number | null>> = {};
+  const probe = await Problem.create(gpu, shrink(shape, PROBE_FLOPS));
+  try {
+    for (const v of MATMUL_VARIANT_NAMES) ms[v] = await probe.time(v);
+  } finally {
+    probe.release();
+  }
+  const best = Math.min(...MATMUL_VARIANT_NAMES.map((v) => ms[v]!));
+  const survivors = MATMUL_VARIANT_NAMES.filter((v) => ms[v]! <= best * PROBE_MARGIN);
+  for (const v of MATMUL_VARIANT_NAMES) if (!survivors.includes(v)) ms[v] = null;
+  const timed = shrink(shape, TIMED_FLOPS);
+  if (survivors.length > 1) {
+    const full = await Problem.create(gpu, timed);
+    try {
+      for (const v of survivors) ms[v] = await full.time(v);
+    } finally {
+      full.release();
+    }
+  }
+  const chosen = survivors.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
+  return { family: 'matmul', shapeClass, chosen, ms, timed };
+}
+
+/** Halves the largest extent until the product is at most `flops` (the class's character kept: transposes, format). */
+function shrink(s: MatmulShape, flops: number): MatmulShape {
+  const d = { ...s };
+  while (2 * d.M * d.N * d.K > flops) {
+    if (d.M >= d.N && d.M >= d.K) d.M = Math.ceil(d.M / 2);
+    else if (d.N >= d.K) d.N = Math.ceil(d.N / 2);
+    else d.K = Math.ceil(d.K / 2);
+  }
+  return d;
+}
+
+/** Synthetic operands of one shape, in the weight format of the class. */
+class Problem {
+  private constructor(
+    private readonly gpu: Gpu,
+    private readonly s: MatmulShape,
+    private readonly a: Tensor,
+    private readonly b: Tensor | Nf4Weight,
+    private readonly c: Tensor,
+  ) {}
+
+  static async create(gpu: Gpu, s: MatmulShape): Promise<Problem> {
+    const a = uploadTensor(gpu, filled(s.M * s.K, 1), tensorSpec('f32', [s.M * s.K], 'scratch', 'tune.A'));
+    const c = uploadTensor(gpu, new Float32Array(s.M * s.N), tensorSpec('f32', [s.M * s.N], 'scratch', 'tune.C'));
+    const w = filled(s.K * s.N, 2);
+    let b: Tensor | Nf4Weight;
+    if (s.weight === 'nf4') {
+      const src = uploadTensor(gpu, w, tensorSpec('f32', [s.K * s.N], 'scratch', 'tune.W'));
+      const rec = new Recorder(gpu, 'tune.quantize');
+      const q = await quantizeNf4(rec, { src, label: 'tune.B', category: 'scratch' });
+      await rec.submit();
+      [src, ...q.scratch].forEach((t) => releaseTensor(gpu, t));
+      b = q.weight;
+    } else {
+      const host = s.weight === 'bf16' ? toBf16(w) : s.weight === 'f16' ? toF16(w) : w;
+      b = uploadTensor(gpu, host, tensorSpec(s.weight as 'f32' | 'bf16' | 'f16', [s.K * s.N], 'scratch', 'tune.B'));
+    }
+    return new Problem(gpu, s, a, b, c);
+  }
+
+  /** ms per product: one warm-up submission (compiles the pipeline), then a timed batch of repetitions. */
+  async time(variant: MatmulVariant): Promise<number> {
+    await this.run(variant, 1);
+    const once = await this.run(variant, 1);
+    const reps = Math.max(1, Math.min(MAX_REPS, Math.floor(TARGET_MS / Math.max(once, 1e-3))));
+    return reps === 1 ? once : this.run(variant, reps);
+  }
+
+  private async run(variant: MatmulVariant, reps: number): Promise<number> {
+    const { M, N, K, transA, transB } = this.s;
+    const rec = new Recorder(this.gpu, `tune.matmul.${variant}`);
+    for (let r = 0; r < reps; r++) {
+      await matmul(rec, { a: this.a, b: this.b, c: this.c, M, N, K, transA, transB, variant });
+    }
+    const t0 = performance.now();
+    await rec.submit();
+    await this.gpu.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / reps;
+  }
+
+  release(): void {
+    releaseTensor(this.gpu, this.a);
+    releaseTensor(this.gpu, this.c);
+    if ('packed' in this.b) releaseNf4(this.gpu, this.b);
+    else releaseTensor(this.gpu, this.b);
+  }
+}
+
+function filled(n: number, seed: number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = (((i + seed) * 2654435761) % 1000) / 1000 - 0.5;
+  return x;
+}
+
+function describeTimes(ms: TuneResult['ms']): string {
+  return Object.entries(ms)
+    .map(([v, t]) => `${v} ${t === null ? 'dropped' : `${t!.toFixed(3)} ms`}`)
+    .join(', ');
+}
+
+/**
+ * Stored choices are valid for one adapter running one set of shaders: a driver update that
+ * renames the adapter, or any shader change, measures again.
+ */
+export function adapterKey(gpu: Gpu): string {
+  const a = gpu.adapter;
+  return `${a.vendor}|${a.architecture}|${a.device}|${a.description}|shaders:${fnv1a(Object.entries(gpu.shaders).sort().flat().join('\0'))}`;
+}
+
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
+
+/** "7 shape classes: register4x4 ×5, tiled64 ×2" — one line for a log. */
+export function summariseTuning(results: readonly TuneResult[]): string {
+  const counts = new Map<string, number>();
+  for (const r of results) counts.set(r.chosen, (counts.get(r.chosen) ?? 0) + 1);
+  const parts = [...counts].sort((a, b) => b[1] - a[1]).map(([v, n]) => `${v} ×${n}`);
+  return `${results.length} shape class${results.length === 1 ? '' : 'es'}: ${parts.join(', ')}`;
+}

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import type { KernelChoiceStore } from '../../src/engine/gpu/index.ts';
+import { MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape } from '../../src/engine/ops/matmul.ts';
+import { adapterKey, tuneMatmul } from '../../src/engine/ops/tuner.ts';
+import { runtime, testGpu } from './context.ts';
+
+function memoryStore(): KernelChoiceStore & { saved: Map<string, Record<string, string>> } {
+  const saved = new Map<string, Record<string, string>>();
+  return { saved, load: async (k) => saved.get(k), save: async (k, v) => void saved.set(k, { ...v }) };
+}
+
+describe(`matmul tuner (${runtime})`, () => {
+  // Odd extents so each class lands in its own bucket; dense and NF4 weights, both orientations.
+  const shapes: MatmulShape[] = [
+    { M: 19, N: 70, K: 33, transB: true, weight: 'f32' },
+    { M: 19, N: 33, K: 70, weight: 'bf16' },
+    { M: 40, N: 96, K: 128, transB: true, weight: 'nf4' },
+  ];
+
+  it('times every variant, keeps the fastest survivor per class, and stores the choices', async () => {
+    const gpu = await testGpu();
+    if (gpu.kernels.isForced('matmul')) return; // TABTUNE_KERNELS pins one: nothing to measure
+    const store = memoryStore();
+    const results = await tuneMatmul(gpu, [...shapes, { ...shapes[0], M: 20 }], { store });
+    expect(results.map((r) => r.shapeClass)).toEqual(shapes.map(matmulShapeClass)); // M 19 and 20 share a class
+    for (const r of results) {
+      const timed = MATMUL_VARIANT_NAMES.filter((v) => typeof r.ms[v] === 'number');
+      expect(timed).toContain(r.chosen);
+      for (const v of timed) expect(r.ms[r.chosen]!).toBeLessThanOrEqual(r.ms[v]!);
+      for (const v of MATMUL_VARIANT_NAMES) expect(r.ms[v] === null || r.ms[v]! > 0).toBe(true);
+      expect(gpu.kernels.pick('matmul', r.shapeClass, MATMUL_VARIANT_NAMES, 'tiled64')).toBe(r.chosen);
+    }
+    const stored = store.saved.get(adapterKey(gpu))!;
+    for (const r of results) expect(stored[`matmul:${r.shapeClass}`]).toBe(r.chosen);
+    // Measured once: the same classes again cost nothing.
+    expect(await tuneMatmul(gpu, shapes, { store })).toEqual([]);
+  });
+
+  it('keys stored choices by adapter and shader text', async () => {
+    const gpu = await testGpu();
+    const key = adapterKey(gpu);
+    expect(key).toContain(gpu.adapter.description);
+    expect(key).toMatch(/shaders:[0-9a-f]{8}$/);
+  });
+});
