@@ -22,6 +22,8 @@ import type { RunRecord } from './runs.ts';
 import type { WarningList } from '../data/messages.ts';
 import type { TrainConfig } from '../engine/train/llamafactory-config.ts';
 import { memoryPlanInput, planRun } from '../engine/train/run-builder.ts';
+import { AdapterSession, adapterRunConfig, type AdapterInfo } from './adapter-session.ts';
+import { pushToHub, type PushFile, type PushProgress, type PushResult } from '../io/hub-push.ts';
 
 export type { ProbeResult } from './probe.ts';
 export type { ModelState } from './model-session.ts';
@@ -32,6 +34,8 @@ export type { ChatReply, ChatRequest } from './chat-session.ts';
 export type { EvalResult } from './eval-session.ts';
 export type { ExportedFile, ExportKind, ExportOptions } from './export-session.ts';
 export type { RunRecord, LogPoint, EvalPoint, StepPoint } from './runs.ts';
+export type { AdapterInfo } from './adapter-session.ts';
+export type { PushProgress, PushResult } from '../io/hub-push.ts';
 
 export interface WorkerEvents {
   /** The GPU device was lost (driver reset, tab backgrounded too long, OOM): state is on the host. */
@@ -103,7 +107,8 @@ export class TabtuneWorker {
     () => this.ensureGpu(),
     () => this.model,
   );
-  private readonly runSession = new RunSession(this.models, this.data);
+  private readonly adapterSession = new AdapterSession();
+  private readonly runSession = new RunSession(this.models, this.data, this.adapterSession);
   private readonly chatSession = new ChatSession(this.models, this.runSession);
   private readonly evalSession = new EvalSession(this.models, this.runSession);
   private readonly exportSession = new ExportSession(this.models, this.runSession, this.data);
@@ -415,6 +420,70 @@ export class TabtuneWorker {
     onRow: (done: number, total: number) => void,
   ): Promise<Result<EvalResult>> {
     return guard(() => this.evalSession.evaluate(o, onRow));
+  }
+
+  // ---- adapters opened in the studio ----------------------------------------------------------
+
+  adapters(): Promise<Result<AdapterInfo[]>> {
+    return guard(() => this.adapterSession.list());
+  }
+
+  /** Keeps a dropped or picked PEFT adapter folder in the browser. */
+  addAdapterFiles(files: { name: string; file: Blob }[]): Promise<Result<AdapterInfo>> {
+    return guard(() => this.adapterSession.addFiles(files));
+  }
+
+  /** Fetches a PEFT adapter from the hub (or a mirror) and keeps it in the browser. */
+  addHubAdapter(id: string, token: string | null, endpoint: string | null): Promise<Result<AdapterInfo>> {
+    return guard(() => this.adapterSession.addHub(id, { token: token || undefined, endpoint: endpoint || undefined }));
+  }
+
+  removeAdapter(id: string): Promise<Result<void>> {
+    return guard(() => this.adapterSession.remove(id));
+  }
+
+  /** The adapter on the open model, checked against its shapes, or a mismatch naming the tensor. */
+  private async fittedAdapter(id: string): Promise<AdapterInfo> {
+    const ms = this.models.session();
+    return this.adapterSession.check(id, ms.config!, ms.id);
+  }
+
+  /** Opens a kept adapter on the open model for chat, evaluation and export (the Data step's datasets for evaluation). */
+  openAdapter(o: { id: string; config: TrainConfig; datasetKeys: string[] }): Promise<Result<RunRecord>> {
+    return guard(async () => {
+      const a = await this.fittedAdapter(o.id);
+      await this.ensureData();
+      return this.runSession.openAdapter({
+        adapter: { id: a.id, name: a.name },
+        config: adapterRunConfig(o.config, a),
+        datasetKeys: o.datasetKeys,
+        datasetNames: this.data.names(o.datasetKeys),
+      });
+    });
+  }
+
+  /** Starts a training run that continues from a kept adapter (the Method step's settings, the adapter's LoRA shape). */
+  continueAdapter(o: { id: string; config: TrainConfig; datasetKeys: string[] }): Promise<Result<RunRecord>> {
+    return guard(async () => {
+      const a = await this.fittedAdapter(o.id);
+      await this.ensureData();
+      return this.runSession.start({
+        config: adapterRunConfig(o.config, a),
+        datasetKeys: o.datasetKeys,
+        datasetNames: this.data.names(o.datasetKeys),
+        adapter: { id: a.id, name: a.name },
+      });
+    });
+  }
+
+  // ---- the Hugging Face Hub ---------------------------------------------------------------------
+
+  /** Creates (private by default) or updates a hub model repo and uploads `files` with progress. */
+  pushToHub(
+    o: { repo: string; token: string; endpoint: string; private: boolean; update: boolean; files: PushFile[] },
+    onProgress: (p: PushProgress) => void,
+  ): Promise<Result<PushResult>> {
+    return guard(() => pushToHub({ ...o, onProgress }));
   }
 
   exportRun(

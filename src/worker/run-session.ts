@@ -19,6 +19,7 @@ import { RunDriver, type BeforeStep } from '../engine/train/run-driver.ts';
 import type { Example, PreparedDataset } from '../data/index.ts';
 import type { DataSession } from './data-session.ts';
 import type { GpuModelCache } from './gpu-model.ts';
+import type { AdapterSession } from './adapter-session.ts';
 import {
   listRuns,
   loadCheckpointRecord,
@@ -69,6 +70,7 @@ export class RunSession {
   constructor(
     private readonly models: GpuModelCache,
     private readonly data: DataSession,
+    private readonly adapters: AdapterSession | null = null,
   ) {}
 
   get active(): ActiveRun | null {
@@ -192,7 +194,21 @@ export class RunSession {
     await tuneKernelsForRun(model, plan, Math.max(...items.map((x) => x.inputIds.length)), {
       store: browserKernelStore,
     });
-    const training = startTraining(model, plan, items, padId);
+    // A run from an opened adapter starts from its weights (LLaMA-Factory adapter_name_or_path); a checkpoint overrides them.
+    const adapter =
+      record.adapter && plan.lora && this.adapters
+        ? await this.adapters.load(record.adapter.id, model, {
+            dropout: record.config.lora.dropout,
+            seed: record.config.seed,
+          })
+        : undefined;
+    let training: Training;
+    try {
+      training = startTraining(model, plan, items, padId, adapter);
+    } catch (e) {
+      adapter?.release();
+      throw e;
+    }
     if (resume) {
       const ckpt = await loadCheckpointRecord(record.id);
       if (ckpt) await training.trainer.loadCheckpoint(ckpt);
@@ -216,7 +232,12 @@ export class RunSession {
     };
   }
 
-  async start(o: { config: TrainConfig; datasetKeys: string[]; datasetNames: string[] }): Promise<RunRecord> {
+  async start(o: {
+    config: TrainConfig;
+    datasetKeys: string[];
+    datasetNames: string[];
+    adapter?: { id: string; name: string };
+  }): Promise<RunRecord> {
     if (this.run?.loop) throw new UserError('busy', 'a run is already training: pause or stop it first');
     const problems = checkTrainConfig(o.config);
     if (problems.length)
@@ -243,6 +264,7 @@ export class RunSession {
       logs: [],
       evals: [],
       checkpointStep: null,
+      ...(o.adapter ? { adapter: o.adapter } : {}),
     };
     this.releaseActive();
     this.run = await this.build(record, false);
@@ -289,6 +311,51 @@ export class RunSession {
     this.releaseActive();
     this.run = await this.build(record, true);
     this.phase = 'idle';
+    return structuredClone(record);
+  }
+
+  /**
+   * Makes an opened adapter the active entry (a finished run of 0 steps whose weights are the
+   * adapter's) on the model open now, so chat, evaluation and export use it as a trained run.
+   */
+  async openAdapter(o: {
+    adapter: { id: string; name: string };
+    config: TrainConfig;
+    datasetKeys: string[];
+    datasetNames: string[];
+  }): Promise<RunRecord> {
+    if (this.run?.loop) throw new UserError('busy', 'a run is training: pause or stop it first');
+    const ms = this.models.session();
+    const now = Date.now();
+    const prior = await loadRun(o.adapter.id);
+    const record: RunRecord = {
+      id: o.adapter.id,
+      createdAt: prior?.createdAt ?? now,
+      updatedAt: now,
+      model: { id: ms.id, source: ms.source },
+      datasetKeys: o.datasetKeys,
+      datasetNames: o.datasetNames,
+      config: runConfig(o.config, { modelNameOrPath: ms.id, datasets: o.datasetNames }),
+      totalSteps: 0,
+      trainExamples: 0,
+      valExamples: 0,
+      status: 'done',
+      step: 0,
+      epoch: 0,
+      elapsed: 0,
+      tokensSeen: 0,
+      steps: [],
+      logs: [],
+      evals: [],
+      // "Open" in the Train step's list needs a checkpoint step; the adapter's own weights are the state.
+      checkpointStep: 0,
+      adapter: o.adapter,
+    };
+    this.releaseActive();
+    this.run = await this.build(record, true);
+    record.totalSteps = 0;
+    this.phase = 'idle';
+    await saveRun(record);
     return structuredClone(record);
   }
 

@@ -46,6 +46,11 @@ export interface RunRecord {
   evals: EvalPoint[];
   checkpointStep: number | null;
   error?: string;
+  /**
+   * The PEFT adapter (opened in the Model step, kept in IndexedDB) the run starts from. A record
+   * whose id is the adapter's own is the opened adapter itself, untrained here.
+   */
+  adapter?: { id: string; name: string };
 }
 
 let storeRef: UseStore | undefined;

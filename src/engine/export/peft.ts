@@ -5,7 +5,7 @@
 import { readF32, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
 import { loraScale } from '../ops/lora.ts';
 import { LINEAR_MODULES, LoraSet, modulePrefix, type LoraConfig, type Model } from '../model/model.ts';
-import { linearShape, type LinearModule } from '../model/config.ts';
+import { linearShape, type LinearModule, type ModelConfig } from '../model/config.ts';
 import {
   isTargeted,
   loraKey,
@@ -77,23 +77,42 @@ export async function exportPeft(
   return [ADAPTER_WEIGHTS, ADAPTER_CONFIG];
 }
 
+/** One adapted module of a checked adapter: its tensor keys and the shapes the model needs. */
+export interface CheckedModule {
+  name: string;
+  layer: number;
+  module: LinearModule;
+  A: string;
+  B: string;
+  /** [r, in_features] and [out_features, r]. */
+  shapeA: [number, number];
+  shapeB: [number, number];
+}
+
+export interface CheckedAdapter {
+  config: LoraAdapterConfig;
+  modules: CheckedModule[];
+  /** Module names (q_proj, …) and layers the adapter adapts. */
+  targets: LinearModule[];
+  layers: number[];
+}
+
 /**
- * Uploads a PEFT LoRA adapter onto `model` as a LoraSet. Refuses what one LoraSet cannot express
- * faithfully (per-module rank/alpha patterns, DoRA) and adapters that do not fit the model.
+ * Checks a PEFT adapter against a model's config without touching the GPU: every tensor key is a
+ * LoRA weight of a module the model has and target_modules covers, and every shape is what the
+ * module's in/out features and the adapter's r make it (PEFT LoraLayer.update_layer: lora_A is
+ * [r, in_features], lora_B is [out_features, r]). Errors name the file and the tensor.
  */
-export async function loadPeftAdapter(
-  model: Model,
+export function checkPeftAdapter(
+  c: ModelConfig,
   configText: string,
-  store: TensorStore,
+  store: Pick<TensorStore, 'names' | 'info'>,
   file = ADAPTER_CONFIG,
-  /** Training settings for continuing to train it (dropout defaults to the adapter's lora_dropout). */
-  overrides: { dropout?: number; seed?: number } = {},
-): Promise<{ lora: LoraSet; config: LoraAdapterConfig }> {
+): CheckedAdapter {
   const ac = parseAdapterConfig(configText, file);
   if (Object.keys(ac.rankPattern).length || Object.keys(ac.alphaPattern).length)
     throw new PeftError(file, 'rank_pattern', 'per-module ranks/alphas are not supported');
   if (ac.useDora) throw new PeftError(file, 'use_dora', 'DoRA adapters are not supported');
-  const c = model.config;
   const found = new Map<string, { A?: string; B?: string; layer: number; module: LinearModule }>();
   for (const key of store.names()) {
     const k = parseLoraKey(key);
@@ -112,13 +131,58 @@ export async function loadPeftAdapter(
     found.set(name, e);
   }
   if (!found.size) throw new PeftError(ADAPTER_WEIGHTS, null, 'holds no LoRA weights');
-  const modules = [...new Set([...found.values()].map((e) => e.module))];
-  const layers = [...new Set([...found.values()].map((e) => e.layer))].sort((a, b) => a - b);
+  const modules: CheckedModule[] = [];
+  for (const [name, e] of found) {
+    if (!e.A || !e.B)
+      throw new PeftError(ADAPTER_WEIGHTS, name, `has lora_${e.A ? 'A' : 'B'} but not lora_${e.A ? 'B' : 'A'}`);
+    if (!isTargeted(ac, e.layer, e.module))
+      throw new PeftError(file, 'target_modules', `does not cover ${name}, which the weights file adapts`);
+    const [outF, inF] = linearShape(c, e.module);
+    const check = (key: string, shape: [number, number]) => {
+      const info = store.info(key);
+      if (info.dtype !== 'F32' && info.dtype !== 'BF16' && info.dtype !== 'F16')
+        throw new PeftError(info.shard, key, `dtype ${info.dtype} is not a float type`);
+      if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
+        throw new PeftError(
+          info.shard,
+          key,
+          `shape [${info.shape.join(', ')}] does not fit this model (expected [${shape.join(', ')}] for r=${ac.r})`,
+        );
+      }
+    };
+    const shapeA: [number, number] = [ac.r, inF];
+    const shapeB: [number, number] = [outF, ac.r];
+    check(e.A, shapeA);
+    check(e.B, shapeB);
+    modules.push({ name, layer: e.layer, module: e.module, A: e.A, B: e.B, shapeA, shapeB });
+  }
+  return {
+    config: ac,
+    modules,
+    targets: [...new Set(modules.map((m) => m.module))],
+    layers: [...new Set(modules.map((m) => m.layer))].sort((a, b) => a - b),
+  };
+}
+
+/**
+ * Uploads a PEFT LoRA adapter onto `model` as a LoraSet. Refuses what one LoraSet cannot express
+ * faithfully (per-module rank/alpha patterns, DoRA) and adapters that do not fit the model.
+ */
+export async function loadPeftAdapter(
+  model: Model,
+  configText: string,
+  store: TensorStore,
+  file = ADAPTER_CONFIG,
+  /** Training settings for continuing to train it (dropout defaults to the adapter's lora_dropout). */
+  overrides: { dropout?: number; seed?: number } = {},
+): Promise<{ lora: LoraSet; config: LoraAdapterConfig }> {
+  const c = model.config;
+  const { config: ac, modules, targets, layers } = checkPeftAdapter(c, configText, store, file);
   const loraCfg: LoraConfig = {
     rank: ac.r,
     alpha: ac.loraAlpha,
     dropout: overrides.dropout ?? ac.loraDropout,
-    targets: modules,
+    targets,
     rsLora: ac.useRslora,
     seed: overrides.seed ?? 0,
     ...(layers.length < c.numLayers ? { layers } : {}),
@@ -126,43 +190,25 @@ export async function loadPeftAdapter(
   const lora = new LoraSet(model.gpu, loraCfg);
   const scale = loraScale(ac.loraAlpha, ac.r, ac.useRslora);
   try {
-    for (const [name, e] of found) {
-      if (!e.A || !e.B)
-        throw new PeftError(ADAPTER_WEIGHTS, name, `has lora_${e.A ? 'A' : 'B'} but not lora_${e.A ? 'B' : 'A'}`);
-      if (!isTargeted(ac, e.layer, e.module))
-        throw new PeftError(file, 'target_modules', `does not cover ${name}, which the weights file adapts`);
-      const [outF, inF] = linearShape(c, e.module);
-      const read = async (key: string, shape: [number, number]) => {
+    for (const m of modules) {
+      const read = async (key: string, shape: [number, number], which: 'A' | 'B') => {
         const info = store.info(key);
-        if (info.dtype !== 'F32' && info.dtype !== 'BF16' && info.dtype !== 'F16')
-          throw new PeftError(info.shard, key, `dtype ${info.dtype} is not a float type`);
-        if (info.shape.length !== 2 || info.shape[0] !== shape[0] || info.shape[1] !== shape[1]) {
-          throw new PeftError(
-            info.shard,
-            key,
-            `shape [${info.shape.join(', ')}] does not fit this model (expected [${shape.join(', ')}] for r=${ac.r})`,
-          );
-        }
         const raw = await store.readTensor(key);
         const from = info.dtype === 'F32' ? 'f32' : info.dtype === 'BF16' ? 'bf16' : 'f16';
         const bytes = convertBytes(raw.bytes, from, 'f32');
         const f = new Float32Array(bytes.byteLength / 4);
         new Uint8Array(f.buffer).set(bytes);
-        return uploadTensor(
-          model.gpu,
-          f,
-          tensorSpec('f32', shape, 'adapters', `${name}.lora_${key.includes('lora_A') ? 'A' : 'B'}`),
-        );
+        return uploadTensor(model.gpu, f, tensorSpec('f32', shape, 'adapters', `${m.name}.lora_${which}`));
       };
-      const A = await read(e.A, [ac.r, inF]);
-      const B = await read(e.B, [outF, ac.r]);
-      const moduleId = e.layer * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(e.module);
-      lora.adapters.set(name, {
+      const A = await read(m.A, m.shapeA, 'A');
+      const B = await read(m.B, m.shapeB, 'B');
+      const moduleId = m.layer * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(m.module);
+      lora.adapters.set(m.name, {
         A,
         B,
-        adapter: { a: A, b: B, r: ac.r, inFeatures: inF, outFeatures: outF, scale },
-        layer: e.layer,
-        module: e.module,
+        adapter: { a: A, b: B, r: ac.r, inFeatures: m.shapeA[1], outFeatures: m.shapeB[0], scale },
+        layer: m.layer,
+        module: m.module,
         moduleId,
       });
     }
