@@ -12,8 +12,9 @@
 //                 workgroup-memory reads), K in slices of 16;
 //   tiled128      128×128 outputs per 16×16 workgroup, 8×8 per thread as vec4 pairs read from
 //                 vec4 workgroup tiles, K in slices of 8 (more reuse per load for big GPUs);
-//   register4x4   no workgroup memory and no barriers: each thread of an 8×8 workgroup walks K
-//                 alone for a 4×4 block of C, reading A and B straight from storage.
+//   register8x8   no workgroup memory and no barriers: each thread of an 8×8 workgroup walks K
+//                 alone for an 8×8 block of C, reading A and B straight from storage (caches do
+//                 the sharing), with no bounds checks inside the K loop.
 #include "{{B_DECODE}}"
 
 const TRANS_A: bool = {{TRANS_A}};
@@ -150,23 +151,42 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
   }
 }
 
-// ---- register4x4 ----
+// ---- register8x8 ----
 
 @compute @workgroup_size(8, 8, 1)
-fn register4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m0 = gid.y * 4u;
-  let n0 = gid.x * 4u;
+fn register8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.y * 8u;
+  let n0 = gid.x * 8u;
   if (m0 >= p.M || n0 >= p.N) { return; }
-  let ab = aBase(gid.z);
-  let bb = bBase(gid.z);
-  var acc: array<vec4<f32>, 4>;
+  // Rows/columns past the edge are clamped onto the last one (always readable, never stored), so
+  // the K loop has no bounds checks: each step is 16 loads feeding 64 FMAs.
+  let aStep = select(1u, p.M, TRANS_A);
+  let bStep = select(p.N, 1u, TRANS_B);
+  var aAt: array<u32, 8>;
+  var bAt: array<u32, 8>;
+  for (var i = 0u; i < 8u; i++) {
+    let m = min(m0 + i, p.M - 1u);
+    aAt[i] = aBase(gid.z) + select(m * p.K, m, TRANS_A);
+    let n = min(n0 + i, p.N - 1u);
+    bAt[i] = bBase(gid.z) + select(n, n * p.K, TRANS_B);
+  }
+  var accLo: array<vec4<f32>, 8>;
+  var accHi: array<vec4<f32>, 8>;
   for (var k = 0u; k < p.K; k++) {
-    let bv = vec4<f32>(loadB(bb, k, n0), loadB(bb, k, n0 + 1u), loadB(bb, k, n0 + 2u), loadB(bb, k, n0 + 3u));
-    for (var i = 0u; i < 4u; i++) {
-      acc[i] = fma(vec4<f32>(loadA(ab, m0 + i, k)), bv, acc[i]);
+    let bLo = vec4<f32>(weightAt(bAt[0]), weightAt(bAt[1]), weightAt(bAt[2]), weightAt(bAt[3]));
+    let bHi = vec4<f32>(weightAt(bAt[4]), weightAt(bAt[5]), weightAt(bAt[6]), weightAt(bAt[7]));
+    for (var i = 0u; i < 8u; i++) {
+      let av = vec4<f32>(a[aAt[i]]);
+      accLo[i] = fma(av, bLo, accLo[i]);
+      accHi[i] = fma(av, bHi, accHi[i]);
+      aAt[i] += aStep;
+      bAt[i] += bStep;
     }
   }
-  for (var i = 0u; i < 4u; i++) {
-    for (var j = 0u; j < 4u; j++) { storeC(gid.z, m0 + i, n0 + j, acc[i][j]); }
+  for (var i = 0u; i < 8u; i++) {
+    for (var j = 0u; j < 4u; j++) {
+      storeC(gid.z, m0 + i, n0 + j, accLo[i][j]);
+      storeC(gid.z, m0 + i, n0 + 4u + j, accHi[i][j]);
+    }
   }
 }

@@ -186,7 +186,7 @@ export async function nodeGpu(
   Object.assign(globalThis, webgpu.globals);
   let entry: GPU | null = webgpu.create([]);
   let g: Gpu;
-  // TABTUNE_KERNELS=matmul=register4x4 pins a kernel variant instead of the measured choice.
+  // TABTUNE_KERNELS=matmul=register8x8 pins a kernel variant instead of the measured choice.
   const forcedKernels = parseForcedKernels(process.env.TABTUNE_KERNELS);
   try {
     g = await acquireGpu({ gpu: entry, shaders, forcedKernels });

@@ -6,7 +6,7 @@ export const runtime: 'node' | 'browser' = typeof window === 'undefined' ? 'node
 
 let shared: Promise<Gpu> | null = null;
 
-/** TABTUNE_KERNELS=matmul=register4x4 runs the whole suite on one variant (Node only). */
+/** TABTUNE_KERNELS=matmul=register8x8 runs the whole suite on one variant (Node only). */
 const forcedKernels = parseForcedKernels(
   typeof process === 'undefined' ? undefined : (process.env as Record<string, string | undefined>).TABTUNE_KERNELS,
 );

@@ -2,16 +2,16 @@ import { describe, expect, it } from 'vitest';
 import { KernelChoices, parseForcedKernels } from '../../src/engine/gpu/kernel-choices.ts';
 import { matmulShapeClass } from '../../src/engine/ops/matmul.ts';
 
-const VARIANTS = ['tiled64', 'tiled128', 'register4x4'] as const;
+const VARIANTS = ['tiled64', 'tiled128', 'register8x8'] as const;
 
 describe('kernel choices', () => {
   it('serves the fallback until a class is tuned, then the tuned variant', () => {
     const k = new KernelChoices();
     expect(k.pick('matmul', 'c1', VARIANTS, 'tiled64')).toBe('tiled64');
-    k.set('matmul', 'c1', 'register4x4');
-    expect(k.pick('matmul', 'c1', VARIANTS, 'tiled64')).toBe('register4x4');
+    k.set('matmul', 'c1', 'register8x8');
+    expect(k.pick('matmul', 'c1', VARIANTS, 'tiled64')).toBe('register8x8');
     expect(k.pick('matmul', 'c2', VARIANTS, 'tiled64')).toBe('tiled64');
-    expect(k.toRecord()).toEqual({ 'matmul:c1': 'register4x4' });
+    expect(k.toRecord()).toEqual({ 'matmul:c1': 'register8x8' });
   });
 
   it('restores stored choices but ignores a stored variant that no longer exists', () => {
@@ -23,19 +23,19 @@ describe('kernel choices', () => {
 
   it('a forced variant wins over tuned ones; an unknown one is an error naming the choices', () => {
     const k = new KernelChoices(parseForcedKernels('matmul=tiled128'));
-    k.set('matmul', 'c1', 'register4x4');
+    k.set('matmul', 'c1', 'register8x8');
     expect(k.pick('matmul', 'c1', VARIANTS, 'tiled64')).toBe('tiled128');
     expect(k.isForced('matmul')).toBe(true);
     const bad = new KernelChoices(parseForcedKernels('matmul=fast'));
     expect(() => bad.pick('matmul', 'c1', VARIANTS, 'tiled64')).toThrow(
-      /"fast" is not one of tiled64, tiled128, register4x4/,
+      /"fast" is not one of tiled64, tiled128, register8x8/,
     );
   });
 
   it('parses TABTUNE_KERNELS and rejects malformed entries', () => {
     expect(parseForcedKernels(undefined)).toEqual({});
-    expect(parseForcedKernels(' matmul=register4x4 , rmsnorm=plain ')).toEqual({
-      matmul: 'register4x4',
+    expect(parseForcedKernels(' matmul=register8x8 , rmsnorm=plain ')).toEqual({
+      matmul: 'register8x8',
       rmsnorm: 'plain',
     });
     expect(() => parseForcedKernels('matmul')).toThrow(/"matmul" is not family=variant/);

@@ -4,10 +4,10 @@
 // over both, so tests and bug reports can pin one.
 import { GpuError } from './errors.ts';
 
-/** family → variant, e.g. { matmul: 'register4x4' }. */
+/** family → variant, e.g. { matmul: 'register8x8' }. */
 export type ForcedKernels = Readonly<Record<string, string>>;
 
-/** Parses "matmul=register4x4,rmsnorm=plain" (empty or undefined: nothing forced). */
+/** Parses "matmul=register8x8,rmsnorm=plain" (empty or undefined: nothing forced). */
 export function parseForcedKernels(spec: string | undefined): ForcedKernels {
   const forced: Record<string, string> = {};
   for (const part of (spec ?? '').split(',').map((s) => s.trim())) {

@@ -41,7 +41,7 @@ export interface MatmulArgs {
 export const MATMUL_VARIANTS = {
   tiled64: { blockM: 64, blockN: 64 },
   tiled128: { blockM: 128, blockN: 128 },
-  register4x4: { blockM: 32, blockN: 32 },
+  register8x8: { blockM: 64, blockN: 64 },
 } as const;
 export type MatmulVariant = keyof typeof MATMUL_VARIANTS;
 export const MATMUL_VARIANT_NAMES = Object.keys(MATMUL_VARIANTS) as MatmulVariant[];

@@ -184,7 +184,7 @@ function fnv1a(text: string): string {
   return h.toString(16).padStart(8, '0');
 }
 
-/** "7 shape classes: register4x4 ×5, tiled64 ×2" — one line for a log. */
+/** "7 shape classes: register8x8 ×5, tiled64 ×2" — one line for a log. */
 export function summariseTuning(results: readonly TuneResult[]): string {
   const counts = new Map<string, number>();
   for (const r of results) counts.set(r.chosen, (counts.get(r.chosen) ?? 0) + 1);
