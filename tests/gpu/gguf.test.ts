@@ -4,6 +4,8 @@
 //     for the demo model, a tiny Llama (tied embeddings, GQA) and a tiny Qwen2 (q/k/v biases),
 //     with a LoRA merged in;
 // (b) q8_0 agrees with f16 on the teacher-forced top-1 token over held-out text (≥ 98 %);
+//     q4_k_m (llama-quantize's recipe, k-quant blocks) keeps llama.cpp's perplexity on the same text
+//     within 1.10 × f16's;
 // (c) llama.cpp's tokenizer built from our GGUF gives our token ids (English, 中文, specials);
 // (d) an unsupported type is a clear error before any file is written.
 // Node only (files, a native addon).
@@ -72,6 +74,52 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
       await ctx.dispose();
       await model.dispose();
     }
+  }
+
+  /** llama.cpp's perplexity over `texts` (teacher forcing, full softmax at temperature 1). */
+  async function llamaPerplexity(path: string, texts: number[][]): Promise<{ ppl: number; tokens: number }> {
+    const model = await llama.loadModel({ modelPath: path });
+    const ctx = await model.createContext({ contextSize: 256, sequences: 1, threads: 1 });
+    try {
+      let nll = 0;
+      let n = 0;
+      const seq = ctx.getSequence();
+      const options = { temperature: 1, topK: 0, topP: 1, minP: 0 };
+      for (const ids of texts) {
+        await seq.clearHistory();
+        const res = await seq.controlledEvaluate(
+          ids.slice(0, -1).map((t) => [t, { generateNext: { probabilities: true, options } }]),
+        );
+        for (let i = 0; i < ids.length - 1; i++) {
+          const probs: Map<number, number> = res[i].next.probabilities;
+          const total = [...probs.values()].reduce((a, b) => a + b, 0);
+          expect(total).toBeCloseTo(1, 3); // the whole distribution, nothing cut off
+          nll -= Math.log(probs.get(ids[i + 1]) ?? 0);
+          n++;
+        }
+      }
+      return { ppl: Math.exp(nll / n), tokens: n };
+    } finally {
+      await ctx.dispose();
+      await model.dispose();
+    }
+  }
+
+  /** ≥ minTokens tokens of answers from the alpaca demo dataset, as pieces of at most 200 tokens. */
+  async function datasetTexts(tok: { encode(t: string): number[] }, minTokens: number): Promise<number[][]> {
+    const { readFileSync } = await import('node:fs');
+    const rows = JSON.parse(readFileSync('datasets/alpaca_en_zh_demo.json', 'utf8')) as { output: string }[];
+    const out: number[][] = [];
+    let n = 0;
+    for (const r of rows) {
+      if (n >= minTokens) break;
+      const ids = tok.encode(r.output).slice(0, 200);
+      if (ids.length < 8) continue;
+      out.push(ids);
+      n += ids.length - 1;
+    }
+    expect(n).toBeGreaterThanOrEqual(minTokens);
+    return out;
   }
 
   async function setup(kind: 'demo' | 'llama' | 'qwen2') {
@@ -179,6 +227,38 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
     }
   }, 600_000);
 
+  it('demo model: q4_k_m perplexity in llama.cpp is within 1.10 × f16 on held-out text', async () => {
+    const { parseGguf } = await import('../cpu/gguf-read.ts');
+    const { readFileSync } = await import('node:fs');
+    const s = await setup('demo');
+    try {
+      const f16 = await exportTo(s, null, 'f16', 'tabby');
+      const q4 = await exportTo(s, null, 'q4_k_m', 'tabby');
+      // The recipe as llama-quantize applies it to this shape (6 layers, rows of 256 and 688).
+      const types = new Map(parseGguf(readFileSync(q4.path)).tensors.map((t) => [t.name, t.type]));
+      expect(types.get('token_embd.weight')).toBe(14); // tied output: Q6_K
+      expect(types.get('blk.0.attn_q.weight')).toBe(12); // Q4_K
+      expect(types.get('blk.0.attn_v.weight')).toBe(12);
+      expect(types.get('blk.2.attn_v.weight')).toBe(14); // use_more_bits layers 2 and 5: Q6_K
+      expect(types.get('blk.5.attn_v.weight')).toBe(14);
+      expect(types.get('blk.0.ffn_down.weight')).toBe(1); // rows of 688: no 256- or 32-blocks, F16
+      expect(types.get('blk.0.attn_norm.weight')).toBe(0);
+      const texts = await datasetTexts(s.tok, 512);
+      const base = await llamaPerplexity(f16.path, texts);
+      const quant = await llamaPerplexity(q4.path, texts);
+      timings.push(
+        `perplexity over ${base.tokens} tokens of alpaca_en_zh_demo answers: f16 ${base.ppl.toFixed(3)}, q4_k_m ${quant.ppl.toFixed(3)} (${(quant.ppl / base.ppl).toFixed(3)}×)`,
+      );
+      expect(quant.ppl).toBeLessThanOrEqual(1.1 * base.ppl);
+      expect(quant.ppl).not.toBe(base.ppl); // the weights really changed
+      expect(q4.bytes).toBeLessThan(f16.bytes * 0.6);
+    } finally {
+      s.model.release();
+      await s.files.source.close?.();
+      console.log(`GGUF q4_k_m (demo model):\n  ${timings.join('\n  ')}`);
+    }
+  }, 600_000);
+
   for (const kind of ['llama', 'qwen2'] as const) {
     it(`tiny ${kind === 'llama' ? 'Llama (tied, GQA)' : 'Qwen2 (biases)'} + merged LoRA: f32 and f16 greedy tokens equal ours`, async () => {
       const { writeTensor } = await import('../../src/engine/gpu/index.ts');
@@ -217,8 +297,8 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
     const write = async (name: string) => void written.push(name);
     try {
       const opts = { name: 'x', tokenizerFiles: s.tokenizerFiles, write };
-      await expect(exportGguf(s.model, null, { ...opts, type: 'q4_k_m' })).rejects.toThrow(
-        /q4_k_m is not yet supported/,
+      await expect(exportGguf(s.model, null, { ...opts, type: 'q4_k_s' })).rejects.toThrow(
+        /q4_k_s is not yet supported/,
       );
       await expect(exportGguf(s.model, null, { ...opts, type: 'f64' })).rejects.toThrow(/unknown GGUF type f64/);
       const odd = { ...s.model, config: { ...s.model.config, architecture: 'GPT2LMHeadModel' as never } };

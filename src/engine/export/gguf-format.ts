@@ -27,7 +27,7 @@ export const GgufValueType = {
 export type GgufScalarKind = Exclude<keyof typeof GgufValueType, 'ARRAY'>;
 
 /** ggml_type values of the tensor types we write. */
-export const GgmlType = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 } as const;
+export const GgmlType = { F32: 0, F16: 1, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
 export type GgmlTypeName = keyof typeof GgmlType;
 
 /** Elements per block and bytes per block (ggml type traits). */
@@ -35,7 +35,10 @@ export const GGML_BLOCK: Record<GgmlTypeName, { elements: number; bytes: number 
   F32: { elements: 1, bytes: 4 },
   F16: { elements: 1, bytes: 2 },
   BF16: { elements: 1, bytes: 2 },
+  Q5_0: { elements: 32, bytes: 22 },
   Q8_0: { elements: 32, bytes: 34 },
+  Q4_K: { elements: 256, bytes: 144 },
+  Q6_K: { elements: 256, bytes: 210 },
 };
 
 export type GgufScalar = { kind: GgufScalarKind; value: number | bigint | boolean | string };

@@ -62,11 +62,20 @@ export async function* rechunk(src: AsyncIterable<Uint8Array>, unit: number): As
   if (carry.length) yield carry;
 }
 
-/** f32 bytes (a multiple of 32 values per chunk after rechunking) → Q8_0 blocks. */
-export async function* q8_0Chunks(f32Bytes: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  for await (const chunk of rechunk(f32Bytes, Q8_0_BLOCK * 4)) {
+/** f32 bytes → quantized blocks of `block` values each (rows must be whole blocks). */
+export async function* blockChunks(
+  f32Bytes: AsyncIterable<Uint8Array>,
+  block: number,
+  quantize: (x: Float32Array) => Uint8Array,
+): AsyncGenerator<Uint8Array> {
+  for await (const chunk of rechunk(f32Bytes, block * 4)) {
     const f = new Float32Array(chunk.byteLength / 4);
     new Uint8Array(f.buffer).set(chunk);
-    yield quantizeQ8_0(f);
+    yield quantize(f);
   }
+}
+
+/** f32 bytes (a multiple of 32 values per chunk after rechunking) → Q8_0 blocks. */
+export function q8_0Chunks(f32Bytes: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  return blockChunks(f32Bytes, Q8_0_BLOCK, quantizeQ8_0);
 }

@@ -6,25 +6,72 @@
 //   Qwen3 → "qwen3" (NeoX RoPE: no permutation);
 // - tensor types: 1-D tensors (norms, biases) f32; matrices in the requested type (f32, f16, bf16,
 //   or q8_0, see ./gguf-quant.ts; a matrix whose rows are not a multiple of 32 falls back to f16
-//   in q8_0, as the converter does);
+//   in q8_0, as the converter does); q4_k_m picks each matrix's type as llama-quantize does
+//   (q4KMTensorType: Q4_K, Q6_K for the output and some attn_v / ffn_down, fallbacks for rows that
+//   are not whole 256-blocks), the blocks written as ggml's reference quantizers write them
+//   (./gguf-kquant.ts);
 // - tensors are produced one at a time, streamed to the writer: no whole-model buffer.
 import { mergedTensors, ExportError, type ExportableLora, type ExportableModel, type ExportWrite } from './merged.ts';
 import type { FloatDType } from './convert.ts';
 import { ELEMENT_BYTES } from './convert.ts';
 import { ggufChunks, ggufLayout, gguf, type GgufKv, type GgufTensor, type GgmlTypeName } from './gguf-format.ts';
-import { q8_0Chunks, Q8_0_BLOCK } from './gguf-quant.ts';
+import { blockChunks, quantizeQ8_0, Q8_0_BLOCK } from './gguf-quant.ts';
+import { quantizeQ4_K, quantizeQ5_0, quantizeQ6_K } from './gguf-kquant.ts';
 import { ggufVocab } from './gguf-vocab.ts';
 import type { ModelConfig } from '../model/config.ts';
 
-export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0'] as const;
+export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_k_m'] as const;
 export type GgufType = (typeof GGUF_TYPES)[number];
 // llama.cpp types users may ask for that we do not write yet.
-const NOT_YET = ['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q4_k'];
+const NOT_YET = ['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k'];
 const NOT_YET_ALSO = ['q5_k_s', 'q5_k_m', 'q5_k', 'q6_k', 'iq4_xs', 'iq4_nl', 'tq1_0', 'tq2_0'];
 
-/** llama_ftype (gguf-py LlamaFileType) of each export type. */
-export const GGUF_FILE_TYPE: Record<GgufType, number> = { f32: 0, f16: 1, q8_0: 7, bf16: 32 };
-const MATRIX_TYPE: Record<GgufType, GgmlTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0' };
+/** llama_ftype (llama.h LLAMA_FTYPE_*, gguf-py LlamaFileType) of each export type. */
+export const GGUF_FILE_TYPE: Record<GgufType, number> = { f32: 0, f16: 1, q8_0: 7, q4_k_m: 15, bf16: 32 };
+const MATRIX_TYPE: Record<Exclude<GgufType, 'q4_k_m'>, GgmlTypeName> = {
+  f32: 'F32',
+  f16: 'F16',
+  bf16: 'BF16',
+  q8_0: 'Q8_0',
+};
+const QUANTIZE: Partial<Record<GgmlTypeName, { block: number; fn: (x: Float32Array) => Uint8Array }>> = {
+  Q8_0: { block: Q8_0_BLOCK, fn: quantizeQ8_0 },
+  Q5_0: { block: 32, fn: quantizeQ5_0 },
+  Q4_K: { block: 256, fn: quantizeQ4_K },
+  Q6_K: { block: 256, fn: quantizeQ6_K },
+};
+
+/** llama-quantize's use_more_bits: the first and last eighth of the layers and every third between. */
+export function useMoreBits(layer: number, nLayers: number): boolean {
+  const e = Math.floor(nLayers / 8);
+  return layer < e || layer >= Math.floor((7 * nLayers) / 8) || (layer - e) % 3 === 2;
+}
+
+/**
+ * The ggml type llama-quantize gives a 2-D weight in a Q4_K_M file (src/llama-quant.cpp
+ * llama_tensor_get_type, no importance matrix): Q4_K by default; the output matrix (or the token
+ * embedding when it doubles as the output) Q6_K, or Q8_0 when its rows are not whole 256-blocks;
+ * attn_v and ffn_down Q6_K on use_more_bits layers. Then tensor_type_fallback: a row length that is
+ * not a multiple of the block turns Q4_K into Q5_0 and Q6_K into Q8_0, and F16 when even 32 fails.
+ */
+export function q4KMTensorType(
+  name: string,
+  rowLength: number,
+  nLayers: number,
+  tiedEmbeddings: boolean,
+): GgmlTypeName {
+  let t: GgmlTypeName = 'Q4_K';
+  const layer = /^blk\.(\d+)\./.exec(name);
+  if (name === 'output.weight' || (tiedEmbeddings && name === 'token_embd.weight'))
+    t = rowLength % 256 !== 0 ? 'Q8_0' : 'Q6_K';
+  else if (layer && /\.(attn_v|ffn_down)\.weight$/.test(name) && useMoreBits(Number(layer[1]), nLayers)) t = 'Q6_K';
+  const block = t === 'Q8_0' ? 32 : 256;
+  if (rowLength % block !== 0) {
+    t = t === 'Q4_K' ? 'Q5_0' : t === 'Q6_K' ? 'Q8_0' : 'F16';
+    if (t !== 'F16' && rowLength % 32 !== 0) t = 'F16';
+  }
+  return t;
+}
 
 /** The export type, or a clear error for anything else (before any work). */
 export function checkGgufType(type: string): GgufType {
@@ -143,7 +190,7 @@ export function llama3RopeFactors(c: ModelConfig): Float32Array {
 }
 
 export interface GgufExportOptions {
-  /** f32 | f16 | bf16 | q8_0 (anything else is an error before any work). */
+  /** f32 | f16 | bf16 | q8_0 | q4_k_m (anything else is an error before any work). */
   type: string;
   /** general.name, and the file name `<name>-<type>.gguf`. */
   name: string;
@@ -196,14 +243,23 @@ export function planGguf(model: ExportableModel, lora: ExportableLora | null, op
   };
   const base = listFor('f32');
   const fallback: string[] = [];
+  const mix = new Map<GgmlTypeName, number>();
+  const tied = !base.some((t) => t.name === 'lm_head.weight');
   const tensors: GgufTensor[] = base.map((t, i) => {
     const name = ggufTensorName(t.name);
     const shape = t.shape;
     const dims = [...shape].reverse();
-    let ggml: GgmlTypeName = shape.length === 1 ? 'F32' : MATRIX_TYPE[type];
-    if (ggml === 'Q8_0' && dims[0] % Q8_0_BLOCK !== 0) {
-      ggml = 'F16';
-      fallback.push(name);
+    let ggml: GgmlTypeName;
+    if (shape.length === 1) ggml = 'F32';
+    else if (type === 'q4_k_m') {
+      ggml = q4KMTensorType(name, dims[0], c.numLayers, tied);
+      mix.set(ggml, (mix.get(ggml) ?? 0) + 1);
+    } else {
+      ggml = MATRIX_TYPE[type];
+      if (ggml === 'Q8_0' && dims[0] % Q8_0_BLOCK !== 0) {
+        ggml = 'F16';
+        fallback.push(name);
+      }
     }
     const src: FloatDType = ggml === 'F16' ? 'f16' : ggml === 'BF16' ? 'bf16' : 'f32';
     const producer = listFor(src)[i];
@@ -221,9 +277,14 @@ export function planGguf(model: ExportableModel, lora: ExportableLora | null, op
         yield permuteHeadRows(all, shape[0], nHead);
       };
     }
-    const data = ggml === 'Q8_0' ? () => q8_0Chunks(bytes()) : bytes;
+    const q = QUANTIZE[ggml];
+    const data = q ? () => blockChunks(bytes(), q.block, q.fn) : bytes;
     return { name, dims, type: ggml, data };
   });
+  if (mix.size)
+    notes.push(
+      `q4_k_m: ${[...mix].map(([t, n]) => `${n} ${t}`).join(', ')} matrices (llama-quantize's Q4_K_M recipe; rows that are not whole 256-blocks fall back to Q5_0 / Q8_0 / F16)`,
+    );
   if (fallback.length)
     notes.push(
       `q8_0 needs rows of a multiple of 32 values: ${fallback.length} tensor(s) written as f16 (${fallback.slice(0, 3).join(', ')}${fallback.length > 3 ? ', …' : ''})`,
