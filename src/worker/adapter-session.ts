@@ -73,7 +73,10 @@ export class AdapterSession {
   /** Reads a dropped or picked adapter folder (adapter_config.json + adapter_model.safetensors) and keeps it. */
   async addFiles(files: { name: string; file: Blob }[]): Promise<AdapterInfo> {
     const byName = new Map(files.map((f) => [base(f.name), f.file]));
-    const folder = files[0]?.name.includes('/') ? files[0].name.split('/').slice(-2, -1)[0] : 'adapter';
+    // The folder's name when a folder was given; picked files alone are named by their file names.
+    const folder = files[0]?.name.includes('/')
+      ? files[0].name.split('/').slice(-2, -1)[0]
+      : `${ADAPTER_CONFIG} + ${ADAPTER_WEIGHTS}`;
     const configBlob = byName.get(ADAPTER_CONFIG);
     const weights = byName.get(ADAPTER_WEIGHTS);
     if (!configBlob || !weights) {
@@ -137,7 +140,7 @@ export class AdapterSession {
       if (e instanceof PeftError)
         throw new UserError(
           'adapter-mismatch',
-          `the adapter ${a.name} does not fit ${modelId}${a.baseModel && a.baseModel !== modelId ? ` (it was trained on ${a.baseModel})` : ''}: ${e.message}`,
+          `the adapter "${a.name}" does not fit ${modelId}${a.baseModel && a.baseModel !== modelId ? ` (it was trained on ${a.baseModel})` : ''}: ${e.message}`,
         );
       throw e;
     } finally {

@@ -72,6 +72,14 @@ export const en = {
   'err.noGpu': 'Open “Your GPU and WebGPU self-test” above for what to do.',
   'err.deviceLost':
     'Press Resume (after "Try again" above if the GPU is still missing): training continues from the last checkpoint, and the curve is kept up to it.',
+  'err.adapterMismatch':
+    'Load the base model the adapter was trained on (its name is above), then open the adapter again.',
+  'err.badAdapter':
+    'Pick the adapter folder with adapter_config.json and adapter_model.safetensors (as PEFT or LLaMA-Factory saves it).',
+  'err.hubAuth': 'Paste a valid access token with the "write" role; your files and settings are still here.',
+  'err.hubForbidden': 'Push to your own namespace (or an organization your token may write to).',
+  'err.hubConflict': 'Choose another repo name, or tick “Update an existing repo”; nothing was uploaded.',
+  'err.hubFailed': 'Check the endpoint and your connection, then push again; the exported files are kept.',
   'err.generic': 'Retry; if it happens again, reload the page (your settings and files are kept).',
 
   'model.title': 'Model',

@@ -67,6 +67,13 @@ export const zh: Record<MessageKey, string> = {
   'err.fullFt': '请改为导出合并后的模型，或训练一次 LoRA 以便与基座对比。',
   'err.noGpu': '请展开上方“你的 GPU 与 WebGPU 自检”查看处理方法。',
   'err.deviceLost': '请点击“继续”（若上方仍提示 GPU 丢失，先点“重试”）：训练将从最近的检查点继续，曲线保留到该点。',
+  'err.adapterMismatch': '请先加载该适配器训练时使用的基座模型（名称见上），再重新打开适配器。',
+  'err.badAdapter':
+    '请选择包含 adapter_config.json 和 adapter_model.safetensors 的适配器文件夹（PEFT 或 LLaMA-Factory 保存的格式）。',
+  'err.hubAuth': '请粘贴一个具有 "write" 权限的有效令牌；你的文件和设置都还在。',
+  'err.hubForbidden': '请推送到你自己的命名空间（或令牌有写权限的组织）。',
+  'err.hubConflict': '请换一个仓库名，或勾选“更新已有仓库”；没有上传任何内容。',
+  'err.hubFailed': '请检查地址和网络连接后再推送；导出的文件仍然保留。',
   'err.generic': '请重试；若再次出现，请刷新页面（设置和文件都会保留）。',
 
   'model.title': '模型',
