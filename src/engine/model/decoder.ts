@@ -30,6 +30,7 @@ import {
   type LoraWorkspace,
 } from '../ops/lora.ts';
 import { matmul } from '../ops/matmul.ts';
+import { MATVEC_MAX_ROWS, matvec } from '../ops/matvec.ts';
 import type { Nf4Weight } from '../ops/nf4.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
 import { ropeBackward, ropeForward } from '../ops/rope.ts';
@@ -280,6 +281,7 @@ export class Decoder {
     acts: LayerActs,
     beta = 0,
   ): Promise<void> {
+    if (this.decodeStep(p.hb.N)) return this.linearDecode(rec, p, layer, m, x, y, acts, beta);
     const [out, inF] = linearShape(this.c, m);
     const N = p.hb.N;
     await matmul(rec, { a: x, b: this.model.linear(layer, m), c: y, M: N, N: out, K: inF, transB: true, beta });
@@ -295,6 +297,40 @@ export class Decoder {
         dropout: this.dropout(st, p.dropoutStep),
         ws: acts.lora.get(m)!,
       });
+  }
+
+  /**
+   * Generation steps of a few tokens (KV-cache decode) run their products as matrix-vector
+   * kernels (ops/matvec.ts); training, evaluation and long prefills keep the tiled matmul.
+   */
+  private decodeStep(rows: number): boolean {
+    return !!this.opts.inference && rows <= MATVEC_MAX_ROWS;
+  }
+
+  /** linearForward of a decode step: base, bias and LoRA as matrix-vector products. */
+  private async linearDecode(
+    rec: Recorder,
+    p: PassInputs,
+    layer: number,
+    m: LinearModule,
+    x: Tensor,
+    y: Tensor,
+    acts: LayerActs,
+    beta: number,
+  ): Promise<void> {
+    const [out, inF] = linearShape(this.c, m);
+    const rows = p.hb.N;
+    await matvec(rec, { x, w: this.model.linear(layer, m), y, rows, N: out, K: inF, beta });
+    const bias = this.model.bias(layer, m);
+    // The bias as an [out, 1] weight applied to a column of ones.
+    if (bias) await matvec(rec, { x: p.ones!, w: bias, y, rows, N: out, K: 1, beta: 1 });
+    const st = this.lora?.get(layer, m);
+    if (!st) return;
+    // PEFT's y += s·(x·Aᵀ)·Bᵀ (no dropout when generating): A [r, in] and B [out, r] are nn.Linear-shaped.
+    const { a, b, r, scale } = st.adapter;
+    const t = acts.lora.get(m)!.t;
+    await matvec(rec, { x, w: a, y: t, rows, N: r, K: inF });
+    await matvec(rec, { x: t, w: b, y, rows, N: out, K: r, alpha: scale, beta: 1 });
   }
 
   /** dX (= or +=) dY·W (+ LoRA), and the trainable gradients (+=). */
@@ -646,6 +682,21 @@ export class Decoder {
   private async lmHeadForward(rec: Recorder, xf: Tensor, r0: number, R: number, logits: Tensor): Promise<void> {
     const { hiddenSize: H, vocabSize: V } = this.c;
     const W = this.model.lmHead;
+    if (this.decodeStep(R)) {
+      for (const part of isRowSplit(W) ? W.parts : [{ tensor: W, row0: 0, rows: V }])
+        await matvec(rec, {
+          x: xf,
+          xOffset: r0 * H,
+          w: part.tensor,
+          y: logits,
+          yOffset: part.row0,
+          yRowStride: V,
+          rows: R,
+          N: part.rows,
+          K: H,
+        });
+      return;
+    }
     if (!isRowSplit(W)) {
       await matmul(rec, { a: xf, aOffset: r0 * H, b: W, c: logits, M: R, N: V, K: H, transB: true });
       return;
@@ -870,17 +921,21 @@ export class Decoder {
     return { xf, release };
   }
 
-  /** Forward only: adds the scaled loss of the labelled rows to loss.accum (evaluation), optionally captures logits [N, V]. */
+  /**
+   * Forward only: adds the scaled loss of the labelled rows to loss.accum (evaluation), optionally
+   * captures logits [N, V] and the per-row NLL [N] (written on labelled rows only: preference
+   * losses sum it per sequence).
+   */
   async forwardLoss(
     p: PassInputs,
     loss: LossTarget,
-    capture?: { logits?: Tensor; hidden?: Tensor },
+    capture?: { logits?: Tensor; hidden?: Tensor; rowLoss?: Tensor },
   ): Promise<{ dispatches: number }> {
     const rec = new Recorder(this.gpu, 'eval forward');
     const { xf, release } = await this.recordFinalHidden(rec, p, 'eval');
     try {
       if (capture?.hidden) rec.copy(xf, 0, capture.hidden, 0, p.hb.N * this.c.hiddenSize * 4);
-      await this.lossChunks(rec, p, xf, null, loss, false, capture?.logits);
+      await this.lossChunks(rec, p, xf, null, loss, false, capture?.logits, capture?.rowLoss);
       await rec.submit();
       return { dispatches: rec.dispatchCount };
     } finally {
@@ -911,6 +966,7 @@ export class Decoder {
     loss: LossTarget,
     train: boolean,
     logitsOut?: Tensor,
+    rowLossOut?: Tensor,
   ): Promise<void> {
     const V = this.c.vocabSize;
     const N = p.hb.N;
@@ -918,8 +974,9 @@ export class Decoder {
     if (!chunks.length) return;
     const R = Math.max(...chunks.map(([, r]) => r));
     const logits = this.zeros([R, V], 'logits_chunk', 'scratch');
-    const rowLoss = this.zeros([N], 'row_loss', 'scratch');
-    this.deferred.push(logits, rowLoss);
+    const rowLoss = rowLossOut ?? this.zeros([N], 'row_loss', 'scratch');
+    this.deferred.push(logits);
+    if (!rowLossOut) this.deferred.push(rowLoss);
     for (const [r0, rows] of chunks) {
       await this.lmHeadForward(rec, xf, r0, rows, logits);
       if (logitsOut) rec.copy(logits, 0, logitsOut, r0 * V * 4, rows * V * 4);

@@ -1,0 +1,131 @@
+// shaders/matvec.wgsl against the CPU reference written from the definition: dense f32/bf16/f16
+// and NF4 (plain and double-quantized block scales) weights, odd N and K (rows of the flattened
+// weight start off the 8-element octets), K = 1, up to 8 rows, offsets / row stride (a row-split
+// head part), alpha/beta, other lane splits, and the 151,936-wide head with small K.
+import { describe, expect, it } from 'vitest';
+import { Recorder, type DType } from '../../src/engine/gpu/index.ts';
+import { matvec } from '../../src/engine/ops/matvec.ts';
+import { dynamicMap8, releaseNf4, uploadNf4, type Nf4Host, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
+import { expectClose } from '../cpu/compare.ts';
+import { matvecRef } from '../cpu/matvec.ts';
+import { dequantizeNf4Ref, doubleQuantRef, quantizeNf4Ref } from '../cpu/nf4.ts';
+import { randn } from '../cpu/random.ts';
+import { runtime, testGpu } from './context.ts';
+import { Scope } from './kernel-util.ts';
+
+type Format = DType | 'nf4' | 'nf4+dq';
+
+interface Case {
+  rows: number;
+  N: number;
+  K: number;
+  w: Format;
+  blocksize?: number;
+  alpha?: number;
+  beta?: number;
+  xOffset?: number;
+  yOffset?: number;
+  yRowStride?: number;
+  layout?: { lanes: number; workgroup: number };
+}
+
+/** An NF4 weight quantized on the CPU (bitsandbytes rules) and the f32 values it decodes to. */
+function nf4Weight(s: Scope, values: Float32Array, shape: number[], blocksize: number, dq: boolean) {
+  const ref = quantizeNf4Ref(values, blocksize);
+  const host: Nf4Host = { shape, blocksize, dtype: 'float32', packed: ref.packed, absmax: ref.absmax };
+  let absmax = ref.absmax;
+  if (dq) {
+    const code = dynamicMap8();
+    const d = doubleQuantRef(ref.absmax, code);
+    host.absmax = d.codes;
+    host.nested = { blocksize: 256, offset: d.offset, code, absmax: d.nestedAbsmax };
+    absmax = d.decoded;
+  }
+  const w = uploadNf4(s.gpu, host, 'W');
+  return { w, seen: dequantizeNf4Ref(ref.codes, absmax, blocksize) };
+}
+
+async function runCase(c: Case): Promise<void> {
+  const s = new Scope(await testGpu());
+  let nf4: Nf4Weight | null = null;
+  try {
+    const values = randn(c.N * c.K, c.N * 3 + c.K, 0.3);
+    let w: Parameters<typeof matvec>[1]['w'];
+    let seen: Float32Array;
+    if (c.w === 'nf4' || c.w === 'nf4+dq') {
+      ({ w: nf4, seen } = nf4Weight(s, values, [c.N, c.K], c.blocksize ?? 64, c.w === 'nf4+dq'));
+      w = nf4;
+    } else {
+      ({ t: w, seen } = s.weight(values, c.w, [c.N, c.K], 'W'));
+    }
+    const xOffset = c.xOffset ?? 0;
+    const yOffset = c.yOffset ?? 0;
+    const stride = c.yRowStride ?? c.N;
+    const xHost = randn(xOffset + c.rows * c.K, c.K + 5);
+    const yHost = randn(yOffset + (c.rows - 1) * stride + c.N + 3, 17);
+    const x = s.f32(xHost, [xHost.length], 'x');
+    const y = s.f32(yHost, [yHost.length], 'y');
+    await s.run('matvec-test', (rec) =>
+      matvec(rec, {
+        x,
+        w,
+        y,
+        rows: c.rows,
+        N: c.N,
+        K: c.K,
+        alpha: c.alpha,
+        beta: c.beta,
+        xOffset,
+        yOffset,
+        yRowStride: stride,
+        layout: c.layout,
+      }),
+    );
+    const want = matvecRef(xHost, seen, yHost, c.rows, c.N, c.K, { ...c, xOffset, yOffset, yRowStride: stride });
+    // f32 accumulation in another order than the f64 reference: error grows like √K.
+    expectClose(await s.read(y), want, { rtol: 1e-5, atol: 2e-6 * Math.sqrt(c.K) }, `matvec ${JSON.stringify(c)}`);
+  } finally {
+    if (nf4) releaseNf4(s.gpu, nf4);
+    s.release();
+  }
+}
+
+describe(`matvec (${runtime})`, () => {
+  const cases: Case[] = [
+    { rows: 1, N: 1, K: 1, w: 'f32' },
+    { rows: 1, N: 37, K: 1, w: 'bf16', beta: 1 },
+    { rows: 3, N: 37, K: 50, w: 'f32', alpha: 0.5, beta: 1 },
+    { rows: 1, N: 23, K: 131, w: 'bf16' },
+    { rows: 8, N: 45, K: 77, w: 'f16', alpha: -2 },
+    { rows: 2, N: 19, K: 1000, w: 'bf16', beta: 0.5 },
+    { rows: 5, N: 29, K: 13, w: 'f32', layout: { lanes: 32, workgroup: 256 } },
+    { rows: 1, N: 70, K: 333, w: 'f16', layout: { lanes: 1, workgroup: 64 } },
+    { rows: 2, N: 11, K: 21, w: 'f32', xOffset: 7, yOffset: 5, yRowStride: 40, beta: 1 },
+    { rows: 1, N: 5, K: 64, w: 'nf4', blocksize: 64 },
+    { rows: 4, N: 33, K: 130, w: 'nf4', blocksize: 32, beta: 1 },
+    { rows: 7, N: 19, K: 201, w: 'nf4+dq', blocksize: 64, alpha: 0.25 },
+    { rows: 1, N: 300, K: 3, w: 'nf4+dq', blocksize: 128, layout: { lanes: 8, workgroup: 128 } },
+    // The Qwen2.5 vocabulary as N (the output head): more workgroups than one grid dimension holds.
+    { rows: 1, N: 151936, K: 3, w: 'bf16' },
+    { rows: 2, N: 151936, K: 2, w: 'f32', beta: 1 },
+    { rows: 1, N: 151936, K: 5, w: 'nf4', blocksize: 64 },
+  ];
+  for (const c of cases) it(`${c.w} rows=${c.rows} N=${c.N} K=${c.K}`, () => runCase(c));
+
+  it('names the op, the operand and the limit when the arguments do not fit', async () => {
+    const s = new Scope(await testGpu());
+    try {
+      const x = s.f32(new Float32Array(12), [12], 'xs');
+      const w = s.f32(new Float32Array(12), [4, 3], 'ws');
+      const y = s.f32(new Float32Array(40), [40], 'ys');
+      const rec = new Recorder(s.gpu);
+      await expect(matvec(rec, { x, w, y, rows: 9, N: 4, K: 1 })).rejects.toThrow(/matvec.*rows must be ≤ 8/);
+      await expect(matvec(rec, { x, w, y, rows: 2, N: 4, K: 4 })).rejects.toThrow(/W needs 16 elements but ws/);
+      await expect(matvec(rec, { x, w, y, rows: 1, N: 3, K: 4, xOffset: 10 })).rejects.toThrow(/x needs 14 elements/);
+      await expect(matvec(rec, { x, w: x, y: x, rows: 1, N: 3, K: 4 })).rejects.toThrow(/share one buffer/);
+      await rec.submit();
+    } finally {
+      s.release();
+    }
+  });
+});
