@@ -39,9 +39,14 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
     llama = await mod.getLlama({ gpu: false, build: 'never', logLevel: 'error', maxThreads: 1 });
   });
 
-  async function llamaGreedy(path: string, prompt: number[], n: number): Promise<number[]> {
+  async function llamaGreedy(path: string, prompt: number[], n: number, lora?: string): Promise<number[]> {
     const model = await llama.loadModel({ modelPath: path });
-    const ctx = await model.createContext({ contextSize: 256, sequences: 1, threads: 1 });
+    const ctx = await model.createContext({
+      contextSize: 256,
+      sequences: 1,
+      threads: 1,
+      ...(lora ? { lora: { adapters: [{ filePath: lora }] } } : {}),
+    });
     try {
       const out: number[] = [];
       for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
@@ -282,6 +287,23 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
         // The adapter matters: the base model's GGUF generates something else.
         const base = await exportTo(s, null, 'f16', `tiny-${kind}-base`);
         expect(await llamaGreedy(base.path, prompt, 32)).not.toEqual(ours);
+        // The same LoRA as a GGUF adapter on the f16 base (llama.cpp --lora) answers like the merged file.
+        const { exportGgufAdapter } = await import('../../src/engine/export/gguf-adapter.ts');
+        const { nodeDirWriter } = await import('../../src/engine/export/node-dir.ts');
+        const { join } = await import('node:path');
+        const { parseGguf } = await import('../cpu/gguf-read.ts');
+        const { readFileSync } = await import('node:fs');
+        for (const type of ['f32', 'f16']) {
+          const ad = await exportGgufAdapter(s.model, lora, { type, name: `tiny-${kind}`, write: nodeDirWriter(ROOT) });
+          const adPath = join(ROOT, ad.fileName);
+          const g = parseGguf(readFileSync(adPath));
+          expect(g.kv.get('general.type')?.value).toBe('adapter');
+          expect(g.kv.get('adapter.type')?.value).toBe('lora');
+          expect(g.kv.get('adapter.lora.alpha')?.value).toBe(8);
+          expect(g.tensors.length).toBe(2 * lora.adapters.size);
+          expect(g.tensors.find((t) => t.name === 'blk.0.attn_q.weight.lora_b')?.dims).toEqual([4, 64]);
+          expect(await llamaGreedy(base.path, prompt, 32, adPath)).toEqual(ours);
+        }
       } finally {
         lora.release();
         s.model.release();
