@@ -1,9 +1,12 @@
+import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 import { svelte } from '@sveltejs/vite-plugin-svelte';
 import { playwright } from '@vitest/browser-playwright';
 import { CHROMIUM_PATH, CHROMIUM_WEBGPU_ARGS, SWIFTSHADER_ICD } from './scripts/chromium.ts';
 
 const ci = !!process.env.CI;
+// The kernel tuner's choices for the test runs: measured once per checkout, never in the user's ~/.cache.
+const TEST_KERNEL_CACHE = resolve('.cache', 'kernels-test.json');
 
 export default defineConfig({
   plugins: [svelte()],
@@ -29,7 +32,7 @@ export default defineConfig({
           include: ['tests/gpu/**/*.test.ts'],
           environment: 'node',
           setupFiles: ['tests/gpu/setup-node.ts'],
-          env: { VK_ICD_FILENAMES: SWIFTSHADER_ICD },
+          env: { VK_ICD_FILENAMES: SWIFTSHADER_ICD, TABTUNE_KERNEL_CACHE: TEST_KERNEL_CACHE },
           testTimeout: 300_000,
           hookTimeout: 120_000,
           // Dawn's SwiftShader uses every core itself; files in parallel only thrash.
@@ -62,6 +65,7 @@ export default defineConfig({
           include: ['tests/e2e/**/*.test.ts'],
           globalSetup: ['tests/e2e/global-setup.ts'],
           environment: 'node',
+          env: { TABTUNE_KERNEL_CACHE: TEST_KERNEL_CACHE },
           testTimeout: 600_000,
           hookTimeout: 300_000,
           fileParallelism: false,

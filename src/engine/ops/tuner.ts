@@ -1,9 +1,10 @@
 // Picks the fastest verified variant of a kernel family per shape class by timing every variant
 // on this adapter (integrated, discrete, Apple, mobile and CPU-emulated adapters rank them
 // differently; see shaders/matmul.wgsl). Two rounds keep this cheap everywhere: a small probe
-// drops variants more than PROBE_MARGIN× slower than the best (on a CPU-emulated adapter a
-// barrier-heavy tile can be 30× slower), then the survivors are timed at the class's own shape
-// (capped at TIMED_FLOPS), as many repetitions in one submission as fit in TARGET_MS.
+// (which also compiles each pipeline) drops variants more than PROBE_MARGIN× slower than the
+// best, then the survivors are timed at the class's own shape (capped at TIMED_FLOPS: big enough
+// to fill a GPU, small enough to take well under a second on a CPU-emulated adapter), as many
+// repetitions in one submission as fit in TARGET_MS.
 import type { Gpu } from '../gpu/device.ts';
 import type { KernelChoiceStore } from '../gpu/kernel-choices.ts';
 import { Recorder } from '../gpu/recorder.ts';
@@ -13,9 +14,9 @@ import { toBf16, toF16 } from '../numeric/half.ts';
 import { matmul, MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape, type MatmulVariant } from './matmul.ts';
 import { quantizeNf4, releaseNf4, type Nf4Weight } from './nf4.ts';
 
-const PROBE_FLOPS = 2 ** 24;
-const TIMED_FLOPS = 2 ** 30;
-const PROBE_MARGIN = 4;
+const PROBE_FLOPS = 2 ** 22;
+const TIMED_FLOPS = 2 ** 27;
+const PROBE_MARGIN = 2;
 const TARGET_MS = 20;
 const MAX_REPS = 64;
 
@@ -66,7 +67,10 @@ async function tuneClass(gpu: Gpu, shapeClass: string, shape: MatmulShape): Prom
   const ms: Partial<Record<MatmulVariant, number | null>> = {};
   const probe = await Problem.create(gpu, shrink(shape, PROBE_FLOPS));
   try {
-    for (const v of MATMUL_VARIANT_NAMES) ms[v] = await probe.time(v);
+    for (const v of MATMUL_VARIANT_NAMES) {
+      await probe.run(v, 1); // compiles the pipeline
+      ms[v] = await probe.time(v);
+    }
   } finally {
     probe.release();
   }
@@ -126,15 +130,14 @@ class Problem {
     return new Problem(gpu, s, a, b, c);
   }
 
-  /** ms per product: one warm-up submission (compiles the pipeline), then a timed batch of repetitions. */
+  /** ms per product: one timed submission, then as many repetitions as fit in TARGET_MS if it was quick. */
   async time(variant: MatmulVariant): Promise<number> {
-    await this.run(variant, 1);
     const once = await this.run(variant, 1);
     const reps = Math.max(1, Math.min(MAX_REPS, Math.floor(TARGET_MS / Math.max(once, 1e-3))));
     return reps === 1 ? once : this.run(variant, reps);
   }
 
-  private async run(variant: MatmulVariant, reps: number): Promise<number> {
+  async run(variant: MatmulVariant, reps: number): Promise<number> {
     const { M, N, K, transA, transB } = this.s;
     const rec = new Recorder(this.gpu, `tune.matmul.${variant}`);
     for (let r = 0; r < reps; r++) {
