@@ -312,6 +312,56 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
     });
   }
 
+  it("the GGUF's chat template renders a two-turn conversation like ours in node-llama-cpp's chat wrapper", async () => {
+    const { ChatTemplate } = await import('../../src/data/template.ts');
+    const { readFileSync } = await import('node:fs');
+    const { join, resolve } = await import('node:path');
+    const { pathToFileURL } = await import('node:url');
+    const mod = await import(
+      pathToFileURL(resolve('.cache/llama-oracle/node_modules/node-llama-cpp/dist/index.js')).href
+    );
+    const s = await setup('demo');
+    try {
+      const out = await exportTo(s, null, 'f16', 'tabby');
+      // The Modelfile beside it names the file and carries the ChatML template.
+      const modelfile = readFileSync(join(ROOT, 'Modelfile'), 'utf8');
+      expect(modelfile.split('\n')[0]).toBe('FROM ./tabby-f16.gguf');
+      expect(modelfile).toContain('PARAMETER stop "<|im_end|>"');
+      const model = await llama.loadModel({ modelPath: out.path });
+      try {
+        // A specialized (hand-written) wrapper, chosen by matching the GGUF's tokenizer.chat_template.
+        const wrapper = mod.resolveChatWrapper(model, { noJinja: true });
+        expect(wrapper.wrapperName).toBe('ChatML');
+        const history = [
+          { type: 'system', text: 'Answer in one line.' },
+          { type: 'user', text: 'Who are you?' },
+          { type: 'model', response: ['I am Tabby, made by the Tabtune team.'] },
+          { type: 'user', text: '你能做什么？' },
+          { type: 'model', response: [] },
+        ];
+        const { contextText } = wrapper.generateContextState({ chatHistory: history });
+        const theirs = Array.from(contextText.tokenize(model.tokenizer) as number[]);
+        const cfg = JSON.parse(readFileSync('public/demo-model/tokenizer_config.json', 'utf8'));
+        const ours = new ChatTemplate(cfg.chat_template).renderMessages(
+          [
+            { role: 'system', content: 'Answer in one line.' },
+            { role: 'user', content: 'Who are you?' },
+            { role: 'assistant', content: 'I am Tabby, made by the Tabtune team.' },
+            { role: 'user', content: '你能做什么？' },
+          ],
+          { addGenerationPrompt: true },
+        );
+        expect(model.detokenize(theirs, true)).toBe(ours);
+        expect(theirs).toEqual(s.tok.encode(ours));
+      } finally {
+        await model.dispose();
+      }
+    } finally {
+      s.model.release();
+      await s.files.source.close?.();
+    }
+  });
+
   it('an unsupported type or architecture is a clear error before any file is written', async () => {
     const { exportGguf } = await import('../../src/engine/export/gguf.ts');
     const s = await setup('demo');

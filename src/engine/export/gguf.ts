@@ -19,6 +19,7 @@ import { blockChunks, quantizeQ8_0, Q8_0_BLOCK } from './gguf-quant.ts';
 import { quantizeQ4_K, quantizeQ5_0, quantizeQ6_K } from './gguf-kquant.ts';
 import { ggufVocab } from './gguf-vocab.ts';
 import type { ModelConfig } from '../model/config.ts';
+import { ollamaModelfile } from './ollama-modelfile.ts';
 
 export const GGUF_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_k_m'] as const;
 export type GgufType = (typeof GGUF_TYPES)[number];
@@ -202,6 +203,8 @@ export interface GgufExportOptions {
   onProgress?: (p: { tensor: string; done: number; total: number }) => void;
   onNote?: (note: string) => void;
   signal?: AbortSignal;
+  /** Also write an Ollama `Modelfile` beside the GGUF (default true). */
+  modelfile?: boolean;
 }
 
 export interface GgufPlan {
@@ -340,13 +343,30 @@ export function planGguf(model: ExportableModel, lora: ExportableLora | null, op
   };
 }
 
-/** Writes `<name>-<type>.gguf`; returns the file name, its size and the notes. */
+/** The Ollama Modelfile for a planned GGUF: its chat template and end-of-sequence token from the metadata. */
+export function modelfileFor(plan: GgufPlan): { text: string; notes: string[] } {
+  const kv = new Map(plan.kv.map((e) => [e.key, e.value]));
+  const template = kv.get('tokenizer.chat_template');
+  const tokens = kv.get('tokenizer.ggml.tokens');
+  const eosId = kv.get('tokenizer.ggml.eos_token_id');
+  const eos =
+    tokens?.kind === 'ARRAY' && eosId?.kind === 'UINT32' ? (tokens.values[eosId.value as number] as string) : null;
+  return ollamaModelfile({
+    ggufFile: plan.fileName,
+    chatTemplate: template?.kind === 'STRING' ? (template.value as string) : null,
+    eosToken: eos,
+  });
+}
+
+/** Writes `<name>-<type>.gguf` (and a `Modelfile`); returns the file names, the GGUF's size and the notes. */
 export async function exportGguf(
   model: ExportableModel,
   lora: ExportableLora | null,
   opts: GgufExportOptions,
-): Promise<{ fileName: string; bytes: number; notes: string[] }> {
+): Promise<{ fileName: string; bytes: number; notes: string[]; files: string[] }> {
   const plan = planGguf(model, lora, opts);
+  const modelfile = opts.modelfile === false ? null : modelfileFor(plan);
+  if (modelfile) plan.notes.push(...modelfile.notes);
   plan.notes.forEach((n) => opts.onNote?.(n));
   if (opts.signal?.aborted) throw new ExportError('export was cancelled');
   const total = plan.tensors.length;
@@ -357,5 +377,10 @@ export async function exportGguf(
       opts.onProgress?.({ tensor: t.name, done: i + 1, total });
     }),
   );
-  return { fileName: plan.fileName, bytes: plan.bytes, notes: plan.notes };
+  const files = [plan.fileName];
+  if (modelfile) {
+    await opts.write('Modelfile', new TextEncoder().encode(modelfile.text));
+    files.push('Modelfile');
+  }
+  return { fileName: plan.fileName, bytes: plan.bytes, notes: plan.notes, files };
 }
