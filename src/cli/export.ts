@@ -2,7 +2,9 @@
 // export keys (model_name_or_path, adapter_name_or_path, export_dir, export_size in GB) and writes
 // a transformers checkpoint: config.json, generation_config.json, the tokenizer files, and
 // model.safetensors or shards + model.safetensors.index.json, in the base model's torch_dtype.
-// With `export_format: gguf` it writes one `<model>-<export_gguf_type>.gguf` for llama.cpp / Ollama.
+// With `export_format: gguf` it writes one `<model>-<export_gguf_type>.gguf` for llama.cpp / Ollama
+// and an Ollama Modelfile beside it; with `export_gguf_adapter: true` only the LoRA adapter, as a
+// GGUF adapter `<adapter>-lora-<type>.gguf` for llama.cpp's --lora.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
@@ -20,6 +22,7 @@ import {
 import { nodeDirWriter } from '../engine/export/node-dir.ts';
 import { exportMerged, TOKENIZER_FILE_NAMES } from '../engine/export/merged.ts';
 import { exportGguf } from '../engine/export/gguf.ts';
+import { exportGgufAdapter } from '../engine/export/gguf-adapter.ts';
 import type { FloatDType } from '../engine/export/convert.ts';
 import { parseExportYaml, type ExportConfig } from '../engine/train/llamafactory-config.ts';
 
@@ -27,8 +30,9 @@ const USAGE = `usage: tabtune export <config.yaml> [key=value ...] [--dtype bf16
 
 Merges adapter_name_or_path into model_name_or_path and writes a transformers checkpoint to export_dir
 (shards of at most export_size GB). The dtype is the base model's torch_dtype unless --dtype is given.
-With export_format: gguf, writes export_dir/<model>-<type>.gguf for llama.cpp / Ollama instead
-(export_gguf_type: f32 | f16 | bf16 | q8_0, default f16).`;
+With export_format: gguf, writes export_dir/<model>-<type>.gguf and an Ollama Modelfile instead
+(export_gguf_type: f32 | f16 | bf16 | q8_0 | q4_k_m, default f16); add export_gguf_adapter: true to
+write only the adapter as export_dir/<adapter>-lora-<type>.gguf for llama.cpp --lora (f32 | f16 | bf16).`;
 
 export interface ExportArgs {
   yamlPath: string;
@@ -99,7 +103,23 @@ export default async function exportCmd(argv: string[]): Promise<number> {
         ? `${c.adapterNameOrPath![0]} (${lora.adapters.size} modules, scale ${lora.scale})`
         : 'no adapter';
       let written: string[];
-      if (c.exportFormat === 'gguf') {
+      if (c.exportFormat === 'gguf' && c.exportGgufAdapter) {
+        if (!lora) throw new CliError('export_gguf_adapter: the adapter did not load');
+        const name = basename(resolvePath(c.adapterNameOrPath![0], args.yamlPath));
+        err(`tabtune: writing ${what} as a GGUF LoRA adapter (${c.exportGgufType}) → ${outDir}`);
+        const t0 = performance.now();
+        const r = await exportGgufAdapter(model, lora, {
+          type: c.exportGgufType,
+          name,
+          write: nodeDirWriter(outDir),
+          onProgress,
+        });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        err(
+          `tabtune: ${r.fileName}: ${(r.bytes / 2 ** 20).toFixed(2)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s (alpha ${r.alpha}; use with llama.cpp --lora on ${basename(dir)}'s GGUF)`,
+        );
+        written = [r.fileName];
+      } else if (c.exportFormat === 'gguf') {
         if (args.dtype) err('tabtune export: note: --dtype is not used for GGUF; export_gguf_type sets the type');
         err(`tabtune: merging ${what} into ${dir} → ${outDir} as GGUF ${c.exportGgufType}`);
         const t0 = performance.now();
@@ -115,7 +135,7 @@ export default async function exportCmd(argv: string[]): Promise<number> {
         err(
           `tabtune: ${r.fileName}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
         );
-        written = [r.fileName];
+        written = r.files;
       } else {
         err(`tabtune: merging ${what} into ${dir} → ${outDir} as ${dtype}, shards ≤ ${c.exportSize} GB`);
         written = await exportMerged(model, lora, {

@@ -350,6 +350,7 @@ export_legacy_format: false
       exportLegacyFormat: false,
       exportFormat: 'safetensors',
       exportGgufType: 'f16',
+      exportGgufAdapter: false,
     });
     expect(notes.some((n) => n.startsWith('export_device: accepted and ignored'))).toBe(true);
     expect(parseExportYaml('model_name_or_path: m\nexport_dir: out\n').config.exportSize).toBe(5);
@@ -359,19 +360,21 @@ export_legacy_format: false
     expect(fails('model_name_or_path: m', parseExportYaml).message).toBe('my.yaml: export_dir: is required');
   });
 
-  it('reads export_format: gguf and export_gguf_type (f32 | f16 | bf16 | q8_0), refusing others', () => {
+  it('reads export_format: gguf and export_gguf_type (f32 | f16 | bf16 | q8_0 | q4_k_m), refusing others', () => {
     const base = 'model_name_or_path: m\nexport_dir: out\n';
     const g = parseExportYaml(`${base}export_format: gguf\nexport_gguf_type: Q8_0\n`);
     expect(g.config.exportFormat).toBe('gguf');
     expect(g.config.exportGgufType).toBe('q8_0');
     expect(g.warnings).toEqual([]);
     expect(parseExportYaml(`${base}export_format: gguf\n`).config.exportGgufType).toBe('f16');
-    for (const t of ['f32', 'bf16'])
+    for (const t of ['f32', 'bf16', 'q4_k_m'])
       expect(parseExportYaml(`${base}export_format: gguf\nexport_gguf_type: ${t}\n`).config.exportGgufType).toBe(t);
-    const q4 = fails(`${base}export_format: gguf\nexport_gguf_type: q4_k_m\n`, parseExportYaml);
+    const q4 = fails(`${base}export_format: gguf\nexport_gguf_type: q4_k_s\n`, parseExportYaml);
     expect(q4.key).toBe('export_gguf_type');
-    expect(q4.message).toMatch(/q4_k_m is not yet supported/);
-    expect(fails(`${base}export_gguf_type: f8\n`, parseExportYaml).message).toMatch(/must be f32, f16, bf16 or q8_0/);
+    expect(q4.message).toMatch(/q4_k_s is not yet supported/);
+    expect(fails(`${base}export_gguf_type: f8\n`, parseExportYaml).message).toMatch(
+      /must be f32, f16, bf16, q8_0 or q4_k_m/,
+    );
     expect(fails(`${base}export_format: onnx\n`, parseExportYaml).message).toMatch(/must be safetensors or gguf/);
     expect(parseExportYaml(`${base}export_gguf_type: q8_0\n`).warnings.join(' ')).toMatch(
       /only used with export_format: gguf/,
@@ -379,6 +382,28 @@ export_legacy_format: false
     expect(parseExportYaml(`${base}export_format: gguf\nexport_size: 2\n`).warnings.join(' ')).toMatch(
       /export_size is not used/,
     );
+  });
+
+  it('reads export_gguf_adapter: the LoRA adapter alone as a GGUF adapter, f32 | f16 | bf16', () => {
+    const base = 'model_name_or_path: m\nexport_dir: out\nexport_format: gguf\n';
+    const a = parseExportYaml(`${base}adapter_name_or_path: saves/lora\nexport_gguf_adapter: true\n`).config;
+    expect(a.exportGgufAdapter).toBe(true);
+    expect(a.exportGgufType).toBe('f16');
+    expect(fails(`${base}export_gguf_adapter: true\n`, parseExportYaml).message).toMatch(
+      /export_gguf_adapter: needs adapter_name_or_path/,
+    );
+    const q = fails(
+      `${base}adapter_name_or_path: a\nexport_gguf_adapter: true\nexport_gguf_type: q4_k_m\n`,
+      parseExportYaml,
+    );
+    expect(q.key).toBe('export_gguf_type');
+    expect(q.message).toMatch(/written as f32, f16 or bf16, not q4_k_m/);
+    expect(
+      fails(
+        'model_name_or_path: m\nexport_dir: o\nadapter_name_or_path: a\nexport_gguf_adapter: true\n',
+        parseExportYaml,
+      ).message,
+    ).toMatch(/needs export_format: gguf/);
   });
 
   it('reads examples/inference/llama3_lora_sft.yaml with generating_args.py defaults', () => {

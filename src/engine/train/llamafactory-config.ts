@@ -91,7 +91,9 @@ export interface ExportConfig {
   /** Tabtune's own key: merged safetensors (default) or one GGUF file for llama.cpp / Ollama. */
   exportFormat: 'safetensors' | 'gguf';
   /** Tabtune's own key: the GGUF tensor type (default f16); only read with export_format: gguf. */
-  exportGgufType: 'f32' | 'f16' | 'bf16' | 'q8_0';
+  exportGgufType: 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_k_m';
+  /** Tabtune's own key: with export_format: gguf, write only the LoRA adapter as a GGUF adapter (llama.cpp --lora). */
+  exportGgufAdapter: boolean;
 }
 
 export interface InferConfig {
@@ -224,6 +226,7 @@ const EXPORT_KEYS: Record<string, Kind> = {
   export_legacy_format: 'bool',
   export_format: 'str',
   export_gguf_type: 'str',
+  export_gguf_adapter: 'bool',
 };
 const INFER_KEYS: Record<string, Kind> = {
   ...COMMON_MODEL,
@@ -525,19 +528,31 @@ export function parseExportYaml(text: string, file = 'export.yaml'): Parsed<Expo
     exportLegacyFormat: false,
     exportFormat: 'safetensors',
     exportGgufType: 'f16',
+    exportGgufAdapter: false,
   };
   const format = v.str('export_format', 'safetensors');
   if (format !== 'safetensors' && format !== 'gguf')
     v.fail('export_format', `must be safetensors or gguf, got ${JSON.stringify(format)}`);
   config.exportFormat = format as ExportConfig['exportFormat'];
   const ggufType = v.str('export_gguf_type', 'f16').toLowerCase();
-  if (ggufType === 'q4_k_m' || /^q[2-6]_k/.test(ggufType) || /^q[45]_[01]$/.test(ggufType))
-    v.fail('export_gguf_type', `${ggufType} is not yet supported; use f32, f16, bf16 or q8_0`);
-  if (ggufType !== 'f32' && ggufType !== 'f16' && ggufType !== 'bf16' && ggufType !== 'q8_0')
-    v.fail('export_gguf_type', `must be f32, f16, bf16 or q8_0, got ${JSON.stringify(ggufType)}`);
+  const ggufTypes = ['f32', 'f16', 'bf16', 'q8_0', 'q4_k_m'];
+  if (!ggufTypes.includes(ggufType) && (/^q[2-6]_k/.test(ggufType) || /^q[45]_[01]$/.test(ggufType)))
+    v.fail('export_gguf_type', `${ggufType} is not yet supported; use f32, f16, bf16, q8_0 or q4_k_m`);
+  if (!ggufTypes.includes(ggufType))
+    v.fail('export_gguf_type', `must be f32, f16, bf16, q8_0 or q4_k_m, got ${JSON.stringify(ggufType)}`);
   config.exportGgufType = ggufType as ExportConfig['exportGgufType'];
   if (format !== 'gguf' && v.has('export_gguf_type'))
     v.warnings.push('export_gguf_type is only used with export_format: gguf');
+  config.exportGgufAdapter = v.bool('export_gguf_adapter', false);
+  if (config.exportGgufAdapter) {
+    if (format !== 'gguf') v.fail('export_gguf_adapter', 'needs export_format: gguf');
+    if (config.adapterNameOrPath === null)
+      v.fail('export_gguf_adapter', 'needs adapter_name_or_path: the adapter to write');
+    else if (config.adapterNameOrPath.length > 1)
+      v.fail('export_gguf_adapter', 'writes one adapter; adapter_name_or_path lists several');
+    if (!['f32', 'f16', 'bf16'].includes(ggufType))
+      v.fail('export_gguf_type', `a GGUF LoRA adapter is written as f32, f16 or bf16, not ${ggufType}`);
+  }
   if (format === 'gguf' && v.has('export_size'))
     v.warnings.push('export_size is not used for GGUF: one file is written');
   if (config.adapterNameOrPath === null && ft === 'lora')
