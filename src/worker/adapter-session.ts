@@ -4,7 +4,7 @@
 // Chat, Evaluate and Export use as they use a run trained here; training can continue from it.
 import { createStore, del, get, keys, set, type UseStore } from 'idb-keyval';
 import { blobSource } from '../io/byte-source.ts';
-import { fetchSmallFile, validateModelId, type HubOptions } from '../io/hub.ts';
+import { fetchSmallFile, validateEndpoint, validateModelId, type HubOptions } from '../io/hub.ts';
 import { LORA_MODULES, parseAdapterConfig, parseLoraKey, PeftError } from '../io/peft.ts';
 import { SafetensorsFile } from '../io/safetensors.ts';
 import { SingleFileStore, type TensorStore } from '../io/safetensors-index.ts';
@@ -92,6 +92,7 @@ export class AdapterSession {
   /** Fetches adapter_config.json and adapter_model.safetensors of a hub repo and keeps them. */
   async addHub(id: string, o: HubOptions): Promise<AdapterInfo> {
     const repo = validateModelId(id);
+    if (o.endpoint) o = { ...o, endpoint: validateEndpoint(o.endpoint) };
     const config = await fetchSmallFile(repo, ADAPTER_CONFIG, o);
     const weights = await fetchSmallFile(repo, ADAPTER_WEIGHTS, o);
     return this.keep(repo, 'hub', new TextDecoder().decode(config!), new Blob([weights! as Uint8Array<ArrayBuffer>]));

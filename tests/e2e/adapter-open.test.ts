@@ -13,10 +13,12 @@ import { writeTinyModel } from './tiny-model.ts';
 import { bytesSource } from '../../src/io/byte-source.ts';
 import { SafetensorsFile } from '../../src/io/safetensors.ts';
 import { parseAdapterConfig } from '../../src/io/peft.ts';
+import { startHubStandin, type HubStandin } from '../hub-standin/server.ts';
 
 const dir = join(ARTIFACTS, 'adapter-open');
 const R = 4;
 const ALPHA = 8;
+const TOKEN = 'hf_alicewritetoken0123';
 
 /**
  * Writes a PEFT LoRA adapter folder with PyTorch (peft itself is not installed here): the
@@ -95,9 +97,12 @@ describe('studio: open a PEFT adapter', () => {
   let model: string[];
   let adapter: string[];
   let wrong: string[];
+  let hub: HubStandin;
+  let mergedZip: Record<string, Uint8Array>;
 
   beforeAll(async () => {
     mkdirSync(dir, { recursive: true });
+    hub = await startHubStandin({ tokens: { [TOKEN]: 'alice' }, existing: [] });
     model = await writeTinyModel({
       dir: join(dir, 'tiny-llama'),
       architecture: 'LlamaForCausalLM',
@@ -143,6 +148,7 @@ describe('studio: open a PEFT adapter', () => {
   });
   afterAll(async () => {
     await browser?.close();
+    await hub?.close();
   });
 
   it('refuses an adapter made for another base, naming the tensor', async () => {
@@ -198,7 +204,7 @@ describe('studio: open a PEFT adapter', () => {
     await page.locator('#export-dtype').selectOption('f32');
     await page.getByRole('button', { name: 'Export merged model' }).click();
     await page.getByTestId('export-merged').waitFor({ timeout: 120_000 });
-    const merged = unzipSync(await download(page, 'export-merged'));
+    const merged = (mergedZip = unzipSync(await download(page, 'export-merged')));
     const st = merged[Object.keys(merged).find((n) => n.endsWith('model.safetensors'))!];
     const baseFile = new Uint8Array(readFileSync(model[1]));
     const adapterFile = new Uint8Array(readFileSync(adapter[1]));
@@ -229,6 +235,118 @@ describe('studio: open a PEFT adapter', () => {
     const k = 'model.layers.0.self_attn.k_proj.weight';
     expect((await f32(st, k)).data).toEqual((await f32(baseFile, k)).data);
     await screenshot(page, 'adapter-open-export');
+  });
+
+  it('pushes the merged export to a hub (a local stand-in): 401 and 409 are messages, then a private repo with every file', async () => {
+    const push = page.getByTestId('hub-push');
+    await push.getByLabel('Merged model').check();
+    await push.locator('#hub-repo').fill('alice/tiny-merged');
+    await push.locator('#hub-push-endpoint').fill(hub.url);
+    expect(await push.locator('#hub-push-token').getAttribute('type')).toBe('password');
+    await push.locator('#hub-push-token').fill('hf_notavalidtoken');
+    await push.getByRole('button', { name: 'Push to the Hub' }).click();
+    const alert = push.getByRole('alert');
+    await expect.poll(() => alert.textContent(), { timeout: 60_000 }).toMatch(/rejected the access token \(401\)/);
+    expect(await alert.textContent()).not.toContain('hf_notavalidtoken');
+    expect(hub.repos.size).toBe(0);
+    // Nothing lost: the export is still there to push.
+    expect(await page.getByTestId('export-merged').getByRole('link').count()).toBeGreaterThan(0);
+
+    const firstGood = hub.requests.length;
+    await push.locator('#hub-push-token').fill(TOKEN);
+    await push.getByRole('button', { name: 'Push to the Hub' }).click();
+    await expect
+      .poll(
+        () =>
+          push
+            .getByTestId('hub-done')
+            .textContent()
+            .catch(() => ''),
+        { timeout: 120_000 },
+      )
+      .toMatch(/Created the repo and uploaded \d+ files/);
+    expect(hub.problems).toEqual([]);
+    const repo = hub.repos.get('alice/tiny-merged')!;
+    expect(repo.visibility).toBe('private');
+    // The zip was unpacked: the repo holds the files themselves, byte for byte.
+    const want = new Map(Object.entries(mergedZip).map(([n, b]) => [n.split('/').slice(1).join('/'), b]));
+    expect([...repo.files.keys()].sort()).toEqual([...want.keys()].sort());
+    for (const [n, b] of want) expect(repo.files.get(n), n).toEqual(b);
+    // Every API call of the push carried the token as a bearer header (CORS preflights carry none).
+    const calls = hub.requests
+      .slice(firstGood)
+      .filter((q) => q.method !== 'OPTIONS' && !q.path.startsWith('/lfs-upload/'));
+    expect(calls.map((q) => q.path)).toEqual(
+      expect.arrayContaining(['/api/repos/create', '/api/models/alice/tiny-merged/commit/main']),
+    );
+    expect(calls.every((q) => q.auth === `Bearer ${TOKEN}`)).toBe(true);
+    expect(await push.getByTestId('hub-progress').textContent()).toMatch(/Done/);
+    await screenshot(page, 'adapter-open-hub-push');
+
+    await push.getByRole('button', { name: 'Push to the Hub' }).click();
+    await expect
+      .poll(() => alert.textContent(), { timeout: 60_000 })
+      .toMatch(/alice\/tiny-merged already exists .*\(409\)/);
+    await push.getByLabel('Update an existing repo (add a commit to it)').check();
+    await push.getByRole('button', { name: 'Push to the Hub' }).click();
+    await expect
+      .poll(
+        () =>
+          push
+            .getByTestId('hub-done')
+            .textContent()
+            .catch(() => ''),
+        { timeout: 120_000 },
+      )
+      .toMatch(/Uploaded \d+ files to the repo/);
+    expect(repo.commits).toHaveLength(2);
+  });
+
+  it('pushes the opened adapter public and opens it again by its hub id', async () => {
+    await page.getByRole('button', { name: 'Export adapter' }).click();
+    await page.getByTestId('export-peft').waitFor({ timeout: 120_000 });
+    const push = page.getByTestId('hub-push');
+    await push.getByLabel('PEFT adapter').check();
+    await push.locator('#hub-repo').fill('alice/tiny-lora');
+    await push.getByLabel('Private repo').uncheck();
+    await push.getByRole('button', { name: 'Push to the Hub' }).click();
+    await expect
+      .poll(
+        () =>
+          push
+            .getByTestId('hub-done')
+            .textContent()
+            .catch(() => ''),
+        { timeout: 120_000 },
+      )
+      .toMatch(/Created the repo and uploaded 2 files/);
+    const repo = hub.repos.get('alice/tiny-lora')!;
+    expect(repo.visibility).toBe('public');
+    expect([...repo.files.keys()].sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    // The pushed adapter holds the opened one's weights.
+    const k = 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight';
+    expect((await f32(repo.files.get('adapter_model.safetensors')!, k)).data).toEqual(
+      (await f32(new Uint8Array(readFileSync(adapter[1])), k)).data,
+    );
+
+    // Fetch it back by id from the same endpoint (the Model step's hub endpoint), and open it.
+    await page.getByRole('tab', { name: /Model/ }).click();
+    await page.getByLabel('Hugging Face Hub').check();
+    await page.locator('#hub-endpoint').fill(hub.url);
+    await page.getByLabel('A folder on this computer').check();
+    const before = await page.getByTestId('adapter-row').count();
+    await page.locator('#adapter-hub-id').fill('alice/tiny-lora');
+    await page.getByRole('button', { name: 'Fetch adapter' }).click();
+    await expect.poll(() => page.getByTestId('adapter-row').count(), { timeout: 30_000 }).toBe(before + 1);
+    const row = page.locator('[data-testid="adapter-row"]', { hasText: 'alice/tiny-lora' });
+    expect(await row.textContent()).toMatch(/r 4 · α 8 · q_proj, v_proj · 8 tensors[\s\S]*Trained on local model/);
+    await row.getByRole('button', { name: /^Open adapter/ }).click();
+    await expect
+      .poll(() => page.getByTestId('adapter-opened').textContent(), { timeout: 180_000 })
+      .toMatch(/alice\/tiny-lora is open on local model/);
+    await page.getByLabel('Hugging Face Hub').check();
+    await page.locator('#hub-endpoint').fill('https://huggingface.co');
+    await page.getByLabel('A folder on this computer').check();
   });
 
   it('keeps the adapter over a reload and continues training from it', async () => {

@@ -2,6 +2,7 @@
 // and commit call: /api/repos/create, /api/models/{repo}/preupload/{rev}, the git-LFS batch
 // endpoint, LFS PUTs and the NDJSON /commit/{rev}), started by a test. It checks what arrives:
 // the bearer token, the visibility asked for, every file's size and sha256, and records it all.
+// It also serves what was pushed under /{repo}/resolve/main/{file}, as the hub does.
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -81,6 +82,18 @@ export async function startHubStandin(o: { tokens: Record<string, string>; exist
       if (sha !== m[1]) problems.push(`LFS PUT ${m[1]}: body hashes to ${sha}`);
       lfs.set(m[1], new Uint8Array(body));
       return void send(res, 200, {});
+    }
+
+    // Downloads (what the studio's model and adapter fetches read): public repos for anyone, private ones for their owner.
+    m = /^\/([^/]+\/[^/]+)\/resolve\/main\/(.+)$/.exec(path);
+    if (m && (method === 'GET' || method === 'HEAD')) {
+      const repo = repos.get(m[1]);
+      const data = repo?.files.get(decodeURIComponent(m[2]));
+      const owner = userOf(req);
+      if (!repo || !data || (repo.visibility === 'private' && !m[1].startsWith(`${owner}/`)))
+        return void send(res, 404, { error: 'Entry not found' });
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(data.length) });
+      return void res.end(method === 'HEAD' ? undefined : data);
     }
 
     const user = userOf(req);
