@@ -392,6 +392,18 @@ describe('studio: open a PEFT adapter', () => {
       norm += before.data[i] ** 2;
     }
     expect(Math.sqrt(dist)).toBeLessThan(0.5 * Math.sqrt(norm));
+
+    // The Evaluate step can pick the opened adapter back (runs and opened adapters are one list).
+    await page.getByRole('tab', { name: /Evaluate/ }).click();
+    const opened = page.locator('#run-pick option', { hasText: 'Adapter alice/tiny-lora · on local model' });
+    const id = (await opened.getAttribute('value'))!;
+    expect(id).toMatch(/^adapter-/);
+    await page.locator('#run-pick').selectOption(id);
+    await expect.poll(() => page.getByRole('heading', { name: `Run ${id}` }).count(), { timeout: 120_000 }).toBe(1);
+    await page.getByLabel('Rows to predict').fill('1');
+    await page.getByRole('button', { name: 'Evaluate' }).click();
+    await page.getByTestId('eval-results').waitFor({ timeout: 180_000 });
+    await screenshot(page, 'adapter-open-pick');
     expect(errors.filter((e) => !/Failed to load resource/.test(e))).toEqual([]);
   });
 });

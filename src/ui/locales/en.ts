@@ -447,6 +447,16 @@ export const en = {
   'export.bundle.help':
     'train_sft.yaml, your datasets and dataset_info.json: run `llamafactory-cli train train_sft.yaml`.',
   'export.bundle.button': 'Export bundle',
+  'export.gguf': 'GGUF for llama.cpp / Ollama',
+  'export.gguf.help':
+    'One .gguf file (merged model) with an Ollama Modelfile beside it: `ollama create tabby -f Modelfile`, llama.cpp, LM Studio. Or the adapter alone as a GGUF LoRA adapter for llama.cpp --lora.',
+  'export.gguf.button': 'Export GGUF',
+  'export.ggufType': 'GGUF type',
+  'export.ggufTypeHelp':
+    'f16 / bf16 keep the weights; q8_0 is half their size, nearly lossless; q4_k_m is llama.cpp’s usual 4-bit mix (Q4_K, Q6_K for sensitive tensors).',
+  'export.ggufAdapter': 'Adapter only (GGUF LoRA)',
+  'export.ggufAdapterHelp': 'Writes the LoRA adapter alone (f16 / bf16), to load on the base model’s GGUF.',
+  'export.ggufSize': 'About {size}',
   'export.working': 'Exporting…',
   'export.progress': 'Export progress',
   'adapter.title': 'Open a PEFT adapter',
@@ -495,6 +505,10 @@ export const en = {
   'hub.phase.done': 'Done',
   'hub.created': 'Created the repo and uploaded {n} files:',
   'hub.updated': 'Uploaded {n} files to the repo:',
+  'pick.label': 'Tuned model',
+  'pick.run': 'Run {id} · step {step}/{total} · {model}',
+  'pick.adapter': 'Adapter {name} · on {model}',
+  'pick.loading': 'Loading it onto the GPU…',
   'worker.failed': 'The engine worker failed to start: {message}',
 } as const;
 

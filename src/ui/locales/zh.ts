@@ -421,6 +421,16 @@ export const zh: Record<MessageKey, string> = {
   'export.bundle.help':
     'train_sft.yaml、你的数据集和 dataset_info.json：运行 `llamafactory-cli train train_sft.yaml`。',
   'export.bundle.button': '导出训练包',
+  'export.gguf': 'GGUF（llama.cpp / Ollama）',
+  'export.gguf.help':
+    '一个 .gguf 文件（合并后的模型），旁附 Ollama Modelfile：`ollama create tabby -f Modelfile`、llama.cpp、LM Studio。也可只导出适配器，作为 llama.cpp --lora 的 GGUF LoRA 适配器。',
+  'export.gguf.button': '导出 GGUF',
+  'export.ggufType': 'GGUF 类型',
+  'export.ggufTypeHelp':
+    'f16 / bf16 保持原权重；q8_0 体积减半、几乎无损；q4_k_m 是 llama.cpp 常用的 4 位混合（Q4_K，敏感张量用 Q6_K）。',
+  'export.ggufAdapter': '仅适配器（GGUF LoRA）',
+  'export.ggufAdapterHelp': '只写出 LoRA 适配器（f16 / bf16），加载在基座模型的 GGUF 上。',
+  'export.ggufSize': '约 {size}',
   'export.working': '导出中…',
   'export.progress': '导出进度',
   'adapter.title': '打开 PEFT 适配器',
@@ -469,5 +479,9 @@ export const zh: Record<MessageKey, string> = {
   'hub.phase.done': '完成',
   'hub.created': '已创建仓库并上传 {n} 个文件：',
   'hub.updated': '已向仓库上传 {n} 个文件：',
+  'pick.label': '微调后的模型',
+  'pick.run': '训练 {id} · 第 {step}/{total} 步 · {model}',
+  'pick.adapter': '适配器 {name} · 基于 {model}',
+  'pick.loading': '正在加载到 GPU…',
   'worker.failed': '引擎 Worker 启动失败：{message}',
 };
