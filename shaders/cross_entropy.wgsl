@@ -6,6 +6,10 @@
 //   pass 2 (writeGrad): logits ← (softmax − onehot(label))·scale IN PLACE (zeros for ignored rows).
 // `sumLoss` then adds scale·Σ rows of rowLoss into lossAccum[accIndex] with one workgroup
 // (rowLoss holds the per-workgroup partials, so no atomics).
+// The scale is a number, one value read from a buffer (1/labels of the accumulation window, SFT),
+// or one value per row (scaleFromBuffer = 2: scaleBuf[scaleIndex + labelOffset + row]): preference
+// losses weight each token's log-prob by dL/d(its sequence's log-prob), so
+// dlogits = (softmax − onehot)·w_row with w_row = −dL/dlogp_seq (TRL concatenated_forward).
 const WG: u32 = 256u;
 #include "reduce"
 
@@ -27,7 +31,8 @@ const LOWEST: f32 = -3.4028234663852886e38;
 @group(0) @binding(3) var<storage, read> scaleBuf: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rowLoss: array<f32>;
 
-fn lossScale() -> f32 {
+fn lossScale(row: u32) -> f32 {
+  if (p.scaleFromBuffer == 2u) { return scaleBuf[p.scaleIndex + p.labelOffset + row]; }
   return select(p.scaleValue, scaleBuf[p.scaleIndex], p.scaleFromBuffer != 0u);
 }
 
@@ -74,7 +79,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     rowLoss[p.lossOffset + row] = loss;
   }
   if (p.writeGrad == 0u) { return; }
-  let scale = lossScale();
+  let scale = lossScale(row);
   for (var v = lid; v < p.vocab; v += WG) {
     var g = exp(logits[base + v] - lse);
     if (i32(v) == label) { g -= 1.0; }
@@ -89,11 +94,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
 @compute @workgroup_size(WG)
 fn sumLoss(@builtin(local_invocation_index) lid: u32) {
+  let perRow = p.scaleFromBuffer == 2u;
   var acc = 0.0;
-  for (var r = lid; r < p.rows; r += WG) { acc += rowLossIn[p.lossOffset + r]; }
+  for (var r = lid; r < p.rows; r += WG) {
+    var x = rowLossIn[p.lossOffset + r];
+    if (perRow) { x *= scaleBuf2[p.scaleIndex + p.labelOffset + r]; }
+    acc += x;
+  }
   let total = workgroupSum(acc, lid);
   if (lid == 0u) {
-    let scale = select(p.scaleValue, scaleBuf2[p.scaleIndex], p.scaleFromBuffer != 0u);
+    var scale = select(p.scaleValue, scaleBuf2[p.scaleIndex], p.scaleFromBuffer != 0u);
+    if (perRow) { scale = 1.0; }
     var v = total * scale;
     if (p.accumulate != 0u) { v += lossAccum[p.accIndex]; }
     lossAccum[p.accIndex] = v;

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import {
   chatTemplateFor,
   encodeExample,
+  encodePair,
   EncodeError,
   kindFromName,
   loadTokenizer,
@@ -221,6 +222,8 @@ export default async function data(argv: string[]): Promise<number> {
           trainOnPrompt: args.trainOnPrompt,
           maskHistory: args.maskHistory,
           enableThinking: args.enableThinking,
+          // Preference rows are checked as stage dpo pairs (shared prompt, chosen and rejected answers).
+          stage: r.format === 'ranking' ? 'dpo' : undefined,
         };
         const tpl = chatTemplateFor(tok, { enableThinking: args.enableThinking });
         const prep = prepareDataset(parsed.examples, tok, opts, tpl);
@@ -234,9 +237,18 @@ export default async function data(argv: string[]): Promise<number> {
           for (const ex of parsed.examples) {
             if (dumped >= args.dump) break;
             try {
-              const e = encodeExample(ex, tok, tpl, opts);
+              const e =
+                ex.kind === 'pair'
+                  ? encodePair(ex.row, ex, tok, tpl, opts.cutoffLen)
+                  : encodeExample(ex, tok, tpl, opts);
+              const rejected = e.rejected
+                ? {
+                    rejected_input_ids: Array.from(e.rejected.inputIds),
+                    rejected_labels: Array.from(e.rejected.labels),
+                  }
+                : {};
               process.stdout.write(
-                `${JSON.stringify({ row: ex.row, text: e.text, input_ids: Array.from(e.inputIds), labels: Array.from(e.labels) })}\n`,
+                `${JSON.stringify({ row: ex.row, text: e.text, input_ids: Array.from(e.inputIds), labels: Array.from(e.labels), ...rejected })}\n`,
               );
               dumped++;
             } catch (err) {

@@ -10,6 +10,7 @@ import {
   type DataMessageCode,
   type DataMessageParams,
 } from './messages.ts';
+import { convertPair, type PreferencePair } from './preference.ts';
 import type { ColumnName, Conversation, DatasetFormat, DatasetInfoEntry, Message, Role, TagName } from './types.ts';
 
 /** `reason` is the English text of `code` with `params` (messages.ts). */
@@ -24,13 +25,18 @@ const issue = (field: string, code: DataMessageCode, params?: DataMessageParams)
 });
 
 export type Converted =
-  { ok: true; conversation: Conversation } | { ok: true; text: string } | { ok: false; issues: FieldIssue[] };
+  | { ok: true; conversation: Conversation }
+  | { ok: true; text: string }
+  | { ok: true; pair: PreferencePair }
+  | { ok: false; issues: FieldIssue[] };
 
 /** Resolved column and tag names (LLaMA-Factory DatasetAttr defaults, overridable by dataset_info.json). */
 export interface ColumnSpec {
   format: 'alpaca' | 'sharegpt' | 'openai' | 'text';
   columns: Record<ColumnName, string | undefined> & { text?: string };
   tags: Record<TagName, string>;
+  /** Preference rows (dataset_info.json "ranking": true, or chosen/rejected keys): preference.ts converts them. */
+  ranking?: boolean;
 }
 
 const SHAREGPT_TAGS: Record<TagName, string> = {
@@ -425,6 +431,7 @@ export function convertText(value: unknown, spec: ColumnSpec): Converted {
 }
 
 export function convertRow(value: unknown, spec: ColumnSpec): Converted {
+  if (spec.ranking) return convertPair(value, spec);
   switch (spec.format) {
     case 'alpaca':
       return convertAlpaca(value, spec);

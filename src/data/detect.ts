@@ -1,7 +1,6 @@
 // Format auto-detection from a sample of rows, with the reason spelled out for the report.
 import { columnSpec, type ColumnSpec } from './convert.ts';
 import {
-  DATA_MESSAGES,
   dataMessage,
   englishText,
   type DataMessage,
@@ -25,11 +24,6 @@ function why(code: DataMessageCode, params?: DataMessageParams): { because: stri
   return { because: englishText(m), becauseCode: m };
 }
 
-const rankingUnsupported = {
-  unsupported: DATA_MESSAGES['ranking-unsupported'],
-  unsupportedCode: dataMessage('ranking-unsupported'),
-};
-
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 function msgList(v: unknown): Record<string, unknown>[] | null {
@@ -45,11 +39,29 @@ function msgList(v: unknown): Record<string, unknown>[] | null {
 
 const pct = (n: number, d: number) => (d ? Math.round((100 * n) / d) : 0);
 
-export const RANKING_UNSUPPORTED: string = DATA_MESSAGES['ranking-unsupported'];
+/** The column spec of preference rows: the message list of sharegpt / OpenAI rows, else alpaca. */
+function rankingSpec(objs: Record<string, unknown>[]): ColumnSpec {
+  const has = (k: string, pred: (m: Record<string, unknown>) => boolean) =>
+    objs.some((o) => !!msgList(o[k])?.every(pred));
+  const fromValue = (m: Record<string, unknown>) => 'from' in m && 'value' in m;
+  const roleContent = (m: Record<string, unknown>) => 'role' in m;
+  let spec: ColumnSpec;
+  if (has('conversations', fromValue)) spec = columnSpec('sharegpt');
+  else if (has('messages', roleContent)) spec = columnSpec('openai');
+  else if (has('messages', fromValue)) spec = columnSpec('sharegpt', { columns: { messages: 'messages' } });
+  else if (has('conversations', roleContent)) spec = columnSpec('openai', { columns: { messages: 'conversations' } });
+  else spec = columnSpec('alpaca');
+  return { ...spec, ranking: true };
+}
 
 export function detectFormat(sample: unknown[], kind: FileKind, entry?: DatasetInfoEntry): Detection {
   if (entry) {
-    if (entry.ranking) return { format: 'ranking', ...why('detect-info-ranking'), ...rankingUnsupported };
+    if (entry.ranking)
+      return {
+        format: 'ranking',
+        ...why('detect-info-ranking'),
+        spec: { ...columnSpec(entry.formatting ?? 'alpaca', entry), ranking: true },
+      };
     const f = entry.formatting ?? 'alpaca';
     const spec = columnSpec(f, entry);
     // LLaMA-Factory pre-training data: alpaca formatting whose only column is prompt → "text".
@@ -78,13 +90,14 @@ export function detectFormat(sample: unknown[], kind: FileKind, entry?: DatasetI
   const shareRoleContent = count((o) => !!msgList(o.messages)?.every((m) => 'role' in m));
   const shareMsgFromValue = count((o) => !!msgList(o.messages)?.every((m) => 'from' in m && 'value' in m));
   const convRoleContent = count((o) => !!msgList(o.conversations)?.every((m) => 'role' in m && 'content' in m));
-  const ranking = count((o) => 'chosen' in o && 'rejected' in o);
+  // A row with only one of the two answers is still a preference row (validation names the missing one).
+  const ranking = count((o) => 'chosen' in o || 'rejected' in o);
   const alpaca = count((o) => 'output' in o && ('instruction' in o || 'input' in o));
   const alpacaLoose = count((o) => 'instruction' in o || 'output' in o);
   const text = count((o) => typeof o.text === 'string');
   const share = (code: DataMessageCode, k: number) => why(code, { pct: pct(k, n), n });
   const candidates: [number, Detection][] = [
-    [ranking, { format: 'ranking', ...share('detect-ranking', ranking), ...rankingUnsupported }],
+    [ranking, { format: 'ranking', ...share('detect-ranking', ranking), spec: rankingSpec(objs) }],
     [shareFromValue, { format: 'sharegpt', ...share('detect-sharegpt', shareFromValue), spec: columnSpec('sharegpt') }],
     [shareRoleContent, { format: 'openai', ...share('detect-openai', shareRoleContent), spec: columnSpec('openai') }],
     [

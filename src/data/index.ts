@@ -38,7 +38,8 @@ export {
   type Converted,
   type FieldIssue,
 } from './convert.ts';
-export { detectFormat, RANKING_UNSUPPORTED, type Detection } from './detect.ts';
+export { detectFormat, type Detection } from './detect.ts';
+export { convertPair, encodePair, pairwiseSequences, type PreferencePair } from './preference.ts';
 export { parseDatasetInfo, type DatasetInfo, type DatasetInfoError } from './datasetInfo.ts';
 export {
   DATA_MESSAGES,

@@ -52,7 +52,7 @@ export const DATA_MESSAGES = {
   'history-item-not-pair': 'wrong type: each history item must be a [question, answer] pair of strings',
   'history-empty-question': 'empty turn: the question is empty',
   'history-empty-answer': 'empty turn: the answer is empty',
-  'output-is-list': 'output is a list: this looks like a ranking (preference) row, unsupported for SFT',
+  'output-is-list': "output is a list: a preference row puts its answers in 'chosen' and 'rejected' (stage dpo)",
   'missing-output': 'missing output',
   'empty-output': 'empty output: nothing to train on',
   'empty-instruction': 'empty turn: instruction and input are both empty',
@@ -76,15 +76,21 @@ export const DATA_MESSAGES = {
   'no-final-answer': "the conversation ends with a '{tag}' turn: no assistant answer to train on",
   'empty-text': 'empty text',
 
+  // Preference rows (preference.ts)
+  'pair-missing-answer': "missing '{column}': a preference row needs a chosen and a rejected answer",
+  'pair-empty-answer': "empty '{column}' answer",
+  'pair-identical': 'chosen and rejected answers are identical: nothing to prefer',
+  'pair-prompt-ends-with-answer':
+    'the conversation before the answers ends with an assistant turn: chosen and rejected must answer a user turn',
+  'pair-needs-dpo': 'preference row (chosen/rejected answers): train it with stage dpo',
+  'dpo-needs-pair': 'preference tuning (stage dpo) trains on pairs: this row has no chosen and rejected answers',
+
   // Whole rows and the report (parse.ts)
-  'ranking-row': 'ranking row: unsupported for SFT',
   'unknown-format-row': 'unknown format',
   'warn-unmapped-key':
     'rows have a \'{key}\' key that dataset_info.json "columns" does not name: it is ignored, as LLaMA-Factory ignores it',
   'warn-issues-dropped': '{n} further issues not listed (the report keeps the first {max})',
   'warn-duplicates': '{rows} row(s) repeat an earlier row exactly ({groups} group(s)); they are kept',
-  'ranking-unsupported':
-    'ranking (preference) data with chosen/rejected answers is for DPO/ORPO/RM training, which Tabtune does not do: it cannot be used for SFT',
 
   // Why a format was chosen (detect.ts, parse.ts)
   'detect-given': 'format given: {format}',

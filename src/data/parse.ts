@@ -98,7 +98,7 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
       return;
     }
     if (!det.spec) {
-      addIssue({ ...where, field: '<row>', ...coded(det.format === 'ranking' ? 'ranking-row' : 'unknown-format-row') });
+      addIssue({ ...where, field: '<row>', ...coded('unknown-format-row') });
       return;
     }
     const c = convertRow(r.value, det.spec);
@@ -109,8 +109,10 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
     const ex: Example =
       'text' in c
         ? { kind: 'text', row: r.row, line: r.line, text: c.text }
-        : { kind: 'chat', row: r.row, line: r.line, conversation: c.conversation };
-    const key = hash53('text' in c ? c.text : JSON.stringify(c.conversation));
+        : 'pair' in c
+          ? { kind: 'pair', row: r.row, line: r.line, ...c.pair }
+          : { kind: 'chat', row: r.row, line: r.line, conversation: c.conversation };
+    const key = hash53('text' in c ? c.text : JSON.stringify('pair' in c ? c.pair : c.conversation));
     const g = seen.get(key);
     if (g) g.push(r.row);
     else seen.set(key, [r.row]);
@@ -149,11 +151,7 @@ export async function parseDataset(src: ByteSource, opts: ParseOptions = {}): Pr
     bytes: summary.bytes,
     duplicateGroups,
   };
-  if (det.format === 'ranking') {
-    const m = det.unsupportedCode ?? dataMessage('ranking-unsupported');
-    report.unsupported = det.unsupported ?? englishText(m);
-    report.unsupportedCode = m;
-  } else if (det.format === 'unknown' && rows > 0) {
+  if (det.format === 'unknown' && rows > 0) {
     report.unsupported = det.because;
     report.unsupportedCode = det.becauseCode;
   }

@@ -3,6 +3,7 @@
 // conversation) are reported like parse errors: none disappears.
 import { EncodeError, encodeExample, type EncodeOptions, type EncodedWithText } from './encode.ts';
 import { packExamples } from './pack.ts';
+import { encodePair } from './preference.ts';
 import { pretrainSequences } from './pretrain.ts';
 import { splitTrainVal, takeMaxSamples } from './split.ts';
 import { tokenStats, type TokenStats } from './stats.ts';
@@ -17,8 +18,8 @@ export interface PrepareOptions extends EncodeOptions {
   valSize?: number;
   seed?: number;
   packing?: boolean;
-  /** 'pt': continued pre-training on raw text (pretrain.ts); default 'sft'. */
-  stage?: 'sft' | 'pt';
+  /** 'pt': continued pre-training on raw text (pretrain.ts); 'dpo': preference pairs (preference.ts); default 'sft'. */
+  stage?: 'sft' | 'pt' | 'dpo';
   /** pt: the end-of-text token joining documents (default the tokenizer's eos). */
   pretrainEos?: string;
   /** Qwen3-style templates: passed to the template as `enable_thinking`. */
@@ -64,7 +65,24 @@ export function chatTemplateFor(
 }
 
 function stripText(e: EncodedWithText): EncodedExample {
-  return { row: e.row, inputIds: e.inputIds, labels: e.labels, fullLength: e.fullLength, truncated: e.truncated };
+  const out: EncodedExample = {
+    row: e.row,
+    inputIds: e.inputIds,
+    labels: e.labels,
+    fullLength: e.fullLength,
+    truncated: e.truncated,
+  };
+  if (e.rejected) out.rejected = e.rejected;
+  return out;
+}
+
+/** A row of the wrong kind for the stage: preference rows need stage dpo, and stage dpo needs them. */
+function wrongKind(ex: Example, stage: PrepareOptions['stage']): RowIssue | null {
+  if (stage === 'dpo' && ex.kind !== 'pair')
+    return { row: ex.row, line: ex.line, field: '<row>', ...coded('dpo-needs-pair') };
+  if (stage !== 'dpo' && ex.kind === 'pair')
+    return { row: ex.row, line: ex.line, field: '<row>', ...coded('pair-needs-dpo') };
+  return null;
 }
 
 export function prepareDataset(
@@ -83,8 +101,14 @@ export function prepareDataset(
   const invalid: RowIssue[] = [];
   let searchModeRows = 0;
   chosen.forEach((ex, i) => {
+    const wrong = wrongKind(ex, opts.stage);
+    if (wrong) {
+      invalid.push(wrong);
+      return;
+    }
     try {
-      const e = encodeExample(ex, tok, tpl, opts);
+      const e =
+        ex.kind === 'pair' ? encodePair(ex.row, ex, tok, tpl, opts.cutoffLen) : encodeExample(ex, tok, tpl, opts);
       if (e.mode === 'search') searchModeRows++;
       if (!e.labels.some((l) => l !== -100)) {
         invalid.push({
@@ -123,7 +147,7 @@ export function prepareDataset(
     stats,
     searchModeRows,
   };
-  if (opts.packing) {
+  if (opts.packing && opts.stage !== 'dpo') {
     const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
     out.packed = packExamples(train, opts.cutoffLen, padId);
   }

@@ -60,10 +60,12 @@ export interface ValidationReport {
   duplicateGroups: number[][];
 }
 
-/** One usable row. `kind: 'text'` rows are for continued pre-training. */
+/** One usable row. `kind: 'text'` rows are for continued pre-training, `kind: 'pair'` rows (a prompt
+ *  ending with a user turn, a chosen and a rejected answer) for preference tuning (stage dpo). */
 export type Example =
   | { kind: 'chat'; row: number; line?: number; conversation: Conversation }
-  | { kind: 'text'; row: number; line?: number; text: string };
+  | { kind: 'text'; row: number; line?: number; text: string }
+  | { kind: 'pair'; row: number; line?: number; conversation: Conversation; chosen: Message; rejected: Message };
 
 export interface ParsedDataset {
   report: ValidationReport;
@@ -118,6 +120,9 @@ export interface EncodedExample {
   /** Token count before cutoff_len truncation. */
   fullLength: number;
   truncated: boolean;
+  /** Preference pair (stage dpo): inputIds/labels above are the chosen answer's sequence, this is the
+   *  rejected one's; both start with the same prompt tokens, masked in the labels. */
+  rejected?: { inputIds: Int32Array; labels: Int32Array; fullLength: number };
 }
 
 /** Several examples packed into one sequence of `cutoffLen` tokens. */

@@ -17,6 +17,8 @@ export interface MicroBatch {
   lengths?: Int32Array;
   /** Packed rows: example start offsets per row (PackedSequence.seqStarts), one array per row. */
   seqStarts?: Int32Array[];
+  /** Preference pairs: rows [0, pairs) are the chosen answers, rows [pairs, 2·pairs) the rejected ones. */
+  pairs?: number;
 }
 
 export interface HostBatch {

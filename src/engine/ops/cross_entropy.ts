@@ -19,8 +19,12 @@ import { check, checkInteger, checkOperands, foldGrid, launch } from './kernel.t
 
 export const IGNORE_INDEX = -100;
 
-/** A scale read from a GPU buffer at `index` (written by the engine without readback) … or a plain number. */
-export type LossScale = number | { buffer: Tensor; index?: number };
+/**
+ * A scale read from a GPU buffer at `index` (written by the engine without readback), one scale
+ * per row (`perRow`: row r of a call with labelOffset o reads buffer[index + o + r]; preference
+ * losses), or a plain number.
+ */
+export type LossScale = number | { buffer: Tensor; index?: number; perRow?: boolean };
 
 export interface CrossEntropyArgs {
   /** Logits [rows, vocab] f32; with writeGrad it is overwritten by dL/dlogits = (softmax − onehot)·scale. */
@@ -31,7 +35,7 @@ export interface CrossEntropyArgs {
   /** Unscaled NLL per row f32, written at rowLoss[lossOffset + r] (0 for ignored rows, NaN for labels outside [0, vocab)). */
   rowLoss: Tensor;
   lossOffset?: number;
-  /** Multiplies the gradient and the summed loss: 1/(non-ignored labels in the accumulation window). */
+  /** Multiplies the gradient and the summed loss: 1/(non-ignored labels in the accumulation window), or per-row weights. */
   lossScale: LossScale;
   /** When given, lossAccum[index] (+)= scale · Σ rowLoss of these rows (one extra small dispatch). */
   lossAccum?: { tensor: Tensor; index?: number; accumulate?: boolean };
@@ -59,6 +63,7 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
   checkInteger(w, 'rows', rows, 0);
   checkInteger(w, 'vocab', vocab);
   const fromBuffer = typeof a.lossScale !== 'number';
+  const perRow = typeof a.lossScale !== 'number' && !!a.lossScale.perRow;
   const scale = scaleSource(w, a);
   const acc = a.lossAccum;
   const accIndex = acc?.index ?? 0;
@@ -66,7 +71,12 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
     { name: 'logits', tensor: a.logits, dtype: 'f32', min: rows * vocab, write: true },
     { name: 'labels', tensor: a.labels, dtype: 'i32', min: labelOffset + rows },
     { name: 'rowLoss', tensor: a.rowLoss, dtype: 'f32', min: lossOffset + rows, write: true },
-    { name: 'lossScale buffer', tensor: fromBuffer ? scale.tensor : null, dtype: 'f32', min: scale.index + 1 },
+    {
+      name: 'lossScale buffer',
+      tensor: fromBuffer ? scale.tensor : null,
+      dtype: 'f32',
+      min: scale.index + (perRow ? labelOffset + rows : 1),
+    },
     { name: 'lossAccum', tensor: acc?.tensor, dtype: 'f32', min: accIndex + 1, write: true },
   ]);
   const params = new Params(12)
@@ -77,7 +87,7 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
     .i32(a.ignoreIndex ?? IGNORE_INDEX)
     .u32(acc?.accumulate ? 1 : 0)
     .u32(accIndex)
-    .u32(fromBuffer ? 1 : 0)
+    .u32(perRow ? 2 : fromBuffer ? 1 : 0)
     .f32(scale.value)
     .u32(labelOffset)
     .u32(lossOffset)

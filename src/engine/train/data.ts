@@ -119,7 +119,9 @@ export class DataLoader {
       };
     }
     if (picked.some(isPacked)) throw new Error('training data mixes packed and unpacked examples');
-    const pb = collateBatch(picked as EncodedExample[], this.opts.padId, this.opts.padToMultipleOf ?? 8);
+    const examples = picked as EncodedExample[];
+    if (examples.some((e) => e.rejected)) return this.pairBatch(examples);
+    const pb = collateBatch(examples, this.opts.padId, this.opts.padToMultipleOf ?? 8);
     return {
       batch: pb.batch,
       seqLen: pb.seqLen,
@@ -127,6 +129,25 @@ export class DataLoader {
       labels: pb.labels,
       positionIds: pb.positionIds,
       lengths: pb.lengths,
+    };
+  }
+
+  /** Preference pairs: all chosen sequences, then all rejected ones (TRL concatenated_forward), padded together. */
+  private pairBatch(pairs: EncodedExample[]): MicroBatch {
+    const rows: EncodedExample[] = [...pairs];
+    for (const p of pairs) {
+      if (!p.rejected) throw new Error(`training data mixes preference pairs and single examples (row ${p.row})`);
+      rows.push({ ...p, ...p.rejected, truncated: p.truncated, rejected: undefined });
+    }
+    const pb = collateBatch(rows, this.opts.padId, this.opts.padToMultipleOf ?? 8);
+    return {
+      batch: pb.batch,
+      seqLen: pb.seqLen,
+      inputIds: pb.inputIds,
+      labels: pb.labels,
+      positionIds: pb.positionIds,
+      lengths: pb.lengths,
+      pairs: pairs.length,
     };
   }
 

@@ -14,6 +14,7 @@ import { Decoder } from '../model/decoder.ts';
 import type { LoraSet, Model } from '../model/model.ts';
 import type { DataCursor, DataLoader } from './data.ts';
 import type { LrScheduler } from './llamafactory-config.ts';
+import { meanMetrics, PreferenceObjective, type PreferenceConfig, type PreferenceMetrics } from './preference.ts';
 import { lrAt, type ScheduleConfig } from './schedule.ts';
 
 export interface TrainerConfig {
@@ -37,6 +38,8 @@ export interface TrainerConfig {
   /** Full fine-tuning: every base weight trains (lora must be null, weights f32). */
   full?: boolean;
   lossChunkRows?: number;
+  /** Preference tuning (stage dpo): micro-batches hold pairs (MicroBatch.pairs). */
+  preference?: PreferenceConfig | null;
 }
 
 export interface StepResult {
@@ -56,6 +59,8 @@ export interface StepResult {
   dispatches: number;
   readbacks: number;
   epoch: number | null;
+  /** Preference tuning: the window's mean of TRL's metrics (rewards/*, logps/*, ORPO's terms). */
+  metrics?: PreferenceMetrics;
 }
 
 interface Param {
@@ -109,6 +114,7 @@ export class Trainer {
   /** Micro-batches done (dropout mask and NEFTune stream counter). */
   microStep = 0;
   readonly schedule: ScheduleConfig;
+  private readonly preference: PreferenceObjective | null = null;
   private disposed = false;
   private readonly ready: Promise<void>;
 
@@ -128,6 +134,14 @@ export class Trainer {
       warmupSteps: cfg.warmupSteps,
       warmupRatio: cfg.warmupRatio,
     };
+    if (cfg.preference) {
+      if (cfg.full)
+        throw new Error(
+          'preference tuning here needs LoRA: its reference model is the base with the adapters switched off',
+        );
+      if (cfg.neftuneAlpha) throw new Error('neftune_noise_alpha is not supported with stage dpo');
+      this.preference = new PreferenceObjective(model, cfg.preference, cfg.lossChunkRows);
+    }
     this.decoder = new Decoder(model, lora, {
       checkpointing: cfg.gradientCheckpointing,
       full: cfg.full,
@@ -191,6 +205,7 @@ export class Trainer {
     const gpu = this.model.gpu;
     const w = window ?? this.data?.nextWindow();
     if (!w || !w.length) throw new Error('trainer.step needs at least one micro-batch');
+    if (this.preference) return this.preferenceStep(this.preference, w);
     const hbs = w.map(prepareBatch);
     const labelTokens = hbs.reduce((a, h) => a + h.labelCount, 0);
     const tokens = hbs.reduce((a, h) => a + h.N, 0);
@@ -237,6 +252,59 @@ export class Trainer {
     };
   }
 
+  /** Pairs of a preference micro-batch (chosen rows, then rejected rows). */
+  private static pairsOf(mb: MicroBatch): number {
+    if (!mb.pairs || mb.batch !== 2 * mb.pairs)
+      throw new Error(`preference tuning needs pair micro-batches (2 rows per pair), got ${mb.batch} rows`);
+    return mb.pairs;
+  }
+
+  /** One optimizer step of preference tuning; the loss and metrics come from the host (preference.ts). */
+  private async preferenceStep(obj: PreferenceObjective, w: MicroBatch[]): Promise<StepResult> {
+    const gpu = this.model.gpu;
+    const lr = lrAt(this.schedule, this.stepCount);
+    const hbs = w.map(prepareBatch);
+    const pre = new Recorder(gpu, 'step start');
+    this.decoder.clearGrads(pre);
+    pre.clear(this.report);
+    await pre.submit();
+    let loss = 0;
+    const metrics: PreferenceMetrics[] = [];
+    let dispatches = 0;
+    for (const [i, hb] of hbs.entries()) {
+      // Dropout off (LLaMA-Factory's DPO trainer disables it), so every pass sees the same function.
+      const inputs = this.decoder.uploadInputs(hb, null);
+      try {
+        const r = await obj.train(this.decoder, inputs, Trainer.pairsOf(w[i]), w.length);
+        loss += r.loss / w.length;
+        metrics.push(r.metrics);
+      } finally {
+        this.decoder.releaseInputs(inputs);
+      }
+      this.microStep++;
+    }
+    const rec = new Recorder(gpu, 'optimizer step');
+    await this.recordOptimizer(rec, lr);
+    await rec.submit();
+    dispatches += rec.dispatchCount;
+    const r = new Float32Array(await readBytes(gpu, this.report.buf.buffer, 0, 32, 'step report'));
+    this.stepCount++;
+    return {
+      step: this.stepCount,
+      loss,
+      gradNorm: r[REPORT.norm],
+      lr,
+      nextLr: lrAt(this.schedule, this.stepCount),
+      tokens: hbs.reduce((a, h) => a + h.N, 0),
+      labelTokens: hbs.reduce((a, h) => a + h.labelCount, 0),
+      skipped: r[REPORT.nonFinite] !== 0,
+      dispatches,
+      readbacks: 1 + hbs.length * obj.readbacksPerMicroBatch,
+      epoch: this.data ? this.data.epoch : null,
+      metrics: meanMetrics(metrics),
+    };
+  }
+
   /** NEFTune noise of micro-batch `stream` (seqLen = the padded length, as transformers' hook). */
   private neftune(seqLen: number, stream: number) {
     return this.cfg.neftuneAlpha ? { alpha: this.cfg.neftuneAlpha, seqLen, seed: this.cfg.seed, stream } : undefined;
@@ -279,6 +347,7 @@ export class Trainer {
    */
   async recordStep(rec: Recorder, window: MicroBatch[]): Promise<{ tokens: number; finish: () => void }> {
     await this.ready;
+    if (this.preference) throw new Error('recordStep: preference steps read log-probs back mid-step; use step()');
     const gpu = this.model.gpu;
     const hbs = window.map(prepareBatch);
     const labelTokens = hbs.reduce((a, h) => a + h.labelCount, 0);
@@ -308,9 +377,21 @@ export class Trainer {
     };
   }
 
-  /** Mean token loss over `batches` (no dropout, no NEFTune, no gradients); one readback. */
+  /** Mean token loss over `batches` (no dropout, no NEFTune, no gradients); one readback. Preference: the mean pair loss. */
   async evaluate(batches: MicroBatch[]): Promise<number> {
     const gpu = this.model.gpu;
+    if (this.preference) {
+      let sum = 0;
+      for (const mb of batches) {
+        const inputs = this.decoder.uploadInputs(prepareBatch(mb), null);
+        try {
+          sum += (await this.preference.evaluate(this.decoder, inputs, Trainer.pairsOf(mb))).loss;
+        } finally {
+          this.decoder.releaseInputs(inputs);
+        }
+      }
+      return batches.length ? sum / batches.length : NaN;
+    }
     const pre = new Recorder(gpu, 'eval start');
     pre.clear(this.report, REPORT.evalLoss * 4, 4);
     await pre.submit();
@@ -390,6 +471,7 @@ export class Trainer {
     this.disposed = true;
     const gpu = this.model.gpu;
     this.decoder.release();
+    this.preference?.release();
     for (const t of [
       this.arena.p,
       this.arena.g,

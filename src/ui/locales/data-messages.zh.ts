@@ -47,7 +47,7 @@ export const dataMessagesZh: Record<DataMessageCode, string> = {
   'history-item-not-pair': '类型错误：history 的每一项都应是由两个字符串组成的 [问题, 回答] 对',
   'history-empty-question': '空轮次：问题为空',
   'history-empty-answer': '空轮次：回答为空',
-  'output-is-list': 'output 是列表：这看起来是排序（偏好）数据行，不能用于 SFT',
+  'output-is-list': "output 是列表：偏好数据行把回答放在 'chosen' 和 'rejected' 中（stage dpo）",
   'missing-output': '缺少 output',
   'empty-output': 'output 为空：没有可训练的内容',
   'empty-instruction': '空轮次：instruction 和 input 都为空',
@@ -71,14 +71,18 @@ export const dataMessagesZh: Record<DataMessageCode, string> = {
   'no-final-answer': "对话以 '{tag}' 轮结束：没有可训练的助手回答",
   'empty-text': '文本为空',
 
-  'ranking-row': '排序数据行：不能用于 SFT',
+  'pair-missing-answer': "缺少 '{column}'：偏好数据行需要一个 chosen 回答和一个 rejected 回答",
+  'pair-empty-answer': "'{column}' 回答为空",
+  'pair-identical': 'chosen 与 rejected 回答完全相同：没有可偏好的差别',
+  'pair-prompt-ends-with-answer': '回答之前的对话以助手轮结束：chosen 和 rejected 必须回答一个用户轮',
+  'pair-needs-dpo': '偏好数据行（chosen/rejected 回答）：请用 stage dpo 训练',
+  'dpo-needs-pair': '偏好训练（stage dpo）使用成对数据：这一行没有 chosen 和 rejected 回答',
+
   'unknown-format-row': '格式未知',
   'warn-unmapped-key':
     '数据行中有 \'{key}\' 键，但 dataset_info.json 的 "columns" 没有指定它：已忽略，与 LLaMA-Factory 的做法一致',
   'warn-issues-dropped': '另有 {n} 个问题未列出（报告只保留前 {max} 个）',
   'warn-duplicates': '{rows} 行与前面的某行完全相同（共 {groups} 组）；这些行仍会保留',
-  'ranking-unsupported':
-    '带 chosen/rejected 回答的排序（偏好）数据用于 DPO/ORPO/RM 训练，Tabtune 不支持这类训练：不能用于 SFT',
 
   'detect-given': '指定的格式：{format}',
   'detect-info-ranking': 'dataset_info.json 中设置了 "ranking": true',

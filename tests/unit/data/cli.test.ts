@@ -95,6 +95,8 @@ describe('tabtune data', () => {
     expect(p.status).toBe(1);
     const j = JSON.parse(p.stdout);
     expect(j.format).toBe('ranking');
-    expect(j.unsupported).toMatch(/cannot be used for SFT/);
+    expect(j.unsupported).toBeUndefined();
+    expect(j.valid).toBe(2);
+    expect(j.invalid.map((i: { code: string }) => i.code)).toEqual(['pair-identical', 'pair-missing-answer']);
   });
 });

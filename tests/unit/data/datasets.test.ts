@@ -111,7 +111,7 @@ describe('broken files: every invalid row is reported', () => {
       [3, 'instruction', /empty turn: instruction and input are both empty/],
       [4, 'instruction', /wrong type: expected a string, got object/],
       [5, 'history[1]', /\[question, answer\] pair/],
-      [6, 'output', /ranking .* unsupported for SFT/],
+      [6, 'output', /a preference row puts its answers in 'chosen' and 'rejected'/],
       [7, '<row>', /expected an object, got string/],
       [8, 'tools', /bad JSON in tools/],
     ]);
@@ -142,11 +142,15 @@ describe('broken files: every invalid row is reported', () => {
     expect(r.warnings.join()).toMatch(/truncated file/);
   });
 
-  test('ranking data is clearly unsupported for SFT', async () => {
+  test('ranking data (chosen/rejected) is read as preference pairs for stage dpo', async () => {
     const { report: r } = await report('broken/ranking_pairs.json');
     expect(r.format).toBe('ranking');
-    expect(r.unsupported).toMatch(/DPO.*cannot be used for SFT/);
-    expect(r.valid).toBe(0);
+    expect(r.unsupported).toBeUndefined();
+    expect(r.valid).toBe(2);
+    expectIssues(r, [
+      [2, 'rejected', /identical/],
+      [3, 'rejected', /missing 'rejected'/],
+    ]);
     accounted(r);
   });
 

@@ -9,7 +9,7 @@ import { DATA_FIXTURES } from './helpers.ts';
 const dir = resolve(DATA_FIXTURES, 'custom_columns');
 const info = parseDatasetInfo(readFileSync(resolve(dir, 'dataset_info.json'), 'utf8'));
 const convs = (ex: Awaited<ReturnType<typeof parseDataset>>['examples']) =>
-  ex.map((e) => (e.kind === 'chat' ? e.conversation : e.text));
+  ex.map((e) => (e.kind === 'text' ? e.text : e.conversation));
 
 describe('auto-detection', () => {
   test.each([
@@ -242,7 +242,7 @@ describe('dataset_info.json', () => {
     ]);
   });
 
-  test('pre-training text through columns.prompt; ranking entries unsupported', async () => {
+  test('pre-training text through columns.prompt; a ranking entry without chosen/rejected columns names them', async () => {
     const t = await parseDataset(readFileSync(resolve(dir, 'web_text.jsonl')), {
       fileName: 'web_text.jsonl',
       datasetInfo: info.entries.web_text,
@@ -255,8 +255,11 @@ describe('dataset_info.json', () => {
       datasetInfo: info.entries.prefs,
     });
     expect(r.report.format).toBe('ranking');
-    expect(r.report.unsupported).toMatch(/cannot be used for SFT/);
+    expect(r.report.unsupported).toBeUndefined();
     expect(r.report.valid).toBe(0);
+    expect(r.report.invalid[0]).toEqual(
+      expect.objectContaining({ row: 0, field: 'chosen', code: 'pair-missing-answer', params: { column: 'chosen' } }),
+    );
   });
 
   test('keys not named in columns are ignored with a warning, as LLaMA-Factory ignores them', async () => {

@@ -118,8 +118,9 @@ describe('broken rows carry codes and parameters', () => {
     expect(truncated.warningCodes).toEqual([{ code: 'warn-truncated-array' }]);
     expect(truncated.invalid.map((i) => i.code)).toEqual(['row-unterminated-string']);
     const ranking = await brokenReport('ranking_pairs.json');
-    expect(ranking.unsupportedCode).toEqual({ code: 'ranking-unsupported' });
-    expect(ranking.invalid.every((i) => i.code === 'ranking-row')).toBe(true);
+    expect(ranking.detectedBecauseCode).toEqual({ code: 'detect-ranking', params: { pct: 100, n: 4 } });
+    expect(ranking.unsupportedCode).toBeUndefined();
+    expect(ranking.invalid.map((i) => i.code)).toEqual(['pair-identical', 'pair-missing-answer']);
     const unknown = await brokenReport('unknown_format.json');
     expect(unknown.unsupportedCode).toEqual({ code: 'detect-unknown-keys', params: { keys: "'question', 'answer'" } });
   });
