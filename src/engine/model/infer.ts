@@ -1,6 +1,7 @@
 // Generation forward: prefill + KV-cache decode, adapter on or off (for A/B chat).
 import { readF32 } from '../gpu/transfer.ts';
 import type { Tensor } from '../gpu/tensor.ts';
+import { tuneMatvec } from '../ops/matvec.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../gpu/transfer.ts';
 import { prepareBatch } from './batch.ts';
 import { Decoder } from './decoder.ts';
@@ -74,6 +75,8 @@ export async function forwardLogits(
     inputIds: ids,
     positionIds: Int32Array.from({ length: N }, (_, i) => offset + i),
   });
+  // Decode steps run matrix-vector kernels: measure their split on this adapter once.
+  await tuneMatvec(model.gpu);
   const dec = inferenceDecoder(model, lora);
   const inputs = dec.uploadInputs(hb, null);
   if (cache) inputs.kv = { k: cache.k, v: cache.v, offset };
