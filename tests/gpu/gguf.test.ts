@@ -200,7 +200,7 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
       // The demo model is bf16: its bf16 GGUF holds the very same weights.
       expect(await llamaGreedy(out.bf16.path, prompt, 32)).toEqual(ours);
 
-      const texts = HELD_OUT.map((t) => s.tok.encode(t));
+      const texts = [...HELD_OUT.map((t) => s.tok.encode(t)), ...(await datasetTexts(s.tok, 512))];
       const f16 = await llamaTop1(out.f16.path, texts);
       const q8 = await llamaTop1(out.q8_0.path, texts);
       expect(f16.every((t) => t >= 0)).toBe(true);
@@ -265,7 +265,7 @@ describe.skipIf(runtime !== 'node')('GGUF export checked by llama.cpp (node-llam
   }, 600_000);
 
   for (const kind of ['llama', 'qwen2'] as const) {
-    it(`tiny ${kind === 'llama' ? 'Llama (tied, GQA)' : 'Qwen2 (biases)'} + merged LoRA: f32 and f16 greedy tokens equal ours`, async () => {
+    it(`tiny ${kind === 'llama' ? 'Llama (tied, GQA)' : 'Qwen2 (biases)'} + LoRA: merged f32 / f16 GGUFs and the f16 base with the GGUF adapter give our greedy tokens`, async () => {
       const { writeTensor } = await import('../../src/engine/gpu/index.ts');
       const { attachLora } = await import('../../src/engine/model/model.ts');
       const { generateAll } = await import('../../src/engine/generate/generate.ts');
