@@ -51,8 +51,9 @@ import { parseTrainYaml, type TrainConfig } from '../engine/train/llamafactory-c
 
 const USAGE = `usage: tabtune train <config.yaml> [key=value ...]
 
-Supervised fine-tuning (stage: sft) or continued pre-training on raw text (stage: pt) — LoRA, QLoRA with
-quantization_bit: 4, or full — from a LLaMA-Factory YAML.
+Supervised fine-tuning (stage: sft), continued pre-training on raw text (stage: pt) or preference tuning
+(stage: dpo with pref_loss sigmoid, hinge, ipo, orpo or simpo) — LoRA, QLoRA with quantization_bit: 4, or
+full — from a LLaMA-Factory YAML.
 model_name_or_path must be a local folder; datasets come from dataset_dir/dataset_info.json or are
 files. key=value overrides a YAML key (e.g. max_steps=10 output_dir=saves/try).`;
 
@@ -118,6 +119,18 @@ export interface LogRow {
   elapsed_time: string;
   remaining_time: string;
   total_tokens?: number;
+  /** Stage dpo: LLaMA-Factory's LogCallback field (rewards/accuracies). */
+  accuracy?: number;
+  /** Stage dpo: TRL's metrics under their names (rewards/chosen, logps/rejected, …). */
+  [metric: string]: number | string | undefined;
+}
+
+/** Stage dpo's log fields: accuracy as LLaMA-Factory's LogCallback names it, and TRL's metrics rounded. */
+function preferenceFields(m: Record<string, number> | undefined): Partial<LogRow> {
+  if (!m) return {};
+  const out: Partial<LogRow> = { accuracy: round4(m['rewards/accuracies']) };
+  for (const [k, v] of Object.entries(m)) (out as Record<string, number>)[k] = round4(v);
+  return out;
 }
 
 /** One trainer_log.jsonl row (LLaMA-Factory callbacks.py LogCallback fields and rounding). */
@@ -300,10 +313,14 @@ export default async function train(argv: string[]): Promise<number> {
                 lr: w.lr,
                 grad_norm: round4(w.gradNorm),
                 total_tokens: tokens,
+                ...preferenceFields(w.metrics),
               });
               appendFileSync(logPath, `${JSON.stringify(row)}\n`);
+              const pref = Object.entries(w.metrics ?? {})
+                .map(([k, v]) => `'${k}': ${round4(v)}, `)
+                .join('');
               err(
-                `{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${w.lr.toExponential(4)}, 'epoch': ${row.epoch}}  [${w.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`,
+                `{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${w.lr.toExponential(4)}, ${pref}'epoch': ${row.epoch}}  [${w.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`,
               );
             },
             onEval: (step, loss, epoch) => {

@@ -108,6 +108,7 @@ describe('LLaMA-Factory train YAML', () => {
     const { config: c, warnings, notes } = parseTrainYaml(LLAMA3_LORA_SFT);
     expect(c).toEqual({
       stage: 'sft',
+      pref: { loss: 'sigmoid', beta: 0.1, ftx: 0, labelSmoothing: 0, simpoGamma: 0.5 },
       doTrain: true,
       modelNameOrPath: 'meta-llama/Meta-Llama-3-8B-Instruct',
       adapterNameOrPath: null,
@@ -226,8 +227,8 @@ describe('LLaMA-Factory train YAML', () => {
     );
     expect(fails(base + 'quantization_bit: 4\nquantization_type: fp4').key).toBe('quantization_type');
     expect(fails(base + 'quantization_bit: 4\nfinetuning_type: full').message).toMatch(/needs finetuning_type: lora/);
-    expect(fails(base + 'stage: dpo').message).toMatch(
-      /stage: only supervised fine-tuning \(sft\) is supported, got "dpo"/,
+    expect(fails(base + 'stage: rm').message).toMatch(
+      /stage: must be sft \(supervised\), pt \(continued pre-training\) or dpo \(preference tuning\), got "rm" \(reward modelling, PPO and KTO are not supported\)/,
     );
     expect(fails(base + 'lr_scheduler_type: cosine_with_restarts').message).toBe(
       'my.yaml: lr_scheduler_type: "cosine_with_restarts" is not supported; choose from constant, constant_with_warmup, linear, cosine',

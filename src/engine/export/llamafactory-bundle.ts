@@ -1,6 +1,7 @@
 // A LLaMA-Factory bundle: the run's training YAML, its datasets in their own files and a
 // dataset_info.json that names them (LLaMA-Factory data/README.md: file_name, formatting,
 // columns, tags), so `llamafactory-cli train train_<stage>.yaml` continues the same run on a GPU machine.
+import { detectFormat } from '../../data/detect.ts';
 import type { DatasetFormat, DatasetInfoEntry } from '../../data/types.ts';
 import { trainConfigToYaml, type TrainConfig } from '../train/llamafactory-config.ts';
 
@@ -41,7 +42,42 @@ function infoEntry(d: BundleDataset): Record<string, unknown> {
   if (!d.entry && d.format === 'openai') Object.assign(entry, OPENAI_AS_SHAREGPT);
   // Raw text for stage pt: LLaMA-Factory reads it from the prompt column (data/README.md).
   if (!d.entry && d.format === 'text') entry.columns = { prompt: 'text' };
+  if (!d.entry && d.format === 'ranking') Object.assign(entry, rankingEntry(d.bytes));
   return entry;
+}
+
+/** The first rows of a JSON array or JSON lines file (enough to tell the preference layout). */
+function sampleRows(bytes: Uint8Array): unknown[] {
+  const text = new TextDecoder().decode(bytes.subarray(0, 1 << 20));
+  try {
+    const v = JSON.parse(new TextDecoder().decode(bytes)) as unknown;
+    return Array.isArray(v) ? v.slice(0, 50) : [v];
+  } catch {
+    const rows: unknown[] = [];
+    for (const line of text.split('\n').slice(0, 50)) {
+      try {
+        if (line.trim()) rows.push(JSON.parse(line));
+      } catch {
+        /* a cut last line */
+      }
+    }
+    return rows;
+  }
+}
+
+/** dataset_info.json for preference rows (data/README.md "Preference Dataset"): ranking: true and the answer columns. */
+function rankingEntry(bytes: Uint8Array): Record<string, unknown> {
+  const spec = detectFormat(sampleRows(bytes), 'json').spec;
+  const answers = { chosen: spec?.columns.chosen ?? 'chosen', rejected: spec?.columns.rejected ?? 'rejected' };
+  if (spec?.format === 'sharegpt')
+    return { ranking: true, formatting: 'sharegpt', columns: { messages: spec.columns.messages, ...answers } };
+  if (spec?.format === 'openai')
+    return {
+      ranking: true,
+      ...OPENAI_AS_SHAREGPT,
+      columns: { messages: spec.columns.messages, ...answers },
+    };
+  return { ranking: true, columns: { prompt: 'instruction', query: 'input', ...answers } };
 }
 
 const baseName = (path: string) => path.split('/').pop() ?? path;

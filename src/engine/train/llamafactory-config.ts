@@ -2,6 +2,13 @@
 // `src/llamafactory/hparams/finetuning_args.py`, `data_args.py`, `model_args.py`,
 // `generating_args.py`, and transformers `training_args.py` (TrainingArguments) for the trainer keys.
 import { parseDocument, stringify } from 'yaml';
+import {
+  PREF_LOSSES,
+  PREFERENCE_DEFAULTS,
+  usesReference,
+  type PrefLoss,
+  type PreferenceConfig,
+} from './preference-loss.ts';
 
 export class LlamaFactoryConfigError extends Error {
   override readonly name = 'LlamaFactoryConfigError';
@@ -27,11 +34,13 @@ export const ALL_LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_p
 export const LR_SCHEDULERS = ['constant', 'constant_with_warmup', 'linear', 'cosine'] as const;
 export type LrScheduler = (typeof LR_SCHEDULERS)[number];
 
-/** sft: supervised fine-tuning on conversations; pt: continued pre-training on raw text. */
-export type TrainStage = 'sft' | 'pt';
+/** sft: supervised fine-tuning on conversations; pt: continued pre-training on raw text; dpo: preference tuning on pairs (pref_loss sigmoid / hinge / ipo / orpo / simpo). */
+export type TrainStage = 'sft' | 'pt' | 'dpo';
 
 export interface TrainConfig {
   stage: TrainStage;
+  /** Stage dpo: LLaMA-Factory's RLHFArguments (pref_loss, pref_beta, pref_ftx, dpo_label_smoothing, simpo_gamma). */
+  pref: PreferenceConfig;
   doTrain: boolean;
   modelNameOrPath: string;
   /** Existing adapter(s) to continue from (comma list in YAML). */
@@ -202,6 +211,12 @@ const TRAIN_KEYS: Record<string, Kind> = {
   disable_gradient_checkpointing: 'bool',
   neftune_noise_alpha: 'float',
   resume_from_checkpoint: 'str',
+  pref_beta: 'float',
+  pref_ftx: 'float',
+  pref_loss: 'str',
+  dpo_label_smoothing: 'float',
+  simpo_gamma: 'float',
+  pref_bco_weight: 'float',
 };
 // Keys that change training in ways we do not implement: refused rather than ignored.
 const UNSUPPORTED: Record<string, string> = {
@@ -218,6 +233,8 @@ const UNSUPPORTED: Record<string, string> = {
   rope_scaling: 'RoPE scaling comes from the model config.json',
   freeze_trainable_layers: 'freeze fine-tuning is not supported',
   freeze_trainable_modules: 'freeze fine-tuning is not supported',
+  ref_model: 'the reference model of stage dpo is the base model with the LoRA adapters switched off',
+  ld_alpha: 'LD-DPO length desensitization is not supported',
 };
 const EXPORT_KEYS: Record<string, Kind> = {
   ...COMMON_MODEL,
@@ -364,19 +381,51 @@ function templateNote(v: Values): string | null {
   return t;
 }
 
-/** Parses a LLaMA-Factory training YAML, stage sft or pt (e.g. examples/train_lora/llama3_lora_sft.yaml, llama3_lora_pretrain.yaml). */
+/** LLaMA-Factory RLHFArguments (hparams/finetuning_args.py) and its checks for stage dpo. */
+function preferenceArgs(v: Values, stage: TrainStage, ft: 'lora' | 'full'): PreferenceConfig {
+  const loss = v.str('pref_loss', PREFERENCE_DEFAULTS.loss);
+  if (loss === 'kto_pair') v.fail('pref_loss', 'kto_pair is not supported; choose from ' + PREF_LOSSES.join(', '));
+  if (!(PREF_LOSSES as readonly string[]).includes(loss))
+    v.fail('pref_loss', `must be one of ${PREF_LOSSES.join(', ')}, got "${loss}"`);
+  const pref: PreferenceConfig = {
+    loss: loss as PrefLoss,
+    beta: v.float('pref_beta', PREFERENCE_DEFAULTS.beta, (x) => (x > 0 ? null : 'must be > 0')),
+    ftx: v.float('pref_ftx', PREFERENCE_DEFAULTS.ftx, (x) => (x >= 0 ? null : 'must be ≥ 0')),
+    labelSmoothing: v.float('dpo_label_smoothing', PREFERENCE_DEFAULTS.labelSmoothing, (x) =>
+      x >= 0 && x <= 0.5 ? null : 'must be in [0, 0.5]',
+    ),
+    simpoGamma: v.float('simpo_gamma', PREFERENCE_DEFAULTS.simpoGamma),
+  };
+  if (v.float('pref_bco_weight', 0) > 0) v.fail('pref_bco_weight', 'BCO re-weighting is not supported');
+  if (stage !== 'dpo') {
+    const set = ['pref_beta', 'pref_ftx', 'pref_loss', 'dpo_label_smoothing', 'simpo_gamma'].filter((k) => v.has(k));
+    if (set.length) v.warnings.push(`${set.join(', ')}: only used by stage dpo`);
+    return pref;
+  }
+  if (pref.loss !== 'sigmoid' && pref.labelSmoothing > 1e-6)
+    v.fail('dpo_label_smoothing', 'is only valid for pref_loss: sigmoid');
+  if (ft === 'full' && usesReference(pref.loss))
+    v.fail(
+      'finetuning_type',
+      `pref_loss ${pref.loss} needs a reference model: here it is the base with the LoRA adapters off, so use finetuning_type: lora (orpo and simpo need no reference)`,
+    );
+  return pref;
+}
+
+/** Parses a LLaMA-Factory training YAML, stage sft, pt or dpo (e.g. examples/train_lora/llama3_lora_sft.yaml, llama3_lora_pretrain.yaml, llama3_lora_dpo.yaml). */
 export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainConfig> {
   const v = new Values(file, load(text, file), TRAIN_KEYS);
   const stageRaw = v.str('stage', 'sft');
-  if (stageRaw !== 'sft' && stageRaw !== 'pt') {
+  if (stageRaw !== 'sft' && stageRaw !== 'pt' && stageRaw !== 'dpo') {
     v.fail(
       'stage',
-      `only supervised fine-tuning (sft) is supported, got "${stageRaw}" (pt, continued pre-training, is too)`,
+      `must be sft (supervised), pt (continued pre-training) or dpo (preference tuning), got "${stageRaw}"${stageRaw === 'rm' || stageRaw === 'ppo' || stageRaw === 'kto' ? ' (reward modelling, PPO and KTO are not supported)' : ''}`,
     );
   }
   const stage = stageRaw as TrainStage;
   const ft = finetuningType(v);
   const template = templateNote(v);
+  const pref = preferenceArgs(v, stage, ft);
 
   // finetuning_args.py LoraArguments: lora_rank 8, lora_alpha None → rank*2, dropout 0, target "all".
   const rank = v.int('lora_rank', 8, 1);
@@ -437,12 +486,16 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
   const trainOnPrompt = v.bool('train_on_prompt', false);
   const maskHistory = v.bool('mask_history', false);
   // hparams/parser.py: prompt masking exists only for sft.
-  if (stage === 'pt' && (trainOnPrompt || maskHistory)) {
+  if (stage !== 'sft' && (trainOnPrompt || maskHistory)) {
     v.fail(
       trainOnPrompt ? 'train_on_prompt' : 'mask_history',
-      'only applies to stage sft (pre-training trains every token)',
+      stage === 'pt'
+        ? 'only applies to stage sft (pre-training trains every token)'
+        : 'only applies to stage sft (preference tuning scores the answers only)',
     );
   }
+  if (stage === 'dpo' && v.bool('packing', false))
+    v.fail('packing', 'preference pairs are not packed (LLaMA-Factory pads each pair batch)');
   if (trainOnPrompt && maskHistory) v.fail('mask_history', '`mask_history` is incompatible with `train_on_prompt`');
 
   // transformers TrainingArguments defaults, except gradient checkpointing which LLaMA-Factory turns on
@@ -458,9 +511,11 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
   const neft = v.has('neftune_noise_alpha')
     ? v.float('neftune_noise_alpha', 0, (x) => (x >= 0 ? null : 'must be ≥ 0'))
     : null;
+  if (stage === 'dpo' && neft) v.fail('neftune_noise_alpha', 'is not supported with stage dpo');
 
   const config: TrainConfig = {
     stage,
+    pref,
     doTrain,
     modelNameOrPath: v.required('model_name_or_path'),
     adapterNameOrPath: v.list('adapter_name_or_path'),
@@ -612,6 +667,14 @@ export function trainConfigToYaml(c: TrainConfig): string {
   }
   lines.push('', '### method');
   kv('stage', c.stage);
+  if (c.stage === 'dpo') {
+    kv('pref_beta', yamlFloat(c.pref.beta));
+    kv('pref_loss', c.pref.loss);
+    if (c.pref.ftx !== PREFERENCE_DEFAULTS.ftx) kv('pref_ftx', yamlFloat(c.pref.ftx));
+    if (c.pref.labelSmoothing !== PREFERENCE_DEFAULTS.labelSmoothing)
+      kv('dpo_label_smoothing', yamlFloat(c.pref.labelSmoothing));
+    if (c.pref.loss === 'simpo') kv('simpo_gamma', yamlFloat(c.pref.simpoGamma));
+  }
   kv('do_train', String(c.doTrain));
   kv('finetuning_type', c.finetuningType);
   if (c.finetuningType === 'lora') {

@@ -11,6 +11,7 @@ import {
   type TrainConfig,
   type TrainStage,
 } from './llamafactory-config.ts';
+import { PREFERENCE_DEFAULTS } from './preference-loss.ts';
 
 export type Method = 'lora' | 'qlora' | 'full';
 export const METHODS: readonly Method[] = ['lora', 'qlora', 'full'];
@@ -27,14 +28,15 @@ export function setMethod(c: TrainConfig, m: Method): void {
   if (m === 'full') c.lora.useRslora = c.lora.useDora = false;
 }
 
-export const STAGES: readonly TrainStage[] = ['sft', 'pt'];
+export const STAGES: readonly TrainStage[] = ['sft', 'pt', 'dpo'];
 
-/** Switches SFT / continued pre-training in place, with LLaMA-Factory's per-stage defaults (packing on for pt). */
+/** Switches SFT / continued pre-training / preference tuning in place, with LLaMA-Factory's per-stage defaults (packing on for pt). */
 export function setStage(c: TrainConfig, stage: TrainStage): void {
   if (c.stage === stage) return;
   c.stage = stage;
   c.packing = stage === 'pt';
-  if (stage === 'pt') c.trainOnPrompt = c.maskHistory = false;
+  if (stage !== 'sft') c.trainOnPrompt = c.maskHistory = false;
+  if (stage === 'dpo') c.neftuneNoiseAlpha = null;
 }
 
 /** The knobs that apply to the settings' method and stage. */
@@ -45,6 +47,7 @@ export function knobApplies(k: Knob, c: TrainConfig): boolean {
 /** LlamaBoard's defaults. Model and dataset names are filled in when a run starts or a YAML is written. */
 export const DEFAULT_TRAIN_CONFIG: Readonly<TrainConfig> = deepFreeze({
   stage: 'sft',
+  pref: { ...PREFERENCE_DEFAULTS },
   doTrain: true,
   modelNameOrPath: '',
   adapterNameOrPath: null,

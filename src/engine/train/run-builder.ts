@@ -87,6 +87,7 @@ function optimizerFrom(tc: TrainConfig): RunPlan['optimizer'] {
     neftuneAlpha: tc.neftuneNoiseAlpha,
     seed: tc.seed,
     full: tc.finetuningType === 'full',
+    preference: tc.stage === 'dpo' ? { ...tc.pref } : null,
   };
 }
 
@@ -131,7 +132,8 @@ export function planRun(tc: TrainConfig): RunPlan {
 export function memoryPlanInput(plan: RunPlan, seqLen: number, maxBufferBytes?: number): TrainPlanConfig {
   return {
     method: plan.method,
-    batchSize: plan.batches.batchSize,
+    // Stage dpo: each pair is two sequences (chosen and rejected) in the same micro-batch.
+    batchSize: plan.batches.batchSize * (plan.optimizer.preference ? 2 : 1),
     seqLen,
     packing: plan.prepare.packing,
     loraRank: plan.lora?.rank,

@@ -4,6 +4,7 @@
 // the end. Where things go (IndexedDB or checkpoint-N/ folders, a chart or trainer_log.jsonl) is
 // the caller's, through hooks.
 import type { MicroBatch } from '../model/batch.ts';
+import { meanMetrics } from './preference-loss.ts';
 import type { StepResult, Trainer } from './trainer.ts';
 
 export interface LogWindow {
@@ -17,6 +18,8 @@ export interface LogWindow {
   /** Input tokens per second of step time over the window. */
   tokensPerSecond: number;
   steps: number;
+  /** Preference tuning: the mean over the window's steps of TRL's metrics (rewards/*, logps/*), as LLaMA-Factory logs them. */
+  metrics?: Record<string, number>;
 }
 
 export type BeforeStep = 'go' | 'stop' | 'abandon';
@@ -67,6 +70,7 @@ export class RunDriver {
   async run(): Promise<RunOutcome> {
     const { totalSteps, loggingSteps, saveSteps, evalBatches } = this.opts;
     let window = { loss: 0, steps: 0, tokens: 0, seconds: 0 };
+    let metrics: Record<string, number>[] = [];
     while (this.trainer.stepCount < totalSteps) {
       const go = (await this.hooks.beforeStep?.()) ?? 'go';
       if (go === 'abandon') return 'abandoned';
@@ -81,6 +85,7 @@ export class RunDriver {
         tokens: window.tokens + s.tokens,
         seconds: window.seconds + seconds,
       };
+      if (s.metrics) metrics.push(s.metrics);
       await this.hooks.afterStep?.(s, seconds);
       if (s.step % loggingSteps === 0 || s.step === totalSteps) {
         const tps = window.seconds > 0 ? window.tokens / window.seconds : 0;
@@ -92,8 +97,10 @@ export class RunDriver {
           gradNorm: s.gradNorm,
           tokensPerSecond: tps,
           steps: window.steps,
+          ...(metrics.length ? { metrics: meanMetrics(metrics) } : {}),
         });
         window = { loss: 0, steps: 0, tokens: 0, seconds: 0 };
+        metrics = [];
         if (evalBatches.length) {
           this.hooks.beforeEval?.();
           await this.hooks.onEval?.(s.step, await this.trainer.evaluate([...evalBatches]), this.epoch);

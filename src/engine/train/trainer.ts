@@ -14,7 +14,13 @@ import { Decoder } from '../model/decoder.ts';
 import type { LoraSet, Model } from '../model/model.ts';
 import type { DataCursor, DataLoader } from './data.ts';
 import type { LrScheduler } from './llamafactory-config.ts';
-import { meanMetrics, PreferenceObjective, type PreferenceConfig, type PreferenceMetrics } from './preference.ts';
+import {
+  meanMetrics,
+  PreferenceObjective,
+  usesReference,
+  type PreferenceConfig,
+  type PreferenceMetrics,
+} from './preference.ts';
 import { lrAt, type ScheduleConfig } from './schedule.ts';
 
 export interface TrainerConfig {
@@ -135,9 +141,9 @@ export class Trainer {
       warmupRatio: cfg.warmupRatio,
     };
     if (cfg.preference) {
-      if (cfg.full)
+      if (cfg.full && usesReference(cfg.preference.loss))
         throw new Error(
-          'preference tuning here needs LoRA: its reference model is the base with the adapters switched off',
+          `pref_loss ${cfg.preference.loss} needs LoRA: its reference model is the base with the adapters switched off`,
         );
       if (cfg.neftuneAlpha) throw new Error('neftune_noise_alpha is not supported with stage dpo');
       this.preference = new PreferenceObjective(model, cfg.preference, cfg.lossChunkRows);

@@ -41,8 +41,17 @@ describe('sample datasets', () => {
     expect(Object.keys(info.entries).sort()).toEqual([
       'alpaca_en_zh_demo',
       'identity_en_zh',
+      'preference_en_zh_demo',
       'sharegpt_multiturn_demo',
     ]);
+  });
+
+  test('preference_en_zh_demo: every row a valid preference pair (ranking: true)', async () => {
+    const { report: r, examples } = await report('preference_en_zh_demo.json', info.entries.preference_en_zh_demo);
+    expect(r.format).toBe('ranking');
+    expect(r.invalid).toEqual([]);
+    expect(r.valid).toBe(60);
+    expect(examples.every((e) => e.kind === 'pair')).toBe(true);
   });
 
   test('alpaca_en_zh_demo: all rows valid, en + zh, with system and history rows', async () => {
