@@ -99,6 +99,8 @@ export interface PassInputs {
   neftune?: NeftuneOptions;
   /** Generation: attend over a KV cache holding `offset` earlier tokens (B = 1, no segments). */
   kv?: { k: Tensor[]; v: Tensor[]; offset: number };
+  /** Batched generation: token row n continues its own sequence, cached in kvRows[n] (instead of kv). */
+  kvRows?: { k: Tensor[]; v: Tensor[]; offset: number }[];
 }
 
 export interface LossTarget {
@@ -438,7 +440,9 @@ export class Decoder {
       kvHeads: c.numKvHeads,
       headDim: D,
     });
-    if (p.kv) {
+    if (p.kvRows) {
+      await this.attendOwnCaches(rec, p.kvRows, l, a);
+    } else if (p.kv) {
       const row = c.numKvHeads * D * 4;
       rec.copy(a.k, 0, p.kv.k[l], p.kv.offset * row, N * row);
       rec.copy(a.v, 0, p.kv.v[l], p.kv.offset * row, N * row);
@@ -486,6 +490,41 @@ export class Decoder {
     await swigluForward(rec, { gate: a.gate, up: a.up, y: a.act, rows: N, width: c.intermediateSize });
     rec.copy(a.hMid, 0, hOut, 0, N * H * 4);
     await this.linearForward(rec, p, l, 'down_proj', a.act, hOut, a, 1);
+  }
+
+  /** Batched decode: each row's K/V go to its own cache and its query attends over that cache alone. */
+  private async attendOwnCaches(
+    rec: Recorder,
+    caches: NonNullable<PassInputs['kvRows']>,
+    l: number,
+    a: LayerActs,
+  ): Promise<void> {
+    const c = this.c;
+    const qBytes = c.numHeads * c.headDim * 4;
+    const kvBytes = c.numKvHeads * c.headDim * 4;
+    const q = this.zeros([1, c.numHeads * c.headDim], 'attn.q_row', 'scratch');
+    const out = this.zeros([1, c.numHeads * c.headDim], 'attn.out_row', 'scratch');
+    const lse = this.zeros([c.numHeads, 1], 'attn.lse_row', 'scratch');
+    this.deferred.push(q, out, lse);
+    for (const [n, kv] of caches.entries()) {
+      rec.copy(a.k, n * kvBytes, kv.k[l], kv.offset * kvBytes, kvBytes);
+      rec.copy(a.v, n * kvBytes, kv.v[l], kv.offset * kvBytes, kvBytes);
+      rec.copy(a.q, n * qBytes, q, 0, qBytes);
+      await attentionForward(rec, {
+        queries: 1,
+        keys: kv.offset + 1,
+        queryOffset: kv.offset,
+        qHeads: c.numHeads,
+        kvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        q,
+        k: kv.k[l],
+        v: kv.v[l],
+        out,
+        lse,
+      });
+      rec.copy(out, 0, a.o, n * qBytes, qBytes);
+    }
   }
 
   /**
@@ -944,12 +983,15 @@ export class Decoder {
     }
   }
 
-  /** Forward of the new tokens only (KV cache or not): logits of the LAST token into `logits` [V]. */
-  async forwardLast(p: PassInputs, logits: Tensor): Promise<{ dispatches: number }> {
+  /**
+   * Forward of the new tokens only (KV cache or not): logits of the last `rows` tokens into
+   * `logits` [rows, V] (1: the next token of one sequence; a batched decode step: every row).
+   */
+  async forwardLast(p: PassInputs, logits: Tensor, rows = 1): Promise<{ dispatches: number }> {
     const rec = new Recorder(this.gpu, 'generate forward');
     const { xf, release } = await this.recordFinalHidden(rec, p, 'generate');
     try {
-      await this.lmHeadForward(rec, xf, p.hb.N - 1, 1, logits);
+      await this.lmHeadForward(rec, xf, p.hb.N - rows, rows, logits);
       await rec.submit();
       return { dispatches: rec.dispatchCount };
     } finally {

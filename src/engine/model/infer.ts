@@ -4,7 +4,7 @@ import type { Tensor } from '../gpu/tensor.ts';
 import { tuneMatvec } from '../ops/matvec.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../gpu/transfer.ts';
 import { prepareBatch } from './batch.ts';
-import { Decoder } from './decoder.ts';
+import { Decoder, type PassInputs } from './decoder.ts';
 import type { LoraSet, Model } from './model.ts';
 
 /** Per-layer K and V of up to `capacity` tokens (post-RoPE), token-major [capacity, kvHeads·headDim]. */
@@ -63,29 +63,81 @@ export async function forwardLogits(
 ): Promise<Float32Array> {
   const N = ids.length;
   if (!N) throw new Error('forwardLogits needs at least one token');
-  const V = model.config.vocabSize;
-  for (const [i, id] of ids.entries())
-    if (!(id >= 0 && id < V)) throw new Error(`token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
+  checkIds(model, ids);
   const offset = cache?.length ?? 0;
   if (cache && offset + N > cache.capacity)
     throw new Error(`KV cache full: ${offset} + ${N} tokens exceed its capacity ${cache.capacity}`);
-  const hb = prepareBatch({
-    batch: 1,
-    seqLen: N,
-    inputIds: ids,
-    positionIds: Int32Array.from({ length: N }, (_, i) => offset + i),
+  const positions = Int32Array.from({ length: N }, (_, i) => offset + i);
+  const out = await runTokens(model, lora, ids, positions, 1, (inputs) => {
+    if (cache) inputs.kv = { k: cache.k, v: cache.v, offset };
   });
+  if (cache) cache.length = offset + N;
+  return out;
+}
+
+/**
+ * One decode step of several sequences at once (batched generation): ids[n] is the next token of
+ * the sequence held in caches[n], appended to it. Returns the logits of each row [n·V, (n+1)·V).
+ * Up to MATVEC_MAX_ROWS rows share each weight read of the matrix-vector kernels.
+ */
+export async function forwardLogitsRows(
+  model: Model,
+  lora: LoraSet | null,
+  ids: Int32Array,
+  caches: readonly KvCache[],
+): Promise<Float32Array> {
+  if (!ids.length || ids.length !== caches.length)
+    throw new Error(`a batched step needs one token per cache, got ${ids.length} tokens for ${caches.length} caches`);
+  if (new Set(caches).size !== caches.length) throw new Error('a batched step needs a distinct cache per row');
+  checkIds(model, ids);
+  for (const [n, cache] of caches.entries()) {
+    if (cache.model !== model) throw new Error(`cache ${n} belongs to another model`);
+    if (cache.length + 1 > cache.capacity)
+      throw new Error(`KV cache ${n} full: it holds its capacity of ${cache.capacity} tokens`);
+  }
+  const positions = Int32Array.from(caches, (c) => c.length);
+  const c = model.config;
+  // Dynamic NTK RoPE rescales per pass from its largest position: past the trained length each
+  // row takes its own pass, so every sequence sees the table it would see decoding alone.
+  if (c.rope.type === 'dynamic' && Math.max(...positions) + 1 > c.maxPositionEmbeddings) {
+    const rows = new Float32Array(ids.length * c.vocabSize);
+    for (const [n, cache] of caches.entries())
+      rows.set(await forwardLogits(model, lora, ids.subarray(n, n + 1), cache), n * c.vocabSize);
+    return rows;
+  }
+  const out = await runTokens(model, lora, ids, positions, ids.length, (inputs) => {
+    inputs.kvRows = caches.map((c) => ({ k: c.k, v: c.v, offset: c.length }));
+  });
+  for (const cache of caches) cache.length += 1;
+  return out;
+}
+
+function checkIds(model: Model, ids: Int32Array): void {
+  const V = model.config.vocabSize;
+  for (const [i, id] of ids.entries())
+    if (!(id >= 0 && id < V)) throw new Error(`token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
+}
+
+/** Runs `ids` at `positions` through the model (caches attached by `attach`); logits of the last `rows` tokens. */
+async function runTokens(
+  model: Model,
+  lora: LoraSet | null,
+  ids: Int32Array,
+  positions: Int32Array,
+  rows: number,
+  attach: (inputs: PassInputs) => void,
+): Promise<Float32Array> {
+  const hb = prepareBatch({ batch: 1, seqLen: ids.length, inputIds: ids, positionIds: positions });
   // Decode steps run matrix-vector kernels: measure their split on this adapter once.
   await tuneMatvec(model.gpu);
   const dec = inferenceDecoder(model, lora);
   const inputs = dec.uploadInputs(hb, null);
-  if (cache) inputs.kv = { k: cache.k, v: cache.v, offset };
-  const logits = createTensor(model.gpu, tensorSpec('f32', [V], 'scratch', 'logits'));
+  attach(inputs);
+  const V = model.config.vocabSize;
+  const logits = createTensor(model.gpu, tensorSpec('f32', [rows, V], 'scratch', 'logits'));
   try {
-    await dec.forwardLast(inputs, logits);
-    const out = await readF32(model.gpu, logits);
-    if (cache) cache.length = offset + N;
-    return out;
+    await dec.forwardLast(inputs, logits, rows);
+    return await readF32(model.gpu, logits);
   } finally {
     dec.releaseInputs(inputs);
     releaseTensor(model.gpu, logits);
