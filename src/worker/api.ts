@@ -493,4 +493,9 @@ export class TabtuneWorker {
   ): Promise<Result<{ files: ExportedFile[]; notes: string[] }>> {
     return guard(() => this.exportSession.export(kind, o, onProgress));
   }
+
+  /** The GGUF export's file size in bytes for these options, before any export work. */
+  estimateGguf(o: ExportOptions): Promise<Result<number>> {
+    return guard(() => this.exportSession.ggufEstimate(o));
+  }
 }

@@ -11,6 +11,7 @@ import { readHeader } from '../../src/io/safetensors.ts';
 import { bytesSource } from '../../src/io/byte-source.ts';
 import { parseAdapterConfig } from '../../src/io/peft.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
+import { parseGguf } from '../cpu/gguf-read.ts';
 
 const dir = join(ARTIFACTS, 'studio-train');
 
@@ -214,7 +215,7 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     await screenshot(page, 'studio-8-evaluate');
   });
 
-  it('exports a merged model, the PEFT adapter and a LLaMA-Factory bundle that parse', async () => {
+  it('exports a merged model, the PEFT adapter, a GGUF and a LLaMA-Factory bundle that parse', async () => {
     await page.getByRole('tab', { name: /Export/ }).click();
     await page.getByRole('button', { name: 'Export merged model' }).click();
     await page.getByTestId('export-merged').waitFor({ timeout: 120_000 });
@@ -253,6 +254,23 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     );
     expect(info.greetings.file_name).toBe('greetings.jsonl');
     expect(Object.keys(bundle).some((n) => n.endsWith('data/greetings.jsonl'))).toBe(true);
+
+    // GGUF q8_0 (merged, with its Modelfile): the size is shown before exporting; the file parses
+    // with every weight of the merged checkpoint as a tensor.
+    await page.getByLabel('GGUF type').selectOption('q8_0');
+    await expect.poll(() => page.getByTestId('gguf-size').textContent(), { timeout: 60_000 }).toMatch(/About \d/);
+    await page.getByRole('button', { name: 'Export GGUF' }).click();
+    await page.getByTestId('export-gguf').waitFor({ timeout: 120_000 });
+    const ggufZip = unzipSync(await download(page, 'export-gguf'));
+    const ggufName = Object.keys(ggufZip).find((n) => n.endsWith('-q8_0.gguf'))!;
+    const gguf = ggufZip[ggufName];
+    expect(new TextDecoder().decode(gguf.subarray(0, 4))).toBe('GGUF');
+    const g = parseGguf(gguf);
+    expect(g.version).toBe(3);
+    expect(g.tensors.length).toBe(header.tensors.length);
+    expect(g.kv.get('general.file_type')?.value).toBe(7);
+    const modelfile = new TextDecoder().decode(ggufZip[Object.keys(ggufZip).find((n) => n.endsWith('/Modelfile'))!]);
+    expect(modelfile.split('\n')[0]).toBe(`FROM ./${ggufName.split('/').pop()}`);
     await screenshot(page, 'studio-9-export');
     await page.getByRole('button', { name: /Language/ }).click();
     await page.getByRole('tab', { name: /训练/ }).click();

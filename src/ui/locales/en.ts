@@ -211,6 +211,9 @@ export const en = {
   'method.stage.pt': 'Continued pre-training',
   'method.stage.pt.help':
     'Learns raw text (a text column or .txt files): documents joined with the end-of-text token, cut into cutoff-length blocks, every token trained.',
+  'method.stage.dpo': 'Preference tuning (DPO / ORPO / SimPO)',
+  'method.stage.dpo.help':
+    'Learns which of two answers people prefer: pairs of a chosen and a rejected answer to the same prompt; the loss is set under Preference.',
   'method.finetuning': 'Fine-tuning method',
   'method.kind.lora': 'LoRA',
   'method.kind.lora.help': 'Trains small low-rank adapters; the base model stays frozen in 16-bit. The usual choice.',

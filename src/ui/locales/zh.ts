@@ -199,6 +199,9 @@ export const zh: Record<MessageKey, string> = {
   'method.stage.sft.help': '学习回答：对话和指令数据，只在回答上训练。',
   'method.stage.pt': '继续预训练',
   'method.stage.pt.help': '学习纯文本（text 列或 .txt 文件）：文档以结束符连接，切成截断长度的块，每个词元都参与训练。',
+  'method.stage.dpo': '偏好优化（DPO / ORPO / SimPO）',
+  'method.stage.dpo.help':
+    '学习人们更喜欢两个回答中的哪一个：同一提示的优选和拒绝回答成对出现；损失函数在“偏好”中设置。',
   'method.finetuning': '微调方法',
   'method.kind.lora': 'LoRA',
   'method.kind.lora.help': '训练小型低秩适配器；基座模型以 16 位冻结。最常用的选择。',
