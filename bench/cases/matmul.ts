@@ -1,5 +1,12 @@
 import { releaseTensor, tensorSpec, uploadTensor, type Tensor } from '../../src/engine/gpu/index.ts';
-import { matmul, matmulFlops } from '../../src/engine/ops/matmul.ts';
+import {
+  matmul,
+  matmulFlops,
+  matmulShapeClass,
+  MATMUL_VARIANT_NAMES,
+  type MatmulVariant,
+} from '../../src/engine/ops/matmul.ts';
+import { tuneMatmul } from '../../src/engine/ops/tuner.ts';
 import type { BenchCase } from '../types.ts';
 
 function filled(n: number): Float32Array {
@@ -8,9 +15,19 @@ function filled(n: number): Float32Array {
   return a;
 }
 
-function matmulCase(name: string, M: number, N: number, K: number, transB: boolean): BenchCase {
+/** `variant` pins one; without it the tuner measures the class first and the row names its pick. */
+function matmulCase(
+  name: string,
+  M: number,
+  N: number,
+  K: number,
+  transB: boolean,
+  variant?: MatmulVariant,
+): BenchCase {
+  const extra: Record<string, string> = {};
   return {
-    name,
+    name: `${name} [${variant ?? 'tuned'}]`,
+    extra,
     shape: `${M}×${N}×${K}${transB ? ' (A·Bᵀ)' : ''}`,
     flops: matmulFlops(M, N, K),
     bytesMoved: 4 * (M * K + K * N + M * N),
@@ -21,17 +38,28 @@ function matmulCase(name: string, M: number, N: number, K: number, transB: boole
         uploadTensor(gpu, new Float32Array(M * N), tensorSpec('f32', [M, N], 'activations', 'C')),
       ];
       const [a, b, c] = ts;
+      if (!variant) {
+        const shape = { M, N, K, transB, weight: 'f32' };
+        const [r] = await tuneMatmul(gpu, [shape]);
+        extra.chosen = gpu.kernels.pick('matmul', matmulShapeClass(shape), MATMUL_VARIANT_NAMES, 'tiled64');
+        if (r) extra.tuner_ms = JSON.stringify(r.ms);
+      }
       return {
-        record: (rec) => matmul(rec, { a, b, c, M, N, K, transB }),
+        record: (rec) => matmul(rec, { a, b, c, M, N, K, transB, variant }),
         cleanup: () => ts.forEach((t) => releaseTensor(gpu, t)),
       };
     },
   };
 }
 
-export const cases: BenchCase[] = [
-  matmulCase('matmul 256³', 256, 256, 256, false),
-  matmulCase('matmul 1024³', 1024, 1024, 1024, false),
+const shapes: [string, number, number, number, boolean][] = [
+  ['matmul 256³', 256, 256, 256, false],
+  ['matmul 1024³', 1024, 1024, 1024, false],
   // Qwen2.5-0.5B MLP down-projection at 512 tokens: h[512,4864] · W_downᵀ, W_down [896,4864].
-  matmulCase('matmul llm-down', 512, 896, 4864, true),
+  ['matmul llm-down', 512, 896, 4864, true],
 ];
+
+export const cases: BenchCase[] = shapes.flatMap(([name, M, N, K, transB]) => [
+  ...MATMUL_VARIANT_NAMES.map((v) => matmulCase(name, M, N, K, transB, v)),
+  matmulCase(name, M, N, K, transB),
+]);
