@@ -10,8 +10,9 @@
 // or one value per row (scaleFromBuffer = 2: scaleBuf[scaleIndex + labelOffset + row]): preference
 // losses weight each token's log-prob by dL/d(its sequence's log-prob), so
 // dlogits = (softmax − onehot)·w_row with w_row = −dL/dlogp_seq (TRL concatenated_forward).
+// Tree or subgroup reductions (include/reduce, include/reduce_subgroup): src/engine/ops/reduce.ts picks.
+#include "{{REDUCE}}"
 const WG: u32 = 256u;
-#include "reduce"
 
 struct Params {
   rows: u32, vocab: u32, scaleIndex: u32, writeGrad: u32,

@@ -6,8 +6,9 @@
 //   clip      g *= stats[statsIndex + 1] in place (for callers that need clipped gradients;
 //             the AdamW kernel reads clipCoef itself, so training needs no clip pass)
 // No atomics: every workgroup writes its own partial; one workgroup reduces them.
+// Tree or subgroup reductions (include/reduce, include/reduce_subgroup): src/engine/ops/reduce.ts picks.
+#include "{{REDUCE}}"
 const WG: u32 = 256u;
-#include "reduce"
 
 struct Params {
   offset: u32, count: u32, partialOffset: u32, partialCount: u32,

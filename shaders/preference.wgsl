@@ -4,8 +4,9 @@
 // cross-entropy kernel wrote (shaders/cross_entropy.wgsl); rows whose label is ignored may hold
 // anything (the loss only computes logits of labelled rows) and are skipped here.
 // One workgroup per sequence; out[2·b] = Σ logp, out[2·b + 1] = count (f32, exact below 2^24).
+// Tree or subgroup reductions (include/reduce, include/reduce_subgroup): src/engine/ops/reduce.ts picks.
+#include "{{REDUCE}}"
 const WG: u32 = 256u;
-#include "reduce"
 
 struct Params {
   sequences: u32, seqLen: u32, ignoreIndex: i32, outOffset: u32,

@@ -7,11 +7,12 @@
 //   weightPartials  x, dy, rstd → partials[slab, width]: Σ over a slab of rows of dy·x·rstd
 //   weightReduce    partials → dw (= or +=)           sums the slabs per column (no atomics)
 // (the weight passes give one thread per column: WG columns per workgroup)
+// Tree or subgroup reductions (include/reduce, include/reduce_subgroup): src/engine/ops/reduce.ts picks.
+#include "{{REDUCE}}"
 #include "packed16"
 // Threads per row: a power of two from 32 to 256 picked by the wrapper from the width (about 8
 // elements per thread), so narrow rows (q_norm/k_norm: 64–128) don't idle most of a workgroup.
 const WG: u32 = {{WG}};
-#include "reduce"
 
 const W_KIND: u32 = {{W_KIND}};
 

@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import { crossEntropy } from '../../src/engine/ops/cross_entropy.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { crossEntropyRef, hashedLogits } from '../cpu/cross_entropy.ts';
@@ -6,7 +7,7 @@ import { expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn, rng } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { Scope, useReduceVariant } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {
@@ -52,7 +53,11 @@ async function runCase(rows: number, vocab: number, scaleInBuffer: boolean) {
   expect(acc[1]).toBe(0);
 }
 
-describe(`cross_entropy (${runtime})`, () => {
+describe.each(REDUCE_VARIANT_NAMES)(`cross_entropy (${runtime}, %s reductions)`, (variant) => {
+  beforeEach(async (ctx) => {
+    if (!(await useReduceVariant(variant))) ctx.skip();
+  });
+
   it('rows=1 vocab=1', () => runCase(1, 1, false));
   it('rows=17 vocab=1000 (scale from a GPU buffer)', () => runCase(17, 1000, true));
   it('rows=5 vocab=4099 (not a multiple of 256)', () => runCase(5, 4099, false));

@@ -1,11 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import { GRAD_STATS, gradClip, gradNorm, gradNormPartials } from '../../src/engine/ops/grad_norm.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { gradNormRef } from '../cpu/grad_norm.ts';
 import { randn } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { Scope, useReduceVariant } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {
@@ -34,7 +35,11 @@ async function normOf(s: Scope, arrays: Float32Array[], maxNorm: number, clip = 
   return { stats: st.subarray(1, 5), grads: clip ? await Promise.all(tensors.map((t) => s.read(t))) : [] };
 }
 
-describe(`grad_norm (${runtime})`, () => {
+describe.each(REDUCE_VARIANT_NAMES)(`grad_norm (${runtime}, %s reductions)`, (variant) => {
+  beforeEach(async (ctx) => {
+    if (!(await useReduceVariant(variant))) ctx.skip();
+  });
+
   it('10⁶ elements match an f64 CPU sum', async () => {
     const s = await open();
     const g = randn(1_000_000, 1, 0.01);

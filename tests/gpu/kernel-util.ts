@@ -10,6 +10,8 @@ import {
   type Tensor,
 } from '../../src/engine/gpu/index.ts';
 import { fromBf16, fromF16, toBf16, toF16 } from '../../src/engine/numeric/half.ts';
+import { testGpu } from './context.ts';
+import { REDUCE_CLASS, REDUCE_FAMILY, reduceVariants, type ReduceVariant } from '../../src/engine/ops/reduce.ts';
 
 export class Scope {
   private readonly tensors: Tensor[] = [];
@@ -65,4 +67,16 @@ export class Scope {
   release(): void {
     for (const t of this.tensors.splice(0)) releaseTensor(this.gpu, t);
   }
+}
+
+/**
+ * Runs the reducing kernels of this test file's device on `variant` (tree or subgroup reductions,
+ * src/engine/ops/reduce.ts); false when the adapter lacks what the variant needs. A variant forced
+ * by TABTUNE_KERNELS still wins.
+ */
+export async function useReduceVariant(variant: ReduceVariant): Promise<boolean> {
+  const gpu = await testGpu();
+  if (!reduceVariants(gpu).includes(variant)) return false;
+  gpu.kernels.set(REDUCE_FAMILY, REDUCE_CLASS, variant);
+  return true;
 }

@@ -1,14 +1,15 @@
 // The preference kernels against their CPU references (tests/cpu/preference.ts) at odd shapes:
 // per-sequence label log-prob sums (shaders/preference.wgsl) and the per-row loss scale of the
 // cross-entropy kernel, whose gradient is checked by finite differences of Σ_r w_r·NLL_r too.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import { crossEntropy } from '../../src/engine/ops/cross_entropy.ts';
 import { sequenceLogps } from '../../src/engine/ops/preference.ts';
 import { expectClose } from '../cpu/compare.ts';
 import { crossEntropyPerRowRef, sequenceLogpsRef } from '../cpu/preference.ts';
 import { randn, rng } from '../cpu/random.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { Scope, useReduceVariant } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {
@@ -26,7 +27,11 @@ function labelsFor(n: number, vocab: number, seed: number): Int32Array {
   return Int32Array.from({ length: n }, () => (r() < 0.35 ? -100 : Math.floor(r() * vocab)));
 }
 
-describe(`preference kernels (${runtime})`, () => {
+describe.each(REDUCE_VARIANT_NAMES)(`preference kernels (${runtime}, %s reductions)`, (variant) => {
+  beforeEach(async (ctx) => {
+    if (!(await useReduceVariant(variant))) ctx.skip();
+  });
+
   for (const [B, T] of [
     [1, 1],
     [2, 7],

@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import type { DType } from '../../src/engine/gpu/index.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../../src/engine/ops/rmsnorm.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
@@ -7,7 +8,7 @@ import { randn } from '../cpu/random.ts';
 import { rmsnormBackwardRef, rmsnormRef } from '../cpu/rmsnorm.ts';
 import { loadFixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { Scope, useReduceVariant } from './kernel-util.ts';
 
 let scope: Scope | null = null;
 async function open(): Promise<Scope> {
@@ -74,7 +75,11 @@ async function runCase(c: Case) {
   expectClose(await s.read(dw), wantDw, { rtol: 1e-4, atol: 1e-4 * Math.sqrt(rows) }, 'dWeight');
 }
 
-describe(`rmsnorm (${runtime})`, () => {
+describe.each(REDUCE_VARIANT_NAMES)(`rmsnorm (${runtime}, %s reductions)`, (variant) => {
+  beforeEach(async (ctx) => {
+    if (!(await useReduceVariant(variant))) ctx.skip();
+  });
+
   const cases: Case[] = [
     { rows: 1, width: 1, wType: 'f32' },
     { rows: 17, width: 64, wType: 'f32' },

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { KernelChoiceStore } from '../../src/engine/gpu/index.ts';
 import { MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape } from '../../src/engine/ops/matmul.ts';
-import { adapterKey, tuneMatmul } from '../../src/engine/ops/tuner.ts';
+import { adapterKey, tuneMatmul, tuneReductions } from '../../src/engine/ops/tuner.ts';
+import { REDUCE_CLASS, REDUCE_FAMILY, reduceVariant, reduceVariants } from '../../src/engine/ops/reduce.ts';
 import { runtime, testGpu } from './context.ts';
 
 function memoryStore(): KernelChoiceStore & { saved: Map<string, Record<string, string>> } {
@@ -41,5 +42,24 @@ describe(`matmul tuner (${runtime})`, () => {
     const key = adapterKey(gpu);
     expect(key).toContain(gpu.adapter.description);
     expect(key).toMatch(/shaders:[0-9a-f]{8}$/);
+  });
+
+  it('picks tree or subgroup reductions by timing both where the adapter has subgroups', async () => {
+    const gpu = await testGpu();
+    if (gpu.kernels.isForced(REDUCE_FAMILY)) return;
+    const store = memoryStore();
+    const r = await tuneReductions(gpu, { store });
+    if (reduceVariants(gpu).length < 2) {
+      expect(r).toBeNull(); // nothing to choose from: the tree serves
+      expect(reduceVariant(gpu)).toBe('tree');
+      return;
+    }
+    expect(r).not.toBeNull();
+    expect(Object.keys(r!.ms).sort()).toEqual(['subgroup', 'tree']);
+    expect(r!.ms[r!.chosen]!).toBeLessThanOrEqual(Math.min(r!.ms.tree!, r!.ms.subgroup!));
+    expect(reduceVariant(gpu)).toBe(r!.chosen);
+    expect(store.saved.get(adapterKey(gpu))![`${REDUCE_FAMILY}:${REDUCE_CLASS}`]).toBe(r!.chosen);
+    console.log(`reductions on ${runtime}: ${JSON.stringify(r!.ms)} → ${r!.chosen}`);
+    expect(await tuneReductions(gpu, { store })).toBeNull(); // measured once
   });
 });

@@ -16,6 +16,7 @@
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
 import { check, checkInteger, checkOperands, foldGrid, launch } from './kernel.ts';
+import { reduceConstants } from './reduce.ts';
 
 export const IGNORE_INDEX = -100;
 
@@ -94,6 +95,7 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
     .u32(0);
   await launch(rec, {
     shader: 'cross_entropy',
+    constants: reduceConstants(rec.gpu),
     what: w,
     params,
     bindings: [a.logits, a.labels, scale.tensor, a.rowLoss],
@@ -103,6 +105,7 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
   const sum = `${w} (sum → lossAccum${describe(acc.tensor)}[${accIndex}])`;
   await launch(rec, {
     shader: 'cross_entropy',
+    constants: reduceConstants(rec.gpu),
     entry: 'sumLoss',
     what: sum,
     params,

@@ -5,6 +5,7 @@
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, numelOf, type Tensor } from '../gpu/tensor.ts';
 import { check, checkInteger, checkOperands, foldGrid, launch, type Operand } from './kernel.ts';
+import { reduceConstants } from './reduce.ts';
 
 const WG = 256;
 const MAX_PARTIALS_PER_RANGE = 1024;
@@ -82,6 +83,7 @@ export async function gradNorm(rec: Recorder, a: GradNormArgs): Promise<void> {
     const params = new Params(8).u32(offset).u32(counts[i]).u32(at).u32(0).f32(a.maxNorm).u32(statsIndex).u32(0).u32(0);
     await launch(rec, {
       shader: 'grad_norm',
+      constants: reduceConstants(rec.gpu),
       entry: 'partials',
       what: rw,
       params,
@@ -93,6 +95,7 @@ export async function gradNorm(rec: Recorder, a: GradNormArgs): Promise<void> {
   const params = new Params(8).u32(0).u32(0).u32(0).u32(at).f32(a.maxNorm).u32(statsIndex).u32(0).u32(0);
   await launch(rec, {
     shader: 'grad_norm',
+    constants: reduceConstants(rec.gpu),
     entry: 'finalize',
     what: `${w} (finalize ${at} partials)`,
     params,
@@ -115,6 +118,7 @@ export async function gradClip(rec: Recorder, a: GradClipArgs): Promise<void> {
   const params = new Params(8).u32(offset).u32(count).u32(0).u32(0).f32(0).u32(statsIndex).u32(0).u32(0);
   await launch(rec, {
     shader: 'grad_norm',
+    constants: reduceConstants(rec.gpu),
     entry: 'clip',
     what: w,
     params,

@@ -6,6 +6,7 @@ import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
 import { IGNORE_INDEX } from './cross_entropy.ts';
 import { checkInteger, checkOperands, foldGrid, launch } from './kernel.ts';
+import { reduceConstants } from './reduce.ts';
 
 export interface SequenceLogpsArgs {
   /** NLL per token row f32 [sequences·seqLen] (read only where the label is not ignored). */
@@ -40,6 +41,7 @@ export async function sequenceLogps(rec: Recorder, a: SequenceLogpsArgs): Promis
     .u32(outOffset);
   await launch(rec, {
     shader: 'preference',
+    constants: reduceConstants(rec.gpu),
     entry: 'sequenceLogps',
     what: w,
     params,

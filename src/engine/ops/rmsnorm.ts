@@ -5,6 +5,7 @@ import { Params, type Recorder } from '../gpu/recorder.ts';
 import type { ShaderConstants } from '../gpu/shader-library.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
 import { check, checkInteger, checkOperands, foldGrid, launch, WEIGHT_DTYPES, weightKind } from './kernel.ts';
+import { reduceConstants } from './reduce.ts';
 
 /** Threads per row: ~8 elements each, a power of two in [32, 256]. */
 function workgroupSize(width: number): number {
@@ -85,8 +86,8 @@ function params(rows: number, width: number, eps: number, accumulate: boolean): 
     .u32(0);
 }
 
-function constants(kind: number, width: number): ShaderConstants {
-  return { W_KIND: `${kind}u`, WG: `${workgroupSize(width)}u` };
+function constants(rec: Recorder, kind: number, width: number): ShaderConstants {
+  return { W_KIND: `${kind}u`, WG: `${workgroupSize(width)}u`, ...reduceConstants(rec.gpu) };
 }
 
 /** Records y = w·x·rstd and saves rstd. */
@@ -102,7 +103,7 @@ export async function rmsnormForward(rec: Recorder, a: RmsnormForwardArgs): Prom
   await launch(rec, {
     shader: 'rmsnorm',
     entry: 'forward',
-    constants: constants(kind, a.width),
+    constants: constants(rec, kind, a.width),
     what: w,
     params: params(a.rows, a.width, a.eps, false),
     bindings: [a.x, a.weight, a.y, a.rstd],
@@ -134,7 +135,7 @@ async function inputGrad(rec: Recorder, a: RmsnormBackwardArgs, dx: Tensor, w: s
   await launch(rec, {
     shader: 'rmsnorm',
     entry: 'backwardInput',
-    constants: constants(kind, a.width),
+    constants: constants(rec, kind, a.width),
     what: w,
     params: params(a.rows, a.width, 0, !!a.accumulateDx),
     bindings: [a.x, a.weight, a.dy, a.rstd, dx],
@@ -164,7 +165,7 @@ async function weightGrad(
     return;
   }
   const pr = params(a.rows, a.width, 0, !!a.accumulateDWeight);
-  const c = constants(kind, a.width);
+  const c = constants(rec, kind, a.width);
   const columns = Math.ceil(a.width / workgroupSize(a.width));
   const slabs = Math.ceil(a.rows / slabRows(a.rows));
   await launch(rec, {

@@ -13,6 +13,9 @@ import type { Tensor } from '../gpu/tensor.ts';
 import { toBf16, toF16 } from '../numeric/half.ts';
 import { matmul, MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape, type MatmulVariant } from './matmul.ts';
 import { quantizeNf4, releaseNf4, type Nf4Weight } from './nf4.ts';
+import { crossEntropy } from './cross_entropy.ts';
+import { REDUCE_CLASS, REDUCE_FAMILY, reduceVariants, type ReduceVariant } from './reduce.ts';
+import { rmsnormForward } from './rmsnorm.ts';
 
 const PROBE_FLOPS = 2 ** 22;
 const TIMED_FLOPS = 2 ** 27;
@@ -28,6 +31,13 @@ export interface TuneResult {
   /** ms per product at the timed shape; null for a variant dropped by the probe. */
   ms: Partial<Record<MatmulVariant, number | null>>;
   timed: MatmulShape;
+}
+
+export interface ReduceTuneResult {
+  family: 'reduce';
+  chosen: ReduceVariant;
+  /** ms of the probe workload (RMSNorm forward 512×896 + cross-entropy 16×32768) per variant. */
+  ms: Partial<Record<ReduceVariant, number>>;
 }
 
 export interface TuneOptions {
@@ -88,6 +98,61 @@ async function tuneClass(gpu: Gpu, shapeClass: string, shape: MatmulShape): Prom
   }
   const chosen = survivors.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
   return { family: 'matmul', shapeClass, chosen, ms, timed };
+}
+
+/**
+ * Picks tree or subgroup reductions (ops/reduce.ts) for this adapter by timing an RMSNorm forward
+ * and a cross-entropy with each; nothing to measure without the subgroups feature or when forced.
+ */
+export async function tuneReductions(gpu: Gpu, opts: TuneOptions = {}): Promise<ReduceTuneResult | null> {
+  const variants = reduceVariants(gpu);
+  if (gpu.kernels.isForced(REDUCE_FAMILY) || variants.length < 2) return null;
+  const key = adapterKey(gpu);
+  if (opts.store) gpu.kernels.restore((await opts.store.load(key)) ?? {});
+  if (gpu.kernels.has(REDUCE_FAMILY, REDUCE_CLASS)) return null;
+  const [rows, width, ceRows, vocab] = [512, 896, 16, 32768];
+  const spec = (n: number, label: string) => tensorSpec('f32', [n], 'scratch', label);
+  const x = uploadTensor(gpu, filled(rows * width, 3), spec(rows * width, 'tune.x'));
+  const w = uploadTensor(gpu, filled(width, 4), spec(width, 'tune.w'));
+  const y = uploadTensor(gpu, new Float32Array(rows * width), spec(rows * width, 'tune.y'));
+  const rstd = uploadTensor(gpu, new Float32Array(rows), spec(rows, 'tune.rstd'));
+  const logits = uploadTensor(gpu, filled(ceRows * vocab, 5), spec(ceRows * vocab, 'tune.logits'));
+  const labels = uploadTensor(
+    gpu,
+    Int32Array.from({ length: ceRows }, (_, i) => (i * 997) % vocab),
+    {
+      ...tensorSpec('i32', [ceRows], 'scratch', 'tune.labels'),
+    },
+  );
+  const rowLoss = uploadTensor(gpu, new Float32Array(ceRows), spec(ceRows, 'tune.rowLoss'));
+  const ms: Partial<Record<ReduceVariant, number>> = {};
+  try {
+    const run = async (variant: ReduceVariant, reps: number) => {
+      gpu.kernels.set(REDUCE_FAMILY, REDUCE_CLASS, variant);
+      const rec = new Recorder(gpu, `tune.reduce.${variant}`);
+      for (let r = 0; r < reps; r++) {
+        await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps: 1e-6 });
+        await crossEntropy(rec, { logits, labels, rowLoss, lossScale: 1, rows: ceRows, vocab, writeGrad: false });
+      }
+      const t0 = performance.now();
+      await rec.submit();
+      await gpu.device.queue.onSubmittedWorkDone();
+      return (performance.now() - t0) / reps;
+    };
+    for (const v of variants) {
+      const once = await run(v, 1); // compiles
+      const again = await run(v, 1);
+      const reps = Math.max(1, Math.min(MAX_REPS, Math.floor(TARGET_MS / Math.max(again, 1e-3))));
+      ms[v] = reps === 1 ? Math.min(once, again) : await run(v, reps);
+    }
+  } finally {
+    [x, w, y, rstd, logits, labels, rowLoss].forEach((t) => releaseTensor(gpu, t));
+  }
+  const chosen = variants.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
+  gpu.kernels.set(REDUCE_FAMILY, REDUCE_CLASS, chosen);
+  opts.log?.(`tabtune: reductions → ${chosen} (${describeTimes(ms)})`);
+  if (opts.store) await opts.store.save(key, gpu.kernels.toRecord());
+  return { family: 'reduce', chosen, ms };
 }
 
 /** Halves the largest extent until the product is at most `flops` (the class's character kept: transposes, format). */
@@ -163,7 +228,7 @@ function filled(n: number, seed: number): Float32Array {
   return x;
 }
 
-function describeTimes(ms: TuneResult['ms']): string {
+function describeTimes(ms: Readonly<Record<string, number | null | undefined>>): string {
   return Object.entries(ms)
     .map(([v, t]) => `${v} ${t === null ? 'dropped' : `${t!.toFixed(3)} ms`}`)
     .join(', ');

@@ -9,7 +9,7 @@ import type { MicroBatch } from '../model/batch.ts';
 import type { LoadOptions } from '../model/load.ts';
 import { modelMatmulShapes } from '../model/matmul-shapes.ts';
 import { attachLora, type LoraConfig, type LoraSet, type Model } from '../model/model.ts';
-import { tuneMatmul, type TuneOptions, type TuneResult } from '../ops/tuner.ts';
+import { tuneMatmul, tuneReductions, type TuneOptions, type TuneResult } from '../ops/tuner.ts';
 import type { TrainPlanConfig } from '../plan/plan.ts';
 import { DataLoader } from './data.ts';
 import type { TrainConfig } from './llamafactory-config.ts';
@@ -182,9 +182,10 @@ export function startTraining(
 
 /**
  * Measures the matmul variants for the products this run issues (once per adapter and shape
- * class; the store remembers across runs), so the first step already runs the fastest ones.
+ * class; the store remembers across runs) and the reductions, so the first step already runs the
+ * fastest ones. Returns the matmul classes it timed.
  */
-export function tuneKernelsForRun(
+export async function tuneKernelsForRun(
   model: Model,
   plan: RunPlan,
   seqLen: number,
@@ -195,5 +196,6 @@ export function tuneKernelsForRun(
     backward: true,
     loraRank: plan.lora?.rank,
   });
+  await tuneReductions(model.gpu, opts);
   return tuneMatmul(model.gpu, shapes, opts);
 }
