@@ -60,7 +60,7 @@ function tensors(gpu: Gpu, seq: number) {
   };
 }
 
-function forwardCase(seq: number, heavy = false): BenchCase {
+export function forwardCase(seq: number, heavy = false): BenchCase {
   const s = shapeAt(seq);
   return {
     name: `attention fwd seq${seq}`,
@@ -81,7 +81,7 @@ function forwardCase(seq: number, heavy = false): BenchCase {
   };
 }
 
-function backwardCase(seq: number, heavy = false): BenchCase {
+export function backwardCase(seq: number, heavy = false): BenchCase {
   const s = shapeAt(seq);
   const qBytes = 4 * seq * HQ * D;
   const kBytes = 4 * seq * HKV * D;
