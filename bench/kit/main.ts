@@ -63,12 +63,17 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
+/** SwiftShader, llvmpipe/lavapipe, or whatever Dawn itself flags as a fallback (CPU) adapter. */
+function notAGpu(a: Gpu['adapter']): boolean {
+  return isSoftwareAdapter(a) || a.isFallbackAdapter || /\bcpu\b/i.test(`${a.architecture} ${a.description}`);
+}
+
 /** Dawn on the machine's Vulkan driver; a software adapter is refused unless --tiny. */
 async function openGpu(): Promise<{ gpu: Gpu; close: () => void }> {
   const opened = await nodeGpu(nodeShaders(), { forceSwiftShader: tiny ? undefined : false, log });
   const a = opened.gpu.adapter;
   report.adapter = `${a.vendor} ${a.architecture} ${a.description}`.trim();
-  if (isSoftwareAdapter(a) && !tiny) {
+  if (notAGpu(a) && !tiny) {
     opened.close();
     throw new Error(
       `the WebGPU adapter is a software one (${report.adapter}), not the GPU; its timings would not be GPU timings (run with --tiny to measure it anyway)`,
@@ -394,7 +399,9 @@ async function adapterSection(): Promise<void> {
       vendor: a.vendor,
       architecture: a.architecture,
       description: a.description,
-      software: isSoftwareAdapter(a),
+      device: a.device,
+      software: notAGpu(a),
+      fallbackAdapter: a.isFallbackAdapter,
       limits: {
         maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize,
         maxBufferSize: gpu.limits.maxBufferSize,

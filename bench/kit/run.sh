@@ -168,6 +168,14 @@ else
     fi
   fi
 fi
+if [ $TINY = 0 ]; then
+  # what NVIDIA's Vulkan driver needs besides its manifest, for the report when Dawn gets no adapter
+  for lib in libGLX_nvidia.so.0 libnvidia-glvkspirv.so libnvidia-glcore.so libEGL_nvidia.so.0; do
+    f=$(ls /usr/lib/x86_64-linux-gnu/$lib* /usr/lib64/$lib* /usr/local/nvidia/lib64/$lib* 2>/dev/null | head -1)
+    note "lib:$lib" "${f:-missing}"
+  done
+  command -v vulkaninfo >/dev/null 2>&1 && note vulkaninfo "$(timeout 20 vulkaninfo --summary 2>&1 | grep -E 'deviceName|driverVersion|apiVersion' | head -6)"
+fi
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$WORK}
 export TABTUNE_KERNEL_CACHE=$WORK/kernels.json # measure afresh, never reuse another machine's picks
 

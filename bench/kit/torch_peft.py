@@ -62,8 +62,12 @@ def sync(device):
 
 
 def hf_model(model_dir, mode, device, ckpt):
+    import transformers
     from transformers import AutoModelForCausalLM
 
+    # transformers 4.56 renamed from_pretrained's torch_dtype to dtype
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
     kw = {"attn_implementation": "sdpa"}
     if mode == "qlora":
         from transformers import BitsAndBytesConfig
@@ -75,9 +79,9 @@ def hf_model(model_dir, mode, device, ckpt):
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kw["device_map"] = {"": 0}
-        kw["torch_dtype"] = torch.bfloat16
+        kw[dtype_key] = torch.bfloat16
     else:
-        kw["torch_dtype"] = torch.bfloat16 if mode == "bf16" else torch.float32
+        kw[dtype_key] = torch.bfloat16 if mode == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
     if mode != "qlora":
         model = model.to(device)
