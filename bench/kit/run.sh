@@ -34,6 +34,10 @@ if [ -z "$OUT" ]; then
   echo "usage: bash run.sh [--tiny] OUTDIR" >&2
   exit 2
 fi
+if [ ! -f "$KIT/node.xz" ] || [ ! -f "$KIT/tabtune-kit.mjs" ]; then
+  echo "run.sh: $KIT is not a packed kit (no node.xz / tabtune-kit.mjs): run \`npm run gpu-kit\`, then bash .cache/gpu-kit/run.sh" >&2
+  exit 2
+fi
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 START=$(date +%s)
 TINY_BUDGET=900 # SwiftShader on a busy CPU: compiling the kernels alone takes minutes
