@@ -343,7 +343,21 @@ export class TabtuneWorker {
     try {
       const config = this.model?.config;
       if (!config) throw Object.assign(new Error('open a model with a valid config.json first'), { kind: 'no-model' });
-      const p = planMemory(config, memoryPlanInput(planRun(train), train.cutoffLen));
+      const run = planRun(train);
+      const input = memoryPlanInput(run, train.cutoffLen);
+      const p = planMemory(config, input);
+      // Stage dpo: the planner counts sequences, two per pair; a smaller batch is offered in pairs
+      // (with the total of that many pairs), and one that would split a pair is not offered.
+      const perItem = run.optimizer.preference ? 2 : 1;
+      const suggestions = p.suggestions(budgetBytes).flatMap((s) => {
+        if (perItem === 1 || s.change.batchSize === undefined) return [s];
+        const batchSize = Math.floor(s.change.batchSize / perItem);
+        if (batchSize < 1 || batchSize >= train.perDeviceTrainBatchSize) return [];
+        const total = planMemory(config, { ...input, batchSize: batchSize * perItem }).total;
+        return [
+          { ...s, change: { ...s.change, batchSize }, total, saves: p.total - total, fits: total <= budgetBytes },
+        ];
+      });
       return {
         ok: true,
         value: {
@@ -351,7 +365,7 @@ export class TabtuneWorker {
           byCategory: p.byCategory,
           items: p.items,
           fits: p.fits(budgetBytes),
-          suggestions: p.suggestions(budgetBytes),
+          suggestions,
         },
       };
     } catch (e) {

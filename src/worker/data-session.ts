@@ -5,6 +5,7 @@ import {
   chatTemplateFor,
   deleteDatasetFile,
   encodeExample,
+  encodePair,
   IGNORE_INDEX,
   listDatasetFiles,
   loadDatasetFile,
@@ -92,7 +93,38 @@ export interface PreviewRow {
   truncated: boolean;
   /** Runs of decoded text; `trained` runs carry a label (loss is taken on them). */
   runs: { text: string; trained: boolean }[];
+  /**
+   * A preference pair (stage dpo): the shared prompt as rendered, and each answer as its sequence
+   * continues after the prompt (both scored; LLaMA-Factory's pairwise encoding).
+   */
+  pair?: {
+    prompt: string;
+    chosen: string;
+    rejected: string;
+    chosenTokens: number;
+    rejectedTokens: number;
+  };
   error?: string;
+}
+
+/** Decoded runs of one sequence: consecutive tokens that are all trained, or all context. */
+function labelRuns(
+  tok: HfTokenizer,
+  ids: Int32Array,
+  labels: Int32Array,
+): { runs: PreviewRow['runs']; trained: number } {
+  const runs: PreviewRow['runs'] = [];
+  let start = 0;
+  let trained = 0;
+  for (let i = 1; i <= ids.length; i++) {
+    const cur = labels[i - 1] !== IGNORE_INDEX;
+    if (cur) trained++;
+    if (i === ids.length || (labels[i] !== IGNORE_INDEX) !== cur) {
+      runs.push({ text: tok.decode(ids.subarray(start, i)), trained: cur });
+      start = i;
+    }
+  }
+  return { runs, trained };
 }
 
 export const MAX_ISSUES = 500;
@@ -298,22 +330,35 @@ export class DataSession {
     const tpl = this.template(tok);
     const rows = slice.map(({ dataset, ex }): PreviewRow => {
       try {
+        if (ex.kind === 'pair') {
+          const e = encodePair(ex.row, ex, tok, tpl, o.cutoffLen);
+          const rej = e.rejected!;
+          // Labels mask the shared prompt, so the first labelled token starts each answer.
+          const promptLen = e.labels.findIndex((l) => l !== IGNORE_INDEX);
+          const chosen = labelRuns(tok, e.inputIds, e.labels);
+          const rejected = labelRuns(tok, rej.inputIds, rej.labels);
+          return {
+            dataset,
+            row: ex.row,
+            tokens: e.inputIds.length + rej.inputIds.length,
+            trained: chosen.trained + rejected.trained,
+            truncated: e.truncated,
+            runs: chosen.runs,
+            pair: {
+              prompt: tok.decode(e.inputIds.subarray(0, promptLen)),
+              chosen: tok.decode(e.inputIds.subarray(promptLen)),
+              rejected: tok.decode(rej.inputIds.subarray(promptLen)),
+              chosenTokens: chosen.trained,
+              rejectedTokens: rejected.trained,
+            },
+          };
+        }
         const e = encodeExample(ex, tok, tpl, {
           cutoffLen: o.cutoffLen,
           trainOnPrompt: o.trainOnPrompt,
           maskHistory: o.maskHistory,
         });
-        const runs: PreviewRow['runs'] = [];
-        let start = 0;
-        let trained = 0;
-        for (let i = 1; i <= e.inputIds.length; i++) {
-          const cur = e.labels[i - 1] !== IGNORE_INDEX;
-          if (cur) trained++;
-          if (i === e.inputIds.length || (e.labels[i] !== IGNORE_INDEX) !== cur) {
-            runs.push({ text: tok.decode(e.inputIds.subarray(start, i)), trained: cur });
-            start = i;
-          }
-        }
+        const { runs, trained } = labelRuns(tok, e.inputIds, e.labels);
         return { dataset, row: ex.row, tokens: e.inputIds.length, trained, truncated: e.truncated, runs };
       } catch (err) {
         return {

@@ -416,7 +416,7 @@ export class RunSession {
           r.epoch = s.epoch ?? r.epoch;
           r.elapsed += seconds;
           r.tokensSeen += s.tokens;
-          r.steps.push({ step: s.step, loss: s.loss, lr: s.lr });
+          r.steps.push({ step: s.step, loss: s.loss, lr: s.lr, ...(s.metrics ? { metrics: { ...s.metrics } } : {}) });
           const now = performance.now();
           if (!this.recentSteps.length) this.recentSteps.push({ t: now - seconds * 1000, tokens: 0 });
           this.recentSteps.push({ t: now, tokens: s.tokens });

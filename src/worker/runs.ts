@@ -16,6 +16,8 @@ export interface StepPoint {
   step: number;
   loss: number;
   lr: number;
+  /** Preference tuning: TRL's metrics of this step (rewards/chosen, rewards/accuracies, logps/rejected, …). */
+  metrics?: Record<string, number>;
 }
 
 export interface EvalPoint {

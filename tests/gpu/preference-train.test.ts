@@ -38,6 +38,8 @@ interface Agreement {
   grads: number;
   norm: number;
   adapters: number;
+  /** Trainer.evaluatePairs at the start weights against the first training step (loss and metrics). */
+  evaluation: number;
 }
 
 /** |engine − torch| / (the metric's largest |value| over the run): rewards start at exactly 0. */
@@ -69,9 +71,12 @@ async function followPreference(model: Model, fx: Fixture): Promise<{ steps: Ste
   const mbs = pairBatches(fx);
   const losses = fx.f32('losses');
   const norms = fx.f32('grad_norms');
-  const worst: Agreement = { loss: 0, metrics: 0, grads: 0, norm: 0, adapters: 0 };
+  const worst: Agreement = { loss: 0, metrics: 0, grads: 0, norm: 0, adapters: 0, evaluation: 0 };
   const steps: StepResult[] = [];
   try {
+    // Evaluation at the start weights scores the first window as its training step does (no
+    // dropout in these fixtures), with no update.
+    const first = await trainer.evaluatePairs(Array.from({ length: m.accum }, (_, j) => mbs[j % mbs.length]));
     for (let s = 0; s < m.steps; s++) {
       const window = Array.from({ length: m.accum }, (_, j) => mbs[(m.accum * s + j) % mbs.length]);
       const r = await trainer.step(window);
@@ -88,6 +93,11 @@ async function followPreference(model: Model, fx: Fixture): Promise<{ steps: Ste
         }
       }
     }
+    const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-6);
+    worst.evaluation = Math.max(
+      rel(first.loss, steps[0].loss),
+      ...Object.entries(steps[0].metrics!).map(([k, v]) => rel(first.metrics[k], v)),
+    );
     for (const key of m.metrics as string[]) {
       const got = steps.map((r) => r.metrics![key]);
       worst.metrics = Math.max(worst.metrics, metricError(got, fx.f32(`metric:${key}`)));
@@ -127,7 +137,7 @@ describe(`preference tuning vs PyTorch [${runtime}]`, { timeout: 900_000 }, () =
         console.log(
           `[${runtime}] ${name} ${fx.meta.steps} steps: loss rel ${worst.loss.toExponential(2)}, metrics ${worst.metrics.toExponential(2)}, ` +
             `LoRA grads (steps 0-${fx.meta.grad_steps - 1}) ${worst.grads.toExponential(2)}, grad norm ${worst.norm.toExponential(2)}, ` +
-            `final adapters ${worst.adapters.toExponential(2)}; loss ${steps[0].loss.toFixed(4)} → ${steps.at(-1)!.loss.toFixed(4)}, ` +
+            `final adapters ${worst.adapters.toExponential(2)}, evaluation vs step 1 ${worst.evaluation.toExponential(2)}; loss ${steps[0].loss.toFixed(4)} → ${steps.at(-1)!.loss.toFixed(4)}, ` +
             `accuracy ${steps.map((s) => s.metrics!['rewards/accuracies']).join(' ')}`,
         );
         expect(worst.loss).toBeLessThanOrEqual(1e-4);
@@ -135,6 +145,7 @@ describe(`preference tuning vs PyTorch [${runtime}]`, { timeout: 900_000 }, () =
         expect(worst.grads).toBeLessThanOrEqual(1e-4);
         expect(worst.norm).toBeLessThanOrEqual(1e-4);
         expect(worst.adapters).toBeLessThanOrEqual(1e-3);
+        expect(worst.evaluation).toBeLessThanOrEqual(1e-5);
         if (fx.meta.pref.loss !== 'orpo' && fx.meta.pref.loss !== 'simpo') {
           // LoRA B starts at 0: the policy is the reference bit for bit, so every reward is exactly 0.
           for (const k of ['rewards/chosen', 'rewards/rejected', 'rewards/margins', 'rewards/accuracies'])

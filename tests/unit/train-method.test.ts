@@ -15,6 +15,7 @@ import {
   problemText,
   knobApplies,
   setStage,
+  setPrefLoss,
   runConfig,
   setMethod,
   studioConfigFromYaml,
@@ -195,8 +196,9 @@ describe('every Method setting reaches the run it starts', () => {
   const at = (r: Run, path: string): unknown =>
     path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)?.[k], r);
 
-  // Knob id → [method it is shown for, new value, where the run must change].
-  const cases: Record<string, [Method, number | boolean | string, string[]]> = {
+  // Knob id → [method it is shown for, new value, where the run must change, settings it is shown with].
+  const dpo = (c: TrainConfig) => setStage(c, 'dpo');
+  const cases: Record<string, [Method, number | boolean | string, string[], ((c: TrainConfig) => void)?]> = {
     learningRate: ['lora', 2e-4, ['trainer.learningRate']],
     numTrainEpochs: ['lora', 1, ['trainer.totalSteps']],
     maxGradNorm: ['lora', 0.3, ['trainer.maxGradNorm']],
@@ -221,18 +223,30 @@ describe('every Method setting reaches the run it starts', () => {
     loraDropout: ['lora', 0.1, ['plan.lora.dropout']],
     useRslora: ['lora', true, ['plan.lora.rsLora']],
     doubleQuant: ['qlora', false, ['plan.load.doubleQuant', 'memory.doubleQuant', 'modelKey']],
+    prefLoss: ['lora', 'orpo', ['trainer.preference.loss', 'yaml'], dpo],
+    prefBeta: ['lora', 0.5, ['trainer.preference.beta', 'yaml'], dpo],
+    prefFtx: ['lora', 0.25, ['trainer.preference.ftx', 'yaml'], dpo],
+    dpoLabelSmoothing: ['lora', 0.1, ['trainer.preference.labelSmoothing', 'yaml'], dpo],
+    simpoGamma: [
+      'lora',
+      1.5,
+      ['trainer.preference.simpoGamma', 'yaml'],
+      (c) => (setStage(c, 'dpo'), setPrefLoss(c, 'simpo')),
+    ],
   };
 
   it('covers every knob the Method step shows', () => {
     expect(Object.keys(cases).sort()).toEqual(METHOD_KNOBS.map((k) => k.id).sort());
   });
 
-  for (const [id, [method, value, paths]] of Object.entries(cases)) {
+  for (const [id, [method, value, paths, setup]] of Object.entries(cases)) {
     it(`${id} → ${paths.join(', ')}`, () => {
       const base = fresh(method);
       const changed = fresh(method);
+      setup?.(base);
+      setup?.(changed);
       const k = knob(id);
-      expect(k.only ?? [method]).toContain(method);
+      expect(knobApplies(k, changed)).toBe(true);
       (k.set as (c: TrainConfig, v: unknown) => void)(changed, value);
       expect(k.get(changed)).toEqual(value);
       expect(checkTrainConfig(changed)).toEqual([]);
@@ -278,6 +292,11 @@ describe('every Method setting reaches the run it starts', () => {
       'trainOnPrompt',
       'maskHistory',
       'doubleQuant',
+      'prefLoss',
+      'prefBeta',
+      'prefFtx',
+      'dpoLabelSmoothing',
+      'simpoGamma',
     ]);
     const pt = runOf(c);
     expect(pt.plan.prepare).toMatchObject({ stage: 'pt', packing: true, pretrainEos: undefined });
@@ -289,6 +308,57 @@ describe('every Method setting reaches the run it starts', () => {
     setStage(c, 'sft');
     expect(c.packing).toBe(false);
     expect(runOf(c).plan.prepare.stage).toBe('sft');
+  });
+
+  it("the stage dpo: LlamaBoard's RLHF knobs per loss, no packing or NEFTune, pref_* keys in the YAML", () => {
+    const c = fresh();
+    c.packing = true;
+    setStage(c, 'dpo');
+    const hidden = () => METHOD_KNOBS.filter((k) => !knobApplies(k, c)).map((k) => k.id);
+    expect(c.packing).toBe(false);
+    expect(hidden()).toEqual(['packing', 'trainOnPrompt', 'maskHistory', 'neftuneAlpha', 'doubleQuant', 'simpoGamma']);
+    c.pref.labelSmoothing = 0.2;
+    setPrefLoss(c, 'simpo');
+    // cDPO's smoothing is refused with any other loss, and its knob is hidden: it goes back to 0.
+    expect(c.pref).toMatchObject({ loss: 'simpo', labelSmoothing: 0 });
+    expect(hidden()).toContain('dpoLabelSmoothing');
+    expect(hidden()).not.toContain('simpoGamma');
+    const yaml = runOf(c).yaml;
+    expect(yaml).toMatch(/^stage: dpo$/m);
+    expect(yaml).toMatch(/^pref_loss: simpo$/m);
+    expect(yaml).toMatch(/^simpo_gamma: 0\.5$/m);
+    expect(parseTrainYaml(yaml).config.pref).toEqual(c.pref);
+    expect(studioYaml(c, { modelNameOrPath: 'm/x', datasets: ['p'] })).toMatch(/^pref_beta: 0\.1$/m);
+    // The memory plan counts chosen and rejected sequences.
+    expect(runOf(c).memory.batchSize).toBe(2 * c.perDeviceTrainBatchSize);
+  });
+
+  it('refuses full fine-tuning with a loss that needs the reference model, as the YAML reader does', () => {
+    const c = fresh('full');
+    setStage(c, 'dpo');
+    const p = checkTrainConfig(c);
+    expect(p).toEqual([{ field: 'prefLoss', code: 'pref-needs-reference', params: { loss: 'sigmoid' } }]);
+    expect(problemText(p[0])).toMatch(/^sigmoid compares with a reference model/);
+    expect(problemText(p[0], problemTables.zh)).toMatch(/^sigmoid 需要参考模型/);
+    expect(() => parseTrainYaml(studioYaml(c, { modelNameOrPath: 'm/x', datasets: ['p'] }))).toThrow(
+      /needs a reference model/,
+    );
+    for (const loss of ['orpo', 'simpo'] as const) {
+      setPrefLoss(c, loss);
+      expect(checkTrainConfig(c)).toEqual([]);
+      expect(parseTrainYaml(studioYaml(c, { modelNameOrPath: 'm/x', datasets: ['p'] })).config.pref.loss).toBe(loss);
+    }
+    setMethod(c, 'lora');
+    setPrefLoss(c, 'ipo');
+    expect(checkTrainConfig(c)).toEqual([]);
+    Object.assign(c.pref, { beta: 0, ftx: -1 });
+    setPrefLoss(c, 'sigmoid');
+    c.pref.labelSmoothing = 0.7;
+    expect(checkTrainConfig(c).map((x) => [x.field, x.code])).toEqual([
+      ['prefBeta', 'more-than-zero'],
+      ['prefFtx', 'at-least-zero'],
+      ['dpoLabelSmoothing', 'label-smoothing'],
+    ]);
   });
 
   it('plan suggestions change the settings and keep the effective batch', () => {

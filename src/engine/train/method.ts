@@ -11,7 +11,7 @@ import {
   type TrainConfig,
   type TrainStage,
 } from './llamafactory-config.ts';
-import { PREFERENCE_DEFAULTS } from './preference-loss.ts';
+import { PREF_LOSSES, PREFERENCE_DEFAULTS, usesReference, type PrefLoss } from './preference-loss.ts';
 
 export type Method = 'lora' | 'qlora' | 'full';
 export const METHODS: readonly Method[] = ['lora', 'qlora', 'full'];
@@ -39,9 +39,24 @@ export function setStage(c: TrainConfig, stage: TrainStage): void {
   if (stage === 'dpo') c.neftuneNoiseAlpha = null;
 }
 
-/** The knobs that apply to the settings' method and stage. */
+/** The knobs that apply to the settings' method, stage and preference loss. */
 export function knobApplies(k: Knob, c: TrainConfig): boolean {
-  return (!k.only || k.only.includes(methodOf(c))) && (!k.stages || k.stages.includes(c.stage));
+  return (
+    (!k.only || k.only.includes(methodOf(c))) &&
+    (!k.stages || k.stages.includes(c.stage)) &&
+    (!k.losses || (c.stage === 'dpo' && k.losses.includes(c.pref.loss)))
+  );
+}
+
+export { PREF_LOSSES, usesReference, type PrefLoss };
+
+/**
+ * Picks the preference loss in place. dpo_label_smoothing is cDPO's and LLaMA-Factory refuses it
+ * with any other loss (hparams/finetuning_args.py), so it goes back to 0 when it would be hidden.
+ */
+export function setPrefLoss(c: TrainConfig, loss: PrefLoss): void {
+  c.pref.loss = loss;
+  if (loss !== 'sigmoid') c.pref.labelSmoothing = 0;
 }
 
 /** LlamaBoard's defaults. Model and dataset names are filled in when a run starts or a YAML is written. */
@@ -118,7 +133,7 @@ export { ALL_LORA_TARGETS, LR_SCHEDULERS };
 
 // ---- the knobs of the Method step ------------------------------------------------------------
 
-export type KnobGroup = 'train' | 'batch' | 'log' | 'lora';
+export type KnobGroup = 'train' | 'batch' | 'log' | 'lora' | 'pref';
 interface KnobBase<V> {
   id: string;
   group: KnobGroup;
@@ -126,6 +141,8 @@ interface KnobBase<V> {
   only?: readonly Method[];
   /** Shown only for these stages (all when absent). */
   stages?: readonly TrainStage[];
+  /** Shown only for stage dpo with these preference losses (LlamaBoard's RLHF tab shows them per loss). */
+  losses?: readonly PrefLoss[];
   get(c: TrainConfig): V;
   set(c: TrainConfig, v: V): void;
 }
@@ -140,10 +157,13 @@ export interface BoolKnob extends KnobBase<boolean> {
 export interface SchedulerKnob extends KnobBase<LrScheduler> {
   kind: 'scheduler';
 }
-export type Knob = NumberKnob | BoolKnob | SchedulerKnob;
+export interface PrefLossKnob extends KnobBase<PrefLoss> {
+  kind: 'prefLoss';
+}
+export type Knob = NumberKnob | BoolKnob | SchedulerKnob | PrefLossKnob;
 
-type NumKey = { [K in keyof TrainConfig]: TrainConfig[K] extends number ? K : never }[keyof TrainConfig];
-type BoolKey = { [K in keyof TrainConfig]: TrainConfig[K] extends boolean ? K : never }[keyof TrainConfig];
+type NumKey = { [K in keyof TrainConfig]-?: TrainConfig[K] extends number ? K : never }[keyof TrainConfig];
+type BoolKey = { [K in keyof TrainConfig]-?: TrainConfig[K] extends boolean ? K : never }[keyof TrainConfig];
 const LORA_ONLY: readonly Method[] = ['lora', 'qlora'];
 
 function num(id: string, group: KnobGroup, key: NumKey, step: 'any' | '1', min: number): NumberKnob {
@@ -155,6 +175,24 @@ function num(id: string, group: KnobGroup, key: NumKey, step: 'any' | '1', min: 
     min,
     get: (c) => c[key] as number,
     set: (c, v) => void ((c[key] as number) = v),
+  };
+}
+function prefNum(
+  id: string,
+  key: 'beta' | 'ftx' | 'labelSmoothing' | 'simpoGamma',
+  min: number,
+  losses?: readonly PrefLoss[],
+): NumberKnob {
+  return {
+    id,
+    group: 'pref',
+    kind: 'number',
+    step: 'any',
+    min,
+    stages: ['dpo'],
+    ...(losses ? { losses } : {}),
+    get: (c) => c.pref[key],
+    set: (c, v) => void (c.pref[key] = v),
   };
 }
 function bool(id: string, group: KnobGroup, key: BoolKey): BoolKnob {
@@ -201,7 +239,8 @@ export const METHOD_KNOBS: readonly Knob[] = [
   num('batchSize', 'batch', 'perDeviceTrainBatchSize', '1', 1),
   num('gradAccum', 'batch', 'gradientAccumulationSteps', '1', 1),
   num('valSize', 'batch', 'valSize', 'any', 0),
-  bool('packing', 'batch', 'packing'),
+  // Preference pairs are padded per batch, never packed (LLaMA-Factory's pairwise collator).
+  { ...bool('packing', 'batch', 'packing'), stages: ['sft', 'pt'] },
   { ...bool('trainOnPrompt', 'batch', 'trainOnPrompt'), stages: ['sft'] },
   { ...bool('maskHistory', 'batch', 'maskHistory'), stages: ['sft'] },
   bool('gradientCheckpointing', 'batch', 'gradientCheckpointing'),
@@ -212,6 +251,8 @@ export const METHOD_KNOBS: readonly Knob[] = [
     kind: 'number',
     step: 'any',
     min: 0,
+    // hparams/parser.py refuses NEFTune with stage dpo.
+    stages: ['sft', 'pt'],
     get: (c) => c.neftuneNoiseAlpha ?? 0,
     set: (c, v) => void (c.neftuneNoiseAlpha = v > 0 ? v : v === 0 ? null : v),
   },
@@ -236,6 +277,20 @@ export const METHOD_KNOBS: readonly Knob[] = [
     get: (c) => c.quantization?.doubleQuantization ?? true,
     set: (c, v) => void (c.quantization && (c.quantization.doubleQuantization = v)),
   },
+  // LlamaBoard's RLHF tab (webui/components/train.py): pref_beta, pref_ftx, pref_loss, and per loss
+  // dpo_label_smoothing (sigmoid) and simpo_gamma (simpo).
+  {
+    id: 'prefLoss',
+    group: 'pref',
+    kind: 'prefLoss',
+    stages: ['dpo'],
+    get: (c) => c.pref.loss,
+    set: (c, v) => setPrefLoss(c, v),
+  },
+  prefNum('prefBeta', 'beta', 0),
+  prefNum('prefFtx', 'ftx', 0),
+  prefNum('dpoLabelSmoothing', 'labelSmoothing', 0, ['sigmoid']),
+  prefNum('simpoGamma', 'simpoGamma', 0, ['simpo']),
 ];
 
 export function knob(id: string): Knob {
@@ -264,7 +319,10 @@ export type ProblemCode =
   | 'dropout'
   | 'unknown-module'
   | 'no-module'
-  | 'history-with-prompt';
+  | 'history-with-prompt'
+  | 'label-smoothing'
+  | 'finite'
+  | 'pref-needs-reference';
 export interface Problem {
   /** Knob id, or 'loraTarget'. */
   field: string;
@@ -284,6 +342,10 @@ export const PROBLEM_EN: Record<ProblemCode, string> = {
   'unknown-module': 'unknown module {modules}',
   'no-module': 'choose at least one module',
   'history-with-prompt': 'cannot be combined with Train on prompt (LLaMA-Factory refuses it)',
+  'label-smoothing': 'must be in [0, 0.5] (0 = plain DPO)',
+  finite: 'must be a number',
+  'pref-needs-reference':
+    '{loss} compares with a reference model, which here is the base with the LoRA adapters off: choose LoRA or QLoRA, or ORPO / SimPO (no reference) for full fine-tuning',
 };
 export const PROBLEM_CODES = Object.keys(PROBLEM_EN) as ProblemCode[];
 
@@ -317,6 +379,16 @@ export function checkTrainConfig(c: TrainConfig): Problem[] {
   if (!(c.weightDecay >= 0)) add('weightDecay', 'at-least-zero');
   if (!((c.neftuneNoiseAlpha ?? 0) >= 0)) add('neftuneAlpha', 'neftune');
   if (c.trainOnPrompt && c.maskHistory) add('maskHistory', 'history-with-prompt');
+  if (c.stage === 'dpo') {
+    // LLaMA-Factory's RLHFArguments checks (llamafactory-config.ts preferenceArgs reads the YAML with the same).
+    if (c.finetuningType === 'full' && usesReference(c.pref.loss))
+      add('prefLoss', 'pref-needs-reference', { loss: c.pref.loss });
+    if (!(c.pref.beta > 0)) add('prefBeta', 'more-than-zero');
+    if (!(c.pref.ftx >= 0)) add('prefFtx', 'at-least-zero');
+    if (c.pref.loss === 'sigmoid' && !(c.pref.labelSmoothing >= 0 && c.pref.labelSmoothing <= 0.5))
+      add('dpoLabelSmoothing', 'label-smoothing');
+    if (c.pref.loss === 'simpo' && !Number.isFinite(c.pref.simpoGamma)) add('simpoGamma', 'finite');
+  }
   if (c.finetuningType !== 'full') {
     wholeAtLeast('loraRank');
     wholeAtLeast('loraAlpha');

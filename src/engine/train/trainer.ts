@@ -386,18 +386,7 @@ export class Trainer {
   /** Mean token loss over `batches` (no dropout, no NEFTune, no gradients); one readback. Preference: the mean pair loss. */
   async evaluate(batches: MicroBatch[]): Promise<number> {
     const gpu = this.model.gpu;
-    if (this.preference) {
-      let sum = 0;
-      for (const mb of batches) {
-        const inputs = this.decoder.uploadInputs(prepareBatch(mb), null);
-        try {
-          sum += (await this.preference.evaluate(this.decoder, inputs, Trainer.pairsOf(mb))).loss;
-        } finally {
-          this.decoder.releaseInputs(inputs);
-        }
-      }
-      return batches.length ? sum / batches.length : NaN;
-    }
+    if (this.preference) return (await this.evaluatePairs(batches)).loss;
     const pre = new Recorder(gpu, 'eval start');
     pre.clear(this.report, REPORT.evalLoss * 4, 4);
     await pre.submit();
@@ -414,6 +403,28 @@ export class Trainer {
     }
     const r = new Float32Array(await readBytes(gpu, this.report.buf.buffer, 0, 32, 'eval report'));
     return count ? r[REPORT.evalLoss] / count : NaN;
+  }
+
+  /**
+   * Preference tuning: the mean pair loss over `batches` and the mean of TRL's metrics per batch
+   * (rewards/accuracies, rewards/margins, …), as the HF Trainer's evaluation loop averages what
+   * DPOTrainer.get_batch_loss_metrics returns for each eval batch.
+   */
+  async evaluatePairs(batches: MicroBatch[]): Promise<{ loss: number; metrics: PreferenceMetrics }> {
+    if (!this.preference) throw new Error('evaluatePairs: this run is not preference tuning (stage dpo)');
+    let sum = 0;
+    const metrics: PreferenceMetrics[] = [];
+    for (const mb of batches) {
+      const inputs = this.decoder.uploadInputs(prepareBatch(mb), null);
+      try {
+        const r = await this.preference.evaluate(this.decoder, inputs, Trainer.pairsOf(mb));
+        sum += r.loss;
+        metrics.push(r.metrics);
+      } finally {
+        this.decoder.releaseInputs(inputs);
+      }
+    }
+    return { loss: batches.length ? sum / batches.length : NaN, metrics: meanMetrics(metrics) };
   }
 
   /** Everything needed to resume identically (parameters, moments, counters, data cursor). */

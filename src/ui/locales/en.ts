@@ -184,6 +184,14 @@ export const en = {
   'data.prev': 'Previous',
   'data.next': 'Next',
   'data.page': 'Page {page} of {pages}',
+  'data.pair.prompt': 'Prompt shared by both answers',
+  'data.pair.chosen': 'Chosen answer ({n} tokens scored)',
+  'data.pair.rejected': 'Rejected answer ({n} tokens scored)',
+  'data.stageNeedDpo':
+    'The selection holds preference pairs (chosen and rejected answers): they train with the preference stage (DPO / ORPO / SimPO) on the Method step.',
+  'data.stageUseDpo': 'Use preference tuning',
+  'data.stageNeedPairs':
+    'Preference tuning trains on pairs of a chosen and a rejected answer: select only preference datasets, or choose another stage on the Method step.',
   'data.stats': 'Token statistics',
   'data.statsHelp':
     'Tokenizes the selected datasets with the current settings (cutoff {cutoff}, validation size {val}).',
@@ -227,6 +235,9 @@ export const en = {
   'method.group.batch': 'Data and batches',
   'method.group.log': 'Logging and checkpoints',
   'method.group.lora': 'LoRA',
+  'method.group.pref': 'Preference (RLHF)',
+  'method.fullNeedsLora':
+    'Full fine-tuning of preference pairs: DPO, hinge and IPO need a reference model (here the base with the LoRA adapters off), so they run with LoRA or QLoRA; ORPO and SimPO need none.',
   'method.yaml': 'As LLaMA-Factory YAML',
   'method.yamlHelp': 'The same run for `llamafactory-cli train` on a GPU machine. Saved files load back here.',
   'method.save': 'Save settings (YAML)',
@@ -291,6 +302,24 @@ export const en = {
   'knob.template': 'LLaMA-Factory template',
   'knob.template.help':
     'Template name written into the YAML for llamafactory-cli (here prompts always use the tokenizer’s own chat template).',
+  'knob.prefLoss': 'Preference loss',
+  'knob.prefLoss.help':
+    'pref_loss. DPO: sigmoid of the reward margin against the reference; hinge and IPO variants; ORPO and SimPO need no reference model.',
+  'knob.prefBeta': 'Beta',
+  'knob.prefBeta.help':
+    'pref_beta: how strongly the policy may move from the reference (DPO’s β; SimPO’s reward scale). 0.1 is the default.',
+  'knob.prefFtx': 'SFT loss weight',
+  'knob.prefFtx.help': 'pref_ftx: adds this times the chosen answer’s token loss (0 = off).',
+  'knob.dpoLabelSmoothing': 'Label smoothing',
+  'knob.dpoLabelSmoothing.help':
+    'dpo_label_smoothing (cDPO): assumed share of flipped pairs, 0 to 0.5. DPO (sigmoid) only.',
+  'knob.simpoGamma': 'SimPO gamma',
+  'knob.simpoGamma.help': 'simpo_gamma: the target reward margin of SimPO (0.5 by default).',
+  'pref.loss.sigmoid': 'DPO (sigmoid)',
+  'pref.loss.hinge': 'DPO, hinge loss (SLiC)',
+  'pref.loss.ipo': 'IPO',
+  'pref.loss.orpo': 'ORPO (no reference)',
+  'pref.loss.simpo': 'SimPO (no reference)',
 
   'plan.title': 'Memory planner',
   'plan.budget': 'GPU memory to use (GiB)',
@@ -381,6 +410,20 @@ export const en = {
   'chat.noTuned':
     'No tuned model on the GPU: answers come from the base model. Train (or open) a run in the Train step to chat with it.',
   'chat.settings': 'System prompt and sampling',
+  'train.pref.title': 'Preference rewards ({loss})',
+  'train.pref.accuracy': 'reward accuracy',
+  'train.pref.margin': 'reward margin',
+  'train.pref.label': 'Reward chart: {steps} steps, latest accuracy {accuracy}, margin {margin}',
+  'train.pref.table': 'Reward accuracy and margin per step',
+  'train.pref.latest': 'Latest metrics',
+  'train.pref.atStep': 'step {step}',
+  'train.pref.rewards/accuracies': 'share of pairs whose chosen reward is higher',
+  'train.pref.rewards/margins': 'chosen reward − rejected reward',
+  'train.pref.rewards/chosen': 'β × the chosen answer’s log-prob over the reference’s (β × log-prob for ORPO / SimPO)',
+  'train.pref.rewards/rejected':
+    'β × the rejected answer’s log-prob over the reference’s (β × log-prob for ORPO / SimPO)',
+  'train.pref.logps/chosen': 'log-probability of the chosen answer',
+  'train.pref.logps/rejected': 'log-probability of the rejected answer',
   'chat.system': 'System prompt',
   'chat.systemHelp': 'Sent as the system message (empty: the template’s default).',
   'chat.maxNew': 'Max new tokens',
@@ -427,6 +470,10 @@ export const en = {
   'eval.reference': 'Reference',
   'eval.prediction': 'Prediction',
 
+  'eval.prefAccuracy': 'Reward accuracy (held-out pairs)',
+  'eval.prefMargin': 'Reward margin (held-out pairs)',
+  'eval.prefNote':
+    'Preference run: the validation loss is the preference loss of the held-out pairs; predictions are scored against the chosen answer.',
   'export.lead':
     'Download what you trained: the merged model, the LoRA adapter, or a LLaMA-Factory bundle to continue on a GPU cluster.',
   'export.needRun': 'Train or open a run in the Train step first.',

@@ -13,4 +13,8 @@ export const problemsZh: Record<ProblemCode, string> = {
   'unknown-module': '未知模块 {modules}',
   'no-module': '至少选择一个模块',
   'history-with-prompt': '不能与“在提示上训练”同时开启（LLaMA-Factory 也拒绝）',
+  'label-smoothing': '必须在 [0, 0.5] 之间（0 = 普通 DPO）',
+  finite: '必须是数字',
+  'pref-needs-reference':
+    '{loss} 需要参考模型，这里的参考模型是关闭 LoRA 适配器的基座模型：请选择 LoRA 或 QLoRA；全参数微调请改用 ORPO / SimPO（无需参考模型）',
 };
