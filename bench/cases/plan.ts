@@ -2,7 +2,7 @@
 // (PyTorch + bitsandbytes on CUDA, LoRA rank 8 on all linear layers, cutoff_len 256, gradient
 // checkpointing on as LLaMA-Factory defaults). No GPU work: the "time" is the planner's own.
 import { knownConfig } from '../../src/engine/plan/known-configs.ts';
-import { planMemory, type TrainPlanConfig } from '../../src/engine/plan/plan.ts';
+import { planMemory, SMALL_LOSS_CHUNK_ROWS, type TrainPlanConfig } from '../../src/engine/plan/plan.ts';
 import type { BenchCase } from '../types.ts';
 
 interface Reference {
@@ -22,11 +22,28 @@ const lora = (method: 'lora' | 'qlora', batchSize: number): TrainPlanConfig => (
   doubleQuant: true,
 });
 
-const REFERENCES: Reference[] = [
+const SEED_RUNS: Reference[] = [
   { model: 'Qwen/Qwen2.5-1.5B-Instruct', label: '1.5B QLoRA-4bit bs4', train: lora('qlora', 4), llamafactoryGB: 2.1 },
   { model: 'Qwen/Qwen2.5-1.5B-Instruct', label: '1.5B LoRA bs4', train: lora('lora', 4), llamafactoryGB: 3.9 },
   { model: 'Qwen/Qwen2.5-3B-Instruct', label: '3B QLoRA-4bit bs1', train: lora('qlora', 1), llamafactoryGB: 2.6 },
   { model: 'Qwen/Qwen2.5-7B-Instruct', label: '7B QLoRA-4bit bs1', train: lora('qlora', 1), llamafactoryGB: 6.2 },
+];
+
+// The same runs with every memory option (bf16 checkpoints, NF4 head, host-memory embedding,
+// 16-row loss chunks): checkpoint_precision / head_precision / embedding_on_host / loss_chunk_rows.
+const REFERENCES: Reference[] = [
+  ...SEED_RUNS,
+  ...SEED_RUNS.map((r) => ({
+    ...r,
+    label: `${r.label} +memory options`,
+    train: {
+      ...r.train,
+      checkpointPrecision: 'bf16' as const,
+      headPrecision: 'nf4' as const,
+      embeddingOnHost: true,
+      lossChunkRows: SMALL_LOSS_CHUNK_ROWS,
+    },
+  })),
 ];
 
 const gb = (b: number) => Number((b / 1e9).toFixed(3));

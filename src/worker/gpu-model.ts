@@ -18,6 +18,8 @@ export function gpuModelKey(modelId: string, files: readonly { name: string; siz
     load.quantize ?? null,
     load.quantize ? (load.doubleQuant ?? true) : null,
     load.computeDType ?? 'stored',
+    load.head ?? null,
+    load.embeddingOnHost ?? false,
   ]);
 }
 

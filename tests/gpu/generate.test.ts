@@ -6,7 +6,7 @@ import { writeTensor } from '../../src/engine/gpu/index.ts';
 import { generate, generateAll } from '../../src/engine/generate/generate.ts';
 import { argmax as argmaxOf } from '../../src/engine/generate/sample.ts';
 import { parseModelConfig } from '../../src/engine/model/config.ts';
-import { loadModel } from '../../src/engine/model/load.ts';
+import { loadModel, type LoadOptions } from '../../src/engine/model/load.ts';
 import { attachLora, type LoraSet, type Model } from '../../src/engine/model/model.ts';
 import { forwardLogits } from '../../src/engine/model/infer.ts';
 import { memoryWeightSource } from '../../src/engine/model/weights.ts';
@@ -32,7 +32,7 @@ function tinyConfig(): Record<string, unknown> {
   };
 }
 
-async function tinyModel(qlora = false, over: Record<string, unknown> = {}): Promise<Model> {
+async function tinyModel(qlora = false, over: Record<string, unknown> = {}, load: LoadOptions = {}): Promise<Model> {
   const gpu = await testGpu();
   const { expectedWeights } = await import('../../src/engine/model/config.ts');
   const c = parseModelConfig({ ...tinyConfig(), ...over });
@@ -45,7 +45,10 @@ async function tinyModel(qlora = false, over: Record<string, unknown> = {}): Pro
     if (w.role === 'norm') for (let i = 0; i < n; i++) v[i] += 1;
     map.set(w.name, { dtype: 'F32', shape: [...w.shape], bytes: new Uint8Array(v.buffer) });
   }
-  return loadModel(gpu, c, memoryWeightSource(map, 'tiny'), qlora ? { quantize: 'nf4', doubleQuant: true } : {});
+  return loadModel(gpu, c, memoryWeightSource(map, 'tiny'), {
+    ...(qlora ? { quantize: 'nf4', doubleQuant: true } : {}),
+    ...load,
+  });
 }
 
 function noisyLora(model: Model): LoraSet {
@@ -206,18 +209,26 @@ describe('generate (prefill + KV-cache decode)', () => {
 });
 
 describe('planMemory against the ledger', () => {
-  for (const [method, ckpt] of [
-    ['lora', false],
-    ['lora', true],
-    ['qlora', true],
+  for (const [method, ckpt, precision, load, untied] of [
+    ['lora', false, 'f32', {}, false],
+    ['lora', true, 'f32', {}, false],
+    ['qlora', true, 'f32', {}, false],
+    ['qlora', true, 'bf16', {}, false],
+    ['qlora', true, 'bf16', { head: 'nf4' }, false],
+    ['lora', true, 'f32', { embeddingOnHost: true, head: 'nf4' }, true],
   ] as const) {
-    it(`two training steps of a tiny Qwen2 (${method} all, gradient checkpointing ${ckpt ? 'on' : 'off'}): predicted peak within 5 %`, async () => {
+    const memory = Object.keys(load).length ? ` ${JSON.stringify(load)}${untied ? ' untied' : ''}` : '';
+    it(`two training steps of a tiny Qwen2 (${method} all, gradient checkpointing ${ckpt ? `on, ${precision} checkpoints` : 'off'}${memory}): predicted peak within 5 %`, async () => {
       const { planMemory } = await import('../../src/engine/plan/plan.ts');
       const { Trainer } = await import('../../src/engine/train/trainer.ts');
       const { MEMORY_CATEGORIES } = await import('../../src/engine/gpu/index.ts');
       const gpu = await testGpu();
       gpu.pool.trim();
-      const model = await tinyModel(method === 'qlora');
+      const model = await tinyModel(
+        method === 'qlora',
+        untied ? { tie_word_embeddings: false } : {},
+        load as LoadOptions,
+      );
       const lora = attachLora(model, { rank: 8, alpha: 16, dropout: 0.05, targets: 'all', seed: 1 });
       const B = 2;
       const T = 48;
@@ -231,6 +242,7 @@ describe('planMemory against the ledger', () => {
         totalSteps: 2,
         seed: 0,
         gradientCheckpointing: ckpt,
+        checkpointPrecision: precision,
       });
       try {
         await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
@@ -243,6 +255,9 @@ describe('planMemory against the ledger', () => {
           seqLen: T,
           loraRank: 8,
           gradientCheckpointing: ckpt,
+          checkpointPrecision: precision,
+          headPrecision: 'head' in load ? load.head : undefined,
+          embeddingOnHost: 'embeddingOnHost' in load ? load.embeddingOnHost : undefined,
         });
         const measured = MEMORY_CATEGORIES.reduce((s, c) => s + peak[c], 0);
         const lines = MEMORY_CATEGORIES.map((c) => `${c}: planned ${plan.byCategory[c]} measured ${peak[c]}`);

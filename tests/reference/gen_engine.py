@@ -88,8 +88,10 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, W, lora, scale, ids, pos, seg):
-    """Token-major forward over N tokens; seg[n] < 0 marks padding. Returns logits [N, V] (f64)."""
+def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
+    """Token-major forward over N tokens; seg[n] < 0 marks padding. Returns logits [N, V] (f64).
+    keep(h), when given, is applied to the residual stream at each layer boundary (h0 .. hL)."""
+    keep = keep or (lambda h: h)
     H = cfg["hidden_size"]
     Hq, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     D = cfg.get("head_dim", H // Hq)
@@ -113,7 +115,7 @@ def forward(cfg, W, lora, scale, ids, pos, seg):
             y = y + scale * ((x @ A.T) @ B.T)
         return y
 
-    h = W["model.embed_tokens.weight"][ids]
+    h = keep(W["model.embed_tokens.weight"][ids])
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}"
         x = rmsnorm(h, W[f"{p}.input_layernorm.weight"], eps)
@@ -135,7 +137,7 @@ def forward(cfg, W, lora, scale, ids, pos, seg):
         h = h + lin(o, l, "o_proj")
         x = rmsnorm(h, W[f"{p}.post_attention_layernorm.weight"], eps)
         a = torch.nn.functional.silu(lin(x, l, "gate_proj")) * lin(x, l, "up_proj")
-        h = h + lin(a, l, "down_proj")
+        h = keep(h + lin(a, l, "down_proj"))
     h = rmsnorm(h, W["model.norm.weight"], eps)
     head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
     return h @ head.T

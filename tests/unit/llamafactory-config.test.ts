@@ -464,3 +464,32 @@ describe('stage pt (continued pre-training)', () => {
     expect(() => parseTrainYaml(pt + 'mask_history: true')).toThrow(/mask_history: only applies to stage sft/);
   });
 });
+
+describe("Tabtune's GPU-memory keys", () => {
+  const base = 'model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct\ndataset: identity\nquantization_bit: 4\n';
+  it('reads checkpoint_precision, head_precision, embedding_on_host, loss_chunk_rows and writes them back', () => {
+    const { config: c, warnings } = parseTrainYaml(
+      base + 'checkpoint_precision: bf16\nhead_precision: nf4\nembedding_on_host: true\nloss_chunk_rows: 16\n',
+    );
+    expect(warnings).toEqual([]);
+    expect(c.memory).toEqual({
+      checkpointPrecision: 'bf16',
+      headPrecision: 'nf4',
+      embeddingOnHost: true,
+      lossChunkRows: 16,
+    });
+    expect(parseTrainYaml(trainConfigToYaml(c)).config.memory).toEqual(c.memory);
+    // absent keys: no memory options, nothing written
+    const plain = parseTrainYaml(base).config;
+    expect(plain.memory).toBeUndefined();
+    expect(trainConfigToYaml(plain)).not.toMatch(/precision|on_host|chunk_rows/);
+  });
+  it('names the key and the reason for bad values', () => {
+    expect(() => parseTrainYaml(base + 'checkpoint_precision: fp8\n')).toThrow(/checkpoint_precision.*f32 or bf16/);
+    expect(() => parseTrainYaml(base + 'head_precision: int8\n')).toThrow(/head_precision.*16bit or nf4/);
+    expect(() =>
+      parseTrainYaml('model_name_or_path: m\ndataset: d\nfinetuning_type: full\nhead_precision: nf4\n'),
+    ).toThrow(/head_precision.*full fine-tuning/);
+    expect(() => parseTrainYaml(base + 'loss_chunk_rows: 0\n')).toThrow(/loss_chunk_rows/);
+  });
+});

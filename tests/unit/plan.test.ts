@@ -3,7 +3,17 @@ import { MEMORY_CATEGORIES } from '../../src/engine/gpu/ledger.ts';
 import { sizeClass } from '../../src/engine/gpu/pool.ts';
 import { parseModelConfig } from '../../src/engine/model/config.ts';
 import { knownConfig } from '../../src/engine/plan/known-configs.ts';
-import { planMemory, PlanError, type TrainPlanConfig } from '../../src/engine/plan/plan.ts';
+import {
+  fitPlan,
+  nextSmallerPlan,
+  planMemory,
+  PlanError,
+  SMALL_LOSS_CHUNK_ROWS,
+  type TrainPlanConfig,
+} from '../../src/engine/plan/plan.ts';
+import type { TrainConfig } from '../../src/engine/train/llamafactory-config.ts';
+import { DEFAULT_TRAIN_CONFIG, applyPlanChange } from '../../src/engine/train/method.ts';
+import { memoryPlanInput, planRun } from '../../src/engine/train/run-builder.ts';
 
 const tiny = parseModelConfig({
   architectures: ['LlamaForCausalLM'],
@@ -123,7 +133,9 @@ describe('planMemory', () => {
     expect(p.fits(p.total - 1)).toBe(false);
     expect(p.fits(budget)).toBe(false);
     const s = p.suggestions(budget);
-    expect(new Set(s.map((x) => x.kind))).toEqual(new Set(['checkpointing', 'qlora', 'batch', 'cutoff']));
+    expect(new Set(s.map((x) => x.kind))).toEqual(
+      new Set(['checkpointing', 'qlora', 'batch', 'cutoff', 'lossChunk', 'nf4Head', 'autofit']),
+    );
     for (const x of s) {
       const after = planMemory(q, { ...t, ...x.change });
       expect(after.total).toBe(x.total);
@@ -147,5 +159,146 @@ describe('planMemory', () => {
     expect(() => planMemory(tiny, { ...base, batchSize: 0 })).toThrow(PlanError);
     expect(() => planMemory(tiny, { ...base, seqLen: 1.5 })).toThrow(/seqLen/);
     expect(() => planMemory(tiny, { ...base, loraTargets: ['qproj'] })).toThrow(/qproj/);
+  });
+});
+
+// The seed's LLaMA-Factory runs (rank 8 on all linears, cutoff 256, gradient checkpointing).
+const seedRun = (method: 'lora' | 'qlora', batchSize: number): TrainPlanConfig => ({
+  method,
+  batchSize,
+  seqLen: 256,
+  loraRank: 8,
+  gradientCheckpointing: true,
+  doubleQuant: true,
+});
+const ALL_OPTIONS: Partial<TrainPlanConfig> = {
+  checkpointPrecision: 'bf16',
+  headPrecision: 'nf4',
+  embeddingOnHost: true,
+  lossChunkRows: SMALL_LOSS_CHUNK_ROWS,
+};
+const item = (p: ReturnType<typeof planMemory>, what: string) => p.items.find((i) => i.what === what);
+
+describe('planMemory memory options', () => {
+  const q15 = knownConfig('Qwen/Qwen2.5-1.5B-Instruct');
+  const N = 4 * 256;
+  it('bf16 checkpoints: L+1 layer inputs at 2 bytes and one f32 working copy instead of L+1 f32', () => {
+    const f32 = planMemory(q15, seedRun('qlora', 4));
+    const b16 = planMemory(q15, { ...seedRun('qlora', 4), checkpointPrecision: 'bf16' });
+    expect(item(f32, 'residual stream h0..hL')!.bytes).toBe(29 * sizeClass(4 * N * 1536));
+    expect(item(b16, 'layer inputs h0..hL (bf16 checkpoints)')!.bytes).toBe(29 * sizeClass(2 * N * 1536));
+    expect(item(b16, 'residual stream (f32 working copy)')!.bytes).toBe(sizeClass(4 * N * 1536));
+    // without checkpointing the option has nothing to act on
+    const off = { ...seedRun('qlora', 4), gradientCheckpointing: false };
+    expect(planMemory(q15, { ...off, checkpointPrecision: 'bf16' }).total).toBe(planMemory(q15, off).total);
+  });
+  it('NF4 head: codes and f32 scales replace the tied 16-bit table, the batch rows come from the host', () => {
+    const p = planMemory(q15, { ...seedRun('qlora', 4), headPrecision: 'nf4' });
+    expect(item(p, 'embed_tokens')).toBeUndefined();
+    expect(item(p, 'lm_head (NF4 codes)')!.bytes).toBe(sizeClass((151936 * 1536) / 2));
+    expect(item(p, 'lm_head NF4 absmax (f32)')!.bytes).toBe(sizeClass((4 * 151936 * 1536) / 64));
+    expect(item(p, 'embedding rows gathered on the host, their row ids')!.bytes).toBe(
+      sizeClass(2 * N * 1536) + sizeClass(4 * N),
+    );
+    // a tied model needs the table on the GPU for its 16-bit head: embeddingOnHost alone changes nothing
+    const base = planMemory(q15, seedRun('qlora', 4)).total;
+    expect(planMemory(q15, { ...seedRun('qlora', 4), embeddingOnHost: true }).total).toBe(base);
+    // full fine-tuning trains both matrices: the options do not apply
+    const full = { ...seedRun('lora', 1), method: 'full' as const };
+    expect(planMemory(q15, { ...full, headPrecision: 'nf4', embeddingOnHost: true }).total).toBe(
+      planMemory(q15, full).total,
+    );
+  });
+  it('untied 7B: the input embedding in host memory removes both row-split parts of it', () => {
+    const q7 = knownConfig('Qwen/Qwen2.5-7B-Instruct');
+    const base = planMemory(q7, seedRun('qlora', 1));
+    const host = planMemory(q7, { ...seedRun('qlora', 1), embeddingOnHost: true });
+    const embed = item(base, 'embed_tokens')!;
+    expect(embed.count).toBe(2);
+    expect(item(host, 'embed_tokens')).toBeUndefined();
+    expect(base.total - host.total).toBe(embed.bytes - sizeClass(2 * 256 * 3584) - sizeClass(4 * 256));
+  });
+  it('the four seed runs with every option: 1.5B QLoRA ≤ 1.47 GB (70 % of LLaMA-Factory) and 1.5B LoRA ≤ 3.6 GB', () => {
+    const totals = Object.fromEntries(
+      (
+        [
+          ['1.5B QLoRA bs4', 'Qwen/Qwen2.5-1.5B-Instruct', 'qlora', 4],
+          ['3B QLoRA bs1', 'Qwen/Qwen2.5-3B-Instruct', 'qlora', 1],
+          ['7B QLoRA bs1', 'Qwen/Qwen2.5-7B-Instruct', 'qlora', 1],
+          ['1.5B LoRA bs4', 'Qwen/Qwen2.5-1.5B-Instruct', 'lora', 4],
+        ] as const
+      ).map(([k, m, method, b]) => [
+        k,
+        [
+          planMemory(knownConfig(m), seedRun(method, b)).total,
+          planMemory(knownConfig(m), { ...seedRun(method, b), ...ALL_OPTIONS }).total,
+        ],
+      ]),
+    );
+    expect(totals['1.5B QLoRA bs4'][1]).toBeLessThanOrEqual(1.47e9);
+    expect(totals['1.5B LoRA bs4'][1]).toBeLessThanOrEqual(3.6e9);
+    for (const [before, after] of Object.values(totals)) expect(after).toBeLessThan(before * 0.9);
+  });
+});
+
+describe('auto-fit', () => {
+  const q15 = knownConfig('Qwen/Qwen2.5-1.5B-Instruct');
+  it('takes the steps in order until the plan fits, and its merged change reproduces the plan', () => {
+    const t: TrainPlanConfig = { method: 'qlora', batchSize: 8, seqLen: 512, gradientCheckpointing: false };
+    const budget = 1.6e9;
+    const r = fitPlan(q15, t, budget);
+    expect(r.fits).toBe(true);
+    expect(r.plan.total).toBeLessThanOrEqual(budget);
+    expect(planMemory(q15, { ...t, ...r.change }).total).toBe(r.plan.total);
+    const order = ['checkpointing', 'lossChunk', 'hostEmbedding', 'checkpointPrecision', 'batch', 'nf4Head'];
+    const kinds = r.chosen.map((c) => c.kind);
+    expect(kinds).toEqual(order.filter((k) => kinds.includes(k as never)));
+    expect(kinds[0]).toBe('checkpointing');
+    expect(kinds).not.toContain('hostEmbedding'); // tied: the head needs the table
+    // each step was needed: without the last one it would not fit
+    const without = { ...t };
+    for (const c of r.chosen.slice(0, -1)) Object.assign(without, c.change);
+    expect(planMemory(q15, without).total).toBeGreaterThan(budget);
+    // the method and cutoff_len stay the user's
+    expect(r.train.method).toBe('qlora');
+    expect(r.train.seqLen).toBe(512);
+  });
+  it('a budget that already fits changes nothing; an impossible one returns the smallest plan, not fitting', () => {
+    const t = seedRun('qlora', 4);
+    expect(fitPlan(q15, t, 10e9).chosen).toEqual([]);
+    const tiny = fitPlan(q15, t, 1e8);
+    expect(tiny.fits).toBe(false);
+    expect(tiny.train.batchSize).toBe(1);
+    expect(tiny.train.headPrecision).toBe('nf4');
+  });
+  it('the next smaller plan after an out-of-memory error is strictly smaller, until none is left', () => {
+    let t = { ...seedRun('qlora', 4), gradientCheckpointing: false };
+    const seen: number[] = [planMemory(q15, t).total];
+    for (let i = 0; i < 20; i++) {
+      const n = nextSmallerPlan(q15, t);
+      if (!n) break;
+      expect(n.plan.total).toBeLessThan(seen[seen.length - 1]);
+      seen.push(n.plan.total);
+      t = n.train;
+    }
+    expect(nextSmallerPlan(q15, t)).toBeNull();
+    expect(seen.length).toBeGreaterThan(5);
+  });
+  it('the studio applies an auto-fit suggestion to its settings, and the run plans what was suggested', () => {
+    const c = structuredClone(DEFAULT_TRAIN_CONFIG) as TrainConfig;
+    c.finetuningType = 'lora';
+    c.quantization = { bits: 4, type: 'nf4', doubleQuantization: true };
+    c.cutoffLen = 256;
+    c.perDeviceTrainBatchSize = 4;
+    c.gradientAccumulationSteps = 2;
+    const input = memoryPlanInput(planRun(c), c.cutoffLen);
+    const p = planMemory(q15, input);
+    const s = p.suggestions(1.4e9).find((x) => x.kind === 'autofit')!;
+    expect(s).toBeDefined();
+    applyPlanChange(c, s.change as Parameters<typeof applyPlanChange>[1]);
+    expect(c.perDeviceTrainBatchSize * c.gradientAccumulationSteps).toBe(8);
+    const after = planMemory(q15, memoryPlanInput(planRun(c), c.cutoffLen));
+    expect(after.total).toBe(s.total);
+    expect(planRun(c).load.head).toBe(s.change.headPrecision === 'nf4' ? 'nf4' : undefined);
   });
 });

@@ -12,7 +12,7 @@ import type { LoraAdapter } from '../ops/lora.ts';
 import { mergeLora, mergeRowsPerChunk } from '../ops/merge.ts';
 import { isNf4, type Nf4Weight } from '../ops/nf4.ts';
 import { expectedWeights, type ModelConfig } from '../model/config.ts';
-import { isRowSplit, type ModelWeight } from '../model/model.ts';
+import { isHostWeight, isRowSplit, type ModelWeight } from '../model/model.ts';
 import {
   DEFAULT_MAX_SHARD_BYTES,
   indexJson,
@@ -235,7 +235,14 @@ export function mergedTensors(
     if (ad) used.add(moduleName);
     const gpu = model.gpu;
     let data: () => AsyncIterable<Uint8Array>;
-    if (isRowSplit(weight)) {
+    if (isHostWeight(weight)) {
+      // The embedding kept in host memory: the checkpoint's own bytes, converted chunk by chunk.
+      if (ad) throw new ExportError(`${w.name} is kept in host memory and cannot carry an adapter`);
+      data = async function* () {
+        for (let at = 0; at < weight.bytes.byteLength; at += READ_CHUNK)
+          yield convertBytes(weight.bytes.subarray(at, at + READ_CHUNK), weight.dtype, dtype);
+      };
+    } else if (isRowSplit(weight)) {
       if (ad) throw new ExportError(`${w.name} is split by rows and cannot carry an adapter`);
       data = async function* () {
         for (const p of weight.parts) yield* denseChunks(gpu, p.tensor, dtype);

@@ -6,7 +6,11 @@
 //   logits = lm_head(norm(h)), loss = Σ CE(shifted labels) · (1/count in the accumulation window)
 // LoRA is added to any linear layer; q/k/v biases (Qwen2) via a rank-1 matmul with a ones
 // column; Qwen3 q/k RMSNorm over head_dim before RoPE. Gradient checkpointing keeps only each
-// layer's input and recomputes the layer in the backward.
+// layer's input and recomputes the layer in the backward; with checkpointPrecision 'bf16' those
+// inputs are kept as bf16 (half the bytes) and the forward itself continues from the rounded
+// value, so the recomputed layer sees exactly what the forward saw and the gradients stay those of
+// the computed loss (the residual stream is rounded to bf16 at each layer boundary, as it is in a
+// bf16 PyTorch run; all math stays f32).
 import type { Gpu } from '../gpu/device.ts';
 import { Recorder } from '../gpu/recorder.ts';
 import type { Tensor } from '../gpu/tensor.ts';
@@ -32,6 +36,7 @@ import {
 import { matmul } from '../ops/matmul.ts';
 import { MATVEC_MAX_ROWS, matvec } from '../ops/matvec.ts';
 import type { Nf4Weight } from '../ops/nf4.ts';
+import { packBf16, unpackBf16 } from '../ops/pack16.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
 import { ropeBackward, ropeForward } from '../ops/rope.ts';
 import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
@@ -39,6 +44,8 @@ import { labelRuns, type HostBatch } from './batch.ts';
 import { checkSequenceLength, computeInvFreq, linearShape, type LinearModule, type ModelConfig } from './config.ts';
 import {
   LINEAR_MODULES,
+  gatherHostRows,
+  isHostWeight,
   isRowSplit,
   modulePrefix,
   type LoraModuleState,
@@ -53,6 +60,8 @@ export const LOGITS_CHUNK_BYTES = 64 << 20;
 export interface DecoderOptions {
   /** Recompute each layer in the backward instead of keeping its activations. */
   checkpointing?: boolean;
+  /** With checkpointing: storage of the kept layer inputs (default f32); see the header. */
+  checkpointPrecision?: CheckpointPrecision;
   /** Train every base weight (full fine-tuning; weights must be f32 and not split). */
   full?: boolean;
   /** Rows per logits chunk (default: as many as fit in 64 MiB). */
@@ -60,6 +69,8 @@ export interface DecoderOptions {
   /** Forward only (generation): no gradient buffers. */
   inference?: boolean;
 }
+
+export type CheckpointPrecision = 'f32' | 'bf16';
 
 /** Per-layer activations (what the backward reads). */
 interface LayerActs {
@@ -132,7 +143,7 @@ export class Decoder {
     if (opts.full) {
       for (const [name, w] of model.weights) {
         if (name === 'lm_head.weight' && w === model.weights.get('model.embed_tokens.weight')) continue;
-        if (isRowSplit(w) || (w as Nf4Weight).kind === 'nf4' || (w as Tensor).dtype !== 'f32') {
+        if (isRowSplit(w) || isHostWeight(w) || (w as Nf4Weight).kind === 'nf4' || (w as Tensor).dtype !== 'f32') {
           throw new Error(
             `full fine-tuning needs f32 weights in single buffers; ${name} is not (load with computeDType 'f32')`,
           );
@@ -550,8 +561,11 @@ export class Decoder {
     const normGrad = (name: string) => this.grads.get(name);
     // MLP
     await this.linearBackward(rec, p, l, 'down_proj', a.act, dh, s.dAct, a, false);
-    await swigluBackward(rec, { gate: a.gate, up: a.up, dy: s.dAct, dGate: s.dGate, dUp: s.dUp, rows: N, width: I });
-    await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, s.dGate, s.dXn, a, false);
+    // silu(gate)·up is not read again once down_proj's gradients are made: dGate takes its buffer
+    // (one [N, intermediate] scratch fewer).
+    const dGate = a.act;
+    await swigluBackward(rec, { gate: a.gate, up: a.up, dy: s.dAct, dGate, dUp: s.dUp, rows: N, width: I });
+    await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, dGate, s.dXn, a, false);
     await this.linearBackward(rec, p, l, 'up_proj', a.xn2, s.dUp, s.dXn, a, true);
     const ln2 = `${pre}.post_attention_layernorm.weight`;
     await rmsnormBackward(rec, {
@@ -658,6 +672,31 @@ export class Decoder {
     const c = this.c;
     const N = p.hb.N;
     const W = this.model.embedding;
+    if (isHostWeight(W)) {
+      // Only the batch's rows reach the GPU: gathered here, then looked up as a table of N rows
+      // (the NEFTune noise hashes the output element, so it is the same as from the full table).
+      const rows = uploadTensor(
+        this.gpu,
+        gatherHostRows(W, p.hb.ids),
+        tensorSpec(W.dtype, [N, c.hiddenSize], 'activations', 'embed.rows(host)'),
+      );
+      const local = uploadTensor(
+        this.gpu,
+        Int32Array.from({ length: N }, (_, n) => n),
+        tensorSpec('i32', [N], 'activations', 'embed.row_ids'),
+      );
+      this.deferred.push(rows, local);
+      await embeddingForward(rec, {
+        ids: local,
+        weight: rows,
+        out,
+        tokens: N,
+        vocab: N,
+        hidden: c.hiddenSize,
+        neftune: p.neftune,
+      });
+      return;
+    }
     if (!isRowSplit(W)) {
       await embeddingForward(rec, {
         ids: p.ids,
@@ -833,29 +872,46 @@ export class Decoder {
     const H = c.hiddenSize;
     const L = c.numLayers;
     const ckpt = !!this.opts.checkpointing;
+    // bf16 checkpoints: one f32 working copy of the residual stream (each layer updates it in
+    // place) and every layer input h0..hL kept as bf16. Otherwise h0..hL in f32.
+    const ck16 = ckpt && this.opts.checkpointPrecision === 'bf16';
     const hs: Tensor[] = [];
-    for (let l = 0; l <= L; l++) hs.push(this.zeros([N, H], `h${l}`, 'activations'));
+    const kept: Tensor[] = [];
+    if (ck16) {
+      hs.push(this.zeros([N, H], 'h(f32 working copy)', 'activations'));
+      for (let l = 0; l <= L; l++)
+        kept.push(createTensor(this.gpu, tensorSpec('bf16', [N, H], 'activations', `h${l}(bf16)`)));
+    } else for (let l = 0; l <= L; l++) hs.push(this.zeros([N, H], `h${l}`, 'activations'));
+    const hAt = (l: number) => (ck16 ? hs[0] : hs[l]);
+    // Keep h_l as bf16 and continue from the rounded value (what the recompute will start from).
+    const keep = async (l: number) => {
+      await packBf16(rec, { src: hs[0], dst: kept[l], n: N * H });
+      await unpackBf16(rec, { src: kept[l], dst: hs[0], n: N * H });
+    };
     const acts: LayerActs[] = [];
     const shared = ckpt ? this.allocActs(N, 'activations', 'layer(recompute)') : null;
     const s = this.allocBackScratch(N);
     try {
-      await this.embed(rec, p, hs[0]);
+      await this.embed(rec, p, hAt(0));
+      if (ck16) await keep(0);
       for (let l = 0; l < L; l++) {
         const a = shared ?? this.allocActs(N, 'activations', `layer${l}`);
         this.allocLoraWs(a, l, N);
         if (!shared) acts.push(a);
-        await this.layerForward(rec, p, l, hs[l], hs[l + 1], a);
+        // In place with bf16 checkpoints: layerForward reads hIn only before it first writes hOut.
+        await this.layerForward(rec, p, l, hAt(l), hAt(l + 1), a);
+        if (ck16) await keep(l + 1);
       }
       // Final norm, logits in chunks, loss, dLogits in place, dxf.
       const xf = this.zeros([N, H], 'xf', 'activations');
       const rstdF = this.zeros([N], 'rstd_f', 'activations');
       this.deferred.push(xf, rstdF);
       const normW = this.model.tensor('model.norm.weight');
-      await rmsnormForward(rec, { x: hs[L], weight: normW, y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
+      await rmsnormForward(rec, { x: hAt(L), weight: normW, y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
       rec.clear(s.dxf);
       await this.lossChunks(rec, p, xf, s.dxf, loss, true, capture?.logits);
       await rmsnormBackward(rec, {
-        x: hs[L],
+        x: hAt(L),
         rstd: rstdF,
         weight: normW,
         dy: s.dxf,
@@ -870,9 +926,13 @@ export class Decoder {
         const a = shared ?? acts[l];
         if (shared) {
           this.allocLoraWs(a, l, N);
-          await this.layerForward(rec, p, l, hs[l], hs[l + 1], a);
+          if (ck16) {
+            // The layer's output is not needed again: dxf (free after the loss) takes it.
+            await unpackBf16(rec, { src: kept[l], dst: hs[0], n: N * H });
+            await this.layerForward(rec, p, l, hs[0], s.dxf, a);
+          } else await this.layerForward(rec, p, l, hs[l], hs[l + 1], a);
         }
-        await this.layerBackward(rec, p, l, hs[l], a, s.dh, s, l > 0 || this.grads.has('model.embed_tokens.weight'));
+        await this.layerBackward(rec, p, l, hAt(l), a, s.dh, s, l > 0 || this.grads.has('model.embed_tokens.weight'));
       }
       const dEmbed = this.grads.get('model.embed_tokens.weight');
       if (dEmbed) {
@@ -902,6 +962,7 @@ export class Decoder {
     } finally {
       const release = () => {
         hs.forEach((t) => releaseTensor(this.gpu, t));
+        kept.forEach((t) => releaseTensor(this.gpu, t));
         acts.forEach((a) => this.releaseActs(a));
         if (shared) this.releaseActs(shared);
         this.releaseBackScratch(s);
@@ -1052,7 +1113,6 @@ export class Decoder {
       dxf: t([N, H], 'dxf'),
       dXn: t([N, H], 'dxn'),
       dAct: t([N, I], 'dact'),
-      dGate: t([N, I], 'dgate'),
       dUp: t([N, I], 'dup'),
       dO: t([N, QD], 'do'),
       dq: t([N, QD], 'dq'),
@@ -1087,7 +1147,6 @@ interface BackScratch {
   dxf: Tensor;
   dXn: Tensor;
   dAct: Tensor;
-  dGate: Tensor;
   dUp: Tensor;
   dO: Tensor;
   dq: Tensor;

@@ -2,7 +2,10 @@
 // every linear layer is quantized on the GPU right after upload (QLoRA); pre-quantized
 // bitsandbytes 4-bit checkpoints (`*-bnb-4bit`) load directly (the QuantState layout of
 // bitsandbytes/functional.py QuantState.as_dict / from_dict; see src/engine/ops/nf4.ts). Tensors
-// larger than one storage binding are split by rows (embedding / lm_head only).
+// larger than one storage binding are split by rows (embedding / lm_head only). Two memory
+// options move the vocabulary-sized matrices: `head: 'nf4'` stores the output head as NF4 on the
+// GPU (a tied embedding then stays in host memory for the input lookup), `embeddingOnHost` keeps an
+// untied model's input embedding in host memory (only the batch's rows are uploaded).
 import type { Gpu } from '../gpu/device.ts';
 import { withErrorScopes } from '../gpu/errors.ts';
 import { fmtBytes } from '../gpu/pool.ts';
@@ -10,9 +13,9 @@ import { Recorder } from '../gpu/recorder.ts';
 import { storageBytes, type DType, type Tensor } from '../gpu/tensor.ts';
 import { createTensor, releaseTensor, tensorSpec, uploadTensor, writeTensor } from '../gpu/transfer.ts';
 import { fromF16 } from '../numeric/half.ts';
-import { nf4FromBnb, quantizeNf4, uploadNf4, type RawTensor } from '../ops/nf4.ts';
+import { nf4FromBnb, quantizeNf4, releaseNf4, uploadNf4, type Nf4Weight, type RawTensor } from '../ops/nf4.ts';
 import { SUPPORTED_ARCHITECTURES, checkWeights, computeInvFreq, expectedWeights, type ModelConfig } from './config.ts';
-import { Model, type RowSplitWeight } from './model.ts';
+import { Model, type HostWeight, type RowSplitWeight } from './model.ts';
 import type { WeightSource } from './weights.ts';
 
 export interface LoadOptions {
@@ -20,6 +23,13 @@ export interface LoadOptions {
   quantize?: 'nf4';
   /** With quantize: bitsandbytes double quantization of the block scales. */
   doubleQuant?: boolean;
+  /**
+   * Output head as NF4 (blocksize 64, f32 block scales) instead of 16-bit: LoRA/QLoRA only, the
+   * head is frozen there. With tied embeddings the 16-bit table stays in host memory for the input.
+   */
+  head?: 'nf4';
+  /** Untied models: keep the input embedding in host memory, upload only each batch's rows. */
+  embeddingOnHost?: boolean;
   /** 'f32' converts every weight to f32 (full fine-tuning trains f32 weights); default keeps the stored dtype. */
   computeDType?: 'f32' | 'stored';
   /** Override of the device's maxStorageBufferBindingSize (tests of the row split). */
@@ -67,6 +77,11 @@ export async function loadModel(
   const limit = Math.min(opts.maxBindingBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize);
   const wanted = expectedWeights(config).filter((w) => !(w.optional && !source.has(w.name)));
   const quantized = new Set(check.quantized);
+  if ((opts.head || opts.embeddingOnHost) && opts.computeDType === 'f32')
+    throw new Error('an NF4 head or a host-memory embedding needs LoRA/QLoRA: full fine-tuning trains both matrices');
+  const tied = config.tieWordEmbeddings;
+  // Host copy of the embedding: the input lookup of an untied model, or of a tied one whose head is NF4.
+  const embedOnHost = tied ? opts.head === 'nf4' : !!opts.embeddingOnHost;
   let loaded = 0;
   let loadedBytes = 0;
   try {
@@ -79,6 +94,12 @@ export async function loadModel(
         `loading ${name} (${fmtBytes(loadedBytes)} of weights already on the GPU)`,
         async () => {
           let bytes = 0;
+          if ((w.role === 'embed' && embedOnHost) || (w.role === 'lm-head' && !tied && opts.head === 'nf4')) {
+            const host = await hostWeight(source, name, w.shape as [number, number]);
+            if (w.role === 'embed') model.weights.set(name, host);
+            else model.weights.set(name, await quantizeHead(gpu, host, limit));
+            return host.bytes.byteLength;
+          }
           if (quantized.has(name)) {
             if (opts.computeDType === 'f32')
               throw new Error(
@@ -148,8 +169,13 @@ export async function loadModel(
         releaseAny(gpu, stored);
         model.notes.push('lm_head.weight stored in the checkpoint was replaced by the tied embedding');
       }
-      model.weights.set('lm_head.weight', model.get('model.embed_tokens.weight'));
-    }
+      const embed = model.get('model.embed_tokens.weight');
+      if (opts.head === 'nf4') {
+        model.weights.set('lm_head.weight', await quantizeHead(gpu, embed as HostWeight, limit));
+        model.notes.push('the tied output head is NF4 on the GPU; the 16-bit embedding stays in host memory');
+      } else model.weights.set('lm_head.weight', embed);
+    } else if (opts.head === 'nf4') model.notes.push('lm_head.weight quantized to NF4');
+    if (embedOnHost && !tied) model.notes.push('model.embed_tokens.weight kept in host memory');
     model.invFreq = uploadTensor(
       gpu,
       computeInvFreq(config),
@@ -172,6 +198,74 @@ function fileFor(source: WeightSource, _name: string): string {
 function releaseAny(gpu: Gpu, w: unknown): void {
   const t = w as Tensor;
   if (t && 'buf' in t) releaseTensor(gpu, t);
+  else if (t && (t as unknown as Nf4Weight).kind === 'nf4') releaseNf4(gpu, t as unknown as Nf4Weight);
+}
+
+async function hostWeight(source: WeightSource, name: string, shape: [number, number]): Promise<HostWeight> {
+  const dtype = DTYPE_OF[source.dtype(name)];
+  if (!dtype)
+    throw new Error(
+      `${source.fileOf(name)}: tensor "${name}" has dtype ${source.dtype(name)}; supported: F32, F16, BF16`,
+    );
+  const bytes = await source.read(name);
+  const expect = storageBytes(dtype, shape[0] * shape[1]);
+  if (Math.ceil(bytes.byteLength / 4) * 4 !== expect)
+    throw new Error(`${source.fileOf(name)}: tensor "${name}" gave ${bytes.byteLength} bytes, expected ${expect}`);
+  // A private, aligned copy: the gather views it as 16/32-bit rows.
+  return { kind: 'host', shape, dtype: dtype as HostWeight['dtype'], bytes: new Uint8Array(bytes), label: name };
+}
+
+/**
+ * NF4 output head from host bytes, quantized on the GPU in row chunks that each fit one binding
+ * (a 7B head is larger than one): each chunk's codes and block scales are copied into place.
+ * Block scales stay f32 (bitsandbytes' double quantization takes the mean over all blocks, which
+ * a chunk does not see); at 0.5 + 1/16 byte per weight.
+ */
+async function quantizeHead(gpu: Gpu, host: HostWeight, limit: number): Promise<Nf4Weight> {
+  const [V, H] = host.shape;
+  const blocksize = 64;
+  const label = host.label.replace('model.embed_tokens.weight', 'lm_head.weight');
+  // Chunks start on a block boundary and on a whole u32 word of codes.
+  const rowQuantum = blocksize / gcd(H, blocksize);
+  if ((V * H) % 8) throw new Error(`${label}: an NF4 head needs vocab × hidden divisible by 8, got ${V} × ${H}`);
+  const elem = host.dtype === 'f32' ? 4 : 2;
+  const rowsPer = Math.max(rowQuantum, Math.floor(Math.min(limit, 256 << 20) / (H * elem) / rowQuantum) * rowQuantum);
+  const nBlocks = Math.ceil((V * H) / blocksize);
+  const packed = createTensor(gpu, tensorSpec('nf4', [V, H], 'weights', `${label}.nf4`));
+  const absmax = createTensor(gpu, tensorSpec('f32', [nBlocks], 'weights', `${label}.absmax`));
+  try {
+    for (let r0 = 0; r0 < V; r0 += rowsPer) {
+      const rows = Math.min(rowsPer, V - r0);
+      const rowBytes = H * elem;
+      const src = uploadTensor(
+        gpu,
+        host.dtype === 'f32'
+          ? new Float32Array(host.bytes.buffer, host.bytes.byteOffset + r0 * rowBytes, rows * H)
+          : new Uint16Array(host.bytes.buffer, host.bytes.byteOffset + r0 * rowBytes, rows * H),
+        tensorSpec(host.dtype, [rows, H], 'scratch', `${label}[${r0}:${r0 + rows}]`),
+      );
+      const rec = new Recorder(gpu, `quantize ${label}`);
+      const { weight, scratch } = await quantizeNf4(rec, { src, label, category: 'scratch' });
+      const e0 = r0 * H;
+      rec.copy(weight.packed, 0, packed, e0 / 2, Math.ceil((rows * H) / 8) * 4);
+      rec.copy(weight.absmax, 0, absmax, (e0 / blocksize) * 4, Math.ceil((rows * H) / blocksize) * 4);
+      await rec.submit();
+      releaseTensor(gpu, src);
+      releaseNf4(gpu, weight);
+      scratch.forEach((t) => releaseTensor(gpu, t));
+    }
+  } catch (e) {
+    releaseTensor(gpu, packed);
+    releaseTensor(gpu, absmax);
+    throw e;
+  }
+  return { kind: 'nf4', shape: [V, H], blocksize, packed, absmax, dtype: TORCH_NAME[host.dtype], label };
+}
+
+const TORCH_NAME = { f32: 'float32', bf16: 'bfloat16', f16: 'float16' } as const;
+
+function gcd(a: number, b: number): number {
+  return b ? gcd(b, a % b) : a;
 }
 
 /** Host bytes of `gpuType` → f32 bytes. */

@@ -26,7 +26,38 @@ export interface RowSplitWeight {
   readonly label: string;
 }
 
-export type ModelWeight = Tensor | Nf4Weight | RowSplitWeight;
+/**
+ * A weight kept in host memory instead of on the GPU: the input embedding when only the batch's
+ * rows need to reach the GPU (untied models, or tied ones whose head is NF4 on the GPU). The
+ * bytes are the checkpoint's, row-major [vocab, hidden].
+ */
+export interface HostWeight {
+  readonly kind: 'host';
+  readonly shape: readonly [number, number];
+  readonly dtype: 'f32' | 'bf16' | 'f16';
+  readonly bytes: Uint8Array;
+  readonly label: string;
+}
+
+export type ModelWeight = Tensor | Nf4Weight | RowSplitWeight | HostWeight;
+
+export function isHostWeight(w: unknown): w is HostWeight {
+  return typeof w === 'object' && w !== null && (w as { kind?: unknown }).kind === 'host';
+}
+
+/** The rows ids[n] of a host weight, packed [ids.length, hidden] in its dtype (ready to upload). */
+export function gatherHostRows(w: HostWeight, ids: ArrayLike<number>): Uint16Array | Float32Array {
+  const [V, H] = w.shape;
+  const rowBytes = H * (w.dtype === 'f32' ? 4 : 2);
+  const out = new Uint8Array(ids.length * rowBytes);
+  for (let n = 0; n < ids.length; n++) {
+    const id = ids[n];
+    if (!Number.isInteger(id) || id < 0 || id >= V)
+      throw new Error(`${w.label}: token id ${id} at position ${n} is outside the vocabulary of ${V}`);
+    out.set(w.bytes.subarray(id * rowBytes, (id + 1) * rowBytes), n * rowBytes);
+  }
+  return w.dtype === 'f32' ? new Float32Array(out.buffer) : new Uint16Array(out.buffer);
+}
 
 export function isRowSplit(w: unknown): w is RowSplitWeight {
   return typeof w === 'object' && w !== null && (w as { kind?: unknown }).kind === 'rows';
@@ -35,6 +66,7 @@ export function isRowSplit(w: unknown): w is RowSplitWeight {
 export function weightLabel(w: ModelWeight): string {
   if (isNf4(w)) return `${w.label}[${w.shape.join('×')}:nf4]`;
   if (isRowSplit(w)) return `${w.label}[${w.shape.join('×')}:${w.dtype} in ${w.parts.length} row parts]`;
+  if (isHostWeight(w)) return `${w.label}[${w.shape.join('×')}:${w.dtype} in host memory]`;
   return describe(w);
 }
 
@@ -68,7 +100,8 @@ export class Model {
   linear(layer: number, m: LinearModule): Tensor | Nf4Weight {
     const name = `${modulePrefix(layer, m)}.weight`;
     const w = this.get(name);
-    if (isRowSplit(w)) throw new Error(`model: ${name} is split into row parts; only the embedding and lm_head may be`);
+    if (isRowSplit(w) || isHostWeight(w))
+      throw new Error(`model: ${name} is ${weightLabel(w)}; only the embedding and lm_head may be`);
     return w;
   }
 
@@ -79,16 +112,17 @@ export class Model {
 
   tensor(name: string): Tensor {
     const w = this.get(name);
-    if (isNf4(w) || isRowSplit(w)) throw new Error(`model: ${name} must be a plain tensor, it is ${weightLabel(w)}`);
+    if (isNf4(w) || isRowSplit(w) || isHostWeight(w))
+      throw new Error(`model: ${name} must be a plain tensor, it is ${weightLabel(w)}`);
     return w;
   }
 
-  get embedding(): Tensor | RowSplitWeight {
-    return this.get('model.embed_tokens.weight') as Tensor | RowSplitWeight;
+  get embedding(): Tensor | RowSplitWeight | HostWeight {
+    return this.get('model.embed_tokens.weight') as Tensor | RowSplitWeight | HostWeight;
   }
 
   get lmHead(): Tensor | Nf4Weight | RowSplitWeight {
-    return this.get('lm_head.weight');
+    return this.get('lm_head.weight') as Tensor | Nf4Weight | RowSplitWeight;
   }
 
   /** Total GPU bytes of the weights (tied tensors counted once). */
@@ -100,7 +134,7 @@ export class Model {
       seen.add(w);
       if (isNf4(w)) n += w.packed.buf.size + w.absmax.buf.size + (w.nested?.table.buf.size ?? 0);
       else if (isRowSplit(w)) n += w.parts.reduce((a, p) => a + p.tensor.buf.size, 0);
-      else n += w.buf.size;
+      else if (!isHostWeight(w)) n += w.buf.size;
     }
     return n;
   }
@@ -114,7 +148,7 @@ export class Model {
       seen.add(w);
       if (isNf4(w)) releaseNf4(this.gpu, w);
       else if (isRowSplit(w)) w.parts.forEach((p) => releaseTensor(this.gpu, p.tensor));
-      else releaseTensor(this.gpu, w);
+      else if (!isHostWeight(w)) releaseTensor(this.gpu, w);
     }
     this.weights.clear();
     if (this.invFreq) releaseTensor(this.gpu, this.invFreq);

@@ -31,6 +31,12 @@ export interface TrainPlanConfig {
   doubleQuant?: boolean;
   nf4Blocksize?: number;
   gradientCheckpointing: boolean;
+  /** With checkpointing: layer inputs kept as bf16 (one f32 working copy of the residual stream). */
+  checkpointPrecision?: 'f32' | 'bf16';
+  /** Output head as NF4 on the GPU (load.ts head 'nf4'); a tied embedding then lives in host memory. */
+  headPrecision?: '16bit' | 'nf4';
+  /** Untied models: input embedding in host memory, only the batch's rows uploaded (load.ts embeddingOnHost). */
+  embeddingOnHost?: boolean;
   /** Storage dtype of the checkpoint's 16-bit weights; default from config.torch_dtype (bf16 when absent). */
   weightDtype?: WeightDtype;
   /** Logit rows computed at once by the chunked cross entropy (default: as many as fit in 64 MiB, as the decoder). */
@@ -48,7 +54,16 @@ export interface PlanItem {
   bytes: number;
 }
 
-export type SuggestionKind = 'checkpointing' | 'qlora' | 'batch' | 'cutoff';
+export type SuggestionKind =
+  | 'checkpointing'
+  | 'qlora'
+  | 'batch'
+  | 'cutoff'
+  | 'lossChunk'
+  | 'hostEmbedding'
+  | 'checkpointPrecision'
+  | 'nf4Head'
+  | 'autofit';
 
 export interface Suggestion {
   kind: SuggestionKind;
@@ -183,7 +198,14 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
     } else L.add('weights', what, tb(wType, numel), n);
     if (full) for (let i = 0; i < n; i++) trainableTensors.push(numel);
   };
-  dense('embed_tokens', [V, H], 1, true);
+  const nf4Head = !full && train.headPrecision === 'nf4';
+  const hostEmbed = !full && (c.tieWordEmbeddings ? nf4Head : !!train.embeddingOnHost);
+  // NF4 head (load.ts quantizeHead): codes and f32 block scales of 64, no double quantization.
+  const headNf4 = () => {
+    L.add('weights', 'lm_head (NF4 codes)', tb('nf4', V * H));
+    L.add('weights', 'lm_head NF4 absmax (f32)', tb('f32', Math.ceil((V * H) / 64)));
+  };
+  if (!hostEmbed) dense('embed_tokens', [V, H], 1, true);
   dense('norms', [H], 2 * layers + 1);
   if (c.qkNorm) dense('q/k norms', [D], 2 * layers);
   for (const m of LINEARS) {
@@ -198,8 +220,9 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
     } else dense(`linear weights (${wType})`, [o, i], layers);
   }
   for (const m of biasModules) dense('biases', [linearShape(c, m)[0]], layers);
-  // lm_head stays unquantized (bitsandbytes / LLaMA-Factory skip it); a tied head is the embedding.
-  if (!c.tieWordEmbeddings) dense('lm_head', [V, H], 1, true);
+  // lm_head stays unquantized unless asked (bitsandbytes / LLaMA-Factory skip it); a tied head is the embedding.
+  if (nf4Head) headNf4();
+  else if (!c.tieWordEmbeddings) dense('lm_head', [V, H], 1, true);
   L.add('weights', 'RoPE inv_freq', tb('f32', D / 2));
 
   // ---- adapters (model.ts attachLora), gradients (decoder grads + the trainer's flat arena),
@@ -222,8 +245,16 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   //      per-layer saved tensors (one recomputed set with gradient checkpointing), final norm
   const needOnes = biasModules.length > 0;
   L.add('activations', 'input ids, positions, segments, labels', tb('i32', N), 4);
+  if (hostEmbed) {
+    L.add('activations', 'embedding rows gathered on the host, their row ids', tb(wType, N * H));
+    L.add('activations', 'embedding rows gathered on the host, their row ids', tb('i32', N));
+  }
   if (needOnes) L.add('activations', 'ones column (biases)', tb('f32', N));
-  L.add('activations', 'residual stream h0..hL', tb('f32', N * H), layers + 1);
+  const ck16 = train.gradientCheckpointing && train.checkpointPrecision === 'bf16';
+  if (ck16) {
+    L.add('activations', 'layer inputs h0..hL (bf16 checkpoints)', tb('bf16', N * H), layers + 1);
+    L.add('activations', 'residual stream (f32 working copy)', tb('f32', N * H));
+  } else L.add('activations', 'residual stream h0..hL', tb('f32', N * H), layers + 1);
   const sets = train.gradientCheckpointing ? 1 : layers;
   const what = train.gradientCheckpointing ? 'recomputed layer' : 'saved layers';
   L.add('activations', `${what}: normed inputs`, tb('f32', N * H), 2 * sets);
@@ -247,7 +278,8 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   // ---- scratch: backward temporaries, the loss chunk, attention backward scratch, trainer state
   L.add('scratch', 'LoRA dY·B', tb('f32', N * rank), targets.length * sets);
   L.add('scratch', 'backward: dh, dxf, dX', tb('f32', N * H), 3);
-  L.add('scratch', 'backward: dAct, dGate, dUp', tb('f32', N * I), 3);
+  // dGate reuses the saved silu(gate)·up (decoder.ts layerBackward)
+  L.add('scratch', 'backward: dAct, dUp', tb('f32', N * I), 2);
   L.add('scratch', 'backward: dO, dQ', tb('f32', N * QD), 2);
   L.add('scratch', 'backward: dK, dV', tb('f32', N * KD), 2);
   if (c.qkNorm) {
@@ -276,7 +308,9 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const fwd = 2 + 7 + biases + 2 * nL + 1 + 1 + 1 + (c.qkNorm ? 2 : 0);
   const bwd = 7 + 4 * nL + 1 + 2 + 4 + 1 + (c.qkNorm ? 2 : 0) + (full ? 7 + biases + 4 : 0);
   const chunks = train.batchSize * Math.ceil((T - 1) / chunk);
-  const dispatches = 1 + layers * (fwd * (train.gradientCheckpointing ? 2 : 1) + bwd) + 2 + chunks * 4 + 2;
+  // bf16 checkpoints: pack + unpack of each kept input in the forward, one unpack per layer in the backward
+  const packs = ck16 ? 2 * (layers + 1) + layers : 0;
+  const dispatches = 1 + layers * (fwd * (train.gradientCheckpointing ? 2 : 1) + bwd) + 2 + chunks * 4 + 2 + packs;
   const arenas = Math.ceil((dispatches * UNIFORM_SLOT_BYTES) / UNIFORM_ARENA_BYTES);
   L.addRaw('scratch', 'uniform parameter arenas (≈ one slot per dispatch)', arenas * UNIFORM_ARENA_BYTES, arenas);
 
@@ -291,6 +325,110 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   };
 }
 
+/** Logit rows per loss chunk the memory options and auto-fit use (16 × a 152k vocabulary = 9.7 MB of f32). */
+export const SMALL_LOSS_CHUNK_ROWS = 16;
+
+/** One memory step auto-fit can take, least costly first (speed, then exactness). */
+interface FitStep {
+  kind: SuggestionKind;
+  label: string;
+  /** The change, or null when it does not apply to this run. */
+  change(m: ModelConfig, t: TrainPlanConfig): Partial<TrainPlanConfig> | null;
+}
+
+const FIT_STEPS: readonly FitStep[] = [
+  {
+    kind: 'checkpointing',
+    label: 'turn on gradient checkpointing',
+    change: (_m, t) => (t.gradientCheckpointing ? null : { gradientCheckpointing: true }),
+  },
+  {
+    kind: 'lossChunk',
+    label: `compute the loss over ${SMALL_LOSS_CHUNK_ROWS} logit rows at a time`,
+    change: (m, t) =>
+      (t.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * m.vocabSize))) > SMALL_LOSS_CHUNK_ROWS
+        ? { lossChunkRows: SMALL_LOSS_CHUNK_ROWS }
+        : null,
+  },
+  {
+    kind: 'hostEmbedding',
+    label: 'keep the input embedding in host memory (only each batch’s rows go to the GPU)',
+    change: (m, t) =>
+      t.method !== 'full' && !m.tieWordEmbeddings && !t.embeddingOnHost ? { embeddingOnHost: true } : null,
+  },
+  {
+    kind: 'checkpointPrecision',
+    label: 'keep checkpointed layer inputs as bf16 (math stays f32)',
+    change: (_m, t) =>
+      t.gradientCheckpointing && t.checkpointPrecision !== 'bf16' ? { checkpointPrecision: 'bf16' } : null,
+  },
+  {
+    kind: 'batch',
+    label: 'halve the micro-batch (gradient accumulation keeps the effective batch)',
+    change: (_m, t) => (t.batchSize > 1 ? { batchSize: Math.floor(t.batchSize / 2) } : null),
+  },
+  {
+    kind: 'nf4Head',
+    label: 'store the output head as NF4 (4-bit)',
+    change: (_m, t) => (t.method !== 'full' && t.headPrecision !== 'nf4' ? { headPrecision: 'nf4' } : null),
+  },
+];
+
+export interface FitResult {
+  /** The settings that fit (or the smallest plan reachable when nothing fits). */
+  train: TrainPlanConfig;
+  plan: MemoryPlan;
+  /** Everything changed against the input, merged (apply it as one suggestion). */
+  change: Partial<TrainPlanConfig>;
+  /** The steps taken, in order, with their labels. */
+  chosen: { kind: SuggestionKind; label: string; change: Partial<TrainPlanConfig> }[];
+  fits: boolean;
+}
+
+/**
+ * Auto-fit: from `train`, takes the memory steps in FIT_STEPS order (the micro-batch halves as
+ * often as needed before the head goes to NF4) until the plan fits `budgetBytes`. The method and
+ * cutoff_len are the user's and never change here. Pure arithmetic, like planMemory.
+ */
+export function fitPlan(model: ModelConfig, train: TrainPlanConfig, budgetBytes: number): FitResult {
+  let t = { ...train };
+  let plan = planMemory(model, t);
+  const chosen: FitResult['chosen'] = [];
+  for (const step of FIT_STEPS) {
+    for (;;) {
+      if (plan.total <= budgetBytes) break;
+      const change = step.change(model, t);
+      if (!change) break;
+      const next = { ...t, ...change };
+      const p = planMemory(model, next);
+      if (p.total >= plan.total) break;
+      t = next;
+      plan = p;
+      const label =
+        step.kind === 'batch'
+          ? `lower the micro-batch to ${t.batchSize} (gradient accumulation keeps the effective batch)`
+          : step.label;
+      const last = chosen[chosen.length - 1];
+      if (last?.kind === step.kind) Object.assign(last, { label, change: { ...last.change, ...change } });
+      else chosen.push({ kind: step.kind, label, change });
+      if (step.kind !== 'batch') break;
+    }
+  }
+  const change: Partial<TrainPlanConfig> = {};
+  for (const c of chosen) Object.assign(change, c.change);
+  return { train: t, plan, change, chosen, fits: plan.total <= budgetBytes };
+}
+
+/**
+ * The next smaller plan after an out-of-memory error at `train`: auto-fit to just below its own
+ * predicted total (one more step), or null when no step is left.
+ */
+export function nextSmallerPlan(model: ModelConfig, train: TrainPlanConfig): FitResult | null {
+  const now = planMemory(model, train).total;
+  const r = fitPlan(model, train, now - 1);
+  return r.chosen.length ? r : null;
+}
+
 function suggest(model: ModelConfig, t: TrainPlanConfig, total: number, budget: number): Suggestion[] {
   const out: Suggestion[] = [];
   const tryChange = (kind: SuggestionKind, label: string, change: Partial<TrainPlanConfig>) => {
@@ -300,6 +438,11 @@ function suggest(model: ModelConfig, t: TrainPlanConfig, total: number, budget: 
   };
   if (!t.gradientCheckpointing)
     tryChange('checkpointing', 'turn on gradient checkpointing', { gradientCheckpointing: true });
+  for (const step of FIT_STEPS) {
+    if (step.kind === 'checkpointing' || step.kind === 'batch') continue;
+    const change = step.change(model, t);
+    if (change) tryChange(step.kind, step.label, change);
+  }
   if (t.method === 'lora') tryChange('qlora', 'turn on QLoRA (4-bit NF4 base weights)', { method: 'qlora' });
   // smallest batch / cutoff that fits, else the halved value
   for (let b = Math.floor(t.batchSize / 2); b >= 1; b = Math.floor(b / 2)) {
@@ -320,6 +463,17 @@ function suggest(model: ModelConfig, t: TrainPlanConfig, total: number, budget: 
       break;
     }
   }
+  // Auto-fit: every step needed at once, when more than one is (one step alone is listed above).
+  const fit = fitPlan(model, t, budget);
+  if (total > budget && fit.chosen.length > 1)
+    out.push({
+      kind: 'autofit',
+      label: `fit automatically: ${fit.chosen.map((c) => c.label).join('; ')}`,
+      change: fit.change,
+      total: fit.plan.total,
+      saves: total - fit.plan.total,
+      fits: fit.fits,
+    });
   return out.sort((a, b) => Number(b.fits) - Number(a.fits) || b.saves - a.saves);
 }
 

@@ -79,12 +79,27 @@ export interface TrainConfig {
   seed: number;
   gradientCheckpointing: boolean;
   neftuneNoiseAlpha: number | null;
+  /** Tabtune's own keys: GPU-memory options (absent = the engine's defaults); see MemoryOptions. */
+  memory?: MemoryOptions;
   /** A checkpoint folder, `true` for the last checkpoint in output_dir (transformers' convention), or null. */
   resumeFromCheckpoint: string | true | null;
   /** Kept so the YAML we write back says what the user asked for (compute is f32 here). */
   bf16: boolean;
   fp16: boolean;
   plotLoss: boolean;
+}
+
+/**
+ * How a run saves GPU memory beyond LLaMA-Factory's knobs (Tabtune's own YAML keys):
+ * checkpoint_precision (bf16 layer inputs under gradient checkpointing), head_precision (nf4:
+ * the output head as NF4, a tied embedding then in host memory), embedding_on_host (untied models:
+ * the input embedding in host memory) and loss_chunk_rows (logit rows computed at once).
+ */
+export interface MemoryOptions {
+  checkpointPrecision?: 'f32' | 'bf16';
+  headPrecision?: '16bit' | 'nf4';
+  embeddingOnHost?: boolean;
+  lossChunkRows?: number;
 }
 
 export interface ExportConfig {
@@ -210,6 +225,10 @@ const TRAIN_KEYS: Record<string, Kind> = {
   gradient_checkpointing: 'bool',
   disable_gradient_checkpointing: 'bool',
   neftune_noise_alpha: 'float',
+  checkpoint_precision: 'str',
+  head_precision: 'str',
+  embedding_on_host: 'bool',
+  loss_chunk_rows: 'int',
   resume_from_checkpoint: 'str',
   pref_beta: 'float',
   pref_ftx: 'float',
@@ -512,6 +531,25 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     ? v.float('neftune_noise_alpha', 0, (x) => (x >= 0 ? null : 'must be ≥ 0'))
     : null;
   if (stage === 'dpo' && neft) v.fail('neftune_noise_alpha', 'is not supported with stage dpo');
+  const memory: MemoryOptions = {};
+  if (v.has('checkpoint_precision')) {
+    const x = v.str('checkpoint_precision', 'f32');
+    if (x !== 'f32' && x !== 'bf16') v.fail('checkpoint_precision', `must be f32 or bf16, got ${JSON.stringify(x)}`);
+    memory.checkpointPrecision = x as 'f32' | 'bf16';
+  }
+  if (v.has('head_precision')) {
+    const x = v.str('head_precision', '16bit');
+    if (x !== '16bit' && x !== 'nf4') v.fail('head_precision', `must be 16bit or nf4, got ${JSON.stringify(x)}`);
+    if (x === 'nf4' && ft === 'full')
+      v.fail('head_precision', 'nf4 needs finetuning_type: lora (full fine-tuning trains the head)');
+    memory.headPrecision = x as '16bit' | 'nf4';
+  }
+  if (v.has('embedding_on_host')) {
+    memory.embeddingOnHost = v.bool('embedding_on_host', false);
+    if (memory.embeddingOnHost && ft === 'full')
+      v.fail('embedding_on_host', 'needs finetuning_type: lora (full fine-tuning trains the embedding)');
+  }
+  if (v.has('loss_chunk_rows')) memory.lossChunkRows = v.int('loss_chunk_rows', 0, 1);
 
   const config: TrainConfig = {
     stage,
@@ -552,6 +590,7 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     seed: v.int('seed', 42, 0),
     gradientCheckpointing,
     neftuneNoiseAlpha: neft,
+    ...(Object.keys(memory).length ? { memory } : {}),
     resumeFromCheckpoint: resumeFrom(v),
     bf16: typeof v.raw.bf16 === 'boolean' ? v.raw.bf16 : false,
     fp16: typeof v.raw.fp16 === 'boolean' ? v.raw.fp16 : false,
@@ -721,6 +760,10 @@ export function trainConfigToYaml(c: TrainConfig): string {
   kv('adam_epsilon', yamlFloat(c.adamEpsilon));
   kv('seed', String(c.seed));
   if (c.neftuneNoiseAlpha !== null) kv('neftune_noise_alpha', yamlFloat(c.neftuneNoiseAlpha));
+  if (c.memory?.checkpointPrecision) kv('checkpoint_precision', c.memory.checkpointPrecision);
+  if (c.memory?.headPrecision) kv('head_precision', c.memory.headPrecision);
+  if (c.memory?.embeddingOnHost !== undefined) kv('embedding_on_host', String(c.memory.embeddingOnHost));
+  if (c.memory?.lossChunkRows !== undefined) kv('loss_chunk_rows', String(c.memory.lossChunkRows));
   if (c.bf16) kv('bf16', 'true');
   if (c.fp16) kv('fp16', 'true');
   if (c.valSize > 0) {

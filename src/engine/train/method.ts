@@ -493,7 +493,16 @@ export function trainConfigFromLegacyMethod(m: Record<string, unknown>): TrainCo
 /** Applies a memory-plan suggestion (planMemory's `change`) to the settings, keeping the effective batch. */
 export function applyPlanChange(
   c: TrainConfig,
-  change: { method?: Method; batchSize?: number; seqLen?: number; gradientCheckpointing?: boolean },
+  change: {
+    method?: Method;
+    batchSize?: number;
+    seqLen?: number;
+    gradientCheckpointing?: boolean;
+    checkpointPrecision?: 'f32' | 'bf16';
+    headPrecision?: '16bit' | 'nf4';
+    embeddingOnHost?: boolean;
+    lossChunkRows?: number;
+  },
 ): void {
   if (change.method) setMethod(c, change.method);
   if (typeof change.batchSize === 'number') {
@@ -504,4 +513,11 @@ export function applyPlanChange(
   }
   if (typeof change.seqLen === 'number') c.cutoffLen = change.seqLen;
   if (typeof change.gradientCheckpointing === 'boolean') c.gradientCheckpointing = change.gradientCheckpointing;
+  // The GPU-memory options (Tabtune's own YAML keys checkpoint_precision, head_precision, …).
+  const memory = { ...c.memory };
+  if (change.checkpointPrecision) memory.checkpointPrecision = change.checkpointPrecision;
+  if (change.headPrecision) memory.headPrecision = change.headPrecision;
+  if (typeof change.embeddingOnHost === 'boolean') memory.embeddingOnHost = change.embeddingOnHost;
+  if (typeof change.lossChunkRows === 'number') memory.lossChunkRows = change.lossChunkRows;
+  if (Object.keys(memory).length) c.memory = memory;
 }

@@ -24,7 +24,7 @@ export type PrepareSpec = Required<
 export interface RunPlan {
   method: Method;
   /** How the base model goes onto the GPU (also the key of a loaded model: equal options, same weights). */
-  load: Pick<LoadOptions, 'quantize' | 'doubleQuant' | 'computeDType'>;
+  load: Pick<LoadOptions, 'quantize' | 'doubleQuant' | 'computeDType' | 'head' | 'embeddingOnHost'>;
   lora: LoraConfig | null;
   prepare: PrepareSpec;
   batches: { batchSize: number; gradientAccumulationSteps: number; seed: number };
@@ -40,9 +40,14 @@ export function loadOptionsFrom(tc: TrainConfig): RunPlan['load'] {
       throw new Error('quantization_bit 4 needs finetuning_type: lora (QLoRA); full fine-tuning trains f32 weights');
     return { computeDType: 'f32' };
   }
+  // The vocabulary-sized matrices: only set when asked, so a plain run keeps its model key.
+  const vocab: RunPlan['load'] = {
+    ...(tc.memory?.headPrecision === 'nf4' ? { head: 'nf4' as const } : {}),
+    ...(tc.memory?.embeddingOnHost ? { embeddingOnHost: true } : {}),
+  };
   return tc.quantization
-    ? { quantize: 'nf4', doubleQuant: tc.quantization.doubleQuantization }
-    : { computeDType: 'stored' };
+    ? { quantize: 'nf4', doubleQuant: tc.quantization.doubleQuantization, ...vocab }
+    : { computeDType: 'stored', ...vocab };
 }
 
 export function loraConfigFrom(tc: TrainConfig): LoraConfig | null {
@@ -84,6 +89,8 @@ function optimizerFrom(tc: TrainConfig): RunPlan['optimizer'] {
     adamEpsilon: tc.adamEpsilon,
     maxGradNorm: tc.maxGradNorm,
     gradientCheckpointing: tc.gradientCheckpointing,
+    checkpointPrecision: tc.memory?.checkpointPrecision,
+    lossChunkRows: tc.memory?.lossChunkRows,
     neftuneAlpha: tc.neftuneNoiseAlpha,
     seed: tc.seed,
     full: tc.finetuningType === 'full',
@@ -140,6 +147,10 @@ export function memoryPlanInput(plan: RunPlan, seqLen: number, maxBufferBytes?: 
     loraTargets: plan.lora ? (plan.lora.targets === 'all' ? undefined : plan.lora.targets) : undefined,
     doubleQuant: plan.load.doubleQuant,
     gradientCheckpointing: plan.optimizer.gradientCheckpointing ?? true,
+    checkpointPrecision: plan.optimizer.checkpointPrecision,
+    lossChunkRows: plan.optimizer.lossChunkRows,
+    headPrecision: plan.load.head === 'nf4' ? 'nf4' : undefined,
+    embeddingOnHost: plan.load.embeddingOnHost,
     maxBufferBytes,
   };
 }

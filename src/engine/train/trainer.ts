@@ -10,7 +10,7 @@ import { createTensor, releaseTensor, tensorSpec, uploadTensor, writeTensor } fr
 import { adamwBlocks, adamwStep, type AdamwSegment } from '../ops/adamw.ts';
 import { gradNorm, gradNormPartials } from '../ops/grad_norm.ts';
 import { prepareBatch, type MicroBatch } from '../model/batch.ts';
-import { Decoder } from '../model/decoder.ts';
+import { Decoder, type CheckpointPrecision } from '../model/decoder.ts';
 import type { LoraSet, Model } from '../model/model.ts';
 import type { DataCursor, DataLoader } from './data.ts';
 import type { LrScheduler } from './llamafactory-config.ts';
@@ -37,6 +37,8 @@ export interface TrainerConfig {
   /** ≤ 0 disables clipping (the norm is still computed and reported). */
   maxGradNorm?: number;
   gradientCheckpointing?: boolean;
+  /** With checkpointing: keep layer inputs as bf16 (Decoder checkpointPrecision). */
+  checkpointPrecision?: CheckpointPrecision;
   /** NEFTune noise alpha (null/0 = off). */
   neftuneAlpha?: number | null;
   /** Seeds NEFTune noise (LoRA dropout uses the LoRA set's seed, data order the DataLoader's). */
@@ -150,6 +152,7 @@ export class Trainer {
     }
     this.decoder = new Decoder(model, lora, {
       checkpointing: cfg.gradientCheckpointing,
+      checkpointPrecision: cfg.checkpointPrecision,
       full: cfg.full,
       lossChunkRows: cfg.lossChunkRows,
     });

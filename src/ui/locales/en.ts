@@ -335,6 +335,11 @@ export const en = {
   'plan.fix.batch':
     'lower the batch size to {batch} (raise gradient accumulation ×{times} to keep the effective batch)',
   'plan.fix.cutoff': 'lower cutoff_len to {cutoff} (longer examples are truncated)',
+  'plan.fix.lossChunk': 'compute the loss over 16 logit rows at a time (a little slower)',
+  'plan.fix.hostEmbedding': 'keep the input embedding in host memory (only each batch’s rows go to the GPU)',
+  'plan.fix.checkpointPrecision': 'keep checkpointed layer inputs as bf16 (math stays f32)',
+  'plan.fix.nf4Head': 'store the output head as NF4 (4-bit; the loss changes slightly)',
+  'plan.fix.autofit': 'fit automatically: every change above that is needed, at once',
   'plan.suggestions': 'One-click fixes',
   'plan.saves': 'saves {bytes}',
   'mem.weights': 'Model weights',
