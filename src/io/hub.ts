@@ -103,7 +103,11 @@ function httpError(status: number, id: string, file: string): HubError {
     );
   }
   if (status === 404)
-    return new HubError('not-found', file, `"${id}" has no file ${file} (HTTP 404): check the model id`);
+    return new HubError(
+      'not-found',
+      file,
+      `"${id}" has no file ${file} (HTTP 404): check the model id — a private repo answers 404 too until its owner's access token is given`,
+    );
   if (status === 416)
     return new HubError(
       'http',

@@ -302,13 +302,13 @@ describe('studio: open a PEFT adapter', () => {
     expect(repo.commits).toHaveLength(2);
   });
 
-  it('pushes the opened adapter public and opens it again by its hub id', async () => {
+  it('pushes the opened adapter to a private repo and opens it again by its hub id with the token', async () => {
     await page.getByRole('button', { name: 'Export adapter' }).click();
     await page.getByTestId('export-peft').waitFor({ timeout: 120_000 });
     const push = page.getByTestId('hub-push');
     await push.getByLabel('PEFT adapter').check();
     await push.locator('#hub-repo').fill('alice/tiny-lora');
-    await push.getByLabel('Private repo').uncheck();
+    expect(await push.getByLabel('Private repo').isChecked()).toBe(true); // private by default
     await push.getByRole('button', { name: 'Push to the Hub' }).click();
     await expect
       .poll(
@@ -321,7 +321,7 @@ describe('studio: open a PEFT adapter', () => {
       )
       .toMatch(/Created the repo and uploaded 2 files/);
     const repo = hub.repos.get('alice/tiny-lora')!;
-    expect(repo.visibility).toBe('public');
+    expect(repo.visibility).toBe('private');
     expect([...repo.files.keys()].sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     // The pushed adapter holds the opened one's weights.
     const k = 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight';
@@ -335,7 +335,26 @@ describe('studio: open a PEFT adapter', () => {
     await page.locator('#hub-endpoint').fill(hub.url);
     await page.getByLabel('A folder on this computer').check();
     const before = await page.getByTestId('adapter-row').count();
+    // Without a token the private repo is not there (the hub answers 404, as huggingface.co does).
     await page.locator('#adapter-hub-id').fill('alice/tiny-lora');
+    await page.getByRole('button', { name: 'Fetch adapter' }).click();
+    await expect
+      .poll(
+        () =>
+          page
+            .getByRole('alert')
+            .filter({ hasText: 'alice/tiny-lora' })
+            .textContent({ timeout: 1000 })
+            .catch(() => ''),
+        { timeout: 30_000 },
+      )
+      .toMatch(/HTTP 404[\s\S]*access token/);
+    expect(await page.getByTestId('adapter-row').count()).toBe(before);
+    // The Model step's token (the one its downloads use, never saved) opens it.
+    await page.getByLabel('Hugging Face Hub').check();
+    expect(await page.locator('#hub-token').getAttribute('type')).toBe('password');
+    await page.locator('#hub-token').fill(TOKEN);
+    await page.getByLabel('A folder on this computer').check();
     await page.getByRole('button', { name: 'Fetch adapter' }).click();
     await expect.poll(() => page.getByTestId('adapter-row').count(), { timeout: 30_000 }).toBe(before + 1);
     const row = page.locator('[data-testid="adapter-row"]', { hasText: 'alice/tiny-lora' });
@@ -345,8 +364,14 @@ describe('studio: open a PEFT adapter', () => {
       .poll(() => page.getByTestId('adapter-opened').textContent(), { timeout: 180_000 })
       .toMatch(/alice\/tiny-lora is open on local model/);
     await page.getByLabel('Hugging Face Hub').check();
+    await page.locator('#hub-token').fill('');
     await page.locator('#hub-endpoint').fill('https://huggingface.co');
     await page.getByLabel('A folder on this computer').check();
+    // The fetches before the token was given sent none; the one after sent it.
+    const auths = hub.requests.filter((r) => r.path.endsWith('/resolve/main/adapter_config.json')).map((r) => !!r.auth);
+    expect(auths.length).toBeGreaterThan(1);
+    expect(auths.at(-1)).toBe(true);
+    expect(auths.slice(0, -1).every((a) => !a)).toBe(true);
   });
 
   it('keeps the adapter over a reload and continues training from it', async () => {

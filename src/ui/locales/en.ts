@@ -97,7 +97,7 @@ export const en = {
   'model.hub.picks': 'Suggested models',
   'model.hub.token': 'Access token (optional)',
   'model.hub.tokenHelp':
-    'Only for gated models such as Llama 3.2. It is sent only to the hub endpoint below and never saved.',
+    'Only for gated or private models and adapters (Llama 3.2, your own repos). It is sent only to the hub endpoint below and never saved.',
   'model.hub.endpoint': 'Hub endpoint',
   'model.hub.endpointHelp':
     'https://huggingface.co, or a mirror that serves the same download addresses (e.g. https://hf-mirror.com). Files are cached by model id, whichever endpoint they came from.',

@@ -89,7 +89,8 @@ export const zh: Record<MessageKey, string> = {
   'model.hub.help': '与 huggingface.co 上相同的 owner/name。小型指令模型在浏览器中训练最快。',
   'model.hub.picks': '推荐模型',
   'model.hub.token': '访问令牌（可选）',
-  'model.hub.tokenHelp': '仅用于 Llama 3.2 等受限模型。只发送给下方的 Hub 地址，从不保存。',
+  'model.hub.tokenHelp':
+    '仅用于受限或私有的模型和适配器（如 Llama 3.2、你自己的仓库）。只发送给下方的 Hub 地址，从不保存。',
   'model.hub.endpoint': 'Hub 地址',
   'model.hub.endpointHelp':
     'https://huggingface.co，或提供相同下载地址的镜像（如 https://hf-mirror.com）。文件按模型 ID 缓存，与来源地址无关。',
