@@ -150,6 +150,9 @@ describe('studio: preference tuning (DPO) on the demo model', () => {
 
     await page.waitForTimeout(300);
     await page.reload();
+    // The demo model reopens by itself; the run is opened on it for chat below.
+    await page.getByRole('tab', { name: /Model/ }).click();
+    await page.getByTestId('tokenizer-ok').waitFor({ timeout: 60_000 });
     await page.getByRole('tab', { name: /Train/ }).click();
     await page.getByTestId('pref-chart').waitFor({ timeout: 60_000 });
     expect(await rewardCurve(page)).toEqual(curve);
