@@ -14,6 +14,7 @@ export const HUB_MODELS = [
   { id: 'Qwen/Qwen2.5-0.5B-Instruct', params: '0.5B', architecture: 'Qwen2ForCausalLM' },
   { id: 'Qwen/Qwen2.5-1.5B-Instruct', params: '1.5B', architecture: 'Qwen2ForCausalLM' },
   { id: 'meta-llama/Llama-3.2-1B-Instruct', params: '1.2B', architecture: 'LlamaForCausalLM' },
+  { id: 'HuggingFaceTB/SmolLM3-3B', params: '3.1B', architecture: 'SmolLM3ForCausalLM' },
 ] as const;
 
 /** Files a model needs besides its weights; the optional ones are skipped when the repo lacks them. */

@@ -122,6 +122,17 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
     }
   });
 
+  it('SmolLM3 (NoPE layers): 20 LoRA steps on all seven modules follow the PyTorch curve', async () => {
+    const gpu = await testGpu();
+    const fx = await loadFixture('engine_train_smollm3');
+    const model = await fixtureModel(gpu, fx, await loadFixture('engine_smollm3'));
+    try {
+      await followCurve(model, fx, { loss: 1e-4, norm: 1e-3, params: 1e-3 });
+    } finally {
+      model.release();
+    }
+  });
+
   it("on an adapter with only WebGPU's default limits (8 storage buffers per stage), LoRA and QLoRA follow the same curves", async () => {
     const gpu = await minimalTestGpu();
     expect(gpu.limits.maxStorageBuffersPerShaderStage).toBe(8);

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
 import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
+import { forwardLogits, KvCache } from '../../src/engine/model/infer.ts';
 import { Trainer } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
@@ -157,4 +158,53 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     const r = await run(fx, { checkpointing: true });
     checkAgainst(fx, r, false);
   });
+
+  it('tiny SmolLM3 (NoPE on layers 1 and 3, tied, checkpointing on and off): logits, loss, LoRA gradients', async () => {
+    const fx = await loadFixture('engine_smollm3');
+    const gpu = await testGpu();
+    const model = await fixtureModel(gpu, fx);
+    try {
+      expect(model.config.noRopeLayers).toEqual([1, 3]);
+    } finally {
+      model.release();
+    }
+    checkAgainst(fx, await run(fx, {}), false);
+    checkAgainst(fx, await run(fx, { checkpointing: true }), false);
+  });
+
+  it('tiny SmolLM3: KV-cache decode, one token at a time, equals the full forward at every position', async () => {
+    const fx = await loadFixture('engine_smollm3');
+    const gpu = await testGpu();
+    const model = await fixtureModel(gpu, fx);
+    const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
+    const T = fx.meta.T as number;
+    const ids = (fx.t.ids.data as Int32Array).slice(0, T); // row 0: T real tokens
+    const V = model.config.vocabSize;
+    const cache = new KvCache(model, T);
+    try {
+      const full = await forwardLogitsAll(model, lora, ids);
+      let worst = 0;
+      for (let n = 0; n < T; n++) {
+        const step = await forwardLogits(model, lora, ids.subarray(n, n + 1), cache);
+        worst = Math.max(worst, relError(step, full.subarray(n * V, (n + 1) * V)));
+      }
+      expect(worst, `decode vs full forward rel ${worst}`).toBeLessThanOrEqual(1e-5);
+    } finally {
+      cache.release();
+      lora.release();
+      model.release();
+    }
+  });
 });
+
+/** Logits of every position of one sequence, from prefixes without a cache (the full forward). */
+async function forwardLogitsAll(
+  model: Awaited<ReturnType<typeof fixtureModel>>,
+  lora: ReturnType<typeof fixtureLora>,
+  ids: Int32Array,
+): Promise<Float32Array> {
+  const V = model.config.vocabSize;
+  const out = new Float32Array(ids.length * V);
+  for (let n = 0; n < ids.length; n++) out.set(await forwardLogits(model, lora, ids.subarray(0, n + 1), null), n * V);
+  return out;
+}

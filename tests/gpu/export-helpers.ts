@@ -54,6 +54,19 @@ export function tinyQwen2Config(over: Record<string, unknown> = {}): Record<stri
   };
 }
 
+/** SmolLM3: Llama's block, tied, with every second layer NoPE here (no_rope_layer_interval 2). */
+export function tinySmolLM3Config(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return tinyLlamaConfig({
+    architectures: ['SmolLM3ForCausalLM'],
+    model_type: 'smollm3',
+    num_hidden_layers: 4,
+    rope_theta: 2000000.0,
+    no_rope_layer_interval: 2,
+    tie_word_embeddings: true,
+    ...over,
+  });
+}
+
 /** Random weights for every tensor the config needs: norms ≈ 1, the rest N(0, 0.02..0.3). */
 export function tinyWeights(raw: Record<string, unknown>, dtype: 'F32' | 'BF16', seed: number): Tensors {
   const c = parseModelConfig(raw);

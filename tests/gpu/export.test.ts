@@ -61,7 +61,7 @@ function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 interface Case {
   name: string;
-  arch: 'llama' | 'qwen2';
+  arch: 'llama' | 'qwen2' | 'smollm3';
   stored: 'F32' | 'BF16';
   out: 'f32' | 'bf16' | 'f16';
   shardBytes?: number;
@@ -91,6 +91,8 @@ const CASES: Case[] = [
   },
   { name: 'qwen2-f32-to-f32', arch: 'qwen2', stored: 'F32', out: 'f32', targets: 'all' },
   { name: 'llama-bf16-to-f16', arch: 'llama', stored: 'BF16', out: 'f16', targets: ['o_proj', 'gate_proj', 'up_proj'] },
+  // NoPE layers 1 and 3: a merged config without them would rope every layer and change the logits.
+  { name: 'smollm3-f32-to-f32', arch: 'smollm3', stored: 'F32', out: 'f32', targets: 'all' },
 ];
 
 describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) checked in PyTorch', () => {
@@ -98,7 +100,8 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
     it(`${c.name}: files, torch merge, and logits of merged = base + adapter`, async () => {
       const { existsSync, readFileSync, readdirSync } = await import('node:fs');
       const { join } = await import('node:path');
-      const { tinyLlamaConfig, tinyQwen2Config, tinyWeights, writeModelFolder } = await import('./export-helpers.ts');
+      const { tinyLlamaConfig, tinyQwen2Config, tinySmolLM3Config, tinyWeights, writeModelFolder } =
+        await import('./export-helpers.ts');
       const { openModelFolder } = await import('../../src/engine/model/node-folder.ts');
       const { loadModel } = await import('../../src/engine/model/load.ts');
       const { attachLora } = await import('../../src/engine/model/model.ts');
@@ -109,7 +112,8 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
 
       const gpu = await testGpu();
       const dir = join(ROOT, c.name);
-      const raw = c.arch === 'llama' ? tinyLlamaConfig() : tinyQwen2Config();
+      const raw =
+        c.arch === 'llama' ? tinyLlamaConfig() : c.arch === 'smollm3' ? tinySmolLM3Config() : tinyQwen2Config();
       await writeModelFolder(join(dir, 'base'), raw, tinyWeights(raw, c.stored, 100), {
         'tokenizer.json': '{"fake": "tokenizer"}',
         'tokenizer_config.json': '{}',

@@ -38,6 +38,25 @@ def qwen3_config():
             "attention_bias": False, "hidden_act": "silu", "torch_dtype": "float32"}
 
 
+def smollm3_config():
+    # configuration_smollm3.py: without no_rope_layers, every no_rope_layer_interval-th layer is NoPE;
+    # interval 2 over 4 layers makes layers 1 and 3 NoPE, so gradients cross a NoPE layer into roped ones.
+    return {"architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3", "hidden_size": 64,
+            "intermediate_size": 96, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 300, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 2000000.0,
+            "no_rope_layer_interval": 2, "tie_word_embeddings": True, "attention_bias": False,
+            "hidden_act": "silu", "torch_dtype": "float32"}
+
+
+def uses_rope(cfg, l):
+    """SmolLM3Config.no_rope_layers (1 = RoPE); every other model ropes every layer."""
+    if cfg["model_type"] != "smollm3":
+        return True
+    rope = cfg.get("no_rope_layers") or [int((i + 1) % cfg.get("no_rope_layer_interval", 4) != 0)
+                                         for i in range(cfg["num_hidden_layers"])]
+    return bool(rope[l])
+
+
 def shapes(cfg):
     H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     D = cfg.get("head_dim", H // cfg["num_attention_heads"])
@@ -125,8 +144,9 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
         if f"{p}.self_attn.q_norm.weight" in W:  # Qwen3: RMSNorm over head_dim before RoPE
             q = rmsnorm(q, W[f"{p}.self_attn.q_norm.weight"], eps)
             k = rmsnorm(k, W[f"{p}.self_attn.k_norm.weight"], eps)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if uses_rope(cfg, l):  # modeling_smollm3.py: NoPE layers skip apply_rotary_pos_emb
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         rep = Hq // Hkv
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
@@ -262,6 +282,24 @@ def qwen3_case():
     seg = segments_padded(lengths, T)
     t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=False)
     return common.fixture("tests/reference/gen_engine.py qwen3_case", meta, t)
+
+
+def smollm3_case():
+    g = common.seed(3333)
+    cfg = smollm3_config()
+    W32 = random_weights(cfg, g, bias=False)
+    B, T = 2, 8
+    lengths = [8, 6]
+    ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
+    labels = ids.clone()
+    labels[0:2] = -100
+    for b, L in enumerate(lengths):
+        ids[b * T + L:(b + 1) * T] = 0
+        labels[b * T + L:(b + 1) * T] = -100
+    pos = torch.arange(T).repeat(B)
+    seg = segments_padded(lengths, T)
+    t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=False)
+    return common.fixture("tests/reference/gen_engine.py smollm3_case", meta, t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +442,13 @@ def train_lora_case():
     return common.fixture("tests/reference/gen_engine.py train_lora_case", meta, t)
 
 
+def train_smollm3_case():
+    cfg = smollm3_config()
+    W32 = random_weights(cfg, common.seed(3333), bias=False)  # same weights as smollm3_case
+    t, meta = train_run(cfg, W32, common.seed(98), 20, LINEARS)
+    return common.fixture("tests/reference/gen_engine.py train_smollm3_case", meta, t)
+
+
 def train_qlora_case():
     cfg = llama_config()
     W32 = random_weights(cfg, common.seed(1234), bias=False)
@@ -425,6 +470,8 @@ def main():
         "engine_llama": llama_case(),
         "engine_qwen2": qwen2_case(),
         "engine_qwen3": qwen3_case(),
+        "engine_smollm3": smollm3_case(),
+        "engine_train_smollm3": train_smollm3_case(),
         "engine_train_lora": train_lora_case(),
         "engine_train_qlora": train_qlora_case(),
         "engine_train_full": train_full_case(),

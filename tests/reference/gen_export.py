@@ -167,6 +167,16 @@ def rotate_half(x):
     return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
 
 
+def uses_rope(cfg, l):
+    """configuration_smollm3.py: no_rope_layers (1 = RoPE), else every no_rope_layer_interval-th
+    layer is NoPE; every other model ropes every layer."""
+    if cfg.get("model_type") != "smollm3":
+        return True
+    rope = cfg.get("no_rope_layers") or [int((i + 1) % cfg.get("no_rope_layer_interval", 4) != 0)
+                                         for i in range(cfg["num_hidden_layers"])]
+    return bool(rope[l])
+
+
 def forward(cfg, W, ids, lora=None):
     """W: name → float64 tensor. lora: module name → (A, B, scale), applied unmerged."""
     H = cfg["hidden_size"]
@@ -202,8 +212,9 @@ def forward(cfg, W, ids, lora=None):
         if (p + "self_attn.q_norm.weight") in W:
             q = rms(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms(k, W[p + "self_attn.k_norm.weight"], eps)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if uses_rope(cfg, l):
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(nh // nkv, dim=0)
         v = v.repeat_interleave(nh // nkv, dim=0)
         att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd) + mask, dim=-1)

@@ -199,6 +199,51 @@ describe('config.json parsing', () => {
     expect(parseModelConfig({ ...MISTRAL_7B_V01, sliding_window: null }).slidingWindow).toBeNull();
   });
 
+  it('SmolLM3: NoPE layers from no_rope_layers or the interval, tied and rope_theta 2M by default', () => {
+    const base = {
+      architectures: ['SmolLM3ForCausalLM'],
+      hidden_size: 64,
+      intermediate_size: 128,
+      num_hidden_layers: 8,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: 300,
+    };
+    const c = parseModelConfig(base);
+    expect(c.noRopeLayers).toEqual([3, 7]); // no_rope_layer_interval 4: every fourth layer
+    expect(c.tieWordEmbeddings).toBe(true);
+    expect(c.ropeTheta).toBe(2e6);
+    expect(parseModelConfig({ ...base, no_rope_layer_interval: 2 }).noRopeLayers).toEqual([1, 3, 5, 7]);
+    expect(parseModelConfig({ ...base, no_rope_layers: [1, 0, 1, 1, 0, 1, 1, 1, 0] }).noRopeLayers).toEqual([1, 4]);
+    expect(parseModelConfig({ ...base, tie_word_embeddings: false, rope_theta: 5e6 })).toMatchObject({
+      tieWordEmbeddings: false,
+      ropeTheta: 5e6,
+    });
+    expect(parseModelConfig({ model_type: 'smollm3', ...base, architectures: undefined }).architecture).toBe(
+      'SmolLM3ForCausalLM',
+    );
+    // Llama and the others rope every layer, whatever stray keys say.
+    expect(
+      parseModelConfig({ ...base, architectures: ['LlamaForCausalLM'], no_rope_layers: [0] }).noRopeLayers,
+    ).toEqual([]);
+    const bad = (over: Record<string, unknown>) => {
+      try {
+        parseModelConfig({ ...base, ...over });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'parsed';
+    };
+    expect(bad({ no_rope_layers: [1, 1, 0] })).toBe(
+      'config.json: no_rope_layers: has 3 entries for 8 layers (num_hidden_layers)',
+    );
+    expect(bad({ no_rope_layers: [1, 1, 2, 1, 1, 1, 1, 1] })).toBe(
+      'config.json: no_rope_layers[2]: must be 0 (no RoPE) or 1 (RoPE), got 2',
+    );
+    expect(bad({ no_rope_layers: 'all' })).toMatch(/no_rope_layers: must be a list of 0 and 1/);
+    expect(bad({ no_rope_layer_interval: 0 })).toMatch(/no_rope_layer_interval: must be ≥ 1/);
+  });
+
   it('reads the newer rope_parameters layout and dtype key', () => {
     const { rope_scaling, rope_theta, torch_dtype, ...rest } = LLAMA32_1B_INSTRUCT;
     const c = parseModelConfig({ ...rest, dtype: 'bfloat16', rope_parameters: { ...rope_scaling, rope_theta } });
@@ -227,7 +272,7 @@ describe('config.json parsing', () => {
 
   it('explains unsupported architectures and bad fields, naming config.json and the field', () => {
     expect(err({ ...QWEN25_05B, architectures: ['GPT2LMHeadModel'] }).message).toBe(
-      'config.json: architectures: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM',
+      'config.json: architectures: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, SmolLM3ForCausalLM',
     );
     expect(err({ ...QWEN25_05B, num_key_value_heads: 3 }).message).toBe(
       'config.json: num_key_value_heads: num_attention_heads (14) must be divisible by num_key_value_heads (3)',

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MEMORY_CATEGORIES } from '../../src/engine/gpu/ledger.ts';
 import { sizeClass } from '../../src/engine/gpu/pool.ts';
-import { parseModelConfig } from '../../src/engine/model/config.ts';
+import { checkWeights, expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
 import { knownConfig } from '../../src/engine/plan/known-configs.ts';
 import {
   fitPlan,
@@ -68,6 +68,32 @@ describe('planMemory', () => {
     expect(p.byCategory.weights / 2 / 494e6).toBeGreaterThan(0.99);
     expect(p.byCategory.weights / 2 / 494e6).toBeLessThan(1.125);
   });
+  it('SmolLM3-3B: its weight names check out, and QLoRA at cutoff 1024 plans ~0.5 byte per linear weight', () => {
+    const c = knownConfig('HuggingFaceTB/SmolLM3-3B');
+    expect(c.noRopeLayers).toEqual(Array.from({ length: 9 }, (_, i) => 4 * i + 3));
+    // A checkpoint of this shape: embed, 36 × (2 norms + 7 linears), final norm; the tied head is not stored.
+    const names = new Map(
+      expectedWeights(c)
+        .filter((w) => !w.optional)
+        .map((w) => [w.name, w.shape]),
+    );
+    expect(names.size).toBe(1 + 36 * 9 + 1);
+    expect(checkWeights(c, names).problems).toEqual([]);
+    const p = planMemory(c, {
+      method: 'qlora',
+      batchSize: 1,
+      seqLen: 1024,
+      loraRank: 8,
+      gradientCheckpointing: true,
+      doubleQuant: true,
+    });
+    const linear = 36 * (2 * 2048 * 2048 + 2 * 512 * 2048 + 3 * 2048 * 11008);
+    const embed = 2 * 128256 * 2048;
+    expect(p.byCategory.weights).toBeGreaterThan(embed + linear / 2);
+    expect(p.byCategory.weights).toBeLessThan(1.15 * (embed + linear / 2) + 0.05 * linear);
+    console.log(`SmolLM3-3B QLoRA bs1 cutoff 1024: ${(p.total / 1e9).toFixed(2)} GB planned`);
+  });
+
   it('QLoRA stores ~0.5 byte per linear weight plus absmax; double quant shrinks absmax 4×', () => {
     const q = knownConfig('Qwen/Qwen2.5-1.5B-Instruct');
     const lora = planMemory(q, { ...base, loraTargets: undefined });

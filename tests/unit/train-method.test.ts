@@ -112,6 +112,7 @@ describe('Method settings (a LLaMA-Factory TrainConfig)', () => {
     ).toBe(1);
     expect(guessTemplate('Qwen/Qwen2.5-0.5B-Instruct', null)).toBe('qwen');
     expect(guessTemplate('meta-llama/Llama-3.2-1B-Instruct', 'LlamaForCausalLM')).toBe('llama3');
+    expect(guessTemplate('HuggingFaceTB/SmolLM3-3B', 'SmolLM3ForCausalLM')).toBe('smollm');
   });
 
   it('reads settings stored by the studio before it kept a TrainConfig', () => {

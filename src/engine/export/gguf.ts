@@ -96,7 +96,9 @@ export function ggufArchitecture(c: ModelConfig): 'llama' | 'qwen2' | 'qwen3' {
     case 'Qwen3ForCausalLM':
       return 'qwen3';
     default:
-      throw new ExportError(`GGUF export does not support architecture ${String(c.architecture)}`);
+      throw new ExportError(
+        `GGUF export does not support architecture ${String(c.architecture)} (it writes Llama, Mistral, Qwen2/2.5 and Qwen3): export merged safetensors and convert them with llama.cpp's convert_hf_to_gguf.py`,
+      );
   }
 }
 

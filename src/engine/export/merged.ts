@@ -131,7 +131,10 @@ export function configFromModel(c: ModelConfig): Record<string, unknown> {
     tie_word_embeddings: c.tieWordEmbeddings,
   };
   if (c.architecture !== 'Qwen2ForCausalLM' && c.architecture !== 'MistralForCausalLM') out.attention_bias = c.qkvBias;
-  if (c.architecture === 'LlamaForCausalLM') out.mlp_bias = c.mlpBias;
+  if (c.architecture === 'LlamaForCausalLM' || c.architecture === 'SmolLM3ForCausalLM') out.mlp_bias = c.mlpBias;
+  // configuration_smollm3.py: 1 = RoPE, 0 = NoPE, one entry per layer.
+  if (c.architecture === 'SmolLM3ForCausalLM')
+    out.no_rope_layers = Array.from({ length: c.numLayers }, (_, l) => (c.noRopeLayers.includes(l) ? 0 : 1));
   if (c.slidingWindow !== null) {
     out.sliding_window = c.slidingWindow;
     if (c.architecture !== 'MistralForCausalLM') out.use_sliding_window = true;

@@ -1,6 +1,7 @@
 // Hugging Face config.json → the decoder shape we run. Field semantics from transformers
 // `models/llama/configuration_llama.py`, `models/qwen2/configuration_qwen2.py`,
-// `models/qwen3/configuration_qwen3.py`, `models/mistral/configuration_mistral.py`;
+// `models/qwen3/configuration_qwen3.py`, `models/mistral/configuration_mistral.py`,
+// `models/smollm3/configuration_smollm3.py`;
 // RoPE from `modeling_rope_utils.py`.
 
 export const SUPPORTED_ARCHITECTURES = [
@@ -8,6 +9,7 @@ export const SUPPORTED_ARCHITECTURES = [
   'Qwen2ForCausalLM',
   'Qwen3ForCausalLM',
   'MistralForCausalLM',
+  'SmolLM3ForCausalLM',
 ] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
@@ -60,6 +62,11 @@ export interface ModelConfig {
   mlpBias: boolean;
   /** Qwen3: RMSNorm over head_dim on q and k before RoPE (self_attn.q_norm / k_norm). */
   qkNorm: boolean;
+  /**
+   * Layers whose attention takes no rotary position embedding (SmolLM3's NoPE layers,
+   * modeling_smollm3.py `use_rope = config.no_rope_layers[layer_idx]`); empty for the others.
+   */
+  noRopeLayers: number[];
   /** Sliding-window attention size when the model uses it, else null. */
   slidingWindow: number | null;
   torchDtype: TorchDtype | null;
@@ -149,7 +156,7 @@ function ropeNumber(
 }
 
 /** Reads rope_theta + scaling from either `rope_scaling` (+ top-level rope_theta) or the newer `rope_parameters`. */
-function parseRope(r: Reader): { theta: number; rope: RopeScaling } {
+function parseRope(r: Reader, defaultTheta: number): { theta: number; rope: RopeScaling } {
   const newer = r.raw.rope_parameters;
   const legacy = r.raw.rope_scaling;
   let where: string;
@@ -171,7 +178,7 @@ function parseRope(r: Reader): { theta: number; rope: RopeScaling } {
   let theta: number;
   if (params && params.rope_theta !== undefined && params.rope_theta !== null)
     theta = ropeNumber(r, where!, params, 'rope_theta', { min: Number.MIN_VALUE });
-  else theta = r.num('rope_theta', 10000);
+  else theta = r.num('rope_theta', defaultTheta);
   if (!params) return { theta, rope: { type: 'default' } };
   // BC: "rope_type" was originally "type" (modeling_rope_utils.py).
   const t = params.rope_type ?? params.type ?? 'default';
@@ -249,6 +256,7 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
       qwen2: 'Qwen2ForCausalLM',
       qwen3: 'Qwen3ForCausalLM',
       mistral: 'MistralForCausalLM',
+      smollm3: 'SmolLM3ForCausalLM',
     };
     arch = typeof raw.model_type === 'string' ? byType[raw.model_type] : undefined;
     if (!arch)
@@ -287,7 +295,8 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   const vocabSize = r.int('vocab_size');
   const maxPositionEmbeddings = r.int('max_position_embeddings', 2048);
   const rmsNormEps = r.num('rms_norm_eps', 1e-6);
-  const { theta: ropeTheta, rope } = parseRope(r);
+  // configuration_smollm3.py: default_theta 2,000,000 (the others keep transformers' 10,000).
+  const { theta: ropeTheta, rope } = parseRope(r, architecture === 'SmolLM3ForCausalLM' ? 2e6 : 10000);
   if (r.has('partial_rotary_factor') && r.raw.partial_rotary_factor !== 1 && r.raw.partial_rotary_factor !== 1.0) {
     r.fail(
       'partial_rotary_factor',
@@ -304,6 +313,7 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   let qkNorm = false;
   switch (architecture) {
     case 'LlamaForCausalLM':
+    case 'SmolLM3ForCausalLM':
       qkvBias = oBias = attentionBias;
       mlpBias = r.bool('mlp_bias', false);
       break;
@@ -345,7 +355,9 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     torchDtype = known;
   }
 
-  const tieWordEmbeddings = r.bool('tie_word_embeddings', false);
+  // SmolLM3Config ties by default; the others (PretrainedConfig) do not.
+  const tieWordEmbeddings = r.bool('tie_word_embeddings', architecture === 'SmolLM3ForCausalLM');
+  const noRopeLayers = architecture === 'SmolLM3ForCausalLM' ? parseNoRopeLayers(r, numLayers) : [];
   const bosTokenId = r.tokenId('bos_token_id');
   const eosTokenIds = r.tokenIds('eos_token_id');
   const padTokenId = r.tokenId('pad_token_id');
@@ -384,6 +396,7 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     oBias,
     mlpBias,
     qkNorm,
+    noRopeLayers,
     slidingWindow,
     torchDtype,
     bosTokenId,
@@ -391,6 +404,27 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     padTokenId,
     notes,
   };
+}
+
+/**
+ * configuration_smollm3.py: `no_rope_layers` holds 1 (RoPE) or 0 (NoPE) per layer; without it,
+ * every `no_rope_layer_interval`-th layer (default 4: layers 3, 7, 11, …) is NoPE.
+ */
+function parseNoRopeLayers(r: Reader, numLayers: number): number[] {
+  const list = r.raw.no_rope_layers;
+  if (list === undefined || list === null) {
+    const interval = r.int('no_rope_layer_interval', 4);
+    return Array.from({ length: numLayers }, (_, l) => l).filter((l) => (l + 1) % interval === 0);
+  }
+  if (!Array.isArray(list)) r.fail('no_rope_layers', `must be a list of 0 and 1, got ${JSON.stringify(list)}`);
+  if (list.length < numLayers)
+    r.fail('no_rope_layers', `has ${list.length} entries for ${numLayers} layers (num_hidden_layers)`);
+  const out: number[] = [];
+  list.slice(0, numLayers).forEach((v, l) => {
+    if (v !== 0 && v !== 1) r.fail(`no_rope_layers[${l}]`, `must be 0 (no RoPE) or 1 (RoPE), got ${JSON.stringify(v)}`);
+    if (v === 0) out.push(l);
+  });
+  return out;
 }
 
 /** Refuses sequences longer than a sliding window (full attention is only exact up to it). */

@@ -441,16 +441,18 @@ export class Decoder {
         eps,
       });
     }
-    await ropeForward(rec, {
-      q: a.q,
-      k: a.k,
-      positionIds: p.positions,
-      invFreq: p.invFreq,
-      tokens: N,
-      qHeads: c.numHeads,
-      kvHeads: c.numKvHeads,
-      headDim: D,
-    });
+    // SmolLM3's NoPE layers attend without positions (modeling_smollm3.py: use_rope per layer).
+    if (!c.noRopeLayers.includes(l))
+      await ropeForward(rec, {
+        q: a.q,
+        k: a.k,
+        positionIds: p.positions,
+        invFreq: p.invFreq,
+        tokens: N,
+        qHeads: c.numHeads,
+        kvHeads: c.numKvHeads,
+        headDim: D,
+      });
     if (p.kvRows) {
       await this.attendOwnCaches(rec, p.kvRows, l, a);
     } else if (p.kv) {
@@ -601,16 +603,17 @@ export class Decoder {
       dv: s.dv,
       scratch: s.attn,
     });
-    await ropeBackward(rec, {
-      dq: s.dq,
-      dk: s.dk,
-      positionIds: p.positions,
-      invFreq: p.invFreq,
-      tokens: N,
-      qHeads: c.numHeads,
-      kvHeads: c.numKvHeads,
-      headDim: D,
-    });
+    if (!c.noRopeLayers.includes(l))
+      await ropeBackward(rec, {
+        dq: s.dq,
+        dk: s.dk,
+        positionIds: p.positions,
+        invFreq: p.invFreq,
+        tokens: N,
+        qHeads: c.numHeads,
+        kvHeads: c.numKvHeads,
+        headDim: D,
+      });
     let dq = s.dq;
     let dk = s.dk;
     if (c.qkNorm) {

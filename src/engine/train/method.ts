@@ -407,6 +407,8 @@ export function guessTemplate(modelName: string, architecture: string | null): s
   if (n.includes('qwen') || architecture === 'Qwen2ForCausalLM') return 'qwen';
   if (n.includes('llama-3') || n.includes('llama3')) return 'llama3';
   if (n.includes('smollm2')) return 'smollm2';
+  // LLaMA-Factory has no smollm3 template; its ChatML `smollm` is the one that fits.
+  if (n.includes('smollm3') || architecture === 'SmolLM3ForCausalLM') return 'smollm';
   if (n.includes('mistral') || architecture === 'MistralForCausalLM') return 'mistral';
   return 'default';
 }
