@@ -203,7 +203,8 @@ export async function tuneKernelsForRun(
   opts: TuneOptions = {},
 ): Promise<TuneResult[]> {
   const shapes = modelMatmulShapes(model, {
-    tokens: plan.batches.batchSize * seqLen,
+    // Stage dpo runs each pair's chosen and rejected sequences in one micro-batch.
+    tokens: plan.batches.batchSize * (plan.optimizer.preference ? 2 : 1) * seqLen,
     backward: true,
     loraRank: plan.lora?.rank,
   });
