@@ -179,6 +179,13 @@ describe('studio: open a PEFT adapter', () => {
       .poll(() => page.getByTestId('adapter-opened').textContent(), { timeout: 180_000 })
       .toMatch(/is open on local model/);
     await screenshot(page, 'adapter-open-model');
+    // The Train step lists it as an opened adapter, with no steps of its own.
+    await page.getByRole('tab', { name: /Train/ }).click();
+    const runRow = page.locator('[data-testid="run-row"]').first();
+    await expect
+      .poll(() => runRow.textContent(), { timeout: 30_000 })
+      .toMatch(/—[\s\S]*Opened adapter \(trained elsewhere\)/);
+    expect(await page.getByTestId('train-step').textContent()).toBe('—');
     await page.getByRole('tab', { name: /Chat/ }).click();
     await page.getByLabel('Max new tokens').fill('8');
     await page.getByLabel('A/B: base vs tuned').check();

@@ -58,7 +58,8 @@ export const en = {
   'err.storage': 'The browser storage failed; reload the page and retry. Private windows may not allow storage.',
   'err.http': 'The hub had a problem; wait a moment and retry.',
   'err.noModel': 'Go to the Model step and open a model first (the demo model works offline).',
-  'err.unsupported': 'Pick a Llama, Qwen2/2.5/3, Mistral or SmolLM3 model, for example one from the list in the Model step.',
+  'err.unsupported':
+    'Pick a Llama, Qwen2/2.5/3, Mistral or SmolLM3 model, for example one from the list in the Model step.',
   'err.badFile': 'Fix the file named above (or export it again from its source) and add it again.',
   'err.missing':
     'Add the missing file: a model folder needs config.json, tokenizer.json, tokenizer_config.json and the *.safetensors weights.',
@@ -392,6 +393,7 @@ export const en = {
   'train.status.running': 'Training',
   'train.status.paused': 'Paused',
   'train.status.stopped': 'Stopped',
+  'train.status.opened': 'Opened adapter (trained elsewhere)',
   'train.status.done': 'Finished',
   'train.status.failed': 'Failed',
   'train.statusPhase': '{status}: {phase}',

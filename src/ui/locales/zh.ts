@@ -371,6 +371,7 @@ export const zh: Record<MessageKey, string> = {
   'train.status.running': '训练中',
   'train.status.paused': '已暂停',
   'train.status.stopped': '已停止',
+  'train.status.opened': '已打开的适配器（在别处训练）',
   'train.status.done': '已完成',
   'train.status.failed': '失败',
   'train.statusPhase': '{status}：{phase}',
