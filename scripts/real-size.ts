@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { readF32, writeTensor } from '../src/engine/gpu/index.ts';
 import { loadFolderModel } from '../src/cli/common.ts';
 import { generateAll } from '../src/engine/generate/generate.ts';
+import { DEFAULT_SAMPLING } from '../src/engine/generate/sample.ts';
 import { expectedWeights, parseModelConfig } from '../src/engine/model/config.ts';
 import { attachLora } from '../src/engine/model/model.ts';
 import { nodeGpu } from '../src/engine/node-gpu.ts';
@@ -138,13 +139,9 @@ async function main(): Promise<void> {
       let greedy: number[] = [];
       if (!args.includes('--no-decode')) {
         const d = await generateAll(model, lora, ids.subarray(0, DECODE_PROMPT), {
+          ...DEFAULT_SAMPLING, // greedy
           maxNewTokens: DECODE_NEW,
           stopIds: [],
-          doSample: false,
-          temperature: 1,
-          topP: 1,
-          topK: 0,
-          repetitionPenalty: 1,
         });
         greedy = [...d.tokens];
         row.decodeMsPerToken = +(d.decodeMs / Math.max(1, d.tokens.length - 1)).toFixed(1);

@@ -18,6 +18,7 @@ import { Recorder } from '../../src/engine/gpu/recorder.ts';
 import { releaseTensor, tensorSpec, uploadTensor, writeTensor } from '../../src/engine/gpu/transfer.ts';
 import type { Tensor } from '../../src/engine/gpu/tensor.ts';
 import { generateAll } from '../../src/engine/generate/generate.ts';
+import { DEFAULT_SAMPLING } from '../../src/engine/generate/sample.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
 import { modelMatmulShapes } from '../../src/engine/model/matmul-shapes.ts';
 import { attachLora } from '../../src/engine/model/model.ts';
@@ -381,15 +382,7 @@ async function trainSection(): Promise<void> {
   }
 }
 
-const GREEDY = {
-  maxNewTokens: 16,
-  stopIds: [],
-  doSample: false,
-  temperature: 1,
-  topP: 1,
-  topK: 0,
-  repetitionPenalty: 1,
-};
+const GREEDY = { ...DEFAULT_SAMPLING, maxNewTokens: 16, stopIds: [] };
 
 async function adapterSection(): Promise<void> {
   const { gpu, close } = await openGpu();

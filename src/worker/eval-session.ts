@@ -1,6 +1,7 @@
 // Evaluation of the active run in the Worker: validation loss and perplexity, and generated
 // answers for held-out rows scored with BLEU-4 and ROUGE-L (LLaMA-Factory's do_predict metrics).
 import { generateBatch } from '../engine/generate/generate.ts';
+import { DEFAULT_SAMPLING } from '../engine/generate/sample.ts';
 import { chatTemplateFor, type Conversation, type Example } from '../data/index.ts';
 import { stopIdsOf } from './chat-session.ts';
 import type { GpuModelCache } from './gpu-model.ts';
@@ -111,15 +112,7 @@ export class EvalSession {
       trainer.model,
       lora,
       asks.map((q) => q.prompt),
-      {
-        maxNewTokens: o.maxNewTokens,
-        stopIds,
-        temperature: 1,
-        topP: 1,
-        topK: 0,
-        repetitionPenalty: 1,
-        doSample: false,
-      },
+      { ...DEFAULT_SAMPLING, maxNewTokens: o.maxNewTokens, stopIds },
       (done) => onRow(Math.round((done / Math.max(1, asks.length)) * picked.length), picked.length),
     );
     const out = asks.map((q, i) =>

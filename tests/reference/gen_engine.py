@@ -266,40 +266,33 @@ def qwen2_case():
     return common.fixture("tests/reference/gen_engine.py qwen2_case", meta, t)
 
 
-def qwen3_case():
-    g = common.seed(777)
-    cfg = qwen3_config()
-    W32 = random_weights(cfg, g, bias=False, qk_norm=True)
-    B, T = 2, 7
-    lengths = [7, 5]
+def padded_lora_case(name, cfg, g, W32, B, T, lengths, prompt):
+    """LoRA gradients on B rows of T tokens, row b real for lengths[b] tokens (the rest padding),
+    the first `prompt` labels of row 0 masked."""
     ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
     labels = ids.clone()
-    labels[0:2] = -100
+    labels[0:prompt] = -100
     for b, L in enumerate(lengths):
         ids[b * T + L:(b + 1) * T] = 0
         labels[b * T + L:(b + 1) * T] = -100
     pos = torch.arange(T).repeat(B)
     seg = segments_padded(lengths, T)
     t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=False)
-    return common.fixture("tests/reference/gen_engine.py qwen3_case", meta, t)
+    return common.fixture(f"tests/reference/gen_engine.py {name}", meta, t)
+
+
+def qwen3_case():
+    g = common.seed(777)
+    cfg = qwen3_config()
+    W32 = random_weights(cfg, g, bias=False, qk_norm=True)
+    return padded_lora_case("qwen3_case", cfg, g, W32, 2, 7, [7, 5], 2)
 
 
 def smollm3_case():
     g = common.seed(3333)
     cfg = smollm3_config()
     W32 = random_weights(cfg, g, bias=False)
-    B, T = 2, 8
-    lengths = [8, 6]
-    ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
-    labels = ids.clone()
-    labels[0:2] = -100
-    for b, L in enumerate(lengths):
-        ids[b * T + L:(b + 1) * T] = 0
-        labels[b * T + L:(b + 1) * T] = -100
-    pos = torch.arange(T).repeat(B)
-    seg = segments_padded(lengths, T)
-    t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=False)
-    return common.fixture("tests/reference/gen_engine.py smollm3_case", meta, t)
+    return padded_lora_case("smollm3_case", cfg, g, W32, 2, 8, [8, 6], 2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import gen_nf4
+from gen_engine import rmsnorm, rotate_half
 
 torch.set_num_threads(2)
 LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -86,15 +87,6 @@ def double_quant_fast(absmax, nested_block=256):
     q = gen_nf4.quantize8(centered * (torch.ones(n) / per), code)
     q = torch.where(per == 0, torch.zeros_like(q), q)
     return (code[q.long()] * per) + torch.tensor(float(offset), dtype=torch.float32)
-
-
-def rmsnorm(x, w, eps):
-    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
-
-
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
 def forward(cfg, W, lora, scale, ids):

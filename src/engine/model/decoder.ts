@@ -442,17 +442,7 @@ export class Decoder {
       });
     }
     // SmolLM3's NoPE layers attend without positions (modeling_smollm3.py: use_rope per layer).
-    if (!c.noRopeLayers.includes(l))
-      await ropeForward(rec, {
-        q: a.q,
-        k: a.k,
-        positionIds: p.positions,
-        invFreq: p.invFreq,
-        tokens: N,
-        qHeads: c.numHeads,
-        kvHeads: c.numKvHeads,
-        headDim: D,
-      });
+    if (!c.noRopeLayers.includes(l)) await ropeForward(rec, { q: a.q, k: a.k, ...this.ropeShape(p, N) });
     if (p.kvRows) {
       await this.attendOwnCaches(rec, p.kvRows, l, a);
     } else if (p.kv) {
@@ -503,6 +493,19 @@ export class Decoder {
     await swigluForward(rec, { gate: a.gate, up: a.up, y: a.act, rows: N, width: c.intermediateSize });
     rec.copy(a.hMid, 0, hOut, 0, N * H * 4);
     await this.linearForward(rec, p, l, 'down_proj', a.act, hOut, a, 1);
+  }
+
+  /** What RoPE forward and backward share: positions, frequencies and head layout of this pass. */
+  private ropeShape(p: PassInputs, tokens: number) {
+    const c = this.c;
+    return {
+      positionIds: p.positions,
+      invFreq: p.invFreq,
+      tokens,
+      qHeads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+    };
   }
 
   /** Batched decode: each row's K/V go to its own cache and its query attends over that cache alone. */
@@ -603,17 +606,7 @@ export class Decoder {
       dv: s.dv,
       scratch: s.attn,
     });
-    if (!c.noRopeLayers.includes(l))
-      await ropeBackward(rec, {
-        dq: s.dq,
-        dk: s.dk,
-        positionIds: p.positions,
-        invFreq: p.invFreq,
-        tokens: N,
-        qHeads: c.numHeads,
-        kvHeads: c.numKvHeads,
-        headDim: D,
-      });
+    if (!c.noRopeLayers.includes(l)) await ropeBackward(rec, { dq: s.dq, dk: s.dk, ...this.ropeShape(p, N) });
     let dq = s.dq;
     let dk = s.dk;
     if (c.qkNorm) {
