@@ -56,3 +56,24 @@ export function runStatusText(status: RunRecord['status'], phase: RunPhase | nul
   if (status !== 'running' || !phase || phase === 'training') return s;
   return tr('train.statusPhase', { status: s, phase: tr(`train.phase.${phase}` as MessageKey) });
 }
+
+/** A memory-planner fix as the studio says it: the planner's own (English) label, translated. */
+export interface PlanFix {
+  kind: string;
+  change: { batchSize?: number; seqLen?: number };
+  steps?: { kind: string; change: { batchSize?: number; seqLen?: number } }[];
+}
+
+/**
+ * The planner's fix in the studio's language (the engine's own label is English, for the CLI):
+ * auto-fit lists each step it takes, so the user sees what it chose before applying it.
+ */
+export function planFixText(tr: Translate, s: PlanFix, batchSize: number, cutoffLen: number): string {
+  const one = (kind: string, change: PlanFix['change']) => {
+    const batch = change.batchSize ?? 1;
+    const vars = { batch, times: Math.ceil(batchSize / batch), cutoff: change.seqLen ?? cutoffLen };
+    return tr(`plan.fix.${kind}` as MessageKey, vars);
+  };
+  if (s.kind !== 'autofit' || !s.steps) return one(s.kind, s.change);
+  return tr('plan.fix.autofit', { steps: s.steps.map((st) => one(st.kind, st.change)).join('; ') });
+}

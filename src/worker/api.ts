@@ -62,6 +62,7 @@ export interface PlanView {
     total: number;
     saves: number;
     fits: boolean;
+    steps?: { kind: string; label: string; change: Partial<TrainPlanConfig> }[];
   }[];
 }
 

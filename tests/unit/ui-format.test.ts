@@ -1,6 +1,6 @@
 // Pure formatting of the Train step: learning-rate ticks, the latest loss, the status line (en + 中文).
 import { describe, expect, it } from 'vitest';
-import { fmtSci, runStatusText, type RunPhase } from '../../src/ui/format.ts';
+import { fmtSci, planFixText, runStatusText, type RunPhase } from '../../src/ui/format.ts';
 import { latestLoss } from '../../src/ui/chart-data.ts';
 import { en, type MessageKey } from '../../src/ui/locales/en.ts';
 import { zh } from '../../src/ui/locales/zh.ts';
@@ -123,13 +123,24 @@ describe('memory-plan fixes in the studio language', () => {
       gradientCheckpointing: false,
     });
     const fixes = p.suggestions(1e9);
-    expect(fixes.map((s) => s.kind).sort()).toEqual(['batch', 'checkpointing', 'cutoff', 'qlora']);
+    expect(fixes.map((s) => s.kind).sort()).toEqual([
+      'autofit',
+      'batch',
+      'checkpointing',
+      'cutoff',
+      'lossChunk',
+      'nf4Head',
+      'qlora',
+    ]);
     for (const s of fixes) {
-      const b = s.change.batchSize ?? 1;
-      const vars = { batch: b, times: Math.ceil(batchSize / b), cutoff: s.change.seqLen ?? 2048 };
-      const key = `plan.fix.${s.kind}` as MessageKey;
-      expect(translator(en)(key, vars)).toBe(s.label);
-      expect(translator(zh)(key, vars)).toMatch(/[\u4e00-\u9fff]/);
+      expect(planFixText(translator(en), s, batchSize, 2048)).toBe(s.label);
+      expect(planFixText(translator(zh), s, batchSize, 2048)).toMatch(/[\u4e00-\u9fff]/);
     }
+    // Auto-fit names every step it takes, in either language.
+    const auto = fixes.find((s) => s.kind === 'autofit')!;
+    expect(auto.steps!.length).toBeGreaterThan(1);
+    for (const st of auto.steps!) expect(auto.label).toContain(st.label);
+    const zhAuto = planFixText(translator(zh), auto, batchSize, 2048);
+    expect(zhAuto.split('; ').length).toBe(auto.steps!.length);
   });
 });

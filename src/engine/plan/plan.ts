@@ -75,6 +75,8 @@ export interface Suggestion {
   total: number;
   saves: number;
   fits: boolean;
+  /** Auto-fit: the steps it takes, in order (each a kind with its own label and change). */
+  steps?: { kind: SuggestionKind; label: string; change: Partial<TrainPlanConfig> }[];
 }
 
 export interface MemoryPlan {
@@ -344,7 +346,7 @@ const FIT_STEPS: readonly FitStep[] = [
   },
   {
     kind: 'lossChunk',
-    label: `compute the loss over ${SMALL_LOSS_CHUNK_ROWS} logit rows at a time`,
+    label: `compute the loss over ${SMALL_LOSS_CHUNK_ROWS} logit rows at a time (a little slower)`,
     change: (m, t) =>
       (t.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * m.vocabSize))) > SMALL_LOSS_CHUNK_ROWS
         ? { lossChunkRows: SMALL_LOSS_CHUNK_ROWS }
@@ -369,7 +371,7 @@ const FIT_STEPS: readonly FitStep[] = [
   },
   {
     kind: 'nf4Head',
-    label: 'store the output head as NF4 (4-bit)',
+    label: 'store the output head as NF4 (4-bit; the loss changes slightly)',
     change: (_m, t) => (t.method !== 'full' && t.headPrecision !== 'nf4' ? { headPrecision: 'nf4' } : null),
   },
 ];
@@ -404,10 +406,7 @@ export function fitPlan(model: ModelConfig, train: TrainPlanConfig, budgetBytes:
       if (p.total >= plan.total) break;
       t = next;
       plan = p;
-      const label =
-        step.kind === 'batch'
-          ? `lower the micro-batch to ${t.batchSize} (gradient accumulation keeps the effective batch)`
-          : step.label;
+      const label = step.kind === 'batch' ? batchLabel(t.batchSize, train.batchSize) : step.label;
       const last = chosen[chosen.length - 1];
       if (last?.kind === step.kind) Object.assign(last, { label, change: { ...last.change, ...change } });
       else chosen.push({ kind: step.kind, label, change });
@@ -429,6 +428,10 @@ export function nextSmallerPlan(model: ModelConfig, train: TrainPlanConfig): Fit
   return r.chosen.length ? r : null;
 }
 
+function batchLabel(batch: number, from: number): string {
+  return `lower the batch size to ${batch} (raise gradient accumulation ×${Math.ceil(from / batch)} to keep the effective batch)`;
+}
+
 function suggest(model: ModelConfig, t: TrainPlanConfig, total: number, budget: number): Suggestion[] {
   const out: Suggestion[] = [];
   const tryChange = (kind: SuggestionKind, label: string, change: Partial<TrainPlanConfig>) => {
@@ -448,11 +451,7 @@ function suggest(model: ModelConfig, t: TrainPlanConfig, total: number, budget: 
   for (let b = Math.floor(t.batchSize / 2); b >= 1; b = Math.floor(b / 2)) {
     const p = planMemory(model, { ...t, batchSize: b });
     if (p.total <= budget || b === 1) {
-      tryChange(
-        'batch',
-        `lower the batch size to ${b} (raise gradient accumulation ×${Math.ceil(t.batchSize / b)} to keep the effective batch)`,
-        { batchSize: b },
-      );
+      tryChange('batch', batchLabel(b, t.batchSize), { batchSize: b });
       break;
     }
   }
@@ -473,6 +472,7 @@ function suggest(model: ModelConfig, t: TrainPlanConfig, total: number, budget: 
       total: fit.plan.total,
       saves: total - fit.plan.total,
       fits: fit.fits,
+      steps: fit.chosen,
     });
   return out.sort((a, b) => Number(b.fits) - Number(a.fits) || b.saves - a.saves);
 }

@@ -340,7 +340,7 @@ export const en = {
   'plan.fix.hostEmbedding': 'keep the input embedding in host memory (only each batch’s rows go to the GPU)',
   'plan.fix.checkpointPrecision': 'keep checkpointed layer inputs as bf16 (math stays f32)',
   'plan.fix.nf4Head': 'store the output head as NF4 (4-bit; the loss changes slightly)',
-  'plan.fix.autofit': 'fit automatically: every change above that is needed, at once',
+  'plan.fix.autofit': 'fit automatically: {steps}',
   'plan.suggestions': 'One-click fixes',
   'plan.saves': 'saves {bytes}',
   'mem.weights': 'Model weights',

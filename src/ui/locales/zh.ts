@@ -319,7 +319,7 @@ export const zh: Record<MessageKey, string> = {
   'plan.fix.hostEmbedding': '把输入嵌入留在主机内存（每批只上传用到的行）',
   'plan.fix.checkpointPrecision': '检查点保存的层输入改用 bf16（计算仍为 f32）',
   'plan.fix.nf4Head': '输出层（lm_head）以 NF4（4 位）存储（损失略有变化）',
-  'plan.fix.autofit': '自动适配：一次应用上面所需的全部更改',
+  'plan.fix.autofit': '自动适配：{steps}',
   'plan.suggestions': '一键修正',
   'plan.saves': '节省 {bytes}',
   'mem.weights': '模型权重',
