@@ -1,5 +1,7 @@
 // RMSNorm (transformers LlamaRMSNorm / Qwen2RMSNorm, modeling_llama.py): in f32,
-//   rstd = 1/√(mean(x²) + eps),  y = w ⊙ (x·rstd).
+//   rstd = 1/√(mean(x²) + eps),  y = (w + offset) ⊙ (x·rstd).
+// offset is 0 for Llama/Qwen and 1 for Gemma (Gemma3RMSNorm, modeling_gemma3.py: the stored weight
+// is centred on 0 and the scale is 1 + w, formed in f32); the weight gradient does not depend on it.
 // Rows are tokens (or token·head for Qwen3 q_norm/k_norm); width is the normalised axis.
 // Entry points (each with its own bindings; @binding(0) is always the Params uniform):
 //   forward         x, w → y, rstd[rows]              one workgroup per row
@@ -18,13 +20,13 @@ const W_KIND: u32 = {{W_KIND}};
 
 struct Params {
   rows: u32, width: u32, eps: f32, accumulate: u32,
-  rowsPerSlab: u32, slabs: u32, _pad0: u32, _pad1: u32,
+  rowsPerSlab: u32, slabs: u32, offset: f32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 
 fn weightAt(i: u32) -> f32 {
-  return decodeWeight(W_KIND, i, w[wordIndex(W_KIND, i)]);
+  return decodeWeight(W_KIND, i, w[wordIndex(W_KIND, i)]) + p.offset;
 }
 
 fn rowIndex(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {

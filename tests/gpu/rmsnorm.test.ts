@@ -25,6 +25,8 @@ interface Case {
   width: number;
   wType: DType;
   accumulate?: boolean;
+  /** Gemma's (1 + w): weights centred on 0. */
+  offset?: number;
 }
 
 async function runCase(c: Case) {
@@ -33,8 +35,9 @@ async function runCase(c: Case) {
   const eps = 1e-6;
   const xHost = randn(rows * width, rows * 31 + width, 1.3);
   const dyHost = randn(rows * width, rows + 7 * width);
+  const offset = c.offset ?? 0;
   const { t: w, seen: wSeen } = s.weight(
-    randn(width, width + 3, 0.5).map((v) => v + 1),
+    randn(width, width + 3, 0.5).map((v) => v + 1 - offset),
     c.wType,
     [width],
     'w',
@@ -49,7 +52,7 @@ async function runCase(c: Case) {
   const dw = c.accumulate ? s.f32(dwInit, [width], 'dw') : s.nan(width, 'dw');
   const partials = s.nan(rmsnormWeightGradPartials(rows, width), 'partials');
   await s.run('rmsnorm-test', async (rec) => {
-    await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps });
+    await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps, offset: c.offset });
     await rmsnormBackward(rec, {
       x,
       weight: w,
@@ -62,10 +65,11 @@ async function runCase(c: Case) {
       width,
       accumulateDx: c.accumulate,
       accumulateDWeight: c.accumulate,
+      offset: c.offset,
     });
   });
-  const ref = rmsnormRef(xHost, wSeen, rows, width, eps);
-  const back = rmsnormBackwardRef(xHost, wSeen, dyHost, rows, width, eps);
+  const ref = rmsnormRef(xHost, wSeen, rows, width, eps, offset);
+  const back = rmsnormBackwardRef(xHost, wSeen, dyHost, rows, width, eps, offset);
   const tol = { rtol: 1e-5, atol: 1e-5 };
   expectClose(await s.read(y), ref.y, tol, `y ${JSON.stringify(c)}`);
   expectClose(await s.read(rstd), ref.rstd, tol, 'rstd');
@@ -88,9 +92,13 @@ describe.each(REDUCE_VARIANT_NAMES)(`rmsnorm (${runtime}, %s reductions)`, (vari
     { rows: 33, width: 257, wType: 'bf16' },
     // Qwen3 k_norm: 9 tokens × 2 KV heads, head_dim 128.
     { rows: 18, width: 128, wType: 'f32', accumulate: true },
+    // Gemma's (1 + w): a bf16 weight centred on 0, and a q_norm over head_dim 256.
+    { rows: 5, width: 640, wType: 'bf16', offset: 1 },
+    { rows: 12, width: 256, wType: 'f32', offset: 1, accumulate: true },
   ];
   for (const c of cases)
-    it(`rows=${c.rows} width=${c.width} ${c.wType}${c.accumulate ? ' accumulate' : ''}`, () => runCase(c));
+    it(`rows=${c.rows} width=${c.width} ${c.wType}${c.accumulate ? ' accumulate' : ''}${c.offset ? ' (1 + w)' : ''}`, () =>
+      runCase(c));
 
   it('CPU backward matches central finite differences (f64)', () => {
     const rows = 3;
@@ -102,6 +110,10 @@ describe.each(REDUCE_VARIANT_NAMES)(`rmsnorm (${runtime}, %s reductions)`, (vari
     const { dx, dw } = rmsnormBackwardRef(x, w, probe, rows, width, eps);
     expectGradMatchesFd((xx) => dotLoss(rmsnormRef(xx, w, rows, width, eps).y, probe), x, dx, 'dx');
     expectGradMatchesFd((ww) => dotLoss(rmsnormRef(x, ww, rows, width, eps).y, probe), w, dw, 'dw');
+    // Gemma's (1 + w): the input gradient sees the offset, the weight gradient does not.
+    const g = rmsnormBackwardRef(x, w, probe, rows, width, eps, 1);
+    expectGradMatchesFd((xx) => dotLoss(rmsnormRef(xx, w, rows, width, eps, 1).y, probe), x, g.dx, 'dx (1 + w)');
+    expectGradMatchesFd((ww) => dotLoss(rmsnormRef(x, ww, rows, width, eps, 1).y, probe), w, g.dw, 'dw (1 + w)');
   });
 
   for (const name of ['rmsnorm_f32', 'rmsnorm_bf16', 'rmsnorm_qnorm_f16']) {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { swigluBackward, swigluForward } from '../../src/engine/ops/swiglu.ts';
+import { swigluBackward, swigluForward, type GateActivation } from '../../src/engine/ops/swiglu.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn } from '../cpu/random.ts';
@@ -18,7 +18,7 @@ afterEach(() => {
   scope = null;
 });
 
-async function runCase(rows: number, width: number, fused: boolean) {
+async function runCase(rows: number, width: number, fused: boolean, activation: GateActivation = 'silu') {
   const s = await open();
   const n = rows * width;
   const g = randn(n, rows + width, 2.5);
@@ -37,8 +37,8 @@ async function runCase(rows: number, width: number, fused: boolean) {
     const gateUp = s.f32(gu, [rows, 2 * width], 'gateUp');
     const dGateUp = s.nan(2 * n, 'dGateUp');
     await s.run('swiglu-fused', async (rec) => {
-      await swigluForward(rec, { gateUp, y, rows, width });
-      await swigluBackward(rec, { gateUp, dy, dGateUp, rows, width });
+      await swigluForward(rec, { gateUp, y, rows, width, activation });
+      await swigluBackward(rec, { gateUp, dy, dGateUp, rows, width, activation });
     });
     const d = await s.read(dGateUp);
     dGateGot = new Float32Array(n);
@@ -53,15 +53,15 @@ async function runCase(rows: number, width: number, fused: boolean) {
     const dGate = s.nan(n, 'dGate');
     const dUp = s.nan(n, 'dUp');
     await s.run('swiglu', async (rec) => {
-      await swigluForward(rec, { gate, up, y, rows, width });
-      await swigluBackward(rec, { gate, up, dy, dGate, dUp, rows, width });
+      await swigluForward(rec, { gate, up, y, rows, width, activation });
+      await swigluBackward(rec, { gate, up, dy, dGate, dUp, rows, width, activation });
     });
     dGateGot = await s.read(dGate);
     dUpGot = await s.read(dUp);
   }
   const tol = { rtol: 1e-5, atol: 1e-6 };
-  expectClose(await s.read(y), swigluRef(g, u), tol, 'y');
-  const back = swigluBackwardRef(g, u, dyHost);
+  expectClose(await s.read(y), swigluRef(g, u, activation), tol, 'y');
+  const back = swigluBackwardRef(g, u, dyHost, activation);
   expectClose(dGateGot, back.dGate, tol, 'dGate');
   expectClose(dUpGot, back.dUp, tol, 'dUp');
 }
@@ -77,6 +77,9 @@ describe(`swiglu (${runtime})`, () => {
   ] as const) {
     it(`rows=${rows} width=${width}${fused ? ' fused' : ''}`, () => runCase(rows, width, fused));
   }
+  // Gemma's GeGLU (gelu_pytorch_tanh), separate and fused.
+  it('gelu_tanh rows=17 width=64', () => runCase(17, 64, false, 'gelu_tanh'));
+  it('gelu_tanh rows=5 width=37 fused', () => runCase(5, 37, true, 'gelu_tanh'));
 
   it('CPU backward matches central finite differences (f64)', () => {
     const g = toF64(randn(40, 1, 3));
@@ -85,32 +88,39 @@ describe(`swiglu (${runtime})`, () => {
     const { dGate, dUp } = swigluBackwardRef(g, u, probe);
     expectGradMatchesFd((gg) => dotLoss(swigluRef(gg, u), probe), g, dGate, 'dGate');
     expectGradMatchesFd((uu) => dotLoss(swigluRef(g, uu), probe), u, dUp, 'dUp');
+    const ge = swigluBackwardRef(g, u, probe, 'gelu_tanh');
+    expectGradMatchesFd((gg) => dotLoss(swigluRef(gg, u, 'gelu_tanh'), probe), g, ge.dGate, 'dGate (gelu_tanh)');
+    expectGradMatchesFd((uu) => dotLoss(swigluRef(g, uu, 'gelu_tanh'), probe), u, ge.dUp, 'dUp (gelu_tanh)');
   });
 
-  it('matches PyTorch autograd (incl. saturated gates ±90)', async () => {
-    const s = await open();
-    const fx = await loadFixture('swiglu');
-    const { rows, width } = fx.meta;
-    const gate = s.f32(fx.f32('gate'), [rows, width], 'gate');
-    const up = s.f32(fx.f32('up'), [rows, width], 'up');
-    const dy = s.f32(fx.f32('dy'), [rows, width], 'dy');
-    const y = s.nan(rows * width, 'y');
-    const dGate = s.nan(rows * width, 'dGate');
-    const dUp = s.nan(rows * width, 'dUp');
-    await s.run('swiglu-fixture', async (rec) => {
-      await swigluForward(rec, { gate, up, y, rows, width });
-      await swigluBackward(rec, { gate, up, dy, dGate, dUp, rows, width });
+  for (const [name, activation] of [
+    ['swiglu', 'silu'],
+    ['geglu', 'gelu_tanh'],
+  ] as const)
+    it(`matches PyTorch autograd (${name}, incl. saturated gates ±90)`, async () => {
+      const s = await open();
+      const fx = await loadFixture(name);
+      const { rows, width } = fx.meta;
+      const gate = s.f32(fx.f32('gate'), [rows, width], 'gate');
+      const up = s.f32(fx.f32('up'), [rows, width], 'up');
+      const dy = s.f32(fx.f32('dy'), [rows, width], 'dy');
+      const y = s.nan(rows * width, 'y');
+      const dGate = s.nan(rows * width, 'dGate');
+      const dUp = s.nan(rows * width, 'dUp');
+      await s.run('swiglu-fixture', async (rec) => {
+        await swigluForward(rec, { gate, up, y, rows, width, activation });
+        await swigluBackward(rec, { gate, up, dy, dGate, dUp, rows, width, activation });
+      });
+      for (const [t, name] of [
+        [y, 'y'],
+        [dGate, 'dGate'],
+        [dUp, 'dUp'],
+      ] as const) {
+        const got = await s.read(t);
+        expect(got.every(Number.isFinite), `${name} finite`).toBe(true);
+        expect(relError(got, fx.f32(name)), name).toBeLessThan(1e-5);
+      }
     });
-    for (const [t, name] of [
-      [y, 'y'],
-      [dGate, 'dGate'],
-      [dUp, 'dUp'],
-    ] as const) {
-      const got = await s.read(t);
-      expect(got.every(Number.isFinite), `${name} finite`).toBe(true);
-      expect(relError(got, fx.f32(name)), name).toBeLessThan(1e-5);
-    }
-  });
 
   it('names the kernel and shapes on bad input', async () => {
     const s = await open();

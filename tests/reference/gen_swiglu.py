@@ -1,4 +1,6 @@
-"""SwiGLU fixtures: torch autograd through F.silu(gate) * up (transformers LlamaMLP)."""
+"""SwiGLU fixtures: torch autograd through F.silu(gate) * up (transformers LlamaMLP), and Gemma's GeGLU
+F.gelu(gate, approximate="tanh") * up (Gemma3MLP with hidden_activation "gelu_pytorch_tanh",
+transformers activations.py PytorchGELUTanh)."""
 import torch
 import torch.nn.functional as F
 
@@ -18,4 +20,11 @@ def main():
     y.backward(dy)
     fx = common.fixture("torch autograd, F.silu(gate) * up", {"rows": rows, "width": width},
                         {"gate": gate, "up": up, "dy": dy, "y": y, "dGate": g.grad, "dUp": u.grad})
-    return {"swiglu": fx}
+    g = gate.clone().requires_grad_(True)
+    u = up.clone().requires_grad_(True)
+    y = F.gelu(g, approximate="tanh") * u
+    y.backward(dy)
+    geglu = common.fixture("torch autograd, F.gelu(gate, approximate='tanh') * up",
+                           {"rows": rows, "width": width},
+                           {"gate": gate, "up": up, "dy": dy, "y": y, "dGate": g.grad, "dUp": u.grad})
+    return {"swiglu": fx, "geglu": geglu}

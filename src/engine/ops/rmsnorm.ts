@@ -1,6 +1,8 @@
 // RMSNorm forward/backward; see shaders/rmsnorm.wgsl. Matches transformers' LlamaRMSNorm /
 // Qwen2RMSNorm (modeling_llama.py, modeling_qwen2.py): f32 math, y = w·x/√(mean(x²)+eps).
 // Qwen3's q_norm / k_norm are the same op with rows = tokens·heads and width = head_dim.
+// Gemma's norm (Gemma3RMSNorm / Gemma2RMSNorm, modeling_gemma3.py) scales by (1 + w): the same op
+// with `offset: 1`, so the stored weight stays the checkpoint's and its gradient is unchanged.
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import type { ShaderConstants } from '../gpu/shader-library.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
@@ -25,6 +27,8 @@ export interface RmsnormForwardArgs {
   width: number;
   /** rms_norm_eps from the model config. */
   eps: number;
+  /** Added to the weight before scaling: 1 for Gemma's (1 + w), default 0. */
+  offset?: number;
 }
 
 export interface RmsnormBackwardArgs {
@@ -44,6 +48,8 @@ export interface RmsnormBackwardArgs {
   partials?: Tensor;
   rows: number;
   width: number;
+  /** The forward's weight offset (Gemma: 1). */
+  offset?: number;
 }
 
 type Common = { x: Tensor; weight: Tensor; rows: number; width: number };
@@ -73,7 +79,7 @@ export function rmsnormWeightGradPartials(rows: number, width: number): number {
   return Math.max(1, Math.ceil(rows / slabRows(rows))) * width;
 }
 
-function params(rows: number, width: number, eps: number, accumulate: boolean): Params {
+function params(rows: number, width: number, eps: number, accumulate: boolean, offset = 0): Params {
   const rps = slabRows(rows);
   return new Params(8)
     .u32(rows)
@@ -82,7 +88,7 @@ function params(rows: number, width: number, eps: number, accumulate: boolean): 
     .u32(accumulate ? 1 : 0)
     .u32(rps)
     .u32(Math.ceil(rows / rps))
-    .u32(0)
+    .f32(offset)
     .u32(0);
 }
 
@@ -100,12 +106,13 @@ export async function rmsnormForward(rec: Recorder, a: RmsnormForwardArgs): Prom
     { name: 'rstd', tensor: a.rstd, dtype: 'f32', min: a.rows, write: true },
   ]);
   check(w, a.eps >= 0, `eps must be ≥ 0, got ${a.eps}`);
+  check(w, Number.isFinite(a.offset ?? 0), `offset must be finite, got ${a.offset}`);
   await launch(rec, {
     shader: 'rmsnorm',
     entry: 'forward',
     constants: constants(rec, kind, a.width),
     what: w,
-    params: params(a.rows, a.width, a.eps, false),
+    params: params(a.rows, a.width, a.eps, false, a.offset),
     bindings: [a.x, a.weight, a.y, a.rstd],
     grid: foldGrid(rec, a.rows),
   });
@@ -137,7 +144,7 @@ async function inputGrad(rec: Recorder, a: RmsnormBackwardArgs, dx: Tensor, w: s
     entry: 'backwardInput',
     constants: constants(rec, kind, a.width),
     what: w,
-    params: params(a.rows, a.width, 0, !!a.accumulateDx),
+    params: params(a.rows, a.width, 0, !!a.accumulateDx, a.offset),
     bindings: [a.x, a.weight, a.dy, a.rstd, dx],
     grid: foldGrid(rec, a.rows),
   });

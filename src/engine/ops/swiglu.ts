@@ -1,4 +1,6 @@
 // SwiGLU y = silu(gate)·up of the Llama/Qwen2 MLP, forward and backward; see shaders/swiglu.wgsl.
+// `activation: 'gelu_tanh'` makes it Gemma's GeGLU, gelu_pytorch_tanh(gate)·up (modeling_gemma3.py
+// Gemma3MLP with transformers' activations.py PytorchGELUTanh).
 // Gate and up are either separate [rows, width] tensors or one fused [rows, 2·width] tensor
 // (gate columns first), e.g. when gate_proj and up_proj run as one matmul.
 import { Params, type Recorder } from '../gpu/recorder.ts';
@@ -6,6 +8,11 @@ import { describe, type Tensor } from '../gpu/tensor.ts';
 import { check, checkInteger, checkOperands, foldGrid, launch, type Operand } from './kernel.ts';
 
 const WG = 256;
+
+/** The gate's activation: SiLU (Llama, Qwen, Mistral) or tanh-approximate GELU (Gemma). */
+export type GateActivation = 'silu' | 'gelu_tanh';
+
+const ACT_CODE: Record<GateActivation, number> = { silu: 0, gelu_tanh: 1 };
 
 export interface SwigluForwardArgs {
   /** Separate gate and up [rows, width] f32 … */
@@ -17,6 +24,8 @@ export interface SwigluForwardArgs {
   y: Tensor;
   rows: number;
   width: number;
+  /** Default 'silu'. */
+  activation?: GateActivation;
 }
 
 export interface SwigluBackwardArgs {
@@ -32,9 +41,24 @@ export interface SwigluBackwardArgs {
   dGateUp?: Tensor;
   rows: number;
   width: number;
+  /** The forward's activation (default 'silu'). */
+  activation?: GateActivation;
 }
 
-type Inputs = { gate?: Tensor; up?: Tensor; gateUp?: Tensor; rows: number; width: number };
+type Inputs = {
+  gate?: Tensor;
+  up?: Tensor;
+  gateUp?: Tensor;
+  rows: number;
+  width: number;
+  activation?: GateActivation;
+};
+
+function actCode(w: string, a: Inputs): number {
+  const act = a.activation ?? 'silu';
+  check(w, act in ACT_CODE, `activation must be silu or gelu_tanh, got ${String(act)}`);
+  return ACT_CODE[act];
+}
 
 /** The gate/up operands (one fused or two separate), checked for shape and exclusivity. */
 function inputs(w: string, a: Inputs): Operand[] {
@@ -56,7 +80,8 @@ function label(kernel: string, a: Inputs): string {
   const ins = a.gateUp
     ? `gateUp${describe(a.gateUp)}`
     : `gate${a.gate ? describe(a.gate) : '?'} up${a.up ? describe(a.up) : '?'}`;
-  return `swiglu.${kernel} ${ins} rows=${a.rows} width=${a.width}`;
+  const act = a.activation && a.activation !== 'silu' ? ` ${a.activation}` : '';
+  return `swiglu.${kernel}${act} ${ins} rows=${a.rows} width=${a.width}`;
 }
 
 /** The gradient operands matching the inputs: fused dGateUp or separate dGate, dUp. */
@@ -77,13 +102,13 @@ function tensors(ops: Operand[]): Tensor[] {
   return ops.map((op) => op.tensor!);
 }
 
-/** Records y = silu(gate)·up. */
+/** Records y = act(gate)·up. */
 export async function swigluForward(rec: Recorder, a: SwigluForwardArgs): Promise<void> {
   const entry = a.gateUp ? 'forwardFused' : 'forward';
   const w = `${label(entry, a)} → y${describe(a.y)}`;
   const ins = inputs(w, a);
   checkOperands(w, [...ins, { name: 'y', tensor: a.y, dtype: 'f32', min: a.rows * a.width, write: true }]);
-  const params = new Params(4).u32(a.rows).u32(a.width).u32(0).u32(0);
+  const params = new Params(4).u32(a.rows).u32(a.width).u32(actCode(w, a)).u32(0);
   await launch(rec, {
     shader: 'swiglu',
     entry,
@@ -103,7 +128,7 @@ export async function swigluBackward(rec: Recorder, a: SwigluBackwardArgs): Prom
   const dy: Operand = { name: 'dy', tensor: a.dy, dtype: 'f32', min: n };
   const outs = gradients(w, a);
   checkOperands(w, [...ins, dy, ...outs]);
-  const params = new Params(4).u32(a.rows).u32(a.width).u32(0).u32(0);
+  const params = new Params(4).u32(a.rows).u32(a.width).u32(actCode(w, a)).u32(0);
   await launch(rec, {
     shader: 'swiglu',
     entry,
