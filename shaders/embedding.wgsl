@@ -1,4 +1,5 @@
-// Token embedding: out[n, :] = W[ids[n], :] (W [vocab, hidden] f32/bf16/f16 → f32), with
+// Token embedding: out[n, :] = W[ids[n], :]·scale (W [vocab, hidden] f32/bf16/f16 → f32; scale is
+// 1 except for Gemma's √hidden, modeling_gemma3.py Gemma3TextScaledWordEmbedding), with
 // optional NEFTune noise (transformers trainer_utils `neftune_post_forward_hook`: in training,
 // out += U(−mag, mag) with mag = alpha/√(seqLen·hidden)). The noise comes from a counter-based
 // hash of (seed, stream, element index), so it is reproducible and needs no RNG state.
@@ -11,6 +12,9 @@ const W_KIND: u32 = {{W_KIND}};
 struct Params {
   tokens: u32, hidden: u32, vocab: u32, uniqueCount: u32,
   noiseMag: f32, seed: u32, stream: u32, accumulate: u32,
+  // noiseFirst = 1: the noise is added before the scale (Gemma 2 scales in the model's forward,
+  // after the hooked embedding module); 0: after it (Gemma 3's scale is inside the module).
+  scale: f32, noiseFirst: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -52,11 +56,13 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let wi = u32(id) * p.hidden + h;
     v = decodeWeight(W_KIND, wi, w[wordIndex(W_KIND, wi)]);
   }
-  if (p.noiseMag != 0.0) { v += p.noiseMag * noiseAt(i); }
+  if (p.noiseMag != 0.0 && p.noiseFirst != 0u) { v += p.noiseMag * noiseAt(i); }
+  v *= p.scale;
+  if (p.noiseMag != 0.0 && p.noiseFirst == 0u) { v += p.noiseMag * noiseAt(i); }
   out[i] = v;
 }
 
-// ---- backward: dW[id, :] (= or +=) Σ over the token positions holding id of dOut[pos, :] -----
+// ---- backward: dW[id, :] (= or +=) scale · Σ over the token positions holding id of dOut[pos, :] --
 @group(0) @binding(1) var<storage, read> dOut: array<f32>;
 @group(0) @binding(2) var<storage, read> uniqueIds: array<i32>;
 @group(0) @binding(3) var<storage, read> offsets: array<i32>;
@@ -74,6 +80,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   for (var j = offsets[u]; j < offsets[u + 1u]; j++) {
     acc += dOut[u32(positions[j]) * p.hidden + h];
   }
+  acc *= p.scale;
   let o = id * p.hidden + h;
   if (p.accumulate != 0u) { acc += dW[o]; }
   dW[o] = acc;

@@ -1,7 +1,8 @@
-/** CPU reference for shaders/embedding.wgsl: gather rows, scatter-add the gradient (f64). */
-export function embeddingRef(ids: ArrayLike<number>, w: ArrayLike<number>, hidden: number): Float64Array {
+/** CPU reference for shaders/embedding.wgsl: gather rows (times `scale`), scatter-add the gradient (f64). */
+export function embeddingRef(ids: ArrayLike<number>, w: ArrayLike<number>, hidden: number, scale = 1): Float64Array {
   const out = new Float64Array(ids.length * hidden);
-  for (let n = 0; n < ids.length; n++) for (let h = 0; h < hidden; h++) out[n * hidden + h] = w[ids[n] * hidden + h];
+  for (let n = 0; n < ids.length; n++)
+    for (let h = 0; h < hidden; h++) out[n * hidden + h] = w[ids[n] * hidden + h] * scale;
   return out;
 }
 
@@ -10,9 +11,11 @@ export function embeddingBackwardRef(
   dOut: ArrayLike<number>,
   vocab: number,
   hidden: number,
+  scale = 1,
 ): Float64Array {
   const dW = new Float64Array(vocab * hidden);
-  for (let n = 0; n < ids.length; n++) for (let h = 0; h < hidden; h++) dW[ids[n] * hidden + h] += dOut[n * hidden + h];
+  for (let n = 0; n < ids.length; n++)
+    for (let h = 0; h < hidden; h++) dW[ids[n] * hidden + h] += dOut[n * hidden + h] * scale;
   return dW;
 }
 

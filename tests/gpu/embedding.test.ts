@@ -25,7 +25,14 @@ function randomIds(tokens: number, vocab: number, seed: number): Int32Array {
   return Int32Array.from({ length: tokens }, () => Math.floor(vocab * r() ** 2));
 }
 
-async function runCase(tokens: number, vocab: number, hidden: number, wType: DType, accumulate: boolean) {
+async function runCase(
+  tokens: number,
+  vocab: number,
+  hidden: number,
+  wType: DType,
+  accumulate: boolean,
+  scale?: number,
+) {
   const s = await open();
   const ids = randomIds(tokens, vocab, tokens + vocab);
   const { t: weight, seen } = s.weight(randn(vocab * hidden, hidden), wType, [vocab, hidden], 'W');
@@ -36,8 +43,9 @@ async function runCase(tokens: number, vocab: number, hidden: number, wType: DTy
   const csr = embeddingCsr(ids, vocab);
   const dW = s.f32(accumulate ? dwInit : new Float32Array(vocab * hidden), [vocab, hidden], 'dW', 'gradients');
   await s.run('embedding', async (rec) => {
-    await embeddingForward(rec, { ids: idsT, weight, out, tokens, vocab, hidden });
+    await embeddingForward(rec, { ids: idsT, weight, out, tokens, vocab, hidden, scale });
     await embeddingBackward(rec, {
+      scale,
       dOut: s.f32(dOutHost, [tokens, hidden], 'dOut'),
       uniqueIds: s.i32(csr.uniqueIds, [csr.uniqueIds.length], 'uniq'),
       offsets: s.i32(csr.offsets, [csr.offsets.length], 'offsets'),
@@ -50,8 +58,10 @@ async function runCase(tokens: number, vocab: number, hidden: number, wType: DTy
       hidden,
     });
   });
-  expectClose(await s.read(out), embeddingRef(ids, seen, hidden), { rtol: 0, atol: 0 }, 'out');
-  const want = embeddingBackwardRef(ids, dOutHost, vocab, hidden);
+  // A scale rounds once in f32 (one product per element).
+  const outTol = scale === undefined ? { rtol: 0, atol: 0 } : { rtol: 1e-7, atol: 0 };
+  expectClose(await s.read(out), embeddingRef(ids, seen, hidden, scale), outTol, 'out');
+  const want = embeddingBackwardRef(ids, dOutHost, vocab, hidden, scale);
   if (accumulate) want.forEach((v, i) => (want[i] = v + dwInit[i]));
   expectClose(await s.read(dW), want, { rtol: 1e-5, atol: 1e-5 }, 'dW');
 }
@@ -61,6 +71,8 @@ describe(`embedding (${runtime})`, () => {
   it('tokens=17 vocab=30 hidden=64 bf16', () => runCase(17, 30, 64, 'bf16', false));
   it('tokens=130 vocab=300 hidden=80 f16 accumulate', () => runCase(130, 300, 80, 'f16', true));
   it('tokens=40 vocab=7 hidden=257 f32 (many repeats)', () => runCase(40, 7, 257, 'f32', false));
+  // Gemma: √hidden in the weight's dtype (bf16(√640) = 25.25), forward and backward.
+  it('tokens=33 vocab=50 hidden=64 bf16, scaled by 25.25', () => runCase(33, 50, 64, 'bf16', true, 25.25));
 
   it('CSR builder groups positions by id in token order and rejects bad ids', () => {
     const csr = embeddingCsr([5, 2, 5, 9, 2, 5], 10);

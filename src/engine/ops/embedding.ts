@@ -32,6 +32,10 @@ export interface EmbeddingForwardArgs {
   vocab: number;
   hidden: number;
   neftune?: NeftuneOptions;
+  /** Output multiplier (Gemma: √hidden in the embedding's dtype); default 1. */
+  scale?: number;
+  /** NEFTune noise added before the scale (Gemma 2) instead of after it. */
+  noiseBeforeScale?: boolean;
 }
 
 /** Token positions grouped by id: positions[offsets[u] .. offsets[u+1]) hold uniqueIds[u]. */
@@ -55,6 +59,8 @@ export interface EmbeddingBackwardArgs {
   tokens: number;
   vocab: number;
   hidden: number;
+  /** The forward's scale (default 1). */
+  scale?: number;
 }
 
 /** Builds the backward's CSR from host token ids (the engine has them); rejects ids outside the vocabulary. */
@@ -95,7 +101,7 @@ function neftuneMagnitude(w: string, nf: NeftuneOptions | undefined, hidden: num
   return nf.alpha / Math.sqrt(nf.seqLen * hidden);
 }
 
-/** Records out = W[ids] (+ NEFTune noise). */
+/** Records out = W[ids]·scale (+ NEFTune noise). */
 export async function embeddingForward(rec: Recorder, a: EmbeddingForwardArgs): Promise<void> {
   const { tokens, vocab, hidden, neftune: nf } = a;
   const w = `embedding.forward ids${describe(a.ids)} W${describe(a.weight)} → out${describe(a.out)} tokens=${tokens} vocab=${vocab} hidden=${hidden}${nf ? ` neftune α=${nf.alpha}` : ''}`;
@@ -108,7 +114,8 @@ export async function embeddingForward(rec: Recorder, a: EmbeddingForwardArgs): 
   ]);
   const mag = neftuneMagnitude(w, nf, hidden);
   if (tokens * hidden >= 2 ** 32) throw new GpuError('limit', w, 'more than 2³² output elements');
-  const params = new Params(8)
+  check(w, Number.isFinite(a.scale ?? 1), `scale must be finite, got ${a.scale}`);
+  const params = new Params(12)
     .u32(tokens)
     .u32(hidden)
     .u32(vocab)
@@ -116,6 +123,10 @@ export async function embeddingForward(rec: Recorder, a: EmbeddingForwardArgs): 
     .f32(mag)
     .u32(nf?.seed ?? 0)
     .u32(nf?.stream ?? 0)
+    .u32(0)
+    .f32(a.scale ?? 1)
+    .u32(a.noiseBeforeScale ? 1 : 0)
+    .u32(0)
     .u32(0);
   await launch(rec, {
     shader: 'embedding',
@@ -142,7 +153,7 @@ export async function embeddingBackward(rec: Recorder, a: EmbeddingBackwardArgs)
     { name: 'positions', tensor: a.positions, dtype: 'i32', min: tokens },
     { name: 'dWeight', tensor: a.dWeight, dtype: 'f32', min: vocab * hidden, write: true },
   ]);
-  const params = new Params(8)
+  const params = new Params(12)
     .u32(tokens)
     .u32(hidden)
     .u32(vocab)
@@ -150,7 +161,11 @@ export async function embeddingBackward(rec: Recorder, a: EmbeddingBackwardArgs)
     .f32(0)
     .u32(0)
     .u32(0)
-    .u32(a.accumulate ? 1 : 0);
+    .u32(a.accumulate ? 1 : 0)
+    .f32(a.scale ?? 1)
+    .u32(0)
+    .u32(0)
+    .u32(0);
   const [y, z] = foldGrid(rec, uniqueCount);
   await launch(rec, {
     shader: 'embedding',
