@@ -1,16 +1,19 @@
 // Rotary position embedding, half-split layout (transformers modeling_llama.py
-// `apply_rotary_pos_emb` / `rotate_half`): for each head vector x = [x₁, x₂] (D/2 each),
-//   x' = x·cos + rotate_half(x)·sin,  rotate_half(x) = [−x₂, x₁],
+// `apply_rotary_pos_emb` / `rotate_half`): for each head vector x = [x₁, x₂, x_pass] (R/2, R/2
+// and D − R elements, R = rotary dim),
+//   [x₁, x₂]' = [x₁, x₂]·cos + rotate_half([x₁, x₂])·sin,  rotate_half([x₁, x₂]) = [−x₂, x₁],
+//   x_pass untouched (partial rotary: modeling_phi3.py rotates q[..., :rotary_dim] only; R = D elsewhere),
 //   θ_i = f32(position) · invFreq[i] (one f32 product, as transformers' float32 matmul),
-//   cos/sin scaled by attentionScaling (1 for default / linear / dynamic / llama3 rope).
+//   cos/sin scaled by attentionScaling (1 for default / linear / dynamic / llama3 rope, LongRoPE's
+//   attention factor for longrope).
 // The backward is the inverse rotation (θ → −θ): DIRECTION = −1 maps dL/dx' to dL/dx.
 // IN PLACE on Q [N, Hq·D] and K [N, Hkv·D] (row strides allow views into wider buffers).
-// One thread per (token, i < D/2): cos/sin computed once, applied to every Q and K head.
+// One thread per (token, i < R/2): cos/sin computed once, applied to every Q and K head.
 
 struct Params {
   tokens: u32, qHeads: u32, kvHeads: u32, halfDim: u32,
   qRowStride: u32, kRowStride: u32, qOffset: u32, kOffset: u32,
-  direction: f32, attentionScaling: f32, _pad0: u32, _pad1: u32,
+  direction: f32, attentionScaling: f32, headDim: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -62,7 +65,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let cosT = sc.y * p.attentionScaling;
   // The backward rotates by −θ: only sin changes sign.
   let sinT = sc.x * p.attentionScaling * p.direction;
-  let d = 2u * p.halfDim;
+  let d = p.headDim;
   let qBase = p.qOffset + n * p.qRowStride + i;
   for (var h = 0u; h < p.qHeads; h++) {
     let j = qBase + h * d;

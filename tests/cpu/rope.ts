@@ -1,8 +1,9 @@
 /**
  * CPU reference for shaders/rope.wgsl from the definition: θ = f32(position·invFreq[i]) (one
  * f32 product, as transformers), cos/sin and the rotation in f64.
- * x [tokens, heads·D] → x' with x'₁ = x₁cos − x₂sin, x'₂ = x₂cos + x₁sin; direction −1
- * rotates by −θ (the backward).
+ * x [tokens, heads·D] → x' with x'₁ = x₁cos − x₂sin, x'₂ = x₂cos + x₁sin over the first
+ * rotaryDim dimensions of each head (halves of rotaryDim/2), the rest copied (partial rotary,
+ * modeling_phi3.py apply_rotary_pos_emb); direction −1 rotates by −θ (the backward).
  */
 export function ropeRef(
   x: ArrayLike<number>,
@@ -13,9 +14,10 @@ export function ropeRef(
   headDim: number,
   direction = 1,
   attentionScaling = 1,
+  rotaryDim = headDim,
 ): Float64Array {
-  const half = headDim / 2;
-  const out = new Float64Array(tokens * heads * headDim);
+  const half = rotaryDim / 2;
+  const out = Float64Array.from(x as ArrayLike<number>);
   for (let n = 0; n < tokens; n++) {
     for (let i = 0; i < half; i++) {
       const theta = Math.fround(Math.fround(positions[n]) * invFreq[i]);

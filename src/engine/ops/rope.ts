@@ -1,8 +1,8 @@
 // Rotary position embedding (half-split / rotate_half layout of transformers' Llama, Qwen2,
-// Qwen3, Mistral); see shaders/rope.wgsl. IN PLACE: the forward rotates Q and K where they
+// Qwen3, Mistral, Phi-3 with partial rotary); see shaders/rope.wgsl. IN PLACE: the forward rotates Q and K where they
 // lie, the backward rotates dL/dQ', dL/dK' back (inverse rotation) where they lie.
-// invFreq f32[headDim/2] comes from the host (computeInvFreq handles default / linear /
-// dynamic / llama3 scaling); cos/sin are computed here from f32(position)·invFreq[i].
+// invFreq f32[rotaryDim/2] comes from the host (computeInvFreq handles default / linear /
+// dynamic / llama3 / longrope scaling); cos/sin are computed here from f32(position)·invFreq[i].
 import { Params, type Recorder } from '../gpu/recorder.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
 import { check, checkInteger, checkOperands, foldGrid, launch } from './kernel.ts';
@@ -10,13 +10,18 @@ import { check, checkInteger, checkOperands, foldGrid, launch } from './kernel.t
 export interface RopeShape {
   /** Per-token positions i32[tokens] (packed sequences restart at 0 per segment). */
   positionIds: Tensor;
-  /** f32[headDim/2] inverse frequencies. */
+  /** f32[rotaryDim/2] inverse frequencies. */
   invFreq: Tensor;
   tokens: number;
   qHeads: number;
   kvHeads: number;
-  /** Even head dimension D. */
+  /** Head dimension D (the stride between heads). */
   headDim: number;
+  /**
+   * Leading dimensions of each head that rotate (even, ≤ D; default D): partial rotary
+   * (Phi-4-mini 96 of 128) leaves the last D − rotaryDim untouched.
+   */
+  rotaryDim?: number;
   /** Multiplies cos and sin (transformers' attention_scaling; 1 unless yarn/longrope). */
   attentionScaling?: number;
   /** Elements between consecutive tokens (defaults qHeads·D / kvHeads·D) and first-element offsets. */
@@ -51,12 +56,19 @@ async function record(
   direction: 1 | -1,
 ): Promise<void> {
   const { tokens, qHeads, kvHeads, headDim } = a;
-  const w = `rope.${kernel} q${describe(q)} k${describe(k)} tokens=${tokens} heads=${qHeads}/${kvHeads} D=${headDim}`;
+  const w = `rope.${kernel} q${describe(q)} k${describe(k)} tokens=${tokens} heads=${qHeads}/${kvHeads} D=${headDim}${a.rotaryDim === undefined ? '' : ` rotary=${a.rotaryDim}`}`;
   checkInteger(w, 'tokens', tokens, 0);
   checkInteger(w, 'qHeads', qHeads, 0);
   checkInteger(w, 'kvHeads', kvHeads, 0);
   checkInteger(w, 'headDim', headDim, 2);
-  check(w, headDim % 2 === 0, `headDim must be even, got ${headDim}`);
+  const rotaryDim = a.rotaryDim ?? headDim;
+  checkInteger(w, 'rotaryDim', rotaryDim, 2);
+  check(
+    w,
+    rotaryDim % 2 === 0,
+    `${a.rotaryDim === undefined ? 'headDim' : 'rotaryDim'} must be even, got ${rotaryDim}`,
+  );
+  check(w, rotaryDim <= headDim, `rotaryDim ${rotaryDim} exceeds headDim ${headDim}`);
   const qStride = a.qRowStride ?? qHeads * headDim;
   const kStride = a.kRowStride ?? kvHeads * headDim;
   check(
@@ -71,28 +83,28 @@ async function record(
   checkOperands(w, [
     { name: 'q', tensor: q, dtype: 'f32', min: extent(qOff, qStride, qHeads * headDim), write: true },
     { name: 'k', tensor: k, dtype: 'f32', min: extent(kOff, kStride, kvHeads * headDim), write: true },
-    { name: 'invFreq', tensor: a.invFreq, dtype: 'f32', min: headDim / 2 },
+    { name: 'invFreq', tensor: a.invFreq, dtype: 'f32', min: rotaryDim / 2 },
     { name: 'positionIds', tensor: a.positionIds, dtype: 'i32', min: tokens },
   ]);
   const params = new Params(12)
     .u32(tokens)
     .u32(qHeads)
     .u32(kvHeads)
-    .u32(headDim / 2)
+    .u32(rotaryDim / 2)
     .u32(qStride)
     .u32(kStride)
     .u32(qOff)
     .u32(kOff)
     .f32(direction)
     .f32(a.attentionScaling ?? 1)
-    .u32(0)
+    .u32(headDim)
     .u32(0);
   await launch(rec, {
     shader: 'rope',
     what: w,
     params,
     bindings: [q, k, a.positionIds, a.invFreq],
-    grid: foldGrid(rec, Math.ceil((tokens * headDim) / 2 / WG)),
+    grid: foldGrid(rec, Math.ceil((tokens * rotaryDim) / 2 / WG)),
   });
 }
 
