@@ -43,9 +43,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let split = wg.y % P.splits;
   let qrow = queryRow(tile, kvHead, lid);
   var keyEnd = tileKeyEnd(tile);
-  var keyBegin = 0u;
-  if (P.splits > 1u) {
-    keyBegin = split * P.keySplit;
+  var keyBegin = tileKeyBegin(tile);
+  if (P.splits > 1u) { // splits cover [tileKeyBegin, tileKeyEnd) of the single tile
+    keyBegin += split * P.keySplit;
     keyEnd = min(keyEnd, keyBegin + P.keySplit);
   }
 
@@ -65,11 +65,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     loadKvTile(kb, keyEnd, kvHead, lid, WG);
     workgroupBarrier();
     // No `continue` in this loop: skipping must not make the barriers non-uniform.
-    let work = qrow.live && kb <= qrow.pos;
+    // Rows whose window ends before this block (a tile spans up to ROWS queries) skip it too.
+    let work = qrow.live && kb <= qrow.pos && (P.window == 0u || kb + BC + P.window > qrow.pos + 1u);
     if (work) {
       for (var c = 0u; c < BC; c++) {
         var d = 0.0;
-        if (kb + c <= qrow.pos && kb + c < keyEnd && segTile[c] == qrow.segment) {
+        if (keyInWindow(kb + c, qrow.pos) && kb + c < keyEnd && segTile[c] == qrow.segment) {
           for (var t = 0u; t < DL4; t++) { d += dot(qr[t], kTile[c * D4 + t * L + qrow.lane]); }
         }
         s[c] = d;
@@ -87,7 +88,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (work) {
       var mNew = m;
       for (var c = 0u; c < BC; c++) {
-        if (!(kb + c <= qrow.pos && kb + c < keyEnd && segTile[c] == qrow.segment)) { s[c] = MASKED; }
+        if (keyInWindow(kb + c, qrow.pos) && kb + c < keyEnd && segTile[c] == qrow.segment) {
+          s[c] = capScore(s[c]);
+        } else {
+          s[c] = MASKED;
+        }
         mNew = max(mNew, s[c]);
       }
       if (mNew >= MASK_TEST) { // something visible in this block

@@ -59,8 +59,22 @@ fn rowDot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 fn rowDotOf(h: u32, i: u32) -> f32 { return rowStats[h * P.queries + i]; }
 fn lseOf(h: u32, i: u32) -> f32 { return rowStats[(P.qHeads + h) * P.queries + i]; }
 
+// (P, dS) of one visible pair from its raw base-2 score s2 (scale·log2(e)·q·k), the row's LSE in
+// base 2 and dP − D: dS = P·(dP − D), times 1 − tanh² of the cap's argument when capping.
+fn probAndGrad(s2: f32, lse2: f32, dpMinusD: f32) -> vec2<f32> {
+  if (P.capLog2 > 0.0) {
+    let t = capTanh(s2);
+    let p = exp2(P.capLog2 * t - lse2);
+    return vec2<f32>(p, p * dpMinusD * (1.0 - t * t));
+  }
+  let p = exp2(s2 - lse2);
+  return vec2<f32>(p, p * dpMinusD);
+}
+
 // ---- dq -------------------------------------------------------------------------------
-// dQ_i = scale · Σ_j P_ij (dP_ij − D_i) K_j, with P_ij = exp(scale·q_i·k_j − LSE_i), dP_ij = dO_i·v_j.
+// dQ_i = scale · Σ_j P_ij (dP_ij − D_i) c'_ij K_j, with P_ij = exp(c_ij − LSE_i), dP_ij = dO_i·v_j,
+// c_ij the (capped) score and c'_ij its derivative by the raw scaled score s_ij = scale·q_i·k_j:
+// 1 without capping; with c = softcap·tanh(s / softcap), c' = 1 − tanh²(s / softcap).
 @group(0) @binding(7) var<storage, read_write> dqOut: array<vec4<f32>>;
 
 var<workgroup> kTile: array<vec4<f32>, BC * D4>;
@@ -92,16 +106,16 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
   var s: array<f32, BC>;
   var dp: array<f32, BC>;
 
-  for (var kb = 0u; kb < keyEnd; kb += BC) {
+  for (var kb = tileKeyBegin(tile); kb < keyEnd; kb += BC) {
     workgroupBarrier();
     loadKvTile(kb, keyEnd, kvHead, lid, WGQ);
     workgroupBarrier();
-    let work = qrow.live && kb <= qrow.pos;
+    let work = qrow.live && kb <= qrow.pos && (P.window == 0u || kb + BC + P.window > qrow.pos + 1u);
     if (work) {
       for (var c = 0u; c < BC; c++) {
         var sc = 0.0;
         var pc = 0.0;
-        if (kb + c <= qrow.pos && segTile[c] == qrow.segment) {
+        if (keyInWindow(kb + c, qrow.pos) && segTile[c] == qrow.segment) {
           for (var t = 0u; t < DL4; t++) {
             sc += dot(qr[t], kTile[c * D4 + t * L + qrow.lane]);
             pc += dot(dor[t], vTile[c * D4 + t * L + qrow.lane]);
@@ -130,8 +144,8 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
     }
     if (work) {
       for (var c = 0u; c < BC; c++) {
-        if (kb + c <= qrow.pos && segTile[c] == qrow.segment) {
-          let ds = exp2(s[c] - lse2) * (dp[c] - rowD);
+        if (keyInWindow(kb + c, qrow.pos) && segTile[c] == qrow.segment) {
+          let ds = probAndGrad(s[c], lse2, dp[c] - rowD).y;
           for (var t = 0u; t < DL4; t++) { acc[t] = fma(vec4<f32>(ds), kTile[c * D4 + t * L + qrow.lane], acc[t]); }
         }
       }
@@ -143,7 +157,7 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid
 }
 
 // ---- dkdv -----------------------------------------------------------------------------
-// For key j of query head h: dV_j = Σ_i P_ij dO_i,  dK_j = scale · Σ_i P_ij (dP_ij − D_i) Q_i.
+// For key j of query head h: dV_j = Σ_i P_ij dO_i,  dK_j = scale · Σ_i P_ij (dP_ij − D_i) c'_ij Q_i.
 @group(0) @binding(7) var<storage, read_write> dkOut: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> dvOut: array<vec4<f32>>;
 
@@ -183,11 +197,17 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
   var s: array<f32, BQ>;
   var dp: array<f32, BQ>;
-  // Causal: queries before position kb see none of this block's keys.
+  // Causal: queries before position kb see none of this block's keys. Sliding window: queries at
+  // positions ≥ lastKey + window see none either, so the loop covers O(window) queries.
   var iStart = 0u;
   if (kb > P.queryOffset) { iStart = kb - P.queryOffset; }
+  var iEnd = P.queries;
+  if (P.window != 0u) {
+    let reach = min(kb + BK, P.keys) - 1u + P.window; // first position past the block's windows
+    iEnd = select(0u, min(P.queries, reach - P.queryOffset), reach > P.queryOffset);
+  }
 
-  for (var i0 = iStart; i0 < P.queries; i0 += BQ) {
+  for (var i0 = iStart; i0 < iEnd; i0 += BQ) {
     workgroupBarrier();
     for (var e = lid; e < BQ * D4; e += WGK) {
       let i = i0 + e / D4;
@@ -222,7 +242,7 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         var sc = 0.0;
         var pc = 0.0;
         let sr = segRowTile[r];
-        if (sr >= 0 && sr == segK && key <= P.queryOffset + i0 + r) {
+        if (sr >= 0 && sr == segK && keyInWindow(key, P.queryOffset + i0 + r)) {
           for (var t = 0u; t < DK4; t++) {
             sc += dot(kr[t], qTile[r * D4 + t * LK + lane]);
             pc += dot(vr[t], doTile[r * D4 + t * LK + lane]);
@@ -252,9 +272,10 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (keyInRange) {
       for (var r = 0u; r < BQ; r++) {
         let sr = segRowTile[r];
-        if (sr >= 0 && sr == segK && key <= P.queryOffset + i0 + r) {
-          let p = exp2(s[r] - lseTile[r]);
-          let ds = p * (dp[r] - rowDTile[r]);
+        if (sr >= 0 && sr == segK && keyInWindow(key, P.queryOffset + i0 + r)) {
+          let pg = probAndGrad(s[r], lseTile[r], dp[r] - rowDTile[r]);
+          let p = pg.x;
+          let ds = pg.y;
           for (var t = 0u; t < DK4; t++) {
             dv[t] = fma(vec4<f32>(p), doTile[r * D4 + t * LK + lane], dv[t]);
             dk[t] = fma(vec4<f32>(ds), qTile[r * D4 + t * LK + lane], dk[t]);

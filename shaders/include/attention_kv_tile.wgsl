@@ -38,6 +38,12 @@ fn tileKeyEnd(tile: u32) -> u32 {
   return min(P.keys, P.queryOffset + lastQuery + 1u);
 }
 
+// Keys before the tile's first query's window are masked for every row (sliding window), so the
+// key loop starts there: O(N·window) work instead of O(N²). Uniform like tileKeyEnd.
+fn tileKeyBegin(tile: u32) -> u32 {
+  return windowStart(P.queryOffset + tile * ROWS / P.group);
+}
+
 // One key block [kb, kb + BC) of a KV head into workgroup memory (zeros and segment 0 past
 // keyEnd), shared by the forward and the dQ kernels. The includer declares k, v, seg, kTile,
 // vTile, segTile, BC, D4 and P (attention_common); `threads` is its workgroup size.

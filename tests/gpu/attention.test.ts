@@ -38,6 +38,8 @@ interface Case {
   /** Tile as on a device with only this much workgroup memory. */
   storage?: number;
   implicitScratch?: boolean;
+  window?: number;
+  softcap?: number;
 }
 
 interface GpuRun {
@@ -124,7 +126,16 @@ async function runGpu(shape: AttentionShape, host: HostInputs): Promise<GpuRun> 
 
 function caseShape(c: Case): AttentionShape {
   const Nk = c.Nk ?? c.N + (c.offset ?? 0);
-  return { queries: c.N, keys: Nk, qHeads: c.Hq, kvHeads: c.Hkv, headDim: c.D, queryOffset: c.offset };
+  return {
+    queries: c.N,
+    keys: Nk,
+    qHeads: c.Hq,
+    kvHeads: c.Hkv,
+    headDim: c.D,
+    queryOffset: c.offset,
+    window: c.window,
+    softcap: c.softcap,
+  };
 }
 
 async function runCase(c: Case) {
@@ -198,16 +209,90 @@ describe(`attention (${runtime})`, () => {
     // The second case outgrows the scratch the op made for the first one.
     ['op-made backward scratch, GQA 4:2', { N: 9, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
     ['op-made backward scratch grows, GQA 4:2', { N: 33, Hq: 4, Hkv: 2, D: 64, implicitScratch: true }],
+    // Sliding window and soft-capping at odd shapes (head_dim 24, GQA 3:1): windows shorter than a
+    // key block, longer than one, and crossing tile edges; softcap 2 bends nearly every score.
+    ['window 5, seq 37, GQA 3:1, D 24', { N: 37, Hq: 3, Hkv: 1, D: 24, window: 5 }],
+    [
+      'window 16, softcap 50, seq 37, GQA 3:1, D 24',
+      { N: 37, Hq: 3, Hkv: 1, D: 24, window: 16, softcap: 50, qScale: 8 },
+    ],
+    ['window 1: each query sees only itself', { N: 37, Hq: 3, Hkv: 1, D: 24, window: 1 }],
+    ['softcap 2 without a window, GQA 6:2, D 24', { N: 37, Hq: 6, Hkv: 2, D: 24, softcap: 2, qScale: 3 }],
+    [
+      'window 5 + softcap 2 + packed segments and padding, GQA 3:1, D 24',
+      {
+        N: 37,
+        Hq: 3,
+        Hkv: 1,
+        D: 24,
+        window: 5,
+        softcap: 2,
+        qScale: 3,
+        segments: segmentsOf([0, 11], [1, 3], [2, 17], [-1, 6]),
+      },
+    ],
+    [
+      'window 40, seq 130, MHA 2:2, D 64 (skips whole key and query blocks)',
+      { N: 130, Hq: 2, Hkv: 2, D: 64, window: 40 },
+    ],
+    [
+      'window 33 + softcap, seq 130, GQA 6:2, D 24',
+      { N: 130, Hq: 6, Hkv: 2, D: 24, window: 33, softcap: 5, qScale: 2 },
+    ],
+    ['window 7 with 16 KiB tiles, D 128', { N: 37, Hq: 2, Hkv: 1, D: 128, window: 7, storage: 16384 }],
+    [
+      'window 9 + softcap 3, D 256 (lanes per row and key) with 16 KiB tiles',
+      { N: 19, Hq: 2, Hkv: 1, D: 256, window: 9, softcap: 3, qScale: 2, storage: 16384 },
+    ],
+    [
+      'decode past the window: 1 query at offset 40, window 5, GQA 3:1',
+      { N: 1, Hq: 3, Hkv: 1, D: 24, offset: 40, window: 5 },
+    ],
+    [
+      'prefill chunk past the window: 5 queries at offset 20, window 8, softcap 2',
+      { N: 5, Hq: 4, Hkv: 2, D: 80, offset: 20, window: 8, softcap: 2, qScale: 3 },
+    ],
+    [
+      'decode with key splits over the window: 1 query at offset 699, window 300, GQA 14:2',
+      { N: 1, Hq: 14, Hkv: 2, D: 64, offset: 699, window: 300, backward: false },
+    ],
+    [
+      'decode with key splits, window 290 + softcap 2, GQA 3:1, D 24',
+      { N: 2, Hq: 3, Hkv: 1, D: 24, offset: 598, window: 290, softcap: 2, qScale: 3, backward: false },
+    ],
   ];
   for (const [name, c] of cases) it(name, () => runCase(c));
 
-  for (const name of ['attention_gqa', 'attention_segments', 'attention_offset']) {
+  const fixtures = [
+    'attention_gqa',
+    'attention_segments',
+    'attention_offset',
+    'attention_window',
+    'attention_window_softcap',
+    'attention_softcap',
+    'attention_window_decode',
+    'attention_window_split',
+  ];
+  for (const name of fixtures) {
     it(`matches PyTorch autograd: ${name}`, async () => {
       const fx = await loadFixture(name);
-      const { N, Nk, Hq, Hkv, D, offset } = fx.meta as Record<string, number>;
-      const shape: AttentionShape = { queries: N, keys: Nk, qHeads: Hq, kvHeads: Hkv, headDim: D, queryOffset: offset };
+      const { N, Nk, Hq, Hkv, D, offset, window, softcap } = fx.meta as Record<string, number>;
+      const shape: AttentionShape = {
+        queries: N,
+        keys: Nk,
+        qHeads: Hq,
+        kvHeads: Hkv,
+        headDim: D,
+        queryOffset: offset,
+        window,
+        softcap,
+      };
       const seg = fx.t.seg ? (fx.t.seg.data as Int32Array) : undefined;
-      const got = await runGpu(shape, { q: fx.f32('q'), k: fx.f32('k'), v: fx.f32('v'), dOut: fx.f32('dOut'), seg });
+      const [q, k, v, dOut] = [fx.f32('q'), fx.f32('k'), fx.f32('v'), fx.f32('dOut')];
+      const got = await runGpu(shape, { q, k, v, dOut, seg });
+      // The CPU reference (written from the math, not from PyTorch) agrees with both.
+      const ref: AttentionRefShape = { ...shape, segmentIds: seg };
+      const cpu = { ...attentionForwardRef(ref, q, k, v), ...attentionBackwardRef(ref, q, k, v, dOut) };
       for (const [key, value] of [
         ['out', got.out],
         ['lse', got.lse],
@@ -217,9 +302,58 @@ describe(`attention (${runtime})`, () => {
       ] as const) {
         const err = relError(value, fx.f32(key));
         expect(err, `${name} ${key} max rel error ${err.toExponential(2)}`).toBeLessThanOrEqual(1e-4);
+        const errCpu = relError(value, cpu[key]);
+        expect(errCpu, `${name} ${key} vs CPU max rel error ${errCpu.toExponential(2)}`).toBeLessThanOrEqual(1e-4);
+        const cpuVsTorch = relError(cpu[key], fx.f32(key));
+        expect(cpuVsTorch, `${name} ${key} CPU vs PyTorch ${cpuVsTorch.toExponential(2)}`).toBeLessThanOrEqual(1e-6);
       }
     });
   }
+
+  it('windowed, soft-capped backward matches central differences of the f64 reference, and the GPU matches it', async () => {
+    // The cap's derivative 1 − tanh² is what the kernels add to dS: check it against the loss itself.
+    const shape: AttentionShape = { queries: 7, keys: 7, qHeads: 3, kvHeads: 1, headDim: 8, window: 3, softcap: 1.5 };
+    const ref: AttentionRefShape = { ...shape, segmentIds: undefined };
+    const q = randn(7 * 3 * 8, 511, 2);
+    const k = randn(7 * 8, 512);
+    const v = randn(7 * 8, 513);
+    const dOut = randn(7 * 3 * 8, 514);
+    const inputs = { q: Float64Array.from(q), k: Float64Array.from(k), v: Float64Array.from(v) };
+    const analytic = attentionBackwardRef(ref, q, k, v, dOut);
+    for (const which of ['q', 'k', 'v'] as const) {
+      const fd = attentionFiniteDifference(ref, inputs, which, dOut);
+      expectClose(analytic[`d${which}`], fd, { rtol: 1e-6, atol: 1e-8 }, `CPU d${which} vs central differences`);
+    }
+    const got = await runGpu(shape, { q, k, v, dOut });
+    const tight = { rtol: 1e-5, atol: 1e-6 };
+    expectClose(got.dq!, analytic.dq, tight, 'GPU dQ vs CPU');
+    expectClose(got.dk!, analytic.dk, tight, 'GPU dK vs CPU');
+    expectClose(got.dv!, analytic.dv, tight, 'GPU dV vs CPU');
+    // The window is real: key 0 gets no gradient from queries 3.. (only queries 0..2 see it).
+    const early = attentionBackwardRef({ ...ref, window: null }, q, k, v, dOut);
+    expect(relError(analytic.dk, early.dk)).toBeGreaterThan(1e-2);
+  });
+
+  it('a window covering every key equals no window exactly, forward and backward', async () => {
+    const base: AttentionShape = { queries: 37, keys: 37, qHeads: 3, kvHeads: 1, headDim: 24, softcap: 2 };
+    const q = randn(37 * 3 * 24, 521, 3);
+    const k = randn(37 * 24, 522);
+    const v = randn(37 * 24, 523);
+    const dOut = randn(37 * 3 * 24, 524);
+    const seg = Int32Array.from(segmentsOf([0, 20], [1, 17]));
+    const none = await runGpu(base, { q, k, v, dOut, seg });
+    for (const window of [37, 38, 1000, 0]) {
+      const got = await runGpu({ ...base, window }, { q, k, v, dOut, seg });
+      for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
+        expect(Array.from(got[key]!), `window ${window} ${key}`).toEqual(Array.from(none[key]!));
+      }
+    }
+    // One key short of that, the first key drops out of the last query's window.
+    const short = await runGpu({ ...base, window: 36 }, { q, k, v, dOut });
+    const full = await runGpu(base, { q, k, v, dOut });
+    expect(Array.from(short.out.subarray(0, 36 * 72))).toEqual(Array.from(full.out.subarray(0, 36 * 72)));
+    expect(relError(short.out.subarray(36 * 72), full.out.subarray(36 * 72))).toBeGreaterThan(1e-6);
+  });
 
   it('backward matches central differences of the f64 reference, and the GPU matches that backward', async () => {
     // Tiny shape with GQA, two packed sequences and a padding token.
@@ -281,6 +415,12 @@ describe(`attention (${runtime})`, () => {
     expect(s.splits * s.keySplit).toBeGreaterThanOrEqual(2048);
     expect(attentionForwardSplits({ ...decode, queries: 256, keys: 256, queryOffset: 0 }, 64, 32).splits).toBe(1);
     expect(attentionForwardSplits({ ...decode, keys: 100, queryOffset: 99 }, 64, 32).splits).toBe(1);
+    // A window bounds the keys a decode walks: 2048 keys but a 100-key window needs no splits.
+    expect(attentionForwardSplits({ ...decode, window: 100 }, 64, 32).splits).toBe(1);
+    const w = attentionForwardSplits({ ...decode, window: 600 }, 64, 32);
+    expect(w.splits).toBeGreaterThan(1);
+    expect(w.splits * w.keySplit).toBeGreaterThanOrEqual(600);
+    expect((w.splits - 1) * w.keySplit).toBeLessThan(600);
   });
 
   it('tiles fit 16 KiB of workgroup memory and 256 threads for head_dim up to 256', () => {
@@ -320,6 +460,12 @@ describe(`attention (${runtime})`, () => {
     await expect(
       attentionForward(rec, { ...shape, queryOffset: 1, q: small, k: small, v: small, out: small }),
     ).rejects.toThrow(/need keys ≥ 3/);
+    await expect(
+      attentionForward(rec, { ...shape, window: 2.5, q: small, k: small, v: small, out: small }),
+    ).rejects.toThrow(/window must be an integer/);
+    await expect(
+      attentionForward(rec, { ...shape, softcap: -1, q: small, k: small, v: small, out: small }),
+    ).rejects.toThrow(/softcap must be a finite number/);
     await rec.submit();
     releaseTensor(gpu, small);
   });

@@ -1,5 +1,5 @@
-// Flash-style causal attention with GQA, packed-sequence segments and a KV-cache query offset,
-// forward and FlashAttention-2 backward; see shaders/attention.wgsl, shaders/attention_backward.wgsl
+// Flash-style causal attention with GQA, packed-sequence segments, a KV-cache query offset, a
+// sliding window and logit soft-capping, forward and FlashAttention-2 backward; see shaders/attention.wgsl, shaders/attention_backward.wgsl
 // and shaders/include/attention_common.wgsl (layouts and the masking rule).
 //
 // Layouts (token-major f32): Q, O, dO, dQ [N, Hq·D]; K, V, dK, dV [Nk, Hkv·D]; LSE [Hq, N] in
@@ -32,6 +32,21 @@ export interface AttentionShape {
    * with id < 0 is padding: O = 0, LSE = 0 and no gradient flows through it.
    */
   segmentIds?: Tensor;
+  /**
+   * Sliding window in keys: the query at key position p = queryOffset + i also needs p − m < window,
+   * i.e. it sees `window` keys including itself (transformers masking_utils
+   * sliding_window_overlay; Mistral's and Gemma's `sliding_window`). Computed in the kernels, which
+   * skip key blocks outside every window, so cost is O(N·window). Undefined, null or 0: full causal
+   * attention. A uniform, not a pipeline constant: layers with different windows share pipelines.
+   */
+  window?: number | null;
+  /**
+   * Attention-logit soft-capping (Gemma 2 `attn_logit_softcapping`, modeling_gemma2.py
+   * eager_attention_forward): each scaled score s becomes softcap·tanh(s / softcap) before the
+   * mask and softmax; LSE is that of the capped scores, and the backward multiplies dS by
+   * 1 − tanh²(s / softcap). Undefined, null or 0: no capping.
+   */
+  softcap?: number | null;
 }
 
 export interface AttentionForwardArgs extends AttentionShape {
@@ -175,6 +190,20 @@ function scaleOf(s: AttentionShape): number {
   return s.scale ?? 1 / Math.sqrt(s.headDim);
 }
 
+/**
+ * The window the kernels apply: 0 for none; otherwise at most `keys`, which changes nothing
+ * (p − m ≤ keys − 1 for every pair) and keeps key + window far from u32 overflow.
+ */
+function windowOf(s: AttentionShape): number {
+  return s.window ? Math.min(s.window, s.keys) : 0;
+}
+
+/** First key the first query can see under the window (0 without one). */
+function firstWindowKey(s: AttentionShape): number {
+  const w = windowOf(s);
+  return w ? Math.max(0, (s.queryOffset ?? 0) + 1 - w) : 0;
+}
+
 /** Bytes the backward needs besides its inputs and outputs; linear in N and Nk. */
 export function attentionScratchBytes(shape: AttentionShape): number {
   const rowStats = 2 * 4 * shape.qHeads * shape.queries;
@@ -279,7 +308,9 @@ export function releaseAttentionCaches(gpu: Gpu): void {
 function shapeLabel(s: AttentionShape): string {
   const seg = s.segmentIds ? ` seg${describe(s.segmentIds)}` : '';
   const off = s.queryOffset ? ` offset=${s.queryOffset}` : '';
-  return `N=${s.queries} Nk=${s.keys} H=${s.qHeads}/${s.kvHeads} D=${s.headDim}${off}${seg}`;
+  const win = s.window ? ` window=${s.window}` : '';
+  const cap = s.softcap ? ` softcap=${s.softcap}` : '';
+  return `N=${s.queries} Nk=${s.keys} H=${s.qHeads}/${s.kvHeads} D=${s.headDim}${off}${win}${cap}${seg}`;
 }
 
 function checkShape(what: string, s: AttentionShape): void {
@@ -303,6 +334,10 @@ function checkShape(what: string, s: AttentionShape): void {
     `queries at key positions ${off}..${off + s.queries - 1} need keys ≥ ${off + s.queries}, got ${s.keys}`,
   );
   check(what, Number.isFinite(scaleOf(s)), 'scale must be finite');
+  const w = s.window ?? 0;
+  check(what, isInt(w, 0), `window must be an integer ≥ 1 (or 0/null for none), got ${w}`);
+  const cap = s.softcap ?? 0;
+  check(what, Number.isFinite(cap) && cap >= 0, `softcap must be a finite number > 0 (or 0/null for none), got ${cap}`);
   checkOperands(what, [{ name: 'segmentIds', tensor: s.segmentIds, dtype: 'i32', min: s.keys }]);
 }
 
@@ -322,8 +357,8 @@ function params(s: AttentionShape, tilesX: number, tiles: number, split = { spli
     .u32(tiles)
     .u32(split.splits)
     .u32(split.keySplit)
-    .u32(0)
-    .u32(0)
+    .u32(windowOf(s))
+    .f32((s.softcap ?? 0) * Math.LOG2E)
     .u32(0).buffer;
 }
 
@@ -333,6 +368,7 @@ const MIN_BLOCKS_PER_SPLIT = 4;
 /**
  * Key splits for the forward (flash-decoding): only when every row fits one workgroup, i.e. a
  * KV head would otherwise run on a single workgroup walking the whole cache (decode, tiny prefill).
+ * With a sliding window the splits cover only the keys from the first query's window start.
  */
 export function attentionForwardSplits(
   s: AttentionShape,
@@ -341,11 +377,12 @@ export function attentionForwardSplits(
 ): { splits: number; keySplit: number } {
   const rows = s.queries * (s.qHeads / s.kvHeads);
   const keyEnd = Math.min(s.keys, (s.queryOffset ?? 0) + s.queries);
-  const blocks = Math.ceil(keyEnd / keyBlock);
+  const span = keyEnd - firstWindowKey(s);
+  const blocks = Math.ceil(span / keyBlock);
   if (rows > rowsPerGroup || blocks < 2 * MIN_BLOCKS_PER_SPLIT) return { splits: 1, keySplit: 0 };
   const want = Math.min(MAX_SPLITS, Math.floor(blocks / MIN_BLOCKS_PER_SPLIT));
   const keySplit = Math.ceil(blocks / want) * keyBlock;
-  return { splits: Math.ceil(keyEnd / keySplit), keySplit };
+  return { splits: Math.ceil(span / keySplit), keySplit };
 }
 
 /** Records O = softmax(scale·Q·Kᵀ + mask)·V and LSE. */
@@ -506,16 +543,22 @@ export async function attentionBackward(rec: Recorder, a: AttentionBackwardArgs)
   }
 }
 
-/** Visible (query, key) pairs under the causal rule without segments: the work the kernels do. */
-export function attentionPairs(queries: number, keys: number, queryOffset = 0): number {
+/**
+ * Visible (query, key) pairs under the causal rule (and a sliding window, if any) without
+ * segments: the work the kernels do.
+ */
+export function attentionPairs(queries: number, keys: number, queryOffset = 0, window: number | null = 0): number {
   let pairs = 0;
-  for (let i = 0; i < queries; i++) pairs += Math.min(keys, queryOffset + i + 1);
+  for (let i = 0; i < queries; i++) {
+    const seen = Math.min(keys, queryOffset + i + 1);
+    pairs += window ? Math.min(seen, window) : seen;
+  }
   return pairs;
 }
 
 /** Forward FLOPs: QKᵀ and PV over the visible pairs (2 + 2 per pair and dim) per query head. */
 export function attentionForwardFlops(s: AttentionShape): number {
-  return 4 * attentionPairs(s.queries, s.keys, s.queryOffset) * s.qHeads * s.headDim;
+  return 4 * attentionPairs(s.queries, s.keys, s.queryOffset, s.window) * s.qHeads * s.headDim;
 }
 
 /**
@@ -523,5 +566,5 @@ export function attentionForwardFlops(s: AttentionShape): number {
  * dim). The kernels recompute QKᵀ and dO·Vᵀ in both the dQ and the dK/dV pass, so they execute 14.
  */
 export function attentionBackwardFlops(s: AttentionShape): number {
-  return 10 * attentionPairs(s.queries, s.keys, s.queryOffset) * s.qHeads * s.headDim;
+  return 10 * attentionPairs(s.queries, s.keys, s.queryOffset, s.window) * s.qHeads * s.headDim;
 }
