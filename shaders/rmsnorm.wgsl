@@ -4,7 +4,8 @@
 // is centred on 0 and the scale is 1 + w, formed in f32); the weight gradient does not depend on it.
 // Rows are tokens (or token·head for Qwen3 q_norm/k_norm); width is the normalised axis.
 // Entry points (each with its own bindings; @binding(0) is always the Params uniform):
-//   forward         x, w → y, rstd[rows]              one workgroup per row
+//   forward         x, w → y (= or +=), rstd[rows]    one workgroup per row (+=: Gemma's normed
+//                                                     sublayer output added onto the residual)
 //   backwardInput   x, w, dy, rstd → dx (= or +=)     one workgroup per row
 //   weightPartials  x, dy, rstd → partials[slab, width]: Σ over a slab of rows of dy·x·rstd
 //   weightReduce    partials → dw (= or +=)           sums the slabs per column (no atomics)
@@ -54,7 +55,10 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   let r = inverseSqrt(total / f32(p.width) + p.eps);
   for (var c = lid; c < p.width; c += WG) {
     // Same rounding order as transformers: (x·rstd) first, then the weight.
-    y[base + c] = weightAt(c) * (x[base + c] * r);
+    var v = weightAt(c) * (x[base + c] * r);
+    // accumulate == 0 must not read y: a fresh pooled buffer may hold NaN bit patterns.
+    if (p.accumulate != 0u) { v += y[base + c]; }
+    y[base + c] = v;
   }
   if (lid == 0u) { rstdOut[row] = r; }
 }

@@ -46,13 +46,15 @@ async function runCase(c: Case) {
   const dwInit = randn(width, 6);
   const x = s.f32(xHost, [rows, width], 'x');
   const dy = s.f32(dyHost, [rows, width], 'dy');
-  const y = s.nan(rows * width, 'y');
+  const yInit = randn(rows * width, 8);
+  // accumulate: y += as well (Gemma's normed sublayer output onto the residual).
+  const y = c.accumulate ? s.f32(yInit, [rows * width], 'y') : s.nan(rows * width, 'y');
   const rstd = s.nan(rows, 'rstd');
   const dx = c.accumulate ? s.f32(dxInit, [rows * width], 'dx') : s.nan(rows * width, 'dx');
   const dw = c.accumulate ? s.f32(dwInit, [width], 'dw') : s.nan(width, 'dw');
   const partials = s.nan(rmsnormWeightGradPartials(rows, width), 'partials');
   await s.run('rmsnorm-test', async (rec) => {
-    await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps, offset: c.offset });
+    await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps, offset: c.offset, accumulate: c.accumulate });
     await rmsnormBackward(rec, {
       x,
       weight: w,
@@ -71,7 +73,8 @@ async function runCase(c: Case) {
   const ref = rmsnormRef(xHost, wSeen, rows, width, eps, offset);
   const back = rmsnormBackwardRef(xHost, wSeen, dyHost, rows, width, eps, offset);
   const tol = { rtol: 1e-5, atol: 1e-5 };
-  expectClose(await s.read(y), ref.y, tol, `y ${JSON.stringify(c)}`);
+  const wantY = c.accumulate ? ref.y.map((v, i) => v + yInit[i]) : ref.y;
+  expectClose(await s.read(y), wantY, tol, `y ${JSON.stringify(c)}`);
   expectClose(await s.read(rstd), ref.rstd, tol, 'rstd');
   const wantDx = c.accumulate ? back.dx.map((v, i) => v + dxInit[i]) : back.dx;
   const wantDw = c.accumulate ? back.dw.map((v, i) => v + dwInit[i]) : back.dw;

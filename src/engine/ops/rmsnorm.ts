@@ -29,6 +29,8 @@ export interface RmsnormForwardArgs {
   eps: number;
   /** Added to the weight before scaling: 1 for Gemma's (1 + w), default 0. */
   offset?: number;
+  /** y += instead of y = (Gemma: the normed attention / MLP output onto the residual stream). */
+  accumulate?: boolean;
 }
 
 export interface RmsnormBackwardArgs {
@@ -96,7 +98,7 @@ function constants(rec: Recorder, kind: number, width: number): ShaderConstants 
   return { W_KIND: `${kind}u`, WG: `${workgroupSize(width)}u`, ...reduceConstants(rec.gpu) };
 }
 
-/** Records y = w·x·rstd and saves rstd. */
+/** Records y (= or +=) (w + offset)·x·rstd and saves rstd. */
 export async function rmsnormForward(rec: Recorder, a: RmsnormForwardArgs): Promise<void> {
   const w = what('forward', a) + ` → y${describe(a.y)}`;
   const kind = checkCommon(w, a);
@@ -112,7 +114,7 @@ export async function rmsnormForward(rec: Recorder, a: RmsnormForwardArgs): Prom
     entry: 'forward',
     constants: constants(rec, kind, a.width),
     what: w,
-    params: params(a.rows, a.width, a.eps, false, a.offset),
+    params: params(a.rows, a.width, a.eps, !!a.accumulate, a.offset),
     bindings: [a.x, a.weight, a.y, a.rstd],
     grid: foldGrid(rec, a.rows),
   });
