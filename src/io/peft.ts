@@ -2,7 +2,18 @@
 // (huggingface/peft `src/peft/tuners/lora/config.py` LoraConfig, `src/peft/utils/save_and_load.py`
 // which drops the adapter name ".default" from saved keys).
 
-export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+// The last two are Phi-3's fused projections (modeling_phi3.py self_attn.qkv_proj, mlp.gate_up_proj).
+export const LORA_MODULES = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+  'qkv_proj',
+  'gate_up_proj',
+] as const;
 export type LoraModule = (typeof LORA_MODULES)[number];
 export type LoraWhich = 'A' | 'B' | 'magnitude';
 
@@ -216,7 +227,7 @@ export function parseAdapterConfig(
 }
 
 export function moduleGroup(m: LoraModule): 'self_attn' | 'mlp' {
-  return m === 'gate_proj' || m === 'up_proj' || m === 'down_proj' ? 'mlp' : 'self_attn';
+  return m === 'gate_proj' || m === 'up_proj' || m === 'down_proj' || m === 'gate_up_proj' ? 'mlp' : 'self_attn';
 }
 
 /** The module's path inside the transformers model: `model.layers.N.self_attn.q_proj`. */

@@ -133,6 +133,18 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
     }
   });
 
+  it('Phi-3 (fused qkv_proj / gate_up_proj, LongRoPE switching tables per micro-batch, partial rotary): 20 LoRA steps follow the PyTorch curve', async () => {
+    const gpu = await testGpu();
+    const fx = await loadFixture('engine_train_phi3');
+    expect(fx.meta.targets).toEqual(['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
+    const model = await fixtureModel(gpu, fx, await loadFixture('engine_phi3'));
+    try {
+      await followCurve(model, fx, { loss: 1e-4, norm: 1e-3, params: 1e-3 });
+    } finally {
+      model.release();
+    }
+  });
+
   it("on an adapter with only WebGPU's default limits (8 storage buffers per stage), LoRA and QLoRA follow the same curves", async () => {
     const gpu = await minimalTestGpu();
     expect(gpu.limits.maxStorageBuffersPerShaderStage).toBe(8);

@@ -48,6 +48,23 @@ def smollm3_config():
             "hidden_act": "silu", "torch_dtype": "float32"}
 
 
+def phi3_config():
+    # configuration_phi3.py fields with every Phi-3 feature kept small: fused qkv_proj / gate_up_proj
+    # (bias-free), LongRoPE (short and long factors, original_max_position_embeddings 8 so a
+    # 10-token pass takes the long factors and a 6-token one the short), partial rotary 0.625 of
+    # head_dim 16 = 10 rotated dims (an odd number, 5, of rotated pairs), rms_norm_eps 1e-5.
+    return {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+            "max_position_embeddings": 32, "original_max_position_embeddings": 8, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "partial_rotary_factor": 0.625,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.05, 1.2, 1.5, 2.0],
+                             "long_factor": [1.1, 1.9, 3.3, 5.0, 7.5]},
+            "tie_word_embeddings": False, "hidden_act": "silu", "torch_dtype": "float32"}
+
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj")
+
+
 def uses_rope(cfg, l):
     """SmolLM3Config.no_rope_layers (1 = RoPE); every other model ropes every layer."""
     if cfg["model_type"] != "smollm3":
@@ -61,6 +78,8 @@ def shapes(cfg):
     H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     D = cfg.get("head_dim", H // cfg["num_attention_heads"])
     q, kv = cfg["num_attention_heads"] * D, cfg["num_key_value_heads"] * D
+    if cfg["model_type"] == "phi3":  # modeling_phi3.py Phi3Attention.qkv_proj, Phi3MLP.gate_up_proj
+        return {"qkv_proj": (q + 2 * kv, H), "o_proj": (H, q), "gate_up_proj": (2 * I, H), "down_proj": (H, I)}
     return {"q_proj": (q, H), "k_proj": (kv, H), "v_proj": (kv, H), "o_proj": (H, q),
             "gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}
 
@@ -78,7 +97,7 @@ def random_weights(cfg, g, bias, qk_norm=False):
             w[f"{p}.self_attn.q_norm.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
             w[f"{p}.self_attn.k_norm.weight"] = 1 + 0.2 * torch.randn(D, generator=g)
         for m, (o, i) in shapes(cfg).items():
-            grp = "self_attn" if m in LINEARS[:4] else "mlp"
+            grp = "self_attn" if m in ATTENTION else "mlp"
             w[f"{p}.{grp}.{m}.weight"] = torch.randn(o, i, generator=g) * (1.2 / math.sqrt(i))
             if bias and m in ("q_proj", "k_proj", "v_proj"):
                 w[f"{p}.{grp}.{m}.bias"] = 0.3 * torch.randn(o, generator=g)
@@ -89,13 +108,45 @@ def random_weights(cfg, g, bias, qk_norm=False):
 
 
 def module_name(l, m):
-    return f"model.layers.{l}.{'self_attn' if m in LINEARS[:4] else 'mlp'}.{m}"
+    return f"model.layers.{l}.{'self_attn' if m in ATTENTION else 'mlp'}.{m}"
 
 
-def inv_freq(cfg):
+def rotary_dim(cfg):
+    """modeling_rope_utils: dim = int(head_dim * partial_rotary_factor)."""
     D = cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+    return int(D * cfg.get("partial_rotary_factor", 1.0))
+
+
+def longrope(cfg):
+    rs = cfg.get("rope_scaling")
+    return rs if rs and rs.get("rope_type", rs.get("type")) == "longrope" else None
+
+
+def inv_freq(cfg, seq_len=None):
+    R = rotary_dim(cfg)
+    shape = torch.arange(0, R, 2, dtype=torch.int64).float() / R
+    rs = longrope(cfg)
+    if rs is not None:
+        # modeling_rope_utils._compute_longrope_parameters: long factors when seq_len (the
+        # largest position + 1, dynamic_rope_update) exceeds original_max_position_embeddings.
+        long = seq_len is not None and seq_len > cfg["original_max_position_embeddings"]
+        ext = torch.tensor(rs["long_factor"] if long else rs["short_factor"], dtype=torch.float32)
+        return 1.0 / (ext * cfg["rope_theta"] ** shape)
     # modeling_rope_utils._compute_default_rope_parameters, in f32 like transformers.
-    return 1.0 / (cfg["rope_theta"] ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+    return 1.0 / (cfg["rope_theta"] ** shape)
+
+
+def attention_scaling(cfg):
+    """_compute_longrope_parameters: attention_factor, else sqrt(1 + ln(factor)/ln(original)) with
+    factor = max_position_embeddings / original_max_position_embeddings; 1 for the other RoPE types."""
+    rs = longrope(cfg)
+    if rs is None:
+        return 1.0
+    if rs.get("attention_factor") is not None:
+        return rs["attention_factor"]
+    orig = cfg["original_max_position_embeddings"]
+    factor = rs.get("factor") or cfg["max_position_embeddings"] / orig
+    return 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig))
 
 
 def rmsnorm(x, w, eps):
@@ -116,9 +167,14 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
     D = cfg.get("head_dim", H // Hq)
     eps = cfg["rms_norm_eps"]
     N = ids.numel()
-    freqs = pos.to(D64)[:, None] * inv_freq(cfg).to(D64)[None, :]
+    freqs = pos.to(D64)[:, None] * inv_freq(cfg, int(pos.max()) + 1).to(D64)[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+    cos, sin = emb.cos()[:, None, :] * attention_scaling(cfg), emb.sin()[:, None, :] * attention_scaling(cfg)
+    R = rotary_dim(cfg)
+
+    def rope(x):  # modeling_phi3.py apply_rotary_pos_emb: rotate x[..., :R], pass the rest
+        xr = x[..., :R]
+        return torch.cat((xr * cos + rotate_half(xr) * sin, x[..., R:]), dim=-1)
     n_idx = torch.arange(N)
     visible = (n_idx[None, :] <= n_idx[:, None]) & (seg[None, :] == seg[:, None]) & (seg[:, None] >= 0)
     visible = visible | torch.eye(N, dtype=torch.bool)  # padding rows: keep softmax finite, zeroed below
@@ -138,15 +194,19 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}"
         x = rmsnorm(h, W[f"{p}.input_layernorm.weight"], eps)
-        q = lin(x, l, "q_proj").view(N, Hq, D)
-        k = lin(x, l, "k_proj").view(N, Hkv, D)
-        v = lin(x, l, "v_proj").view(N, Hkv, D)
+        if cfg["model_type"] == "phi3":  # modeling_phi3.py: one qkv_proj, sliced q | k | v
+            q, k, v = lin(x, l, "qkv_proj").split([Hq * D, Hkv * D, Hkv * D], dim=-1)
+            q, k, v = q.reshape(N, Hq, D), k.reshape(N, Hkv, D), v.reshape(N, Hkv, D)
+        else:
+            q = lin(x, l, "q_proj").view(N, Hq, D)
+            k = lin(x, l, "k_proj").view(N, Hkv, D)
+            v = lin(x, l, "v_proj").view(N, Hkv, D)
         if f"{p}.self_attn.q_norm.weight" in W:  # Qwen3: RMSNorm over head_dim before RoPE
             q = rmsnorm(q, W[f"{p}.self_attn.q_norm.weight"], eps)
             k = rmsnorm(k, W[f"{p}.self_attn.k_norm.weight"], eps)
         if uses_rope(cfg, l):  # modeling_smollm3.py: NoPE layers skip apply_rotary_pos_emb
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+            q = rope(q)
+            k = rope(k)
         rep = Hq // Hkv
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
@@ -156,7 +216,11 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
         o = o.masked_fill(pad, 0.0)
         h = h + lin(o, l, "o_proj")
         x = rmsnorm(h, W[f"{p}.post_attention_layernorm.weight"], eps)
-        a = torch.nn.functional.silu(lin(x, l, "gate_proj")) * lin(x, l, "up_proj")
+        if cfg["model_type"] == "phi3":  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2); up * silu(gate)
+            gate, up = lin(x, l, "gate_up_proj").chunk(2, dim=-1)
+            a = up * torch.nn.functional.silu(gate)
+        else:
+            a = torch.nn.functional.silu(lin(x, l, "gate_proj")) * lin(x, l, "up_proj")
         h = keep(h + lin(a, l, "down_proj"))
     h = rmsnorm(h, W["model.norm.weight"], eps)
     head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
@@ -293,6 +357,37 @@ def smollm3_case():
     cfg = smollm3_config()
     W32 = random_weights(cfg, g, bias=False)
     return padded_lora_case("smollm3_case", cfg, g, W32, 2, 8, [8, 6], 2)
+
+
+PHI3_LINEARS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+
+
+def phi3_case():
+    """Phi-3 (modeling_phi3.py): LoRA and full fine-tuning gradients over a padded batch of 10-token
+    rows (largest position 9 ≥ original 8: the long LongRoPE factors), plus the logits of row 0's
+    first 6 tokens alone (a pass within the original length: the short factors)."""
+    g = common.seed(3141)
+    cfg = phi3_config()
+    W32 = random_weights(cfg, g, bias=False)
+    B, T = 2, 10
+    lengths = [10, 7]
+    ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
+    labels = ids.clone()
+    labels[0:2] = -100
+    for b, L in enumerate(lengths):
+        ids[b * T + L:(b + 1) * T] = 0
+        labels[b * T + L:(b + 1) * T] = -100
+    pos = torch.arange(T).repeat(B)
+    seg = segments_padded(lengths, T)
+    t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=True)
+    lora = {k[len("lora_A:"):]: (t[k].to(D64), t["lora_B:" + k[len("lora_A:"):]].to(D64))
+            for k in t if k.startswith("lora_A:")}
+    short = 6
+    with torch.no_grad():
+        t["logits_short"] = forward(cfg, to64(W32), lora, meta["alpha"] / meta["rank"], ids[:short],
+                                    torch.arange(short), torch.zeros(short, dtype=torch.long))
+    meta["short"] = short
+    return common.fixture("tests/reference/gen_engine.py phi3_case", meta, t)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,6 +537,15 @@ def train_smollm3_case():
     return common.fixture("tests/reference/gen_engine.py train_smollm3_case", meta, t)
 
 
+def train_phi3_case():
+    """20 LoRA steps on Phi-3's four fused-module targets; micro-batches of up to 11 tokens cross
+    original_max_position_embeddings 8, so the curve runs through both LongRoPE tables."""
+    cfg = phi3_config()
+    W32 = random_weights(cfg, common.seed(3141), bias=False)  # same weights as phi3_case
+    t, meta = train_run(cfg, W32, common.seed(97), 20, PHI3_LINEARS)
+    return common.fixture("tests/reference/gen_engine.py train_phi3_case", meta, t)
+
+
 def train_qlora_case():
     cfg = llama_config()
     W32 = random_weights(cfg, common.seed(1234), bias=False)
@@ -465,6 +569,8 @@ def main():
         "engine_qwen3": qwen3_case(),
         "engine_smollm3": smollm3_case(),
         "engine_train_smollm3": train_smollm3_case(),
+        "engine_phi3": phi3_case(),
+        "engine_train_phi3": train_phi3_case(),
         "engine_train_lora": train_lora_case(),
         "engine_train_qlora": train_qlora_case(),
         "engine_train_full": train_full_case(),

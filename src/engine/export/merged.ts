@@ -106,13 +106,21 @@ export function configFromModel(c: ModelConfig): Record<string, unknown> {
                 ? { original_max_position_embeddings: c.rope.originalMaxPositionEmbeddings }
                 : {}),
             }
-          : {
-              rope_type: 'llama3',
-              factor: c.rope.factor,
-              low_freq_factor: c.rope.lowFreqFactor,
-              high_freq_factor: c.rope.highFreqFactor,
-              original_max_position_embeddings: c.rope.originalMaxPositionEmbeddings,
-            };
+          : c.rope.type === 'llama3'
+            ? {
+                rope_type: 'llama3',
+                factor: c.rope.factor,
+                low_freq_factor: c.rope.lowFreqFactor,
+                high_freq_factor: c.rope.highFreqFactor,
+                original_max_position_embeddings: c.rope.originalMaxPositionEmbeddings,
+              }
+            : {
+                // The attention factor written out, so a reader need not re-derive it.
+                rope_type: 'longrope',
+                short_factor: c.rope.shortFactor,
+                long_factor: c.rope.longFactor,
+                attention_factor: c.rope.attentionFactor,
+              };
   const out: Record<string, unknown> = {
     architectures: [c.architecture],
     model_type: c.modelType,
@@ -135,9 +143,12 @@ export function configFromModel(c: ModelConfig): Record<string, unknown> {
   // configuration_smollm3.py: 1 = RoPE, 0 = NoPE, one entry per layer.
   if (c.architecture === 'SmolLM3ForCausalLM')
     out.no_rope_layers = Array.from({ length: c.numLayers }, (_, l) => (c.noRopeLayers.includes(l) ? 0 : 1));
+  // configuration_phi3.py keeps the pre-training length and the partial rotary factor at the top level.
+  if (c.rope.type === 'longrope') out.original_max_position_embeddings = c.rope.originalMaxPositionEmbeddings;
+  if (c.rotaryDim !== c.headDim) out.partial_rotary_factor = c.rotaryDim / c.headDim;
   if (c.slidingWindow !== null) {
     out.sliding_window = c.slidingWindow;
-    if (c.architecture !== 'MistralForCausalLM') out.use_sliding_window = true;
+    if (c.architecture !== 'MistralForCausalLM' && c.architecture !== 'Phi3ForCausalLM') out.use_sliding_window = true;
   }
   if (c.bosTokenId !== null) out.bos_token_id = c.bosTokenId;
   if (c.eosTokenIds.length) out.eos_token_id = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;

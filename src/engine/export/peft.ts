@@ -4,8 +4,14 @@
 // reverse: a PEFT adapter folder → a LoraSet on the GPU (chat / export with adapter_name_or_path).
 import { readF32, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
 import { loraScale } from '../ops/lora.ts';
-import { LINEAR_MODULES, LoraSet, modulePrefix, type LoraConfig, type Model } from '../model/model.ts';
-import { linearShape, type LinearModule, type ModelConfig } from '../model/config.ts';
+import { LoraSet, modulePrefix, type LoraConfig, type Model } from '../model/model.ts';
+import {
+  ALL_LINEAR_MODULES,
+  linearModules,
+  linearShape,
+  type LinearModule,
+  type ModelConfig,
+} from '../model/config.ts';
 import {
   isTargeted,
   loraKey,
@@ -45,7 +51,7 @@ export function adapterConfigFor(
 /** The adapter's tensors (read back from the GPU) under PEFT key names, in layer/module order. */
 export async function adapterTensors(lora: LoraSet): Promise<TensorToWrite[]> {
   const states = [...lora.adapters.values()].sort(
-    (a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module),
+    (a, b) => a.layer - b.layer || ALL_LINEAR_MODULES.indexOf(a.module) - ALL_LINEAR_MODULES.indexOf(b.module),
   );
   const out: TensorToWrite[] = [];
   for (const s of states) {
@@ -122,6 +128,12 @@ export function checkPeftAdapter(
         key,
         'not a LoRA weight of a q/k/v/o/gate/up/down projection (modules_to_save and embeddings are not supported)',
       );
+    if (!linearModules(c).includes(k.module))
+      throw new PeftError(
+        ADAPTER_WEIGHTS,
+        key,
+        `${k.module} is not a linear layer of ${c.architecture} (it has ${linearModules(c).join(', ')}): the adapter was trained on another model family`,
+      );
     if (k.which === 'magnitude') throw new PeftError(ADAPTER_WEIGHTS, key, 'DoRA magnitude vectors are not supported');
     if (k.layer >= c.numLayers)
       throw new PeftError(ADAPTER_WEIGHTS, key, `layer ${k.layer} does not exist (the model has ${c.numLayers})`);
@@ -187,7 +199,8 @@ export async function loadPeftAdapter(
     seed: overrides.seed ?? 0,
     ...(layers.length < c.numLayers ? { layers } : {}),
   };
-  const lora = new LoraSet(model.gpu, loraCfg);
+  const linears = linearModules(c);
+  const lora = new LoraSet(model.gpu, loraCfg, linears);
   const scale = loraScale(ac.loraAlpha, ac.r, ac.useRslora);
   try {
     for (const m of modules) {
@@ -202,7 +215,7 @@ export async function loadPeftAdapter(
       };
       const A = await read(m.A, m.shapeA, 'A');
       const B = await read(m.B, m.shapeB, 'B');
-      const moduleId = m.layer * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(m.module);
+      const moduleId = m.layer * linears.length + linears.indexOf(m.module);
       lora.adapters.set(m.name, {
         A,
         B,

@@ -1,7 +1,7 @@
 // Hugging Face config.json → the decoder shape we run. Field semantics from transformers
 // `models/llama/configuration_llama.py`, `models/qwen2/configuration_qwen2.py`,
 // `models/qwen3/configuration_qwen3.py`, `models/mistral/configuration_mistral.py`,
-// `models/smollm3/configuration_smollm3.py`;
+// `models/smollm3/configuration_smollm3.py`, `models/phi3/configuration_phi3.py`;
 // RoPE from `modeling_rope_utils.py`.
 
 export const SUPPORTED_ARCHITECTURES = [
@@ -10,6 +10,7 @@ export const SUPPORTED_ARCHITECTURES = [
   'Qwen3ForCausalLM',
   'MistralForCausalLM',
   'SmolLM3ForCausalLM',
+  'Phi3ForCausalLM',
 ] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
@@ -35,6 +36,18 @@ export type RopeScaling =
       lowFreqFactor: number;
       highFreqFactor: number;
       originalMaxPositionEmbeddings: number;
+    }
+  | {
+      /**
+       * LongRoPE (Phi-3 / Phi-3.5 / Phi-4-mini): inv_freq[i] = 1 / (ext[i] · θ^(2i/rotaryDim)) with
+       * ext = shortFactor, or longFactor once a pass reaches past originalMaxPositionEmbeddings;
+       * cos and sin are multiplied by attentionFactor.
+       */
+      type: 'longrope';
+      shortFactor: number[];
+      longFactor: number[];
+      originalMaxPositionEmbeddings: number;
+      attentionFactor: number;
     };
 
 export type TorchDtype = 'float32' | 'float16' | 'bfloat16';
@@ -67,6 +80,16 @@ export interface ModelConfig {
    * modeling_smollm3.py `use_rope = config.no_rope_layers[layer_idx]`); empty for the others.
    */
   noRopeLayers: number[];
+  /**
+   * Leading dimensions of each head that RoPE rotates (head_dim · partial_rotary_factor, Phi-4-mini
+   * 0.75 → 96 of 128); the rest pass through. headDim for every model without the factor.
+   */
+  rotaryDim: number;
+  /**
+   * Phi-3: q/k/v are one `self_attn.qkv_proj` [(Hq + 2·Hkv)·D, hidden] and gate/up one
+   * `mlp.gate_up_proj` [2·intermediate, hidden] (modeling_phi3.py Phi3Attention / Phi3MLP).
+   */
+  fusedProjections: boolean;
   /** Sliding-window attention size when the model uses it, else null. */
   slidingWindow: number | null;
   torchDtype: TorchDtype | null;
@@ -155,8 +178,15 @@ function ropeNumber(
   return v;
 }
 
+/** What LongRoPE needs from the rest of config.json (see parseLongRope). */
+interface RopeContext {
+  architecture: Architecture;
+  maxPositionEmbeddings: number;
+  rotaryDim: number;
+}
+
 /** Reads rope_theta + scaling from either `rope_scaling` (+ top-level rope_theta) or the newer `rope_parameters`. */
-function parseRope(r: Reader, defaultTheta: number): { theta: number; rope: RopeScaling } {
+function parseRope(r: Reader, defaultTheta: number, ctx: RopeContext): { theta: number; rope: RopeScaling } {
   const newer = r.raw.rope_parameters;
   const legacy = r.raw.rope_scaling;
   let where: string;
@@ -181,7 +211,9 @@ function parseRope(r: Reader, defaultTheta: number): { theta: number; rope: Rope
   else theta = r.num('rope_theta', defaultTheta);
   if (!params) return { theta, rope: { type: 'default' } };
   // BC: "rope_type" was originally "type" (modeling_rope_utils.py).
-  const t = params.rope_type ?? params.type ?? 'default';
+  let t = params.rope_type ?? params.type ?? 'default';
+  // configuration_phi3.py: early Phi-3 configs call LongRoPE "su" (or "yarn").
+  if (ctx.architecture === 'Phi3ForCausalLM' && (t === 'su' || t === 'yarn')) t = 'longrope';
   const w = where!;
   switch (t) {
     case 'default':
@@ -218,12 +250,64 @@ function parseRope(r: Reader, defaultTheta: number): { theta: number; rope: Rope
         },
       };
     }
+    case 'longrope':
+      return { theta, rope: parseLongRope(r, w, params, ctx) };
     default:
       r.fail(
         `${w}.rope_type`,
-        `RoPE scaling ${JSON.stringify(t)} is not supported; supported: default, linear, dynamic, llama3`,
+        `RoPE scaling ${JSON.stringify(t)} is not supported; supported: default, linear, dynamic, llama3, longrope`,
       );
   }
+}
+
+/**
+ * LongRoPE as transformers resolves it (modeling_rope_utils.py `_compute_longrope_parameters`,
+ * rope_config_utils.py `standardize_rope_params`): original_max_position_embeddings from the
+ * top level of config.json when present (Phi-3 keeps it there; it wins), else from the scaling
+ * dict, else max_position_embeddings; factor = the dict's `factor`, else max_position_embeddings /
+ * original; attention factor = the dict's `attention_factor`, else √(1 + ln(factor) / ln(original))
+ * (1 when factor ≤ 1). short_factor and long_factor hold one number per rotated frequency.
+ */
+function parseLongRope(
+  r: Reader,
+  w: string,
+  params: Json,
+  ctx: RopeContext,
+): Extract<RopeScaling, { type: 'longrope' }> {
+  const half = ctx.rotaryDim / 2;
+  const list = (k: 'short_factor' | 'long_factor'): number[] => {
+    const v = params[k];
+    if (!Array.isArray(v)) r.fail(`${w}.${k}`, `required for rope_type "longrope": a list of ${half} numbers`);
+    if (v.length !== half)
+      r.fail(`${w}.${k}`, `must hold ${half} numbers (one per rotated frequency, rotary dim ${ctx.rotaryDim}), got ${v.length}`);
+    return v.map((x, i) => {
+      if (typeof x !== 'number' || !(x > 0) || !Number.isFinite(x))
+        r.fail(`${w}.${k}[${i}]`, `must be a positive number, got ${JSON.stringify(x)}`);
+      return x;
+    });
+  };
+  let original: number;
+  if (r.has('original_max_position_embeddings')) original = r.int('original_max_position_embeddings');
+  // Phi3Config always has the attribute (default 4096), so the dict's value never applies there.
+  else if (ctx.architecture === 'Phi3ForCausalLM') original = 4096;
+  else if (params.original_max_position_embeddings !== undefined && params.original_max_position_embeddings !== null)
+    original = ropeNumber(r, w, params, 'original_max_position_embeddings', { int: true, min: 1 });
+  else original = ctx.maxPositionEmbeddings;
+  const factor =
+    params.factor !== undefined && params.factor !== null
+      ? ropeNumber(r, w, params, 'factor', { min: Number.MIN_VALUE })
+      : ctx.maxPositionEmbeddings / original;
+  let attentionFactor: number;
+  if (params.attention_factor !== undefined && params.attention_factor !== null)
+    attentionFactor = ropeNumber(r, w, params, 'attention_factor', { min: 0 });
+  else attentionFactor = factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original));
+  return {
+    type: 'longrope',
+    shortFactor: list('short_factor'),
+    longFactor: list('long_factor'),
+    originalMaxPositionEmbeddings: original,
+    attentionFactor,
+  };
 }
 
 const DTYPES: Record<string, TorchDtype> = {
@@ -257,6 +341,7 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
       qwen3: 'Qwen3ForCausalLM',
       mistral: 'MistralForCausalLM',
       smollm3: 'SmolLM3ForCausalLM',
+      phi3: 'Phi3ForCausalLM',
     };
     arch = typeof raw.model_type === 'string' ? byType[raw.model_type] : undefined;
     if (!arch)
@@ -294,15 +379,15 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   if (headDim % 2 !== 0) r.fail('head_dim', `RoPE needs an even head dimension, got ${headDim}`);
   const vocabSize = r.int('vocab_size');
   const maxPositionEmbeddings = r.int('max_position_embeddings', 2048);
-  const rmsNormEps = r.num('rms_norm_eps', 1e-6);
+  // Phi3Config defaults rms_norm_eps to 1e-5; the others to 1e-6.
+  const rmsNormEps = r.num('rms_norm_eps', architecture === 'Phi3ForCausalLM' ? 1e-5 : 1e-6);
+  const rotaryDim = parseRotaryDim(r, architecture, headDim);
   // configuration_smollm3.py: default_theta 2,000,000 (the others keep transformers' 10,000).
-  const { theta: ropeTheta, rope } = parseRope(r, architecture === 'SmolLM3ForCausalLM' ? 2e6 : 10000);
-  if (r.has('partial_rotary_factor') && r.raw.partial_rotary_factor !== 1 && r.raw.partial_rotary_factor !== 1.0) {
-    r.fail(
-      'partial_rotary_factor',
-      `partial rotary embeddings are not supported (got ${JSON.stringify(r.raw.partial_rotary_factor)})`,
-    );
-  }
+  const { theta: ropeTheta, rope } = parseRope(r, architecture === 'SmolLM3ForCausalLM' ? 2e6 : 10000, {
+    architecture,
+    maxPositionEmbeddings,
+    rotaryDim,
+  });
   const act = raw.hidden_act ?? 'silu';
   if (act !== 'silu' && act !== 'swish') r.fail('hidden_act', `only silu is supported, got ${JSON.stringify(act)}`);
 
@@ -326,13 +411,16 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
       qkNorm = true;
       break;
     case 'MistralForCausalLM':
+    case 'Phi3ForCausalLM':
+      // modeling_phi3.py: qkv_proj, o_proj, gate_up_proj and down_proj carry no bias.
       break;
   }
 
   let slidingWindow: number | null = null;
   const sw = raw.sliding_window;
   const swUsed =
-    architecture === 'MistralForCausalLM'
+    // modeling_phi3.py, like Mistral, masks by sliding_window whenever config.json sets it.
+    architecture === 'MistralForCausalLM' || architecture === 'Phi3ForCausalLM'
       ? sw !== undefined && sw !== null
       : r.bool('use_sliding_window', false) && sw !== undefined && sw !== null;
   if (swUsed) {
@@ -397,6 +485,8 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     mlpBias,
     qkNorm,
     noRopeLayers,
+    rotaryDim,
+    fusedProjections: architecture === 'Phi3ForCausalLM',
     slidingWindow,
     torchDtype,
     bosTokenId,
@@ -404,6 +494,27 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     padTokenId,
     notes,
   };
+}
+
+/**
+ * Rotated dimensions per head: int(head_dim · partial_rotary_factor) as modeling_rope_utils.py
+ * computes `dim` (Phi-3 reads the factor at the top level or, in the newer layout, inside
+ * rope_parameters). Only Phi-3 applies it (modeling_phi3.py apply_rotary_pos_emb rotates
+ * q[..., :rotary_dim] and passes the rest); the other families refuse a factor other than 1.
+ */
+function parseRotaryDim(r: Reader, architecture: Architecture, headDim: number): number {
+  const inner = isObj(r.raw.rope_parameters) ? r.raw.rope_parameters.partial_rotary_factor : undefined;
+  const field = r.has('partial_rotary_factor') ? 'partial_rotary_factor' : 'rope_parameters.partial_rotary_factor';
+  const v = r.has('partial_rotary_factor') ? r.raw.partial_rotary_factor : inner;
+  if (v === undefined || v === null || v === 1) return headDim;
+  if (architecture !== 'Phi3ForCausalLM')
+    r.fail(field, `partial rotary embeddings are not supported for ${architecture} (got ${JSON.stringify(v)})`);
+  if (typeof v !== 'number' || !(v > 0 && v <= 1)) r.fail(field, `must be a number in (0, 1], got ${JSON.stringify(v)}`);
+  const dim = Math.floor(headDim * v);
+  // rotate_half splits the rotated part in two equal halves.
+  if (dim < 2 || dim % 2 !== 0)
+    r.fail(field, `head_dim ${headDim} × ${v} = ${dim} rotated dimensions; RoPE needs an even number ≥ 2`);
+  return dim;
 }
 
 /**
@@ -455,7 +566,54 @@ export interface ExpectedWeight {
 
 export const ATTENTION_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
 export const MLP_MODULES = ['gate_proj', 'up_proj', 'down_proj'] as const;
-export type LinearModule = (typeof ATTENTION_MODULES)[number] | (typeof MLP_MODULES)[number];
+/** Phi-3's linear layers (modeling_phi3.py): q/k/v fused in qkv_proj, gate/up in gate_up_proj. */
+export const FUSED_ATTENTION_MODULES = ['qkv_proj', 'o_proj'] as const;
+export const FUSED_MLP_MODULES = ['gate_up_proj', 'down_proj'] as const;
+export type LinearModule =
+  | (typeof ATTENTION_MODULES)[number]
+  | (typeof MLP_MODULES)[number]
+  | (typeof FUSED_ATTENTION_MODULES)[number]
+  | (typeof FUSED_MLP_MODULES)[number];
+
+/** Every linear module name of every supported family, in model order (for sorting adapters). */
+export const ALL_LINEAR_MODULES: readonly LinearModule[] = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'qkv_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'gate_up_proj',
+  'down_proj',
+];
+
+/** The linear layers a model of this config has, in checkpoint order (PEFT / LoRA target names). */
+export function linearModules(c: Pick<ModelConfig, 'fusedProjections'>): readonly LinearModule[] {
+  return c.fusedProjections
+    ? [...FUSED_ATTENTION_MODULES, ...FUSED_MLP_MODULES]
+    : [...ATTENTION_MODULES, ...MLP_MODULES];
+}
+
+/**
+ * How a fused module's output rows split into the tensors the decoder works with: qkv_proj →
+ * q, k, v (modeling_phi3.py slices qkv[..., :Hq·D], the next Hkv·D, the rest); gate_up_proj →
+ * gate, up (`chunk(2, dim=-1)`: gate first). row0 is the first output row of the part.
+ */
+export function fusedParts(c: ModelConfig, m: 'qkv_proj' | 'gate_up_proj'): { row0: number; rows: number }[] {
+  if (m === 'gate_up_proj')
+    return [
+      { row0: 0, rows: c.intermediateSize },
+      { row0: c.intermediateSize, rows: c.intermediateSize },
+    ];
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  return [
+    { row0: 0, rows: q },
+    { row0: q, rows: kv },
+    { row0: q + kv, rows: kv },
+  ];
+}
 
 /** [out, in] of each linear module (y = x·Wᵀ). */
 export function linearShape(c: ModelConfig, m: LinearModule): [number, number] {
@@ -476,11 +634,15 @@ export function linearShape(c: ModelConfig, m: LinearModule): [number, number] {
       return [c.intermediateSize, c.hiddenSize];
     case 'down_proj':
       return [c.hiddenSize, c.intermediateSize];
+    case 'qkv_proj':
+      return [q + 2 * kv, c.hiddenSize];
+    case 'gate_up_proj':
+      return [2 * c.intermediateSize, c.hiddenSize];
   }
 }
 
 export function moduleGroup(m: LinearModule): 'self_attn' | 'mlp' {
-  return (ATTENTION_MODULES as readonly string[]).includes(m) ? 'self_attn' : 'mlp';
+  return (ATTENTION_MODULES as readonly string[]).includes(m) || m === 'qkv_proj' ? 'self_attn' : 'mlp';
 }
 
 /** Every tensor a transformers checkpoint of this config holds, with its shape, in model order. */
@@ -492,7 +654,8 @@ export function expectedWeights(c: ModelConfig): ExpectedWeight[] {
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}`;
     push(`${p}.input_layernorm.weight`, [c.hiddenSize], 'norm', l);
-    for (const m of ATTENTION_MODULES) {
+    const modules = linearModules(c);
+    for (const m of modules.filter((x) => moduleGroup(x) === 'self_attn')) {
       const [o, i] = linearShape(c, m);
       push(`${p}.self_attn.${m}.weight`, [o, i], 'linear', l);
       if (m === 'o_proj' ? c.oBias : c.qkvBias) push(`${p}.self_attn.${m}.bias`, [o], 'bias', l);
@@ -502,7 +665,7 @@ export function expectedWeights(c: ModelConfig): ExpectedWeight[] {
       push(`${p}.self_attn.k_norm.weight`, [c.headDim], 'qk-norm', l);
     }
     push(`${p}.post_attention_layernorm.weight`, [c.hiddenSize], 'norm', l);
-    for (const m of MLP_MODULES) {
+    for (const m of modules.filter((x) => moduleGroup(x) === 'mlp')) {
       const [o, i] = linearShape(c, m);
       push(`${p}.mlp.${m}.weight`, [o, i], 'linear', l);
       if (c.mlpBias) push(`${p}.mlp.${m}.bias`, [o], 'bias', l);
@@ -608,18 +771,28 @@ function defaultInvFreq(theta: number, dim: number): Float32Array {
 }
 
 /**
- * inv_freq of length headDim/2 exactly as transformers `modeling_rope_utils.py` (ROPE_INIT_FUNCTIONS):
- * default, linear (÷factor), dynamic NTK (base rescaled when seqLen exceeds the trained length),
- * llama3 (per-wavelength band: keep high frequencies, ÷factor low ones, smooth blend between).
- * `seqLen` only matters for dynamic scaling (transformers recomputes when seq_len > max_position_embeddings).
+ * inv_freq of length rotaryDim/2 (headDim/2 without partial rotary) exactly as transformers
+ * `modeling_rope_utils.py` (ROPE_INIT_FUNCTIONS): default, linear (÷factor), dynamic NTK (base
+ * rescaled when seqLen exceeds the trained length), llama3 (per-wavelength band: keep high
+ * frequencies, ÷factor low ones, smooth blend between), longrope (÷ short or long factor).
+ * `seqLen` matters for dynamic scaling (transformers recomputes when seq_len > max_position_embeddings)
+ * and for longrope (long factors when seq_len > original_max_position_embeddings).
  */
 export function computeInvFreq(
-  c: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'rope' | 'maxPositionEmbeddings'>,
+  c: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'rope' | 'maxPositionEmbeddings'> & { rotaryDim?: number },
   seqLen?: number,
 ): Float32Array {
-  const dim = c.headDim;
+  const dim = c.rotaryDim ?? c.headDim;
   const r = c.rope;
   switch (r.type) {
+    case 'longrope': {
+      // _compute_longrope_parameters: 1 / (ext · base^(arange(0, dim, 2) / dim)), all in f32.
+      const ext = longRopeUsesLong(r, seqLen) ? r.longFactor : r.shortFactor;
+      const base = f(c.ropeTheta);
+      const out = new Float32Array(dim / 2);
+      for (let i = 0; i < dim / 2; i++) out[i] = f(1 / f(f(ext[i]) * f(Math.pow(base, f((2 * i) / dim)))));
+      return out;
+    }
     case 'default':
       return defaultInvFreq(c.ropeTheta, dim);
     case 'linear':
@@ -651,4 +824,22 @@ export function computeInvFreq(
       return out;
     }
   }
+}
+
+/**
+ * Which LongRoPE table a pass of `seqLen` (its largest position + 1) uses. transformers (v4.48 on,
+ * modeling_rope_utils.py `dynamic_rope_update` → `longrope_frequency_update`) switches to the long
+ * factors when torch.max(position_ids) + 1 > original_max_position_embeddings and keeps the short
+ * ones otherwise, per forward call; training and evaluation here do the same per pass. For
+ * generation, Phi3ForCausalLM.prepare_inputs_for_generation (modeling_phi3.py) drops the KV cache
+ * the first time the sequence crosses that length, so every token is re-encoded with the long
+ * factors; infer.ts does the same (see forwardLogits).
+ */
+export function longRopeUsesLong(r: Extract<RopeScaling, { type: 'longrope' }>, seqLen?: number): boolean {
+  return seqLen !== undefined && seqLen > r.originalMaxPositionEmbeddings;
+}
+
+/** transformers' attention_scaling multiplying cos and sin: LongRoPE's attention factor, else 1. */
+export function ropeAttentionScaling(c: Pick<ModelConfig, 'rope'>): number {
+  return c.rope.type === 'longrope' ? c.rope.attentionFactor : 1;
 }

@@ -28,7 +28,9 @@ import { embeddingBackward, embeddingCsr, embeddingForward, type NeftuneOptions 
 import {
   createLoraWorkspace,
   loraBackward,
+  loraBackwardParts,
   loraForward,
+  loraForwardParts,
   releaseLoraWorkspace,
   type LoraDropout,
   type LoraWorkspace,
@@ -41,9 +43,18 @@ import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../o
 import { ropeBackward, ropeForward } from '../ops/rope.ts';
 import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
 import { labelRuns, type HostBatch } from './batch.ts';
-import { checkSequenceLength, computeInvFreq, linearShape, type LinearModule, type ModelConfig } from './config.ts';
 import {
-  LINEAR_MODULES,
+  checkSequenceLength,
+  computeInvFreq,
+  fusedParts,
+  linearModules,
+  linearShape,
+  longRopeUsesLong,
+  ropeAttentionScaling,
+  type LinearModule,
+  type ModelConfig,
+} from './config.ts';
+import {
   gatherHostRows,
   isHostWeight,
   isRowSplit,
@@ -212,14 +223,18 @@ export class Decoder {
    * model's own table applies. Null when the model's table is the right one.
    */
   private passInvFreq(positions: Int32Array): Tensor | null {
-    if (this.c.rope.type !== 'dynamic') return null;
+    const rope = this.c.rope;
+    if (rope.type !== 'dynamic' && rope.type !== 'longrope') return null;
     let maxPos = 0;
     for (const p of positions) if (p > maxPos) maxPos = p;
-    if (maxPos + 1 <= this.c.maxPositionEmbeddings) return null;
+    // LongRoPE: the model's table holds the short factors; a pass reaching past
+    // original_max_position_embeddings takes the long ones (see longRopeUsesLong).
+    if (rope.type === 'longrope' ? !longRopeUsesLong(rope, maxPos + 1) : maxPos + 1 <= this.c.maxPositionEmbeddings)
+      return null;
     return uploadTensor(
       this.gpu,
       computeInvFreq(this.c, maxPos + 1),
-      tensorSpec('f32', [this.c.headDim / 2], 'activations', 'rope.inv_freq.dynamic'),
+      tensorSpec('f32', [this.c.rotaryDim / 2], 'activations', `rope.inv_freq.${rope.type}`),
     );
   }
 
@@ -260,7 +275,7 @@ export class Decoder {
 
   private allocLoraWs(acts: LayerActs, layer: number, N: number): void {
     if (!this.lora) return;
-    for (const m of LINEAR_MODULES) {
+    for (const m of linearModules(this.c)) {
       const st = this.lora.get(layer, m);
       if (st && !acts.lora.has(m))
         acts.lora.set(m, createLoraWorkspace(this.gpu, N, st.adapter, `${modulePrefix(layer, m)}.lora_ws`));
@@ -392,6 +407,112 @@ export class Decoder {
     if (dBias) await matmul(rec, { a: p.ones!, b: dY, c: dBias, M: 1, N: out, K: N, transA: true, beta: 1 });
   }
 
+  /**
+   * A fused projection (Phi-3's qkv_proj → q, k, v; gate_up_proj → gate, up; fusedParts): each
+   * part's base product reads its rows of the fused weight in place (an offset into W, dense or
+   * NF4) and writes its own tensor, and a LoRA on the fused module adds s·t·B_partᵀ to each part
+   * (loraForwardParts): the split costs no copy. Decode steps (matrix-vector kernels, no weight
+   * offset) write the fused [rows, out] product once and copy each part's columns out (≤ 8 rows).
+   */
+  private async fusedForward(
+    rec: Recorder,
+    p: PassInputs,
+    layer: number,
+    m: 'qkv_proj' | 'gate_up_proj',
+    x: Tensor,
+    outs: readonly Tensor[],
+    acts: LayerActs,
+  ): Promise<void> {
+    const parts = fusedParts(this.c, m);
+    const [out, inF] = linearShape(this.c, m);
+    const N = p.hb.N;
+    if (this.decodeStep(N)) {
+      const y = this.zeros([N, out], `${modulePrefix(layer, m)}.fused_out`, 'scratch');
+      this.deferred.push(y);
+      await this.linearDecode(rec, p, layer, m, x, y, acts, 0);
+      for (let n = 0; n < N; n++)
+        for (const [i, part] of parts.entries())
+          rec.copy(y, (n * out + part.row0) * 4, outs[i], n * part.rows * 4, part.rows * 4);
+      return;
+    }
+    const W = this.model.linear(layer, m);
+    for (const [i, part] of parts.entries())
+      await matmul(rec, { a: x, b: W, bOffset: part.row0 * inF, c: outs[i], M: N, N: part.rows, K: inF, transB: true });
+    const st = this.lora?.get(layer, m);
+    if (st)
+      await loraForwardParts(rec, {
+        x,
+        adapter: st.adapter,
+        N,
+        dropout: this.dropout(st, p.dropoutStep),
+        ws: acts.lora.get(m)!,
+        parts: parts.map((part, i) => ({ t: outs[i], ...part })),
+      });
+  }
+
+  /**
+   * Backward of fusedForward: the parts' gradients are the fused dY split the same way, so
+   * dX (=/+=) Σ_part dY_part·W_part, LoRA via loraBackwardParts, and with full fine-tuning each
+   * part's rows of dW (+=) dY_partᵀ·x — the concatenation happens by offsets, never by a copy.
+   */
+  private async fusedBackward(
+    rec: Recorder,
+    p: PassInputs,
+    layer: number,
+    m: 'qkv_proj' | 'gate_up_proj',
+    x: Tensor,
+    dYs: readonly Tensor[],
+    dX: Tensor | undefined,
+    acts: LayerActs,
+    accumulateDx: boolean,
+  ): Promise<void> {
+    const parts = fusedParts(this.c, m);
+    const [, inF] = linearShape(this.c, m);
+    const N = p.hb.N;
+    const name = modulePrefix(layer, m);
+    const W = this.model.linear(layer, m);
+    if (dX)
+      for (const [i, part] of parts.entries())
+        await matmul(rec, {
+          a: dYs[i],
+          b: W,
+          bOffset: part.row0 * inF,
+          c: dX,
+          M: N,
+          N: inF,
+          K: part.rows,
+          beta: accumulateDx || i > 0 ? 1 : 0,
+        });
+    const st = this.lora?.get(layer, m);
+    if (st)
+      await loraBackwardParts(rec, {
+        x,
+        dX,
+        dA: this.grads.get(`${name}.lora_A`)!,
+        dB: this.grads.get(`${name}.lora_B`)!,
+        accumulate: true,
+        adapter: st.adapter,
+        N,
+        dropout: this.dropout(st, p.dropoutStep),
+        ws: acts.lora.get(m)!,
+        parts: parts.map((part, i) => ({ t: dYs[i], ...part })),
+      });
+    const dW = this.grads.get(`${name}.weight`);
+    if (dW)
+      for (const [i, part] of parts.entries())
+        await matmul(rec, {
+          a: dYs[i],
+          b: x,
+          c: dW,
+          cOffset: part.row0 * inF,
+          M: part.rows,
+          N: inF,
+          K: N,
+          transA: true,
+          beta: 1,
+        });
+  }
+
   // -------------------------------------------------------------------------------------------
   // One layer
 
@@ -418,9 +539,12 @@ export class Decoder {
       width: H,
       eps,
     });
-    await this.linearForward(rec, p, l, 'q_proj', a.xn1, a.qPre ?? a.q, a);
-    await this.linearForward(rec, p, l, 'k_proj', a.xn1, a.kPre ?? a.k, a);
-    await this.linearForward(rec, p, l, 'v_proj', a.xn1, a.v, a);
+    if (c.fusedProjections) await this.fusedForward(rec, p, l, 'qkv_proj', a.xn1, [a.q, a.k, a.v], a);
+    else {
+      await this.linearForward(rec, p, l, 'q_proj', a.xn1, a.qPre ?? a.q, a);
+      await this.linearForward(rec, p, l, 'k_proj', a.xn1, a.kPre ?? a.k, a);
+      await this.linearForward(rec, p, l, 'v_proj', a.xn1, a.v, a);
+    }
     if (c.qkNorm) {
       await rmsnormForward(rec, {
         x: a.qPre!,
@@ -488,8 +612,11 @@ export class Decoder {
       width: H,
       eps,
     });
-    await this.linearForward(rec, p, l, 'gate_proj', a.xn2, a.gate, a);
-    await this.linearForward(rec, p, l, 'up_proj', a.xn2, a.up, a);
+    if (c.fusedProjections) await this.fusedForward(rec, p, l, 'gate_up_proj', a.xn2, [a.gate, a.up], a);
+    else {
+      await this.linearForward(rec, p, l, 'gate_proj', a.xn2, a.gate, a);
+      await this.linearForward(rec, p, l, 'up_proj', a.xn2, a.up, a);
+    }
     await swigluForward(rec, { gate: a.gate, up: a.up, y: a.act, rows: N, width: c.intermediateSize });
     rec.copy(a.hMid, 0, hOut, 0, N * H * 4);
     await this.linearForward(rec, p, l, 'down_proj', a.act, hOut, a, 1);
@@ -505,6 +632,8 @@ export class Decoder {
       qHeads: c.numHeads,
       kvHeads: c.numKvHeads,
       headDim: c.headDim,
+      rotaryDim: c.rotaryDim,
+      attentionScaling: ropeAttentionScaling(c),
     };
   }
 
@@ -570,8 +699,11 @@ export class Decoder {
     // (one [N, intermediate] scratch fewer).
     const dGate = a.act;
     await swigluBackward(rec, { gate: a.gate, up: a.up, dy: s.dAct, dGate, dUp: s.dUp, rows: N, width: I });
-    await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, dGate, s.dXn, a, false);
-    await this.linearBackward(rec, p, l, 'up_proj', a.xn2, s.dUp, s.dXn, a, true);
+    if (c.fusedProjections) await this.fusedBackward(rec, p, l, 'gate_up_proj', a.xn2, [dGate, s.dUp], s.dXn, a, false);
+    else {
+      await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, dGate, s.dXn, a, false);
+      await this.linearBackward(rec, p, l, 'up_proj', a.xn2, s.dUp, s.dXn, a, true);
+    }
     const ln2 = `${pre}.post_attention_layernorm.weight`;
     await rmsnormBackward(rec, {
       x: a.hMid,
@@ -642,9 +774,12 @@ export class Decoder {
     const ln1 = `${pre}.input_layernorm.weight`;
     const dW1 = normGrad(ln1);
     const dXn = inputGrad || dW1 ? s.dXn : undefined;
-    await this.linearBackward(rec, p, l, 'q_proj', a.xn1, dq, dXn, a, false);
-    await this.linearBackward(rec, p, l, 'k_proj', a.xn1, dk, dXn, a, true);
-    await this.linearBackward(rec, p, l, 'v_proj', a.xn1, s.dv, dXn, a, true);
+    if (c.fusedProjections) await this.fusedBackward(rec, p, l, 'qkv_proj', a.xn1, [dq, dk, s.dv], dXn, a, false);
+    else {
+      await this.linearBackward(rec, p, l, 'q_proj', a.xn1, dq, dXn, a, false);
+      await this.linearBackward(rec, p, l, 'k_proj', a.xn1, dk, dXn, a, true);
+      await this.linearBackward(rec, p, l, 'v_proj', a.xn1, s.dv, dXn, a, true);
+    }
     if (dXn)
       await rmsnormBackward(rec, {
         x: hIn,

@@ -11,6 +11,8 @@ import type { LoraSet, Model } from './model.ts';
 export class KvCache {
   readonly k: Tensor[] = [];
   readonly v: Tensor[] = [];
+  /** The tokens behind the cached entries (LongRoPE re-encodes them when it switches tables). */
+  readonly ids: Int32Array;
   length = 0;
 
   constructor(
@@ -20,6 +22,7 @@ export class KvCache {
     const c = model.config;
     if (!Number.isInteger(capacity) || capacity < 1)
       throw new Error(`KV cache capacity must be a positive integer, got ${capacity}`);
+    this.ids = new Int32Array(capacity);
     const shape = [capacity, c.numKvHeads * c.headDim];
     for (let l = 0; l < c.numLayers; l++) {
       this.k.push(createTensor(model.gpu, tensorSpec('f32', shape, 'activations', `kv.k${l}`)));
@@ -64,14 +67,30 @@ export async function forwardLogits(
   const N = ids.length;
   if (!N) throw new Error('forwardLogits needs at least one token');
   checkIds(model, ids);
-  const offset = cache?.length ?? 0;
+  let offset = cache?.length ?? 0;
   if (cache && offset + N > cache.capacity)
     throw new Error(`KV cache full: ${offset} + ${N} tokens exceed its capacity ${cache.capacity}`);
-  const positions = Int32Array.from({ length: N }, (_, i) => offset + i);
+  const rope = model.config.rope;
+  if (cache) {
+    cache.ids.set(ids, offset);
+    // LongRoPE: the cached keys were rotated with the short factors; the first pass past
+    // original_max_position_embeddings re-encodes the whole sequence with the long ones, as
+    // Phi3ForCausalLM.prepare_inputs_for_generation drops its cache there (modeling_phi3.py).
+    if (
+      rope.type === 'longrope' &&
+      offset > 0 &&
+      offset <= rope.originalMaxPositionEmbeddings &&
+      offset + N > rope.originalMaxPositionEmbeddings
+    ) {
+      ids = cache.ids.slice(0, offset + N);
+      offset = 0;
+    }
+  }
+  const positions = Int32Array.from({ length: ids.length }, (_, i) => offset + i);
   const out = await runTokens(model, lora, ids, positions, 1, (inputs) => {
     if (cache) inputs.kv = { k: cache.k, v: cache.v, offset };
   });
-  if (cache) cache.length = offset + N;
+  if (cache) cache.length = offset + ids.length;
   return out;
 }
 
@@ -97,6 +116,18 @@ export async function forwardLogitsRows(
   }
   const positions = Int32Array.from(caches, (c) => c.length);
   const c = model.config;
+  // LongRoPE picks its table per pass: rows on both sides of original_max_position_embeddings,
+  // or one crossing it (its cache is re-encoded), take their own passes.
+  if (c.rope.type === 'longrope') {
+    const orig = c.rope.originalMaxPositionEmbeddings;
+    const long = caches.map((cache) => cache.length + 1 > orig);
+    if (long.some((x) => x) && !caches.every((cache) => cache.length > orig)) {
+      const rows = new Float32Array(ids.length * c.vocabSize);
+      for (const [n, cache] of caches.entries())
+        rows.set(await forwardLogits(model, lora, ids.subarray(n, n + 1), cache), n * c.vocabSize);
+      return rows;
+    }
+  }
   // Dynamic NTK RoPE rescales per pass from its largest position: past the trained length each
   // row takes its own pass, so every sequence sees the table it would see decoding alone.
   if (c.rope.type === 'dynamic' && Math.max(...positions) + 1 > c.maxPositionEmbeddings) {
@@ -108,7 +139,10 @@ export async function forwardLogitsRows(
   const out = await runTokens(model, lora, ids, positions, ids.length, (inputs) => {
     inputs.kvRows = caches.map((c) => ({ k: c.k, v: c.v, offset: c.length }));
   });
-  for (const cache of caches) cache.length += 1;
+  for (const [n, cache] of caches.entries()) {
+    cache.ids[cache.length] = ids[n];
+    cache.length += 1;
+  }
   return out;
 }
 

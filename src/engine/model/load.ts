@@ -43,7 +43,8 @@ const DTYPE_OF: Record<string, DType> = { F32: 'f32', BF16: 'bf16', F16: 'f16' }
 const CHUNK = 32 << 20;
 
 function isLinear(name: string): boolean {
-  return /^model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$/.test(name);
+  // Phi-3's fused qkv_proj / gate_up_proj are linear layers like the others.
+  return /^model\.layers\.\d+\.(self_attn\.(q|k|v|o|qkv)_proj|mlp\.(gate|up|down|gate_up)_proj)\.weight$/.test(name);
 }
 
 export async function loadModel(
@@ -179,7 +180,7 @@ export async function loadModel(
     model.invFreq = uploadTensor(
       gpu,
       computeInvFreq(config),
-      tensorSpec('f32', [config.headDim / 2], 'weights', 'rope.inv_freq'),
+      tensorSpec('f32', [config.rotaryDim / 2], 'weights', 'rope.inv_freq'),
     );
   } catch (e) {
     model.release();

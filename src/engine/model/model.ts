@@ -8,6 +8,7 @@ import { isNf4, releaseNf4, type Nf4Weight } from '../ops/nf4.ts';
 import {
   ATTENTION_MODULES,
   MLP_MODULES,
+  linearModules,
   linearShape,
   moduleGroup,
   type LinearModule,
@@ -70,6 +71,7 @@ export function weightLabel(w: ModelWeight): string {
   return describe(w);
 }
 
+/** The linear layers of the Llama-shaped families (Phi-3 fuses some: see linearModules). */
 export const LINEAR_MODULES: readonly LinearModule[] = [...ATTENTION_MODULES, ...MLP_MODULES];
 
 export function modulePrefix(layer: number, m: LinearModule): string {
@@ -163,7 +165,10 @@ export interface LoraConfig {
   rank: number;
   alpha: number;
   dropout: number;
-  /** Module names (q_proj, ...), or 'all' (every linear layer, LLaMA-Factory's lora_target: all). */
+  /**
+   * Module names (q_proj, ...; Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj as PEFT names
+   * them), or 'all' (every linear layer, LLaMA-Factory's lora_target: all).
+   */
   targets: readonly string[] | 'all';
   rsLora?: boolean;
   /** Seeds A's initialisation and the dropout masks. */
@@ -193,9 +198,11 @@ export class LoraSet {
   constructor(
     readonly gpu: Gpu,
     readonly config: LoraConfig,
+    /** The model's linear layers (linearModules of its config). */
+    modules: readonly LinearModule[] = LINEAR_MODULES,
   ) {
     this.scale = loraScale(config.alpha, config.rank, config.rsLora ?? false);
-    this.targets = resolveTargets(config.targets);
+    this.targets = resolveTargets(config.targets, modules);
   }
 
   get(layer: number, m: LinearModule): LoraModuleState | undefined {
@@ -222,13 +229,16 @@ export class LoraSet {
   }
 }
 
-export function resolveTargets(targets: readonly string[] | 'all'): LinearModule[] {
-  if (targets === 'all' || (targets.length === 1 && targets[0] === 'all')) return [...LINEAR_MODULES];
+export function resolveTargets(
+  targets: readonly string[] | 'all',
+  modules: readonly LinearModule[] = LINEAR_MODULES,
+): LinearModule[] {
+  if (targets === 'all' || (targets.length === 1 && targets[0] === 'all')) return [...modules];
   const out: LinearModule[] = [];
   for (const t of targets) {
-    if (!(LINEAR_MODULES as readonly string[]).includes(t)) {
+    if (!(modules as readonly string[]).includes(t)) {
       throw new Error(
-        `LoRA target "${t}" is not a linear layer of this model; choose from ${LINEAR_MODULES.join(', ')} or "all"`,
+        `LoRA target "${t}" is not a linear layer of this model; choose from ${modules.join(', ')} or "all"`,
       );
     }
     if (!out.includes(t as LinearModule)) out.push(t as LinearModule);
@@ -242,15 +252,17 @@ export function resolveTargets(targets: readonly string[] | 'all'): LinearModule
  * linear layer. Weights of the base model are untouched.
  */
 export function attachLora(model: Model, cfg: LoraConfig): LoraSet {
-  const set = new LoraSet(model.gpu, cfg);
   const c = model.config;
+  const linears = linearModules(c);
+  const set = new LoraSet(model.gpu, cfg, linears);
   const layers = cfg.layers ?? Array.from({ length: c.numLayers }, (_, i) => i);
   for (const l of layers) {
     if (!Number.isInteger(l) || l < 0 || l >= c.numLayers)
       throw new Error(`LoRA layer ${l} outside 0..${c.numLayers - 1}`);
     for (const m of set.targets) {
       const [out, inF] = linearShape(c, m);
-      const moduleId = l * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(m);
+      // The Llama-shaped families keep their ids (l·7 + index); Phi-3 numbers its four modules.
+      const moduleId = l * linears.length + linears.indexOf(m);
       const name = modulePrefix(l, m);
       const A = uploadTensor(
         model.gpu,

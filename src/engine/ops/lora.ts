@@ -115,14 +115,22 @@ export interface LoraForwardArgs {
   ws: LoraWorkspace;
 }
 
-function checkAdapter(what: string, ad: LoraAdapter, N: number, x: Tensor, outLike: Tensor, ws: LoraWorkspace): void {
+function checkAdapter(
+  what: string,
+  ad: LoraAdapter,
+  N: number,
+  x: Tensor,
+  outLike: Tensor,
+  ws: LoraWorkspace,
+  outFeatures = ad.outFeatures,
+): void {
   checkOperands(
     what,
     [
       { name: 'A', tensor: ad.a, dtype: 'f32', min: ad.r * ad.inFeatures },
       { name: 'B', tensor: ad.b, dtype: 'f32', min: ad.outFeatures * ad.r },
       { name: 'x', tensor: x, dtype: 'f32', min: N * ad.inFeatures },
-      { name: 'y/dY', tensor: outLike, dtype: 'f32', min: N * ad.outFeatures },
+      { name: 'y/dY', tensor: outLike, dtype: 'f32', min: N * outFeatures },
       { name: 'workspace t', tensor: ws.t, dtype: 'f32', min: N * ad.r },
       { name: 'workspace g', tensor: ws.g, dtype: 'f32', min: N * ad.r },
     ],
@@ -258,6 +266,127 @@ export async function loraBackward(rec: Recorder, args: LoraBackwardArgs): Promi
     return;
   }
   // dX[n,i] += mask[n,i]·Σ_k g[n,k]·A[k,i]
+  await skinny(
+    rec,
+    { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, aRow: r, aCol: 1, bRow: 1, bCol: fin, beta: 1, drop: 3, dropout },
+    `${what} dX`,
+  );
+}
+
+/**
+ * One slice of a fused module's output (Phi-3's qkv_proj → q, k, v; gate_up_proj → gate, up):
+ * output rows [row0, row0 + rows) of the adapter, held in their own [N, rows] tensor.
+ */
+export interface LoraOutputPart {
+  /** [N, rows] f32: y (forward, added to in place) or dY (backward). */
+  t: Tensor;
+  row0: number;
+  rows: number;
+}
+
+function checkParts(what: string, ad: LoraAdapter, N: number, parts: readonly LoraOutputPart[]): void {
+  let next = 0;
+  for (const [i, p] of parts.entries()) {
+    if (p.row0 !== next || p.rows < 1)
+      throw new Error(
+        `${what}: output part ${i} covers rows [${p.row0}, ${p.row0 + p.rows}), expected to start at ${next}`,
+      );
+    checkOperands(what, [{ name: `part ${i}`, tensor: p.t, dtype: 'f32', min: N * p.rows }], 'requirement');
+    next += p.rows;
+  }
+  if (next !== ad.outFeatures)
+    throw new Error(`${what}: the output parts cover ${next} rows of the adapter's ${ad.outFeatures}`);
+}
+
+/**
+ * loraForward for a module whose output is split over several tensors (a fused projection):
+ * t = dropout(x)·Aᵀ once, then part p gets y_p += s·t·B[row0:row0+rows]ᵀ — B's rows read in place
+ * (an offset into B), so the fused output is never assembled. The same LoRA as on the fused
+ * nn.Linear (PEFT wraps qkv_proj as one layer).
+ */
+export async function loraForwardParts(
+  rec: Recorder,
+  args: Omit<LoraForwardArgs, 'y'> & { parts: readonly LoraOutputPart[] },
+): Promise<void> {
+  const { x, adapter: ad, N, ws, parts } = args;
+  const { r, inFeatures: fin, outFeatures: fout } = ad;
+  const what = `lora.forward(parts) ${describe(x)} r=${r} ${fin}→${fout} N=${N}`;
+  checkAdapter(what, ad, N, x, parts[0].t, ws, parts[0].rows);
+  checkParts(what, ad, N, parts);
+  const dropout = activeDropout(args.dropout);
+  await skinny(
+    rec,
+    { a: x, b: ad.a, c: ws.t, M: N, N: r, K: fin, aRow: fin, aCol: 1, bRow: fin, bCol: 1, drop: 1, dropout },
+    `${what} t=x·Aᵀ`,
+  );
+  for (const p of parts)
+    await matmul(rec, {
+      a: ws.t,
+      b: ad.b,
+      bOffset: p.row0 * r,
+      c: p.t,
+      M: N,
+      N: p.rows,
+      K: r,
+      transB: true,
+      alpha: ad.scale,
+      beta: 1,
+    });
+}
+
+/**
+ * loraBackward with the upstream gradient split over parts (see loraForwardParts): dY is the
+ * concatenation of the parts along features, so dB's rows of part p are s·dY_pᵀ·t and
+ * g = s·Σ_p dY_p·B_p (the backward of the split is this concatenation, done by accumulation).
+ */
+export async function loraBackwardParts(
+  rec: Recorder,
+  args: Omit<LoraBackwardArgs, 'dY'> & { parts: readonly LoraOutputPart[] },
+): Promise<void> {
+  const { x, dX, dA, dB, adapter: ad, N, ws, parts } = args;
+  const { r, inFeatures: fin, outFeatures: fout } = ad;
+  const what = `lora.backward(parts) ${describe(x)} r=${r} ${fin}→${fout} N=${N}`;
+  checkAdapter(what, ad, N, x, parts[0].t, ws, parts[0].rows);
+  checkParts(what, ad, N, parts);
+  const beta = args.accumulate ? 1 : 0;
+  const dropout = activeDropout(args.dropout);
+  for (const [i, p] of parts.entries()) {
+    // dB[row0 + o, k] (+)= s·Σ_n dY_p[n,o]·t[n,k]
+    await matmul(rec, {
+      a: p.t,
+      b: ws.t,
+      c: dB,
+      cOffset: p.row0 * r,
+      M: p.rows,
+      N: r,
+      K: N,
+      transA: true,
+      alpha: ad.scale,
+      beta,
+    });
+    // g[n,k] = s·Σ_p Σ_o dY_p[n,o]·B[row0 + o, k]
+    await matmul(rec, {
+      a: p.t,
+      b: ad.b,
+      bOffset: p.row0 * r,
+      c: ws.g,
+      M: N,
+      N: r,
+      K: p.rows,
+      alpha: ad.scale,
+      beta: i ? 1 : 0,
+    });
+  }
+  await skinny(
+    rec,
+    { a: ws.g, b: x, c: dA, M: r, N: fin, K: N, aRow: 1, aCol: r, bRow: 1, bCol: fin, beta, drop: 2, dropout },
+    `${what} dA`,
+  );
+  if (!dX) return;
+  if (!dropout) {
+    await matmul(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, beta: 1 });
+    return;
+  }
   await skinny(
     rec,
     { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, aRow: r, aCol: 1, bRow: 1, bCol: fin, beta: 1, drop: 3, dropout },

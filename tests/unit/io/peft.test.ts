@@ -140,7 +140,20 @@ describe('LoRA tensor keys', () => {
       which: 'B',
     });
     expect(parseLoraKey('base_model.model.model.layers.2.self_attn.up_proj.lora_B.weight')).toBeNull();
-    expect(parseLoraKey('base_model.model.model.layers.2.self_attn.qkv_proj.lora_A.weight')).toBeNull();
+    // Phi-3's fused projections (modeling_phi3.py) are PEFT modules of their own, in their own group.
+    expect(parseLoraKey('base_model.model.model.layers.2.self_attn.qkv_proj.lora_A.weight')).toEqual({
+      layer: 2,
+      module: 'qkv_proj',
+      which: 'A',
+    });
+    expect(parseLoraKey('base_model.model.model.layers.2.mlp.gate_up_proj.lora_B.weight')).toEqual({
+      layer: 2,
+      module: 'gate_up_proj',
+      which: 'B',
+    });
+    expect(parseLoraKey('base_model.model.model.layers.2.mlp.qkv_proj.lora_A.weight')).toBeNull();
+    expect(parseLoraKey('base_model.model.model.layers.2.self_attn.gate_up_proj.lora_A.weight')).toBeNull();
+    expect(parseLoraKey('base_model.model.model.layers.2.self_attn.qkv.lora_A.weight')).toBeNull();
     expect(parseLoraKey('base_model.model.lm_head.lora_A.weight')).toBeNull();
     expect(parseLoraKey('model.layers.0.self_attn.q_proj.weight')).toBeNull();
     expect(parseLoraKey('base_model.model.model.layers.x.self_attn.q_proj.lora_A.weight')).toBeNull();
