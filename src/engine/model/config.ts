@@ -279,7 +279,10 @@ function parseLongRope(
     const v = params[k];
     if (!Array.isArray(v)) r.fail(`${w}.${k}`, `required for rope_type "longrope": a list of ${half} numbers`);
     if (v.length !== half)
-      r.fail(`${w}.${k}`, `must hold ${half} numbers (one per rotated frequency, rotary dim ${ctx.rotaryDim}), got ${v.length}`);
+      r.fail(
+        `${w}.${k}`,
+        `must hold ${half} numbers (one per rotated frequency, rotary dim ${ctx.rotaryDim}), got ${v.length}`,
+      );
     return v.map((x, i) => {
       if (typeof x !== 'number' || !(x > 0) || !Number.isFinite(x))
         r.fail(`${w}.${k}[${i}]`, `must be a positive number, got ${JSON.stringify(x)}`);
@@ -509,7 +512,8 @@ function parseRotaryDim(r: Reader, architecture: Architecture, headDim: number):
   if (v === undefined || v === null || v === 1) return headDim;
   if (architecture !== 'Phi3ForCausalLM')
     r.fail(field, `partial rotary embeddings are not supported for ${architecture} (got ${JSON.stringify(v)})`);
-  if (typeof v !== 'number' || !(v > 0 && v <= 1)) r.fail(field, `must be a number in (0, 1], got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !(v > 0 && v <= 1))
+    r.fail(field, `must be a number in (0, 1], got ${JSON.stringify(v)}`);
   const dim = Math.floor(headDim * v);
   // rotate_half splits the rotated part in two equal halves.
   if (dim < 2 || dim % 2 !== 0)
