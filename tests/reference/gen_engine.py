@@ -162,6 +162,8 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
     """Token-major forward over N tokens; seg[n] < 0 marks padding. Returns logits [N, V] (f64).
     keep(h), when given, is applied to the residual stream at each layer boundary (h0 .. hL)."""
     keep = keep or (lambda h: h)
+    if cfg["model_type"] in GEMMA_TYPES:
+        return gemma_forward(cfg, W, lora, scale, ids, pos, seg, keep)
     H = cfg["hidden_size"]
     Hq, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     D = cfg.get("head_dim", H // Hq)
@@ -225,6 +227,180 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
     h = rmsnorm(h, W["model.norm.weight"], eps)
     head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
     return h @ head.T
+
+
+# ---------------------------------------------------------------------------------------------
+# Gemma 3 (modeling_gemma3.py, configuration_gemma3.py) and Gemma 2 (modeling_gemma2.py,
+# configuration_gemma2.py)
+
+GEMMA_TYPES = ("gemma3_text", "gemma2")
+
+
+def gemma3_config():
+    """Gemma3TextConfig with every feature in a tiny shape: 3 layers (sliding, global, sliding),
+    a window of 4 keys under 9-token rows, local RoPE base 100 vs global 10000 with linear scaling
+    2 (rope_scaling applies to global layers only), query_pre_attn_scalar 24 ≠ head_dim 16,
+    hidden 48 (√48 is not an f32 integer) ≠ heads·head_dim 64, q/k norms, tied embeddings."""
+    return {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 48,
+            "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "query_pre_attn_scalar": 24, "vocab_size": 300, "max_position_embeddings": 128,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_local_base_freq": 100.0,
+            "rope_scaling": {"rope_type": "linear", "factor": 2.0}, "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+            "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": None,
+            "attn_logit_softcapping": None, "tie_word_embeddings": True, "torch_dtype": "float32"}
+
+
+def gemma2_config():
+    """Gemma2Config in a tiny shape: layer 0 slides (window 4), layer 1 is global (the default
+    alternation), attention soft-capping 3 and final-logit soft-capping 5 (both bend the values
+    these weights produce), query_pre_attn_scalar 20, bf16 weights (√48 → bf16 6.9375)."""
+    return {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 48,
+            "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "query_pre_attn_scalar": 20, "vocab_size": 300, "max_position_embeddings": 128,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "sliding_window": 4,
+            "attn_logit_softcapping": 3.0, "final_logit_softcapping": 5.0,
+            "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+            "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+
+
+def gemma_sliding_layers(cfg):
+    """layer_types, else Gemma 3's sliding_window_pattern (default 6) or Gemma 2's alternation."""
+    L = cfg["num_hidden_layers"]
+    if cfg.get("layer_types"):
+        return [l for l in range(L) if cfg["layer_types"][l] == "sliding_attention"]
+    pattern = 2 if cfg["model_type"] == "gemma2" else cfg.get("sliding_window_pattern", 6)
+    return [l for l in range(L) if (l + 1) % pattern != 0]
+
+
+def gemma_weights(cfg, g):
+    """Random weights under Gemma's names; norm weights centred on 0 (the scale is 1 + w)."""
+    H, V, D = cfg["hidden_size"], cfg["vocab_size"], cfg["head_dim"]
+    w = {"model.embed_tokens.weight": torch.randn(V, H, generator=g) * 0.5}
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"):
+            w[f"{p}.{n}.weight"] = 0.2 * torch.randn(H, generator=g)
+        if cfg["model_type"] == "gemma3_text":
+            w[f"{p}.self_attn.q_norm.weight"] = 0.2 * torch.randn(D, generator=g)
+            w[f"{p}.self_attn.k_norm.weight"] = 0.2 * torch.randn(D, generator=g)
+        for m, (o, i) in shapes(cfg).items():
+            grp = "self_attn" if m in ATTENTION else "mlp"
+            w[f"{p}.{grp}.{m}.weight"] = torch.randn(o, i, generator=g) * (1.2 / math.sqrt(i))
+    w["model.norm.weight"] = 0.2 * torch.randn(H, generator=g)
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = torch.randn(V, H, generator=g) * (2.0 / math.sqrt(H))
+    return w
+
+
+def gemma_forward(cfg, W, lora, scale, ids, pos, seg, keep):
+    """Gemma3ForCausalLM / Gemma2ForCausalLM token-major in f64 (same conventions as forward):
+    Gemma3RMSNorm x·rsqrt(mean x² + eps)·(1 + w); embeddings times hidden_size**0.5 cast to the
+    weights' dtype (Gemma3TextScaledWordEmbedding / Gemma2Model); q/k norms (Gemma 3); RoPE with
+    rope_local_base_freq on sliding layers and rope_theta (+ rope_scaling) on global ones (Gemma 3);
+    scores · query_pre_attn_scalar**-0.5, then attn_logit_softcapping (eager_attention_forward:
+    softcap·tanh(s / softcap)) before the mask; the sliding mask keeps keys with q − k < window
+    (masking_utils sliding_window_overlay); post_attention_layernorm on o_proj's output before the
+    residual add, pre_feedforward_layernorm → gelu_pytorch_tanh(gate)·up → down →
+    post_feedforward_layernorm; final norm, tied head, final_logit_softcapping."""
+    H, D = cfg["hidden_size"], cfg["head_dim"]
+    Hq, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    eps = cfg["rms_norm_eps"]
+    N = ids.numel()
+    gemma3 = cfg["model_type"] == "gemma3_text"
+    sliding = set(gemma_sliding_layers(cfg))
+
+    def norm(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * (1.0 + w)
+
+    def tables(theta, rope_scaling):
+        inv = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+        if rope_scaling and rope_scaling.get("rope_type", rope_scaling.get("type")) == "linear":
+            inv = inv / rope_scaling["factor"]  # _compute_linear_scaling_rope_parameters, in f32
+        freqs = pos.to(D64)[:, None] * inv.to(D64)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos()[:, None, :], emb.sin()[:, None, :]
+    rope_global = tables(cfg["rope_theta"], cfg.get("rope_scaling"))
+    rope_local = tables(cfg["rope_local_base_freq"], None) if gemma3 else rope_global
+
+    n_idx = torch.arange(N)
+    causal = (n_idx[None, :] <= n_idx[:, None]) & (seg[None, :] == seg[:, None]) & (seg[:, None] >= 0)
+    near = (n_idx[:, None] - n_idx[None, :]) < cfg["sliding_window"]
+    eye = torch.eye(N, dtype=torch.bool)  # padding rows: keep softmax finite, zeroed below
+    pad = (seg < 0)[:, None]
+
+    def lin(x, l, m):
+        name = module_name(l, m)
+        y = x @ W[f"{name}.weight"].T
+        if lora is not None and name in lora:
+            A, B = lora[name]
+            y = y + scale * ((x @ A.T) @ B.T)
+        return y
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg["torch_dtype"]]
+    normalizer = float(torch.tensor(H ** 0.5, dtype=dtype))
+    h = keep(W["model.embed_tokens.weight"][ids] * normalizer)
+    attn_cap = cfg.get("attn_logit_softcapping")
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        x = norm(h, W[f"{p}.input_layernorm.weight"])
+        q = lin(x, l, "q_proj").view(N, Hq, D)
+        k = lin(x, l, "k_proj").view(N, Hkv, D)
+        v = lin(x, l, "v_proj").view(N, Hkv, D)
+        if gemma3:
+            q = norm(q, W[f"{p}.self_attn.q_norm.weight"])
+            k = norm(k, W[f"{p}.self_attn.k_norm.weight"])
+        cos, sin = rope_local if l in sliding else rope_global
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = Hq // Hkv
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        s = torch.einsum("nhd,mhd->hnm", q, k) * (cfg["query_pre_attn_scalar"] ** -0.5)
+        if attn_cap:
+            s = torch.tanh(s / attn_cap) * attn_cap
+        visible = (causal & near if l in sliding else causal) | eye
+        s = s.masked_fill(~visible[None], float("-inf"))
+        o = torch.einsum("hnm,mhd->nhd", torch.softmax(s, dim=-1), v).reshape(N, Hq * D)
+        o = o.masked_fill(pad, 0.0)
+        h = h + norm(lin(o, l, "o_proj"), W[f"{p}.post_attention_layernorm.weight"])
+        x = norm(h, W[f"{p}.pre_feedforward_layernorm.weight"])
+        a = torch.nn.functional.gelu(lin(x, l, "gate_proj"), approximate="tanh") * lin(x, l, "up_proj")
+        h = keep(h + norm(lin(a, l, "down_proj"), W[f"{p}.post_feedforward_layernorm.weight"]))
+    h = norm(h, W["model.norm.weight"])
+    head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
+    logits = h @ head.T
+    cap = cfg.get("final_logit_softcapping")
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def gemma3_case():
+    """LoRA and full fine-tuning gradients over 2 rows of 9 tokens (row 1: 7 real), past the window."""
+    g = common.seed(2703)
+    cfg = gemma3_config()
+    W32 = gemma_weights(cfg, g)
+    B, T = 2, 9
+    lengths = [9, 7]
+    ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
+    labels = ids.clone()
+    labels[0:2] = -100
+    for b, L in enumerate(lengths):
+        ids[b * T + L:(b + 1) * T] = 0
+        labels[b * T + L:(b + 1) * T] = -100
+    pos = torch.arange(T).repeat(B)
+    seg = segments_padded(lengths, T)
+    t, meta = grad_case(cfg, W32, W32, g, ids, labels, pos, seg, B, T, full=True)
+    return common.fixture("tests/reference/gen_engine.py gemma3_case", meta, t)
+
+
+def train_gemma3_case():
+    cfg = gemma3_config()
+    W32 = gemma_weights(cfg, common.seed(2703))  # same weights as gemma3_case
+    t, meta = train_run(cfg, W32, common.seed(96), 20, LINEARS)
+    return common.fixture("tests/reference/gen_engine.py train_gemma3_case", meta, t)
 
 
 def shift_labels(labels, B, T):
@@ -567,6 +743,8 @@ def main():
         "engine_llama": llama_case(),
         "engine_qwen2": qwen2_case(),
         "engine_qwen3": qwen3_case(),
+        "engine_gemma3": gemma3_case(),
+        "engine_train_gemma3": train_gemma3_case(),
         "engine_smollm3": smollm3_case(),
         "engine_train_smollm3": train_smollm3_case(),
         "engine_phi3": phi3_case(),

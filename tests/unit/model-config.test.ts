@@ -272,7 +272,7 @@ describe('config.json parsing', () => {
 
   it('explains unsupported architectures and bad fields, naming config.json and the field', () => {
     expect(err({ ...QWEN25_05B, architectures: ['GPT2LMHeadModel'] }).message).toBe(
-      'config.json: architectures: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM',
+      'config.json: architectures: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM, Gemma3ForCausalLM, Gemma2ForCausalLM, SmolLM3ForCausalLM, Phi3ForCausalLM',
     );
     expect(err({ ...QWEN25_05B, num_key_value_heads: 3 }).message).toBe(
       'config.json: num_key_value_heads: num_attention_heads (14) must be divisible by num_key_value_heads (3)',

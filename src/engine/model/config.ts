@@ -9,6 +9,8 @@ export const SUPPORTED_ARCHITECTURES = [
   'Qwen2ForCausalLM',
   'Qwen3ForCausalLM',
   'MistralForCausalLM',
+  'Gemma3ForCausalLM',
+  'Gemma2ForCausalLM',
   'SmolLM3ForCausalLM',
   'Phi3ForCausalLM',
 ] as const;
@@ -76,6 +78,19 @@ export interface ModelConfig {
   /** Qwen3: RMSNorm over head_dim on q and k before RoPE (self_attn.q_norm / k_norm). */
   qkNorm: boolean;
   /**
+   * Gemma (modeling_gemma3.py / modeling_gemma2.py): RMSNorm scales by (1 + w) in f32
+   * (Gemma3RMSNorm), the MLP gate is gelu_pytorch_tanh, embeddings are multiplied by √hidden
+   * (see embeddingScale), the attention and MLP outputs are normalised before their residual adds
+   * (post_attention_layernorm, post_feedforward_layernorm; pre_feedforward_layernorm feeds the
+   * MLP), and tanh soft-capping may bend attention scores and the final logits.
+   */
+  gemma: GemmaShape | null;
+  /**
+   * Layers that attend through `slidingWindow` (Gemma's "sliding_attention" layer_types; the
+   * others are global); null: the window, when set, applies to every layer (Mistral).
+   */
+  slidingLayers: number[] | null;
+  /**
    * Layers whose attention takes no rotary position embedding (SmolLM3's NoPE layers,
    * modeling_smollm3.py `use_rope = config.no_rope_layers[layer_idx]`); empty for the others.
    */
@@ -100,6 +115,64 @@ export interface ModelConfig {
   notes: string[];
 }
 
+/** What Gemma 2 / Gemma 3 add to the Llama shape (ModelConfig.gemma). */
+export interface GemmaShape {
+  /** Softmax scale query_pre_attn_scalar^-0.5 (Gemma3Attention.scaling). */
+  attentionScale: number;
+  /** attn_logit_softcapping (Gemma 2: 50), null when off. */
+  attnSoftcap: number | null;
+  /** final_logit_softcapping (Gemma 2: 30), null when off. */
+  finalSoftcap: number | null;
+  /** Gemma 3: rope_local_base_freq, the RoPE base of the sliding layers (default RoPE); null: one RoPE for all. */
+  ropeLocalTheta: number | null;
+}
+
+/** Gated-MLP activation of the model (ops/swiglu.ts GateActivation). */
+export function mlpActivation(c: Pick<ModelConfig, 'gemma'>): 'silu' | 'gelu_tanh' {
+  return c.gemma ? 'gelu_tanh' : 'silu';
+}
+
+/** RMSNorm weight offset (ops/rmsnorm.ts): Gemma's (1 + w), else 0. */
+export function normOffset(c: Pick<ModelConfig, 'gemma'>): number {
+  return c.gemma ? 1 : 0;
+}
+
+/**
+ * The embedding multiplier: 1, or Gemma's √hidden rounded to the dtype the embedding is held in,
+ * as transformers does (Gemma3TextScaledWordEmbedding: embed_scale.to(weight.dtype); Gemma2Model:
+ * torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype)). A bf16 checkpoint therefore scales by
+ * bf16(√hidden) (√640 = 25.30 → 25.25, √1152 = 33.94 → 34) even though Tabtune's activations stay
+ * f32 — exactly what the checkpoint was trained and evaluated with; an f32 one by f32(√hidden).
+ */
+export function embeddingScale(c: Pick<ModelConfig, 'gemma' | 'hiddenSize'>, dtype: 'f32' | 'bf16' | 'f16'): number {
+  if (!c.gemma) return 1;
+  const v = Math.fround(Math.sqrt(c.hiddenSize));
+  if (dtype === 'f32') return v;
+  const f = new Float32Array([v]);
+  const u = new Uint32Array(f.buffer);
+  if (dtype === 'bf16') {
+    // Round to nearest even on the upper 16 bits (torch's f32 → bf16).
+    u[0] = ((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) >>> 16) << 16;
+    return f[0];
+  }
+  return f16Round(v);
+}
+
+/** Nearest f16 value of a positive normal f32 (round half to even on the 13 dropped mantissa bits). */
+function f16Round(v: number): number {
+  const e = Math.floor(Math.log2(v));
+  const ulp = 2 ** (e - 10);
+  const q = v / ulp;
+  const r = Math.round(q);
+  return (Math.abs(q - Math.trunc(q) - 0.5) < 1e-12 && r % 2 ? r - 1 : r) * ulp;
+}
+
+/** The sliding window of layer l, or null for full causal attention. */
+export function layerWindow(c: Pick<ModelConfig, 'slidingWindow' | 'slidingLayers'>, l: number): number | null {
+  if (c.slidingWindow === null) return null;
+  return c.slidingLayers === null || c.slidingLayers.includes(l) ? c.slidingWindow : null;
+}
+
 type Json = Record<string, unknown>;
 
 function isObj(x: unknown): x is Json {
@@ -110,9 +183,11 @@ class Reader {
   constructor(
     readonly file: string,
     readonly raw: Json,
+    /** Where raw sits in the file ("text_config." for a multimodal checkpoint's language model). */
+    readonly prefix = '',
   ) {}
   fail(field: string | null, detail: string): never {
-    throw new ModelConfigError(this.file, field, detail);
+    throw new ModelConfigError(this.file, field === null ? null : this.prefix + field, detail);
   }
   has(k: string): boolean {
     return this.raw[k] !== undefined && this.raw[k] !== null;
@@ -332,7 +407,9 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     }
   }
   if (!isObj(raw)) throw new ModelConfigError(file, null, 'must be a JSON object');
-  const r: Reader = new Reader(file, raw);
+  const r: Reader = languageModelReader(file, raw);
+  // From here on, the language model's config (narrowed again after the reassignment).
+  if (!isObj((raw = r.raw))) throw new ModelConfigError(file, null, 'must be a JSON object');
 
   const archs = raw.architectures;
   let arch: string | undefined;
@@ -343,6 +420,8 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
       qwen2: 'Qwen2ForCausalLM',
       qwen3: 'Qwen3ForCausalLM',
       mistral: 'MistralForCausalLM',
+      gemma3_text: 'Gemma3ForCausalLM',
+      gemma2: 'Gemma2ForCausalLM',
       smollm3: 'SmolLM3ForCausalLM',
       phi3: 'Phi3ForCausalLM',
     };
@@ -392,7 +471,14 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     rotaryDim,
   });
   const act = raw.hidden_act ?? 'silu';
-  if (act !== 'silu' && act !== 'swish') r.fail('hidden_act', `only silu is supported, got ${JSON.stringify(act)}`);
+  const isGemma = architecture === 'Gemma3ForCausalLM' || architecture === 'Gemma2ForCausalLM';
+  // Gemma's MLP reads hidden_activation (Gemma2MLP / Gemma3MLP: ACT2FN[config.hidden_activation]).
+  if (isGemma) {
+    const ga = raw.hidden_activation ?? 'gelu_pytorch_tanh';
+    if (ga !== 'gelu_pytorch_tanh')
+      r.fail('hidden_activation', `only gelu_pytorch_tanh is supported for Gemma, got ${JSON.stringify(ga)}`);
+  } else if (act !== 'silu' && act !== 'swish')
+    r.fail('hidden_act', `only silu is supported, got ${JSON.stringify(act)}`);
 
   const attentionBias = r.bool('attention_bias', false);
   let qkvBias = false;
@@ -412,6 +498,14 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     case 'Qwen3ForCausalLM':
       qkvBias = oBias = attentionBias;
       qkNorm = true;
+      break;
+    case 'Gemma3ForCausalLM':
+      // modeling_gemma3.py Gemma3Attention: q_norm / k_norm over head_dim before RoPE.
+      qkvBias = oBias = attentionBias;
+      qkNorm = true;
+      break;
+    case 'Gemma2ForCausalLM':
+      qkvBias = oBias = attentionBias;
       break;
     case 'MistralForCausalLM':
     case 'Phi3ForCausalLM':
@@ -446,8 +540,23 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     torchDtype = known;
   }
 
-  // SmolLM3Config ties by default; the others (PretrainedConfig) do not.
-  const tieWordEmbeddings = r.bool('tie_word_embeddings', architecture === 'SmolLM3ForCausalLM');
+  // SmolLM3Config and the Gemma configs tie by default; the others (PretrainedConfig) do not.
+  const tieWordEmbeddings = r.bool('tie_word_embeddings', architecture === 'SmolLM3ForCausalLM' || isGemma);
+  let gemma: GemmaShape | null = null;
+  let slidingLayers: number[] | null = null;
+  if (isGemma) {
+    // Every Gemma layer list names its sliding layers; the window is applied in the attention
+    // kernels (forward, backward, KV-cache decode), so no sequence length is refused for it.
+    slidingWindow = r.int('sliding_window');
+    slidingLayers = parseSlidingLayers(r, architecture, numLayers);
+    const cap = (k: string) => (r.has(k) ? r.num(k) : null);
+    gemma = {
+      attentionScale: Math.pow(r.num('query_pre_attn_scalar'), -0.5),
+      attnSoftcap: cap('attn_logit_softcapping'),
+      finalSoftcap: cap('final_logit_softcapping'),
+      ropeLocalTheta: architecture === 'Gemma3ForCausalLM' ? r.num('rope_local_base_freq') : null,
+    };
+  }
   const noRopeLayers = architecture === 'SmolLM3ForCausalLM' ? parseNoRopeLayers(r, numLayers) : [];
   const bosTokenId = r.tokenId('bos_token_id');
   const eosTokenIds = r.tokenIds('eos_token_id');
@@ -487,6 +596,8 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     oBias,
     mlpBias,
     qkNorm,
+    gemma,
+    slidingLayers,
     noRopeLayers,
     rotaryDim,
     fusedProjections: architecture === 'Phi3ForCausalLM',
@@ -521,6 +632,136 @@ function parseRotaryDim(r: Reader, architecture: Architecture, headDim: number):
   return dim;
 }
 
+// Defaults of Gemma3TextConfig (configuration_gemma3.py) and Gemma2Config (configuration_gemma2.py)
+// for the keys a config.json may leave out (a multimodal checkpoint's text_config leaves out most).
+const GEMMA3_TEXT_DEFAULTS: Json = {
+  vocab_size: 262208,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  hidden_activation: 'gelu_pytorch_tanh',
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-6,
+  pad_token_id: 0,
+  eos_token_id: 1,
+  bos_token_id: 2,
+  tie_word_embeddings: true,
+  rope_theta: 1000000.0,
+  query_pre_attn_scalar: 256,
+  sliding_window: 4096,
+  rope_local_base_freq: 10000.0,
+};
+const GEMMA2_DEFAULTS: Json = {
+  vocab_size: 256000,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  hidden_activation: 'gelu_pytorch_tanh',
+  max_position_embeddings: 8192,
+  rms_norm_eps: 1e-6,
+  pad_token_id: 0,
+  eos_token_id: 1,
+  bos_token_id: 2,
+  tie_word_embeddings: true,
+  rope_theta: 10000.0,
+  query_pre_attn_scalar: 256,
+  sliding_window: 4096,
+  final_logit_softcapping: 30.0,
+  attn_logit_softcapping: 50.0,
+};
+
+/** Keys of `over` that are present (not undefined) win over `base`. */
+function withDefaults(base: Json, over: Json): Json {
+  const out: Json = { ...base };
+  for (const [k, v] of Object.entries(over)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+/**
+ * The config the decoder reads. Gemma3ForConditionalGeneration (configuration_gemma3.py Gemma3Config)
+ * keeps its language model's config under text_config: that is read (errors name
+ * `text_config.<field>`) as a Gemma3ForCausalLM, with the top level's token ids where the text
+ * config has none; the vision tower is not part of what Tabtune runs (load.ts reads only the
+ * language model's weights). Gemma configs get their classes' defaults for absent keys, and
+ * Gemma 3's newer per-layer-type `rope_parameters` ({full_attention, sliding_attention}) become
+ * rope_theta + rope_scaling (global layers) and rope_local_base_freq (sliding layers).
+ */
+function languageModelReader(file: string, raw: Json): Reader {
+  const archs = raw.architectures;
+  const first = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : undefined;
+  let prefix = '';
+  let cfg = raw;
+  let arch = first;
+  if (first === 'Gemma3ForConditionalGeneration' || (first === undefined && raw.model_type === 'gemma3')) {
+    const text = raw.text_config;
+    if (!isObj(text))
+      throw new ModelConfigError(file, 'text_config', 'missing: Gemma 3 keeps its language model config there');
+    prefix = 'text_config.';
+    cfg = { ...text, architectures: ['Gemma3ForCausalLM'] };
+    for (const k of ['bos_token_id', 'eos_token_id', 'pad_token_id', 'torch_dtype', 'dtype'])
+      if (cfg[k] === undefined && raw[k] !== undefined) cfg[k] = raw[k];
+    arch = 'Gemma3ForCausalLM';
+  }
+  const type = cfg.model_type;
+  if (arch === 'Gemma3ForCausalLM' || (arch === undefined && type === 'gemma3_text')) {
+    cfg = withDefaults(GEMMA3_TEXT_DEFAULTS, cfg);
+    const rp = cfg.rope_parameters;
+    if (isObj(rp) && (isObj(rp.full_attention) || isObj(rp.sliding_attention))) {
+      const full = isObj(rp.full_attention) ? rp.full_attention : {};
+      const local = isObj(rp.sliding_attention) ? rp.sliding_attention : {};
+      const { rope_theta: globalTheta, ...scaling } = full;
+      const localType = local.rope_type ?? local.type ?? 'default';
+      if (localType !== 'default')
+        new Reader(file, cfg, prefix).fail(
+          'rope_parameters.sliding_attention.rope_type',
+          `the sliding layers' RoPE must be "default", got ${JSON.stringify(localType)}`,
+        );
+      cfg = { ...cfg, rope_parameters: undefined, rope_scaling: scaling };
+      if (globalTheta !== undefined) cfg.rope_theta = globalTheta;
+      if (local.rope_theta !== undefined) cfg.rope_local_base_freq = local.rope_theta;
+    }
+  } else if (arch === 'Gemma2ForCausalLM' || (arch === undefined && type === 'gemma2')) {
+    cfg = withDefaults(GEMMA2_DEFAULTS, cfg);
+  }
+  return new Reader(file, cfg, prefix);
+}
+
+/**
+ * Gemma's sliding layers: `layer_types` ("sliding_attention" / "full_attention" per layer) when the
+ * config has it; otherwise Gemma 3's `sliding_window_pattern` (default 6: layers 5, 11, … are
+ * global; configuration_gemma3.py) or Gemma 2's alternation (even layers slide;
+ * configuration_gemma2.py `bool((i + 1) % 2)`).
+ */
+function parseSlidingLayers(r: Reader, architecture: Architecture, numLayers: number): number[] {
+  const types = r.raw.layer_types;
+  const all = Array.from({ length: numLayers }, (_, l) => l);
+  if (types === undefined || types === null) {
+    const pattern =
+      architecture === 'Gemma2ForCausalLM'
+        ? 2
+        : r.has('sliding_window_pattern')
+          ? r.int('sliding_window_pattern')
+          : r.int('_sliding_window_pattern', 6);
+    return all.filter((l) => (l + 1) % pattern !== 0);
+  }
+  if (!Array.isArray(types))
+    r.fail('layer_types', `must be a list of "sliding_attention" / "full_attention", got ${JSON.stringify(types)}`);
+  if (types.length < numLayers)
+    r.fail('layer_types', `has ${types.length} entries for ${numLayers} layers (num_hidden_layers)`);
+  return all.filter((l) => {
+    const t = types[l];
+    if (t !== 'sliding_attention' && t !== 'full_attention')
+      r.fail(`layer_types[${l}]`, `must be "sliding_attention" or "full_attention", got ${JSON.stringify(t)}`);
+    return t === 'sliding_attention';
+  });
+}
+
 /**
  * configuration_smollm3.py: `no_rope_layers` holds 1 (RoPE) or 0 (NoPE) per layer; without it,
  * every `no_rope_layer_interval`-th layer (default 4: layers 3, 7, 11, …) is NoPE.
@@ -544,6 +785,8 @@ function parseNoRopeLayers(r: Reader, numLayers: number): number[] {
 
 /** Refuses sequences longer than a sliding window (full attention is only exact up to it). */
 export function checkSequenceLength(config: ModelConfig, seqLen: number): void {
+  // Gemma's per-layer windows are applied in the attention kernels (decoder.ts attentionOptions).
+  if (config.slidingLayers !== null) return;
   if (config.slidingWindow !== null && seqLen > config.slidingWindow) {
     throw new ModelConfigError(
       'config.json',
@@ -667,6 +910,11 @@ export function expectedWeights(c: ModelConfig): ExpectedWeight[] {
     if (c.qkNorm) {
       push(`${p}.self_attn.q_norm.weight`, [c.headDim], 'qk-norm', l);
       push(`${p}.self_attn.k_norm.weight`, [c.headDim], 'qk-norm', l);
+    }
+    // Gemma: the MLP's input norm is pre_feedforward_layernorm and its output has its own norm.
+    if (c.gemma) {
+      push(`${p}.pre_feedforward_layernorm.weight`, [c.hiddenSize], 'norm', l);
+      push(`${p}.post_feedforward_layernorm.weight`, [c.hiddenSize], 'norm', l);
     }
     push(`${p}.post_attention_layernorm.weight`, [c.hiddenSize], 'norm', l);
     for (const m of modules.filter((x) => moduleGroup(x) === 'mlp')) {

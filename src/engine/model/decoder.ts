@@ -42,6 +42,7 @@ import { packBf16, unpackBf16 } from '../ops/pack16.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
 import { ropeBackward, ropeForward } from '../ops/rope.ts';
 import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
+import { embeddingScale, layerWindow, mlpActivation, normOffset } from './config.ts';
 import { labelRuns, type HostBatch } from './batch.ts';
 import {
   checkSequenceLength,
@@ -91,6 +92,11 @@ interface LayerActs {
   kPre?: Tensor;
   rstdQ?: Tensor;
   rstdK?: Tensor;
+  /** Gemma: o_proj's and down_proj's outputs and the rstd of their norms (post_attention / post_feedforward). */
+  attnOut?: Tensor;
+  rstdAttnOut?: Tensor;
+  mlpOut?: Tensor;
+  rstdMlpOut?: Tensor;
   q: Tensor;
   k: Tensor;
   v: Tensor;
@@ -264,6 +270,12 @@ export class Decoder {
       act: t([N, I], 'act'),
       lora: new Map(),
     };
+    if (c.gemma) {
+      acts.attnOut = t([N, H], 'attn_o_proj');
+      acts.rstdAttnOut = t([N], 'rstd_post_attn');
+      acts.mlpOut = t([N, H], 'mlp_down_proj');
+      acts.rstdMlpOut = t([N], 'rstd_post_ff');
+    }
     if (c.qkNorm) {
       acts.qPre = t([N, QD], 'q_pre');
       acts.kPre = t([N, KD], 'k_pre');
@@ -538,6 +550,7 @@ export class Decoder {
       rows: N,
       width: H,
       eps,
+      offset: this.normOffset,
     });
     if (c.fusedProjections) await this.fusedForward(rec, p, l, 'qkv_proj', a.xn1, [a.q, a.k, a.v], a);
     else {
@@ -554,6 +567,7 @@ export class Decoder {
         rows: N * c.numHeads,
         width: D,
         eps,
+        offset: this.normOffset,
       });
       await rmsnormForward(rec, {
         x: a.kPre!,
@@ -563,10 +577,11 @@ export class Decoder {
         rows: N * c.numKvHeads,
         width: D,
         eps,
+        offset: this.normOffset,
       });
     }
     // SmolLM3's NoPE layers attend without positions (modeling_smollm3.py: use_rope per layer).
-    if (!c.noRopeLayers.includes(l)) await ropeForward(rec, { q: a.q, k: a.k, ...this.ropeShape(p, N) });
+    if (!c.noRopeLayers.includes(l)) await ropeForward(rec, { q: a.q, k: a.k, ...this.ropeShape(p, N, l) });
     if (p.kvRows) {
       await this.attendOwnCaches(rec, p.kvRows, l, a);
     } else if (p.kv) {
@@ -574,6 +589,7 @@ export class Decoder {
       rec.copy(a.k, 0, p.kv.k[l], p.kv.offset * row, N * row);
       rec.copy(a.v, 0, p.kv.v[l], p.kv.offset * row, N * row);
       await attentionForward(rec, {
+        ...this.attentionOptions(l),
         queries: N,
         keys: p.kv.offset + N,
         queryOffset: p.kv.offset,
@@ -588,6 +604,7 @@ export class Decoder {
       });
     } else {
       await attentionForward(rec, {
+        ...this.attentionOptions(l),
         queries: N,
         keys: N,
         qHeads: c.numHeads,
@@ -602,32 +619,118 @@ export class Decoder {
       });
     }
     rec.copy(hIn, 0, a.hMid, 0, N * H * 4);
-    await this.linearForward(rec, p, l, 'o_proj', a.o, a.hMid, a, 1);
+    if (c.gemma) {
+      // modeling_gemma3.py Gemma3DecoderLayer: h + post_attention_layernorm(o_proj(attn)).
+      await this.linearForward(rec, p, l, 'o_proj', a.o, a.attnOut!, a);
+      await this.normOntoResidual(rec, N, a.attnOut!, `${pre}.post_attention_layernorm.weight`, a.rstdAttnOut!, a.hMid);
+    } else await this.linearForward(rec, p, l, 'o_proj', a.o, a.hMid, a, 1);
     await rmsnormForward(rec, {
       x: a.hMid,
-      weight: this.model.tensor(`${pre}.post_attention_layernorm.weight`),
+      weight: this.model.tensor(this.mlpNormName(l)),
       y: a.xn2,
       rstd: a.rstd2,
       rows: N,
       width: H,
       eps,
+      offset: this.normOffset,
     });
     if (c.fusedProjections) await this.fusedForward(rec, p, l, 'gate_up_proj', a.xn2, [a.gate, a.up], a);
     else {
       await this.linearForward(rec, p, l, 'gate_proj', a.xn2, a.gate, a);
       await this.linearForward(rec, p, l, 'up_proj', a.xn2, a.up, a);
     }
-    await swigluForward(rec, { gate: a.gate, up: a.up, y: a.act, rows: N, width: c.intermediateSize });
+    await swigluForward(rec, {
+      gate: a.gate,
+      up: a.up,
+      y: a.act,
+      rows: N,
+      width: c.intermediateSize,
+      activation: this.act,
+    });
     rec.copy(a.hMid, 0, hOut, 0, N * H * 4);
-    await this.linearForward(rec, p, l, 'down_proj', a.act, hOut, a, 1);
+    if (c.gemma) {
+      // h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h))).
+      await this.linearForward(rec, p, l, 'down_proj', a.act, a.mlpOut!, a);
+      await this.normOntoResidual(rec, N, a.mlpOut!, `${pre}.post_feedforward_layernorm.weight`, a.rstdMlpOut!, hOut);
+    } else await this.linearForward(rec, p, l, 'down_proj', a.act, hOut, a, 1);
+  }
+
+  /** Gemma: h += norm(x) with the (1 + w) weight `name`, rstd saved for the backward. */
+  private async normOntoResidual(rec: Recorder, N: number, x: Tensor, name: string, rstd: Tensor, h: Tensor) {
+    const c = this.c;
+    await rmsnormForward(rec, {
+      x,
+      weight: this.model.tensor(name),
+      y: h,
+      rstd,
+      rows: N,
+      width: c.hiddenSize,
+      eps: c.rmsNormEps,
+      offset: this.normOffset,
+      accumulate: true,
+    });
+  }
+
+  /**
+   * Gemma: the backward of normOntoResidual. dh (dL/dh after the add) flows on unchanged through
+   * the residual; the normed branch's input gradient goes to `dx`, the weight's to its gradient.
+   */
+  private async normOntoResidualBackward(
+    rec: Recorder,
+    N: number,
+    x: Tensor,
+    name: string,
+    rstd: Tensor,
+    dh: Tensor,
+    dx: Tensor,
+    s: BackScratch,
+  ): Promise<void> {
+    await rmsnormBackward(rec, {
+      x,
+      rstd,
+      weight: this.model.tensor(name),
+      dy: dh,
+      dx,
+      dWeight: this.grads.get(name),
+      accumulateDWeight: true,
+      partials: s.partials,
+      rows: N,
+      width: this.c.hiddenSize,
+      offset: this.normOffset,
+    });
+  }
+
+  /** The norm in front of the MLP: Gemma's pre_feedforward_layernorm, Llama's post_attention_layernorm. */
+  private mlpNormName(l: number): string {
+    return `model.layers.${l}.${this.c.gemma ? 'pre_feedforward' : 'post_attention'}_layernorm.weight`;
+  }
+
+  /** RMSNorm weight offset: Gemma's (1 + w). */
+  private get normOffset(): number {
+    return normOffset(this.c);
+  }
+
+  private get act() {
+    return mlpActivation(this.c);
+  }
+
+  /** Gemma: the softmax scale and the soft-capping; every model: the layer's sliding window. */
+  private attentionOptions(l: number): { scale?: number; window: number | null; softcap: number | null } {
+    const g = this.c.gemma;
+    return {
+      ...(g ? { scale: g.attentionScale } : {}),
+      window: layerWindow(this.c, l),
+      softcap: g?.attnSoftcap ?? null,
+    };
   }
 
   /** What RoPE forward and backward share: positions, frequencies and head layout of this pass. */
-  private ropeShape(p: PassInputs, tokens: number) {
+  private ropeShape(p: PassInputs, tokens: number, layer: number) {
     const c = this.c;
     return {
       positionIds: p.positions,
-      invFreq: p.invFreq,
+      // Gemma 3's sliding layers rotate with rope_local_base_freq (Model.invFreqLocal).
+      invFreq: this.model.invFreqLocal && layerWindow(c, layer) !== null ? this.model.invFreqLocal : p.invFreq,
       tokens,
       qHeads: c.numHeads,
       kvHeads: c.numKvHeads,
@@ -656,6 +759,7 @@ export class Decoder {
       rec.copy(a.v, n * kvBytes, kv.v[l], kv.offset * kvBytes, kvBytes);
       rec.copy(a.q, n * qBytes, q, 0, qBytes);
       await attentionForward(rec, {
+        ...this.attentionOptions(l),
         queries: 1,
         keys: kv.offset + 1,
         queryOffset: kv.offset,
@@ -694,11 +798,32 @@ export class Decoder {
     const pre = `model.layers.${l}`;
     const normGrad = (name: string) => this.grads.get(name);
     // MLP
-    await this.linearBackward(rec, p, l, 'down_proj', a.act, dh, s.dAct, a, false);
+    // Gemma: down_proj's output went through post_feedforward_layernorm (its gradient into dSub).
+    if (c.gemma)
+      await this.normOntoResidualBackward(
+        rec,
+        N,
+        a.mlpOut!,
+        `${pre}.post_feedforward_layernorm.weight`,
+        a.rstdMlpOut!,
+        dh,
+        s.dSub!,
+        s,
+      );
+    await this.linearBackward(rec, p, l, 'down_proj', a.act, c.gemma ? s.dSub! : dh, s.dAct, a, false);
     // silu(gate)·up is not read again once down_proj's gradients are made: dGate takes its buffer
     // (one [N, intermediate] scratch fewer).
     const dGate = a.act;
-    await swigluBackward(rec, { gate: a.gate, up: a.up, dy: s.dAct, dGate, dUp: s.dUp, rows: N, width: I });
+    await swigluBackward(rec, {
+      gate: a.gate,
+      up: a.up,
+      dy: s.dAct,
+      dGate,
+      dUp: s.dUp,
+      rows: N,
+      width: I,
+      activation: this.act,
+    });
     if (c.fusedProjections) await this.fusedBackward(rec, p, l, 'gate_up_proj', a.xn2, [dGate, s.dUp], s.dXn, a, false);
     else {
       await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, dGate, s.dXn, a, false);
@@ -708,19 +833,32 @@ export class Decoder {
     await rmsnormBackward(rec, {
       x: a.hMid,
       rstd: a.rstd2,
-      weight: this.model.tensor(ln2),
+      weight: this.model.tensor(this.mlpNormName(l)),
       dy: s.dXn,
       dx: dh,
       accumulateDx: true,
-      dWeight: normGrad(ln2),
+      dWeight: normGrad(this.mlpNormName(l)),
       accumulateDWeight: true,
+      offset: this.normOffset,
       partials: s.partials,
       rows: N,
       width: H,
     });
     // Attention
-    await this.linearBackward(rec, p, l, 'o_proj', a.o, dh, s.dO, a, false);
+    if (c.gemma)
+      await this.normOntoResidualBackward(
+        rec,
+        N,
+        a.attnOut!,
+        `${pre}.post_attention_layernorm.weight`,
+        a.rstdAttnOut!,
+        dh,
+        s.dSub!,
+        s,
+      );
+    await this.linearBackward(rec, p, l, 'o_proj', a.o, c.gemma ? s.dSub! : dh, s.dO, a, false);
     await attentionBackward(rec, {
+      ...this.attentionOptions(l),
       queries: N,
       keys: N,
       qHeads: c.numHeads,
@@ -738,7 +876,7 @@ export class Decoder {
       dv: s.dv,
       scratch: s.attn,
     });
-    if (!c.noRopeLayers.includes(l)) await ropeBackward(rec, { dq: s.dq, dk: s.dk, ...this.ropeShape(p, N) });
+    if (!c.noRopeLayers.includes(l)) await ropeBackward(rec, { dq: s.dq, dk: s.dk, ...this.ropeShape(p, N, l) });
     let dq = s.dq;
     let dk = s.dk;
     if (c.qkNorm) {
@@ -752,6 +890,7 @@ export class Decoder {
         dx: s.dqPre!,
         dWeight: normGrad(qn),
         accumulateDWeight: true,
+        offset: this.normOffset,
         partials: s.partials,
         rows: N * c.numHeads,
         width: D,
@@ -764,6 +903,7 @@ export class Decoder {
         dx: s.dkPre!,
         dWeight: normGrad(kn),
         accumulateDWeight: true,
+        offset: this.normOffset,
         partials: s.partials,
         rows: N * c.numKvHeads,
         width: D,
@@ -790,6 +930,7 @@ export class Decoder {
         accumulateDx: true,
         dWeight: dW1,
         accumulateDWeight: true,
+        offset: this.normOffset,
         partials: s.partials,
         rows: N,
         width: H,
@@ -825,6 +966,7 @@ export class Decoder {
         vocab: N,
         hidden: c.hiddenSize,
         neftune: p.neftune,
+        ...this.embedScaling,
       });
       return;
     }
@@ -837,6 +979,7 @@ export class Decoder {
         vocab: c.vocabSize,
         hidden: c.hiddenSize,
         neftune: p.neftune,
+        ...this.embedScaling,
       });
       return;
     }
@@ -860,6 +1003,7 @@ export class Decoder {
         vocab: part.rows,
         hidden: c.hiddenSize,
         neftune: nf,
+        ...this.embedScaling,
       });
       const row = c.hiddenSize * 4;
       for (let j = 0; j < where.length;) {
@@ -871,6 +1015,20 @@ export class Decoder {
       // Buffers stay alive until the recorder is submitted: release them afterwards.
       this.deferred.push(local, tmp);
     }
+  }
+
+  /** Gemma's √hidden in the embedding's dtype (embeddingScale); 1 for the others. */
+  private get embedScale(): number {
+    return embeddingScale(this.c, this.model.embedding.dtype as 'f32' | 'bf16' | 'f16');
+  }
+
+  /**
+   * The embedding lookup's scale; Gemma 2 multiplies in its forward after the embedding module
+   * (modeling_gemma2.py Gemma2Model), so transformers' NEFTune hook adds its noise before the scale,
+   * Gemma 3 inside the module (Gemma3TextScaledWordEmbedding), so after it.
+   */
+  private get embedScaling(): { scale: number; noiseBeforeScale: boolean } {
+    return { scale: this.embedScale, noiseBeforeScale: this.c.architecture === 'Gemma2ForCausalLM' };
   }
 
   private deferred: Tensor[] = [];
@@ -1038,7 +1196,16 @@ export class Decoder {
       const rstdF = this.zeros([N], 'rstd_f', 'activations');
       this.deferred.push(xf, rstdF);
       const normW = this.model.tensor('model.norm.weight');
-      await rmsnormForward(rec, { x: hAt(L), weight: normW, y: xf, rstd: rstdF, rows: N, width: H, eps: c.rmsNormEps });
+      await rmsnormForward(rec, {
+        x: hAt(L),
+        weight: normW,
+        y: xf,
+        rstd: rstdF,
+        rows: N,
+        width: H,
+        eps: c.rmsNormEps,
+        offset: this.normOffset,
+      });
       rec.clear(s.dxf);
       await this.lossChunks(rec, p, xf, s.dxf, loss, true, capture?.logits);
       await rmsnormBackward(rec, {
@@ -1049,6 +1216,7 @@ export class Decoder {
         dx: s.dh,
         dWeight: this.grads.get('model.norm.weight'),
         accumulateDWeight: true,
+        offset: this.normOffset,
         partials: s.partials,
         rows: N,
         width: H,
@@ -1085,6 +1253,7 @@ export class Decoder {
           tokens: N,
           vocab: c.vocabSize,
           hidden: H,
+          scale: this.embedScale,
         });
       }
       if (external) return { dispatches: 0 };
@@ -1143,6 +1312,7 @@ export class Decoder {
         rows: N,
         width: H,
         eps: c.rmsNormEps,
+        offset: this.normOffset,
       });
     } catch (e) {
       this.flushDeferred();
@@ -1259,6 +1429,7 @@ export class Decoder {
       { queries: N, keys: N, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim },
       'grad.attention',
     );
+    if (c.gemma) s.dSub = t([N, H], 'dsub');
     if (c.qkNorm) {
       s.dqPre = t([N, QD], 'dq_pre');
       s.dkPre = t([N, KD], 'dk_pre');
@@ -1285,6 +1456,8 @@ interface BackScratch {
   dv: Tensor;
   dqPre?: Tensor;
   dkPre?: Tensor;
+  /** Gemma: the gradient of o_proj's / down_proj's output behind its norm. */
+  dSub?: Tensor;
   partials: Tensor;
   attn?: AttentionScratch;
 }

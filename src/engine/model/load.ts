@@ -16,7 +16,7 @@ import { fromF16 } from '../numeric/half.ts';
 import { nf4FromBnb, quantizeNf4, releaseNf4, uploadNf4, type Nf4Weight, type RawTensor } from '../ops/nf4.ts';
 import { SUPPORTED_ARCHITECTURES, checkWeights, computeInvFreq, expectedWeights, type ModelConfig } from './config.ts';
 import { Model, type HostWeight, type RowSplitWeight } from './model.ts';
-import type { WeightSource } from './weights.ts';
+import { languageModelWeights, type WeightSource } from './weights.ts';
 
 export interface LoadOptions {
   /** QLoRA: quantize every linear layer to NF4 on the GPU at load (blocksize 64). */
@@ -58,6 +58,7 @@ export async function loadModel(
       `unsupported architecture ${config.architecture}; supported: ${SUPPORTED_ARCHITECTURES.join(', ')}`,
     );
   }
+  source = languageModelWeights(source);
   const available = new Map<string, number[]>();
   for (const n of source.names()) available.set(n, source.shape(n));
   const check = checkWeights(config, available);
@@ -86,6 +87,15 @@ export async function loadModel(
   let loaded = 0;
   let loadedBytes = 0;
   try {
+    // Gemma 3's sliding layers rotate with their own base (modeling_gemma3.py Gemma3RotaryEmbedding,
+    // "sliding_attention": default RoPE at rope_local_base_freq); global layers use invFreq below.
+    const localTheta = config.gemma?.ropeLocalTheta ?? null;
+    if (localTheta !== null)
+      model.invFreqLocal = uploadTensor(
+        gpu,
+        computeInvFreq({ ...config, ropeTheta: localTheta, rope: { type: 'default' } }),
+        tensorSpec('f32', [config.headDim / 2], 'weights', 'rope.inv_freq.local'),
+      );
     for (const w of wanted) {
       if (opts.signal?.aborted) throw new Error('model loading was cancelled');
       const name = w.name;

@@ -34,6 +34,40 @@ export function storeWeightSource(store: TensorStore): WeightSource {
   };
 }
 
+/**
+ * The language model's tensors of a multimodal checkpoint under the names a ...ForCausalLM uses:
+ * Gemma3ForConditionalGeneration stores them as `language_model.model.*` (checkpoints written
+ * before transformers 4.52) or `model.language_model.*` (newer), with `language_model.lm_head.*` /
+ * `lm_head.*` (modeling_gemma3.py `_checkpoint_conversion_mapping`). Vision tower and projector
+ * tensors are left out. Any other checkpoint is returned as it is.
+ */
+export function languageModelWeights(source: WeightSource): WeightSource {
+  const names = source.names();
+  const prefixes: [string, string][] = [
+    ['language_model.model.', 'model.'],
+    ['model.language_model.', 'model.'],
+    ['language_model.lm_head.', 'lm_head.'],
+  ];
+  if (!names.some((n) => prefixes.some(([from]) => n.startsWith(from)))) return source;
+  const stored = new Map<string, string>();
+  for (const n of names) {
+    const hit = prefixes.find(([from]) => n.startsWith(from));
+    if (hit) stored.set(hit[1] + n.slice(hit[0].length), n);
+    else if (n.startsWith('lm_head.')) stored.set(n, n);
+  }
+  const at = (n: string) => stored.get(n) ?? n;
+  return {
+    names: () => [...stored.keys()],
+    has: (n) => stored.has(n),
+    shape: (n) => source.shape(at(n)),
+    dtype: (n) => source.dtype(at(n)),
+    read: (n) => source.read(at(n)),
+    chunks: source.chunks ? (n, c) => source.chunks!(at(n), c) : undefined,
+    fileOf: (n) => source.fileOf(at(n)),
+    close: source.close ? () => source.close!() : undefined,
+  };
+}
+
 /** Host tensors (tests, generated models) as a WeightSource. */
 export function memoryWeightSource(
   tensors: ReadonlyMap<string, { dtype: string; shape: number[]; bytes: Uint8Array }>,

@@ -1,0 +1,158 @@
+// Gemma 3 and Gemma 2 against PyTorch (tests/reference/gen_engine.py gemma_forward, written from
+// transformers modeling_gemma3.py / modeling_gemma2.py): logits, loss, LoRA and full fine-tuning
+// gradients of tiny models that keep every feature — (1 + w) norms, q/k norms, GeGLU, sandwich
+// norms, √hidden embeddings, query_pre_attn_scalar, a sliding window shorter than the rows on some
+// layers with their own RoPE base, soft-capping — with and without gradient checkpointing, and the
+// KV-cache decode equal to the full forward at every position, past the window.
+import { describe, expect, it } from 'vitest';
+import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
+import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
+import { Decoder } from '../../src/engine/model/decoder.ts';
+import { forwardLogits, KvCache } from '../../src/engine/model/infer.ts';
+import type { Model } from '../../src/engine/model/model.ts';
+import { relError } from '../cpu/compare.ts';
+import { loadFixture, type Fixture } from '../reference/fixtures.ts';
+import { runtime, testGpu } from './context.ts';
+import { fixtureLora, fixtureModel, realRows } from './engine-util.ts';
+
+function batchOf(fx: Fixture): MicroBatch {
+  return {
+    batch: fx.meta.B as number,
+    seqLen: fx.meta.T as number,
+    inputIds: fx.t.ids.data as Int32Array,
+    labels: fx.t.labels.data as Int32Array,
+    positionIds: fx.t.positions.data as Int32Array,
+    segmentIds: fx.t.segments.data as Int32Array,
+  };
+}
+
+/** One evaluation pass (logits, loss) and one training pass (gradients) of the fixture's batch. */
+async function run(fx: Fixture, opts: { full?: boolean; checkpointing?: boolean }) {
+  const gpu = await testGpu();
+  const model = await fixtureModel(gpu, fx, fx, opts.full ? { computeDType: 'f32' } : {});
+  const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
+  const dec = new Decoder(model, lora, { full: opts.full, checkpointing: opts.checkpointing });
+  const hb = prepareBatch(batchOf(fx));
+  expect(hb.labelCount).toBe(fx.meta.count);
+  const V = model.config.vocabSize;
+  const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, V], 'scratch', 'test logits'));
+  const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
+  try {
+    const inputs = dec.uploadInputs(hb, 0);
+    await dec.forwardLoss(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 0 }, { logits: logitsT });
+    const rec = new Recorder(gpu, 'clear');
+    dec.clearGrads(rec);
+    await rec.submit();
+    await dec.trainMicroBatch(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 1 });
+    dec.releaseInputs(inputs);
+    const grads = new Map<string, Float32Array>();
+    for (const [k, t] of dec.grads) grads.set(k, await readF32(gpu, t));
+    const acc = await readF32(gpu, accum);
+    expect(Math.abs(acc[1] - acc[0]), 'training loss = evaluation loss').toBeLessThan(1e-5 * Math.abs(acc[0]));
+    return { logits: await readF32(gpu, logitsT), loss: acc[0], grads };
+  } finally {
+    releaseTensor(gpu, logitsT);
+    releaseTensor(gpu, accum);
+    dec.release();
+    lora.release();
+    model.release();
+  }
+}
+
+function checkAgainst(fx: Fixture, r: Awaited<ReturnType<typeof run>>, full: boolean, label: string): void {
+  const V = (fx.meta.config as { vocab_size: number }).vocab_size;
+  const seg = fx.t.segments.data as Int32Array;
+  const lRel = relError(realRows(r.logits, seg, V), realRows(fx.f32('logits'), seg, V));
+  expect(lRel, `logits rel ${lRel}`).toBeLessThanOrEqual(1e-4);
+  const eLoss = fx.f32('loss')[0];
+  const lossRel = Math.abs(r.loss - eLoss) / eLoss;
+  expect(lossRel, `loss ${r.loss} vs ${eLoss}`).toBeLessThanOrEqual(1e-4);
+  let worstLora = 0;
+  let worstFull = 0;
+  let lora = 0;
+  let weights = 0;
+  for (const [k, g] of r.grads) {
+    const m = /^(.*)\.lora_([AB])$/.exec(k);
+    const rel = relError(g, fx.f32(m ? `grad_${m[2]}:${m[1]}` : `grad_w:${k}`));
+    expect(rel, `${k} gradient rel ${rel}`).toBeLessThanOrEqual(1e-3);
+    if (m) {
+      worstLora = Math.max(worstLora, rel);
+      lora++;
+    } else {
+      worstFull = Math.max(worstFull, rel);
+      weights++;
+    }
+  }
+  const L = (fx.meta.config as { num_hidden_layers: number }).num_hidden_layers;
+  expect(lora).toBe(L * 7 * 2);
+  if (full) expect(weights, 'every weight trains').toBe(Object.keys(fx.t).filter((k) => k.startsWith('w:')).length);
+  console.log(
+    `[${runtime}] ${label}: logits rel ${lRel.toExponential(2)}, loss rel ${lossRel.toExponential(2)}, LoRA grads worst rel ${worstLora.toExponential(2)} over ${lora}${full ? `, full grads worst rel ${worstFull.toExponential(2)} over ${weights}` : ''}`,
+  );
+}
+
+/** Logits of every position of one sequence: prefixes without a cache (the full forward) vs one token at a time through the KV cache. */
+async function decodeVsFull(model: Model, fx: Fixture): Promise<number> {
+  const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
+  const T = fx.meta.T as number;
+  const ids = (fx.t.ids.data as Int32Array).slice(0, T); // row 0: T real tokens
+  const V = model.config.vocabSize;
+  const cache = new KvCache(model, T);
+  try {
+    let worst = 0;
+    for (let n = 0; n < T; n++) {
+      const full = await forwardLogits(model, lora, ids.subarray(0, n + 1), null);
+      const step = await forwardLogits(model, lora, ids.subarray(n, n + 1), cache);
+      worst = Math.max(worst, relError(step, full));
+      // The full forward of the whole row is PyTorch's: the prefix's last row equals its row n.
+      if (n === T - 1) expect(relError(full, fx.f32('logits').subarray(n * V, (n + 1) * V))).toBeLessThanOrEqual(1e-4);
+    }
+    return worst;
+  } finally {
+    cache.release();
+    lora.release();
+  }
+}
+
+describe(`Gemma vs PyTorch [${runtime}]`, () => {
+  it('tiny Gemma 3 parses as sliding, global, sliding with a local RoPE table', async () => {
+    const fx = await loadFixture('engine_gemma3');
+    const model = await fixtureModel(await testGpu(), fx);
+    try {
+      const c = model.config;
+      expect(c.slidingWindow).toBe(4);
+      expect(c.slidingLayers).toEqual([0, 2]);
+      expect(c.gemma).toEqual({
+        attentionScale: 24 ** -0.5,
+        attnSoftcap: null,
+        finalSoftcap: null,
+        ropeLocalTheta: 100,
+      });
+      expect(model.invFreqLocal).not.toBeNull();
+    } finally {
+      model.release();
+    }
+  });
+
+  it('tiny Gemma 3 (window 4 under 9-token rows, f32): logits, loss, LoRA and full fine-tuning gradients', async () => {
+    const fx = await loadFixture('engine_gemma3');
+    checkAgainst(fx, await run(fx, { full: true }), true, 'Gemma 3');
+  });
+
+  it('tiny Gemma 3 with gradient checkpointing: the same LoRA gradients', async () => {
+    const fx = await loadFixture('engine_gemma3');
+    checkAgainst(fx, await run(fx, { checkpointing: true }), false, 'Gemma 3, checkpointing');
+  });
+
+  it('tiny Gemma 3: KV-cache decode, one token at a time, equals the full forward at every position past the window', async () => {
+    const fx = await loadFixture('engine_gemma3');
+    const model = await fixtureModel(await testGpu(), fx);
+    try {
+      const worst = await decodeVsFull(model, fx);
+      console.log(`[${runtime}] Gemma 3 decode vs full forward: worst rel ${worst.toExponential(2)} over 9 positions`);
+      expect(worst, `decode vs full forward rel ${worst}`).toBeLessThanOrEqual(1e-5);
+    } finally {
+      model.release();
+    }
+  });
+});
