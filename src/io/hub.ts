@@ -15,6 +15,8 @@ export const HUB_MODELS = [
   { id: 'Qwen/Qwen2.5-1.5B-Instruct', params: '1.5B', architecture: 'Qwen2ForCausalLM' },
   { id: 'meta-llama/Llama-3.2-1B-Instruct', params: '1.2B', architecture: 'LlamaForCausalLM' },
   { id: 'HuggingFaceTB/SmolLM3-3B', params: '3.1B', architecture: 'SmolLM3ForCausalLM' },
+  { id: 'microsoft/Phi-3.5-mini-instruct', params: '3.8B', architecture: 'Phi3ForCausalLM' },
+  { id: 'microsoft/Phi-4-mini-instruct', params: '3.8B', architecture: 'Phi3ForCausalLM' },
 ] as const;
 
 /** Files a model needs besides its weights; the optional ones are skipped when the repo lacks them. */

@@ -13,7 +13,9 @@ import {
   parseModelConfig,
   ropeAttentionScaling,
 } from '../../src/engine/model/config.ts';
-import { resolveTargets } from '../../src/engine/model/model.ts';
+import { LINEAR_MODULES, resolveTargets } from '../../src/engine/model/model.ts';
+import { checkTrainConfig, guessTemplate } from '../../src/engine/train/method.ts';
+import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 import { KNOWN_CONFIGS, knownConfig } from '../../src/engine/plan/known-configs.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
 
@@ -130,6 +132,18 @@ describe('Phi-3 config.json', () => {
       'LoRA target "q_proj" is not a linear layer of this model; choose from qkv_proj, o_proj, gate_up_proj, down_proj or "all"',
     );
     expect(() => resolveTargets(['qkv_proj'])).toThrow(/LoRA target "qkv_proj" is not a linear layer/);
+    // lora_target: all arrives as the seven Llama-style names (the TrainConfig's "all"): every fused layer.
+    expect(resolveTargets([...LINEAR_MODULES], linearModules(c))).toEqual(linearModules(c));
+    // A LLaMA-Factory YAML may name the fused modules; the studio's checks accept them.
+    const yaml =
+      'model_name_or_path: microsoft/Phi-3.5-mini-instruct\ndataset: alpaca_en_demo\nlora_target: qkv_proj,gate_up_proj\n';
+    const tc = parseTrainYaml(yaml).config;
+    expect(tc.lora.target).toEqual(['qkv_proj', 'gate_up_proj']);
+    expect(checkTrainConfig(tc).filter((p) => p.field === 'loraTarget')).toEqual([]);
+    expect(() => parseTrainYaml(yaml.replace('qkv_proj,', 'qkv,'))).toThrow(
+      /lora_target: unknown module qkv; choose from all, q_proj, .*, qkv_proj, gate_up_proj/,
+    );
+    expect(guessTemplate(PHI35, 'Phi3ForCausalLM')).toBe('phi');
   });
 
   it("LongRoPE tables: short factors up to original_max_position_embeddings, long past it, in f32 as transformers'", () => {

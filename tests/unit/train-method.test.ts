@@ -113,6 +113,11 @@ describe('Method settings (a LLaMA-Factory TrainConfig)', () => {
     expect(guessTemplate('Qwen/Qwen2.5-0.5B-Instruct', null)).toBe('qwen');
     expect(guessTemplate('meta-llama/Llama-3.2-1B-Instruct', 'LlamaForCausalLM')).toBe('llama3');
     expect(guessTemplate('HuggingFaceTB/SmolLM3-3B', 'SmolLM3ForCausalLM')).toBe('smollm');
+    expect(guessTemplate('microsoft/Phi-3.5-mini-instruct', 'Phi3ForCausalLM')).toBe('phi');
+    expect(guessTemplate('microsoft/Phi-3-mini-4k-instruct', null)).toBe('phi');
+    expect(guessTemplate('microsoft/Phi-4-mini-instruct', 'Phi3ForCausalLM')).toBe('phi4_mini');
+    expect(guessTemplate('microsoft/phi-4', 'Phi3ForCausalLM')).toBe('phi4');
+    expect(guessTemplate('my-finetune', 'Phi3ForCausalLM')).toBe('phi');
   });
 
   it('reads settings stored by the studio before it kept a TrainConfig', () => {

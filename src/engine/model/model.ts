@@ -83,8 +83,6 @@ export class Model {
   readonly weights = new Map<string, ModelWeight>();
   /** f32 [headDim/2] RoPE inverse frequencies (computeInvFreq). */
   invFreq: Tensor | null = null;
-  /** Gemma 3: f32 [headDim/2] inverse frequencies of the sliding layers (rope_local_base_freq); else null. */
-  invFreqLocal: Tensor | null = null;
   /** What the loader did (quantized tensors, dtype conversions, splits), for the UI. */
   readonly notes: string[] = [];
   private released = false;
@@ -157,8 +155,6 @@ export class Model {
     this.weights.clear();
     if (this.invFreq) releaseTensor(this.gpu, this.invFreq);
     this.invFreq = null;
-    if (this.invFreqLocal) releaseTensor(this.gpu, this.invFreqLocal);
-    this.invFreqLocal = null;
   }
 }
 
@@ -238,6 +234,9 @@ export function resolveTargets(
   modules: readonly LinearModule[] = LINEAR_MODULES,
 ): LinearModule[] {
   if (targets === 'all' || (targets.length === 1 && targets[0] === 'all')) return [...modules];
+  // A TrainConfig says lora_target: all as the seven Llama-style names (llamafactory-config.ts
+  // ALL_LORA_TARGETS); on Phi-3 that is every fused linear layer, as find_all_linear_modules finds.
+  if (!modules.includes('q_proj') && LINEAR_MODULES.every((m) => targets.includes(m))) return [...modules];
   const out: LinearModule[] = [];
   for (const t of targets) {
     if (!(modules as readonly string[]).includes(t)) {

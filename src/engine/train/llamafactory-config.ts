@@ -31,6 +31,13 @@ export interface Parsed<T> {
 
 /** lora_target "all" = every linear layer of the decoder except lm_head (LLaMA-Factory find_all_linear_modules). */
 export const ALL_LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+/**
+ * Phi-3's fused linear layers as PEFT names them (modeling_phi3.py): a lora_target list may name
+ * them; "all" (the list above) means every linear layer of whichever model is loaded.
+ */
+export const FUSED_LORA_TARGETS = ['qkv_proj', 'gate_up_proj'] as const;
+/** Every module name a lora_target list may hold. */
+export const KNOWN_LORA_TARGETS: readonly string[] = [...ALL_LORA_TARGETS, ...FUSED_LORA_TARGETS];
 export const LR_SCHEDULERS = ['constant', 'constant_with_warmup', 'linear', 'cosine'] as const;
 export type LrScheduler = (typeof LR_SCHEDULERS)[number];
 
@@ -456,11 +463,11 @@ export function parseTrainYaml(text: string, file = 'train.yaml'): Parsed<TrainC
     if (targetRaw.length > 1) v.fail('lora_target', '"all" cannot be combined with other module names');
     target = [...ALL_LORA_TARGETS];
   } else {
-    const bad = targetRaw.filter((t) => !(ALL_LORA_TARGETS as readonly string[]).includes(t));
+    const bad = targetRaw.filter((t) => !KNOWN_LORA_TARGETS.includes(t));
     if (bad.length > 0)
       v.fail(
         'lora_target',
-        `unknown module${bad.length > 1 ? 's' : ''} ${bad.join(', ')}; choose from all, ${ALL_LORA_TARGETS.join(', ')}`,
+        `unknown module${bad.length > 1 ? 's' : ''} ${bad.join(', ')}; choose from all, ${KNOWN_LORA_TARGETS.join(', ')}`,
       );
     target = targetRaw;
   }

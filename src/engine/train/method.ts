@@ -4,6 +4,7 @@
 // the table of knobs the Method step shows, and the checks it runs before a run can start.
 import {
   ALL_LORA_TARGETS,
+  KNOWN_LORA_TARGETS,
   LR_SCHEDULERS,
   parseTrainYaml,
   trainConfigToYaml,
@@ -393,7 +394,7 @@ export function checkTrainConfig(c: TrainConfig): Problem[] {
     wholeAtLeast('loraRank');
     wholeAtLeast('loraAlpha');
     if (!(c.lora.dropout >= 0 && c.lora.dropout < 1)) add('loraDropout', 'dropout');
-    const bad = c.lora.target.filter((t) => !(ALL_LORA_TARGETS as readonly string[]).includes(t));
+    const bad = c.lora.target.filter((t) => !KNOWN_LORA_TARGETS.includes(t));
     if (bad.length) add('loraTarget', 'unknown-module', { modules: bad.join(', ') });
     else if (!c.lora.target.length) add('loraTarget', 'no-module');
   }
@@ -409,6 +410,11 @@ export function guessTemplate(modelName: string, architecture: string | null): s
   if (n.includes('smollm2')) return 'smollm2';
   // LLaMA-Factory has no smollm3 template; its ChatML `smollm` is the one that fits.
   if (n.includes('smollm3') || architecture === 'SmolLM3ForCausalLM') return 'smollm';
+  // LLaMA-Factory's template.py: phi4_mini (<|user|>…<|end|><|assistant|>, no newlines) for
+  // Phi-4-mini, phi4 (<|im_start|>…<|im_sep|>) for Phi-4, phi for Phi-3 / Phi-3.5.
+  if (n.includes('phi-4-mini') || n.includes('phi4-mini') || n.includes('phi4_mini')) return 'phi4_mini';
+  if (n.includes('phi-4') || n.includes('phi4')) return 'phi4';
+  if (n.includes('phi-3') || n.includes('phi3') || architecture === 'Phi3ForCausalLM') return 'phi';
   if (n.includes('mistral') || architecture === 'MistralForCausalLM') return 'mistral';
   return 'default';
 }
