@@ -83,6 +83,8 @@ export class Model {
   readonly weights = new Map<string, ModelWeight>();
   /** f32 [headDim/2] RoPE inverse frequencies (computeInvFreq). */
   invFreq: Tensor | null = null;
+  /** Gemma 3: f32 [headDim/2] inverse frequencies of the sliding layers (rope_local_base_freq); else null. */
+  invFreqLocal: Tensor | null = null;
   /** What the loader did (quantized tensors, dtype conversions, splits), for the UI. */
   readonly notes: string[] = [];
   private released = false;
@@ -155,6 +157,8 @@ export class Model {
     this.weights.clear();
     if (this.invFreq) releaseTensor(this.gpu, this.invFreq);
     this.invFreq = null;
+    if (this.invFreqLocal) releaseTensor(this.gpu, this.invFreqLocal);
+    this.invFreqLocal = null;
   }
 }
 
