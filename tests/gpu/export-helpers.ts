@@ -67,6 +67,27 @@ export function tinySmolLM3Config(over: Record<string, unknown> = {}): Record<st
   });
 }
 
+/**
+ * Phi-3 (configuration_phi3.py): fused qkv_proj / gate_up_proj, LongRoPE whose long factors a
+ * 10-token pass reaches (original_max_position_embeddings 8), RoPE on 12 of 16 head dims.
+ */
+export function tinyPhi3Config(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return tinyLlamaConfig({
+    architectures: ['Phi3ForCausalLM'],
+    model_type: 'phi3',
+    max_position_embeddings: 32,
+    original_max_position_embeddings: 8,
+    partial_rotary_factor: 0.75,
+    rope_scaling: {
+      type: 'longrope',
+      short_factor: [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+      long_factor: [1.2, 2.0, 3.5, 6.0, 9.0, 14.0],
+    },
+    sliding_window: 256,
+    ...over,
+  });
+}
+
 /** Random weights for every tensor the config needs: norms ≈ 1, the rest N(0, 0.02..0.3). */
 export function tinyWeights(raw: Record<string, unknown>, dtype: 'F32' | 'BF16', seed: number): Tensors {
   const c = parseModelConfig(raw);

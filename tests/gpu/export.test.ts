@@ -61,7 +61,7 @@ function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 interface Case {
   name: string;
-  arch: 'llama' | 'qwen2' | 'smollm3';
+  arch: 'llama' | 'qwen2' | 'smollm3' | 'phi3';
   stored: 'F32' | 'BF16';
   out: 'f32' | 'bf16' | 'f16';
   shardBytes?: number;
@@ -93,6 +93,9 @@ const CASES: Case[] = [
   { name: 'llama-bf16-to-f16', arch: 'llama', stored: 'BF16', out: 'f16', targets: ['o_proj', 'gate_proj', 'up_proj'] },
   // NoPE layers 1 and 3: a merged config without them would rope every layer and change the logits.
   { name: 'smollm3-f32-to-f32', arch: 'smollm3', stored: 'F32', out: 'f32', targets: 'all' },
+  // Phi-3: LoRA on the fused qkv_proj / gate_up_proj merges into the fused tensors; the 10-token
+  // check runs on LongRoPE's long factors with partial rotary.
+  { name: 'phi3-f32-to-f32', arch: 'phi3', stored: 'F32', out: 'f32', targets: 'all' },
 ];
 
 describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) checked in PyTorch', () => {
@@ -100,7 +103,7 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
     it(`${c.name}: files, torch merge, and logits of merged = base + adapter`, async () => {
       const { existsSync, readFileSync, readdirSync } = await import('node:fs');
       const { join } = await import('node:path');
-      const { tinyLlamaConfig, tinyQwen2Config, tinySmolLM3Config, tinyWeights, writeModelFolder } =
+      const { tinyLlamaConfig, tinyPhi3Config, tinyQwen2Config, tinySmolLM3Config, tinyWeights, writeModelFolder } =
         await import('./export-helpers.ts');
       const { openModelFolder } = await import('../../src/engine/model/node-folder.ts');
       const { loadModel } = await import('../../src/engine/model/load.ts');
@@ -113,7 +116,13 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
       const gpu = await testGpu();
       const dir = join(ROOT, c.name);
       const raw =
-        c.arch === 'llama' ? tinyLlamaConfig() : c.arch === 'smollm3' ? tinySmolLM3Config() : tinyQwen2Config();
+        c.arch === 'llama'
+          ? tinyLlamaConfig()
+          : c.arch === 'smollm3'
+            ? tinySmolLM3Config()
+            : c.arch === 'phi3'
+              ? tinyPhi3Config()
+              : tinyQwen2Config();
       await writeModelFolder(join(dir, 'base'), raw, tinyWeights(raw, c.stored, 100), {
         'tokenizer.json': '{"fake": "tokenizer"}',
         'tokenizer_config.json': '{}',
@@ -185,6 +194,9 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
         const without = await forwardLogits(model, null, Int32Array.from(ids), null);
         expect(rel(withAdapter, py.peft_logits_last)).toBeLessThan(1e-4);
         expect(rel(without, py.base_logits_last)).toBeLessThan(1e-4);
+        console.log(
+          `[${c.name}] merged vs PEFT logits rel ${py.rel_merged_vs_peft.toExponential(2)}, ours vs PEFT ${rel(withAdapter, py.peft_logits_last).toExponential(2)}, base ${rel(without, py.base_logits_last).toExponential(2)}`,
+        );
 
         // The PEFT files load back into identical adapters.
         const { configText, store } = await openAdapterFolder(join(dir, 'adapter'));

@@ -6,7 +6,9 @@ import {
   initLoraA,
   initLoraB,
   loraBackward,
+  loraBackwardParts,
   loraForward,
+  loraForwardParts,
   loraScale,
   releaseLoraWorkspace,
   type LoraAdapter,
@@ -193,6 +195,97 @@ describe(`lora (${runtime})`, () => {
         `x[${i}]: got ${dropped[i]}, want ${pr.x[i] * ref.mask[i]}`,
       ).toBe(true);
     }
+  });
+
+  it('output split over parts (a fused qkv_proj: q, k, v) equals the CPU reference on the concatenation, with dropout', async () => {
+    const gpu = await testGpu();
+    const N = 11;
+    const fin = 40;
+    const rows = [24, 8, 8]; // q | k | v
+    const fout = 40;
+    const r = 4;
+    const pr: Problem = {
+      N,
+      fin,
+      fout,
+      r,
+      scale: loraScale(8, r),
+      w: null,
+      a: initLoraA(r, fin, 3, 1),
+      b: randn(fout * r, 6, 0.2),
+      x: randn(N * fin, 7),
+      dy: randn(N * fout, 8),
+      dropout: { p: 0.2, seed: 99, step: 3, moduleId: 5 },
+    };
+    const ref = refInput(pr, null);
+    const want = loraForwardRef(ref);
+    const grads = loraBackwardRef(ref, pr.dy);
+    const up = (d: Float32Array, shape: number[], label: string) =>
+      uploadTensor(gpu, d, tensorSpec('f32', shape, 'activations', label));
+    const adapter: LoraAdapter = {
+      a: up(pr.a, [r, fin], 'A'),
+      b: up(pr.b, [fout, r], 'B'),
+      r,
+      inFeatures: fin,
+      outFeatures: fout,
+      scale: pr.scale,
+    };
+    const x = up(pr.x, [N, fin], 'x');
+    let row0 = 0;
+    const parts = rows.map((n, i) => {
+      const part = { row0, rows: n };
+      row0 += n;
+      // dY of the part: its columns of the concatenated dY.
+      const dyPart = new Float32Array(N * n);
+      for (let m = 0; m < N; m++) for (let o = 0; o < n; o++) dyPart[m * n + o] = pr.dy[m * fout + part.row0 + o];
+      return {
+        ...part,
+        y: up(new Float32Array(N * n), [N, n], `y${i}`),
+        dy: up(dyPart, [N, n], `dy${i}`),
+      };
+    });
+    const dx = up(new Float32Array(N * fin), [N, fin], 'dX');
+    const dA = up(new Float32Array(r * fin), [r, fin], 'dA');
+    const dB = up(new Float32Array(fout * r), [fout, r], 'dB');
+    const ws = createLoraWorkspace(gpu, N, adapter);
+    const rec = new Recorder(gpu, 'lora-parts');
+    await loraForwardParts(rec, {
+      x,
+      adapter,
+      N,
+      dropout: pr.dropout,
+      ws,
+      parts: parts.map((p) => ({ t: p.y, row0: p.row0, rows: p.rows })),
+    });
+    await loraBackwardParts(rec, {
+      x,
+      dX: dx,
+      dA,
+      dB,
+      adapter,
+      N,
+      dropout: pr.dropout,
+      ws,
+      parts: parts.map((p) => ({ t: p.dy, row0: p.row0, rows: p.rows })),
+    });
+    await rec.submit();
+    const y = new Float32Array(N * fout);
+    for (const p of parts) {
+      const got = await readF32(gpu, p.y);
+      for (let m = 0; m < N; m++) for (let o = 0; o < p.rows; o++) y[m * fout + p.row0 + o] = got[m * p.rows + o];
+    }
+    const tol = { rtol: 1e-4, atol: 1e-5 };
+    expectClose(y, want.y, tol, 'y (parts concatenated)');
+    expectClose(await readF32(gpu, dA), grads.dA, tol, 'dA');
+    expectClose(await readF32(gpu, dB), grads.dB, tol, 'dB');
+    expectClose(await readF32(gpu, dx), grads.dX, tol, 'dX');
+    // Parts that do not tile the adapter's output are refused, naming the op.
+    const bad = new Recorder(gpu, 'lora-parts-bad');
+    await expect(
+      loraForwardParts(bad, { x, adapter, N, ws, parts: [{ t: parts[0].y, row0: 0, rows: 24 }] }),
+    ).rejects.toThrow(/lora\.forward\(parts\).*output parts cover 24 rows of the adapter's 40/);
+    for (const t of [adapter.a, adapter.b, x, dx, dA, dB, ...parts.flatMap((p) => [p.y, p.dy])]) releaseTensor(gpu, t);
+    releaseLoraWorkspace(gpu, ws);
   });
 
   it('dropout drops a fraction ≈ p, and the mask depends on seed, step and module', async () => {

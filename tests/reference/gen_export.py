@@ -10,7 +10,8 @@ Two roles:
   checkpoint, applies the PEFT adapter unmerged (y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, peft
   tuners/lora/layer.py), loads our merged checkpoint (single file or shards + index), checks the
   files against transformers' layout, recomputes every merged tensor as
-  `(W.float() + s·B@A).to(dtype)` and runs an explicit Llama/Qwen2 forward on both. Prints one
+  `(W.float() + s·B@A).to(dtype)` and runs an explicit Llama/Qwen2/Qwen3/SmolLM3/Phi-3 forward on
+  both (Phi-3: fused qkv_proj / gate_up_proj merged as one linear each, LongRoPE, partial rotary). Prints one
   JSON object; exits 1 when a structural check fails.
 """
 import argparse
@@ -177,6 +178,29 @@ def uses_rope(cfg, l):
     return bool(rope[l])
 
 
+def rope_tables(cfg, hd, T):
+    """cos/sin [T, rotary dim] (float64) as modeling_rope_utils.py builds them for a T-token pass:
+    default RoPE, or LongRoPE (modeling_phi3.py): 1 / (ext · θ^(2i/dim)) with the long factors
+    once T exceeds original_max_position_embeddings, cos/sin times the attention factor;
+    dim = int(head_dim · partial_rotary_factor)."""
+    theta = cfg.get("rope_theta", 10000.0)
+    dim = int(hd * cfg.get("partial_rotary_factor", 1.0))
+    shape = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    rs = cfg.get("rope_scaling") or {}
+    scaling = 1.0
+    if rs.get("rope_type", rs.get("type")) in ("longrope", "su"):
+        orig = cfg.get("original_max_position_embeddings", 4096)
+        ext = torch.tensor(rs["long_factor"] if T > orig else rs["short_factor"], dtype=torch.float32)
+        inv = 1.0 / (ext * theta ** shape)
+        factor = rs.get("factor") or cfg["max_position_embeddings"] / orig
+        scaling = rs.get("attention_factor") or (1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig)))
+    else:
+        inv = 1.0 / (theta ** shape)
+    freqs = torch.outer(torch.arange(T).float(), inv)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().double() * scaling, emb.sin().double() * scaling
+
+
 def forward(cfg, W, ids, lora=None):
     """W: name → float64 tensor. lora: module name → (A, B, scale), applied unmerged."""
     H = cfg["hidden_size"]
@@ -184,7 +208,6 @@ def forward(cfg, W, ids, lora=None):
     nkv = cfg.get("num_key_value_heads", nh)
     hd = cfg.get("head_dim") or H // nh
     eps = cfg.get("rms_norm_eps", 1e-6)
-    theta = cfg.get("rope_theta", 10000.0)
     T = len(ids)
 
     def lin(x, name, bias=True):
@@ -196,33 +219,43 @@ def forward(cfg, W, ids, lora=None):
             y = y + s * ((x @ A.T) @ B.T)
         return y
 
-    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-    pos = torch.arange(T).float()
-    freqs = torch.outer(pos, inv)
-    emb = torch.cat([freqs, freqs], dim=-1)
-    cos, sin = emb.cos().double(), emb.sin().double()
+    cos, sin = rope_tables(cfg, hd, T)
+    R = cos.shape[-1]
+
+    def rope(x):  # modeling_phi3.py apply_rotary_pos_emb: rotate x[..., :R], pass the rest
+        xr = x[..., :R]
+        return torch.cat([xr * cos + rotate_half(xr) * sin, x[..., R:]], dim=-1)
+
+    phi3 = cfg.get("model_type") == "phi3"
     h = W["model.embed_tokens.weight"][torch.tensor(ids)]
     mask = torch.full((T, T), -float("inf"), dtype=torch.float64).triu(1)
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
         x = rms(h, W[p + "input_layernorm.weight"], eps)
-        q = lin(x, p + "self_attn.q_proj").view(T, nh, hd).transpose(0, 1)
-        k = lin(x, p + "self_attn.k_proj").view(T, nkv, hd).transpose(0, 1)
-        v = lin(x, p + "self_attn.v_proj").view(T, nkv, hd).transpose(0, 1)
+        if phi3:  # modeling_phi3.py: qkv_proj sliced into q | k | v
+            q, k, v = lin(x, p + "self_attn.qkv_proj").split([nh * hd, nkv * hd, nkv * hd], dim=-1)
+            q, k, v = (t.reshape(T, -1, hd).transpose(0, 1) for t in (q, k, v))
+        else:
+            q = lin(x, p + "self_attn.q_proj").view(T, nh, hd).transpose(0, 1)
+            k = lin(x, p + "self_attn.k_proj").view(T, nkv, hd).transpose(0, 1)
+            v = lin(x, p + "self_attn.v_proj").view(T, nkv, hd).transpose(0, 1)
         if (p + "self_attn.q_norm.weight") in W:
             q = rms(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms(k, W[p + "self_attn.k_norm.weight"], eps)
         if uses_rope(cfg, l):
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+            q = rope(q)
+            k = rope(k)
         k = k.repeat_interleave(nh // nkv, dim=0)
         v = v.repeat_interleave(nh // nkv, dim=0)
         att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd) + mask, dim=-1)
         o = (att @ v).transpose(0, 1).reshape(T, nh * hd)
         h = h + lin(o, p + "self_attn.o_proj")
         x = rms(h, W[p + "post_attention_layernorm.weight"], eps)
-        g = lin(x, p + "mlp.gate_proj")
-        u = lin(x, p + "mlp.up_proj")
+        if phi3:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2)
+            g, u = lin(x, p + "mlp.gate_up_proj").chunk(2, dim=-1)
+        else:
+            g = lin(x, p + "mlp.gate_proj")
+            u = lin(x, p + "mlp.up_proj")
         h = h + lin(torch.nn.functional.silu(g) * u, p + "mlp.down_proj")
     h = rms(h, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", False) else W["lm_head.weight"]

@@ -16,6 +16,7 @@ import {
 import { LINEAR_MODULES, resolveTargets } from '../../src/engine/model/model.ts';
 import { checkTrainConfig, guessTemplate } from '../../src/engine/train/method.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
+import { ggufArchitecture } from '../../src/engine/export/gguf.ts';
 import { KNOWN_CONFIGS, knownConfig } from '../../src/engine/plan/known-configs.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
 
@@ -184,6 +185,13 @@ describe('Phi-3 config.json', () => {
     // model_type alone names the architecture.
     const { architectures: __, ...byType } = base;
     expect(parseModelConfig(byType).architecture).toBe('Phi3ForCausalLM');
+  });
+
+  it('GGUF export refuses Phi-3 and says what to do instead', () => {
+    for (const name of [PHI35, PHI4])
+      expect(() => ggufArchitecture(knownConfig(name))).toThrow(
+        /GGUF export does not support Phi3ForCausalLM: llama.cpp's phi3 architecture .* export merged safetensors and convert them with llama.cpp's convert_hf_to_gguf.py/,
+      );
   });
 
   it('explains bad LongRoPE and partial rotary fields, naming config.json and the field', () => {

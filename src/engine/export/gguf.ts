@@ -95,6 +95,13 @@ export function ggufArchitecture(c: ModelConfig): 'llama' | 'qwen2' | 'qwen3' {
       return 'qwen2';
     case 'Qwen3ForCausalLM':
       return 'qwen3';
+    case 'Phi3ForCausalLM':
+      // llama.cpp's phi3 (src/llama-arch.cpp LLM_ARCH_PHI3, convert_hf_to_gguf.py Phi3MiniModel) keeps
+      // attn_qkv / ffn_up fused, and LongRoPE needs rope_factors_long / rope_factors_short tensors
+      // and the partial rotary dimension count: a layout this writer does not produce.
+      throw new ExportError(
+        `GGUF export does not support Phi3ForCausalLM: llama.cpp's phi3 architecture takes fused attn_qkv / ffn_up tensors and LongRoPE's rope_factors_long / rope_factors_short tensors, which this writer does not produce; export merged safetensors and convert them with llama.cpp's convert_hf_to_gguf.py`,
+      );
     default:
       throw new ExportError(
         `GGUF export does not support architecture ${String(c.architecture)} (it writes Llama, Mistral, Qwen2/2.5 and Qwen3): export merged safetensors and convert them with llama.cpp's convert_hf_to_gguf.py`,
