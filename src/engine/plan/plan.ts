@@ -208,7 +208,8 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
     L.add('weights', 'lm_head NF4 absmax (f32)', tb('f32', Math.ceil((V * H) / 64)));
   };
   if (!hostEmbed) dense('embed_tokens', [V, H], 1, true);
-  dense('norms', [H], 2 * layers + 1);
+  // Gemma: four norms per layer (input, post-attention, pre- and post-feed-forward).
+  dense('norms', [H], (c.gemma ? 4 : 2) * layers + 1);
   if (c.qkNorm) dense('q/k norms', [D], 2 * layers);
   for (const m of LINEARS) {
     const [o, i] = linearShape(c, m);
@@ -226,6 +227,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   if (nf4Head) headNf4();
   else if (!c.tieWordEmbeddings) dense('lm_head', [V, H], 1, true);
   L.add('weights', 'RoPE inv_freq', tb('f32', D / 2));
+  if (c.gemma?.ropeLocalTheta) L.add('weights', 'RoPE inv_freq (sliding layers)', tb('f32', D / 2));
 
   // ---- adapters (model.ts attachLora), gradients (decoder grads + the trainer's flat arena),
   //      optimizer (params arena, exp_avg, exp_avg_sq, block table)
@@ -272,6 +274,11 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
     L.add('activations', `${what}: q/k rms 1/σ`, tb('f32', N * c.numHeads), sets);
     L.add('activations', `${what}: q/k rms 1/σ`, tb('f32', N * c.numKvHeads), sets);
   }
+  if (c.gemma) {
+    // decoder.ts normOntoResidual: o_proj's and down_proj's outputs and the rstd of their norms.
+    L.add('activations', `${what}: o_proj, down_proj outputs (Gemma)`, tb('f32', N * H), 2 * sets);
+    L.add('activations', `${what}: post-attention / post-feed-forward rms 1/σ`, tb('f32', N), 2 * sets);
+  }
   // LoRA workspaces: x·Aᵀ saved (activations) and s·dY·B (scratch), one per module per saved set
   L.add('activations', `${what}: LoRA x·Aᵀ`, tb('f32', N * rank), targets.length * sets);
   L.add('activations', 'final norm output, rms 1/σ', tb('f32', N * H));
@@ -288,6 +295,8 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
     L.add('scratch', 'backward: dQ, dK before norm', tb('f32', N * QD));
     L.add('scratch', 'backward: dQ, dK before norm', tb('f32', N * KD));
   }
+  if (c.gemma)
+    L.add('scratch', 'backward: gradient behind the post-attention / post-feed-forward norm', tb('f32', N * H));
   const partialRows = Math.max(N, c.qkNorm ? N * c.numHeads : 0);
   L.add(
     'scratch',
@@ -307,8 +316,8 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   L.add('scratch', 'step report, loss scale', tb('f32', 4));
   const nL = targets.length;
   const biases = biasModules.length;
-  const fwd = 2 + 7 + biases + 2 * nL + 1 + 1 + 1 + (c.qkNorm ? 2 : 0);
-  const bwd = 7 + 4 * nL + 1 + 2 + 4 + 1 + (c.qkNorm ? 2 : 0) + (full ? 7 + biases + 4 : 0);
+  const fwd = 2 + 7 + biases + 2 * nL + 1 + 1 + 1 + (c.qkNorm ? 2 : 0) + (c.gemma ? 2 : 0);
+  const bwd = 7 + 4 * nL + 1 + 2 + 4 + 1 + (c.qkNorm ? 2 : 0) + (c.gemma ? 2 : 0) + (full ? 7 + biases + 4 : 0);
   const chunks = train.batchSize * Math.ceil((T - 1) / chunk);
   // bf16 checkpoints: pack + unpack of each kept input in the forward, one unpack per layer in the backward
   const packs = ck16 ? 2 * (layers + 1) + layers : 0;

@@ -415,6 +415,10 @@ export function guessTemplate(modelName: string, architecture: string | null): s
   if (n.includes('phi-4-mini') || n.includes('phi4-mini') || n.includes('phi4_mini')) return 'phi4_mini';
   if (n.includes('phi-4') || n.includes('phi4')) return 'phi4';
   if (n.includes('phi-3') || n.includes('phi3') || architecture === 'Phi3ForCausalLM') return 'phi';
+  // LLaMA-Factory's template.py: gemma3 (Gemma 3, system prompt folded into the first user turn)
+  // and gemma (Gemma / Gemma 2: <start_of_turn>user … <end_of_turn>, no system role).
+  if (n.includes('gemma-3') || n.includes('gemma3') || architecture === 'Gemma3ForCausalLM') return 'gemma3';
+  if (n.includes('gemma') || architecture === 'Gemma2ForCausalLM') return 'gemma';
   if (n.includes('mistral') || architecture === 'MistralForCausalLM') return 'mistral';
   return 'default';
 }
