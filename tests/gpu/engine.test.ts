@@ -5,6 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
 import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
+import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
+import { loadModel } from '../../src/engine/model/load.ts';
+import { memoryWeightSource } from '../../src/engine/model/weights.ts';
+import { isNf4 } from '../../src/engine/ops/nf4.ts';
+import { dequantizeNf4Ref, quantizeNf4Ref } from '../cpu/nf4.ts';
 import { forwardLogits, forwardLogitsRows, KvCache } from '../../src/engine/model/infer.ts';
 import { Trainer } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
@@ -211,6 +216,65 @@ describe(`engine vs PyTorch, Phi-3 [${runtime}]`, () => {
     // 2 layers × (qkv_proj, o_proj, gate_up_proj, down_proj) × (A, B) = 16 LoRA tensors; + 15 weights.
     checkAgainst(fx, await run(fx, { full: true }), true, 31);
     checkAgainst(fx, await run(fx, { checkpointing: true }), false, 16);
+  });
+
+  it('tiny Phi-3 QLoRA: NF4 fused weights read by row offset give the logits and LoRA gradients of their dequantized values', async () => {
+    const fx = await loadFixture('engine_phi3');
+    const gpu = await testGpu();
+    // The bitsandbytes NF4 round trip (blocksize 64, tests/cpu/nf4.ts) of every fused linear, as f32.
+    const config = parseModelConfig(fx.meta.config as Record<string, unknown>, 'fixture config');
+    const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
+    for (const w of expectedWeights(config)) {
+      if (w.optional) continue;
+      let v = fx.f32(`w:${w.name}`);
+      if (w.role === 'linear') {
+        const q = quantizeNf4Ref(v, 64);
+        v = dequantizeNf4Ref(q.codes, q.absmax, 64);
+      }
+      map.set(w.name, { dtype: 'F32', shape: w.shape, bytes: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) });
+    }
+    const results: { logits: Float32Array; grads: Map<string, Float32Array> }[] = [];
+    for (const nf4 of [false, true]) {
+      const model = nf4
+        ? await fixtureModel(gpu, fx, fx, { quantize: 'nf4', doubleQuant: false })
+        : await loadModel(gpu, config, memoryWeightSource(map));
+      if (nf4) expect(isNf4(model.linear(0, 'qkv_proj')) && isNf4(model.linear(1, 'gate_up_proj'))).toBe(true);
+      const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
+      const dec = new Decoder(model, lora, { checkpointing: true });
+      const hb = prepareBatch(batchOf(fx));
+      const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, config.vocabSize], 'scratch', 'test logits'));
+      const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
+      try {
+        const inputs = dec.uploadInputs(hb, 0);
+        await dec.forwardLoss(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 0 }, { logits: logitsT });
+        const rec = new Recorder(gpu, 'clear');
+        dec.clearGrads(rec);
+        await rec.submit();
+        await dec.trainMicroBatch(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 1 });
+        dec.releaseInputs(inputs);
+        const grads = new Map<string, Float32Array>();
+        for (const [k, t] of dec.grads) grads.set(k, await readF32(gpu, t));
+        results.push({ logits: await readF32(gpu, logitsT), grads });
+      } finally {
+        releaseTensor(gpu, logitsT);
+        releaseTensor(gpu, accum);
+        dec.release();
+        lora.release();
+        model.release();
+      }
+    }
+    const seg = fx.t.segments.data as Int32Array;
+    const V = config.vocabSize;
+    const lRel = relError(realRows(results[1].logits, seg, V), realRows(results[0].logits, seg, V));
+    let worst = 0;
+    for (const [k, g] of results[0].grads) worst = Math.max(worst, relError(results[1].grads.get(k)!, g));
+    console.log(
+      `[${runtime}] Phi-3 NF4 vs dequantized f32: logits rel ${lRel.toExponential(2)}, LoRA grads rel ${worst.toExponential(2)}`,
+    );
+    expect(lRel).toBeLessThanOrEqual(1e-5);
+    expect(worst).toBeLessThanOrEqual(1e-4);
+    // Quantization changed the model (the comparison is not trivially between equal weights).
+    expect(relError(realRows(results[0].logits, seg, V), realRows(fx.f32('logits'), seg, V))).toBeGreaterThan(1e-3);
   });
 
   it('tiny Phi-3: a pass within original_max_position_embeddings uses the short factors (logits equal PyTorch)', async () => {
