@@ -354,6 +354,7 @@ async function trainSection(): Promise<void> {
             loraTargets: lora.targets,
             doubleQuant: true,
             gradientCheckpointing: ckpt,
+            storageOffsetAlignment: gpu.limits.minStorageBufferOffsetAlignment,
           });
           const peakTotal = MEMORY_CATEGORIES.reduce((a, k) => a + ledger.peak[k], 0);
           Object.assign(report, {

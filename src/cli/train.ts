@@ -246,7 +246,7 @@ export default async function train(argv: string[]): Promise<number> {
         const { trainer, loader, totalSteps, lora } = run;
         const longest = Math.max(...items.map((x) => x.inputIds.length));
         const planned = planMemory(model.config, {
-          ...memoryPlanInput(plan, longest, g.gpu.limits.maxStorageBufferBindingSize),
+          ...memoryPlanInput(plan, longest, g.gpu.limits),
           ...(lora ? { loraRank: lora.config.rank, loraTargets: lora.targets } : {}),
         });
         err(

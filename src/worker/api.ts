@@ -345,7 +345,7 @@ export class TabtuneWorker {
       const config = this.model?.config;
       if (!config) throw Object.assign(new Error('open a model with a valid config.json first'), { kind: 'no-model' });
       const run = planRun(train);
-      const input = memoryPlanInput(run, train.cutoffLen);
+      const input = memoryPlanInput(run, train.cutoffLen, this.gpu?.limits);
       const p = planMemory(config, input);
       // Stage dpo: the planner counts sequences, two per pair; a smaller batch is offered in pairs
       // (with the total of that many pairs), and one that would split a pair is not offered.

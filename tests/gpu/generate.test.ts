@@ -258,6 +258,7 @@ describe('planMemory against the ledger', () => {
           checkpointPrecision: precision,
           headPrecision: 'head' in load ? load.head : undefined,
           embeddingOnHost: 'embeddingOnHost' in load ? load.embeddingOnHost : undefined,
+          storageOffsetAlignment: gpu.limits.minStorageBufferOffsetAlignment,
         });
         const measured = MEMORY_CATEGORIES.reduce((s, c) => s + peak[c], 0);
         const lines = MEMORY_CATEGORIES.map((c) => `${c}: planned ${plan.byCategory[c]} measured ${peak[c]}`);

@@ -2,8 +2,7 @@
 // (base_model.model.<module>.lora_A.weight / lora_B.weight, f32), as peft save_pretrained writes
 // them (src/peft/utils/save_and_load.py) and LLaMA-Factory leaves them in output_dir. Also the
 // reverse: a PEFT adapter folder → a LoraSet on the GPU (chat / export with adapter_name_or_path).
-import { readF32, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
-import { loraScale } from '../ops/lora.ts';
+import { readF32, writeTensor } from '../gpu/transfer.ts';
 import { LoraSet, modulePrefix, type LoraConfig, type Model } from '../model/model.ts';
 import {
   ALL_LINEAR_MODULES,
@@ -201,29 +200,30 @@ export async function loadPeftAdapter(
   };
   const linears = linearModules(c);
   const lora = new LoraSet(model.gpu, loraCfg, linears);
-  const scale = loraScale(ac.loraAlpha, ac.r, ac.useRslora);
   try {
-    for (const m of modules) {
-      const read = async (key: string, shape: [number, number], which: 'A' | 'B') => {
-        const info = store.info(key);
-        const raw = await store.readTensor(key);
-        const from = info.dtype === 'F32' ? 'f32' : info.dtype === 'BF16' ? 'bf16' : 'f16';
-        const bytes = convertBytes(raw.bytes, from, 'f32');
-        const f = new Float32Array(bytes.byteLength / 4);
-        new Uint8Array(f.buffer).set(bytes);
-        return uploadTensor(model.gpu, f, tensorSpec('f32', shape, 'adapters', `${m.name}.lora_${which}`));
-      };
-      const A = await read(m.A, m.shapeA, 'A');
-      const B = await read(m.B, m.shapeB, 'B');
-      const moduleId = m.layer * linears.length + linears.indexOf(m.module);
-      lora.adapters.set(m.name, {
-        A,
-        B,
-        adapter: { a: A, b: B, r: ac.r, inFeatures: m.shapeA[1], outFeatures: m.shapeB[0], scale },
+    lora.allocate(
+      modules.map((m) => ({
+        name: m.name,
         layer: m.layer,
         module: m.module,
-        moduleId,
-      });
+        moduleId: m.layer * linears.length + linears.indexOf(m.module),
+        inFeatures: m.shapeA[1],
+        outFeatures: m.shapeB[0],
+      })),
+    );
+    const read = async (key: string) => {
+      const info = store.info(key);
+      const raw = await store.readTensor(key);
+      const from = info.dtype === 'F32' ? 'f32' : info.dtype === 'BF16' ? 'bf16' : 'f16';
+      const bytes = convertBytes(raw.bytes, from, 'f32');
+      const f = new Float32Array(bytes.byteLength / 4);
+      new Uint8Array(f.buffer).set(bytes);
+      return f;
+    };
+    for (const m of modules) {
+      const st = lora.adapters.get(m.name)!;
+      writeTensor(model.gpu, st.A, await read(m.A));
+      writeTensor(model.gpu, st.B, await read(m.B));
     }
   } catch (err) {
     lora.release();

@@ -4,7 +4,7 @@ import { BUF } from './usage.ts';
 
 export interface PooledBuffer {
   readonly buffer: GPUBuffer;
-  /** Bytes actually allocated (the request rounded up to the pool's size class). */
+  /** Bytes actually allocated (see allocationBytes). */
   readonly size: number;
   category: MemoryCategory;
   released: boolean;
@@ -24,6 +24,19 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
+/**
+ * What lives as long as a model or a run (weights, adapters, their gradients and optimizer
+ * state) is allocated at its exact size and freed on release: a size class would waste up to
+ * 12.5 % of the biggest allocations (0.35 GB of a 7B model's NF4 weights) for reuse that never
+ * comes, since such buffers are made once.
+ */
+const EXACT_CATEGORIES: ReadonlySet<MemoryCategory> = new Set(['weights', 'adapters', 'gradients', 'optimizer']);
+
+/** Bytes the pool allocates for a request of `bytes` in `category` (the planner uses the same rule). */
+export function allocationBytes(bytes: number, category: MemoryCategory): number {
+  return EXACT_CATEGORIES.has(category) ? Math.max(4, Math.ceil(bytes / 4) * 4) : sizeClass(bytes);
+}
+
 /** Storage buffers by size class, with every byte recorded in the ledger. */
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
@@ -35,7 +48,7 @@ export class BufferPool {
   ) {}
 
   acquire(bytes: number, category: MemoryCategory, label: string): PooledBuffer {
-    const size = sizeClass(bytes);
+    const size = allocationBytes(bytes, category);
     if (size > this.maxBufferSize) {
       throw new GpuError(
         'limit',
@@ -63,6 +76,7 @@ export class BufferPool {
   }
 
   release(b: PooledBuffer): void {
+    if (EXACT_CATEGORIES.has(b.category)) return this.destroy(b);
     if (b.released) throw new Error(`buffer "${b.buffer.label}" released twice`);
     b.released = true;
     this.ledger.give(b.category, b.size, true);

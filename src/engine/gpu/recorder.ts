@@ -1,7 +1,7 @@
 import type { Gpu } from './device.ts';
 import { GpuError, withErrorScopes } from './errors.ts';
 import type { PooledBuffer } from './pool.ts';
-import type { Tensor } from './tensor.ts';
+import { tensorBytes, type Tensor } from './tensor.ts';
 import { BUF } from './usage.ts';
 
 export type Bindable = GPUBuffer | PooledBuffer | Tensor;
@@ -10,6 +10,17 @@ function gpuBuffer(b: Bindable): GPUBuffer {
   if ('buf' in b) return b.buf.buffer;
   if ('buffer' in b && 'category' in b) return b.buffer;
   return b as GPUBuffer;
+}
+
+/** Byte offset of a tensor view in its buffer (0 for everything else). */
+function baseOffset(b: Bindable): number {
+  return 'buf' in b ? (b.offset ?? 0) : 0;
+}
+
+function binding(b: Bindable): GPUBufferBinding {
+  // A view binds only its range, so kernels see it as a buffer of its own.
+  if ('buf' in b && b.offset !== undefined) return { buffer: b.buf.buffer, offset: b.offset, size: tensorBytes(b) };
+  return { buffer: gpuBuffer(b) };
 }
 
 export interface Kernel {
@@ -57,7 +68,7 @@ export class Recorder {
     const entries: GPUBindGroupEntry[] = [
       { binding: 0, resource: { buffer: slot.buffer, offset: slot.offset, size: params.byteLength } },
     ];
-    buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: gpuBuffer(b) } }));
+    buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: binding(b) }));
     const bindGroup = this.gpu.device.createBindGroup({
       layout: kernel.pipeline.getBindGroupLayout(0),
       entries,
@@ -73,13 +84,24 @@ export class Recorder {
 
   copy(src: Bindable, srcOffset: number, dst: Bindable, dstOffset: number, bytes: number): void {
     this.endPass();
-    this.encoder.copyBufferToBuffer(gpuBuffer(src), srcOffset, gpuBuffer(dst), dstOffset, bytes);
+    this.encoder.copyBufferToBuffer(
+      gpuBuffer(src),
+      baseOffset(src) + srcOffset,
+      gpuBuffer(dst),
+      baseOffset(dst) + dstOffset,
+      bytes,
+    );
   }
 
-  /** Zero-fills a whole buffer (or a range). */
+  /** Zero-fills a whole buffer or view (or a range of it). */
   clear(b: Bindable, offset = 0, bytes?: number): void {
     this.endPass();
-    this.encoder.clearBuffer(gpuBuffer(b), offset, bytes);
+    const view = 'buf' in b && b.offset !== undefined;
+    this.encoder.clearBuffer(
+      gpuBuffer(b),
+      baseOffset(b) + offset,
+      bytes ?? (view ? tensorBytes(b) - offset : undefined),
+    );
   }
 
   /** Submits, then resolves once WebGPU has validated the work; errors name every kernel recorded. */

@@ -21,12 +21,37 @@ export function numelOf(shape: readonly number[]): number {
   return n;
 }
 
-/** A GPU tensor: one pooled buffer holding a row-major array of `shape`. */
+/**
+ * A GPU tensor: a row-major array of `shape` in a pooled buffer — the whole buffer, or for a
+ * view (`offset` set) the aligned range starting there, which the view's owner releases.
+ */
 export interface Tensor {
   readonly buf: PooledBuffer;
   readonly dtype: DType;
   readonly shape: readonly number[];
   readonly label: string;
+  /** Byte offset of a view into `buf` (a multiple of minStorageBufferOffsetAlignment). */
+  readonly offset?: number;
+}
+
+/** Bytes of the tensor's elements (what a binding of it covers). */
+export function tensorBytes(t: Tensor): number {
+  return storageBytes(t.dtype, numelOf(t.shape));
+}
+
+/** A view of `shape` at byte `offset` of `parent`'s buffer; it shares the parent's lifetime. */
+export function tensorView(
+  parent: Tensor,
+  offset: number,
+  dtype: DType,
+  shape: readonly number[],
+  label: string,
+): Tensor {
+  const at = (parent.offset ?? 0) + offset;
+  const bytes = storageBytes(dtype, numelOf(shape));
+  if (at + bytes > (parent.offset ?? 0) + tensorBytes(parent))
+    throw new Error(`view ${label} (${bytes} bytes at ${offset}) overflows ${describe(parent)}`);
+  return { buf: parent.buf, dtype, shape: [...shape], label, offset: at };
 }
 
 export function describe(t: Tensor): string {

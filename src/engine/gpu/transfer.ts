@@ -1,7 +1,16 @@
 import type { Gpu } from './device.ts';
 import { GpuError, withErrorScopes } from './errors.ts';
 import type { MemoryCategory } from './ledger.ts';
-import { describe, numelOf, storageBytes, type DType, type HostArray, type Tensor, type TensorSpec } from './tensor.ts';
+import {
+  describe,
+  numelOf,
+  storageBytes,
+  tensorBytes,
+  type DType,
+  type HostArray,
+  type Tensor,
+  type TensorSpec,
+} from './tensor.ts';
 import { BUF, MAP_MODE_READ } from './usage.ts';
 
 export function createTensor(gpu: Gpu, spec: TensorSpec): Tensor {
@@ -14,7 +23,7 @@ export function createTensor(gpu: Gpu, spec: TensorSpec): Tensor {
 export function zerosTensor(gpu: Gpu, spec: TensorSpec): Tensor {
   const t = createTensor(gpu, spec);
   const enc = gpu.device.createCommandEncoder();
-  enc.clearBuffer(t.buf.buffer);
+  enc.clearBuffer(t.buf.buffer, t.offset ?? 0, t.offset === undefined ? undefined : tensorBytes(t));
   gpu.device.queue.submit([enc.finish()]);
   return t;
 }
@@ -28,23 +37,26 @@ export function uploadTensor(gpu: Gpu, data: HostArray, spec: TensorSpec): Tenso
 export function writeTensor(gpu: Gpu, t: Tensor, data: HostArray, byteOffset = 0): void {
   const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   const padded = Math.ceil(bytes.byteLength / 4) * 4;
-  if (byteOffset + padded > t.buf.size) {
+  const room = t.offset === undefined ? t.buf.size : tensorBytes(t);
+  if (byteOffset + padded > room) {
     throw new GpuError(
       'validation',
       describe(t),
-      `writing ${bytes.byteLength} bytes at ${byteOffset} overflows its ${t.buf.size}-byte buffer`,
+      `writing ${bytes.byteLength} bytes at ${byteOffset} overflows its ${room}-byte ${t.offset === undefined ? 'buffer' : 'view'}`,
     );
   }
+  const at = (t.offset ?? 0) + byteOffset;
   if (padded === bytes.byteLength) {
-    gpu.device.queue.writeBuffer(t.buf.buffer, byteOffset, bytes);
+    gpu.device.queue.writeBuffer(t.buf.buffer, at, bytes);
   } else {
     const tmp = new Uint8Array(padded);
     tmp.set(bytes);
-    gpu.device.queue.writeBuffer(t.buf.buffer, byteOffset, tmp);
+    gpu.device.queue.writeBuffer(t.buf.buffer, at, tmp);
   }
 }
 
 export function releaseTensor(gpu: Gpu, t: Tensor): void {
+  if (t.offset !== undefined) throw new Error(`${describe(t)} is a view: release the tensor it views`);
   gpu.pool.release(t.buf);
 }
 
@@ -86,7 +98,7 @@ const HOST_TYPE: Record<DType, (b: ArrayBuffer, n: number) => HostArray> = {
 export async function readTensor(gpu: Gpu, t: Tensor): Promise<HostArray> {
   const n = numelOf(t.shape);
   const bytes = storageBytes(t.dtype, n);
-  const raw = await readBytes(gpu, t.buf.buffer, 0, bytes, describe(t));
+  const raw = await readBytes(gpu, t.buf.buffer, t.offset ?? 0, bytes, describe(t));
   return HOST_TYPE[t.dtype](raw, n);
 }
 

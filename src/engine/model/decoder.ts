@@ -13,8 +13,8 @@
 // bf16 PyTorch run; all math stays f32).
 import type { Gpu } from '../gpu/device.ts';
 import { Recorder } from '../gpu/recorder.ts';
-import type { Tensor } from '../gpu/tensor.ts';
-import { createTensor, releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
+import { tensorView, type Tensor } from '../gpu/tensor.ts';
+import { createTensor, releaseTensor, tensorSpec, uploadTensor, zerosTensor } from '../gpu/transfer.ts';
 import type { MemoryCategory } from '../gpu/ledger.ts';
 import {
   attentionBackward,
@@ -146,6 +146,8 @@ export class Decoder {
   readonly gpu: Gpu;
   /** Gradient tensor per trainable tensor: LoRA "…lora_A"/"…lora_B", or the HF weight name (full). */
   readonly grads: GradMap = new Map();
+  /** LoRA runs: the one buffer every LoRA gradient is a view of (laid out as LoraSet.arena). */
+  gradArena: Tensor | null = null;
   private readonly c: ModelConfig;
   private disposed = false;
 
@@ -168,10 +170,14 @@ export class Decoder {
         this.grads.set(name, this.zeros([...(w as Tensor).shape], `grad ${name}`, 'gradients'));
       }
     }
-    if (lora) {
+    if (lora?.arena) {
+      // The gradients mirror the adapters' arena (same offsets), so clipping and AdamW read them in place.
+      const arena = zerosTensor(this.gpu, tensorSpec('f32', [...lora.arena.shape], 'gradients', 'grad lora.arena'));
+      this.gradArena = arena;
+      const at = (t: Tensor) => t.offset! - (lora.arena!.offset ?? 0);
       for (const [name, st] of lora.adapters) {
-        this.grads.set(`${name}.lora_A`, this.zeros([...st.A.shape], `grad ${name}.lora_A`, 'gradients'));
-        this.grads.set(`${name}.lora_B`, this.zeros([...st.B.shape], `grad ${name}.lora_B`, 'gradients'));
+        this.grads.set(`${name}.lora_A`, tensorView(arena, at(st.A), 'f32', st.A.shape, `grad ${name}.lora_A`));
+        this.grads.set(`${name}.lora_B`, tensorView(arena, at(st.B), 'f32', st.B.shape, `grad ${name}.lora_B`));
       }
     }
   }
@@ -182,13 +188,16 @@ export class Decoder {
 
   /** Records zeroing of every gradient (start of an accumulation window). */
   clearGrads(rec: Recorder): void {
-    for (const g of this.grads.values()) rec.clear(g);
+    if (this.gradArena) rec.clear(this.gradArena);
+    for (const g of this.grads.values()) if (g.offset === undefined) rec.clear(g);
   }
 
   release(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const g of this.grads.values()) releaseTensor(this.gpu, g);
+    for (const g of this.grads.values()) if (g.offset === undefined) releaseTensor(this.gpu, g);
+    if (this.gradArena) releaseTensor(this.gpu, this.gradArena);
+    this.gradArena = null;
     this.grads.clear();
   }
 

@@ -1,9 +1,9 @@
 // A decoder on the GPU: its config, its weights under their Hugging Face names, and LoRA
 // adapter sets attached to it (PEFT semantics, see src/engine/ops/lora.ts).
 import type { Gpu } from '../gpu/device.ts';
-import { describe, type Tensor } from '../gpu/tensor.ts';
-import { releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
-import { initLoraA, initLoraB, loraScale, type LoraAdapter } from '../ops/lora.ts';
+import { describe, tensorView, type Tensor } from '../gpu/tensor.ts';
+import { releaseTensor, tensorSpec, writeTensor, zerosTensor } from '../gpu/transfer.ts';
+import { initLoraA, loraScale, type LoraAdapter } from '../ops/lora.ts';
 import { isNf4, releaseNf4, type Nf4Weight } from '../ops/nf4.ts';
 import {
   ATTENTION_MODULES,
@@ -224,13 +224,73 @@ export class LoraSet {
     return n;
   }
 
+  /**
+   * Every A and B of the set in one f32 buffer, each at an aligned offset: the trainer's AdamW
+   * and gradient clipping then work on the adapters in place, with no second copy of them.
+   */
+  arena: Tensor | null = null;
+
+  /** Allocates the arena for `modules` (zeros) and adds them with A and B as views of it. */
+  allocate(modules: readonly LoraModuleSpec[]): void {
+    if (this.arena || this.adapters.size) throw new Error('LoRA set: adapters are already allocated');
+    const r = this.config.rank;
+    const layout = loraArenaLayout(
+      modules.map((m) => [r * m.inFeatures, m.outFeatures * r]),
+      this.gpu.limits.minStorageBufferOffsetAlignment,
+    );
+    const arena = zerosTensor(this.gpu, tensorSpec('f32', [layout.floats], 'adapters', 'lora.arena'));
+    this.arena = arena;
+    modules.forEach((m, i) => {
+      const [atA, atB] = layout.offsets[i];
+      const A = tensorView(arena, atA * 4, 'f32', [r, m.inFeatures], `${m.name}.lora_A`);
+      const B = tensorView(arena, atB * 4, 'f32', [m.outFeatures, r], `${m.name}.lora_B`);
+      this.adapters.set(m.name, {
+        A,
+        B,
+        adapter: { a: A, b: B, r, inFeatures: m.inFeatures, outFeatures: m.outFeatures, scale: this.scale },
+        layer: m.layer,
+        module: m.module,
+        moduleId: m.moduleId,
+      });
+    });
+  }
+
   release(): void {
-    for (const a of this.adapters.values()) {
-      releaseTensor(this.gpu, a.A);
-      releaseTensor(this.gpu, a.B);
-    }
+    if (this.arena) releaseTensor(this.gpu, this.arena);
+    this.arena = null;
     this.adapters.clear();
   }
+}
+
+/** One adapted module of a LoraSet. */
+export interface LoraModuleSpec {
+  name: string;
+  layer: number;
+  module: LinearModule;
+  moduleId: number;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+/**
+ * Float offsets of each tensor in a flat arena where every tensor starts on a multiple of
+ * `alignBytes` (WebGPU binds a storage range only at minStorageBufferOffsetAlignment), and the
+ * arena's length. `tensors` lists element counts, grouped per module.
+ */
+export function loraArenaLayout(
+  tensors: readonly (readonly number[])[],
+  alignBytes: number,
+): { offsets: number[][]; floats: number } {
+  const align = Math.max(1, alignBytes / 4);
+  let at = 0;
+  const offsets = tensors.map((group) =>
+    group.map((n) => {
+      const o = at;
+      at = Math.ceil((at + n) / align) * align;
+      return o;
+    }),
+  );
+  return { offsets, floats: Math.max(at, 1) };
 }
 
 export function resolveTargets(
@@ -263,33 +323,20 @@ export function attachLora(model: Model, cfg: LoraConfig): LoraSet {
   const linears = linearModules(c);
   const set = new LoraSet(model.gpu, cfg, linears);
   const layers = cfg.layers ?? Array.from({ length: c.numLayers }, (_, i) => i);
+  const modules: LoraModuleSpec[] = [];
   for (const l of layers) {
     if (!Number.isInteger(l) || l < 0 || l >= c.numLayers)
       throw new Error(`LoRA layer ${l} outside 0..${c.numLayers - 1}`);
     for (const m of set.targets) {
-      const [out, inF] = linearShape(c, m);
+      const [outFeatures, inFeatures] = linearShape(c, m);
       // The Llama-shaped families keep their ids (l·7 + index); Phi-3 numbers its four modules.
       const moduleId = l * linears.length + linears.indexOf(m);
-      const name = modulePrefix(l, m);
-      const A = uploadTensor(
-        model.gpu,
-        initLoraA(cfg.rank, inF, cfg.seed, moduleId),
-        tensorSpec('f32', [cfg.rank, inF], 'adapters', `${name}.lora_A`),
-      );
-      const B = uploadTensor(
-        model.gpu,
-        initLoraB(out, cfg.rank),
-        tensorSpec('f32', [out, cfg.rank], 'adapters', `${name}.lora_B`),
-      );
-      set.adapters.set(name, {
-        A,
-        B,
-        adapter: { a: A, b: B, r: cfg.rank, inFeatures: inF, outFeatures: out, scale: set.scale },
-        layer: l,
-        module: m,
-        moduleId,
-      });
+      modules.push({ name: modulePrefix(l, m), layer: l, module: m, moduleId, inFeatures, outFeatures });
     }
   }
+  set.allocate(modules);
+  // B starts at zero (the arena is); A gets PEFT's Kaiming-uniform draw.
+  for (const m of modules)
+    writeTensor(model.gpu, set.adapters.get(m.name)!.A, initLoraA(cfg.rank, m.inFeatures, cfg.seed, m.moduleId));
   return set;
 }

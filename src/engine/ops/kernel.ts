@@ -4,7 +4,7 @@
 import { GpuError } from '../gpu/errors.ts';
 import { Params, type Bindable, type Recorder } from '../gpu/recorder.ts';
 import type { ShaderConstants } from '../gpu/shader-library.ts';
-import { describe, numelOf, type DType, type Tensor } from '../gpu/tensor.ts';
+import { describe, numelOf, tensorBytes, type DType, type Tensor } from '../gpu/tensor.ts';
 
 /** One tensor a kernel binds. An absent optional operand (undefined / null) is skipped. */
 export interface Operand {
@@ -69,13 +69,19 @@ function checkOperand(what: string, op: Operand & { tensor: Tensor }, wording: W
   check(what, have >= need, `${name} needs ${need} elements but ${describe(t)} holds ${have}`);
 }
 
+/** Two operands in one buffer overlap unless both are views of disjoint ranges (a whole buffer overlaps everything). */
+function overlap(a: Tensor, b: Tensor): boolean {
+  if (a.offset === undefined || b.offset === undefined) return true;
+  return a.offset < b.offset + tensorBytes(b) && b.offset < a.offset + tensorBytes(a);
+}
+
 /** Checks dtype and size of every present operand, then that no written one shares a buffer. */
 export function checkOperands(what: string, operands: readonly Operand[], wording: Wording = 'split'): void {
   const present = operands.filter((op): op is Operand & { tensor: Tensor } => !!op.tensor);
   for (const op of present) checkOperand(what, op, wording);
   for (const [i, a] of present.entries()) {
     for (const b of present.slice(i + 1)) {
-      const shared = a.tensor.buf.buffer === b.tensor.buf.buffer;
+      const shared = a.tensor.buf.buffer === b.tensor.buf.buffer && overlap(a.tensor, b.tensor);
       check(
         what,
         !shared || !(a.write || b.write),

@@ -3,9 +3,10 @@
 // pool's size class as the pool allocates it. The studio shows it before "Start" and offers the
 // suggestions below; the gpu test compares it with the ledger's measured peak.
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../gpu/ledger.ts';
-import { sizeClass } from '../gpu/pool.ts';
+import { allocationBytes } from '../gpu/pool.ts';
 import { storageBytes, type DType } from '../gpu/tensor.ts';
 import { ATTENTION_MODULES, linearShape, MLP_MODULES, type LinearModule, type ModelConfig } from '../model/config.ts';
+import { loraArenaLayout } from '../model/model.ts';
 import { ADAMW_BLOCK } from '../ops/adamw.ts';
 import { gradNormPartials } from '../ops/grad_norm.ts';
 import { rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
@@ -43,6 +44,8 @@ export interface TrainPlanConfig {
   lossChunkRows?: number;
   /** Largest storage buffer the device binds; bigger tensors are split (default 1 GiB). */
   maxBufferBytes?: number;
+  /** minStorageBufferOffsetAlignment of the device: where each LoRA tensor starts in its arena (default 256). */
+  storageOffsetAlignment?: number;
 }
 
 export interface PlanItem {
@@ -95,13 +98,14 @@ export class PlanError extends Error {
 
 const DEFAULT_MAX_BUFFER = 2 ** 30;
 
-/** Bytes the pool allocates for a tensor of `bytes` (split into ≤ maxBuffer pieces when larger). */
-function pooled(bytes: number, maxBuffer: number): { count: number; bytes: number } {
+/** Bytes the pool allocates for a tensor of `bytes` in `category` (split into ≤ maxBuffer pieces when larger). */
+function pooled(bytes: number, maxBuffer: number, category: MemoryCategory): { count: number; bytes: number } {
   const raw = Math.ceil(bytes / 4) * 4;
-  if (raw <= maxBuffer) return { count: 1, bytes: sizeClass(raw) };
+  const alloc = (b: number) => allocationBytes(b, category);
+  if (raw <= maxBuffer) return { count: 1, bytes: alloc(raw) };
   const pieces = Math.ceil(raw / maxBuffer);
   const per = Math.ceil(raw / pieces / 4) * 4;
-  return { count: pieces, bytes: (pieces - 1) * sizeClass(per) + sizeClass(raw - (pieces - 1) * per) };
+  return { count: pieces, bytes: (pieces - 1) * alloc(per) + alloc(raw - (pieces - 1) * per) };
 }
 
 class Ledger {
@@ -110,7 +114,7 @@ class Ledger {
   /** `n` identical buffers of `bytes` each. */
   add(category: MemoryCategory, what: string, bytes: number, n = 1): void {
     if (n <= 0 || bytes <= 0) return;
-    const p = pooled(bytes, this.maxBuffer);
+    const p = pooled(bytes, this.maxBuffer, category);
     const existing = this.items.find((i) => i.category === category && i.what === what);
     if (existing) {
       existing.count += p.count * n;
@@ -229,19 +233,27 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   L.add('weights', 'RoPE inv_freq', tb('f32', D / 2));
   if (c.gemma?.ropeLocalTheta) L.add('weights', 'RoPE inv_freq (sliding layers)', tb('f32', D / 2));
 
-  // ---- adapters (model.ts attachLora), gradients (decoder grads + the trainer's flat arena),
-  //      optimizer (params arena, exp_avg, exp_avg_sq, block table)
-  for (const m of targets) {
-    const [o, i] = linearShape(c, m);
-    L.add('adapters', 'LoRA A', tb('f32', rank * i), layers);
-    L.add('adapters', 'LoRA B', tb('f32', o * rank), layers);
-    for (let l = 0; l < layers; l++) trainableTensors.push(rank * i, o * rank);
+  // ---- adapters (model.ts LoraSet.allocate: one arena, each tensor aligned), gradients (an arena
+  //      of the same layout, decoder.ts; full FT: per weight + the trainer's flat arena), optimizer
+  //      (exp_avg, exp_avg_sq, block table; full FT also a parameter arena)
+  const loraModules: number[][] = [];
+  for (let l = 0; l < layers; l++)
+    for (const m of targets) {
+      const [o, i] = linearShape(c, m);
+      loraModules.push([rank * i, o * rank]);
+      trainableTensors.push(rank * i, o * rank);
+    }
+  let total = trainableTensors.reduce((a, b) => a + b, 0);
+  if (full) {
+    for (const n of trainableTensors) L.add('gradients', 'parameter gradients', tb('f32', n));
+    L.add('gradients', 'gradient arena (flat, for clipping and AdamW)', tb('f32', total));
+    L.add('optimizer', 'AdamW parameter arena, exp_avg, exp_avg_sq', tb('f32', total), 3);
+  } else {
+    total = loraArenaLayout(loraModules, train.storageOffsetAlignment ?? 256).floats;
+    L.add('adapters', 'LoRA A and B (one arena)', tb('f32', total));
+    L.add('gradients', 'LoRA gradients (one arena, clipped and stepped in place)', tb('f32', total));
+    L.add('optimizer', 'AdamW exp_avg, exp_avg_sq', tb('f32', total), 2);
   }
-  for (const n of trainableTensors)
-    L.add('gradients', full ? 'parameter gradients' : 'adapter gradients', tb('f32', n));
-  const total = trainableTensors.reduce((a, b) => a + b, 0);
-  L.add('gradients', 'gradient arena (flat, for clipping and AdamW)', tb('f32', total));
-  L.add('optimizer', 'AdamW parameter arena, exp_avg, exp_avg_sq', tb('f32', total), 3);
   const adamBlocks = trainableTensors.reduce((a, n) => a + Math.ceil(n / ADAMW_BLOCK), 0);
   L.add('optimizer', 'AdamW block table', tb('u32', 4 * adamBlocks));
 

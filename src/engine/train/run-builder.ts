@@ -136,7 +136,12 @@ export function planRun(tc: TrainConfig): RunPlan {
 }
 
 /** The memory planner's view of the run (sequence length: cutoff_len, or the longest example once the data is known). */
-export function memoryPlanInput(plan: RunPlan, seqLen: number, maxBufferBytes?: number): TrainPlanConfig {
+export function memoryPlanInput(
+  plan: RunPlan,
+  seqLen: number,
+  /** The device's limits, when one is open (defaults otherwise). */
+  limits?: Pick<GPUSupportedLimits, 'maxStorageBufferBindingSize' | 'minStorageBufferOffsetAlignment'>,
+): TrainPlanConfig {
   return {
     method: plan.method,
     // Stage dpo: each pair is two sequences (chosen and rejected) in the same micro-batch.
@@ -151,7 +156,8 @@ export function memoryPlanInput(plan: RunPlan, seqLen: number, maxBufferBytes?: 
     lossChunkRows: plan.optimizer.lossChunkRows,
     headPrecision: plan.load.head === 'nf4' ? 'nf4' : undefined,
     embeddingOnHost: plan.load.embeddingOnHost,
-    maxBufferBytes,
+    maxBufferBytes: limits?.maxStorageBufferBindingSize,
+    storageOffsetAlignment: limits?.minStorageBufferOffsetAlignment,
   };
 }
 

@@ -3,10 +3,18 @@
 // GPU buffer), global-norm clipping and torch AdamW over a flat parameter arena, LR schedules
 // as transformers' get_scheduler. Per optimizer step exactly one GPU→CPU readback: 32 bytes
 // holding the loss and the gradient statistics.
-import { readBytes } from '../gpu/transfer.ts';
 import { Recorder } from '../gpu/recorder.ts';
-import type { Tensor } from '../gpu/tensor.ts';
-import { createTensor, releaseTensor, tensorSpec, uploadTensor, writeTensor } from '../gpu/transfer.ts';
+import { numelOf, type Tensor } from '../gpu/tensor.ts';
+import {
+  createTensor,
+  readBytes,
+  readF32,
+  releaseTensor,
+  tensorSpec,
+  uploadTensor,
+  writeTensor,
+  zerosTensor,
+} from '../gpu/transfer.ts';
 import { adamwBlocks, adamwStep, type AdamwSegment } from '../ops/adamw.ts';
 import { gradNorm, gradNormPartials } from '../ops/grad_norm.ts';
 import { prepareBatch, type MicroBatch } from '../model/batch.ts';
@@ -75,7 +83,10 @@ interface Param {
   name: string;
   tensor: Tensor;
   grad: Tensor;
+  /** Element offset in the checkpoint's flat layout (parameters back to back). */
   offset: number;
+  /** Element offset in the optimizer's arenas (the LoRA arena's aligned layout, or `offset`). */
+  at: number;
   count: number;
   group: number;
 }
@@ -117,6 +128,8 @@ export class Trainer {
   };
   private readonly report: Tensor;
   private readonly lossScale: Tensor;
+  /** Whether AdamW updates the LoRA arena directly (no parameter/gradient copies). */
+  private readonly inPlace: boolean;
   /** Optimizer steps done. */
   stepCount = 0;
   /** Micro-batches done (dropout mask and NEFTune stream counter). */
@@ -157,21 +170,26 @@ export class Trainer {
       lossChunkRows: cfg.lossChunkRows,
     });
     const gpu = model.gpu;
-    let at = 0;
+    // LoRA: the adapters and their gradients already sit in two arenas of one layout, which AdamW
+    // and clipping use in place; full fine-tuning copies weights and gradients into flat arenas.
+    const inPlace = !cfg.full && lora?.arena && this.decoder.gradArena ? lora.arena : null;
+    this.inPlace = inPlace !== null;
+    let offset = 0;
     for (const [name, grad] of this.decoder.grads) {
       const tensor = this.paramTensor(name);
       const count = tensor.shape.reduce((a, b) => a * b, 1);
-      this.params.push({ name, tensor, grad, offset: at, count, group: noDecay(name) ? 1 : 0 });
-      at += count;
+      const at = inPlace ? (tensor.offset! - (inPlace.offset ?? 0)) / 4 : offset;
+      this.params.push({ name, tensor, grad, offset, at, count, group: noDecay(name) ? 1 : 0 });
+      offset += count;
     }
-    const total = at;
-    const segments: AdamwSegment[] = this.params.map((p) => ({ offset: p.offset, count: p.count, group: p.group }));
+    const total = inPlace ? numelOf(inPlace.shape) : offset;
+    const segments: AdamwSegment[] = this.params.map((p) => ({ offset: p.at, count: p.count, group: p.group }));
     const blocksHost = adamwBlocks(segments, total);
     const f32 = (label: string, cat: 'optimizer' | 'gradients') =>
-      createTensor(gpu, tensorSpec('f32', [total], cat, label));
+      zerosTensor(gpu, tensorSpec('f32', [total], cat, label));
     this.arena = {
-      p: f32('arena.params', 'optimizer'),
-      g: f32('arena.grads', 'gradients'),
+      p: inPlace ?? f32('arena.params', 'optimizer'),
+      g: inPlace ? this.decoder.gradArena! : f32('arena.grads', 'gradients'),
       m: f32('arena.exp_avg', 'optimizer'),
       v: f32('arena.exp_avg_sq', 'optimizer'),
       blocks: uploadTensor(gpu, blocksHost, tensorSpec('u32', [blocksHost.length], 'optimizer', 'adamw.blocks')),
@@ -181,10 +199,7 @@ export class Trainer {
     this.report = uploadTensor(gpu, new Float32Array(8), tensorSpec('f32', [8], 'scratch', 'step.report'));
     this.lossScale = uploadTensor(gpu, new Float32Array(4), tensorSpec('f32', [4], 'scratch', 'step.loss_scale'));
     const rec = new Recorder(gpu, 'trainer init');
-    rec.clear(this.arena.m);
-    rec.clear(this.arena.v);
-    rec.clear(this.arena.g);
-    for (const p of this.params) rec.copy(p.tensor, 0, this.arena.p, p.offset * 4, p.count * 4);
+    if (!this.inPlace) for (const p of this.params) rec.copy(p.tensor, 0, this.arena.p, p.at * 4, p.count * 4);
     this.ready = rec.submit();
     this.ready.catch(() => undefined); // surfaced when a step awaits it
   }
@@ -320,7 +335,7 @@ export class Trainer {
   }
 
   private async recordOptimizer(rec: Recorder, lr: number): Promise<void> {
-    for (const p of this.params) rec.copy(p.grad, 0, this.arena.g, p.offset * 4, p.count * 4);
+    if (!this.inPlace) for (const p of this.params) rec.copy(p.grad, 0, this.arena.g, p.at * 4, p.count * 4);
     await gradNorm(rec, {
       ranges: [{ grads: this.arena.g }],
       partials: this.arena.partials,
@@ -346,7 +361,7 @@ export class Trainer {
       eps: this.cfg.adamEpsilon,
       gradStats: { tensor: this.report, index: 0 },
     });
-    for (const p of this.params) rec.copy(this.arena.p, p.offset * 4, p.tensor, 0, p.count * 4);
+    if (!this.inPlace) for (const p of this.params) rec.copy(this.arena.p, p.at * 4, p.tensor, 0, p.count * 4);
   }
 
   /**
@@ -433,8 +448,13 @@ export class Trainer {
   /** Everything needed to resume identically (parameters, moments, counters, data cursor). */
   async saveCheckpoint(): Promise<Checkpoint> {
     const gpu = this.model.gpu;
-    const n = this.trainableParameters * 4;
-    const read = async (t: Tensor) => new Float32Array(await readBytes(gpu, t.buf.buffer, 0, n, t.label));
+    // The checkpoint keeps parameters back to back, whatever the arenas' alignment padding.
+    const read = async (t: Tensor) => {
+      const all = await readF32(gpu, t);
+      const out = new Float32Array(this.trainableParameters);
+      for (const p of this.params) out.set(all.subarray(p.at, p.at + p.count), p.offset);
+      return out;
+    };
     return {
       format: 'tabtune-checkpoint-1',
       state: {
@@ -475,11 +495,17 @@ export class Trainer {
       if (a.length !== total) throw new Error(`checkpoint: ${k} holds ${a.length} values, expected ${total}`);
     }
     const gpu = this.model.gpu;
-    writeTensor(gpu, this.arena.p, c.params);
-    writeTensor(gpu, this.arena.m, c.expAvg);
-    writeTensor(gpu, this.arena.v, c.expAvgSq);
+    const arenaLength = numelOf(this.arena.p.shape);
+    const spread = (a: Float32Array) => {
+      const out = new Float32Array(arenaLength);
+      for (const p of this.params) out.set(a.subarray(p.offset, p.offset + p.count), p.at);
+      return out;
+    };
+    writeTensor(gpu, this.arena.p, spread(c.params));
+    writeTensor(gpu, this.arena.m, spread(c.expAvg));
+    writeTensor(gpu, this.arena.v, spread(c.expAvgSq));
     const rec = new Recorder(gpu, 'checkpoint restore');
-    for (const p of this.params) rec.copy(this.arena.p, p.offset * 4, p.tensor, 0, p.count * 4);
+    if (!this.inPlace) for (const p of this.params) rec.copy(this.arena.p, p.at * 4, p.tensor, 0, p.count * 4);
     await rec.submit();
     this.stepCount = c.state.step;
     this.microStep = c.state.microStep;
@@ -492,9 +518,9 @@ export class Trainer {
     const gpu = this.model.gpu;
     this.decoder.release();
     this.preference?.release();
+    // In place, the parameter and gradient arenas belong to the LoraSet and the decoder.
     for (const t of [
-      this.arena.p,
-      this.arena.g,
+      ...(this.inPlace ? [] : [this.arena.p, this.arena.g]),
       this.arena.m,
       this.arena.v,
       this.arena.blocks,
