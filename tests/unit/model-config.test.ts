@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   ModelConfigError,
-  checkSequenceLength,
   checkWeights,
   computeInvFreq,
   expectedWeights,
@@ -190,13 +189,48 @@ describe('config.json parsing', () => {
     });
   });
 
-  it('Mistral 7B v0.1: sliding window noted, long sequences refused', () => {
+  it('Mistral 7B v0.1: a sliding window on every layer, applied by the attention kernels', () => {
     const c = parseModelConfig(MISTRAL_7B_V01);
     expect(c.slidingWindow).toBe(4096);
-    expect(c.notes[0]).toMatch(/sliding-window attention \(window 4096\); Tabtune uses full causal attention/);
-    expect(() => checkSequenceLength(c, 4096)).not.toThrow();
-    expect(() => checkSequenceLength(c, 4097)).toThrow(/sequence of 4097 tokens exceeds the sliding window of 4096/);
+    expect(c.slidingLayers).toBeNull();
+    expect(c.notes[0]).toMatch(/sliding-window attention \(window 4096\); the attention kernels apply it/);
     expect(parseModelConfig({ ...MISTRAL_7B_V01, sliding_window: null }).slidingWindow).toBeNull();
+  });
+
+  it('use_sliding_window: Qwen slides on layers ≥ max_window_layers, SmolLM3 on its NoPE layers, Llama never', () => {
+    const qwen = parseModelConfig({
+      ...QWEN3_06B,
+      use_sliding_window: true,
+      sliding_window: 64,
+      max_window_layers: 20,
+    });
+    expect(qwen.slidingWindow).toBe(64);
+    expect(qwen.slidingLayers).toEqual([20, 21, 22, 23, 24, 25, 26, 27]);
+    expect(qwen.notes.join('\n')).toMatch(/window 64 on 8 of 28 layers/);
+    // max_window_layers defaults to 28 (configuration_qwen2.py): no layer of a 24-layer model slides.
+    const { max_window_layers: _, ...noMax } = QWEN25_05B;
+    const qwen2 = parseModelConfig({ ...noMax, use_sliding_window: true, sliding_window: 64 });
+    expect(qwen2.slidingLayers).toEqual([]);
+    const types = Array.from({ length: 28 }, (_, l) => (l % 2 ? 'sliding_attention' : 'full_attention'));
+    expect(
+      parseModelConfig({ ...QWEN3_06B, use_sliding_window: true, sliding_window: 64, layer_types: types })
+        .slidingLayers,
+    ).toEqual(Array.from({ length: 14 }, (_, i) => 2 * i + 1));
+    const smol = {
+      architectures: ['SmolLM3ForCausalLM'],
+      hidden_size: 64,
+      intermediate_size: 128,
+      num_hidden_layers: 8,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: 300,
+      use_sliding_window: true,
+      sliding_window: 16,
+    };
+    expect(parseModelConfig(smol).slidingLayers).toEqual([3, 7]); // configuration_smollm3.py: NoPE layers
+    const llama = parseModelConfig({ ...smol, architectures: ['LlamaForCausalLM'] });
+    expect(llama.slidingWindow).toBeNull();
+    expect(llama.slidingLayers).toBeNull();
   });
 
   it('SmolLM3: NoPE layers from no_rope_layers or the interval, tied and rope_theta 2M by default', () => {

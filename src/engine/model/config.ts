@@ -86,8 +86,9 @@ export interface ModelConfig {
    */
   gemma: GemmaShape | null;
   /**
-   * Layers that attend through `slidingWindow` (Gemma's "sliding_attention" layer_types; the
-   * others are global); null: the window, when set, applies to every layer (Mistral).
+   * Layers that attend through `slidingWindow` (Gemma's "sliding_attention" layer_types, and those
+   * transformers derives for Qwen2/Qwen3/SmolLM3; the others are global); null: the window, when
+   * set, applies to every layer (Mistral, Phi-3).
    */
   slidingLayers: number[] | null;
   /**
@@ -516,14 +517,18 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   let slidingWindow: number | null = null;
   const sw = raw.sliding_window;
   const swUsed =
-    // modeling_phi3.py, like Mistral, masks by sliding_window whenever config.json sets it.
+  let windowLayers: number[] | null = null;
+    // modeling_phi3.py, like Mistral, masks by sliding_window whenever config.json sets it;
+    // LlamaConfig has no sliding window (modeling_llama.py masks causally only).
     architecture === 'MistralForCausalLM' || architecture === 'Phi3ForCausalLM'
       ? sw !== undefined && sw !== null
-      : r.bool('use_sliding_window', false) && sw !== undefined && sw !== null;
+      : architecture !== 'LlamaForCausalLM' && r.bool('use_sliding_window', false) && sw !== undefined && sw !== null;
   if (swUsed) {
     slidingWindow = r.int('sliding_window');
     notes.push(
-      `${file}: the model uses sliding-window attention (window ${slidingWindow}); Tabtune uses full causal attention, which is identical while sequences are at most ${slidingWindow} tokens — longer sequences are refused`,
+      `${file}: the model uses sliding-window attention (window ${slidingWindow}${where}); the attention kernels apply it, so sequences longer than the window are computed as transformers computes them`,
+    windowLayers = windowedLayers(r, architecture, numLayers);
+    const where = windowLayers ? ` on ${windowLayers.length} of ${numLayers} layers` : '';
     );
   }
 
@@ -543,7 +548,7 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   // SmolLM3Config and the Gemma configs tie by default; the others (PretrainedConfig) do not.
   const tieWordEmbeddings = r.bool('tie_word_embeddings', architecture === 'SmolLM3ForCausalLM' || isGemma);
   let gemma: GemmaShape | null = null;
-  let slidingLayers: number[] | null = null;
+  let slidingLayers: number[] | null = windowLayers;
   if (isGemma) {
     // Every Gemma layer list names its sliding layers; the window is applied in the attention
     // kernels (forward, backward, KV-cache decode), so no sequence length is refused for it.
@@ -783,17 +788,19 @@ function parseNoRopeLayers(r: Reader, numLayers: number): number[] {
   return out;
 }
 
-/** Refuses sequences longer than a sliding window (full attention is only exact up to it). */
-export function checkSequenceLength(config: ModelConfig, seqLen: number): void {
-  // Gemma's per-layer windows are applied in the attention kernels (decoder.ts attentionOptions).
-  if (config.slidingLayers !== null) return;
-  if (config.slidingWindow !== null && seqLen > config.slidingWindow) {
-    throw new ModelConfigError(
-      'config.json',
-      'sliding_window',
-      `sequence of ${seqLen} tokens exceeds the sliding window of ${config.slidingWindow}; lower cutoff_len to ≤ ${config.slidingWindow}`,
-    );
-  }
+/**
+ * Layers a `use_sliding_window` config slides on, as transformers derives `layer_types` when the
+ * config gives none: Qwen2/Qwen3 (configuration_qwen2.py, configuration_qwen3.py) the layers
+ * ≥ max_window_layers (default 28), SmolLM3 (configuration_smollm3.py) its NoPE layers. Mistral
+ * and Phi-3 slide on every layer (null).
+ */
+function windowedLayers(r: Reader, architecture: Architecture, numLayers: number): number[] | null {
+  if (architecture === 'MistralForCausalLM' || architecture === 'Phi3ForCausalLM') return null;
+  if (r.raw.layer_types !== undefined && r.raw.layer_types !== null)
+    return parseSlidingLayers(r, architecture, numLayers);
+  if (architecture === 'SmolLM3ForCausalLM') return parseNoRopeLayers(r, numLayers);
+  const first = r.int('max_window_layers', 28, 0);
+  return Array.from({ length: numLayers }, (_, l) => l).filter((l) => l >= first);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,7 +45,6 @@ import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
 import { embeddingScale, layerWindow, mlpActivation, normOffset } from './config.ts';
 import { labelRuns, type HostBatch } from './batch.ts';
 import {
-  checkSequenceLength,
   computeInvFreq,
   fusedParts,
   linearModules,
@@ -205,8 +204,6 @@ export class Decoder {
   // Inputs
 
   uploadInputs(hb: HostBatch, dropoutStep: number | null, neftune?: NeftuneOptions): PassInputs {
-    // Attention here is full causal within a segment: refuse rows longer than a sliding window.
-    checkSequenceLength(this.c, hb.T);
     const g = this.gpu;
     const up = (a: Int32Array, label: string) => uploadTensor(g, a, tensorSpec('i32', [hb.N], 'activations', label));
     const needOnes = this.c.qkvBias || this.c.oBias || this.c.mlpBias;

@@ -1,6 +1,5 @@
 // The model half of the engine: weights in, decoder forward/backward, generation forward.
 export {
-  checkSequenceLength,
   computeInvFreq,
   expectedWeights,
   parseModelConfig,
