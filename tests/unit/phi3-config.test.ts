@@ -17,6 +17,8 @@ import { LINEAR_MODULES, resolveTargets } from '../../src/engine/model/model.ts'
 import { checkTrainConfig, guessTemplate } from '../../src/engine/train/method.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 import { ggufArchitecture } from '../../src/engine/export/gguf.ts';
+import { modelMatmulShapes } from '../../src/engine/model/matmul-shapes.ts';
+import type { Model } from '../../src/engine/model/model.ts';
 import { KNOWN_CONFIGS, knownConfig } from '../../src/engine/plan/known-configs.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
 
@@ -107,14 +109,15 @@ describe('Phi-3 config.json', () => {
         `missing tensor "model.layers.0.self_attn.qkv_proj.weight" (expected shape [${linearShape(c, 'qkv_proj').join(', ')}])`,
         'unexpected tensor "model.layers.0.self_attn.q_proj.weight" (not part of a Phi3ForCausalLM with this config.json)',
       ]);
-      const p = planMemory(c, {
-        method: 'qlora',
+      const base = {
+        method: 'qlora' as const,
         batchSize: 1,
         seqLen: 1024,
         loraRank: 8,
         gradientCheckpointing: true,
         doubleQuant: true,
-      });
+      };
+      const p = planMemory(c, base);
       const q = c.numHeads * c.headDim;
       const kv = c.numKvHeads * c.headDim;
       const linear = 32 * (3072 * (q + 2 * kv) + q * 3072 + 3 * 3072 * 8192);
@@ -122,6 +125,11 @@ describe('Phi-3 config.json', () => {
       expect(p.byCategory.weights).toBeGreaterThan(embed + linear / 2);
       expect(p.byCategory.weights).toBeLessThan(1.15 * (embed + linear / 2) + 0.05 * linear);
       console.log(`${name} QLoRA bs1 cutoff 1024: ${(p.total / 1e9).toFixed(2)} GB planned`);
+      // A YAML naming the fused modules plans as the modules they fuse.
+      const fusedTargets = { ...base, loraTargets: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] };
+      expect(planMemory(c, fusedTargets).total).toBe(
+        planMemory(c, { ...base, loraTargets: [...LINEAR_MODULES] }).total,
+      );
     });
   }
 
@@ -185,6 +193,25 @@ describe('Phi-3 config.json', () => {
     // model_type alone names the architecture.
     const { architectures: __, ...byType } = base;
     expect(parseModelConfig(byType).architecture).toBe('Phi3ForCausalLM');
+  });
+
+  it("the kernel tuner is told the products a Phi-3 step issues: one per fused part, LoRA's part-wise ones too", () => {
+    const c = knownConfig(PHI4);
+    const dense = { dtype: 'bf16', shape: [1, 1] };
+    const model = { config: c, linear: () => dense, lmHead: dense } as unknown as Model;
+    const shapes = modelMatmulShapes(model, { tokens: 256, backward: true, loraRank: 8 });
+    const key = (s: { M: number; N: number; K: number; transA?: boolean; transB?: boolean }) =>
+      `${s.transA ? 'T' : 'N'}${s.transB ? 'T' : 'N'} ${s.M}×${s.N}×${s.K}`;
+    const got = new Set(shapes.map(key));
+    // q (3072), k / v (1024) and gate / up (8192) parts of the fused weights, forward and dX.
+    for (const o of [3072, 1024, 8192]) {
+      expect(got.has(`NT 256×${o}×3072`), `forward ${o}`).toBe(true);
+      expect(got.has(`NN 256×3072×${o}`), `dX ${o}`).toBe(true);
+      expect(got.has(`NN 256×8×${o}`), `LoRA g ${o}`).toBe(true);
+      expect(got.has(`TN ${o}×8×256`), `LoRA dB ${o}`).toBe(true);
+    }
+    // Never the fused width as one product.
+    expect([...got].some((k) => k.includes('×5120×') || k.includes('×16384×'))).toBe(false);
   });
 
   it('GGUF export refuses Phi-3 and says what to do instead', () => {

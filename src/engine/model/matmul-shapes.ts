@@ -4,9 +4,9 @@
 import { isNf4, type Nf4Weight } from '../ops/nf4.ts';
 import type { MatmulShape } from '../ops/matmul.ts';
 import type { Tensor } from '../gpu/tensor.ts';
-import { linearShape } from './config.ts';
+import { fusedParts, linearModules, linearShape } from './config.ts';
 import { LOGITS_CHUNK_BYTES } from './decoder.ts';
-import { isRowSplit, LINEAR_MODULES, type Model } from './model.ts';
+import { isRowSplit, type Model } from './model.ts';
 
 export interface StepShape {
   /** Token rows of one micro-batch (batch × sequence length). */
@@ -25,15 +25,24 @@ export function modelMatmulShapes(model: Model, step: StepShape): MatmulShape[] 
   const c = model.config;
   const T = step.tokens;
   const shapes: MatmulShape[] = [];
-  for (const m of LINEAR_MODULES) {
+  for (const m of linearModules(c)) {
     const [out, inF] = linearShape(c, m);
     const weight = format(model.linear(0, m));
-    shapes.push({ M: T, N: out, K: inF, transB: true, weight });
-    if (step.backward) shapes.push({ M: T, N: inF, K: out, weight });
-    if (step.loraRank) {
-      shapes.push({ M: T, N: out, K: step.loraRank, transB: true, weight: 'f32' });
-      if (step.backward) shapes.push({ M: T, N: inF, K: step.loraRank, weight: 'f32' });
+    // A fused module (Phi-3) runs one product per part (decoder.ts fusedForward, lora.ts *Parts).
+    const fused = m === 'qkv_proj' || m === 'gate_up_proj';
+    const outs = fused ? fusedParts(c, m).map((p) => p.rows) : [out];
+    for (const o of outs) {
+      shapes.push({ M: T, N: o, K: inF, transB: true, weight });
+      if (step.backward) shapes.push({ M: T, N: inF, K: o, weight });
+      if (step.loraRank) {
+        shapes.push({ M: T, N: o, K: step.loraRank, transB: true, weight: 'f32' });
+        if (step.backward && fused) {
+          shapes.push({ M: T, N: step.loraRank, K: o, weight: 'f32' });
+          shapes.push({ M: o, N: step.loraRank, K: T, transA: true, weight: 'f32' });
+        }
+      }
     }
+    if (step.loraRank && step.backward) shapes.push({ M: T, N: inF, K: step.loraRank, weight: 'f32' });
   }
   const head = model.lmHead;
   if (!isRowSplit(head)) {

@@ -141,13 +141,23 @@ function checkConfig(t: TrainPlanConfig): void {
   pos('seqLen', t.seqLen);
   if (t.method !== 'full') pos('loraRank', t.loraRank ?? 8);
   if (t.lossChunkRows !== undefined) pos('lossChunkRows', t.lossChunkRows);
-  const bad = (t.loraTargets ?? []).filter(
+  const bad = splitTargets(t.loraTargets ?? []).filter(
     (m) => !([...ATTENTION_MODULES, ...MLP_MODULES] as readonly string[]).includes(m),
   );
   if (bad.length) throw new PlanError(`unknown LoRA target module${bad.length > 1 ? 's' : ''} ${bad.join(', ')}`);
 }
 
 const LINEARS: readonly LinearModule[] = [...ATTENTION_MODULES, ...MLP_MODULES];
+
+/**
+ * Phi-3's fused targets planned as the modules they fuse (same weights and activations; a fused
+ * LoRA has one A where the split ones count three or two, a few KB more per layer here).
+ */
+function splitTargets(targets: readonly string[]): string[] {
+  return targets.flatMap((m) =>
+    m === 'qkv_proj' ? ['q_proj', 'k_proj', 'v_proj'] : m === 'gate_up_proj' ? ['gate_proj', 'up_proj'] : [m],
+  );
+}
 
 /** Pool bytes of a tensor of `numel` elements of `dtype` (storageBytes, then the size class). */
 function tb(dtype: DType, numel: number): number {
@@ -184,7 +194,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const T = train.packing ? train.seqLen : Math.ceil(train.seqLen / 8) * 8; // packed rows are cutoff_len long; the collator pads to a multiple of 8
   const N = train.batchSize * T;
   const rank = train.loraRank ?? 8;
-  const targets = full ? [] : LINEARS.filter((m) => (train.loraTargets ?? LINEARS).includes(m));
+  const targets = full ? [] : LINEARS.filter((m) => splitTargets(train.loraTargets ?? LINEARS).includes(m));
   const blocksize = train.nf4Blocksize ?? 64;
   const dq = train.doubleQuant ?? true;
   const trainableTensors: number[] = [];
