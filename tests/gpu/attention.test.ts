@@ -217,6 +217,10 @@ describe(`attention (${runtime})`, () => {
       { N: 37, Hq: 3, Hkv: 1, D: 24, window: 16, softcap: 50, qScale: 8 },
     ],
     ['window 1: each query sees only itself', { N: 37, Hq: 3, Hkv: 1, D: 24, window: 1 }],
+    // dK/dV walks query blocks of 32 from a key block of 32: with window ≡ 2 (mod 32) the last
+    // query that sees the block's last key is the first row of a query block.
+    ['window 2, seq 70 (window edge on a query-block edge)', { N: 70, Hq: 3, Hkv: 1, D: 24, window: 2 }],
+    ['window 34 + softcap 2, seq 70', { N: 70, Hq: 3, Hkv: 1, D: 24, window: 34, softcap: 2, qScale: 3 }],
     ['softcap 2 without a window, GQA 6:2, D 24', { N: 37, Hq: 6, Hkv: 2, D: 24, softcap: 2, qScale: 3 }],
     [
       'window 5 + softcap 2 + packed segments and padding, GQA 3:1, D 24',
