@@ -164,6 +164,40 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     checkAgainst(fx, r, false);
   });
 
+  it('tiny Mistral (sliding window 3 on rows of 9, checkpointing on and off): logits, loss, LoRA gradients', async () => {
+    const fx = await loadFixture('engine_mistral');
+    checkAgainst(fx, await run(fx, {}), false);
+    checkAgainst(fx, await run(fx, { checkpointing: true }), false);
+  });
+
+  it('tiny Mistral: KV-cache decode past the sliding window equals the full forward at every position', async () => {
+    const fx = await loadFixture('engine_mistral');
+    const gpu = await testGpu();
+    const model = await fixtureModel(gpu, fx);
+    const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
+    const T = fx.meta.T as number;
+    const ids = (fx.t.ids.data as Int32Array).slice(0, T); // row 0: T real tokens
+    const V = model.config.vocabSize;
+    const cache = new KvCache(model, T);
+    try {
+      expect(model.config.slidingWindow).toBe(3);
+      const full = await forwardLogitsAll(model, lora, ids);
+      let worst = 0;
+      for (let n = 0; n < T; n++) {
+        const step = await forwardLogits(model, lora, ids.subarray(n, n + 1), cache);
+        worst = Math.max(worst, relError(step, full.subarray(n * V, (n + 1) * V)));
+      }
+      expect(worst, `decode vs full forward rel ${worst}`).toBeLessThanOrEqual(1e-5);
+      // …and the full forward of row 0 is PyTorch's (positions 3.. see only the last 3 keys).
+      const torchRel = relError(full, fx.f32('logits').subarray(0, T * V));
+      expect(torchRel, `full forward vs PyTorch rel ${torchRel}`).toBeLessThanOrEqual(1e-4);
+    } finally {
+      cache.release();
+      lora.release();
+      model.release();
+    }
+  });
+
   it('tiny SmolLM3 (NoPE on layers 1 and 3, tied, checkpointing on and off): logits, loss, LoRA gradients', async () => {
     const fx = await loadFixture('engine_smollm3');
     const gpu = await testGpu();

@@ -24,6 +24,16 @@ def llama_config():
             "hidden_act": "silu", "torch_dtype": "float32"}
 
 
+def mistral_config():
+    # configuration_mistral.py: Llama-shaped, bias-free, with a sliding window on every layer
+    # (modeling_mistral.py create_sliding_window_causal_mask); window 3 is far shorter than the rows.
+    return {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "vocab_size": 300, "max_position_embeddings": 128, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "sliding_window": 3, "tie_word_embeddings": False, "hidden_act": "silu",
+            "torch_dtype": "float32"}
+
+
 def qwen2_config():
     return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
@@ -179,6 +189,8 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
         return torch.cat((xr * cos + rotate_half(xr) * sin, x[..., R:]), dim=-1)
     n_idx = torch.arange(N)
     visible = (n_idx[None, :] <= n_idx[:, None]) & (seg[None, :] == seg[:, None]) & (seg[:, None] >= 0)
+    if cfg["model_type"] == "mistral":  # masking_utils sliding_window_overlay: q - k < window (rows are contiguous)
+        visible = visible & ((n_idx[:, None] - n_idx[None, :]) < cfg["sliding_window"])
     visible = visible | torch.eye(N, dtype=torch.bool)  # padding rows: keep softmax finite, zeroed below
     pad = (seg < 0)[:, None]
 
@@ -528,6 +540,13 @@ def qwen3_case():
     return padded_lora_case("qwen3_case", cfg, g, W32, 2, 7, [7, 5], 2)
 
 
+def mistral_case():
+    g = common.seed(2468)
+    cfg = mistral_config()
+    W32 = random_weights(cfg, g, bias=False)
+    return padded_lora_case("mistral_case", cfg, g, W32, 2, 9, [9, 7], 2)
+
+
 def smollm3_case():
     g = common.seed(3333)
     cfg = smollm3_config()
@@ -743,6 +762,7 @@ def main():
         "engine_llama": llama_case(),
         "engine_qwen2": qwen2_case(),
         "engine_qwen3": qwen3_case(),
+        "engine_mistral": mistral_case(),
         "engine_gemma3": gemma3_case(),
         "engine_train_gemma3": train_gemma3_case(),
         "engine_smollm3": smollm3_case(),
