@@ -14,7 +14,14 @@ import {
   ropeAttentionScaling,
 } from '../../src/engine/model/config.ts';
 import { LINEAR_MODULES, resolveTargets } from '../../src/engine/model/model.ts';
-import { checkTrainConfig, guessTemplate } from '../../src/engine/train/method.ts';
+import {
+  checkTrainConfig,
+  DEFAULT_TRAIN_CONFIG,
+  guessTemplate,
+  loraTargetChecked,
+  loraTargetChoices,
+  toggleLoraTarget,
+} from '../../src/engine/train/method.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 import { ggufArchitecture } from '../../src/engine/export/gguf.ts';
 import { modelMatmulShapes } from '../../src/engine/model/matmul-shapes.ts';
@@ -153,6 +160,30 @@ describe('Phi-3 config.json', () => {
       /lora_target: unknown module qkv; choose from all, q_proj, .*, qkv_proj, gate_up_proj/,
     );
     expect(guessTemplate(PHI35, 'Phi3ForCausalLM')).toBe('phi');
+  });
+
+  it("the Method step's target boxes for Phi-3 are its fused layers; all ticked saves as lora_target: all", () => {
+    const choices = loraTargetChoices('Phi3ForCausalLM');
+    expect(choices).toEqual(['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
+    expect(loraTargetChoices('LlamaForCausalLM')).toHaveLength(7);
+    const c = structuredClone(DEFAULT_TRAIN_CONFIG);
+    // The default ("all") ticks every box of either family.
+    expect(choices.every((n) => loraTargetChecked(c, n))).toBe(true);
+    toggleLoraTarget(c, 'o_proj', false, choices);
+    expect(c.lora.target).toEqual(['qkv_proj', 'gate_up_proj', 'down_proj']);
+    expect(loraTargetChecked(c, 'o_proj')).toBe(false);
+    expect(checkTrainConfig(c).filter((p) => p.field === 'loraTarget')).toEqual([]);
+    expect(resolveTargets(c.lora.target, linearModules(knownConfig(PHI35)))).toEqual([
+      'qkv_proj',
+      'gate_up_proj',
+      'down_proj',
+    ]);
+    toggleLoraTarget(c, 'o_proj', true, choices);
+    expect(c.lora.target).toEqual(structuredClone(DEFAULT_TRAIN_CONFIG).lora.target);
+    // The Llama boxes behave as before.
+    const l = structuredClone(DEFAULT_TRAIN_CONFIG);
+    toggleLoraTarget(l, 'k_proj', false);
+    expect(l.lora.target).toEqual(['q_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
   });
 
   it("LongRoPE tables: short factors up to original_max_position_embeddings, long past it, in f32 as transformers'", () => {

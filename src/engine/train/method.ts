@@ -301,9 +301,34 @@ export function knob(id: string): Knob {
 }
 
 /** Turns one LoRA target on or off (all seven when every one is on, as LlamaBoard's empty lora_target). */
-export function toggleLoraTarget(c: TrainConfig, name: string, on: boolean): void {
-  const next = on ? [...new Set([...c.lora.target, name])] : c.lora.target.filter((x) => x !== name);
-  c.lora.target = ALL_LORA_TARGETS.filter((x) => next.includes(x));
+/** Phi-3's linear layers as PEFT names them (modeling_phi3.py: q/k/v and gate/up fused). */
+export const PHI3_LORA_TARGETS = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] as const;
+
+/** The LoRA target checkboxes the Method step shows for a model of this architecture. */
+export function loraTargetChoices(architecture: string | null | undefined): readonly string[] {
+  return architecture === 'Phi3ForCausalLM' ? PHI3_LORA_TARGETS : ALL_LORA_TARGETS;
+}
+
+/** Whether a target box is ticked: named, or the config says "all" (the seven Llama-style names). */
+export function loraTargetChecked(c: TrainConfig, name: string): boolean {
+  return c.lora.target.includes(name) || ALL_LORA_TARGETS.every((t) => c.lora.target.includes(t));
+}
+
+/**
+ * Ticks or unticks one target among `choices` (loraTargetChoices). Every box of a model ticked is
+ * stored as "all" (ALL_LORA_TARGETS, which lora_target: all reads as), so Phi-3's four fused
+ * layers and a Llama's seven both save as LLaMA-Factory's `lora_target: all`.
+ */
+export function toggleLoraTarget(
+  c: TrainConfig,
+  name: string,
+  on: boolean,
+  choices: readonly string[] = ALL_LORA_TARGETS,
+): void {
+  const current = choices.filter((x) => loraTargetChecked(c, x));
+  const next = on ? [...new Set([...current, name])] : current.filter((x) => x !== name);
+  const ordered = choices.filter((x) => next.includes(x));
+  c.lora.target = ordered.length === choices.length ? [...ALL_LORA_TARGETS] : ordered;
 }
 
 // ---- checks ------------------------------------------------------------------------------------
