@@ -123,6 +123,7 @@ describe(`Gemma vs PyTorch [${runtime}]`, () => {
       expect(c.slidingWindow).toBe(4);
       expect(c.slidingLayers).toEqual([0, 2]);
       expect(c.gemma).toEqual({
+        queryPreAttnScalar: 24,
         attentionScale: 24 ** -0.5,
         attnSoftcap: null,
         finalSoftcap: null,

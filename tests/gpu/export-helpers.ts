@@ -88,6 +88,48 @@ export function tinyPhi3Config(over: Record<string, unknown> = {}): Record<strin
   });
 }
 
+/**
+ * Gemma 3 (configuration_gemma3.py): sliding, global, sliding layers with a window of 4 (the
+ * 10-token check runs past it), local RoPE base 100 vs global 10000, query_pre_attn_scalar 24,
+ * q/k norms, tied; hidden 48 ≠ heads·head_dim 64.
+ */
+export function tinyGemma3Config(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return tinyLlamaConfig({
+    architectures: ['Gemma3ForCausalLM'],
+    model_type: 'gemma3_text',
+    hidden_size: 48,
+    num_hidden_layers: 3,
+    head_dim: 16,
+    query_pre_attn_scalar: 24,
+    rms_norm_eps: 1e-6,
+    rope_local_base_freq: 100.0,
+    sliding_window: 4,
+    layer_types: ['sliding_attention', 'full_attention', 'sliding_attention'],
+    hidden_activation: 'gelu_pytorch_tanh',
+    hidden_act: 'gelu_pytorch_tanh',
+    attn_logit_softcapping: null,
+    final_logit_softcapping: null,
+    tie_word_embeddings: true,
+    torch_dtype: 'float32',
+    ...over,
+  });
+}
+
+/** Gemma 2 (configuration_gemma2.py): window 4 on layer 0, soft-capping that bends (3 and 5). */
+export function tinyGemma2Config(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return tinyGemma3Config({
+    architectures: ['Gemma2ForCausalLM'],
+    model_type: 'gemma2',
+    num_hidden_layers: 2,
+    layer_types: undefined,
+    rope_local_base_freq: undefined,
+    query_pre_attn_scalar: 20,
+    attn_logit_softcapping: 3.0,
+    final_logit_softcapping: 5.0,
+    ...over,
+  });
+}
+
 /** Random weights for every tensor the config needs: norms ≈ 1, the rest N(0, 0.02..0.3). */
 export function tinyWeights(raw: Record<string, unknown>, dtype: 'F32' | 'BF16', seed: number): Tensors {
   const c = parseModelConfig(raw);

@@ -61,7 +61,7 @@ function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 interface Case {
   name: string;
-  arch: 'llama' | 'qwen2' | 'smollm3' | 'phi3';
+  arch: 'llama' | 'qwen2' | 'smollm3' | 'phi3' | 'gemma3' | 'gemma2';
   stored: 'F32' | 'BF16';
   out: 'f32' | 'bf16' | 'f16';
   shardBytes?: number;
@@ -96,6 +96,8 @@ const CASES: Case[] = [
   // Phi-3: LoRA on the fused qkv_proj / gate_up_proj merges into the fused tensors; the 10-token
   // check runs on LongRoPE's long factors with partial rotary.
   { name: 'phi3-f32-to-f32', arch: 'phi3', stored: 'F32', out: 'f32', targets: 'all' },
+  // Gemma 3: (1 + w) norms, sandwich norms, GeGLU, windows and two RoPE bases in the merged config.
+  { name: 'gemma3-f32-to-f32', arch: 'gemma3', stored: 'F32', out: 'f32', targets: 'all' },
 ];
 
 describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) checked in PyTorch', () => {
@@ -103,8 +105,9 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
     it(`${c.name}: files, torch merge, and logits of merged = base + adapter`, async () => {
       const { existsSync, readFileSync, readdirSync } = await import('node:fs');
       const { join } = await import('node:path');
+      const helpers = await import('./export-helpers.ts');
       const { tinyLlamaConfig, tinyPhi3Config, tinyQwen2Config, tinySmolLM3Config, tinyWeights, writeModelFolder } =
-        await import('./export-helpers.ts');
+        helpers;
       const { openModelFolder } = await import('../../src/engine/model/node-folder.ts');
       const { loadModel } = await import('../../src/engine/model/load.ts');
       const { attachLora } = await import('../../src/engine/model/model.ts');
@@ -122,7 +125,11 @@ describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) 
             ? tinySmolLM3Config()
             : c.arch === 'phi3'
               ? tinyPhi3Config()
-              : tinyQwen2Config();
+              : c.arch === 'gemma3'
+                ? helpers.tinyGemma3Config()
+                : c.arch === 'gemma2'
+                  ? helpers.tinyGemma2Config()
+                  : tinyQwen2Config();
       await writeModelFolder(join(dir, 'base'), raw, tinyWeights(raw, c.stored, 100), {
         'tokenizer.json': '{"fake": "tokenizer"}',
         'tokenizer_config.json': '{}',

@@ -201,8 +201,22 @@ def rope_tables(cfg, hd, T):
     return emb.cos().double() * scaling, emb.sin().double() * scaling
 
 
+def gemma_logits(cfg, W, ids, lora):
+    """Gemma 3 / Gemma 2 (modeling_gemma3.py / modeling_gemma2.py) through gen_engine.gemma_forward
+    on one sequence: (1 + w) norms, √hidden embeddings, q/k norms, per-layer windows and RoPE
+    bases, soft-capping, sandwich norms, GeGLU."""
+    import gen_engine
+    T = len(ids)
+    scale = next(iter(lora.values()))[2] if lora else 0.0
+    pairs = {k: (A, B) for k, (A, B, _) in lora.items()} if lora else None
+    return gen_engine.gemma_forward(cfg, W, pairs, scale, torch.tensor(ids), torch.arange(T),
+                                    torch.zeros(T, dtype=torch.long), lambda h: h)
+
+
 def forward(cfg, W, ids, lora=None):
     """W: name → float64 tensor. lora: module name → (A, B, scale), applied unmerged."""
+    if cfg.get("model_type") in ("gemma3_text", "gemma2"):
+        return gemma_logits(cfg, W, ids, lora)
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads", nh)

@@ -10,6 +10,8 @@ import {
   layerWindow,
   parseModelConfig,
 } from '../../src/engine/model/config.ts';
+import { ggufArchitecture } from '../../src/engine/export/gguf.ts';
+import { configFromModel, mergedConfigJson } from '../../src/engine/export/merged.ts';
 import { languageModelWeights, memoryWeightSource } from '../../src/engine/model/weights.ts';
 import { knownConfig } from '../../src/engine/plan/known-configs.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
@@ -64,7 +66,13 @@ describe('Gemma config.json', () => {
       rope: { type: 'default' },
       eosTokenIds: [1, 106],
     });
-    expect(c.gemma).toEqual({ attentionScale: 1 / 16, attnSoftcap: null, finalSoftcap: null, ropeLocalTheta: 10000 });
+    expect(c.gemma).toEqual({
+      queryPreAttnScalar: 256,
+      attentionScale: 1 / 16,
+      attnSoftcap: null,
+      finalSoftcap: null,
+      ropeLocalTheta: 10000,
+    });
     expect(c.slidingLayers).toEqual([0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16]);
     expect(layerWindow(c, 4)).toBe(512);
     expect(layerWindow(c, 5)).toBeNull();
@@ -109,7 +117,13 @@ describe('Gemma config.json', () => {
       slidingWindow: 4096,
       vocabSize: 256000,
     });
-    expect(c.gemma).toEqual({ attentionScale: 1 / 16, attnSoftcap: 50, finalSoftcap: 30, ropeLocalTheta: null });
+    expect(c.gemma).toEqual({
+      queryPreAttnScalar: 256,
+      attentionScale: 1 / 16,
+      attnSoftcap: 50,
+      finalSoftcap: 30,
+      ropeLocalTheta: null,
+    });
     expect(c.slidingLayers).toEqual(Array.from({ length: 13 }, (_, i) => 2 * i));
     expect(embeddingScale(c, 'f32')).toBe(48);
     const names = checkpointNames(c);
@@ -260,6 +274,44 @@ describe('Gemma config.json', () => {
     // A text-only checkpoint is read as it is.
     const plain = memoryWeightSource(new Map([['model.embed_tokens.weight', t([4, 2])]]));
     expect(languageModelWeights(plain)).toBe(plain);
+  });
+
+  it('merged export config: the Gemma fields round-trip; a multimodal base exports its language model', () => {
+    for (const id of ['google/gemma-3-270m-it', 'google/gemma-3-1b-it', 'google/gemma-2-2b-it']) {
+      const c = knownConfig(id);
+      const back = parseModelConfig(configFromModel(c));
+      expect(back.gemma, id).toEqual(c.gemma);
+      expect(back.slidingLayers, id).toEqual(c.slidingLayers);
+      expect(back.slidingWindow, id).toBe(c.slidingWindow);
+      expect([back.ropeTheta, back.rope, back.headDim, back.tieWordEmbeddings]).toEqual([
+        c.ropeTheta,
+        c.rope,
+        c.headDim,
+        c.tieWordEmbeddings,
+      ]);
+    }
+    const multimodal = {
+      architectures: ['Gemma3ForConditionalGeneration'],
+      model_type: 'gemma3',
+      text_config: { model_type: 'gemma3_text', hidden_size: 64, num_hidden_layers: 6, sliding_window: 16 },
+      vision_config: { model_type: 'siglip_vision_model' },
+    };
+    const c = parseModelConfig(multimodal);
+    const out = mergedConfigJson(c, 'bf16', JSON.stringify(multimodal));
+    expect(out).toMatchObject({
+      architectures: ['Gemma3ForCausalLM'],
+      model_type: 'gemma3_text',
+      torch_dtype: 'bfloat16',
+    });
+    expect(out.text_config).toBeUndefined();
+    expect(parseModelConfig(out).slidingLayers).toEqual(c.slidingLayers);
+  });
+
+  it('GGUF export refuses Gemma with the reason and the way out', () => {
+    expect(() => ggufArchitecture(knownConfig('google/gemma-3-1b-it'))).toThrow(
+      /does not support Gemma3ForCausalLM: llama.cpp's gemma3 architecture needs norms stored as 1 \+ w.*convert_hf_to_gguf.py/,
+    );
+    expect(() => ggufArchitecture(knownConfig('google/gemma-2-2b-it'))).toThrow(/llama.cpp's gemma2 architecture/);
   });
 
   it('template guesses: gemma3 for Gemma 3, gemma for Gemma 2', () => {

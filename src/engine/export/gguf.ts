@@ -95,6 +95,15 @@ export function ggufArchitecture(c: ModelConfig): 'llama' | 'qwen2' | 'qwen3' {
       return 'qwen2';
     case 'Qwen3ForCausalLM':
       return 'qwen3';
+    case 'Gemma3ForCausalLM':
+    case 'Gemma2ForCausalLM':
+      // llama.cpp's gemma3 / gemma2 (src/llama-arch.cpp; convert_hf_to_gguf.py Gemma3Model /
+      // Gemma2Model) store the norms with the +1 of Gemma's (1 + w) folded in, add the
+      // post-attention / post-feed-forward norm tensors and the per-layer window and soft-capping
+      // metadata: a layout this writer does not produce.
+      throw new ExportError(
+        `GGUF export does not support ${c.architecture}: llama.cpp's ${c.architecture === 'Gemma3ForCausalLM' ? 'gemma3' : 'gemma2'} architecture needs norms stored as 1 + w, the post-attention and post-feed-forward norms and the sliding-window and soft-capping metadata, which this writer does not produce; export merged safetensors and convert them with llama.cpp's convert_hf_to_gguf.py`,
+      );
     case 'Phi3ForCausalLM':
       // llama.cpp's phi3 (src/llama-arch.cpp LLM_ARCH_PHI3, convert_hf_to_gguf.py Phi3MiniModel) keeps
       // attn_qkv / ffn_up fused, and LongRoPE needs rope_factors_long / rope_factors_short tensors

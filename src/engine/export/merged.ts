@@ -82,8 +82,12 @@ export function mergedConfigJson(
   configText?: string | null,
 ): Record<string, unknown> {
   let raw: Record<string, unknown>;
+  const original = configText ? (JSON.parse(configText) as Record<string, unknown>) : null;
+  // A Gemma3ForConditionalGeneration checkpoint's language model is exported alone: the
+  // Gemma3ForCausalLM it is (its text_config), not the multimodal config.
+  if (original && original.text_config && typeof original.text_config === 'object') configText = null;
   if (configText) {
-    raw = JSON.parse(configText) as Record<string, unknown>;
+    raw = original!;
     delete raw.quantization_config; // merged weights are dense
     if ('dtype' in raw) raw.dtype = TORCH_DTYPE[dtype];
   } else raw = configFromModel(c);
@@ -149,6 +153,20 @@ export function configFromModel(c: ModelConfig): Record<string, unknown> {
   if (c.slidingWindow !== null) {
     out.sliding_window = c.slidingWindow;
     if (c.architecture !== 'MistralForCausalLM' && c.architecture !== 'Phi3ForCausalLM') out.use_sliding_window = true;
+  }
+  // configuration_gemma3.py / configuration_gemma2.py: the MLP reads hidden_activation; one
+  // layer_types entry per layer; the windows need no use_sliding_window.
+  if (c.gemma) {
+    out.hidden_act = out.hidden_activation = 'gelu_pytorch_tanh';
+    out.query_pre_attn_scalar = c.gemma.queryPreAttnScalar;
+    out.attn_logit_softcapping = c.gemma.attnSoftcap;
+    out.final_logit_softcapping = c.gemma.finalSoftcap;
+    out.layer_types = Array.from({ length: c.numLayers }, (_, l) =>
+      c.slidingLayers?.includes(l) ? 'sliding_attention' : 'full_attention',
+    );
+    if (c.gemma.ropeLocalTheta !== null) out.rope_local_base_freq = c.gemma.ropeLocalTheta;
+    delete out.use_sliding_window;
+    delete out.mlp_bias;
   }
   if (c.bosTokenId !== null) out.bos_token_id = c.bosTokenId;
   if (c.eosTokenIds.length) out.eos_token_id = c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds;

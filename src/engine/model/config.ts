@@ -118,6 +118,8 @@ export interface ModelConfig {
 
 /** What Gemma 2 / Gemma 3 add to the Llama shape (ModelConfig.gemma). */
 export interface GemmaShape {
+  /** query_pre_attn_scalar of config.json. */
+  queryPreAttnScalar: number;
   /** Softmax scale query_pre_attn_scalar^-0.5 (Gemma3Attention.scaling). */
   attentionScale: number;
   /** attn_logit_softcapping (Gemma 2: 50), null when off. */
@@ -515,9 +517,9 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
   }
 
   let slidingWindow: number | null = null;
+  let windowLayers: number[] | null = null;
   const sw = raw.sliding_window;
   const swUsed =
-  let windowLayers: number[] | null = null;
     // modeling_phi3.py, like Mistral, masks by sliding_window whenever config.json sets it;
     // LlamaConfig has no sliding window (modeling_llama.py masks causally only).
     architecture === 'MistralForCausalLM' || architecture === 'Phi3ForCausalLM'
@@ -525,10 +527,10 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
       : architecture !== 'LlamaForCausalLM' && r.bool('use_sliding_window', false) && sw !== undefined && sw !== null;
   if (swUsed) {
     slidingWindow = r.int('sliding_window');
-    notes.push(
-      `${file}: the model uses sliding-window attention (window ${slidingWindow}${where}); the attention kernels apply it, so sequences longer than the window are computed as transformers computes them`,
     windowLayers = windowedLayers(r, architecture, numLayers);
     const where = windowLayers ? ` on ${windowLayers.length} of ${numLayers} layers` : '';
+    notes.push(
+      `${file}: the model uses sliding-window attention (window ${slidingWindow}${where}); the attention kernels apply it, so sequences longer than the window are computed as transformers computes them`,
     );
   }
 
@@ -555,8 +557,10 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     slidingWindow = r.int('sliding_window');
     slidingLayers = parseSlidingLayers(r, architecture, numLayers);
     const cap = (k: string) => (r.has(k) ? r.num(k) : null);
+    const queryPreAttnScalar = r.num('query_pre_attn_scalar');
     gemma = {
-      attentionScale: Math.pow(r.num('query_pre_attn_scalar'), -0.5),
+      queryPreAttnScalar,
+      attentionScale: Math.pow(queryPreAttnScalar, -0.5),
       attnSoftcap: cap('attn_logit_softcapping'),
       finalSoftcap: cap('final_logit_softcapping'),
       ropeLocalTheta: architecture === 'Gemma3ForCausalLM' ? r.num('rope_local_base_freq') : null,
