@@ -34,6 +34,9 @@ import { exportPeft } from '../engine/export/peft.ts';
 import { planMemory } from '../engine/plan/plan.ts';
 import type { LoadOptions } from '../engine/model/load.ts';
 import type { LoraSet } from '../engine/model/model.ts';
+import type { ModelConfig } from '../engine/model/config.ts';
+import { openModelFolder } from '../engine/model/node-folder.ts';
+import { fitRunToBudget, isOutOfMemory, smallerRun } from '../engine/train/memory-fit.ts';
 import { checkpointFromFiles, checkpointToFiles } from '../engine/train/checkpoint-files.ts';
 import {
   evalBatchesOf,
@@ -55,7 +58,12 @@ Supervised fine-tuning (stage: sft), continued pre-training on raw text (stage: 
 (stage: dpo with pref_loss sigmoid, hinge, ipo, orpo or simpo) — LoRA, QLoRA with quantization_bit: 4, or
 full — from a LLaMA-Factory YAML.
 model_name_or_path must be a local folder; datasets come from dataset_dir/dataset_info.json or are
-files. key=value overrides a YAML key (e.g. max_steps=10 output_dir=saves/try).`;
+files. key=value overrides a YAML key (e.g. max_steps=10 output_dir=saves/try).
+
+  --gpu-memory GiB   GPU memory the run may use: the settings are auto-fitted to it before the
+                     start (checkpointing, loss chunks, bf16 checkpoints, micro-batch, NF4 head),
+                     and an out-of-memory error retries once with the next smaller plan from the
+                     last checkpoint.`;
 
 export const TRAINER_LOG = 'trainer_log.jsonl';
 /** Counters of the command line kept beside the trainer state in checkpoint-N/. */
@@ -66,15 +74,27 @@ export interface TrainArgs {
   config: TrainConfig;
   warnings: string[];
   notes: string[];
+  /** --gpu-memory in bytes, or null. */
+  budgetBytes: number | null;
 }
 
 export function parseTrainArgs(argv: string[]): TrainArgs | 'help' {
-  const a = parseYamlArgs(argv, [], 'train');
+  const a = parseYamlArgs(argv, ['gpu-memory'], 'train');
   if (a.flags.has('help')) return 'help';
   const text = yamlWithOverrides(a.yamlPath, a.overrides);
   const parsed = parseTrainYaml(text, a.yamlPath);
   if (!parsed.config.doTrain) throw new CliError(`${a.yamlPath}: do_train is false: nothing to do`);
-  return { yamlPath: a.yamlPath, config: parsed.config, warnings: parsed.warnings, notes: parsed.notes };
+  const gib = a.flags.get('gpu-memory');
+  const budget = typeof gib === 'string' ? Number(gib) : null;
+  if (budget !== null && !(budget > 0))
+    throw new CliError(`--gpu-memory must be a number of GiB above 0, got ${JSON.stringify(gib)}`);
+  return {
+    yamlPath: a.yamlPath,
+    config: parsed.config,
+    warnings: parsed.warnings,
+    notes: parsed.notes,
+    budgetBytes: budget === null ? null : Math.round(budget * 2 ** 30),
+  };
 }
 
 /** What LLaMA-Factory / transformers would resume from, or an error when output_dir is not empty. */
@@ -178,7 +198,8 @@ export default async function train(argv: string[]): Promise<number> {
   const err = errLine;
   const args = parseCommandArgs('train', USAGE, argv, parseTrainArgs, (e) => /YAML config file|option/.test(e.message));
   if (typeof args === 'number') return args;
-  const c = args.config;
+  let c = args.config;
+  const yamlPath = args.yamlPath;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
   return runGpuCommand('train', async (openGpu) => {
@@ -194,7 +215,7 @@ export default async function train(argv: string[]): Promise<number> {
       c.modelNameOrPath,
     );
     const outDir = resolvePath(c.outputDir, args.yamlPath);
-    const resume = resumeDecision(outDir, c, args.yamlPath);
+    let resume = resumeDecision(outDir, c, args.yamlPath);
 
     // ---- data (before the GPU: bad data fails fast)
     const tok = await folderTokenizer(dir);
@@ -217,186 +238,235 @@ export default async function train(argv: string[]): Promise<number> {
       `tabtune: ${loaded.rows} rows → ${prep.train.length} train / ${prep.val.length} eval examples${prep.packed ? ` packed into ${prep.packed.length} sequences of ${c.cutoffLen}` : ''}; ${prep.stats.truncated} truncated at cutoff_len ${c.cutoffLen}`,
     );
 
-    // ---- GPU, model, adapter
+    // ---- GPU, memory budget, model, adapter
     const g = await openGpu();
-    const loadOpts: LoadOptions = {
-      ...plan.load,
-      onProgress: (p) =>
-        process.stderr.isTTY &&
-        process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
-    };
-    await withFolderModel(g.gpu, dir, loadOpts, async (model, files) => {
-      if (process.stderr.isTTY) process.stderr.write('\n');
-      let adapter: LoraSet | undefined;
-      let run: Training | null = null;
+    const longest = Math.max(...items.map((x) => x.inputIds.length));
+    const modelConfig = await folderModelConfig(dir);
+    if (args.budgetBytes !== null) {
+      const fit = fitRunToBudget(modelConfig, c, longest, args.budgetBytes, g.gpu.limits);
+      err(
+        fit.steps.length
+          ? `tabtune: fitted to --gpu-memory ${fmtBytes(args.budgetBytes)}: ${fit.steps.map((st) => st.label).join('; ')} (planned ${fmtBytes(fit.planned)})`
+          : `tabtune: planned ${fmtBytes(fit.planned)} fits --gpu-memory ${fmtBytes(args.budgetBytes)}`,
+      );
+      if (!fit.fits) err(`warning: even the smallest plan (${fmtBytes(fit.planned)}) is above --gpu-memory`);
+      c = fit.config;
+      plan = planRun(c);
+      g.gpu.pool.budget = args.budgetBytes;
+    }
+    // Out of GPU memory: once, the next smaller plan from the last checkpoint (memory-fit.ts).
+    let cursorScale = 1;
+    for (let attempt = 0; ; attempt++) {
       try {
-        model.notes.forEach((n) => err(`note: ${n}`));
-        if (plan.lora && c.adapterNameOrPath)
-          adapter =
-            (await loadAdapterFolder(model, c.adapterNameOrPath, args.yamlPath, {
-              dropout: c.lora.dropout,
-              seed: c.seed,
-            })) ?? undefined;
-        const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
-        const tuned = await tuneKernelsForRun(model, plan, Math.max(...items.map((x) => x.inputIds.length)), {
-          store: nodeKernelStore(),
-        });
-        if (tuned.length) err(`tabtune: kernels measured on this GPU: ${summariseTuning(tuned)}`);
-        run = startTraining(model, plan, items, padId, adapter);
-        const { trainer, loader, totalSteps, lora } = run;
-        const longest = Math.max(...items.map((x) => x.inputIds.length));
-        const planned = planMemory(model.config, {
-          ...memoryPlanInput(plan, longest, g.gpu.limits),
-          ...(lora ? { loraRank: lora.config.rank, loraTargets: lora.targets } : {}),
-        });
+        await trainOnce();
+        return;
+      } catch (e) {
+        const smaller = attempt === 0 && isOutOfMemory(e) ? smallerRun(modelConfig, c, longest, g.gpu.limits) : null;
+        if (!smaller) throw e;
         err(
-          `tabtune: planned GPU memory ${fmtBytes(planned.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(planned.byCategory[k])}`).join(', ')})`,
+          `tabtune: out of GPU memory (${(e as Error).message}); retrying once with ${smaller.steps.map((st) => st.label).join('; ')} (planned ${fmtBytes(smaller.planned)})`,
         );
-        const logPath = join(outDir, TRAINER_LOG);
-        let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
-        mkdirSync(outDir, { recursive: true });
-        if (resume.from) {
-          const ck = new Map<string, Uint8Array>();
-          for (const f of ['trainer_state.json', 'optimizer.safetensors']) {
-            const p = join(resume.from, f);
-            if (!existsSync(p)) throw new CliError(`${resume.from}: no ${f}; cannot resume from this checkpoint`);
-            ck.set(f, readFileSync(p));
-          }
-          await trainer.loadCheckpoint(await checkpointFromFiles(ck));
-          const extra = join(resume.from, CLI_STATE);
-          if (existsSync(extra))
-            tokens = (JSON.parse(readFileSync(extra, 'utf8')) as { total_tokens?: number }).total_tokens ?? 0;
-          truncateLog(logPath, trainer.stepCount);
-          err(`tabtune: resuming at step ${trainer.stepCount} from ${resume.from} (${resume.reason})`);
-        } else if (existsSync(logPath)) rmSync(logPath);
-        if (trainer.stepCount >= totalSteps)
-          err(
-            `tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`,
-          );
-
-        const evalBatches = evalBatchesOf(plan, prep.val, padId);
-        err(
-          `tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainer.trainableParameters.toLocaleString('en-US')} trainable parameters`,
-        );
-        g.gpu.pool.ledger.resetPeaks();
-        const t0 = performance.now();
-        const startStep = trainer.stepCount;
-        const startTokens = tokens;
-        let lossSum = 0;
-        const elapsed = () => (performance.now() - t0) / 1000;
-        // Ctrl-C: finish the step in flight, save a checkpoint, stop (a second Ctrl-C quits at once).
-        let interrupted = false;
-        const onSigint = () => {
-          if (interrupted) process.exit(130);
-          interrupted = true;
-          err('\ntabtune: interrupted — saving a checkpoint after this step (Ctrl-C again to quit without saving)');
-        };
-        const driver = new RunDriver(
-          trainer,
-          {
-            totalSteps,
-            loggingSteps: c.loggingSteps,
-            saveSteps: c.saveSteps,
-            evalBatches,
-            savedStep: resume.from ? trainer.stepCount : null,
-          },
-          {
-            beforeStep: () => (interrupted ? 'stop' : 'go'),
-            afterStep: (r) => {
-              tokens += r.tokens;
-              lossSum += r.loss;
-              if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
-            },
-            onLog: (w) => {
-              const row = logRow(w.step, totalSteps, w.epoch, elapsed(), w.step - startStep, {
-                loss: round4(w.loss),
-                lr: w.lr,
-                grad_norm: round4(w.gradNorm),
-                total_tokens: tokens,
-                ...preferenceFields(w.metrics),
-              });
-              appendFileSync(logPath, `${JSON.stringify(row)}\n`);
-              const pref = Object.entries(w.metrics ?? {})
-                .map(([k, v]) => `'${k}': ${round4(v)}, `)
-                .join('');
-              err(
-                `{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${w.lr.toExponential(4)}, ${pref}'epoch': ${row.epoch}}  [${w.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`,
-              );
-            },
-            onEval: (step, loss, epoch) => {
-              appendFileSync(
-                logPath,
-                `${JSON.stringify(logRow(step, totalSteps, epoch, elapsed(), step - startStep, { eval_loss: round4(loss) }))}\n`,
-              );
-              err(`{'eval_loss': ${round4(loss)}, 'epoch': ${Math.round(epoch * 100) / 100}}`);
-            },
-            save: async (step) => {
-              const ckDir = join(outDir, `checkpoint-${step}`);
-              mkdirSync(ckDir, { recursive: true });
-              if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
-              for (const [name, bytes] of await checkpointToFiles(await trainer.saveCheckpoint()))
-                writeFileSync(join(ckDir, name), bytes);
-              writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
-              err(`tabtune: saved ${ckDir}`);
-            },
-          },
-        );
-        process.on('SIGINT', onSigint);
-        try {
-          if ((await driver.run()) === 'stopped') {
-            err(
-              `tabtune: stopped at step ${trainer.stepCount} of ${totalSteps}; resume with resume_from_checkpoint: true`,
-            );
-            return 130;
-          }
-        } finally {
-          process.off('SIGINT', onSigint);
-        }
-
-        // ---- final artifacts, as LLaMA-Factory leaves them in output_dir
-        if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(outDir));
-        else {
-          const tokFiles = new Map<string, Uint8Array>();
-          for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json'])
-            if (existsSync(join(dir, f))) tokFiles.set(f, readFileSync(join(dir, f)));
-          const dtype =
-            model.config.torchDtype === 'bfloat16' ? 'bf16' : model.config.torchDtype === 'float16' ? 'f16' : 'f32';
-          await exportMerged(model, null, {
-            dtype,
-            configText: files.configText,
-            tokenizerFiles: tokFiles,
-            write: nodeDirWriter(outDir),
-          });
-        }
-        if (lora)
-          for (const f of TOKENIZER_FILE_NAMES)
-            if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
-        const runtime = elapsed();
-        const done = trainer.stepCount - startStep;
-        writeFileSync(
-          join(outDir, 'train_results.json'),
-          `${JSON.stringify(
-            {
-              epoch: Math.round(loader.epoch * 100) / 100,
-              train_loss: done ? lossSum / done : null,
-              train_runtime: Math.round(runtime * 1e4) / 1e4,
-              train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0,
-              train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
-            },
-            null,
-            2,
-          )}\n`,
-        );
-        const peak = g.gpu.pool.ledger.report().peak;
-        const measured = MEMORY_CATEGORIES.reduce((sum, k) => sum + peak[k], 0);
-        err(
-          `tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(planned.total)}); adapter and logs in ${outDir}`,
-        );
-      } finally {
-        run?.trainer.release();
-        if (run?.lora) run.lora.release();
-        else adapter?.release();
+        cursorScale = c.perDeviceTrainBatchSize / smaller.config.perDeviceTrainBatchSize;
+        c = smaller.config;
+        plan = planRun(c);
+        const cks = listCheckpoints(outDir);
+        resume = cks.length
+          ? { from: cks[cks.length - 1].dir, reason: 'the last checkpoint, after running out of GPU memory' }
+          : { from: null, reason: 'fresh start' };
       }
-    });
+    }
+
+    async function trainOnce(): Promise<void> {
+      const loadOpts: LoadOptions = {
+        ...plan.load,
+        onProgress: (p) =>
+          process.stderr.isTTY &&
+          process.stderr.write(`\r  loading ${p.loaded}/${p.total} ${p.tensor}`.padEnd(90).slice(0, 90)),
+      };
+      await withFolderModel(g.gpu, dir, loadOpts, async (model, files) => {
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        let adapter: LoraSet | undefined;
+        let run: Training | null = null;
+        try {
+          model.notes.forEach((n) => err(`note: ${n}`));
+          if (plan.lora && c.adapterNameOrPath)
+            adapter =
+              (await loadAdapterFolder(model, c.adapterNameOrPath, yamlPath, {
+                dropout: c.lora.dropout,
+                seed: c.seed,
+              })) ?? undefined;
+          const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+          const tuned = await tuneKernelsForRun(model, plan, longest, {
+            store: nodeKernelStore(),
+          });
+          if (tuned.length) err(`tabtune: kernels measured on this GPU: ${summariseTuning(tuned)}`);
+          run = startTraining(model, plan, items, padId, adapter);
+          const { trainer, loader, totalSteps, lora } = run;
+          const planned = planMemory(model.config, {
+            ...memoryPlanInput(plan, longest, g.gpu.limits),
+            ...(lora ? { loraRank: lora.config.rank, loraTargets: lora.targets } : {}),
+          });
+          err(
+            `tabtune: planned GPU memory ${fmtBytes(planned.total)} (${MEMORY_CATEGORIES.map((k) => `${k} ${fmtBytes(planned.byCategory[k])}`).join(', ')})`,
+          );
+          const logPath = join(outDir, TRAINER_LOG);
+          let tokens = 0; // input tokens seen, carried across resumes (LLaMA-Factory's total_tokens)
+          mkdirSync(outDir, { recursive: true });
+          if (resume.from) {
+            const ck = new Map<string, Uint8Array>();
+            for (const f of ['trainer_state.json', 'optimizer.safetensors']) {
+              const p = join(resume.from, f);
+              if (!existsSync(p)) throw new CliError(`${resume.from}: no ${f}; cannot resume from this checkpoint`);
+              ck.set(f, readFileSync(p));
+            }
+            await trainer.loadCheckpoint(await checkpointFromFiles(ck));
+            if (cursorScale !== 1) {
+              // The checkpoint counted micro-batches of the batch size before the retry.
+              const at = loader.state();
+              loader.setState({ epoch: at.epoch, micro: Math.floor(at.micro * cursorScale) });
+            }
+            const extra = join(resume.from, CLI_STATE);
+            if (existsSync(extra))
+              tokens = (JSON.parse(readFileSync(extra, 'utf8')) as { total_tokens?: number }).total_tokens ?? 0;
+            truncateLog(logPath, trainer.stepCount);
+            err(`tabtune: resuming at step ${trainer.stepCount} from ${resume.from} (${resume.reason})`);
+          } else if (existsSync(logPath)) rmSync(logPath);
+          if (trainer.stepCount >= totalSteps)
+            err(
+              `tabtune: the checkpoint is already at step ${trainer.stepCount} of ${totalSteps}; nothing left to train`,
+            );
+
+          const evalBatches = evalBatchesOf(plan, prep.val, padId);
+          err(
+            `tabtune: ${totalSteps} optimizer steps (${loader.stepsPerEpoch} per epoch; batch ${c.perDeviceTrainBatchSize} × accumulation ${c.gradientAccumulationSteps}); ${trainer.trainableParameters.toLocaleString('en-US')} trainable parameters`,
+          );
+          g.gpu.pool.ledger.resetPeaks();
+          const t0 = performance.now();
+          const startStep = trainer.stepCount;
+          const startTokens = tokens;
+          let lossSum = 0;
+          const elapsed = () => (performance.now() - t0) / 1000;
+          // Ctrl-C: finish the step in flight, save a checkpoint, stop (a second Ctrl-C quits at once).
+          let interrupted = false;
+          const onSigint = () => {
+            if (interrupted) process.exit(130);
+            interrupted = true;
+            err('\ntabtune: interrupted — saving a checkpoint after this step (Ctrl-C again to quit without saving)');
+          };
+          const driver = new RunDriver(
+            trainer,
+            {
+              totalSteps,
+              loggingSteps: c.loggingSteps,
+              saveSteps: c.saveSteps,
+              evalBatches,
+              savedStep: resume.from ? trainer.stepCount : null,
+            },
+            {
+              beforeStep: () => (interrupted ? 'stop' : 'go'),
+              afterStep: (r) => {
+                tokens += r.tokens;
+                lossSum += r.loss;
+                if (r.skipped) err(`warning: step ${r.step}: non-finite gradients, update skipped`);
+              },
+              onLog: (w) => {
+                const row = logRow(w.step, totalSteps, w.epoch, elapsed(), w.step - startStep, {
+                  loss: round4(w.loss),
+                  lr: w.lr,
+                  grad_norm: round4(w.gradNorm),
+                  total_tokens: tokens,
+                  ...preferenceFields(w.metrics),
+                });
+                appendFileSync(logPath, `${JSON.stringify(row)}\n`);
+                const pref = Object.entries(w.metrics ?? {})
+                  .map(([k, v]) => `'${k}': ${round4(v)}, `)
+                  .join('');
+                err(
+                  `{'loss': ${row.loss}, 'grad_norm': ${row.grad_norm}, 'learning_rate': ${w.lr.toExponential(4)}, ${pref}'epoch': ${row.epoch}}  [${w.step}/${totalSteps} ${row.elapsed_time}<${row.remaining_time}]`,
+                );
+              },
+              onEval: (step, loss, epoch) => {
+                appendFileSync(
+                  logPath,
+                  `${JSON.stringify(logRow(step, totalSteps, epoch, elapsed(), step - startStep, { eval_loss: round4(loss) }))}\n`,
+                );
+                err(`{'eval_loss': ${round4(loss)}, 'epoch': ${Math.round(epoch * 100) / 100}}`);
+              },
+              save: async (step) => {
+                const ckDir = join(outDir, `checkpoint-${step}`);
+                mkdirSync(ckDir, { recursive: true });
+                if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(ckDir));
+                for (const [name, bytes] of await checkpointToFiles(await trainer.saveCheckpoint()))
+                  writeFileSync(join(ckDir, name), bytes);
+                writeFileSync(join(ckDir, CLI_STATE), `${JSON.stringify({ total_tokens: tokens, step })}\n`);
+                err(`tabtune: saved ${ckDir}`);
+              },
+            },
+          );
+          process.on('SIGINT', onSigint);
+          try {
+            if ((await driver.run()) === 'stopped') {
+              err(
+                `tabtune: stopped at step ${trainer.stepCount} of ${totalSteps}; resume with resume_from_checkpoint: true`,
+              );
+              return 130;
+            }
+          } finally {
+            process.off('SIGINT', onSigint);
+          }
+
+          // ---- final artifacts, as LLaMA-Factory leaves them in output_dir
+          if (lora) await exportPeft(lora, null, c.modelNameOrPath, nodeDirWriter(outDir));
+          else {
+            const tokFiles = new Map<string, Uint8Array>();
+            for (const f of [...TOKENIZER_FILE_NAMES, 'generation_config.json'])
+              if (existsSync(join(dir, f))) tokFiles.set(f, readFileSync(join(dir, f)));
+            const dtype =
+              model.config.torchDtype === 'bfloat16' ? 'bf16' : model.config.torchDtype === 'float16' ? 'f16' : 'f32';
+            await exportMerged(model, null, {
+              dtype,
+              configText: files.configText,
+              tokenizerFiles: tokFiles,
+              write: nodeDirWriter(outDir),
+            });
+          }
+          if (lora)
+            for (const f of TOKENIZER_FILE_NAMES)
+              if (existsSync(join(dir, f))) writeFileSync(join(outDir, f), readFileSync(join(dir, f)));
+          const runtime = elapsed();
+          const done = trainer.stepCount - startStep;
+          writeFileSync(
+            join(outDir, 'train_results.json'),
+            `${JSON.stringify(
+              {
+                epoch: Math.round(loader.epoch * 100) / 100,
+                train_loss: done ? lossSum / done : null,
+                train_runtime: Math.round(runtime * 1e4) / 1e4,
+                train_steps_per_second: done ? Math.round((done / runtime) * 1e3) / 1e3 : 0,
+                train_tokens_per_second: Math.round(((tokens - startTokens) / runtime) * 1e3) / 1e3,
+              },
+              null,
+              2,
+            )}\n`,
+          );
+          const peak = g.gpu.pool.ledger.report().peak;
+          const measured = MEMORY_CATEGORIES.reduce((sum, k) => sum + peak[k], 0);
+          err(
+            `tabtune: done in ${hms(runtime)}; GPU memory peak ${fmtBytes(measured)} (planned ${fmtBytes(planned.total)}); adapter and logs in ${outDir}`,
+          );
+        } finally {
+          run?.trainer.release();
+          if (run?.lora) run.lora.release();
+          else adapter?.release();
+        }
+      });
+    }
   });
+}
+
+/** config.json of a model folder, parsed as loading it would (the memory plan needs it before the load). */
+async function folderModelConfig(dir: string): Promise<ModelConfig> {
+  const files = await openModelFolder(dir);
+  await files.source.close?.();
+  return files.config;
 }

@@ -33,7 +33,7 @@ export type { RunProgress } from './run-session.ts';
 export type { ChatReply, ChatRequest } from './chat-session.ts';
 export type { EvalResult } from './eval-session.ts';
 export type { ExportedFile, ExportKind, ExportOptions } from './export-session.ts';
-export type { RunRecord, LogPoint, EvalPoint, StepPoint } from './runs.ts';
+export type { RunRecord, LogPoint, EvalPoint, StepPoint, MemoryStep } from './runs.ts';
 export type { AdapterInfo } from './adapter-session.ts';
 export type { PushProgress, PushResult } from '../io/hub-push.ts';
 
@@ -389,7 +389,8 @@ export class TabtuneWorker {
     }));
   }
 
-  startRun(o: { config: TrainConfig; datasetKeys: string[] }): Promise<Result<RunRecord>> {
+  /** Starts a run; `budgetBytes` (the Method step's GPU memory) auto-fits its settings first. */
+  startRun(o: { config: TrainConfig; datasetKeys: string[]; budgetBytes?: number }): Promise<Result<RunRecord>> {
     return guard(async () => {
       await this.ensureData();
       return this.runSession.start({ ...o, datasetNames: this.data.names(o.datasetKeys) });

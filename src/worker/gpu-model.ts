@@ -44,6 +44,11 @@ export class GpuModelCache {
     return m;
   }
 
+  /** The GPU device (opened on first use). */
+  gpu(): Promise<Gpu> {
+    return this.gpuOf();
+  }
+
   get current(): Model | null {
     return this.loaded?.model ?? null;
   }

@@ -15,6 +15,7 @@ import {
   type Training,
 } from '../engine/train/run-builder.ts';
 import { browserKernelStore } from './kernel-store.ts';
+import { fitRunToBudget, isOutOfMemory, smallerRun, type FittedRun } from '../engine/train/memory-fit.ts';
 import { RunDriver, type BeforeStep } from '../engine/train/run-driver.ts';
 import type { Example, PreparedDataset } from '../data/index.ts';
 import type { DataSession } from './data-session.ts';
@@ -27,6 +28,7 @@ import {
   saveCheckpointRecord,
   saveRun,
   deleteRun,
+  type MemoryStep,
   type RunRecord,
 } from './runs.ts';
 import { UserError } from './user-error.ts';
@@ -66,6 +68,8 @@ export class RunSession {
   private listener: ((p: RunProgress) => void) | null = null;
   private phase: RunProgress['phase'] = 'idle';
   private recentSteps: { t: number; tokens: number }[] = [];
+  /** Longest training sequence of the run built last (the memory plan's sequence length). */
+  private seqLen: number | null = null;
 
   constructor(
     private readonly models: GpuModelCache,
@@ -160,8 +164,11 @@ export class RunSession {
     await deleteRun(id);
   }
 
-  /** Model, data, adapters and trainer of a run (fresh, or from its checkpoint). */
-  private async build(record: RunRecord, resume: boolean): Promise<ActiveRun> {
+  /**
+   * Model, data, adapters and trainer of a run (fresh, or from its checkpoint). `fitTo` (bytes):
+   * a fresh run's settings are first auto-fitted to that budget.
+   */
+  private async build(record: RunRecord, resume: boolean, fitTo: number | null = null): Promise<ActiveRun> {
     const ms = this.models.session();
     if (resume && record.model.id !== ms.id) {
       throw new UserError(
@@ -184,6 +191,17 @@ export class RunSession {
     if (!items.length)
       throw new UserError('no-data', 'no training rows: select datasets with valid rows in the Data step');
     const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+    const gpu = await this.models.gpu();
+    this.seqLen = longestOf(items);
+    if (fitTo !== null) {
+      const fromBatch = record.config.perDeviceTrainBatchSize;
+      const fit = fitRunToBudget(ms.config!, record.config, this.seqLen, fitTo, gpu.limits);
+      record.config = fit.config;
+      record.memory = { budget: fitTo, planned: fit.planned, fitted: stepsOf(fit), fromBatch };
+      plan = planRun(record.config);
+    }
+    // The run keeps to the user's budget from here on (the model load included).
+    gpu.pool.budget = record.memory?.budget ?? null;
     const model = await this.models.get(
       plan.load,
       () => this.releaseActive(),
@@ -191,7 +209,7 @@ export class RunSession {
     );
     this.phase = 'preparing';
     // The first run on an adapter measures the kernel variants for this run's products (stored).
-    await tuneKernelsForRun(model, plan, Math.max(...items.map((x) => x.inputIds.length)), {
+    await tuneKernelsForRun(model, plan, longestOf(items), {
       store: browserKernelStore,
     });
     // A run from an opened adapter starts from its weights (LLaMA-Factory adapter_name_or_path); a checkpoint overrides them.
@@ -237,6 +255,8 @@ export class RunSession {
     datasetKeys: string[];
     datasetNames: string[];
     adapter?: { id: string; name: string };
+    /** GPU memory the run may use (the Method step's budget): settings are auto-fitted to it. */
+    budgetBytes?: number;
   }): Promise<RunRecord> {
     if (this.run?.loop) throw new UserError('busy', 'a run is already training: pause or stop it first');
     const problems = checkTrainConfig(o.config);
@@ -267,10 +287,55 @@ export class RunSession {
       ...(o.adapter ? { adapter: o.adapter } : {}),
     };
     this.releaseActive();
-    this.run = await this.build(record, false);
+    this.run = await this.buildOrShrink(record, false, o.budgetBytes ?? null);
     await saveRun(record);
     this.launch();
     return structuredClone(record);
+  }
+
+  /** build(), retried once with the next smaller plan when it runs out of GPU memory. */
+  private async buildOrShrink(record: RunRecord, resume: boolean, fitTo: number | null = null): Promise<ActiveRun> {
+    try {
+      return await this.build(record, resume, fitTo);
+    } catch (e) {
+      if (!isOutOfMemory(e) || record.memory?.retry || !this.shrink(record, e)) {
+        await this.liftBudget();
+        throw e;
+      }
+      try {
+        return await this.build(record, resume);
+      } catch (e2) {
+        await this.liftBudget();
+        throw e2;
+      }
+    }
+  }
+
+  /** Chat, evaluation and export outside a training loop are not held to a run's budget. */
+  private async liftBudget(): Promise<void> {
+    const gpu = await this.models.gpu().catch(() => null);
+    if (gpu) gpu.pool.budget = null;
+  }
+
+  /**
+   * The run's settings → the next smaller plan after an out-of-memory error (recorded on the
+   * run); false when no memory step is left.
+   */
+  private shrink(record: RunRecord, e: unknown): boolean {
+    const ms = this.models.session();
+    const smaller = smallerRun(ms.config!, record.config, this.seqLen ?? record.config.cutoffLen);
+    if (!smaller) return false;
+    const fromBatch = record.config.perDeviceTrainBatchSize;
+    record.config = smaller.config;
+    const retry = {
+      step: record.step,
+      error: (e as Error).message,
+      steps: stepsOf(smaller),
+      planned: smaller.planned,
+      fromBatch,
+    };
+    record.memory = { budget: 0, planned: 0, fitted: [], fromBatch, ...record.memory, retry };
+    return true;
   }
 
   /** Continues a run from its last checkpoint (after a reload, a crash, a stop or a pause). */
@@ -297,7 +362,7 @@ export class RunSession {
     record.status = 'running';
     record.error = undefined;
     this.releaseActive();
-    this.run = await this.build(record, true);
+    this.run = await this.buildOrShrink(record, true);
     this.launch();
     return structuredClone(record);
   }
@@ -385,7 +450,11 @@ export class RunSession {
     this.recentSteps = [];
     a.loop = this.loop(a).finally(() => {
       a.loop = null;
-      this.phase = 'idle';
+      if (this.run === a) {
+        // Chat, evaluation and export of a paused or finished run are not held to the budget.
+        a.training.trainer.model.gpu.pool.budget = null;
+        this.phase = 'idle';
+      }
       this.emit();
     });
   }
@@ -457,9 +526,49 @@ export class RunSession {
         a.lost ||= lost;
         return await this.interrupted(a);
       }
+      if (isOutOfMemory(e) && !r.memory?.retry && (await this.retrySmaller(a, e))) return;
       r.status = 'failed';
       r.error = (e as Error).message;
       await saveRun(r).catch(() => {});
+    }
+  }
+
+  /**
+   * Out of GPU memory mid-run: once, the next smaller plan continues from the last checkpoint
+   * (points after it are recomputed). A smaller micro-batch takes more of them per step, so the
+   * data cursor is rescaled and a checkpoint in the new units is written at once.
+   */
+  private async retrySmaller(a: ActiveRun, e: unknown): Promise<boolean> {
+    const r = a.record;
+    const before = r.config.perDeviceTrainBatchSize;
+    if (!this.shrink(r, e)) return false;
+    const at = r.checkpointStep ?? 0;
+    r.steps = r.steps.filter((p) => p.step <= at);
+    r.logs = r.logs.filter((p) => p.step <= at);
+    r.evals = r.evals.filter((p) => p.step <= at);
+    r.step = at;
+    a.training.trainer.release();
+    a.training.lora?.release();
+    this.run = null;
+    try {
+      const next = await this.build(r, true);
+      this.run = next;
+      const after = r.config.perDeviceTrainBatchSize;
+      const { loader, trainer } = next.training;
+      if (after !== before && r.checkpointStep !== null) {
+        const c = loader.state();
+        loader.setState({ epoch: c.epoch, micro: Math.floor((c.micro * before) / after) });
+        await saveCheckpointRecord(r.id, await trainer.saveCheckpoint());
+      }
+      await saveRun(r);
+      this.launch();
+      return true;
+    } catch (e2) {
+      await this.liftBudget();
+      r.status = 'failed';
+      r.error = (e2 as Error).message;
+      await saveRun(r).catch(() => {});
+      return true;
     }
   }
 
@@ -473,4 +582,12 @@ export class RunSession {
     r.error = `the GPU device was lost at step ${r.step} (${a.lost}); Resume continues from the checkpoint at step ${r.checkpointStep ?? 0}`;
     await saveRun(r).catch(() => {});
   }
+}
+
+function longestOf(items: readonly { inputIds: ArrayLike<number> }[]): number {
+  return Math.max(...items.map((x) => x.inputIds.length));
+}
+
+function stepsOf(f: FittedRun): MemoryStep[] {
+  return f.steps.map((st) => ({ kind: st.kind, label: st.label, change: { ...st.change } }));
 }

@@ -53,6 +53,25 @@ export interface RunRecord {
    * whose id is the adapter's own is the opened adapter itself, untrained here.
    */
   adapter?: { id: string; name: string };
+  /**
+   * Memory: the budget the run keeps to, what auto-fit changed to get under it (planner steps,
+   * in order), the predicted peak, and the one retry after an out-of-memory error.
+   */
+  memory?: {
+    budget: number;
+    planned: number;
+    fitted: MemoryStep[];
+    /** per_device_train_batch_size before the steps (their wording counts from it). */
+    fromBatch: number;
+    retry?: { step: number; error: string; steps: MemoryStep[]; planned: number; fromBatch: number };
+  };
+}
+
+/** One auto-fit step as the planner names it (kind + settings change; the UI words it). */
+export interface MemoryStep {
+  kind: string;
+  label: string;
+  change: Record<string, unknown>;
 }
 
 let storeRef: UseStore | undefined;

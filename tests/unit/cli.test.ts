@@ -118,6 +118,14 @@ describe('tabtune train arguments', () => {
     const c = parseTrainArgs([cfg('resume_from_checkpoint: saves/x/checkpoint-10\n')]);
     expect(c !== 'help' && c.config.resumeFromCheckpoint).toBe('saves/x/checkpoint-10');
   });
+  it('--gpu-memory takes GiB above 0 (the budget auto-fit and the out-of-memory retry work to)', () => {
+    const a = parseTrainArgs([cfg(), '--gpu-memory', '1.5']);
+    expect(a !== 'help' && a.budgetBytes).toBe(1.5 * 2 ** 30);
+    const b = parseTrainArgs([cfg()]);
+    expect(b !== 'help' && b.budgetBytes).toBeNull();
+    expect(() => parseTrainArgs([cfg(), '--gpu-memory=0'])).toThrow(/--gpu-memory must be a number of GiB above 0/);
+    expect(() => parseTrainArgs([cfg(), '--gpu-memory', 'lots'])).toThrow(/got "lots"/);
+  });
   it('unknown keys are warnings, unsupported ones errors naming the key', () => {
     const a = parseTrainArgs([cfg('lora_rnak: 4\n')]);
     expect(a !== 'help' && a.warnings.join()).toMatch(/lora_rnak/);

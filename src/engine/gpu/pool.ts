@@ -41,6 +41,14 @@ export function allocationBytes(bytes: number, category: MemoryCategory): number
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
   readonly ledger = new MemoryLedger();
+  /**
+   * GPU bytes the engine may hold at once (in use + pooled), or null for no cap. A tab shares
+   * the GPU with everything else the user runs: a run keeps to the budget the user gave, and an
+   * allocation past it fails as the device's own out-of-memory error would.
+   */
+  budget: number | null = null;
+  /** Out-of-memory scopes of buffers created since the last check (see checkAllocations). */
+  private pendingScopes: Promise<GpuError | null>[] = [];
 
   constructor(
     private readonly device: GPUDevice,
@@ -62,15 +70,55 @@ export class BufferPool {
       this.ledger.take(category, size, true);
       return { buffer: cached, size, category, released: false };
     }
-    const buffer = this.device.createBuffer({ size, usage: STORAGE_USAGE, label });
+    this.keepToBudget(size, label);
+    const buffer = this.createChecked({ size, usage: STORAGE_USAGE, label });
     this.ledger.take(category, size, false);
     return { buffer, size, category, released: false };
+  }
+
+  /** Frees pooled buffers when a new one would pass the budget, then refuses if it still would. */
+  private keepToBudget(size: number, label: string): void {
+    if (this.budget === null || this.ledger.allocated + size <= this.budget) return;
+    this.trim();
+    if (this.ledger.allocated + size > this.budget)
+      throw new GpuError(
+        'out-of-memory',
+        label,
+        `needs ${fmtBytes(size)} more while ${fmtBytes(this.ledger.allocated)} of the ${fmtBytes(this.budget)} GPU memory budget is in use`,
+      );
+  }
+
+  /**
+   * createBuffer reports running out of GPU memory only through an error scope, asynchronously:
+   * each creation gets one, and checkAllocations() (run before every submit) turns a failure
+   * into a GpuError naming the buffer instead of an "invalid buffer" error at its first use.
+   */
+  private createChecked(desc: GPUBufferDescriptor): GPUBuffer {
+    this.device.pushErrorScope('out-of-memory');
+    const buffer = this.device.createBuffer(desc);
+    this.pendingScopes.push(
+      this.device.popErrorScope().then(
+        (e) => (e ? new GpuError('out-of-memory', String(desc.label), e.message) : null),
+        () => null,
+      ),
+    );
+    return buffer;
+  }
+
+  /** Throws the first out-of-memory error of the buffers created since the last call. */
+  async checkAllocations(): Promise<void> {
+    if (!this.pendingScopes.length) return;
+    const pending = this.pendingScopes;
+    this.pendingScopes = [];
+    const failed = (await Promise.all(pending)).find((e) => e !== null);
+    if (failed) throw failed;
   }
 
   /** A buffer with other usages (readback staging, uniforms): never pooled, destroyed on release. */
   acquireSpecial(bytes: number, usage: number, category: MemoryCategory, label: string): PooledBuffer {
     const size = Math.ceil(bytes / 4) * 4;
-    const buffer = this.device.createBuffer({ size, usage, label });
+    this.keepToBudget(size, label);
+    const buffer = this.createChecked({ size, usage, label });
     this.ledger.take(category, size, false);
     return { buffer, size, category, released: false };
   }

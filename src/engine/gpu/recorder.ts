@@ -108,6 +108,7 @@ export class Recorder {
   async submit(): Promise<void> {
     this.endPass();
     const what = `${this.label} (${this.whats.length} dispatches: ${summarise(this.whats)})`;
+    await this.gpu.pool.checkAllocations();
     await withErrorScopes(this.gpu.device, what, () => {
       for (const a of this.arenas) this.gpu.device.queue.writeBuffer(a.buf.buffer, 0, a.host, 0, a.used);
       this.gpu.device.queue.submit([this.encoder.finish({ label: this.label })]);

@@ -370,6 +370,10 @@ export const en = {
   'train.loss': 'Loss',
   'train.valLoss': 'validation',
   'train.checkpoint': 'Last checkpoint (step)',
+  'train.memoryFitted': 'Fitted to your GPU memory budget of {budget}: {steps}. Predicted peak {planned}.',
+  'train.memoryFits': 'Predicted peak {planned}, within your GPU memory budget of {budget}: settings unchanged.',
+  'train.memoryRetry':
+    'Out of GPU memory at step {step}: retried once from the last checkpoint with the next smaller plan ({steps}; predicted peak {planned}).',
   'train.pause': 'Pause',
   'train.resume': 'Resume',
   'train.resumeLabel': 'Resume {id}',

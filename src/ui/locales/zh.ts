@@ -348,6 +348,10 @@ export const zh: Record<MessageKey, string> = {
   'train.loss': '损失',
   'train.valLoss': '验证',
   'train.checkpoint': '最近检查点（步）',
+  'train.memoryFitted': '已按你的 GPU 显存预算 {budget} 自动适配：{steps}。预计峰值 {planned}。',
+  'train.memoryFits': '预计峰值 {planned}，在你的 GPU 显存预算 {budget} 之内：设置未改动。',
+  'train.memoryRetry':
+    '第 {step} 步 GPU 显存不足：已从最近的检查点用更小的方案重试一次（{steps}；预计峰值 {planned}）。',
   'train.pause': '暂停',
   'train.resume': '继续',
   'train.resumeLabel': '继续 {id}',

@@ -1,0 +1,185 @@
+// GPU memory as a user meets it: the budget the pool keeps to (an allocation past it fails as an
+// out-of-memory error naming the buffer), `tabtune train --gpu-memory` fitting a run to a budget
+// before it starts, and a run that runs out of memory mid-way retrying once with the next smaller
+// plan from its last checkpoint — with the same losses as a run that never failed (the smaller
+// plan here turns gradient checkpointing on, which recomputes bit-identical activations).
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { GpuError } from '../../src/engine/gpu/errors.ts';
+import { createTensor, releaseTensor, tensorSpec } from '../../src/engine/gpu/transfer.ts';
+import { Trainer } from '../../src/engine/train/trainer.ts';
+import { runtime, testGpu } from './context.ts';
+
+const ROOT = 'tests/artifacts/memory-retry';
+
+/** A size the CLI printed with fmtBytes (rounded: compare with slack). */
+function bytesIn(text: string, re: RegExp): number {
+  const m = re.exec(text)?.[1];
+  if (!m) throw new Error(`${re} not in:\n${text}`);
+  const [v, unit] = m.split(' ');
+  return Number(v) * 1024 ** (['KiB', 'MiB', 'GiB'].indexOf(unit) + 1);
+}
+
+afterEach(() => vi.restoreAllMocks());
+
+describe('the GPU memory budget', () => {
+  it('refuses an allocation past the budget after giving pooled buffers back, and names the buffer', async () => {
+    const gpu = await testGpu();
+    const pool = gpu.pool;
+    pool.trim();
+    const base = pool.ledger.allocated;
+    pool.budget = base + 3 * 65536;
+    try {
+      const a = createTensor(gpu, tensorSpec('f32', [16384], 'scratch', 'first'));
+      const b = createTensor(gpu, tensorSpec('f32', [16384], 'scratch', 'second'));
+      releaseTensor(gpu, b); // pooled: still allocated until the pool gives it back
+      // Two more 64 KiB buffers need the pooled one to be destroyed, then fit exactly.
+      const c = createTensor(gpu, tensorSpec('f32', [16383], 'activations', 'third'));
+      const d = createTensor(gpu, tensorSpec('f32', [16384], 'activations', 'fourth'));
+      expect(pool.ledger.allocated - base).toBe(3 * 65536);
+      let err: unknown;
+      try {
+        createTensor(gpu, tensorSpec('f32', [10], 'scratch', 'one too many'));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(GpuError);
+      expect((err as GpuError).kind).toBe('out-of-memory');
+      expect((err as GpuError).message).toMatch(/one too many: needs 256 B more while 192\.0 KiB .* budget is in use/);
+      for (const t of [a, c, d]) releaseTensor(gpu, t);
+      await pool.checkAllocations(); // no device error behind any of them
+    } finally {
+      pool.budget = null;
+    }
+  });
+});
+
+describe.skipIf(runtime !== 'node')('tabtune train under a GPU memory budget', () => {
+  async function capture(fn: () => Promise<number>): Promise<{ code: number; err: string }> {
+    let err = '';
+    const e = vi
+      .spyOn(process.stderr, 'write')
+      .mockImplementation((s: string | Uint8Array) => ((err += String(s)), true));
+    try {
+      return { code: await fn(), err };
+    } finally {
+      e.mockRestore();
+    }
+  }
+
+  it('fits the run to --gpu-memory, and retries once after running out of memory with the same losses', async () => {
+    const { readFileSync, writeFileSync, mkdirSync, rmSync } = await import('node:fs');
+    const { join, resolve } = await import('node:path');
+    const { tinyWeights, writeModelFolder } = await import('./export-helpers.ts');
+    const { default: train } = await import('../../src/cli/train.ts');
+    const root = resolve(ROOT);
+    rmSync(root, { recursive: true, force: true });
+    const modelDir = join(root, 'model');
+    const raw = {
+      architectures: ['Qwen2ForCausalLM'],
+      model_type: 'qwen2',
+      hidden_size: 32,
+      intermediate_size: 64,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: 6144,
+      max_position_embeddings: 256,
+      rms_norm_eps: 1e-6,
+      rope_theta: 10000,
+      tie_word_embeddings: true,
+      torch_dtype: 'float32',
+      eos_token_id: 6143,
+      pad_token_id: 6141,
+    };
+    await writeModelFolder(modelDir, raw, tinyWeights(raw, 'F32', 23), {
+      'tokenizer.json': readFileSync('public/demo-model/tokenizer.json'),
+      'tokenizer_config.json': readFileSync('public/demo-model/tokenizer_config.json'),
+    });
+    mkdirSync(join(root, 'data'), { recursive: true });
+    const rows = Array.from({ length: 8 }, (_, i) => ({
+      instruction: `Count to ${i}.`,
+      input: '',
+      output: `${i}`.repeat(i + 1),
+    }));
+    writeFileSync(join(root, 'data', 'count.json'), JSON.stringify(rows));
+    writeFileSync(join(root, 'data', 'dataset_info.json'), JSON.stringify({ count: { file_name: 'count.json' } }));
+    const yaml = (out: string) => {
+      const p = join(root, `${out}.yaml`);
+      writeFileSync(
+        p,
+        [
+          `model_name_or_path: ${modelDir}`,
+          'stage: sft',
+          'do_train: true',
+          'finetuning_type: lora',
+          'lora_rank: 4',
+          'lora_target: all',
+          'lora_dropout: 0.1',
+          'dataset: count',
+          `dataset_dir: ${join(root, 'data')}`,
+          'template: qwen',
+          'cutoff_len: 48',
+          'per_device_train_batch_size: 2',
+          'learning_rate: 5.0e-2',
+          'num_train_epochs: 1.0',
+          'logging_steps: 1',
+          'save_steps: 2',
+          'gradient_checkpointing: false',
+          `output_dir: ${join(root, out)}`,
+          'seed: 5',
+          '',
+        ].join('\n'),
+      );
+      return p;
+    };
+    const losses = (out: string) =>
+      readFileSync(join(root, out, 'trainer_log.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { current_steps: number; loss: number })
+        .map((r) => [r.current_steps, r.loss]);
+
+    // ---- the run as it is (no budget)
+    const plain = await capture(() => train([yaml('plain')]));
+    expect(plain.code, plain.err).toBe(0);
+    const planned = bytesIn(plain.err, /planned GPU memory ([\d.]+ [KMG]iB)/);
+    expect(planned).toBeGreaterThan(0);
+
+    // ---- a budget below its plan: auto-fit turns gradient checkpointing on, and the peak keeps to it
+    const budgetGiB = (planned * 0.95) / 2 ** 30;
+    const fitted = await capture(() => train([yaml('fitted'), '--gpu-memory', String(budgetGiB)]));
+    expect(fitted.code, fitted.err).toBe(0);
+    expect(fitted.err).toMatch(/tabtune: fitted to --gpu-memory [\d.]+ [KM]iB: turn on gradient checkpointing/);
+    const peak = bytesIn(fitted.err, /GPU memory peak ([\d.]+ [KMG]iB)/);
+    expect(peak).toBeLessThanOrEqual(budgetGiB * 2 ** 30 * 1.001);
+    expect(losses('fitted')).toEqual(losses('plain'));
+
+    // ---- out of memory at step 4 (after checkpoint-2): one retry, from checkpoint-2, same curve
+    const step = Trainer.prototype.step;
+    let calls = 0;
+    vi.spyOn(Trainer.prototype, 'step').mockImplementation(function (this: Trainer, ...a) {
+      if (++calls === 4) return Promise.reject(new GpuError('out-of-memory', 'activations', 'simulated for the test'));
+      return step.apply(this, a);
+    });
+    const retried = await capture(() => train([yaml('retried')]));
+    expect(retried.code, retried.err).toBe(0);
+    expect(retried.err).toMatch(
+      /out of GPU memory \(out-of-memory error in activations: simulated for the test\); retrying once with turn on gradient checkpointing/,
+    );
+    expect(retried.err).toMatch(
+      /resuming at step 2 from .*checkpoint-2 \(the last checkpoint, after running out of GPU memory\)/,
+    );
+    expect(losses('retried')).toEqual(losses('plain'));
+    expect(readFileSync(join(root, 'retried', 'adapter_model.safetensors'))).toEqual(
+      readFileSync(join(root, 'plain', 'adapter_model.safetensors')),
+    );
+    // ---- and a second out-of-memory error is not retried again
+    calls = 0;
+    vi.spyOn(Trainer.prototype, 'step').mockImplementation(() =>
+      Promise.reject(new GpuError('out-of-memory', 'activations', 'always')),
+    );
+    const failed = await capture(() => train([yaml('failed')]));
+    expect(failed.code).not.toBe(0);
+    expect(failed.err.match(/retrying once/g)).toHaveLength(1);
+  }, 600_000);
+});
