@@ -1,7 +1,7 @@
 """RoPE inverse frequencies as transformers computes them (`src/transformers/modeling_rope_utils.py`:
 _compute_default_rope_parameters, _compute_linear_scaling_rope_parameters,
-_compute_dynamic_ntk_parameters, _compute_llama3_parameters), written here from those formulas
-in torch f32 for configs shaped like real checkpoints."""
+_compute_dynamic_ntk_parameters, _compute_llama3_parameters, _compute_longrope_parameters), written
+here from those formulas in torch f32 for configs shaped like real checkpoints."""
 import math
 
 import torch
@@ -37,6 +37,28 @@ def llama3_inv_freq(base, dim, factor, low, high, old_ctx):
     return torch.where(medium, smoothed, scaled)
 
 
+def longrope_inv_freq(base, dim, ext):
+    """_compute_longrope_parameters: 1 / (ext_factors · base^(arange(0, dim, 2) / dim)), dim the
+    rotary dim (head_dim · partial_rotary_factor); ext = long_factor when seq_len exceeds
+    original_max_position_embeddings, else short_factor."""
+    shape = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    return 1.0 / (torch.tensor(ext, dtype=torch.float32) * base ** shape)
+
+
+# microsoft/Phi-4-mini-instruct config.json rope_scaling.long_factor (short_factor: 48 × 1.0).
+PHI4_LONG = [1, 1.118320672, 1.250641126, 1.398617824, 1.564103225, 1.74916897, 1.956131817, 2.187582649,
+             2.446418898, 2.735880826, 3.059592084, 3.421605075, 3.826451687, 4.279200023, 4.785517845,
+             5.351743533, 5.984965424, 6.693110555, 7.485043894, 8.370679318, 9.36110372, 10.4687158,
+             11.70738129, 13.09260651, 14.64173252, 16.37415215, 18.31155283, 20.47818807, 22.90118105,
+             25.61086418, 28.64115884, 32.03, 32.1, 32.13, 32.23, 32.6, 32.61, 32.64, 32.66, 32.7, 32.71,
+             32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77]
+# A head of 96 rotated whole (Phi-3.5-mini's shape) with non-round factors.
+HEAD96_SHORT = [round(1.0 + 0.0371 * i ** 1.1, 9) for i in range(48)]
+HEAD96_LONG = [round(1.08 + 1.37 * i ** 1.05, 9) for i in range(48)]
+PHI_COMMON = {"architectures": ["Phi3ForCausalLM"], "hidden_size": 3072, "rope_theta": 10000.0,
+              "max_position_embeddings": 131072, "original_max_position_embeddings": 4096}
+
+
 CASES = {
     # name: (config.json fields, inv_freq)
     "qwen2_5_0_5b_default": ({"head_dim": 64, "rope_theta": 1000000.0, "max_position_embeddings": 32768, "rope_scaling": None},
@@ -60,6 +82,16 @@ CASES = {
     "dynamic_seq5000": ({"head_dim": 128, "rope_theta": 10000.0, "max_position_embeddings": 2048, "seq_len": 5000,
                          "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
                         lambda: dynamic_inv_freq(10000.0, 128, 2.0, 2048, 5000)),
+    "phi3_5_longrope_short": ({**PHI_COMMON, "head_dim": 96, "num_attention_heads": 32,
+                               "rope_scaling": {"type": "longrope", "short_factor": HEAD96_SHORT, "long_factor": HEAD96_LONG}},
+                              lambda: longrope_inv_freq(10000.0, 96, HEAD96_SHORT)),
+    "phi3_5_longrope_seq5000": ({**PHI_COMMON, "head_dim": 96, "num_attention_heads": 32, "seq_len": 5000,
+                                 "rope_scaling": {"type": "longrope", "short_factor": HEAD96_SHORT, "long_factor": HEAD96_LONG}},
+                                lambda: longrope_inv_freq(10000.0, 96, HEAD96_LONG)),
+    "phi4_mini_partial_seq4097": ({**PHI_COMMON, "head_dim": 128, "num_attention_heads": 24, "seq_len": 4097,
+                                   "partial_rotary_factor": 0.75,
+                                   "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": PHI4_LONG}},
+                                  lambda: longrope_inv_freq(10000.0, 96, PHI4_LONG)),
     "odd_theta_head48": ({"head_dim": 48, "rope_theta": 12345.5, "max_position_embeddings": 4096, "rope_scaling": None},
                          lambda: default_inv_freq(12345.5, 48)),
 }

@@ -418,19 +418,15 @@ describe('expected weights', () => {
 });
 
 describe('RoPE inverse frequencies vs transformers formulas (torch fixture)', () => {
-  it('default, llama3, linear, dynamic match to f32 rounding', async () => {
+  it('default, llama3, linear, dynamic, longrope (short and long, partial rotary) match to f32 rounding', async () => {
     const fx = await loadFixture('rope_freqs');
     const names = Object.keys(fx.meta);
     expect(names.length).toBeGreaterThanOrEqual(8);
     for (const name of names) {
       const m = fx.meta[name];
-      const c = parseModelConfig({
-        ...LLAMA32_1B_INSTRUCT,
-        head_dim: m.head_dim,
-        rope_theta: m.rope_theta,
-        max_position_embeddings: m.max_position_embeddings,
-        rope_scaling: m.rope_scaling,
-      });
+      // LongRoPE cases carry Phi-3's fields (architecture, original length, partial rotary, heads).
+      const { seq_len: _, ...fields } = m;
+      const c = parseModelConfig({ ...LLAMA32_1B_INSTRUCT, num_key_value_heads: undefined, ...fields });
       const got = computeInvFreq(c, m.seq_len);
       const want = fx.f32(name);
       expect(got.length, name).toBe(want.length);
