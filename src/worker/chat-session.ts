@@ -29,9 +29,14 @@ export interface ChatReply {
   tokensPerSecond: number;
 }
 
-/** End-of-turn ids: the model config's eos ids and the tokenizer's eos token. */
-export function stopIdsOf(model: Model, tok: HfTokenizer): number[] {
-  return [...new Set([...model.config.eosTokenIds, ...(tok.eos?.id !== undefined ? [tok.eos.id] : [])])];
+/**
+ * End-of-turn ids: the model config's eos ids, the tokenizer's eos token and generation_config.json's
+ * eos ids (`generationEos`, as the CLI's stopIdsFor reads them).
+ */
+export function stopIdsOf(model: Model, tok: HfTokenizer, generationEos: readonly number[] = []): number[] {
+  return [
+    ...new Set([...model.config.eosTokenIds, ...(tok.eos?.id !== undefined ? [tok.eos.id] : []), ...generationEos]),
+  ];
 }
 
 export class ChatSession {
@@ -79,7 +84,7 @@ export class ChatSession {
     const ids: number[] = [];
     const it = generate(model, lora, Int32Array.from(promptIds), {
       maxNewTokens: req.maxNewTokens,
-      stopIds: stopIdsOf(model, tok),
+      stopIds: stopIdsOf(model, tok, this.models.session().generationEos),
       temperature: req.temperature,
       topP: req.topP,
       topK: req.topK,

@@ -94,7 +94,7 @@ export class EvalSession {
     const held = a.prepared.val;
     const picked = (held.length ? held : a.prepared.train).slice(0, Math.max(1, o.rows));
     const tpl = chatTemplateFor(tok);
-    const stopIds = stopIdsOf(trainer.model, tok);
+    const stopIds = stopIdsOf(trainer.model, tok, this.models.session().generationEos);
     // Rows with an answer to predict; their prompts decode together (generateBatch: one read of
     // each weight per step serves a group of rows), greedy as LLaMA-Factory's do_predict default.
     const asks: { base: Omit<EvalRow, 'bleu4' | 'rougeL' | 'prediction'>; prompt: Int32Array }[] = [];

@@ -55,10 +55,27 @@ export function countParams(c: ModelConfig): number {
   return n;
 }
 
+/**
+ * eos_token_id of generation_config.json (one id or a list), which transformers' generate stops
+ * on: Phi-3.5 / Phi-4-mini end a turn with <|end|> there, not with the tokenizer's <|endoftext|>.
+ * Unreadable or absent: none.
+ */
+export function generationEosIds(text: string): number[] {
+  try {
+    const g = JSON.parse(text) as { eos_token_id?: unknown };
+    const ids = Array.isArray(g.eos_token_id) ? g.eos_token_id : [g.eos_token_id];
+    return ids.filter((id): id is number => Number.isSafeInteger(id) && (id as number) >= 0);
+  } catch {
+    return [];
+  }
+}
+
 export class ModelSession {
   tokenizer: HfTokenizer | null = null;
   config: ModelConfig | null = null;
   weights: WeightSource | null = null;
+  /** generation_config.json's eos ids (generationEosIds): replies stop on them too. */
+  generationEos: number[] = [];
   constructor(
     readonly id: string,
     readonly source: ModelSource,
@@ -149,6 +166,9 @@ export async function openModel(id: string, source: ModelSource, given: Map<stri
       };
     }
   }
+
+  const gc = files.get('generation_config.json');
+  if (gc) session.generationEos = generationEosIds(await gc.text());
 
   const tj = files.get('tokenizer.json');
   const tc = files.get('tokenizer_config.json');

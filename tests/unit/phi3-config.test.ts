@@ -26,6 +26,9 @@ import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 import { ggufArchitecture } from '../../src/engine/export/gguf.ts';
 import { modelMatmulShapes } from '../../src/engine/model/matmul-shapes.ts';
 import type { Model } from '../../src/engine/model/model.ts';
+import type { HfTokenizer } from '../../src/data/index.ts';
+import { stopIdsOf } from '../../src/worker/chat-session.ts';
+import { generationEosIds } from '../../src/worker/model-session.ts';
 import { KNOWN_CONFIGS, knownConfig } from '../../src/engine/plan/known-configs.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
 
@@ -243,6 +246,19 @@ describe('Phi-3 config.json', () => {
     }
     // Never the fused width as one product.
     expect([...got].some((k) => k.includes('×5120×') || k.includes('×16384×'))).toBe(false);
+  });
+
+  it("studio replies stop where transformers' generate does: generation_config.json's eos ids too", () => {
+    // microsoft/Phi-3.5-mini-instruct generation_config.json: <|end|> 32007, <|assistant|> 32001, <|endoftext|> 32000.
+    const gen = generationEosIds('{"bos_token_id": 1, "eos_token_id": [32007, 32001, 32000], "pad_token_id": 32000}');
+    expect(gen).toEqual([32007, 32001, 32000]);
+    expect(generationEosIds('{"eos_token_id": 199999}')).toEqual([199999]);
+    expect(generationEosIds('{"eos_token_id": null}')).toEqual([]);
+    expect(generationEosIds('not json')).toEqual([]);
+    const model = { config: knownConfig(PHI35) } as unknown as Model;
+    const tok = { eos: { id: 32000 } } as unknown as HfTokenizer;
+    expect(stopIdsOf(model, tok, gen).sort()).toEqual([32000, 32001, 32007]);
+    expect(stopIdsOf(model, tok)).toEqual([32000]);
   });
 
   it('GGUF export refuses Phi-3 and says what to do instead', () => {
