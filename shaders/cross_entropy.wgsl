@@ -6,6 +6,9 @@
 //   pass 2 (writeGrad): logits ← (softmax − onehot(label))·scale IN PLACE (zeros for ignored rows).
 // `sumLoss` then adds scale·Σ rows of rowLoss into lossAccum[accIndex] with one workgroup
 // (rowLoss holds the per-workgroup partials, so no atomics).
+// softcap > 0: the logits were capped to c = softcap·tanh(x / softcap) (shaders/softcap.wgsl,
+// Gemma 2's final_logit_softcapping); the gradient is taken back through the cap as
+// dx = dc·(1 − (c / softcap)²) (tanh′ = 1 − tanh²), so it is dL/d(raw logits).
 // The scale is a number, one value read from a buffer (1/labels of the accumulation window, SFT),
 // or one value per row (scaleFromBuffer = 2: scaleBuf[scaleIndex + labelOffset + row]): preference
 // losses weight each token's log-prob by dL/d(its sequence's log-prob), so
@@ -17,7 +20,7 @@ const WG: u32 = 256u;
 struct Params {
   rows: u32, vocab: u32, scaleIndex: u32, writeGrad: u32,
   ignoreIndex: i32, accumulate: u32, accIndex: u32, scaleFromBuffer: u32,
-  scaleValue: f32, labelOffset: u32, lossOffset: u32, _pad0: u32,
+  scaleValue: f32, labelOffset: u32, lossOffset: u32, softcap: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -82,8 +85,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (p.writeGrad == 0u) { return; }
   let scale = lossScale(row);
   for (var v = lid; v < p.vocab; v += WG) {
-    var g = exp(logits[base + v] - lse);
+    let x = logits[base + v];
+    var g = exp(x - lse);
     if (i32(v) == label) { g -= 1.0; }
+    if (p.softcap > 0.0) {
+      let t = x / p.softcap;
+      g *= 1.0 - t * t;
+    }
     logits[base + v] = g * scale;
   }
 }

@@ -6,6 +6,8 @@ export function crossEntropyRef(
   vocab: number,
   scale: number,
   ignoreIndex = -100,
+  /** The logits are capped values cap·tanh(x / cap): the gradient is taken to the raw x. */
+  softcap = 0,
 ) {
   const rowLoss = new Float64Array(rows);
   const grad = new Float64Array(rows * vocab);
@@ -19,7 +21,10 @@ export function crossEntropyRef(
     for (let v = 0; v < vocab; v++) s += Math.exp(logits[o + v] - m);
     const lse = m + Math.log(s);
     rowLoss[r] = lse - logits[o + label];
-    for (let v = 0; v < vocab; v++) grad[o + v] = (Math.exp(logits[o + v] - lse) - (v === label ? 1 : 0)) * scale;
+    for (let v = 0; v < vocab; v++) {
+      const d = softcap ? 1 - (logits[o + v] / softcap) ** 2 : 1;
+      grad[o + v] = (Math.exp(logits[o + v] - lse) - (v === label ? 1 : 0)) * scale * d;
+    }
   }
   return { rowLoss, grad, total: rowLoss.reduce((a, b) => a + b, 0) * scale };
 }

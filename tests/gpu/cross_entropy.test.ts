@@ -3,6 +3,7 @@ import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import { crossEntropy } from '../../src/engine/ops/cross_entropy.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { crossEntropyRef, hashedLogits } from '../cpu/cross_entropy.ts';
+import { softcapRef } from '../cpu/softcap.ts';
 import { expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn, rng } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
@@ -24,9 +25,11 @@ function randomLabels(rows: number, vocab: number, seed: number): Int32Array {
   return Int32Array.from({ length: rows }, (_, i) => (i % 4 === 1 ? -100 : Math.floor(r() * vocab)));
 }
 
-async function runCase(rows: number, vocab: number, scaleInBuffer: boolean) {
+async function runCase(rows: number, vocab: number, scaleInBuffer: boolean, softcap?: number) {
   const s = await open();
-  const logitsHost = randn(rows * vocab, rows + vocab, 3);
+  const raw = randn(rows * vocab, rows + vocab, 3);
+  // With a soft-cap the kernel receives capped logits (ops/softcap.ts) and returns dL/d(raw).
+  const logitsHost = softcap ? Float32Array.from(softcapRef(raw, softcap)) : raw;
   const labelsHost = randomLabels(rows, vocab, vocab);
   const count = labelsHost.filter((l) => l !== -100).length;
   const scale = 1 / Math.max(1, count);
@@ -43,9 +46,10 @@ async function runCase(rows: number, vocab: number, scaleInBuffer: boolean) {
       lossAccum: { tensor: accum, index: 0, accumulate: true },
       rows,
       vocab,
+      softcap,
     }),
   );
-  const ref = crossEntropyRef(logitsHost, labelsHost, rows, vocab, Math.fround(scale));
+  const ref = crossEntropyRef(logitsHost, labelsHost, rows, vocab, Math.fround(scale), -100, softcap);
   expectClose(await s.read(rowLoss), ref.rowLoss, { rtol: 1e-5, atol: 1e-5 }, 'rowLoss');
   expectClose(await s.read(logits), ref.grad, { rtol: 1e-4, atol: 1e-7 }, 'dLogits');
   const acc = await s.read(accum);
@@ -62,6 +66,8 @@ describe.each(REDUCE_VARIANT_NAMES)(`cross_entropy (${runtime}, %s reductions)`,
   it('rows=17 vocab=1000 (scale from a GPU buffer)', () => runCase(17, 1000, true));
   it('rows=5 vocab=4099 (not a multiple of 256)', () => runCase(5, 4099, false));
   it('rows=130 vocab=37', () => runCase(130, 37, true));
+  // Gemma 2's final_logit_softcapping: a cap of 2 bends logits of spread 3.
+  it('rows=9 vocab=300, soft-capped at 2', () => runCase(9, 300, false, 2));
 
   it('CPU gradient matches central finite differences of scale·Σ loss (f64)', () => {
     const rows = 3;
@@ -70,6 +76,14 @@ describe.each(REDUCE_VARIANT_NAMES)(`cross_entropy (${runtime}, %s reductions)`,
     const x = toF64(randn(rows * vocab, 1, 2));
     const { grad } = crossEntropyRef(x, labels, rows, vocab, 0.5);
     expectGradMatchesFd((xx) => crossEntropyRef(xx, labels, rows, vocab, 0.5).total, x, grad, 'dLogits');
+    // Through a soft-cap: the gradient of CE(cap·tanh(x / cap)) with respect to the raw x.
+    const capped = crossEntropyRef(softcapRef(x, 1.5), labels, rows, vocab, 0.5, -100, 1.5).grad;
+    expectGradMatchesFd(
+      (xx) => crossEntropyRef(softcapRef(xx, 1.5), labels, rows, vocab, 0.5).total,
+      x,
+      capped,
+      'dLogits through the soft-cap',
+    );
   });
 
   it('row chunks with labelOffset add up to the whole-batch loss (the chunking contract)', async () => {

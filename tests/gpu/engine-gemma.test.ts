@@ -156,4 +156,40 @@ describe(`Gemma vs PyTorch [${runtime}]`, () => {
       model.release();
     }
   });
+
+  it('tiny Gemma 2 (bf16, soft-capped attention 3 and logits 5, window 4 on layer 0): logits, loss, LoRA gradients', async () => {
+    const fx = await loadFixture('engine_gemma2');
+    const model = await fixtureModel(await testGpu(), fx);
+    try {
+      const c = model.config;
+      expect([c.slidingLayers, c.gemma!.attnSoftcap, c.gemma!.finalSoftcap, model.invFreqLocal]).toEqual([
+        [0],
+        3,
+        5,
+        null,
+      ]);
+    } finally {
+      model.release();
+    }
+    // The capped logits: the largest reaches close to the cap of 5 (the cap bends them).
+    expect(Math.max(...fx.f32('logits').map(Math.abs))).toBeGreaterThan(4.9);
+    checkAgainst(fx, await run(fx, {}), false, 'Gemma 2');
+  });
+
+  it('tiny Gemma 2 with gradient checkpointing: the same LoRA gradients', async () => {
+    const fx = await loadFixture('engine_gemma2');
+    checkAgainst(fx, await run(fx, { checkpointing: true }), false, 'Gemma 2, checkpointing');
+  });
+
+  it('tiny Gemma 2: KV-cache decode (capped logits) equals the full forward at every position past the window', async () => {
+    const fx = await loadFixture('engine_gemma2');
+    const model = await fixtureModel(await testGpu(), fx);
+    try {
+      const worst = await decodeVsFull(model, fx);
+      console.log(`[${runtime}] Gemma 2 decode vs full forward: worst rel ${worst.toExponential(2)} over 9 positions`);
+      expect(worst, `decode vs full forward rel ${worst}`).toBeLessThanOrEqual(1e-5);
+    } finally {
+      model.release();
+    }
+  });
 });

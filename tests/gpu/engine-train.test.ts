@@ -133,6 +133,17 @@ describe(`engine training vs PyTorch [${runtime}]`, { timeout: 900_000 }, () => 
     }
   });
 
+  it('Gemma 2 (bf16, soft-capped attention and logits, window 4): 20 LoRA steps follow the PyTorch curve', async () => {
+    const gpu = await testGpu();
+    const fx = await loadFixture('engine_train_gemma2');
+    const model = await fixtureModel(gpu, fx, await loadFixture('engine_gemma2'));
+    try {
+      await followCurve(model, fx, { loss: 1e-4, norm: 1e-3, params: 1e-3 });
+    } finally {
+      model.release();
+    }
+  });
+
   it('SmolLM3 (NoPE layers): 20 LoRA steps on all seven modules follow the PyTorch curve', async () => {
     const gpu = await testGpu();
     const fx = await loadFixture('engine_train_smollm3');

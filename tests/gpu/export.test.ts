@@ -98,6 +98,8 @@ const CASES: Case[] = [
   { name: 'phi3-f32-to-f32', arch: 'phi3', stored: 'F32', out: 'f32', targets: 'all' },
   // Gemma 3: (1 + w) norms, sandwich norms, GeGLU, windows and two RoPE bases in the merged config.
   { name: 'gemma3-f32-to-f32', arch: 'gemma3', stored: 'F32', out: 'f32', targets: 'all' },
+  // Gemma 2: soft-capped attention and logits, a window on layer 0.
+  { name: 'gemma2-f32-to-f32', arch: 'gemma2', stored: 'F32', out: 'f32', targets: 'all' },
 ];
 
 describe.skipIf(runtime !== 'node')('export (merged safetensors + PEFT adapter) checked in PyTorch', () => {

@@ -408,6 +408,34 @@ def gemma3_case():
     return common.fixture("tests/reference/gen_engine.py gemma3_case", meta, t)
 
 
+def gemma2_case():
+    """LoRA gradients of a bf16 Gemma 2 (soft-capped attention and logits) over 2 rows of 9 tokens
+    (row 1: 6 real), past the window of its sliding layer 0."""
+    g = common.seed(2702)
+    cfg = gemma2_config()
+    Wbf = {k: v.to(torch.bfloat16) for k, v in gemma_weights(cfg, g).items()}  # what the checkpoint holds
+    Wc = {k: v.float() for k, v in Wbf.items()}
+    B, T = 2, 9
+    lengths = [9, 6]
+    ids = torch.randint(1, cfg["vocab_size"], (B * T,), generator=g)
+    labels = ids.clone()
+    labels[0:2] = -100
+    for b, L in enumerate(lengths):
+        ids[b * T + L:(b + 1) * T] = 0
+        labels[b * T + L:(b + 1) * T] = -100
+    pos = torch.arange(T).repeat(B)
+    seg = segments_padded(lengths, T)
+    t, meta = grad_case(cfg, Wbf, Wc, g, ids, labels, pos, seg, B, T, full=False)
+    return common.fixture("tests/reference/gen_engine.py gemma2_case", meta, t)
+
+
+def train_gemma2_case():
+    cfg = gemma2_config()
+    Wc = {k: v.to(torch.bfloat16).float() for k, v in gemma_weights(cfg, common.seed(2702)).items()}
+    t, meta = train_run(cfg, Wc, common.seed(95), 20, LINEARS)
+    return common.fixture("tests/reference/gen_engine.py train_gemma2_case", meta, t)
+
+
 def train_gemma3_case():
     cfg = gemma3_config()
     W32 = gemma_weights(cfg, common.seed(2703))  # same weights as gemma3_case
@@ -765,6 +793,8 @@ def main():
         "engine_mistral": mistral_case(),
         "engine_gemma3": gemma3_case(),
         "engine_train_gemma3": train_gemma3_case(),
+        "engine_gemma2": gemma2_case(),
+        "engine_train_gemma2": train_gemma2_case(),
         "engine_smollm3": smollm3_case(),
         "engine_train_smollm3": train_smollm3_case(),
         "engine_phi3": phi3_case(),

@@ -40,6 +40,7 @@ import { MATVEC_MAX_ROWS, matvec } from '../ops/matvec.ts';
 import type { Nf4Weight } from '../ops/nf4.ts';
 import { packBf16, unpackBf16 } from '../ops/pack16.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../ops/rmsnorm.ts';
+import { softcapForward } from '../ops/softcap.ts';
 import { ropeBackward, ropeForward } from '../ops/rope.ts';
 import { swigluBackward, swigluForward } from '../ops/swiglu.ts';
 import { embeddingScale, layerWindow, mlpActivation, normOffset } from './config.ts';
@@ -1360,12 +1361,22 @@ export class Decoder {
     const { xf, release } = await this.recordFinalHidden(rec, p, 'generate');
     try {
       await this.lmHeadForward(rec, xf, p.hb.N - rows, rows, logits);
+      await this.capLogits(rec, logits, rows);
       await rec.submit();
       return { dispatches: rec.dispatchCount };
     } finally {
       this.flushDeferred();
       release();
     }
+  }
+
+  /**
+   * Gemma 2's final_logit_softcapping (modeling_gemma2.py Gemma2ForCausalLM): logits ← cap·tanh(logits
+   * / cap) before the loss and sampling; crossEntropy takes the gradient back through it.
+   */
+  private async capLogits(rec: Recorder, logits: Tensor, rows: number): Promise<void> {
+    const cap = this.c.gemma?.finalSoftcap;
+    if (cap) await softcapForward(rec, { x: logits, n: rows * this.c.vocabSize, cap });
   }
 
   private async lossChunks(
@@ -1389,6 +1400,7 @@ export class Decoder {
     if (!rowLossOut) this.deferred.push(rowLoss);
     for (const [r0, rows] of chunks) {
       await this.lmHeadForward(rec, xf, r0, rows, logits);
+      await this.capLogits(rec, logits, rows);
       if (logitsOut) rec.copy(logits, 0, logitsOut, r0 * V * 4, rows * V * 4);
       await crossEntropy(rec, {
         logits,
@@ -1401,6 +1413,7 @@ export class Decoder {
         rows,
         vocab: V,
         writeGrad: train,
+        softcap: this.c.gemma?.finalSoftcap,
       });
       if (train && dxf) await this.lmHeadBackward(rec, xf, r0, rows, logits, dxf);
     }

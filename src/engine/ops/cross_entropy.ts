@@ -45,6 +45,11 @@ export interface CrossEntropyArgs {
   /** Default true; false computes the loss only (evaluation) and leaves logits untouched. */
   writeGrad?: boolean;
   ignoreIndex?: number;
+  /**
+   * The logits are capped values c = softcap·tanh(x / softcap) (ops/softcap.ts; Gemma 2's
+   * final_logit_softcapping): the gradient written is dL/dx = dL/dc·(1 − (c / softcap)²).
+   */
+  softcap?: number | null;
 }
 
 /** Where the kernel reads the loss scale: a buffer slot, or a number (then `labels` fills the unread binding). */
@@ -63,6 +68,8 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
   const w = `cross_entropy logits${describe(a.logits)} labels${describe(a.labels)}@${labelOffset} rows=${rows} vocab=${vocab}${writeGrad ? ' +dLogits' : ''}`;
   checkInteger(w, 'rows', rows, 0);
   checkInteger(w, 'vocab', vocab);
+  const softcap = a.softcap ?? 0;
+  check(w, Number.isFinite(softcap) && softcap >= 0, `softcap must be a finite number ≥ 0, got ${softcap}`);
   const fromBuffer = typeof a.lossScale !== 'number';
   const perRow = typeof a.lossScale !== 'number' && !!a.lossScale.perRow;
   const scale = scaleSource(w, a);
@@ -92,7 +99,7 @@ export async function crossEntropy(rec: Recorder, a: CrossEntropyArgs): Promise<
     .f32(scale.value)
     .u32(labelOffset)
     .u32(lossOffset)
-    .u32(0);
+    .f32(softcap);
   await launch(rec, {
     shader: 'cross_entropy',
     constants: reduceConstants(rec.gpu),
