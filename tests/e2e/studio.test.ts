@@ -99,7 +99,7 @@ describe('studio: model, data, method', () => {
     await page.locator('#model-files').setInputFiles([join(dir, 'config.json')]);
     await expect
       .poll(() => page.getByTestId('model-info').textContent(), { timeout: 30_000 })
-      .toMatch(/GPT2LMHeadModel[\s\S]*Pick a Llama, Qwen2\/2\.5\/3, Mistral, SmolLM3 or Phi-3 model/);
+      .toMatch(/GPT2LMHeadModel[\s\S]*Pick a Llama, Qwen2\/2\.5\/3, Mistral, Gemma 2\/3, SmolLM3 or Phi-3 model/);
     // back to the tiny model for the next steps
     await page.locator('#model-files').setInputFiles(modelFiles);
     await expect

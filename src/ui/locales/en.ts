@@ -59,7 +59,7 @@ export const en = {
   'err.http': 'The hub had a problem; wait a moment and retry.',
   'err.noModel': 'Go to the Model step and open a model first (the demo model works offline).',
   'err.unsupported':
-    'Pick a Llama, Qwen2/2.5/3, Mistral, SmolLM3 or Phi-3 model, for example one from the list in the Model step.',
+    'Pick a Llama, Qwen2/2.5/3, Mistral, Gemma 2/3, SmolLM3 or Phi-3 model, for example one from the list in the Model step.',
   'err.badFile': 'Fix the file named above (or export it again from its source) and add it again.',
   'err.missing':
     'Add the missing file: a model folder needs config.json, tokenizer.json, tokenizer_config.json and the *.safetensors weights.',

@@ -54,7 +54,8 @@ export const zh: Record<MessageKey, string> = {
   'err.storage': '浏览器存储出错；请刷新页面后重试。无痕窗口可能不允许存储。',
   'err.http': 'Hub 服务出现问题；请稍后重试。',
   'err.noModel': '请先在“模型”步骤中打开一个模型（演示模型可离线使用）。',
-  'err.unsupported': '请选择 Llama、Qwen2/2.5/3、Mistral、SmolLM3 或 Phi-3 模型，例如“模型”步骤列表中的模型。',
+  'err.unsupported':
+    '请选择 Llama、Qwen2/2.5/3、Mistral、Gemma 2/3、SmolLM3 或 Phi-3 模型，例如“模型”步骤列表中的模型。',
   'err.badFile': '请修正上面提到的文件（或从来源重新导出）后再次添加。',
   'err.missing':
     '请补上缺失的文件：模型文件夹需要 config.json、tokenizer.json、tokenizer_config.json 和 *.safetensors 权重。',
