@@ -9,7 +9,10 @@ import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../..
 import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
 import { forwardLogits, KvCache } from '../../src/engine/model/infer.ts';
-import type { Model } from '../../src/engine/model/model.ts';
+import { attachLora, type Model } from '../../src/engine/model/model.ts';
+import { MEMORY_CATEGORIES } from '../../src/engine/gpu/index.ts';
+import { planMemory } from '../../src/engine/plan/plan.ts';
+import { Trainer } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
@@ -192,4 +195,49 @@ describe(`Gemma vs PyTorch [${runtime}]`, () => {
       model.release();
     }
   });
+
+  for (const ckpt of [false, true])
+    it(`planMemory of a tiny Gemma 3 (LoRA all, checkpointing ${ckpt ? 'on' : 'off'}) equals the ledger's peak within 5 %`, async () => {
+      const gpu = await testGpu();
+      gpu.pool.trim();
+      const fx = await loadFixture('engine_gemma3');
+      const model = await fixtureModel(gpu, fx);
+      const lora = attachLora(model, { rank: 8, alpha: 16, dropout: 0.05, targets: 'all', seed: 1 });
+      const B = 2;
+      const T = 48;
+      const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7) % 63);
+      const labels = Int32Array.from(ids, (x, i) => (i % T < 10 ? -100 : x));
+      gpu.pool.ledger.resetPeaks();
+      const trainer = new Trainer(model, lora, {
+        learningRate: 1e-3,
+        lrSchedulerType: 'constant',
+        totalSteps: 2,
+        seed: 0,
+        gradientCheckpointing: ckpt,
+      });
+      try {
+        for (let s = 0; s < 2; s++) await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
+        const peak = gpu.pool.ledger.report().peak;
+        const plan = planMemory(model.config, {
+          method: 'lora',
+          batchSize: B,
+          seqLen: T,
+          loraRank: 8,
+          gradientCheckpointing: ckpt,
+          storageOffsetAlignment: gpu.limits.minStorageBufferOffsetAlignment,
+        });
+        const measured = MEMORY_CATEGORIES.reduce((a, c) => a + peak[c], 0);
+        const lines = MEMORY_CATEGORIES.map((c) => `${c}: planned ${plan.byCategory[c]} measured ${peak[c]}`);
+        console.log(
+          `[${runtime}] Gemma 3 plan vs ledger, checkpointing ${ckpt}: ${plan.total} vs ${measured}\n${lines.join('\n')}`,
+        );
+        expect(Math.abs(plan.total - measured) / measured, lines.join('\n')).toBeLessThan(0.05);
+        for (const c of MEMORY_CATEGORIES)
+          expect(Math.abs(plan.byCategory[c] - peak[c]) / Math.max(1, peak[c]), lines.join('\n')).toBeLessThan(0.05);
+      } finally {
+        trainer.release();
+        lora.release();
+        model.release();
+      }
+    });
 });
