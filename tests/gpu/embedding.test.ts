@@ -163,6 +163,38 @@ describe(`embedding (${runtime})`, () => {
     expect(same).toBeLessThan(n / 100); // another stream gives other noise
   });
 
+  it("NEFTune with a scale: Gemma 3's noise after the scaled lookup, Gemma 2's scaled with it", async () => {
+    const s = await open();
+    const vocab = 20;
+    const hidden = 16;
+    const tokens = 12;
+    const host = randn(vocab * hidden, 4);
+    const ids = randomIds(tokens, vocab, 3);
+    const weight = s.f32(host, [vocab, hidden], 'W', 'weights');
+    const idsT = s.i32(ids, [tokens], 'ids');
+    const neftune = { alpha: 5, seqLen: 6, seed: 77, stream: 2 };
+    const after = s.nan(tokens * hidden, 'after');
+    const before = s.nan(tokens * hidden, 'before');
+    const scale = 34;
+    await s.run('neftune-scale', async (rec) => {
+      await embeddingForward(rec, { ids: idsT, weight, out: after, tokens, vocab, hidden, neftune, scale });
+      const args = { ids: idsT, weight, out: before, tokens, vocab, hidden, neftune, scale, noiseBeforeScale: true };
+      await embeddingForward(rec, args);
+    });
+    const [a, b] = [await s.read(after), await s.read(before)];
+    const mag = 5 / Math.sqrt(6 * hidden);
+    for (let i = 0; i < a.length; i++) {
+      const w = host[ids[Math.floor(i / hidden)] * hidden + (i % hidden)];
+      const noise = mag * neftuneNoise(77, 2, i);
+      expect(Math.abs(a[i] - (w * scale + noise)), `after, element ${i}`).toBeLessThan(
+        1e-5 * Math.abs(w * scale) + 1e-6,
+      );
+      expect(Math.abs(b[i] - (w + noise) * scale), `before, element ${i}`).toBeLessThan(
+        1e-5 * Math.abs(w * scale) + 1e-5,
+      );
+    }
+  });
+
   it('matches PyTorch F.embedding autograd (bf16 table, repeated ids)', async () => {
     const s = await open();
     const fx = await loadFixture('embedding');
