@@ -311,6 +311,13 @@ describe(`engine vs PyTorch, Phi-3 [${runtime}]`, () => {
     expect(relError(realRows(results[0].logits, seg, V), realRows(fx.f32('logits'), seg, V))).toBeGreaterThan(1e-3);
   });
 
+  it("tiny Phi-3 with Phi-3-mini-4k's sliding window (4 under 10-token rows): logits and LoRA gradients, checkpointing on and off", async () => {
+    const fx = await loadFixture('engine_phi3_window');
+    expect((fx.meta.config as { sliding_window: number }).sliding_window).toBe(4);
+    checkAgainst(fx, await run(fx, {}), false, 16);
+    checkAgainst(fx, await run(fx, { checkpointing: true }), false, 16);
+  });
+
   it('tiny Phi-3: a pass within original_max_position_embeddings uses the short factors (logits equal PyTorch)', async () => {
     const fx = await loadFixture('engine_phi3');
     const gpu = await testGpu();

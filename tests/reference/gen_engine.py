@@ -189,7 +189,9 @@ def forward(cfg, W, lora, scale, ids, pos, seg, keep=None):
         return torch.cat((xr * cos + rotate_half(xr) * sin, x[..., R:]), dim=-1)
     n_idx = torch.arange(N)
     visible = (n_idx[None, :] <= n_idx[:, None]) & (seg[None, :] == seg[:, None]) & (seg[:, None] >= 0)
-    if cfg["model_type"] == "mistral":  # masking_utils sliding_window_overlay: q - k < window (rows are contiguous)
+    # masking_utils sliding_window_overlay: q - k < window (rows are contiguous); modeling_phi3.py
+    # masks the same way whenever config.sliding_window is set (Phi-3-mini-4k: 2047).
+    if cfg["model_type"] == "mistral" or (cfg["model_type"] == "phi3" and cfg.get("sliding_window") is not None):
         visible = visible & ((n_idx[:, None] - n_idx[None, :]) < cfg["sliding_window"])
     visible = visible | torch.eye(N, dtype=torch.bool)  # padding rows: keep softmax finite, zeroed below
     pad = (seg < 0)[:, None]
@@ -760,6 +762,15 @@ def train_smollm3_case():
     return common.fixture("tests/reference/gen_engine.py train_smollm3_case", meta, t)
 
 
+def phi3_window_case():
+    """Phi-3-mini-4k's shape of attention (config.sliding_window set, here 4 under 10-token rows) on
+    the same tiny Phi-3: LoRA gradients past the window, with LongRoPE's long factors."""
+    g = common.seed(2718)
+    cfg = dict(phi3_config(), sliding_window=4)
+    W32 = random_weights(cfg, g, bias=False)
+    return padded_lora_case("phi3_window_case", cfg, g, W32, 2, 10, [10, 8], 2)
+
+
 def train_phi3_case():
     """20 LoRA steps on Phi-3's four fused-module targets; micro-batches of up to 11 tokens cross
     original_max_position_embeddings 8, so the curve runs through both LongRoPE tables."""
@@ -798,6 +809,7 @@ def main():
         "engine_smollm3": smollm3_case(),
         "engine_train_smollm3": train_smollm3_case(),
         "engine_phi3": phi3_case(),
+        "engine_phi3_window": phi3_window_case(),
         "engine_train_phi3": train_phi3_case(),
         "engine_train_lora": train_lora_case(),
         "engine_train_qlora": train_qlora_case(),
