@@ -5,7 +5,9 @@
 //              h += down(silu(gate(norm2 h)) · up(norm2 h))
 //   logits = lm_head(norm(h)), loss = Σ CE(shifted labels) · (1/count in the accumulation window)
 // LoRA is added to any linear layer; q/k/v biases (Qwen2) via a rank-1 matmul with a ones
-// column; Qwen3 q/k RMSNorm over head_dim before RoPE. Gradient checkpointing keeps only each
+// column; Qwen3 q/k RMSNorm over head_dim before RoPE; Gemma's (1 + w) norms, GeGLU, normed
+// sublayer outputs, per-layer windows and RoPE tables, soft-capping (modeling_gemma3.py,
+// modeling_gemma2.py; see README.md). Gradient checkpointing keeps only each
 // layer's input and recomputes the layer in the backward; with checkpointPrecision 'bf16' those
 // inputs are kept as bf16 (half the bytes) and the forward itself continues from the rounded
 // value, so the recomputed layer sees exactly what the forward saw and the gradients stay those of
