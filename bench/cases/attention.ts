@@ -1,6 +1,8 @@
 // Causal GQA attention at Qwen2.5-0.5B shapes (14 query heads / 2 KV heads, head_dim 64, batch 1):
 // forward (O + LSE) and FlashAttention-2 backward (rowStats, dQ, per-head dK/dV, head reduce).
 // `extra` carries the scratch the op needs besides its inputs/outputs, which must grow linearly.
+// The windowed rows (Mistral / Gemma sliding_window) skip key blocks outside the window, so their
+// time follows N·window rather than N²/2.
 import {
   Recorder,
   releaseTensor,
@@ -27,9 +29,12 @@ const HQ = 14;
 const HKV = 2;
 const D = 64;
 
-function shapeAt(seq: number): AttentionShape {
-  return { queries: seq, keys: seq, qHeads: HQ, kvHeads: HKV, headDim: D };
+function shapeAt(seq: number, window?: number): AttentionShape {
+  return { queries: seq, keys: seq, qHeads: HQ, kvHeads: HKV, headDim: D, window };
 }
+
+const windowed = (window?: number) => (window ? ` window${window}` : '');
+const maskName = (window?: number) => (window ? `sliding window ${window}` : 'causal');
 
 function filled(n: number, salt: number): Float32Array {
   const a = new Float32Array(n);
@@ -60,11 +65,11 @@ function tensors(gpu: Gpu, seq: number) {
   };
 }
 
-export function forwardCase(seq: number, heavy = false): BenchCase {
-  const s = shapeAt(seq);
+export function forwardCase(seq: number, heavy = false, window?: number): BenchCase {
+  const s = shapeAt(seq, window);
   return {
-    name: `attention fwd seq${seq}`,
-    shape: `B1 T${seq} H${HQ}/${HKV} D${D} causal`,
+    name: `attention fwd seq${seq}${windowed(window)}`,
+    shape: `B1 T${seq} H${HQ}/${HKV} D${D} ${maskName(window)}`,
     flops: attentionForwardFlops(s),
     // read Q, K, V once; write O and LSE
     bytesMoved: 4 * (2 * seq * HQ * D + 2 * seq * HKV * D + HQ * seq),
@@ -74,20 +79,20 @@ export function forwardCase(seq: number, heavy = false): BenchCase {
       const t = tensors(gpu, seq);
       const all: Tensor[] = [t.q, t.k, t.v, t.out, t.lse];
       return {
-        record: (rec) => attentionForward(rec, { ...t.s, q: t.q, k: t.k, v: t.v, out: t.out, lse: t.lse }),
+        record: (rec) => attentionForward(rec, { ...s, q: t.q, k: t.k, v: t.v, out: t.out, lse: t.lse }),
         cleanup: () => all.forEach((x) => releaseTensor(gpu, x)),
       };
     },
   };
 }
 
-export function backwardCase(seq: number, heavy = false): BenchCase {
-  const s = shapeAt(seq);
+export function backwardCase(seq: number, heavy = false, window?: number): BenchCase {
+  const s = shapeAt(seq, window);
   const qBytes = 4 * seq * HQ * D;
   const kBytes = 4 * seq * HKV * D;
   return {
-    name: `attention bwd seq${seq}`,
-    shape: `B1 T${seq} H${HQ}/${HKV} D${D} causal`,
+    name: `attention bwd seq${seq}${windowed(window)}`,
+    shape: `B1 T${seq} H${HQ}/${HKV} D${D} ${maskName(window)}`,
     flops: attentionBackwardFlops(s),
     // read Q, O, dO, K, V, LSE; write dQ, dK, dV; the scratch (rowStats, per-head dK/dV partials)
     // is written once and read back once
@@ -159,6 +164,8 @@ export const cases: BenchCase[] = [
   backwardCase(256),
   forwardCase(1024),
   backwardCase(1024),
+  forwardCase(1024, false, 128),
+  backwardCase(1024, false, 128),
   forwardCase(4096, true),
   backwardCase(4096, true),
 ];
