@@ -222,6 +222,11 @@ describe('Phi-3 config.json', () => {
     expect(c.rope).toMatchObject({ type: 'longrope', originalMaxPositionEmbeddings: 4096 });
     // factor ≤ 1: no scaling.
     expect(scaling({ max_position_embeddings: 4096 })).toBe(1);
+    // Residual / embedding / attention dropout is not applied: said when a config asks for it.
+    expect(knownConfig(PHI35).notes.filter((n) => /dropout/.test(n))).toEqual([]);
+    expect(parseModelConfig({ ...base, resid_pdrop: 0.1 }).notes).toContain(
+      'config.json: resid_pdrop is 0.1; Tabtune trains without this dropout (LoRA dropout still applies)',
+    );
     // Early Phi-3 configs name it "su".
     expect(parseModelConfig({ ...base, rope_scaling: { ...rs, type: 'su' } }).rope.type).toBe('longrope');
     // model_type alone names the architecture.

@@ -549,6 +549,15 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
 
   // SmolLM3Config and the Gemma configs tie by default; the others (PretrainedConfig) do not.
   const tieWordEmbeddings = r.bool('tie_word_embeddings', architecture === 'SmolLM3ForCausalLM' || isGemma);
+  // modeling_phi3.py applies resid_pdrop to both residual branches and attention_dropout to the
+  // attention weights when training (embd_pdrop is read by no module); the released Phi-3
+  // checkpoints set them to 0, and Tabtune applies neither.
+  if (architecture === 'Phi3ForCausalLM')
+    for (const k of ['resid_pdrop', 'attention_dropout'] as const)
+      if (r.num(k, 0, false) > 0)
+        notes.push(
+          `${file}: ${k} is ${String(raw[k])}; Tabtune trains without this dropout (LoRA dropout still applies)`,
+        );
   let gemma: GemmaShape | null = null;
   let slidingLayers: number[] | null = windowLayers;
   if (isGemma) {
