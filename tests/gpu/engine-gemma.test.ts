@@ -16,7 +16,10 @@ import { Trainer } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { fixtureLora, fixtureModel, realRows } from './engine-util.ts';
+import { parseModelConfig } from '../../src/engine/model/config.ts';
+import { loadModel } from '../../src/engine/model/load.ts';
+import { memoryWeightSource } from '../../src/engine/model/weights.ts';
+import { fixtureLora, fixtureModel, fixtureSource, realRows } from './engine-util.ts';
 
 function batchOf(fx: Fixture): MicroBatch {
   return {
@@ -30,11 +33,18 @@ function batchOf(fx: Fixture): MicroBatch {
 }
 
 /** One evaluation pass (logits, loss) and one training pass (gradients) of the fixture's batch. */
-async function run(fx: Fixture, opts: { full?: boolean; checkpointing?: boolean }) {
+async function run(
+  fx: Fixture,
+  opts: { full?: boolean; checkpointing?: boolean; checkpointPrecision?: 'f32' | 'bf16' },
+) {
   const gpu = await testGpu();
   const model = await fixtureModel(gpu, fx, fx, opts.full ? { computeDType: 'f32' } : {});
   const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
-  const dec = new Decoder(model, lora, { full: opts.full, checkpointing: opts.checkpointing });
+  const dec = new Decoder(model, lora, {
+    full: opts.full,
+    checkpointing: opts.checkpointing,
+    checkpointPrecision: opts.checkpointPrecision,
+  });
   const hb = prepareBatch(batchOf(fx));
   expect(hb.labelCount).toBe(fx.meta.count);
   const V = model.config.vocabSize;
@@ -240,4 +250,61 @@ describe(`Gemma vs PyTorch [${runtime}]`, () => {
         model.release();
       }
     });
+
+  it("a Gemma3ForConditionalGeneration checkpoint's language model (text_config, model.language_model.* names, a vision tower beside it) gives the text model's logits", async () => {
+    const fx = await loadFixture('engine_gemma3');
+    const text = fx.meta.config as Record<string, unknown>;
+    const { architectures: _a, ...textConfig } = text;
+    const config = parseModelConfig({
+      architectures: ['Gemma3ForConditionalGeneration'],
+      model_type: 'gemma3',
+      text_config: textConfig,
+      vision_config: { model_type: 'siglip_vision_model' },
+    });
+    const plain = fixtureSource(fx);
+    const tensors = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
+    for (const n of plain.names())
+      tensors.set(n.replace(/^model\./, 'model.language_model.'), {
+        dtype: plain.dtype(n),
+        shape: plain.shape(n),
+        bytes: await plain.read(n),
+      });
+    tensors.set('model.vision_tower.vision_model.post_layernorm.weight', {
+      dtype: 'F32',
+      shape: [2],
+      bytes: new Uint8Array(8),
+    });
+    const gpu = await testGpu();
+    const model = await loadModel(gpu, config, memoryWeightSource(tensors, 'multimodal'));
+    try {
+      expect(model.config.architecture).toBe('Gemma3ForCausalLM');
+      const T = fx.meta.T as number;
+      const V = model.config.vocabSize;
+      const logits = await forwardLogits(model, null, (fx.t.ids.data as Int32Array).slice(0, T), null);
+      const text = await fixtureModel(gpu, fx);
+      try {
+        const want = await forwardLogits(text, null, (fx.t.ids.data as Int32Array).slice(0, T), null);
+        expect(Array.from(logits)).toEqual(Array.from(want));
+        expect(logits.length).toBe(V);
+      } finally {
+        text.release();
+      }
+    } finally {
+      model.release();
+    }
+  });
+
+  it('tiny Gemma 3 with bf16 gradient checkpoints: the layer run in place on its own input still gives the gradients (within bf16 rounding)', async () => {
+    const fx = await loadFixture('engine_gemma3');
+    const r = await run(fx, { checkpointing: true, checkpointPrecision: 'bf16' });
+    let worst = 0;
+    for (const [k, g] of r.grads) {
+      const m = /^(.*)\.lora_([AB])$/.exec(k)!;
+      worst = Math.max(worst, relError(g, fx.f32(`grad_${m[2]}:${m[1]}`)));
+    }
+    console.log(
+      `[${runtime}] Gemma 3, bf16 checkpoints: LoRA grads worst rel ${worst.toExponential(2)} (bf16 residual stream)`,
+    );
+    expect(worst).toBeLessThan(3e-2);
+  });
 });
