@@ -209,6 +209,9 @@ describe('Gemma config.json', () => {
       'config.json: hidden_activation: only gelu_pytorch_tanh is supported for Gemma, got "gelu"',
     );
     expect(err({ ...TINY3, query_pre_attn_scalar: 0 })).toBe('config.json: query_pre_attn_scalar: must be > 0, got 0');
+    expect(err({ ...TINY3, use_bidirectional_attention: true })).toMatch(
+      /^config.json: use_bidirectional_attention: bidirectional attention \(an embedding model such as EmbeddingGemma\) is not supported/,
+    );
   });
 
   it('Gemma3ForConditionalGeneration: the language model from text_config, errors named under it', () => {

@@ -565,6 +565,12 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     // kernels (forward, backward, KV-cache decode), so no sequence length is refused for it.
     slidingWindow = r.int('sliding_window');
     slidingLayers = parseSlidingLayers(r, architecture, numLayers);
+    // EmbeddingGemma sets use_bidirectional_attention (modeling_gemma3.py: every token sees every other).
+    if (r.bool('use_bidirectional_attention', false))
+      r.fail(
+        'use_bidirectional_attention',
+        'bidirectional attention (an embedding model such as EmbeddingGemma) is not supported: Tabtune trains causal language models',
+      );
     const cap = (k: string) => (r.has(k) ? r.num(k) : null);
     const queryPreAttnScalar = r.num('query_pre_attn_scalar');
     gemma = {
