@@ -307,4 +307,26 @@ describe(`Gemma vs PyTorch [${runtime}]`, () => {
     );
     expect(worst).toBeLessThan(3e-2);
   });
+
+  it("an embedding and tied head split by rows (Gemma's 262k vocabulary on a small binding limit) give the same logits, scaled and capped", async () => {
+    for (const name of ['engine_gemma3', 'engine_gemma2']) {
+      const fx = await loadFixture(name);
+      const gpu = await testGpu();
+      const T = fx.meta.T as number;
+      const ids = (fx.t.ids.data as Int32Array).slice(0, T);
+      const whole = await fixtureModel(gpu, fx);
+      // 300 × 48 rows of 4 (f32) or 2 (bf16) bytes: about a third of the table per part.
+      const rowBytes = 48 * (fx.t['w:model.embed_tokens.weight'].dtype === 'f32' ? 4 : 2);
+      const split = await fixtureModel(gpu, fx, fx, { maxBindingBytes: 104 * rowBytes });
+      try {
+        expect(split.notes.join(' '), name).toMatch(/embed_tokens.weight split by rows/);
+        const a = await forwardLogits(whole, null, ids, null);
+        const b = await forwardLogits(split, null, ids, null);
+        expect(relError(b, a), name).toBeLessThanOrEqual(1e-6);
+      } finally {
+        whole.release();
+        split.release();
+      }
+    }
+  });
 });
