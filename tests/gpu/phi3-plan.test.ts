@@ -1,0 +1,96 @@
+// planMemory for Phi-3 (fused qkv_proj / gate_up_proj, one LoRA per fused module) against the
+// memory ledger's measured peak of two training steps of a tiny Phi-3.
+import { describe, expect, it } from 'vitest';
+import { parseModelConfig, expectedWeights } from '../../src/engine/model/config.ts';
+import { loadModel } from '../../src/engine/model/load.ts';
+import { attachLora } from '../../src/engine/model/model.ts';
+import { memoryWeightSource } from '../../src/engine/model/weights.ts';
+import { randn } from '../cpu/random.ts';
+import { testGpu } from './context.ts';
+
+const RAW = {
+  architectures: ['Phi3ForCausalLM'],
+  hidden_size: 32,
+  intermediate_size: 64,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 64,
+  max_position_embeddings: 64,
+  original_max_position_embeddings: 16,
+  partial_rotary_factor: 0.75,
+  rope_scaling: { type: 'longrope', short_factor: [1.0, 1.2, 1.5], long_factor: [1.5, 3.0, 6.0] },
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  tie_word_embeddings: true,
+  torch_dtype: 'float32',
+  eos_token_id: 63,
+};
+
+describe('planMemory for Phi-3', () => {
+  for (const [method, ckpt] of [
+    ['lora', false],
+    ['lora', true],
+    ['qlora', true],
+  ] as const) {
+    it(`two training steps of a tiny Phi-3 (${method}, checkpointing ${ckpt ? 'on' : 'off'}): predicted peak within 5 %`, async () => {
+      const { planMemory } = await import('../../src/engine/plan/plan.ts');
+      const { Trainer } = await import('../../src/engine/train/trainer.ts');
+      const { MEMORY_CATEGORIES } = await import('../../src/engine/gpu/index.ts');
+      const gpu = await testGpu();
+      gpu.pool.trim();
+      const c = parseModelConfig(RAW);
+      const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
+      let s = 11;
+      for (const w of expectedWeights(c)) {
+        if (w.optional) continue;
+        const n = w.shape.reduce((a, b) => a * b, 1);
+        const v = randn(n, s++, w.role === 'embed' ? 1 : w.role === 'linear' ? 1.5 / Math.sqrt(w.shape[1]) : 0.1);
+        if (w.role === 'norm') for (let i = 0; i < n; i++) v[i] += 1;
+        map.set(w.name, { dtype: 'F32', shape: [...w.shape], bytes: new Uint8Array(v.buffer) });
+      }
+      const model = await loadModel(gpu, c, memoryWeightSource(map, 'tiny-phi3'), {
+        ...(method === 'qlora' ? { quantize: 'nf4', doubleQuant: true } : {}),
+      });
+      const lora = attachLora(model, { rank: 8, alpha: 16, dropout: 0.05, targets: 'all', seed: 1 });
+      const B = 2;
+      const T = 48;
+      const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7) % 63);
+      const labels = Int32Array.from(ids, (x, i) => (i % T < 10 ? -100 : x));
+      gpu.pool.ledger.resetPeaks();
+      const trainer = new Trainer(model, lora, {
+        learningRate: 1e-3,
+        lrSchedulerType: 'constant',
+        totalSteps: 2,
+        seed: 0,
+        gradientCheckpointing: ckpt,
+      });
+      try {
+        await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
+        await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
+        const peak = gpu.pool.ledger.report().peak;
+        const plan = planMemory(model.config, {
+          method,
+          doubleQuant: true,
+          batchSize: B,
+          seqLen: T,
+          loraRank: 8,
+          gradientCheckpointing: ckpt,
+          storageOffsetAlignment: gpu.limits.minStorageBufferOffsetAlignment,
+        });
+        const measured = MEMORY_CATEGORIES.reduce((a, k) => a + peak[k], 0);
+        const lines = MEMORY_CATEGORIES.map((k) => `${k}: planned ${plan.byCategory[k]} measured ${peak[k]}`);
+        console.log(
+          `[tiny Phi-3 ${method}, checkpointing ${ckpt}] planned ${plan.total} B, measured ${measured} B (rel ${(Math.abs(plan.total - measured) / measured).toExponential(1)})`,
+        );
+        expect(Math.abs(plan.total - measured) / measured, lines.join('\n')).toBeLessThan(0.05);
+        for (const k of MEMORY_CATEGORIES)
+          expect(Math.abs(plan.byCategory[k] - peak[k]) / Math.max(1, peak[k]), lines.join('\n')).toBeLessThan(0.05);
+      } finally {
+        trainer.release();
+        lora.release();
+        model.release();
+      }
+    });
+  }
+});
