@@ -5,7 +5,14 @@
 import { MEMORY_CATEGORIES, type MemoryCategory } from '../gpu/ledger.ts';
 import { allocationBytes } from '../gpu/pool.ts';
 import { storageBytes, type DType } from '../gpu/tensor.ts';
-import { ATTENTION_MODULES, linearShape, MLP_MODULES, type LinearModule, type ModelConfig } from '../model/config.ts';
+import {
+  ATTENTION_MODULES,
+  linearModules,
+  linearShape,
+  MLP_MODULES,
+  type LinearModule,
+  type ModelConfig,
+} from '../model/config.ts';
 import { loraArenaLayout } from '../model/model.ts';
 import { ADAMW_BLOCK } from '../ops/adamw.ts';
 import { gradNormPartials } from '../ops/grad_norm.ts';
@@ -150,9 +157,17 @@ function checkConfig(t: TrainPlanConfig): void {
 const LINEARS: readonly LinearModule[] = [...ATTENTION_MODULES, ...MLP_MODULES];
 
 /**
- * Phi-3's fused targets planned as the modules they fuse (same weights and activations; a fused
- * LoRA has one A where the split ones count three or two, a few KB more per layer here).
+ * The modules a LoRA of these targets adapts (model.ts resolveTargets): the model's own linear
+ * layers; on Phi-3 the seven Llama-style names (the TrainConfig's "all") mean every fused layer.
  */
+function loraTargetsOf(c: ModelConfig, wanted: readonly string[] | undefined): LinearModule[] {
+  const modules = linearModules(c);
+  if (!wanted) return [...modules];
+  if (c.fusedProjections && LINEARS.every((m) => wanted.includes(m))) return [...modules];
+  return modules.filter((m) => (c.fusedProjections ? wanted : splitTargets(wanted)).includes(m));
+}
+
+/** Target names with Phi-3's fused ones replaced by the modules they fuse (for the name check). */
 function splitTargets(targets: readonly string[]): string[] {
   return targets.flatMap((m) =>
     m === 'qkv_proj' ? ['q_proj', 'k_proj', 'v_proj'] : m === 'gate_up_proj' ? ['gate_proj', 'up_proj'] : [m],
@@ -194,7 +209,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   const T = train.packing ? train.seqLen : Math.ceil(train.seqLen / 8) * 8; // packed rows are cutoff_len long; the collator pads to a multiple of 8
   const N = train.batchSize * T;
   const rank = train.loraRank ?? 8;
-  const targets = full ? [] : LINEARS.filter((m) => splitTargets(train.loraTargets ?? LINEARS).includes(m));
+  const targets = full ? [] : loraTargetsOf(c, train.loraTargets);
   const blocksize = train.nf4Blocksize ?? 64;
   const dq = train.doubleQuant ?? true;
   const trainableTensors: number[] = [];
@@ -225,7 +240,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   // Gemma: four norms per layer (input, post-attention, pre- and post-feed-forward).
   dense('norms', [H], (c.gemma ? 4 : 2) * layers + 1);
   if (c.qkNorm) dense('q/k norms', [D], 2 * layers);
-  for (const m of LINEARS) {
+  for (const m of linearModules(c)) {
     const [o, i] = linearShape(c, m);
     if (train.method === 'qlora') {
       const blocks = Math.ceil((o * i) / blocksize);
@@ -240,7 +255,7 @@ export function planMemory(model: ModelConfig, train: TrainPlanConfig): MemoryPl
   // lm_head stays unquantized unless asked (bitsandbytes / LLaMA-Factory skip it); a tied head is the embedding.
   if (nf4Head) headNf4();
   else if (!c.tieWordEmbeddings) dense('lm_head', [V, H], 1, true);
-  L.add('weights', 'RoPE inv_freq', tb('f32', D / 2));
+  L.add('weights', 'RoPE inv_freq', tb('f32', c.rotaryDim / 2));
   if (c.gemma?.ropeLocalTheta) L.add('weights', 'RoPE inv_freq (sliding layers)', tb('f32', D / 2));
 
   // ---- adapters (model.ts LoraSet.allocate: one arena, each tensor aligned), gradients (an arena
