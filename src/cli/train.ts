@@ -199,7 +199,7 @@ export default async function train(argv: string[]): Promise<number> {
   const args = parseCommandArgs('train', USAGE, argv, parseTrainArgs, (e) => /YAML config file|option/.test(e.message));
   if (typeof args === 'number') return args;
   let c = args.config;
-  const yamlPath = args.yamlPath;
+  const { yamlPath, budgetBytes: budget } = args;
   args.warnings.forEach((w) => err(`warning: ${w}`));
   args.notes.forEach((n) => err(`note: ${n}`));
   return runGpuCommand('train', async (openGpu) => {
@@ -296,9 +296,13 @@ export default async function train(argv: string[]): Promise<number> {
                 seed: c.seed,
               })) ?? undefined;
           const padId = tok.pad?.id ?? tok.eos?.id ?? 0;
+          // The kernel trials' operands are freed before training, which is what the budget is planned for.
+          g.gpu.pool.budget = null;
           const tuned = await tuneKernelsForRun(model, plan, longest, {
             store: nodeKernelStore(),
           });
+          g.gpu.pool.trim();
+          g.gpu.pool.budget = budget;
           if (tuned.length) err(`tabtune: kernels measured on this GPU: ${summariseTuning(tuned)}`);
           run = startTraining(model, plan, items, padId, adapter);
           const { trainer, loader, totalSteps, lora } = run;

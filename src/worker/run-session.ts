@@ -209,9 +209,13 @@ export class RunSession {
     );
     this.phase = 'preparing';
     // The first run on an adapter measures the kernel variants for this run's products (stored).
+    // Its operands are freed before training, which is what the budget is planned for.
+    gpu.pool.budget = null;
     await tuneKernelsForRun(model, plan, longestOf(items), {
       store: browserKernelStore,
     });
+    gpu.pool.trim();
+    gpu.pool.budget = record.memory?.budget ?? null;
     // A run from an opened adapter starts from its weights (LLaMA-Factory adapter_name_or_path); a checkpoint overrides them.
     const adapter =
       record.adapter && plan.lora && this.adapters
