@@ -5,7 +5,9 @@
 // merges them into bench/results.json under "real".
 //
 //   npm run real-size -- [--model 0.5b|1.5b] [--method lora|qlora] [--ckpt on|off] [--seq 128]
-//                        [--layers N] [--no-torch] [--no-decode]
+//                        [--layers N] [--no-torch] [--no-decode] [--memory-options]
+// --memory-options: NF4 output head, bf16 checkpoints and 16-row loss chunks (planMemory's options;
+// lossy, so compare the ledger with the plan and leave PyTorch out with --no-torch).
 // --layers N keeps the real widths (hidden, heads, vocabulary) with fewer layers (labelled in the row).
 import { execFileSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -21,7 +23,7 @@ import { nodeKernelStore } from '../src/engine/node-kernel-store.ts';
 import { modelMatmulShapes } from '../src/engine/model/matmul-shapes.ts';
 import { summariseTuning, tuneMatmul } from '../src/engine/ops/tuner.ts';
 import { KNOWN_CONFIGS } from '../src/engine/plan/known-configs.ts';
-import { planMemory } from '../src/engine/plan/plan.ts';
+import { planMemory, SMALL_LOSS_CHUNK_ROWS } from '../src/engine/plan/plan.ts';
 import { nodeShaders } from '../src/engine/shaders.node.ts';
 import { Trainer } from '../src/engine/train/trainer.ts';
 import { writeSafetensors, type TensorToWrite } from '../src/io/safetensors-writer.ts';
@@ -37,6 +39,7 @@ const modelKey = opt('model', '0.5b');
 const method = opt('method', 'lora') as 'lora' | 'qlora';
 const ckpt = opt('ckpt', 'on') === 'on';
 const seq = Number(opt('seq', '128'));
+const memoryOptions = args.includes('--memory-options');
 const RANK = 8;
 const ALPHA = 16;
 const DECODE_PROMPT = 32;
@@ -117,8 +120,12 @@ async function main(): Promise<void> {
 
   const { gpu, close } = await nodeGpu(nodeShaders(), { log: (l) => console.error(l) });
   const row: Record<string, unknown> = { model: name, method, gradientCheckpointing: ckpt, batch: 1, seq, rank: RANK };
+  if (memoryOptions) row.memoryOptions = 'nf4 head, bf16 checkpoints, 16-row loss chunks';
   try {
-    const load = method === 'qlora' ? ({ quantize: 'nf4', doubleQuant: true } as const) : {};
+    const load = {
+      ...(method === 'qlora' ? ({ quantize: 'nf4', doubleQuant: true } as const) : {}),
+      ...(memoryOptions ? ({ head: 'nf4' } as const) : {}),
+    };
     const { model, files } = await loadFolderModel(gpu, dir, load);
     try {
       const lora = attachLora(model, { rank: RANK, alpha: ALPHA, dropout: 0, targets: 'all', seed: 7 });
@@ -160,6 +167,7 @@ async function main(): Promise<void> {
         maxGradNorm: 0,
         gradientCheckpointing: ckpt,
         seed: 1,
+        ...(memoryOptions ? { checkpointPrecision: 'bf16' as const, lossChunkRows: SMALL_LOSS_CHUNK_ROWS } : {}),
       });
       say(`one training step, batch 1 × ${seq}, gradient checkpointing ${ckpt ? 'on' : 'off'}`);
       gpu.ledger.resetPeaks();
@@ -177,6 +185,13 @@ async function main(): Promise<void> {
         doubleQuant: true,
         gradientCheckpointing: ckpt,
         storageOffsetAlignment: gpu.limits.minStorageBufferOffsetAlignment,
+        ...(memoryOptions
+          ? {
+              headPrecision: 'nf4' as const,
+              checkpointPrecision: 'bf16' as const,
+              lossChunkRows: SMALL_LOSS_CHUNK_ROWS,
+            }
+          : {}),
       });
       const peakTotal = MEMORY_CATEGORIES.reduce((a, k) => a + ledger.peak[k], 0);
       Object.assign(row, {
@@ -268,7 +283,8 @@ async function main(): Promise<void> {
   const resultsPath = 'bench/results.json';
   const all = JSON.parse(readFileSync(resultsPath, 'utf8')) as Record<string, unknown>;
   const real = (all.real as Record<string, unknown>[] | undefined) ?? [];
-  const key = (x: Record<string, unknown>) => `${x.model}|${x.method}|${x.gradientCheckpointing}|${x.seq}`;
+  const key = (x: Record<string, unknown>) =>
+    `${x.model}|${x.method}|${x.gradientCheckpointing}|${x.seq}|${x.memoryOptions ?? ''}`;
   all.real = [...real.filter((x) => key(x) !== key(row)), row];
   writeFileSync(resultsPath, JSON.stringify(all, null, 2) + '\n');
   if (row.agree === false) process.exitCode = 1;
