@@ -231,18 +231,27 @@ export function moduleGroup(m: LoraModule): 'self_attn' | 'mlp' {
 }
 
 /** The module's path inside the transformers model: `model.layers.N.self_attn.q_proj`. */
-export function modulePath(layer: number, module: LoraModule): string {
-  return `model.layers.${layer}.${moduleGroup(module)}.${module}`;
+export function modulePath(layer: number, module: LoraModule, base: PeftModelBase = 'model'): string {
+  return `${base}.layers.${layer}.${moduleGroup(module)}.${module}`;
 }
+
+/**
+ * Where the decoder layers sit in the PEFT-wrapped model: `model` for a ...ForCausalLM,
+ * `model.language_model` for Gemma3ForConditionalGeneration (modeling_gemma3.py: Gemma3Model keeps
+ * the text model as language_model).
+ */
+export type PeftModelBase = 'model' | 'model.language_model';
 
 /** `base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight` (and lora_B / lora_magnitude_vector). */
-export function loraKey(layer: number, module: LoraModule, which: LoraWhich): string {
+export function loraKey(layer: number, module: LoraModule, which: LoraWhich, base: PeftModelBase = 'model'): string {
   const leaf = which === 'magnitude' ? 'lora_magnitude_vector' : `lora_${which}.weight`;
-  return `base_model.model.${modulePath(layer, module)}.${leaf}`;
+  return `base_model.model.${modulePath(layer, module, base)}.${leaf}`;
 }
 
+// The decoder layers of a ...ForCausalLM, or of a Gemma3ForConditionalGeneration's language model
+// (model.language_model.layers, or language_model.model.layers as transformers < 4.52 named it).
 const KEY_RE =
-  /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.(?:lora_(A|B)(?:\.default)?\.weight|(lora_magnitude_vector)(?:\.default)?(?:\.weight)?)$/;
+  /^base_model\.model\.(?:model\.language_model\.|language_model\.model\.|model\.)layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.(?:lora_(A|B)(?:\.default)?\.weight|(lora_magnitude_vector)(?:\.default)?(?:\.weight)?)$/;
 
 /** Parses an adapter tensor key; null when it is not a LoRA weight of a known module. */
 export function parseLoraKey(key: string): { layer: number; module: LoraModule; which: LoraWhich } | null {
@@ -260,8 +269,9 @@ export function isTargeted(
   c: Pick<LoraAdapterConfig, 'targetModules' | 'layersToTransform'>,
   layer: number,
   module: LoraModule,
+  base: PeftModelBase = 'model',
 ): boolean {
-  const path = modulePath(layer, module);
+  const path = modulePath(layer, module, base);
   const hit =
     typeof c.targetModules === 'string'
       ? new RegExp(`^(?:${c.targetModules})$`).test(path)

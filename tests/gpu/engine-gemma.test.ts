@@ -294,6 +294,35 @@ describe(`Gemma vs PyTorch [${runtime}]`, () => {
       } finally {
         text.release();
       }
+      if (runtime !== 'node') return;
+      // Its PEFT adapter names the language model's modules as PEFT wraps the multimodal model, and
+      // target_modules leaves the vision tower's q/k/v_proj alone; it loads back identically.
+      const { nodeDirWriter, openAdapterFolder } = await import('../../src/engine/export/node-dir.ts');
+      const { exportPeft, loadPeftAdapter } = await import('../../src/engine/export/peft.ts');
+      const { readFileSync } = await import('node:fs');
+      const dir = 'tests/artifacts/export/gemma3-multimodal-adapter';
+      const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
+      try {
+        await exportPeft(lora, null, 'tiny-gemma3-multimodal', nodeDirWriter(dir));
+        const acfg = JSON.parse(readFileSync(`${dir}/adapter_config.json`, 'utf8'));
+        expect(acfg.target_modules).toBe(
+          'model\\.language_model\\.layers\\.\\d+\\.(?:self_attn|mlp)\\.(?:down_proj|gate_proj|k_proj|o_proj|q_proj|up_proj|v_proj)',
+        );
+        const { configText, store } = await openAdapterFolder(dir);
+        expect(store.names().every((k) => k.startsWith('base_model.model.model.language_model.layers.'))).toBe(true);
+        const back = await loadPeftAdapter(model, configText, store);
+        await store.close();
+        try {
+          expect(back.lora.adapters.size).toBe(lora.adapters.size);
+          const a = await forwardLogits(model, lora, (fx.t.ids.data as Int32Array).slice(0, T), null);
+          const b = await forwardLogits(model, back.lora, (fx.t.ids.data as Int32Array).slice(0, T), null);
+          expect(Array.from(b)).toEqual(Array.from(a));
+        } finally {
+          back.lora.release();
+        }
+      } finally {
+        lora.release();
+      }
     } finally {
       model.release();
     }

@@ -13,6 +13,7 @@ import {
 import { ggufArchitecture } from '../../src/engine/export/gguf.ts';
 import { configFromModel, mergedConfigJson } from '../../src/engine/export/merged.ts';
 import { languageModelWeights, memoryWeightSource } from '../../src/engine/model/weights.ts';
+import { isTargeted, loraKey, parseLoraKey } from '../../src/io/peft.ts';
 import { knownConfig } from '../../src/engine/plan/known-configs.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
 import { guessTemplate } from '../../src/engine/train/method.ts';
@@ -233,6 +234,7 @@ describe('Gemma config.json', () => {
       torch_dtype: 'bfloat16',
     };
     const c = parseModelConfig(multimodal);
+    expect(c.languageModelOf).toBe('Gemma3ForConditionalGeneration');
     expect(c).toMatchObject({
       architecture: 'Gemma3ForCausalLM',
       hiddenSize: 2560,
@@ -315,6 +317,30 @@ describe('Gemma config.json', () => {
       /does not support Gemma3ForCausalLM: llama.cpp's gemma3 architecture needs norms stored as 1 \+ w.*convert_hf_to_gguf.py/,
     );
     expect(() => ggufArchitecture(knownConfig('google/gemma-2-2b-it'))).toThrow(/llama.cpp's gemma2 architecture/);
+  });
+
+  it("PEFT keys of a multimodal base's language model: written under model.language_model, read in both layouts", () => {
+    expect(loraKey(3, 'q_proj', 'A', 'model.language_model')).toBe(
+      'base_model.model.model.language_model.layers.3.self_attn.q_proj.lora_A.weight',
+    );
+    for (const key of [
+      'base_model.model.model.language_model.layers.3.mlp.down_proj.lora_B.weight',
+      'base_model.model.language_model.model.layers.3.mlp.down_proj.lora_B.weight',
+      'base_model.model.model.layers.3.mlp.down_proj.lora_B.weight',
+    ])
+      expect(parseLoraKey(key), key).toEqual({ layer: 3, module: 'down_proj', which: 'B' });
+    // The vision tower's projections are not decoder layers.
+    expect(
+      parseLoraKey('base_model.model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight'),
+    ).toBeNull();
+    const regex = 'model\\.language_model\\.layers\\.\\d+\\.(?:self_attn|mlp)\\.(?:q_proj|v_proj)';
+    const cfg = { targetModules: regex, layersToTransform: null };
+    expect(isTargeted(cfg, 2, 'v_proj', 'model.language_model')).toBe(true);
+    expect(isTargeted(cfg, 2, 'k_proj', 'model.language_model')).toBe(false);
+    expect(
+      isTargeted({ targetModules: ['q_proj'], layersToTransform: null }, 2, 'q_proj', 'model.language_model'),
+    ).toBe(true);
+    expect(parseModelConfig({ ...TINY3 }).languageModelOf).toBeNull();
   });
 
   it('template guesses: gemma3 for Gemma 3, gemma for Gemma 2', () => {

@@ -3,7 +3,7 @@
 // them (src/peft/utils/save_and_load.py) and LLaMA-Factory leaves them in output_dir. Also the
 // reverse: a PEFT adapter folder → a LoraSet on the GPU (chat / export with adapter_name_or_path).
 import { readF32, writeTensor } from '../gpu/transfer.ts';
-import { LoraSet, modulePrefix, type LoraConfig, type Model } from '../model/model.ts';
+import { LoraSet, modulePrefix, peftBaseOf, type LoraConfig, type Model } from '../model/model.ts';
 import {
   ALL_LINEAR_MODULES,
   linearModules,
@@ -44,6 +44,11 @@ export function adapterConfigFor(
     baseModelNameOrPath: baseModelName,
   });
   if (loraCfg.layers) c.layersToTransform = [...loraCfg.layers];
+  // A Gemma3ForConditionalGeneration base: the names alone would also match the vision tower's
+  // q_proj / k_proj / v_proj (SigLIP), so target_modules is a regex (PEFT full-matches a string
+  // against each module name) over the language model's layers only.
+  if (lora.peftBase !== 'model')
+    c.targetModules = `${lora.peftBase.replace(/\./g, '\\.')}\\.layers\\.\\d+\\.(?:self_attn|mlp)\\.(?:${[...lora.targets].sort().join('|')})`;
   return c;
 }
 
@@ -58,7 +63,7 @@ export async function adapterTensors(lora: LoraSet): Promise<TensorToWrite[]> {
       const t = which === 'A' ? s.A : s.B;
       const host = await readF32(lora.gpu, t);
       out.push({
-        name: loraKey(s.layer, s.module, which),
+        name: loraKey(s.layer, s.module, which, lora.peftBase),
         dtype: 'F32',
         shape: [...t.shape],
         data: new Uint8Array(host.buffer, host.byteOffset, host.byteLength),
@@ -146,7 +151,7 @@ export function checkPeftAdapter(
   for (const [name, e] of found) {
     if (!e.A || !e.B)
       throw new PeftError(ADAPTER_WEIGHTS, name, `has lora_${e.A ? 'A' : 'B'} but not lora_${e.A ? 'B' : 'A'}`);
-    if (!isTargeted(ac, e.layer, e.module))
+    if (!isTargeted(ac, e.layer, e.module, peftBaseOf(c)))
       throw new PeftError(file, 'target_modules', `does not cover ${name}, which the weights file adapts`);
     const [outF, inF] = linearShape(c, e.module);
     const check = (key: string, shape: [number, number]) => {
@@ -200,6 +205,7 @@ export async function loadPeftAdapter(
   };
   const linears = linearModules(c);
   const lora = new LoraSet(model.gpu, loraCfg, linears);
+  lora.peftBase = peftBaseOf(c);
   try {
     lora.allocate(
       modules.map((m) => ({

@@ -92,6 +92,11 @@ export interface ModelConfig {
    */
   slidingLayers: number[] | null;
   /**
+   * Gemma3ForConditionalGeneration when config.json is that multimodal checkpoint's (the decoder is
+   * its language model, `model.language_model.*` in transformers' module tree); null otherwise.
+   */
+  languageModelOf: 'Gemma3ForConditionalGeneration' | null;
+  /**
    * Layers whose attention takes no rotary position embedding (SmolLM3's NoPE layers,
    * modeling_smollm3.py `use_rope = config.no_rope_layers[layer_idx]`); empty for the others.
    */
@@ -622,6 +627,7 @@ export function parseModelConfig(input: string | Json, file = 'config.json'): Mo
     qkNorm,
     gemma,
     slidingLayers,
+    languageModelOf: r.prefix ? 'Gemma3ForConditionalGeneration' : null,
     noRopeLayers,
     rotaryDim,
     fusedProjections: architecture === 'Phi3ForCausalLM',

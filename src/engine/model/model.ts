@@ -198,6 +198,11 @@ export class LoraSet {
   readonly adapters = new Map<string, LoraModuleState>();
   readonly scale: number;
   readonly targets: LinearModule[];
+  /**
+   * Where the adapted layers sit under PEFT's base_model.model: `model` (…ForCausalLM) or
+   * `model.language_model` (the language model of a Gemma3ForConditionalGeneration checkpoint).
+   */
+  peftBase: 'model' | 'model.language_model' = 'model';
 
   constructor(
     readonly gpu: Gpu,
@@ -293,6 +298,11 @@ export function loraArenaLayout(
   return { offsets, floats: Math.max(at, 1) };
 }
 
+/** LoraSet.peftBase for a model of this config. */
+export function peftBaseOf(c: Pick<ModelConfig, 'languageModelOf'>): 'model' | 'model.language_model' {
+  return c.languageModelOf ? 'model.language_model' : 'model';
+}
+
 export function resolveTargets(
   targets: readonly string[] | 'all',
   modules: readonly LinearModule[] = LINEAR_MODULES,
@@ -322,6 +332,7 @@ export function attachLora(model: Model, cfg: LoraConfig): LoraSet {
   const c = model.config;
   const linears = linearModules(c);
   const set = new LoraSet(model.gpu, cfg, linears);
+  set.peftBase = peftBaseOf(model.config);
   const layers = cfg.layers ?? Array.from({ length: c.numLayers }, (_, i) => i);
   const modules: LoraModuleSpec[] = [];
   for (const l of layers) {
