@@ -10,7 +10,13 @@ const root = join(import.meta.dirname, '../..');
 
 export interface TinyModel {
   dir: string;
-  architecture: 'LlamaForCausalLM' | 'Qwen2ForCausalLM';
+  architecture:
+    | 'LlamaForCausalLM'
+    | 'Qwen2ForCausalLM'
+    | 'Gemma3ForCausalLM'
+    | 'Gemma2ForCausalLM'
+    | 'Phi3ForCausalLM'
+    | 'SmolLM3ForCausalLM';
   hidden: number;
   intermediate: number;
   dtype: 'F32' | 'BF16';
@@ -19,12 +25,46 @@ export interface TinyModel {
   scale: number;
 }
 
+const MODEL_TYPE: Record<TinyModel['architecture'], string> = {
+  LlamaForCausalLM: 'llama',
+  Qwen2ForCausalLM: 'qwen2',
+  Gemma3ForCausalLM: 'gemma3_text',
+  Gemma2ForCausalLM: 'gemma2',
+  Phi3ForCausalLM: 'phi3',
+  SmolLM3ForCausalLM: 'smollm3',
+};
+
+/** What each family adds (head_dim given): every feature on, a window shorter than the rows. */
+const FAMILY: Record<TinyModel['architecture'], (headDim: number) => Record<string, unknown>> = {
+  LlamaForCausalLM: () => ({}),
+  Qwen2ForCausalLM: () => ({}),
+  Gemma3ForCausalLM: (d) => ({
+    head_dim: d,
+    query_pre_attn_scalar: d,
+    sliding_window: 8,
+    layer_types: ['sliding_attention', 'full_attention'],
+    rope_local_base_freq: 10000,
+    hidden_activation: 'gelu_pytorch_tanh',
+  }),
+  Gemma2ForCausalLM: (d) => ({
+    head_dim: d,
+    query_pre_attn_scalar: d,
+    sliding_window: 8,
+    attn_logit_softcapping: 50,
+    final_logit_softcapping: 30,
+    hidden_activation: 'gelu_pytorch_tanh',
+  }),
+  Phi3ForCausalLM: () => ({ partial_rotary_factor: 0.5 }),
+  SmolLM3ForCausalLM: () => ({ no_rope_layers: [1, 0] }),
+};
+
 /** Writes the folder and returns its four file paths. */
 export async function writeTinyModel(m: TinyModel): Promise<string[]> {
   mkdirSync(m.dir, { recursive: true });
   const config = {
     architectures: [m.architecture],
-    model_type: m.architecture === 'LlamaForCausalLM' ? 'llama' : 'qwen2',
+    model_type: MODEL_TYPE[m.architecture],
+    ...FAMILY[m.architecture](m.hidden / 4),
     hidden_size: m.hidden,
     intermediate_size: m.intermediate,
     num_hidden_layers: 2,
