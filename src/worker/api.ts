@@ -9,7 +9,6 @@ import { openModel, type ModelSession, type ModelState } from './model-session.t
 import {
   DataSession,
   type DataOverview,
-  type PrepareOptions,
   type PrepareSummary,
   type PreviewRow,
 } from './data-session.ts';

@@ -13,8 +13,6 @@
 import { f16BitsToF32, f32ToF16Bits } from '../numeric/half.ts';
 
 const fr = Math.fround;
-/** f32 → f16 → f32, as GGML_FP32_TO_FP16 then GGML_FP16_TO_FP32. */
-const viaF16 = (x: number) => f16BitsToF32(f32ToF16Bits(x));
 /** ggml-quants.c GROUP_MAX_EPS (1e-15f). */
 const GROUP_MAX_EPS = fr(1e-15);
 const TENTH = fr(0.1);

@@ -838,7 +838,6 @@ export class Decoder {
       await this.linearBackward(rec, p, l, 'gate_proj', a.xn2, dGate, s.dXn, a, false);
       await this.linearBackward(rec, p, l, 'up_proj', a.xn2, s.dUp, s.dXn, a, true);
     }
-    const ln2 = `${pre}.post_attention_layernorm.weight`;
     await rmsnormBackward(rec, {
       x: a.hMid,
       rstd: a.rstd2,

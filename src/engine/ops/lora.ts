@@ -236,7 +236,7 @@ export interface LoraBackwardArgs {
  *   dB (+)= s·dYᵀ·t,  g = s·dY·B,  dA (+)= gᵀ·dropout(x),  dX += dropout_backward(g·A).
  */
 export async function loraBackward(rec: Recorder, args: LoraBackwardArgs): Promise<void> {
-  const { x, dY, dX, dA, dB, adapter: ad, N, ws } = args;
+  const { x, dY, dB, adapter: ad, N, ws } = args;
   const { r, inFeatures: fin, outFeatures: fout } = ad;
   const what = `lora.backward ${describe(dY)} r=${r} ${fin}→${fout} N=${N}`;
   checkAdapter(what, ad, N, x, dY, ws);
@@ -254,7 +254,23 @@ export async function loraBackward(rec: Recorder, args: LoraBackwardArgs): Promi
     { a: dY, b: ad.b, c: ws.g, M: N, N: r, K: fout, aRow: fout, aCol: 1, bRow: 1, bCol: r, alpha: ad.scale },
     `${what} g`,
   );
-  // dA[k,i] = Σ_n g[n,k]·drop(x)[n,i]
+  await inputGrads(rec, args, ad, beta, dropout, what);
+}
+
+/**
+ * From g = s·dY·B in ws.g: dA[k,i] (+)= Σ_n g[n,k]·drop(x)[n,i] and dX[n,i] += mask[n,i]·Σ_k g[n,k]·A[k,i]
+ * (the part of the backward that a split dY does not change).
+ */
+async function inputGrads(
+  rec: Recorder,
+  args: Pick<LoraBackwardArgs, 'x' | 'dX' | 'dA' | 'N' | 'ws'>,
+  ad: LoraAdapter,
+  beta: number,
+  dropout: LoraDropout | null,
+  what: string,
+): Promise<void> {
+  const { x, dX, dA, N, ws } = args;
+  const { r, inFeatures: fin } = ad;
   await skinny(
     rec,
     { a: ws.g, b: x, c: dA, M: r, N: fin, K: N, aRow: 1, aCol: r, bRow: 1, bCol: fin, beta, drop: 2, dropout },
@@ -265,7 +281,6 @@ export async function loraBackward(rec: Recorder, args: LoraBackwardArgs): Promi
     await matmul(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, beta: 1 });
     return;
   }
-  // dX[n,i] += mask[n,i]·Σ_k g[n,k]·A[k,i]
   await skinny(
     rec,
     { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, aRow: r, aCol: 1, bRow: 1, bCol: fin, beta: 1, drop: 3, dropout },
@@ -343,7 +358,7 @@ export async function loraBackwardParts(
   rec: Recorder,
   args: Omit<LoraBackwardArgs, 'dY'> & { parts: readonly LoraOutputPart[] },
 ): Promise<void> {
-  const { x, dX, dA, dB, adapter: ad, N, ws, parts } = args;
+  const { x, dB, adapter: ad, N, ws, parts } = args;
   const { r, inFeatures: fin, outFeatures: fout } = ad;
   const what = `lora.backward(parts) ${describe(x)} r=${r} ${fin}→${fout} N=${N}`;
   checkAdapter(what, ad, N, x, parts[0].t, ws, parts[0].rows);
@@ -377,21 +392,7 @@ export async function loraBackwardParts(
       beta: i ? 1 : 0,
     });
   }
-  await skinny(
-    rec,
-    { a: ws.g, b: x, c: dA, M: r, N: fin, K: N, aRow: 1, aCol: r, bRow: 1, bCol: fin, beta, drop: 2, dropout },
-    `${what} dA`,
-  );
-  if (!dX) return;
-  if (!dropout) {
-    await matmul(rec, { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, beta: 1 });
-    return;
-  }
-  await skinny(
-    rec,
-    { a: ws.g, b: ad.a, c: dX, M: N, N: fin, K: r, aRow: r, aCol: 1, bRow: 1, bCol: fin, beta: 1, drop: 3, dropout },
-    `${what} dX`,
-  );
+  await inputGrads(rec, args, ad, beta, dropout, what);
 }
 
 /** FLOPs of the adapter's forward and backward (matmuls only), for benchmarks. */
