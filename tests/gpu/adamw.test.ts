@@ -1,22 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ADAMW_BLOCK, adamwBlocks, adamwStep, type AdamwGroup, type AdamwSegment } from '../../src/engine/ops/adamw.ts';
 import { gradNorm, gradNormPartials } from '../../src/engine/ops/grad_norm.ts';
 import { adamwRef } from '../cpu/adamw.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { randn } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 const GAP = 777;
 

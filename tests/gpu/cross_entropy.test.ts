@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import { crossEntropy } from '../../src/engine/ops/cross_entropy.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
@@ -7,18 +7,10 @@ import { softcapRef } from '../cpu/softcap.ts';
 import { expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn, rng } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope, useReduceVariant } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest, useReduceVariant } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 function randomLabels(rows: number, vocab: number, seed: number): Int32Array {
   const r = rng(seed);

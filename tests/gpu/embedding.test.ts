@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { DType } from '../../src/engine/gpu/index.ts';
 import { embeddingBackward, embeddingCsr, embeddingForward } from '../../src/engine/ops/embedding.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
@@ -6,18 +6,10 @@ import { embeddingBackwardRef, embeddingRef, neftuneNoise } from '../cpu/embeddi
 import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn, rng } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 function randomIds(tokens: number, vocab: number, seed: number): Int32Array {
   const r = rng(seed);

@@ -1,22 +1,14 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import { GRAD_STATS, gradClip, gradNorm, gradNormPartials } from '../../src/engine/ops/grad_norm.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { gradNormRef } from '../cpu/grad_norm.ts';
 import { randn } from '../cpu/random.ts';
 import { loadFixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope, useReduceVariant } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { Scope, scopePerTest, useReduceVariant } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 // Stated tolerance: relative error of the norm vs an f64 CPU sum ≤ 2e-6 (Kahan per thread + tree).
 const NORM_RTOL = 2e-6;

@@ -9,6 +9,7 @@ import {
   type Gpu,
   type Tensor,
 } from '../../src/engine/gpu/index.ts';
+import { afterEach } from 'vitest';
 import { fromBf16, fromF16, toBf16, toF16 } from '../../src/engine/numeric/half.ts';
 import { testGpu } from './context.ts';
 import { REDUCE_CLASS, REDUCE_FAMILY, reduceVariants, type ReduceVariant } from '../../src/engine/ops/reduce.ts';
@@ -67,6 +68,22 @@ export class Scope {
   release(): void {
     for (const t of this.tensors.splice(0)) releaseTensor(this.gpu, t);
   }
+}
+
+/**
+ * A Scope per test on this file's device: the returned `open()` gives the test a fresh Scope, and an
+ * afterEach hook (registered when this is called at a test file's top level) releases its tensors.
+ */
+export function scopePerTest(): () => Promise<Scope> {
+  let scope: Scope | null = null;
+  afterEach(() => {
+    scope?.release();
+    scope = null;
+  });
+  return async () => {
+    scope = new Scope(await testGpu());
+    return scope;
+  };
 }
 
 /**

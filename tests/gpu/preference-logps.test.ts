@@ -1,25 +1,17 @@
 // The preference kernels against their CPU references (tests/cpu/preference.ts) at odd shapes:
 // per-sequence label log-prob sums (shaders/preference.wgsl) and the per-row loss scale of the
 // cross-entropy kernel, whose gradient is checked by finite differences of Σ_r w_r·NLL_r too.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import { crossEntropy } from '../../src/engine/ops/cross_entropy.ts';
 import { sequenceLogps } from '../../src/engine/ops/preference.ts';
 import { expectClose } from '../cpu/compare.ts';
 import { crossEntropyPerRowRef, sequenceLogpsRef } from '../cpu/preference.ts';
 import { randn, rng } from '../cpu/random.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope, useReduceVariant } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest, useReduceVariant } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 /** Labels with masked prompts and padding; about one row in three ignored. */
 function labelsFor(n: number, vocab: number, seed: number): Int32Array {

@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { REDUCE_VARIANT_NAMES } from '../../src/engine/ops/reduce.ts';
 import type { DType } from '../../src/engine/gpu/index.ts';
 import { rmsnormBackward, rmsnormForward, rmsnormWeightGradPartials } from '../../src/engine/ops/rmsnorm.ts';
@@ -7,18 +7,10 @@ import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn } from '../cpu/random.ts';
 import { rmsnormBackwardRef, rmsnormRef } from '../cpu/rmsnorm.ts';
 import { loadFixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope, useReduceVariant } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest, useReduceVariant } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 interface Case {
   rows: number;

@@ -1,22 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ropeBackward, ropeForward } from '../../src/engine/ops/rope.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn } from '../cpu/random.ts';
 import { defaultInvFreq, ropeRef } from '../cpu/rope.ts';
 import { loadFixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 interface Case {
   tokens: number;

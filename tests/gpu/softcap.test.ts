@@ -1,20 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { softcapForward } from '../../src/engine/ops/softcap.ts';
 import { expectClose } from '../cpu/compare.ts';
 import { randn } from '../cpu/random.ts';
 import { softcapRef } from '../cpu/softcap.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 describe(`softcap (${runtime})`, () => {
   it('cap·tanh(x / cap) in place, from tiny to saturated values (cap 30 and 0.5)', async () => {

@@ -1,22 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { swigluBackward, swigluForward, type GateActivation } from '../../src/engine/ops/swiglu.ts';
 import { expectClose, relError } from '../cpu/compare.ts';
 import { dotLoss, expectGradMatchesFd, toF64 } from '../cpu/gradcheck.ts';
 import { randn } from '../cpu/random.ts';
 import { swigluBackwardRef, swigluRef } from '../cpu/swiglu.ts';
 import { loadFixture } from '../reference/fixtures.ts';
-import { runtime, testGpu } from './context.ts';
-import { Scope } from './kernel-util.ts';
+import { runtime } from './context.ts';
+import { scopePerTest } from './kernel-util.ts';
 
-let scope: Scope | null = null;
-async function open(): Promise<Scope> {
-  scope = new Scope(await testGpu());
-  return scope;
-}
-afterEach(() => {
-  scope?.release();
-  scope = null;
-});
+const open = scopePerTest();
 
 async function runCase(rows: number, width: number, fused: boolean, activation: GateActivation = 'silu') {
   const s = await open();
