@@ -5,21 +5,9 @@
 // chromium for SwiftShader, like every GPU test here.
 import { describe, expect, it } from 'vitest';
 import { runtime } from './context.ts';
+import { runCli as run } from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/cli-quiet';
-
-async function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string; err: string }> {
-  const { spawn } = await import('node:child_process');
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['bin/tabtune.mjs', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
 
 /** The environment of a user's shell: no Vulkan driver override. */
 function userEnv(over: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {

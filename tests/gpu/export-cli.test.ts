@@ -4,30 +4,22 @@
 // `tabtune export` (merged logits = base + adapter). Node only: subprocesses and files.
 import { describe, expect, it } from 'vitest';
 import { runtime, testGpu } from './context.ts';
+import {
+  greedyReplyInProcess,
+  mergedVsAdapterRel,
+  readTrainerLog,
+  runCli as run,
+  writeAlpacaDataset,
+  writeDemoTokenizerModel,
+  writeSftLoraYaml,
+} from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/cli';
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const { spawn } = await import('node:child_process');
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['bin/tabtune.mjs', ...args], {
-      env: { ...process.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
-
 describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
   it('trains with checkpoints, resumes identically, chats greedily and exports a merged model', async () => {
-    const { readFileSync, writeFileSync, mkdirSync, existsSync, rmSync } = await import('node:fs');
+    const { writeFileSync, existsSync, rmSync } = await import('node:fs');
     const { join, resolve } = await import('node:path');
-    const { tinyWeights, writeModelFolder } = await import('./export-helpers.ts');
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
     const modelDir = join(root, 'model');
@@ -48,49 +40,32 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
       eos_token_id: 6143,
       pad_token_id: 6141,
     };
-    await writeModelFolder(modelDir, raw, tinyWeights(raw, 'F32', 21), {
-      'tokenizer.json': readFileSync('public/demo-model/tokenizer.json'),
-      'tokenizer_config.json': readFileSync('public/demo-model/tokenizer_config.json'),
-    });
-    mkdirSync(join(root, 'data'), { recursive: true });
+    await writeDemoTokenizerModel(modelDir, raw, 21);
+    const dataDir = join(root, 'data');
     const rows = Array.from({ length: 8 }, (_, i) => ({
       instruction: `Say the number ${i}.`,
       input: '',
       output: `The number is ${i}.`,
     }));
-    writeFileSync(join(root, 'data', 'numbers.json'), JSON.stringify(rows));
-    writeFileSync(join(root, 'data', 'dataset_info.json'), JSON.stringify({ numbers: { file_name: 'numbers.json' } }));
+    await writeAlpacaDataset(dataDir, 'numbers', rows);
     const out = join(root, 'out');
-    const trainYaml = join(root, 'train.yaml');
-    writeFileSync(
-      trainYaml,
-      [
-        `model_name_or_path: ${modelDir}`,
-        'stage: sft',
-        'do_train: true',
-        'finetuning_type: lora',
-        'lora_rank: 4',
+    const trainYaml = await writeSftLoraYaml(join(root, 'train.yaml'), {
+      modelDir,
+      dataset: 'numbers',
+      dataDir,
+      template: 'qwen',
+      outputDir: out,
+      saveSteps: 2,
+      seed: 3,
+      extra: [
         'lora_alpha: 8',
-        'lora_target: all',
         'lora_dropout: 0.1',
-        'dataset: numbers',
-        `dataset_dir: ${join(root, 'data')}`,
-        'template: qwen',
-        'cutoff_len: 48',
-        'per_device_train_batch_size: 2',
         'gradient_accumulation_steps: 1',
-        'learning_rate: 5.0e-2',
-        'num_train_epochs: 1.0',
         'lr_scheduler_type: cosine',
         'warmup_steps: 1',
-        'logging_steps: 1',
-        'save_steps: 2',
-        `output_dir: ${out}`,
-        'seed: 3',
         'unknown_key_here: 1',
-        '',
-      ].join('\n'),
-    );
+      ],
+    });
 
     // ---- train: 4 steps (8 rows, batch 2), checkpoints at 2 and 4
     const t1 = await run(['train', trainYaml]);
@@ -110,10 +85,7 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
     ]) {
       expect(existsSync(join(out, f)), f).toBe(true);
     }
-    const log1 = readFileSync(join(out, 'trainer_log.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
+    const log1 = await readTrainerLog(out);
     expect(log1.map((r) => r.current_steps)).toEqual([1, 2, 3, 4]);
     for (const r of log1) {
       expect(Object.keys(r)).toEqual(
@@ -139,10 +111,7 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
     const t2 = await run(['train', trainYaml, `resume_from_checkpoint=${join(out, 'checkpoint-2')}`]);
     expect(t2.code, t2.err).toBe(0);
     expect(t2.err).toMatch(/resuming at step 2/);
-    const log2 = readFileSync(join(out, 'trainer_log.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
+    const log2 = await readTrainerLog(out);
     expect(log2.map((r) => r.current_steps)).toEqual([1, 2, 3, 4]);
     expect(log2.map((r) => r.loss)).toEqual(log1.map((r) => r.loss));
     expect(log2.map((r) => r.grad_norm)).toEqual(log1.map((r) => r.grad_norm));
@@ -158,31 +127,14 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
     expect(c.code, c.err).toBe(0);
     expect(c.err).toMatch(/\+ adapter .* \(r=4, 7 modules\)/);
     expect(c.err).toMatch(/SwiftShader|WebGPU adapter/);
-    const { loadFolderModel, loadAdapterFolder, folderTokenizer, stopIdsFor } = await import('../../src/cli/common.ts');
-    const { generateAll } = await import('../../src/engine/generate/generate.ts');
-    const { forwardLogits } = await import('../../src/engine/model/infer.ts');
-    const { chatTemplateFor } = await import('../../src/data/index.ts');
+    const { loadFolderModel, loadAdapterFolder } = await import('../../src/cli/common.ts');
     const gpu = await testGpu();
     const { model, files } = await loadFolderModel(gpu, modelDir);
     const lora = (await loadAdapterFolder(model, [out], chatYaml))!;
     try {
-      const tok = await folderTokenizer(modelDir);
-      const ids = tok.encode(
-        chatTemplateFor(tok).renderMessages([{ role: 'user', content: 'Say the number 3.' }], {
-          addGenerationPrompt: true,
-        }),
-      );
-      const r = await generateAll(model, lora, ids, {
-        doSample: false,
-        temperature: 1,
-        topK: 0,
-        topP: 1,
-        repetitionPenalty: 1,
-        maxNewTokens: 10,
-        stopIds: stopIdsFor(modelDir, tok, model.config.eosTokenIds),
-      });
-      expect(r.tokens.length).toBeGreaterThan(0);
-      expect(c.out).toBe(`${tok.decode(r.tokens, { skipSpecialTokens: true })}\n`);
+      const ref = await greedyReplyInProcess(model, lora, modelDir, 'Say the number 3.', 10);
+      expect(ref.tokens.length).toBeGreaterThan(0);
+      expect(c.out).toBe(`${ref.text}\n`);
 
       // ---- export: merged model folder; its logits equal base + adapter
       const exportYaml = join(root, 'export.yaml');
@@ -201,21 +153,7 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
       ])
         expect(existsSync(join(root, 'merged', f)), f).toBe(true);
       expect(e.out.trim().split('\n').length).toBe(5);
-      const merged = await loadFolderModel(gpu, join(root, 'merged'));
-      try {
-        const a = await forwardLogits(model, lora, Int32Array.from(ids), null);
-        const b = await forwardLogits(merged.model, null, Int32Array.from(ids), null);
-        let num = 0;
-        let den = 0;
-        for (let i = 0; i < a.length; i++) {
-          num = Math.max(num, Math.abs(a[i] - b[i]));
-          den = Math.max(den, Math.abs(a[i]));
-        }
-        expect(num / den).toBeLessThan(1e-5);
-      } finally {
-        merged.model.release();
-        await merged.files.source.close?.();
-      }
+      expect(await mergedVsAdapterRel(gpu, model, lora, join(root, 'merged'), ref.ids)).toBeLessThan(1e-5);
     } finally {
       lora.release();
       model.release();

@@ -3,21 +3,9 @@
 // GGUF LoRA adapter; and an unsupported type refused before anything is loaded or written.
 import { describe, expect, it } from 'vitest';
 import { runtime } from './context.ts';
+import { runCli as run } from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/gguf-cli';
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const { spawn } = await import('node:child_process');
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['bin/tabtune.mjs', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
 
 describe.skipIf(runtime !== 'node')('tabtune export → GGUF', () => {
   it('writes a q4_k_m GGUF with a Modelfile, a GGUF LoRA adapter, and refuses an unsupported type first', async () => {

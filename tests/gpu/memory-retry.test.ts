@@ -8,6 +8,7 @@ import { GpuError } from '../../src/engine/gpu/errors.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../../src/engine/gpu/transfer.ts';
 import { Trainer } from '../../src/engine/train/trainer.ts';
 import { runtime, testGpu } from './context.ts';
+import { writeAlpacaDataset, writeDemoTokenizerModel, writeSftLoraYaml } from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/memory-retry';
 
@@ -67,9 +68,8 @@ describe.skipIf(runtime !== 'node')('tabtune train under a GPU memory budget', (
   }
 
   it('fits the run to --gpu-memory, and retries once after running out of memory with the same losses', async () => {
-    const { readFileSync, writeFileSync, mkdirSync, rmSync } = await import('node:fs');
+    const { readFileSync, rmSync } = await import('node:fs');
     const { join, resolve } = await import('node:path');
-    const { tinyWeights, writeModelFolder } = await import('./export-helpers.ts');
     const { default: train } = await import('../../src/cli/train.ts');
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
@@ -91,47 +91,25 @@ describe.skipIf(runtime !== 'node')('tabtune train under a GPU memory budget', (
       eos_token_id: 6143,
       pad_token_id: 6141,
     };
-    await writeModelFolder(modelDir, raw, tinyWeights(raw, 'F32', 23), {
-      'tokenizer.json': readFileSync('public/demo-model/tokenizer.json'),
-      'tokenizer_config.json': readFileSync('public/demo-model/tokenizer_config.json'),
-    });
-    mkdirSync(join(root, 'data'), { recursive: true });
+    await writeDemoTokenizerModel(modelDir, raw, 23);
+    const dataDir = join(root, 'data');
     const rows = Array.from({ length: 8 }, (_, i) => ({
       instruction: `Count to ${i}.`,
       input: '',
       output: `${i}`.repeat(i + 1),
     }));
-    writeFileSync(join(root, 'data', 'count.json'), JSON.stringify(rows));
-    writeFileSync(join(root, 'data', 'dataset_info.json'), JSON.stringify({ count: { file_name: 'count.json' } }));
-    const yaml = (out: string) => {
-      const p = join(root, `${out}.yaml`);
-      writeFileSync(
-        p,
-        [
-          `model_name_or_path: ${modelDir}`,
-          'stage: sft',
-          'do_train: true',
-          'finetuning_type: lora',
-          'lora_rank: 4',
-          'lora_target: all',
-          'lora_dropout: 0.1',
-          'dataset: count',
-          `dataset_dir: ${join(root, 'data')}`,
-          'template: qwen',
-          'cutoff_len: 48',
-          'per_device_train_batch_size: 2',
-          'learning_rate: 5.0e-2',
-          'num_train_epochs: 1.0',
-          'logging_steps: 1',
-          'save_steps: 2',
-          'gradient_checkpointing: false',
-          `output_dir: ${join(root, out)}`,
-          'seed: 5',
-          '',
-        ].join('\n'),
-      );
-      return p;
-    };
+    await writeAlpacaDataset(dataDir, 'count', rows);
+    const yaml = (out: string) =>
+      writeSftLoraYaml(join(root, `${out}.yaml`), {
+        modelDir,
+        dataset: 'count',
+        dataDir,
+        template: 'qwen',
+        outputDir: join(root, out),
+        saveSteps: 2,
+        seed: 5,
+        extra: ['lora_dropout: 0.1', 'gradient_checkpointing: false'],
+      });
     const losses = (out: string) =>
       readFileSync(join(root, out, 'trainer_log.jsonl'), 'utf8')
         .trim()
@@ -140,14 +118,14 @@ describe.skipIf(runtime !== 'node')('tabtune train under a GPU memory budget', (
         .map((r) => [r.current_steps, r.loss]);
 
     // ---- the run as it is (no budget)
-    const plain = await capture(() => train([yaml('plain')]));
+    const plain = await capture(async () => train([await yaml('plain')]));
     expect(plain.code, plain.err).toBe(0);
     const planned = bytesIn(plain.err, /planned GPU memory ([\d.]+ [KMG]iB)/);
     expect(planned).toBeGreaterThan(0);
 
     // ---- a budget below its plan: auto-fit turns gradient checkpointing on, and the peak keeps to it
     const budgetGiB = (planned * 0.95) / 2 ** 30;
-    const fitted = await capture(() => train([yaml('fitted'), '--gpu-memory', String(budgetGiB)]));
+    const fitted = await capture(async () => train([await yaml('fitted'), '--gpu-memory', String(budgetGiB)]));
     expect(fitted.code, fitted.err).toBe(0);
     expect(fitted.err).toMatch(/tabtune: fitted to --gpu-memory [\d.]+ [KM]iB: turn on gradient checkpointing/);
     const peak = bytesIn(fitted.err, /GPU memory peak ([\d.]+ [KMG]iB)/);
@@ -161,7 +139,7 @@ describe.skipIf(runtime !== 'node')('tabtune train under a GPU memory budget', (
       if (++calls === 4) return Promise.reject(new GpuError('out-of-memory', 'activations', 'simulated for the test'));
       return step.apply(this, a);
     });
-    const retried = await capture(() => train([yaml('retried')]));
+    const retried = await capture(async () => train([await yaml('retried')]));
     expect(retried.code, retried.err).toBe(0);
     expect(retried.err).toMatch(
       /out of GPU memory \(out-of-memory error in activations: simulated for the test\); retrying once with turn on gradient checkpointing/,
@@ -178,7 +156,7 @@ describe.skipIf(runtime !== 'node')('tabtune train under a GPU memory budget', (
     vi.spyOn(Trainer.prototype, 'step').mockImplementation(() =>
       Promise.reject(new GpuError('out-of-memory', 'activations', 'always')),
     );
-    const failed = await capture(() => train([yaml('failed')]));
+    const failed = await capture(async () => train([await yaml('failed')]));
     expect(failed.code).not.toBe(0);
     expect(failed.err.match(/retrying once/g)).toHaveLength(1);
   }, 600_000);

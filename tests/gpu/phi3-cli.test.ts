@@ -6,30 +6,24 @@
 // GGUF export refused with its reason. Node only: subprocesses and files.
 import { describe, expect, it } from 'vitest';
 import { runtime, testGpu } from './context.ts';
+import {
+  countingRows,
+  greedyReplyInProcess,
+  mergedVsAdapterRel,
+  readTrainerLog,
+  runCli as run,
+  safetensorsNames,
+  writeAlpacaDataset,
+  writeDemoTokenizerModel,
+  writeSftLoraYaml,
+} from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/cli-phi3';
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const { spawn } = await import('node:child_process');
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['bin/tabtune.mjs', ...args], {
-      env: { ...process.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
-
 describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3', () => {
   it('QLoRA on the fused modules, a PEFT adapter under their names, chat and a merged export', async () => {
-    const { readFileSync, writeFileSync, mkdirSync, rmSync } = await import('node:fs');
+    const { readFileSync, writeFileSync, rmSync } = await import('node:fs');
     const { join, resolve } = await import('node:path');
-    const { tinyWeights, writeModelFolder } = await import('./export-helpers.ts');
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
     const modelDir = join(root, 'model');
@@ -53,62 +47,30 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3'
       eos_token_id: 6143,
       pad_token_id: 6141,
     };
-    await writeModelFolder(modelDir, raw, tinyWeights(raw, 'F32', 33), {
-      'tokenizer.json': readFileSync('public/demo-model/tokenizer.json'),
-      'tokenizer_config.json': readFileSync('public/demo-model/tokenizer_config.json'),
-    });
-    mkdirSync(join(root, 'data'), { recursive: true });
-    const rows = Array.from({ length: 4 }, (_, i) => ({
-      instruction: `Count from ${i} to ${i + 5}, one number per word, and say nothing else please.`,
-      input: '',
-      output: `${i} ${i + 1} ${i + 2} ${i + 3} ${i + 4} ${i + 5}`,
-    }));
-    writeFileSync(join(root, 'data', 'counts.json'), JSON.stringify(rows));
-    writeFileSync(join(root, 'data', 'dataset_info.json'), JSON.stringify({ counts: { file_name: 'counts.json' } }));
+    await writeDemoTokenizerModel(modelDir, raw, 33);
+    const dataDir = join(root, 'data');
+    await writeAlpacaDataset(dataDir, 'counts', countingRows());
     const out = join(root, 'out');
-    const trainYaml = join(root, 'train.yaml');
-    writeFileSync(
-      trainYaml,
-      [
-        `model_name_or_path: ${modelDir}`,
-        'stage: sft',
-        'do_train: true',
-        'finetuning_type: lora',
-        'quantization_bit: 4',
-        'lora_rank: 4',
-        'lora_alpha: 8',
-        'lora_target: all',
-        'dataset: counts',
-        `dataset_dir: ${join(root, 'data')}`,
-        'template: phi',
-        'cutoff_len: 48',
-        'per_device_train_batch_size: 2',
-        'learning_rate: 5.0e-2',
-        'num_train_epochs: 1.0',
-        'logging_steps: 1',
-        'save_steps: 100',
-        `output_dir: ${out}`,
-        'seed: 5',
-        '',
-      ].join('\n'),
-    );
+    const trainYaml = await writeSftLoraYaml(join(root, 'train.yaml'), {
+      modelDir,
+      dataset: 'counts',
+      dataDir,
+      template: 'phi',
+      outputDir: out,
+      saveSteps: 100,
+      seed: 5,
+      extra: ['quantization_bit: 4', 'lora_alpha: 8'],
+    });
 
     // ---- train: 2 QLoRA steps over rows longer than original_max_position_embeddings
     const t = await run(['train', trainYaml]);
     expect(t.code, t.err).toBe(0);
-    const log = readFileSync(join(out, 'trainer_log.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l));
+    const log = await readTrainerLog(out);
     expect(log.map((r) => r.current_steps)).toEqual([1, 2]);
     for (const r of log) expect(Number.isFinite(r.loss)).toBe(true);
     const acfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
     expect([...acfg.target_modules].sort()).toEqual(['down_proj', 'gate_up_proj', 'o_proj', 'qkv_proj']);
-    // The adapter's tensor names from its safetensors header (8-byte length, then JSON).
-    const bytes = readFileSync(join(out, 'adapter_model.safetensors'));
-    const headerLen = Number(bytes.readBigUInt64LE(0));
-    const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString('utf8')) as Record<string, unknown>;
-    const names = Object.keys(header).filter((k) => k !== '__metadata__');
+    const names = await safetensorsNames(join(out, 'adapter_model.safetensors'));
     expect(names).toContain('base_model.model.model.layers.1.self_attn.qkv_proj.lora_A.weight');
     expect(names).toContain('base_model.model.model.layers.0.mlp.gate_up_proj.lora_B.weight');
     expect(names).toHaveLength(2 * 4 * 2);
@@ -123,31 +85,16 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3'
     const c = await run(['chat', chatYaml, '--prompt', prompt]);
     expect(c.code, c.err).toBe(0);
     expect(c.err).toMatch(/\+ adapter .* \(r=4, 8 modules\)/);
-    const { loadFolderModel, loadAdapterFolder, folderTokenizer, stopIdsFor } = await import('../../src/cli/common.ts');
-    const { generateAll } = await import('../../src/engine/generate/generate.ts');
-    const { forwardLogits } = await import('../../src/engine/model/infer.ts');
-    const { chatTemplateFor } = await import('../../src/data/index.ts');
+    const { loadFolderModel, loadAdapterFolder } = await import('../../src/cli/common.ts');
     const gpu = await testGpu();
     const { model } = await loadFolderModel(gpu, modelDir);
     const lora = (await loadAdapterFolder(model, [out], chatYaml))!;
     try {
-      const tok = await folderTokenizer(modelDir);
-      const ids = tok.encode(
-        chatTemplateFor(tok).renderMessages([{ role: 'user', content: prompt }], { addGenerationPrompt: true }),
-      );
+      const ref = await greedyReplyInProcess(model, lora, modelDir, prompt, 24);
       // The prompt alone passes original_max_position_embeddings: the long factors from the start.
-      expect(ids.length).toBeGreaterThan(16);
-      const r = await generateAll(model, lora, ids, {
-        doSample: false,
-        temperature: 1,
-        topK: 0,
-        topP: 1,
-        repetitionPenalty: 1,
-        maxNewTokens: 24,
-        stopIds: stopIdsFor(modelDir, tok, model.config.eosTokenIds),
-      });
-      expect(r.tokens.length).toBeGreaterThan(0);
-      expect(c.out).toBe(`${tok.decode(r.tokens, { skipSpecialTokens: true })}\n`);
+      expect(ref.ids.length).toBeGreaterThan(16);
+      expect(ref.tokens.length).toBeGreaterThan(0);
+      expect(c.out).toBe(`${ref.text}\n`);
 
       // ---- export: merged folder, logits equal base + adapter; GGUF refused with the reason
       const exportYaml = join(root, 'export.yaml');
@@ -157,23 +104,11 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3'
       );
       const e = await run(['export', exportYaml]);
       expect(e.code, e.err).toBe(0);
-      const merged = await loadFolderModel(gpu, join(root, 'merged'));
-      try {
-        expect(merged.model.weights.has('model.layers.0.self_attn.qkv_proj.weight')).toBe(true);
-        const a = await forwardLogits(model, lora, Int32Array.from(ids), null);
-        const b = await forwardLogits(merged.model, null, Int32Array.from(ids), null);
-        let num = 0;
-        let den = 0;
-        for (let i = 0; i < a.length; i++) {
-          num = Math.max(num, Math.abs(a[i] - b[i]));
-          den = Math.max(den, Math.abs(a[i]));
-        }
-        console.log(`[phi3 cli] merged vs base + adapter logits rel ${(num / den).toExponential(2)}`);
-        expect(num / den).toBeLessThan(1e-5);
-      } finally {
-        merged.model.release();
-        await merged.files.source.close?.();
-      }
+      const rel = await mergedVsAdapterRel(gpu, model, lora, join(root, 'merged'), ref.ids, (merged) => {
+        expect(merged.weights.has('model.layers.0.self_attn.qkv_proj.weight')).toBe(true);
+      });
+      console.log(`[phi3 cli] merged vs base + adapter logits rel ${rel.toExponential(2)}`);
+      expect(rel).toBeLessThan(1e-5);
       const g = await run(['export', exportYaml, 'export_format=gguf', 'export_gguf_type=f16']);
       expect(g.code).not.toBe(0);
       expect(g.err).toMatch(/GGUF export does not support Phi3ForCausalLM: .*convert_hf_to_gguf\.py/);
