@@ -379,6 +379,7 @@ export class RunSession {
     if (record.status === 'running') record.status = 'paused';
     this.releaseActive();
     this.run = await this.build(record, true);
+    await this.liftBudget();
     this.phase = 'idle';
     return structuredClone(record);
   }
@@ -422,6 +423,7 @@ export class RunSession {
     };
     this.releaseActive();
     this.run = await this.build(record, true);
+    await this.liftBudget();
     record.totalSteps = 0;
     this.phase = 'idle';
     await saveRun(record);
@@ -475,7 +477,11 @@ export class RunSession {
             this.phase = 'idle';
             await driver.checkpoint();
             this.emit();
+            // Chat and evaluation while paused are not held to the run's budget.
+            const pool = trainer.model.gpu.pool;
+            pool.budget = null;
             while (a.paused && !a.stop) await sleep(100);
+            pool.budget = r.memory?.budget ?? null;
             this.recentSteps = [];
           }
           if (a.lost) return 'abandon';
