@@ -5,74 +5,32 @@
 // layers with their own RoPE base, soft-capping — with and without gradient checkpointing, and the
 // KV-cache decode equal to the full forward at every position, past the window.
 import { describe, expect, it } from 'vitest';
-import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
-import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
-import { Decoder } from '../../src/engine/model/decoder.ts';
 import { forwardLogits, KvCache } from '../../src/engine/model/infer.ts';
-import { attachLora, type Model } from '../../src/engine/model/model.ts';
-import { MEMORY_CATEGORIES } from '../../src/engine/gpu/index.ts';
+import type { Model } from '../../src/engine/model/model.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
-import { Trainer } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
+import { expectPlanMatchesPeak, PLAN_RUN, twoStepPeak } from './plan-util.ts';
 import { parseModelConfig } from '../../src/engine/model/config.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
 import { memoryWeightSource } from '../../src/engine/model/weights.ts';
-import { fixtureLora, fixtureModel, fixtureSource, realRows } from './engine-util.ts';
+import {
+  evalAndTrainPass,
+  fixtureLora,
+  fixtureModel,
+  fixtureSource,
+  realRows,
+  type PassOptions,
+  type PassResult,
+} from './engine-util.ts';
 
-function batchOf(fx: Fixture): MicroBatch {
-  return {
-    batch: fx.meta.B as number,
-    seqLen: fx.meta.T as number,
-    inputIds: fx.t.ids.data as Int32Array,
-    labels: fx.t.labels.data as Int32Array,
-    positionIds: fx.t.positions.data as Int32Array,
-    segmentIds: fx.t.segments.data as Int32Array,
-  };
+/** One evaluation and one training pass; full fine-tuning computes in f32 (as the fixture does). */
+function run(fx: Fixture, opts: PassOptions): Promise<PassResult> {
+  return evalAndTrainPass(fx, { ...opts, load: opts.full ? { computeDType: 'f32' } : {} });
 }
 
-/** One evaluation pass (logits, loss) and one training pass (gradients) of the fixture's batch. */
-async function run(
-  fx: Fixture,
-  opts: { full?: boolean; checkpointing?: boolean; checkpointPrecision?: 'f32' | 'bf16' },
-) {
-  const gpu = await testGpu();
-  const model = await fixtureModel(gpu, fx, fx, opts.full ? { computeDType: 'f32' } : {});
-  const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
-  const dec = new Decoder(model, lora, {
-    full: opts.full,
-    checkpointing: opts.checkpointing,
-    checkpointPrecision: opts.checkpointPrecision,
-  });
-  const hb = prepareBatch(batchOf(fx));
-  expect(hb.labelCount).toBe(fx.meta.count);
-  const V = model.config.vocabSize;
-  const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, V], 'scratch', 'test logits'));
-  const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
-  try {
-    const inputs = dec.uploadInputs(hb, 0);
-    await dec.forwardLoss(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 0 }, { logits: logitsT });
-    const rec = new Recorder(gpu, 'clear');
-    dec.clearGrads(rec);
-    await rec.submit();
-    await dec.trainMicroBatch(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 1 });
-    dec.releaseInputs(inputs);
-    const grads = new Map<string, Float32Array>();
-    for (const [k, t] of dec.grads) grads.set(k, await readF32(gpu, t));
-    const acc = await readF32(gpu, accum);
-    expect(Math.abs(acc[1] - acc[0]), 'training loss = evaluation loss').toBeLessThan(1e-5 * Math.abs(acc[0]));
-    return { logits: await readF32(gpu, logitsT), loss: acc[0], grads };
-  } finally {
-    releaseTensor(gpu, logitsT);
-    releaseTensor(gpu, accum);
-    dec.release();
-    lora.release();
-    model.release();
-  }
-}
-
-function checkAgainst(fx: Fixture, r: Awaited<ReturnType<typeof run>>, full: boolean, label: string): void {
+function checkAgainst(fx: Fixture, r: PassResult, full: boolean, label: string): void {
   const V = (fx.meta.config as { vocab_size: number }).vocab_size;
   const seg = fx.t.segments.data as Int32Array;
   const lRel = relError(realRows(r.logits, seg, V), realRows(fx.f32('logits'), seg, V));
@@ -212,46 +170,21 @@ describe(`Gemma vs PyTorch [${runtime}]`, () => {
       gpu.pool.trim();
       const fx = await loadFixture('engine_gemma3');
       const model = await fixtureModel(gpu, fx);
-      const lora = attachLora(model, { rank: 8, alpha: 16, dropout: 0.05, targets: 'all', seed: 1 });
-      const B = 2;
-      const T = 48;
-      const ids = Int32Array.from({ length: B * T }, (_, i) => (i * 7) % 63);
-      const labels = Int32Array.from(ids, (x, i) => (i % T < 10 ? -100 : x));
-      gpu.pool.ledger.resetPeaks();
-      const trainer = new Trainer(model, lora, {
-        learningRate: 1e-3,
-        lrSchedulerType: 'constant',
-        totalSteps: 2,
-        seed: 0,
-        gradientCheckpointing: ckpt,
-      });
       try {
-        for (let s = 0; s < 2; s++) await trainer.step([{ batch: B, seqLen: T, inputIds: ids, labels }]);
-        const peak = gpu.pool.ledger.report().peak;
+        const peak = await twoStepPeak(model, { gradientCheckpointing: ckpt });
         const plan = planMemory(model.config, {
           method: 'lora',
-          batchSize: B,
-          seqLen: T,
-          loraRank: 8,
+          ...PLAN_RUN,
           gradientCheckpointing: ckpt,
           storageOffsetAlignment: gpu.limits.minStorageBufferOffsetAlignment,
         });
-        const measured = MEMORY_CATEGORIES.reduce((a, c) => a + peak[c], 0);
-        const lines = MEMORY_CATEGORIES.map((c) => `${c}: planned ${plan.byCategory[c]} measured ${peak[c]}`);
+        // Uniform parameter arenas (scratch) come in 64 KiB blocks; after other tests in this file the
+        // ledger has held one block more than planMemory's dispatch estimate, ~10 % of this tiny scratch.
+        const { measured, lines } = expectPlanMatchesPeak(plan, peak, 64 * 1024);
         console.log(
           `[${runtime}] Gemma 3 plan vs ledger, checkpointing ${ckpt}: ${plan.total} vs ${measured}\n${lines.join('\n')}`,
         );
-        // Uniform parameter arenas (scratch) come in 64 KiB blocks; after other tests in this file the
-        // ledger has held one block more than planMemory's dispatch estimate, ~10 % of this tiny scratch.
-        const slack = (c: string) => (c === 'scratch' ? 64 * 1024 : 0);
-        expect(Math.abs(plan.total - measured) - 64 * 1024, lines.join('\n')).toBeLessThan(0.05 * measured);
-        for (const c of MEMORY_CATEGORIES)
-          expect(Math.abs(plan.byCategory[c] - peak[c]) - slack(c), lines.join('\n')).toBeLessThan(
-            0.05 * Math.max(1, peak[c]),
-          );
       } finally {
-        trainer.release();
-        lora.release();
         model.release();
       }
     });

@@ -3,7 +3,7 @@
 // q/k/v biases, tied embeddings, one packed row with two examples and padding).
 import { describe, expect, it } from 'vitest';
 import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
-import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
+import { prepareBatch } from '../../src/engine/model/batch.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
 import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
@@ -15,69 +15,18 @@ import { Trainer } from '../../src/engine/train/trainer.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { fixtureLora, fixtureModel, realRows } from './engine-util.ts';
+import {
+  cachedDecodeWorstRel,
+  evalAndTrainPass,
+  fixtureBatch,
+  fixtureLora,
+  fixtureModel,
+  forwardLogitsAll,
+  realRows,
+  type PassResult,
+} from './engine-util.ts';
 
-function batchOf(fx: Fixture): MicroBatch {
-  const B = fx.meta.B as number;
-  const T = fx.meta.T as number;
-  const seg = fx.t.segments.data as Int32Array;
-  return {
-    batch: B,
-    seqLen: T,
-    inputIds: fx.t.ids.data as Int32Array,
-    labels: fx.t.labels.data as Int32Array,
-    positionIds: fx.t.positions.data as Int32Array,
-    segmentIds: seg,
-  };
-}
-
-interface Result {
-  logits: Float32Array;
-  loss: number;
-  grads: Map<string, Float32Array>;
-}
-
-async function run(
-  fx: Fixture,
-  opts: { full?: boolean; checkpointing?: boolean; lossChunkRows?: number; dropout?: number },
-): Promise<Result> {
-  const gpu = await testGpu();
-  const model = await fixtureModel(gpu, fx);
-  const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, opts.dropout ?? 0, 21);
-  const dec = new Decoder(model, lora, {
-    full: opts.full,
-    checkpointing: opts.checkpointing,
-    lossChunkRows: opts.lossChunkRows,
-  });
-  const hb = prepareBatch(batchOf(fx));
-  expect(hb.labelCount).toBe(fx.meta.count);
-  const V = model.config.vocabSize;
-  const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, V], 'scratch', 'test logits'));
-  const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
-  try {
-    const inputs = dec.uploadInputs(hb, 0);
-    await dec.forwardLoss(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 0 }, { logits: logitsT });
-    const rec = new Recorder(gpu, 'clear');
-    dec.clearGrads(rec);
-    await rec.submit();
-    await dec.trainMicroBatch(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 1 });
-    dec.releaseInputs(inputs);
-    const grads = new Map<string, Float32Array>();
-    for (const [k, t] of dec.grads) grads.set(k, await readF32(gpu, t));
-    const acc = await readF32(gpu, accum);
-    // The training pass's loss equals the eval pass's.
-    expect(Math.abs(acc[1] - acc[0])).toBeLessThan(1e-5 * Math.abs(acc[0]));
-    return { logits: await readF32(gpu, logitsT), loss: acc[0], grads };
-  } finally {
-    releaseTensor(gpu, logitsT);
-    releaseTensor(gpu, accum);
-    dec.release();
-    lora.release();
-    model.release();
-  }
-}
-
-function checkAgainst(fx: Fixture, r: Result, full: boolean, minTensors = full ? 29 : 28): void {
+function checkAgainst(fx: Fixture, r: PassResult, full: boolean, minTensors = full ? 29 : 28): void {
   const V = (fx.meta.config as { vocab_size: number }).vocab_size;
   const seg = fx.t.segments.data as Int32Array;
   const eLogits = realRows(fx.f32('logits'), seg, V);
@@ -107,27 +56,27 @@ function checkAgainst(fx: Fixture, r: Result, full: boolean, minTensors = full ?
 describe(`engine vs PyTorch [${runtime}]`, () => {
   it('tiny Llama (f32, padded batch): logits, loss, LoRA and full fine-tuning gradients', async () => {
     const fx = await loadFixture('engine_llama');
-    const r = await run(fx, { full: true });
+    const r = await evalAndTrainPass(fx, { full: true });
     checkAgainst(fx, r, true);
   });
 
   it('tiny Llama with gradient checkpointing and a 5-row loss chunk gives the same gradients', async () => {
     const fx = await loadFixture('engine_llama');
-    const r = await run(fx, { checkpointing: true, lossChunkRows: 5 });
+    const r = await evalAndTrainPass(fx, { checkpointing: true, lossChunkRows: 5 });
     checkAgainst(fx, r, false);
   });
 
   it('tiny Qwen2 (bf16, biases, tied, packed row + padding): logits, loss, LoRA gradients', async () => {
     const fx = await loadFixture('engine_qwen2');
-    const r = await run(fx, {});
+    const r = await evalAndTrainPass(fx, {});
     checkAgainst(fx, r, false);
   });
 
   it('with LoRA dropout, the recomputed layers of gradient checkpointing regenerate the same masks', async () => {
     const fx = await loadFixture('engine_llama');
-    const plain = await run(fx, { dropout: 0.25 });
-    const ckpt = await run(fx, { dropout: 0.25, checkpointing: true });
-    const noDrop = await run(fx, {});
+    const plain = await evalAndTrainPass(fx, { dropout: 0.25 });
+    const ckpt = await evalAndTrainPass(fx, { dropout: 0.25, checkpointing: true });
+    const noDrop = await evalAndTrainPass(fx, {});
     let differs = 0;
     for (const [k, g] of plain.grads) {
       expect(relError(ckpt.grads.get(k)!, g), k).toBeLessThanOrEqual(1e-6);
@@ -148,7 +97,7 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
       seed: 0,
     });
     try {
-      const loss = await trainer.evaluate([batchOf(fx)]);
+      const loss = await trainer.evaluate([fixtureBatch(fx)]);
       const want = fx.f32('loss')[0];
       expect(Math.abs(loss - want) / want, `eval loss ${loss} vs ${want}`).toBeLessThanOrEqual(1e-5);
     } finally {
@@ -160,14 +109,14 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
 
   it('tiny Qwen3 (q/k RMSNorm before RoPE, head_dim 24, checkpointing): logits, loss, LoRA gradients', async () => {
     const fx = await loadFixture('engine_qwen3');
-    const r = await run(fx, { checkpointing: true });
+    const r = await evalAndTrainPass(fx, { checkpointing: true });
     checkAgainst(fx, r, false);
   });
 
   it('tiny Mistral (sliding window 3 on rows of 9, checkpointing on and off): logits, loss, LoRA gradients', async () => {
     const fx = await loadFixture('engine_mistral');
-    checkAgainst(fx, await run(fx, {}), false);
-    checkAgainst(fx, await run(fx, { checkpointing: true }), false);
+    checkAgainst(fx, await evalAndTrainPass(fx, {}), false);
+    checkAgainst(fx, await evalAndTrainPass(fx, { checkpointing: true }), false);
   });
 
   it('tiny Mistral: KV-cache decode past the sliding window equals the full forward at every position', async () => {
@@ -178,21 +127,15 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     const T = fx.meta.T as number;
     const ids = (fx.t.ids.data as Int32Array).slice(0, T); // row 0: T real tokens
     const V = model.config.vocabSize;
-    const cache = new KvCache(model, T);
     try {
       expect(model.config.slidingWindow).toBe(3);
       const full = await forwardLogitsAll(model, lora, ids);
-      let worst = 0;
-      for (let n = 0; n < T; n++) {
-        const step = await forwardLogits(model, lora, ids.subarray(n, n + 1), cache);
-        worst = Math.max(worst, relError(step, full.subarray(n * V, (n + 1) * V)));
-      }
+      const worst = await cachedDecodeWorstRel(model, lora, ids, full);
       expect(worst, `decode vs full forward rel ${worst}`).toBeLessThanOrEqual(1e-5);
       // …and the full forward of row 0 is PyTorch's (positions 3.. see only the last 3 keys).
       const torchRel = relError(full, fx.f32('logits').subarray(0, T * V));
       expect(torchRel, `full forward vs PyTorch rel ${torchRel}`).toBeLessThanOrEqual(1e-4);
     } finally {
-      cache.release();
       lora.release();
       model.release();
     }
@@ -207,8 +150,8 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     } finally {
       model.release();
     }
-    checkAgainst(fx, await run(fx, {}), false);
-    checkAgainst(fx, await run(fx, { checkpointing: true }), false);
+    checkAgainst(fx, await evalAndTrainPass(fx, {}), false);
+    checkAgainst(fx, await evalAndTrainPass(fx, { checkpointing: true }), false);
   });
 
   it('tiny SmolLM3: KV-cache decode, one token at a time, equals the full forward at every position', async () => {
@@ -218,18 +161,11 @@ describe(`engine vs PyTorch [${runtime}]`, () => {
     const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
     const T = fx.meta.T as number;
     const ids = (fx.t.ids.data as Int32Array).slice(0, T); // row 0: T real tokens
-    const V = model.config.vocabSize;
-    const cache = new KvCache(model, T);
     try {
       const full = await forwardLogitsAll(model, lora, ids);
-      let worst = 0;
-      for (let n = 0; n < T; n++) {
-        const step = await forwardLogits(model, lora, ids.subarray(n, n + 1), cache);
-        worst = Math.max(worst, relError(step, full.subarray(n * V, (n + 1) * V)));
-      }
+      const worst = await cachedDecodeWorstRel(model, lora, ids, full);
       expect(worst, `decode vs full forward rel ${worst}`).toBeLessThanOrEqual(1e-5);
     } finally {
-      cache.release();
       lora.release();
       model.release();
     }
@@ -248,8 +184,8 @@ describe(`engine vs PyTorch, Phi-3 [${runtime}]`, () => {
       model.release();
     }
     // 2 layers × (qkv_proj, o_proj, gate_up_proj, down_proj) × (A, B) = 16 LoRA tensors; + 15 weights.
-    checkAgainst(fx, await run(fx, { full: true }), true, 31);
-    checkAgainst(fx, await run(fx, { checkpointing: true }), false, 16);
+    checkAgainst(fx, await evalAndTrainPass(fx, { full: true }), true, 31);
+    checkAgainst(fx, await evalAndTrainPass(fx, { checkpointing: true }), false, 16);
   });
 
   it('tiny Phi-3 QLoRA: NF4 fused weights read by row offset give the logits and LoRA gradients of their dequantized values', async () => {
@@ -275,7 +211,7 @@ describe(`engine vs PyTorch, Phi-3 [${runtime}]`, () => {
       if (nf4) expect(isNf4(model.linear(0, 'qkv_proj')) && isNf4(model.linear(1, 'gate_up_proj'))).toBe(true);
       const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
       const dec = new Decoder(model, lora, { checkpointing: true });
-      const hb = prepareBatch(batchOf(fx));
+      const hb = prepareBatch(fixtureBatch(fx));
       const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, config.vocabSize], 'scratch', 'test logits'));
       const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
       try {
@@ -314,8 +250,8 @@ describe(`engine vs PyTorch, Phi-3 [${runtime}]`, () => {
   it("tiny Phi-3 with Phi-3-mini-4k's sliding window (4 under 10-token rows): logits and LoRA gradients, checkpointing on and off", async () => {
     const fx = await loadFixture('engine_phi3_window');
     expect((fx.meta.config as { sliding_window: number }).sliding_window).toBe(4);
-    checkAgainst(fx, await run(fx, {}), false, 16);
-    checkAgainst(fx, await run(fx, { checkpointing: true }), false, 16);
+    checkAgainst(fx, await evalAndTrainPass(fx, {}), false, 16);
+    checkAgainst(fx, await evalAndTrainPass(fx, { checkpointing: true }), false, 16);
   });
 
   it('tiny Phi-3: a pass within original_max_position_embeddings uses the short factors (logits equal PyTorch)', async () => {
@@ -373,15 +309,3 @@ describe(`engine vs PyTorch, Phi-3 [${runtime}]`, () => {
     }
   });
 });
-
-/** Logits of every position of one sequence, from prefixes without a cache (the full forward). */
-async function forwardLogitsAll(
-  model: Awaited<ReturnType<typeof fixtureModel>>,
-  lora: ReturnType<typeof fixtureLora>,
-  ids: Int32Array,
-): Promise<Float32Array> {
-  const V = model.config.vocabSize;
-  const out = new Float32Array(ids.length * V);
-  for (let n = 0; n < ids.length; n++) out.set(await forwardLogits(model, lora, ids.subarray(0, n + 1), null), n * V);
-  return out;
-}
