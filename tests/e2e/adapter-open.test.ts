@@ -6,9 +6,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright';
-import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { launch, screenshot, ARTIFACTS } from './browser.ts';
+import { addDataFile, fillMethod, openModelFolder, openStudio } from './studio-steps.ts';
 import { writeTinyModel } from './tiny-model.ts';
 import { bytesSource } from '../../src/io/byte-source.ts';
 import { SafetensorsFile } from '../../src/io/safetensors.ts';
@@ -116,34 +117,20 @@ describe('studio: open a PEFT adapter', () => {
     wrong = writePeftAdapter(join(dir, 'wide-lora'), { hidden: 48, layers: 2, base: 'someone/wide-llama', seed: 2 });
     const data = makeData();
     browser = await launch();
-    page = await (
-      await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })
-    ).newPage();
-    errors = collectErrors(page);
-    await page.goto(inject('baseUrl'));
-    await page.getByRole('tab', { name: /Model/ }).click();
-    await page.getByLabel('A folder on this computer').check();
-    await page.locator('#model-files').setInputFiles(model);
-    await page
-      .getByTestId('model-info')
-      .filter({ hasText: /Model: local model[\s\S]*matching config\.json/ })
-      .waitFor({ timeout: 60_000 });
-    await page.getByRole('tab', { name: /Data/ }).click();
-    await page.locator('[data-key="samples/identity_en_zh"]').waitFor({ timeout: 60_000 });
-    await page.locator('#data-files').setInputFiles([data]);
-    await page.locator('[data-key$="/greetings.jsonl"]').waitFor({ timeout: 60_000 });
-    await page.getByLabel('Train on identity_en_zh').uncheck();
-    await page.getByRole('tab', { name: /Method/ }).click();
-    const set = async (label: string, v: string) => page.getByLabel(label, { exact: true }).fill(v);
-    await set('Learning rate', '0.01');
-    await set('Epochs', '1');
-    await set('Cutoff length', '64');
-    await set('Batch size', '2');
-    await set('Gradient accumulation', '1');
-    await set('Validation size', '2');
-    await set('Logging steps', '1');
-    await set('Save steps', '100');
-    await set('Warmup steps', '0');
+    ({ page, errors } = await openStudio(browser, { acceptDownloads: true }));
+    await openModelFolder(page, model);
+    await addDataFile(page, data);
+    await fillMethod(page, {
+      'Learning rate': '0.01',
+      Epochs: '1',
+      'Cutoff length': '64',
+      'Batch size': '2',
+      'Gradient accumulation': '1',
+      'Validation size': '2',
+      'Logging steps': '1',
+      'Save steps': '100',
+      'Warmup steps': '0',
+    });
     await page.getByLabel('Learning-rate schedule').selectOption('constant');
   });
   afterAll(async () => {

@@ -5,9 +5,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright';
-import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { launch, screenshot, ARTIFACTS } from './browser.ts';
+import { openStudio } from './studio-steps.ts';
 import { parseTrainYaml } from '../../src/engine/train/llamafactory-config.ts';
 
 const dir = join(ARTIFACTS, 'studio-dpo');
@@ -30,11 +31,7 @@ describe('studio: preference tuning (DPO) on the demo model', () => {
 
   beforeAll(async () => {
     browser = await launch();
-    page = await (
-      await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })
-    ).newPage();
-    errors = collectErrors(page);
-    await page.goto(inject('baseUrl'));
+    ({ page, errors } = await openStudio(browser, { acceptDownloads: true }));
     await page.getByTestId('tokenizer-ok').waitFor({ timeout: 60_000 });
     expect(await page.getByTestId('model-info').textContent()).toMatch(/Model: tabtune-demo/);
   });

@@ -6,9 +6,10 @@
 import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright';
-import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { launch, screenshot, ARTIFACTS } from './browser.ts';
+import { addDataFile, fillMethod, openModelFolder, openStudio } from './studio-steps.ts';
 import { writeTinyModel, type TinyModel } from './tiny-model.ts';
 import { parseAdapterConfig } from '../../src/io/peft.ts';
 
@@ -46,29 +47,18 @@ describe('studio: Gemma 3, Gemma 2, Phi-3 and SmolLM3 train, chat and export', (
       ).join('\n') + '\n',
     );
     browser = await launch();
-    page = await (
-      await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })
-    ).newPage();
-    errors = collectErrors(page);
-    await page.goto(inject('baseUrl'));
-    await page.getByRole('tab', { name: /Data/ }).click();
-    await page.locator('[data-key="samples/identity_en_zh"]').waitFor({ timeout: 60_000 });
-    await page.locator('#data-files').setInputFiles([data]);
-    await page.locator('[data-key$="/tiny.jsonl"]').waitFor({ timeout: 60_000 });
-    await page.getByLabel('Train on identity_en_zh').uncheck();
-    await page.getByRole('tab', { name: /Method/ }).click();
+    ({ page, errors } = await openStudio(browser, { acceptDownloads: true }));
+    await addDataFile(page, data);
     // 6 rows, batch 2, accumulation 2: 3 micro-batches = 2 optimizer steps; rows longer than the window.
-    for (const [label, v] of [
-      ['Learning rate', '0.001'],
-      ['Epochs', '1'],
-      ['Cutoff length', '32'],
-      ['Batch size', '2'],
-      ['Gradient accumulation', '2'],
-      ['Logging steps', '1'],
-      ['Save steps', '100'],
-    ]) {
-      await page.getByLabel(label, { exact: true }).fill(v);
-    }
+    await fillMethod(page, {
+      'Learning rate': '0.001',
+      Epochs: '1',
+      'Cutoff length': '32',
+      'Batch size': '2',
+      'Gradient accumulation': '2',
+      'Logging steps': '1',
+      'Save steps': '100',
+    });
   });
   afterAll(async () => {
     await browser?.close();
@@ -85,13 +75,7 @@ describe('studio: Gemma 3, Gemma 2, Phi-3 and SmolLM3 train, chat and export', (
         seed: 31 + i,
         scale: 0.2,
       });
-      await page.getByRole('tab', { name: /Model/ }).click();
-      await page.getByLabel('A folder on this computer').check();
-      await page.locator('#model-files').setInputFiles(model);
-      await page
-        .getByTestId('model-info')
-        .filter({ hasText: new RegExp(`${f.arch}[\\s\\S]*matching config\\.json`) })
-        .waitFor({ timeout: 60_000 });
+      await openModelFolder(page, model, new RegExp(`${f.arch}[\\s\\S]*matching config\\.json`));
       await page.getByRole('tab', { name: /Train/ }).click();
       const before = await page.getByTestId('run-row').count();
       await page.getByRole('button', { name: 'Start training' }).click();

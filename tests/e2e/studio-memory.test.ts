@@ -5,9 +5,10 @@
 // from the last checkpoint, and the run finishes.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright';
-import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { launch, screenshot, ARTIFACTS } from './browser.ts';
+import { addDataFile, fillMethod, openModelFolder, openStudio } from './studio-steps.ts';
 import { writeTinyModel } from './tiny-model.ts';
 
 const dir = join(ARTIFACTS, 'studio-memory');
@@ -49,36 +50,26 @@ describe('studio: a run fitted to the GPU memory budget, and retried after runni
     }));
     writeFileSync(data, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
     browser = await launch();
-    page = await (await browser.newContext({ viewport: { width: 1200, height: 900 } })).newPage();
-    errors = collectErrors(page);
-    await page.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
-      const res = await route.fetch();
-      await route.fulfill({ response: res, body: OOM_ONCE + (await res.text()) });
+    ({ page, errors } = await openStudio(browser, {
+      before: (p) =>
+        p.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
+          const res = await route.fetch();
+          await route.fulfill({ response: res, body: OOM_ONCE + (await res.text()) });
+        }),
+    }));
+    await openModelFolder(page, model);
+    await addDataFile(page, data);
+    await fillMethod(page, {
+      'Learning rate': '0.01',
+      Epochs: '1',
+      // Every row is longer than this, so the run's plan (its longest row) is the Method step's (cutoff_len).
+      'Cutoff length': '16',
+      'Batch size': '2',
+      'Gradient accumulation': '1',
+      'Logging steps': '1',
+      'Save steps': '2',
+      'Warmup steps': '0',
     });
-    await page.goto(inject('baseUrl'));
-    await page.getByRole('tab', { name: /Model/ }).click();
-    await page.getByLabel('A folder on this computer').check();
-    await page.locator('#model-files').setInputFiles(model);
-    await page
-      .getByTestId('model-info')
-      .filter({ hasText: /Model: local model[\s\S]*matching config\.json/ })
-      .waitFor({ timeout: 60_000 });
-    await page.getByRole('tab', { name: /Data/ }).click();
-    await page.locator('[data-key="samples/identity_en_zh"]').waitFor({ timeout: 60_000 });
-    await page.locator('#data-files').setInputFiles([data]);
-    await page.locator('[data-key$="/colors.jsonl"]').waitFor({ timeout: 60_000 });
-    await page.getByLabel('Train on identity_en_zh').uncheck();
-    await page.getByRole('tab', { name: /Method/ }).click();
-    const set = async (label: string, v: string) => page.getByLabel(label, { exact: true }).fill(v);
-    await set('Learning rate', '0.01');
-    await set('Epochs', '1');
-    // Every row is longer than this, so the run's plan (its longest row) is the Method step's (cutoff_len).
-    await set('Cutoff length', '16');
-    await set('Batch size', '2');
-    await set('Gradient accumulation', '1');
-    await set('Logging steps', '1');
-    await set('Save steps', '2');
-    await set('Warmup steps', '0');
     await page.getByLabel('Gradient checkpointing', { exact: true }).uncheck();
   });
   afterAll(async () => {

@@ -3,9 +3,10 @@
 import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright';
-import { collectErrors, launch, screenshot, ARTIFACTS } from './browser.ts';
+import { launch, screenshot, ARTIFACTS } from './browser.ts';
+import { addDataFile, fillMethod, openModelFolder, openStudio } from './studio-steps.ts';
 import { writeTinyModel } from './tiny-model.ts';
 import { readHeader } from '../../src/io/safetensors.ts';
 import { bytesSource } from '../../src/io/byte-source.ts';
@@ -24,16 +25,6 @@ function makeData(): string {
   }));
   writeFileSync(p, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
   return p;
-}
-
-async function openModel(page: Page, files: string[]) {
-  await page.getByRole('tab', { name: /Model/ }).click();
-  await page.getByLabel('A folder on this computer').check();
-  await page.locator('#model-files').setInputFiles(files);
-  await page
-    .getByTestId('model-info')
-    .filter({ hasText: /Model: local model[\s\S]*matching config\.json/ })
-    .waitFor({ timeout: 60_000 });
 }
 
 async function loggedLosses(page: Page): Promise<number[]> {
@@ -67,34 +58,29 @@ describe('studio: train, resume, chat, evaluate, export', () => {
     });
     const data = makeData();
     browser = await launch();
-    page = await (
-      await browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true })
-    ).newPage();
-    errors = collectErrors(page);
-    // The engine Worker keeps its GPU devices where the test can reach them, to lose one on purpose.
-    await page.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
-      const res = await route.fetch();
-      const keep = `{const f=GPUAdapter.prototype.requestDevice;GPUAdapter.prototype.requestDevice=async function(...a){const d=await f.apply(this,a);(self.__tabtuneDevices??=[]).push(d);return d;};}\n`;
-      await route.fulfill({ response: res, body: keep + (await res.text()) });
+    ({ page, errors } = await openStudio(browser, {
+      acceptDownloads: true,
+      // The engine Worker keeps its GPU devices where the test can reach them, to lose one on purpose.
+      before: (p) =>
+        p.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
+          const res = await route.fetch();
+          const keep = `{const f=GPUAdapter.prototype.requestDevice;GPUAdapter.prototype.requestDevice=async function(...a){const d=await f.apply(this,a);(self.__tabtuneDevices??=[]).push(d);return d;};}\n`;
+          await route.fulfill({ response: res, body: keep + (await res.text()) });
+        }),
+    }));
+    await openModelFolder(page, model);
+    await addDataFile(page, data);
+    await fillMethod(page, {
+      'Learning rate': '0.01',
+      Epochs: '4',
+      'Cutoff length': '64',
+      'Batch size': '2',
+      'Gradient accumulation': '1',
+      'Validation size': '2',
+      'Logging steps': '1',
+      'Save steps': '3',
+      'Warmup steps': '0',
     });
-    await page.goto(inject('baseUrl'));
-    await openModel(page, model);
-    await page.getByRole('tab', { name: /Data/ }).click();
-    await page.locator('[data-key="samples/identity_en_zh"]').waitFor({ timeout: 60_000 });
-    await page.locator('#data-files').setInputFiles([data]);
-    await page.locator('[data-key$="/greetings.jsonl"]').waitFor({ timeout: 60_000 });
-    await page.getByLabel('Train on identity_en_zh').uncheck();
-    await page.getByRole('tab', { name: /Method/ }).click();
-    const set = async (label: string, v: string) => page.getByLabel(label, { exact: true }).fill(v);
-    await set('Learning rate', '0.01');
-    await set('Epochs', '4');
-    await set('Cutoff length', '64');
-    await set('Batch size', '2');
-    await set('Gradient accumulation', '1');
-    await set('Validation size', '2');
-    await set('Logging steps', '1');
-    await set('Save steps', '3');
-    await set('Warmup steps', '0');
     await page.getByLabel('Learning-rate schedule').selectOption('constant');
   });
   afterAll(async () => {
