@@ -82,13 +82,13 @@ console.log(formatTable(report.results));
 const outFile = join(root, 'bench', 'results.json');
 mkdirSync(dirname(outFile), { recursive: true });
 // results.json keeps the latest report per runtime, so Node and Chromium numbers sit side by side.
-const all: Record<string, Report> = existsSync(outFile)
-  ? (JSON.parse(readFileSync(outFile, 'utf8')).byRuntime ?? {})
-  : {};
+const previous = existsSync(outFile) ? (JSON.parse(readFileSync(outFile, 'utf8')) as Record<string, unknown>) : {};
+const all = (previous.byRuntime ?? {}) as Record<string, Report>;
 if (filter && all[report.runtime]) {
   const kept = all[report.runtime].results.filter((r) => !report.results.some((n) => n.name === r.name));
   report.results = [...kept, ...report.results];
 }
 all[report.runtime] = report;
-writeFileSync(outFile, JSON.stringify({ results: report.results, byRuntime: all }, null, 2) + '\n');
+// Other sections (the real-size rows under "real", written by scripts/real-size.ts) are kept.
+writeFileSync(outFile, JSON.stringify({ ...previous, results: report.results, byRuntime: all }, null, 2) + '\n');
 console.log(`\nwrote ${outFile}`);
