@@ -26,6 +26,24 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = { ...proce
   });
 }
 
+/**
+ * A tiny config.json on the demo tokenizer's 6144-token vocabulary (eos 6143, pad 6141): hidden 32,
+ * MLP 64, 4 query and 2 key/value heads, float32; `over` gives the architecture and the rest.
+ */
+export function demoVocabConfig(over: Record<string, unknown>): Record<string, unknown> {
+  return {
+    hidden_size: 32,
+    intermediate_size: 64,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 6144,
+    torch_dtype: 'float32',
+    eos_token_id: 6143,
+    pad_token_id: 6141,
+    ...over,
+  };
+}
+
 /** A model folder of `raw`'s architecture with F32 weights from `seed` and the demo model's tokenizer. */
 export async function writeDemoTokenizerModel(dir: string, raw: Record<string, unknown>, seed: number): Promise<void> {
   const { readFileSync } = await import('node:fs');
@@ -58,6 +76,18 @@ export function countingRows(): AlpacaRow[] {
     input: '',
     output: `${i} ${i + 1} ${i + 2} ${i + 3} ${i + 4} ${i + 5}`,
   }));
+}
+
+/** Writes `key: value` lines (in the order given) as a YAML file at `path`; returns `path`. */
+export async function writeYaml(path: string, entries: Record<string, string | number | boolean>): Promise<string> {
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(
+    path,
+    Object.entries(entries)
+      .map(([k, v]) => `${k}: ${v}\n`)
+      .join(''),
+  );
+  return path;
 }
 
 export interface SftLoraYaml {

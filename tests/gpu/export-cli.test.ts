@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { runtime, testGpu } from './context.ts';
 import {
+  demoVocabConfig,
   greedyReplyInProcess,
   mergedVsAdapterRel,
   readTrainerLog,
@@ -12,34 +13,27 @@ import {
   writeAlpacaDataset,
   writeDemoTokenizerModel,
   writeSftLoraYaml,
+  writeYaml,
 } from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/cli';
 
 describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
   it('trains with checkpoints, resumes identically, chats greedily and exports a merged model', async () => {
-    const { writeFileSync, existsSync, rmSync } = await import('node:fs');
+    const { existsSync, rmSync } = await import('node:fs');
     const { join, resolve } = await import('node:path');
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
     const modelDir = join(root, 'model');
-    const raw = {
+    const raw = demoVocabConfig({
       architectures: ['Qwen2ForCausalLM'],
       model_type: 'qwen2',
-      hidden_size: 32,
-      intermediate_size: 64,
       num_hidden_layers: 1,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      vocab_size: 6144,
       max_position_embeddings: 256,
       rms_norm_eps: 1e-6,
       rope_theta: 10000,
       tie_word_embeddings: true,
-      torch_dtype: 'float32',
-      eos_token_id: 6143,
-      pad_token_id: 6141,
-    };
+    });
     await writeDemoTokenizerModel(modelDir, raw, 21);
     const dataDir = join(root, 'data');
     const rows = Array.from({ length: 8 }, (_, i) => ({
@@ -118,11 +112,13 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
     expect(log2.map((r) => r.total_tokens)).toEqual(log1.map((r) => r.total_tokens));
 
     // ---- chat: greedy, streamed to stdout; the same text as generate() in this process
-    const chatYaml = join(root, 'chat.yaml');
-    writeFileSync(
-      chatYaml,
-      `model_name_or_path: ${modelDir}\nadapter_name_or_path: ${out}\ntemplate: qwen\nmax_new_tokens: 10\ndo_sample: false\n`,
-    );
+    const chatYaml = await writeYaml(join(root, 'chat.yaml'), {
+      model_name_or_path: modelDir,
+      adapter_name_or_path: out,
+      template: 'qwen',
+      max_new_tokens: 10,
+      do_sample: false,
+    });
     const c = await run(['chat', chatYaml, '--prompt', 'Say the number 3.']);
     expect(c.code, c.err).toBe(0);
     expect(c.err).toMatch(/\+ adapter .* \(r=4, 7 modules\)/);
@@ -137,11 +133,14 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export', () => {
       expect(c.out).toBe(`${ref.text}\n`);
 
       // ---- export: merged model folder; its logits equal base + adapter
-      const exportYaml = join(root, 'export.yaml');
-      writeFileSync(
-        exportYaml,
-        `model_name_or_path: ${modelDir}\nadapter_name_or_path: ${out}\ntemplate: qwen\nfinetuning_type: lora\nexport_dir: ${join(root, 'merged')}\nexport_size: 1\n`,
-      );
+      const exportYaml = await writeYaml(join(root, 'export.yaml'), {
+        model_name_or_path: modelDir,
+        adapter_name_or_path: out,
+        template: 'qwen',
+        finetuning_type: 'lora',
+        export_dir: join(root, 'merged'),
+        export_size: 1,
+      });
       const e = await run(['export', exportYaml]);
       expect(e.code, e.err).toBe(0);
       for (const f of [

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { runtime, testGpu } from './context.ts';
 import {
   countingRows,
+  demoVocabConfig,
   greedyReplyInProcess,
   mergedVsAdapterRel,
   readTrainerLog,
@@ -16,28 +17,24 @@ import {
   writeAlpacaDataset,
   writeDemoTokenizerModel,
   writeSftLoraYaml,
+  writeYaml,
 } from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/cli-gemma3';
 
 describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Gemma 3', () => {
   it('QLoRA on all seven modules past the window, chat and a merged export; GGUF refused', async () => {
-    const { readFileSync, writeFileSync, rmSync } = await import('node:fs');
+    const { readFileSync, rmSync } = await import('node:fs');
     const { join, resolve } = await import('node:path');
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
     const modelDir = join(root, 'model');
-    const raw = {
+    const raw = demoVocabConfig({
       architectures: ['Gemma3ForCausalLM'],
       model_type: 'gemma3_text',
-      hidden_size: 32,
-      intermediate_size: 64,
       num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
       head_dim: 8,
       query_pre_attn_scalar: 8,
-      vocab_size: 6144,
       max_position_embeddings: 64,
       sliding_window: 8,
       layer_types: ['sliding_attention', 'full_attention'],
@@ -46,10 +43,7 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Gemma 
       rms_norm_eps: 1e-6,
       hidden_activation: 'gelu_pytorch_tanh',
       tie_word_embeddings: true,
-      torch_dtype: 'float32',
-      eos_token_id: 6143,
-      pad_token_id: 6141,
-    };
+    });
     await writeDemoTokenizerModel(modelDir, raw, 33);
     const dataDir = join(root, 'data');
     await writeAlpacaDataset(dataDir, 'counts', countingRows());
@@ -87,11 +81,13 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Gemma 
     expect(names).toHaveLength(2 * 7 * 2);
 
     // ---- chat with the adapter: greedy; the same text as generate() in this process
-    const chatYaml = join(root, 'chat.yaml');
-    writeFileSync(
-      chatYaml,
-      `model_name_or_path: ${modelDir}\nadapter_name_or_path: ${out}\ntemplate: gemma3\nmax_new_tokens: 24\ndo_sample: false\n`,
-    );
+    const chatYaml = await writeYaml(join(root, 'chat.yaml'), {
+      model_name_or_path: modelDir,
+      adapter_name_or_path: out,
+      template: 'gemma3',
+      max_new_tokens: 24,
+      do_sample: false,
+    });
     const prompt = 'Count from 2 to 7, one number per word, and say nothing else please.';
     const c = await run(['chat', chatYaml, '--prompt', prompt]);
     expect(c.code, c.err).toBe(0);
@@ -108,11 +104,13 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Gemma 
       expect(c.out).toBe(`${ref.text}\n`);
 
       // ---- export: merged folder, logits equal base + adapter; GGUF refused with the reason
-      const exportYaml = join(root, 'export.yaml');
-      writeFileSync(
-        exportYaml,
-        `model_name_or_path: ${modelDir}\nadapter_name_or_path: ${out}\ntemplate: gemma3\nfinetuning_type: lora\nexport_dir: ${join(root, 'merged')}\n`,
-      );
+      const exportYaml = await writeYaml(join(root, 'export.yaml'), {
+        model_name_or_path: modelDir,
+        adapter_name_or_path: out,
+        template: 'gemma3',
+        finetuning_type: 'lora',
+        export_dir: join(root, 'merged'),
+      });
       const e = await run(['export', exportYaml]);
       expect(e.code, e.err).toBe(0);
       const rel = await mergedVsAdapterRel(gpu, model, lora, join(root, 'merged'), ref.ids, (merged) => {

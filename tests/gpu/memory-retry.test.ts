@@ -8,7 +8,7 @@ import { GpuError } from '../../src/engine/gpu/errors.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../../src/engine/gpu/transfer.ts';
 import { Trainer } from '../../src/engine/train/trainer.ts';
 import { runtime, testGpu } from './context.ts';
-import { writeAlpacaDataset, writeDemoTokenizerModel, writeSftLoraYaml } from './cli-util.ts';
+import { demoVocabConfig, writeAlpacaDataset, writeDemoTokenizerModel, writeSftLoraYaml } from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/memory-retry';
 
@@ -74,23 +74,15 @@ describe.skipIf(runtime !== 'node')('tabtune train under a GPU memory budget', (
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
     const modelDir = join(root, 'model');
-    const raw = {
+    const raw = demoVocabConfig({
       architectures: ['Qwen2ForCausalLM'],
       model_type: 'qwen2',
-      hidden_size: 32,
-      intermediate_size: 64,
       num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      vocab_size: 6144,
       max_position_embeddings: 256,
       rms_norm_eps: 1e-6,
       rope_theta: 10000,
       tie_word_embeddings: true,
-      torch_dtype: 'float32',
-      eos_token_id: 6143,
-      pad_token_id: 6141,
-    };
+    });
     await writeDemoTokenizerModel(modelDir, raw, 23);
     const dataDir = join(root, 'data');
     const rows = Array.from({ length: 8 }, (_, i) => ({

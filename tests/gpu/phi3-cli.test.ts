@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { runtime, testGpu } from './context.ts';
 import {
   countingRows,
+  demoVocabConfig,
   greedyReplyInProcess,
   mergedVsAdapterRel,
   readTrainerLog,
@@ -16,26 +17,22 @@ import {
   writeAlpacaDataset,
   writeDemoTokenizerModel,
   writeSftLoraYaml,
+  writeYaml,
 } from './cli-util.ts';
 
 const ROOT = 'tests/artifacts/cli-phi3';
 
 describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3', () => {
   it('QLoRA on the fused modules, a PEFT adapter under their names, chat and a merged export', async () => {
-    const { readFileSync, writeFileSync, rmSync } = await import('node:fs');
+    const { readFileSync, rmSync } = await import('node:fs');
     const { join, resolve } = await import('node:path');
     const root = resolve(ROOT);
     rmSync(root, { recursive: true, force: true });
     const modelDir = join(root, 'model');
-    const raw = {
+    const raw = demoVocabConfig({
       architectures: ['Phi3ForCausalLM'],
       model_type: 'phi3',
-      hidden_size: 32,
-      intermediate_size: 64,
       num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      vocab_size: 6144,
       max_position_embeddings: 64,
       original_max_position_embeddings: 16,
       partial_rotary_factor: 0.75,
@@ -43,10 +40,7 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3'
       rms_norm_eps: 1e-5,
       rope_theta: 10000,
       tie_word_embeddings: false,
-      torch_dtype: 'float32',
-      eos_token_id: 6143,
-      pad_token_id: 6141,
-    };
+    });
     await writeDemoTokenizerModel(modelDir, raw, 33);
     const dataDir = join(root, 'data');
     await writeAlpacaDataset(dataDir, 'counts', countingRows());
@@ -76,11 +70,13 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3'
     expect(names).toHaveLength(2 * 4 * 2);
 
     // ---- chat with the adapter: greedy; the same text as generate() in this process
-    const chatYaml = join(root, 'chat.yaml');
-    writeFileSync(
-      chatYaml,
-      `model_name_or_path: ${modelDir}\nadapter_name_or_path: ${out}\ntemplate: phi\nmax_new_tokens: 24\ndo_sample: false\n`,
-    );
+    const chatYaml = await writeYaml(join(root, 'chat.yaml'), {
+      model_name_or_path: modelDir,
+      adapter_name_or_path: out,
+      template: 'phi',
+      max_new_tokens: 24,
+      do_sample: false,
+    });
     const prompt = 'Count from 2 to 7, one number per word, and say nothing else please.';
     const c = await run(['chat', chatYaml, '--prompt', prompt]);
     expect(c.code, c.err).toBe(0);
@@ -97,11 +93,13 @@ describe.skipIf(runtime !== 'node')('tabtune train → chat → export on Phi-3'
       expect(c.out).toBe(`${ref.text}\n`);
 
       // ---- export: merged folder, logits equal base + adapter; GGUF refused with the reason
-      const exportYaml = join(root, 'export.yaml');
-      writeFileSync(
-        exportYaml,
-        `model_name_or_path: ${modelDir}\nadapter_name_or_path: ${out}\ntemplate: phi\nfinetuning_type: lora\nexport_dir: ${join(root, 'merged')}\n`,
-      );
+      const exportYaml = await writeYaml(join(root, 'export.yaml'), {
+        model_name_or_path: modelDir,
+        adapter_name_or_path: out,
+        template: 'phi',
+        finetuning_type: 'lora',
+        export_dir: join(root, 'merged'),
+      });
       const e = await run(['export', exportYaml]);
       expect(e.code, e.err).toBe(0);
       const rel = await mergedVsAdapterRel(gpu, model, lora, join(root, 'merged'), ref.ids, (merged) => {
