@@ -3,30 +3,19 @@
 // (tests/reference/gen_ckpt16.py), and its distance from the f32 pass is what the rounding costs.
 import { describe, expect, it } from 'vitest';
 import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
-import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
+import { prepareBatch } from '../../src/engine/model/batch.ts';
 import { Decoder, type CheckpointPrecision } from '../../src/engine/model/decoder.ts';
 import { relError } from '../cpu/compare.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { fixtureLora, fixtureModel, realRows } from './engine-util.ts';
-
-function batchOf(fx: Fixture): MicroBatch {
-  return {
-    batch: fx.meta.B as number,
-    seqLen: fx.meta.T as number,
-    inputIds: fx.t.ids.data as Int32Array,
-    labels: fx.t.labels.data as Int32Array,
-    positionIds: fx.t.positions.data as Int32Array,
-    segmentIds: fx.t.segments.data as Int32Array,
-  };
-}
+import { fixtureBatch, fixtureLora, fixtureModel, realRows } from './engine-util.ts';
 
 async function trainPass(fx: Fixture, precision: CheckpointPrecision, checkpointing = true) {
   const gpu = await testGpu();
   const model = await fixtureModel(gpu, fx);
   const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha);
   const dec = new Decoder(model, lora, { checkpointing, checkpointPrecision: precision, lossChunkRows: 4 });
-  const hb = prepareBatch(batchOf(fx));
+  const hb = prepareBatch(fixtureBatch(fx));
   const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, model.config.vocabSize], 'scratch', 'test logits'));
   const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
   try {

@@ -5,11 +5,12 @@ import { readF32, Recorder, releaseTensor, tensorSpec, writeTensor, zerosTensor 
 import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
 import { forwardLogits, KvCache } from '../../src/engine/model/infer.ts';
-import { parseModelConfig } from '../../src/engine/model/config.ts';
+import { expectedWeights, parseModelConfig, type ModelConfig } from '../../src/engine/model/config.ts';
 import { loadModel, type LoadOptions } from '../../src/engine/model/load.ts';
 import { attachLora, type LoraSet, type Model } from '../../src/engine/model/model.ts';
 import { memoryWeightSource, type WeightSource } from '../../src/engine/model/weights.ts';
 import type { Fixture } from '../reference/fixtures.ts';
+import { randn } from '../cpu/random.ts';
 import { relError } from '../cpu/compare.ts';
 import { testGpu } from './context.ts';
 
@@ -25,6 +26,23 @@ export function fixtureSource(fx: Fixture): WeightSource {
     });
   }
   return memoryWeightSource(map, `fixture`);
+}
+
+/**
+ * Seeded random F32 weights for every non-optional weight of `c` (seeds 11, 12, … in
+ * expectedWeights order): embeddings ~N(0, 1), linear layers scaled by 1.5/√fan-in, norms 1 ± 0.1.
+ */
+export function randomWeightSource(c: ModelConfig, name: string): WeightSource {
+  const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
+  let s = 11;
+  for (const w of expectedWeights(c)) {
+    if (w.optional) continue;
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    const v = randn(n, s++, w.role === 'embed' ? 1 : w.role === 'linear' ? 1.5 / Math.sqrt(w.shape[1]) : 0.1);
+    if (w.role === 'norm') for (let i = 0; i < n; i++) v[i] += 1;
+    map.set(w.name, { dtype: 'F32', shape: [...w.shape], bytes: new Uint8Array(v.buffer) });
+  }
+  return memoryWeightSource(map, name);
 }
 
 export async function fixtureModel(

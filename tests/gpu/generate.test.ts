@@ -9,9 +9,9 @@ import { parseModelConfig } from '../../src/engine/model/config.ts';
 import { loadModel, type LoadOptions } from '../../src/engine/model/load.ts';
 import { attachLora, type LoraSet, type Model } from '../../src/engine/model/model.ts';
 import { forwardLogits } from '../../src/engine/model/infer.ts';
-import { memoryWeightSource } from '../../src/engine/model/weights.ts';
 import { randn } from '../cpu/random.ts';
 import { testGpu } from './context.ts';
+import { randomWeightSource } from './engine-util.ts';
 import { expectPlanMatchesPeak, PLAN_RUN, twoStepPeak } from './plan-util.ts';
 
 // Built in memory (no files), so it runs in Node and in Chromium.
@@ -35,18 +35,8 @@ function tinyConfig(): Record<string, unknown> {
 
 async function tinyModel(qlora = false, over: Record<string, unknown> = {}, load: LoadOptions = {}): Promise<Model> {
   const gpu = await testGpu();
-  const { expectedWeights } = await import('../../src/engine/model/config.ts');
   const c = parseModelConfig({ ...tinyConfig(), ...over });
-  const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
-  let s = 11;
-  for (const w of expectedWeights(c)) {
-    if (w.optional) continue;
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    const v = randn(n, s++, w.role === 'embed' ? 1 : w.role === 'linear' ? 1.5 / Math.sqrt(w.shape[1]) : 0.1);
-    if (w.role === 'norm') for (let i = 0; i < n; i++) v[i] += 1;
-    map.set(w.name, { dtype: 'F32', shape: [...w.shape], bytes: new Uint8Array(v.buffer) });
-  }
-  return loadModel(gpu, c, memoryWeightSource(map, 'tiny'), {
+  return loadModel(gpu, c, randomWeightSource(c, 'tiny'), {
     ...(qlora ? { quantize: 'nf4', doubleQuant: true } : {}),
     ...load,
   });

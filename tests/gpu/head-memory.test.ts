@@ -5,7 +5,7 @@
 // table; the merged export writes the host embedding's own bytes.
 import { describe, expect, it } from 'vitest';
 import { readF32, readTensor, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
-import { prepareBatch, type MicroBatch } from '../../src/engine/model/batch.ts';
+import { prepareBatch } from '../../src/engine/model/batch.ts';
 import { parseModelConfig } from '../../src/engine/model/config.ts';
 import { Decoder } from '../../src/engine/model/decoder.ts';
 import { loadModel, type LoadOptions } from '../../src/engine/model/load.ts';
@@ -18,24 +18,13 @@ import { relError } from '../cpu/compare.ts';
 import { dequantizeNf4Ref, quantizeNf4Ref, unpackNf4 } from '../cpu/nf4.ts';
 import { loadFixture, type Fixture } from '../reference/fixtures.ts';
 import { runtime, testGpu } from './context.ts';
-import { fixtureLora, fixtureModel, fixtureSource } from './engine-util.ts';
-
-function batchOf(fx: Fixture): MicroBatch {
-  return {
-    batch: fx.meta.B as number,
-    seqLen: fx.meta.T as number,
-    inputIds: fx.t.ids.data as Int32Array,
-    labels: fx.t.labels.data as Int32Array,
-    positionIds: fx.t.positions.data as Int32Array,
-    segmentIds: fx.t.segments.data as Int32Array,
-  };
-}
+import { fixtureBatch, fixtureLora, fixtureModel, fixtureSource } from './engine-util.ts';
 
 async function pass(model: Model, fx: Fixture, neftune = false) {
   const gpu = model.gpu;
   const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha);
   const dec = new Decoder(model, lora, { checkpointing: true, lossChunkRows: 5 });
-  const hb = prepareBatch(batchOf(fx));
+  const hb = prepareBatch(fixtureBatch(fx));
   const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, model.config.vocabSize], 'scratch', 'test logits'));
   const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
   try {

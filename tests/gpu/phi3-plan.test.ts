@@ -1,11 +1,10 @@
 // planMemory for Phi-3 (fused qkv_proj / gate_up_proj, one LoRA per fused module) against the
 // memory ledger's measured peak of two training steps of a tiny Phi-3.
 import { describe, it } from 'vitest';
-import { parseModelConfig, expectedWeights } from '../../src/engine/model/config.ts';
+import { parseModelConfig } from '../../src/engine/model/config.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
-import { memoryWeightSource } from '../../src/engine/model/weights.ts';
-import { randn } from '../cpu/random.ts';
 import { testGpu } from './context.ts';
+import { randomWeightSource } from './engine-util.ts';
 import { expectPlanMatchesPeak, PLAN_RUN, twoStepPeak } from './plan-util.ts';
 
 const RAW = {
@@ -38,16 +37,7 @@ describe('planMemory for Phi-3', () => {
       const gpu = await testGpu();
       gpu.pool.trim();
       const c = parseModelConfig(RAW);
-      const map = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
-      let s = 11;
-      for (const w of expectedWeights(c)) {
-        if (w.optional) continue;
-        const n = w.shape.reduce((a, b) => a * b, 1);
-        const v = randn(n, s++, w.role === 'embed' ? 1 : w.role === 'linear' ? 1.5 / Math.sqrt(w.shape[1]) : 0.1);
-        if (w.role === 'norm') for (let i = 0; i < n; i++) v[i] += 1;
-        map.set(w.name, { dtype: 'F32', shape: [...w.shape], bytes: new Uint8Array(v.buffer) });
-      }
-      const model = await loadModel(gpu, c, memoryWeightSource(map, 'tiny-phi3'), {
+      const model = await loadModel(gpu, c, randomWeightSource(c, 'tiny-phi3'), {
         ...(method === 'qlora' ? { quantize: 'nf4', doubleQuant: true } : {}),
       });
       try {
