@@ -14,15 +14,25 @@ export class GpuError extends Error {
   }
 }
 
+/** How many withErrorScopes bodies are running (their scopes already catch what a call inside raises). */
+let openScopes = 0;
+
+/** Whether an out-of-memory error raised now would be caught by a withErrorScopes around it. */
+export function insideErrorScopes(): boolean {
+  return openScopes > 0;
+}
+
 /** Runs `body` inside validation / out-of-memory / internal error scopes and throws the first error. */
 export async function withErrorScopes<T>(device: GPUDevice, what: string, body: () => T | Promise<T>): Promise<T> {
   device.pushErrorScope('internal');
   device.pushErrorScope('out-of-memory');
   device.pushErrorScope('validation');
   let result: T;
+  openScopes++;
   try {
     result = await body();
   } finally {
+    openScopes--;
     const [validation, oom, internal] = await Promise.all([
       device.popErrorScope(),
       device.popErrorScope(),

@@ -1,4 +1,4 @@
-import { GpuError } from './errors.ts';
+import { GpuError, insideErrorScopes } from './errors.ts';
 import { MemoryLedger, type MemoryCategory } from './ledger.ts';
 import { BUF } from './usage.ts';
 
@@ -94,6 +94,8 @@ export class BufferPool {
    * into a GpuError naming the buffer instead of an "invalid buffer" error at its first use.
    */
   private createChecked(desc: GPUBufferDescriptor): GPUBuffer {
+    // Inside withErrorScopes the caller's scope reports it, with the caller's context.
+    if (insideErrorScopes()) return this.device.createBuffer(desc);
     this.device.pushErrorScope('out-of-memory');
     const buffer = this.device.createBuffer(desc);
     this.pendingScopes.push(
