@@ -6,12 +6,7 @@ import { downloadModel, HubError, type DownloadProgress } from '../io/hub.ts';
 import { openModelStore, type ModelStore, type StoredModel } from '../io/model-store.ts';
 import { probeGpu, type ProbeResult } from './probe.ts';
 import { openModel, type ModelSession, type ModelState } from './model-session.ts';
-import {
-  DataSession,
-  type DataOverview,
-  type PrepareSummary,
-  type PreviewRow,
-} from './data-session.ts';
+import { DataSession, type DataOverview, type PrepareSummary, type PreviewRow } from './data-session.ts';
 import { GpuModelCache } from './gpu-model.ts';
 import { RunSession, type RunProgress } from './run-session.ts';
 import { ChatSession, type ChatReply, type ChatRequest } from './chat-session.ts';
