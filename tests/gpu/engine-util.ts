@@ -127,6 +127,15 @@ export interface PassOptions {
 export async function evalAndTrainPass(fx: Fixture, opts: PassOptions): Promise<PassResult> {
   const gpu = await testGpu();
   const model = await fixtureModel(gpu, fx, fx, opts.load ?? {});
+  try {
+    return await passOnModel(gpu, model, fx, opts);
+  } finally {
+    model.release();
+  }
+}
+
+/** evalAndTrainPass on a model the caller loaded (and releases). */
+export async function passOnModel(gpu: Gpu, model: Model, fx: Fixture, opts: PassOptions): Promise<PassResult> {
   const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, opts.dropout ?? 0, 21);
   const dec = new Decoder(model, lora, {
     full: opts.full,
@@ -157,7 +166,6 @@ export async function evalAndTrainPass(fx: Fixture, opts: PassOptions): Promise<
     releaseTensor(gpu, accum);
     dec.release();
     lora.release();
-    model.release();
   }
 }
 

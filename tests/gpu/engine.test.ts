@@ -2,9 +2,6 @@
 // full fine-tuning gradients of a tiny Llama (f32, padded batch) and a tiny Qwen2 (bf16 weights,
 // q/k/v biases, tied embeddings, one packed row with two examples and padding).
 import { describe, expect, it } from 'vitest';
-import { readF32, Recorder, releaseTensor, tensorSpec, zerosTensor } from '../../src/engine/gpu/index.ts';
-import { prepareBatch } from '../../src/engine/model/batch.ts';
-import { Decoder } from '../../src/engine/model/decoder.ts';
 import { expectedWeights, parseModelConfig } from '../../src/engine/model/config.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
 import { memoryWeightSource } from '../../src/engine/model/weights.ts';
@@ -18,6 +15,7 @@ import { runtime, testGpu } from './context.ts';
 import {
   cachedDecodeWorstRel,
   evalAndTrainPass,
+  passOnModel,
   fixtureBatch,
   fixtureLora,
   fixtureModel,
@@ -209,27 +207,9 @@ describe(`engine vs PyTorch, Phi-3 [${runtime}]`, () => {
         ? await fixtureModel(gpu, fx, fx, { quantize: 'nf4', doubleQuant: false })
         : await loadModel(gpu, config, memoryWeightSource(map));
       if (nf4) expect(isNf4(model.linear(0, 'qkv_proj')) && isNf4(model.linear(1, 'gate_up_proj'))).toBe(true);
-      const lora = fixtureLora(model, fx, 'all', fx.meta.rank, fx.meta.alpha, 0, 21);
-      const dec = new Decoder(model, lora, { checkpointing: true });
-      const hb = prepareBatch(fixtureBatch(fx));
-      const logitsT = zerosTensor(gpu, tensorSpec('f32', [hb.N, config.vocabSize], 'scratch', 'test logits'));
-      const accum = zerosTensor(gpu, tensorSpec('f32', [4], 'scratch', 'test loss'));
       try {
-        const inputs = dec.uploadInputs(hb, 0);
-        await dec.forwardLoss(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 0 }, { logits: logitsT });
-        const rec = new Recorder(gpu, 'clear');
-        dec.clearGrads(rec);
-        await rec.submit();
-        await dec.trainMicroBatch(inputs, { lossScale: 1 / hb.labelCount, accum, accumIndex: 1 });
-        dec.releaseInputs(inputs);
-        const grads = new Map<string, Float32Array>();
-        for (const [k, t] of dec.grads) grads.set(k, await readF32(gpu, t));
-        results.push({ logits: await readF32(gpu, logitsT), grads });
+        results.push(await passOnModel(gpu, model, fx, { checkpointing: true }));
       } finally {
-        releaseTensor(gpu, logitsT);
-        releaseTensor(gpu, accum);
-        dec.release();
-        lora.release();
         model.release();
       }
     }
