@@ -141,6 +141,19 @@ async function main(): Promise<void> {
         loraTensors.push({ name: `${mod}.lora_B`, dtype: 'F32', shape: st.B.shape, data: new Uint8Array(b.buffer) });
       }
       const ids = new Int32Array(seq).map((_, n) => (n * 7919 + 13) % model.config.vocabSize);
+      say('measuring the matmul kernels for this model (once per adapter; cached)');
+      const tuneT0 = performance.now();
+      const step = {
+        tokens: seq,
+        backward: true,
+        loraRank: RANK,
+        ...(memoryOptions ? { lossChunkRows: SMALL_LOSS_CHUNK_ROWS } : {}),
+      };
+      const prefill = { tokens: DECODE_PROMPT, backward: false, loraRank: RANK, prefill: true };
+      const tuned = await tuneMatmul(gpu, [...modelMatmulShapes(model, step), ...modelMatmulShapes(model, prefill)], {
+        store: nodeKernelStore(),
+      });
+      row.tuning = { seconds: (performance.now() - tuneT0) / 1000, chosen: summariseTuning(tuned) };
       say(`loaded ${name} (${method}); decoding ${DECODE_NEW} greedy tokens`);
       // Greedy decode first: the step below moves the adapters, and PyTorch decodes with them as written.
       let greedy: number[] = [];
@@ -154,12 +167,6 @@ async function main(): Promise<void> {
         row.decodeMsPerToken = +(d.decodeMs / Math.max(1, d.tokens.length - 1)).toFixed(1);
         row.prefillMs = Math.round(d.prefillMs);
       }
-      say('measuring the matmul kernels for this model (once per adapter; cached)');
-      const tuneT0 = performance.now();
-      const tuned = await tuneMatmul(gpu, modelMatmulShapes(model, { tokens: seq, backward: true, loraRank: RANK }), {
-        store: nodeKernelStore(),
-      });
-      row.tuning = { seconds: (performance.now() - tuneT0) / 1000, chosen: summariseTuning(tuned) };
       const trainer = new Trainer(model, lora, {
         learningRate: 1e-4,
         lrSchedulerType: 'constant',

@@ -55,6 +55,8 @@ function matmulCase(
 const shapes: [string, number, number, number, boolean][] = [
   ['matmul 256³', 256, 256, 256, false],
   ['matmul 1024³', 1024, 1024, 1024, false],
+  // Qwen2.5-0.5B q_proj / o_proj at 256 tokens: x[256,896] · W_qᵀ.
+  ['matmul llm-qproj', 256, 896, 896, true],
   // Qwen2.5-0.5B MLP down-projection at 512 tokens: h[512,4864] · W_downᵀ, W_down [896,4864].
   ['matmul llm-down', 512, 896, 4864, true],
 ];

@@ -1,10 +1,12 @@
 // Generation forward: prefill + KV-cache decode, adapter on or off (for A/B chat).
 import { readF32 } from '../gpu/transfer.ts';
 import type { Tensor } from '../gpu/tensor.ts';
-import { tuneMatvec } from '../ops/matvec.ts';
+import { MATVEC_MAX_ROWS, tuneMatvec } from '../ops/matvec.ts';
+import { tuneMatmul } from '../ops/tuner.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../gpu/transfer.ts';
 import { prepareBatch } from './batch.ts';
 import { Decoder, type PassInputs } from './decoder.ts';
+import { modelMatmulShapes } from './matmul-shapes.ts';
 import type { LoraSet, Model } from './model.ts';
 
 /** Per-layer K and V of up to `capacity` tokens (post-RoPE), token-major [capacity, kvHeads·headDim]. */
@@ -162,8 +164,15 @@ async function runTokens(
   attach: (inputs: PassInputs) => void,
 ): Promise<Float32Array> {
   const hb = prepareBatch({ batch: 1, seqLen: ids.length, inputIds: ids, positionIds: positions });
-  // Decode steps run matrix-vector kernels: measure their split on this adapter once.
+  // Decode steps run matrix-vector kernels: measure their split on this adapter once. A prefill
+  // longer than that runs the tiled products: measure their variants for its shape classes
+  // (cheap once a training run has measured them; each class is timed once per adapter).
   await tuneMatvec(model.gpu);
+  if (ids.length > MATVEC_MAX_ROWS)
+    await tuneMatmul(
+      model.gpu,
+      modelMatmulShapes(model, { tokens: ids.length, backward: false, loraRank: lora?.config.rank, prefill: true }),
+    );
   const dec = inferenceDecoder(model, lora);
   const inputs = dec.uploadInputs(hb, null);
   attach(inputs);

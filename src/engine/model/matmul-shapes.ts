@@ -15,6 +15,12 @@ export interface StepShape {
   backward: boolean;
   /** LoRA rank, when adapters are attached. */
   loraRank?: number;
+  /** Full fine-tuning: every weight's gradient product too (decoder.ts linearBackward, lmHeadBackward). */
+  fullWeights?: boolean;
+  /** Rows of one loss chunk (the Trainer's lossChunkRows); the decoder's default when absent. */
+  lossChunkRows?: number;
+  /** A generation prefill: the head runs on the last rows only, as a matrix-vector product (infer.ts). */
+  prefill?: boolean;
 }
 
 function format(w: Tensor | Nf4Weight): string {
@@ -34,6 +40,7 @@ export function modelMatmulShapes(model: Model, step: StepShape): MatmulShape[] 
     for (const o of outs) {
       shapes.push({ M: T, N: o, K: inF, transB: true, weight });
       if (step.backward) shapes.push({ M: T, N: inF, K: o, weight });
+      if (step.backward && step.fullWeights) shapes.push({ M: o, N: inF, K: T, transA: true, weight: 'f32' });
       if (step.loraRank) {
         shapes.push({ M: T, N: o, K: step.loraRank, transB: true, weight: 'f32' });
         if (step.backward && fused) {
@@ -43,13 +50,24 @@ export function modelMatmulShapes(model: Model, step: StepShape): MatmulShape[] 
       }
     }
     if (step.loraRank && step.backward) shapes.push({ M: T, N: inF, K: step.loraRank, weight: 'f32' });
+    // A bias is a rank-1 product with a column of ones (decoder.ts linearForward / linearBackward).
+    const bias = model.bias(0, m);
+    if (bias) {
+      shapes.push({ M: T, N: out, K: 1, weight: bias.dtype });
+      if (step.backward && step.fullWeights) shapes.push({ M: 1, N: out, K: T, transA: true, weight: 'f32' });
+    }
   }
   const head = model.lmHead;
-  if (!isRowSplit(head)) {
+  if (!isRowSplit(head) && !step.prefill) {
     const { hiddenSize: H, vocabSize: V } = c;
-    const rows = Math.max(1, Math.min(T, Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
-    shapes.push({ M: rows, N: V, K: H, transB: true, weight: format(head) });
-    if (step.backward) shapes.push({ M: rows, N: H, K: V, weight: format(head) });
+    // decoder.ts chunkRows: the head's products run one loss chunk of rows at a time.
+    const rows = Math.max(1, Math.min(T, step.lossChunkRows ?? Math.floor(LOGITS_CHUNK_BYTES / (4 * V))));
+    // Every chunk but the last has `rows` rows; the last one holds the rest.
+    for (const R of T % rows ? [rows, T % rows] : [rows]) {
+      shapes.push({ M: R, N: V, K: H, transB: true, weight: format(head) });
+      if (step.backward) shapes.push({ M: R, N: H, K: V, weight: format(head) });
+      if (step.backward && step.fullWeights) shapes.push({ M: V, N: H, K: R, transA: true, weight: 'f32' });
+    }
   }
   return shapes;
 }

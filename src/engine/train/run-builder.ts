@@ -213,6 +213,8 @@ export async function tuneKernelsForRun(
     tokens: plan.batches.batchSize * (plan.optimizer.preference ? 2 : 1) * seqLen,
     backward: true,
     loraRank: plan.lora?.rank,
+    fullWeights: plan.optimizer.full,
+    lossChunkRows: plan.optimizer.lossChunkRows,
   });
   await tuneReductions(model.gpu, opts);
   return tuneMatmul(model.gpu, shapes, opts);
