@@ -6,7 +6,14 @@ import {
   Recorder,
   type Tensor,
 } from '../../src/engine/gpu/index.ts';
-import { matmul, matmulFlops } from '../../src/engine/ops/matmul.ts';
+import {
+  matmul,
+  matmulFlops,
+  matmulShapeClass,
+  MATMUL_UNTUNED,
+  MATMUL_VARIANT_NAMES,
+} from '../../src/engine/ops/matmul.ts';
+import { tuneMatmul } from '../../src/engine/ops/tuner.ts';
 import { dequantizeNf4, quantizeNf4, releaseNf4, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
 import { toBf16 } from '../../src/engine/numeric/half.ts';
 import type { Gpu } from '../../src/engine/gpu/device.ts';
@@ -84,10 +91,15 @@ function quantizeCase(rows: number, cols: number): BenchCase {
   };
 }
 
-/** y[M,N] = x[M,K]·dequant(W[N,K])ᵀ (forward) or dX[M,K] = dY[M,N]·dequant(W) (backward). */
+/**
+ * y[M,N] = x[M,K]·dequant(W[N,K])ᵀ (forward) or dX[M,K] = dY[M,N]·dequant(W) (backward), on the
+ * variant the tuner picks for the class (named in the row), as a training step would run it.
+ */
 function matmulCase(M: number, K: number, N: number, backward: boolean, heavy: boolean): BenchCase {
   const [inF, outF] = backward ? [N, K] : [K, N];
+  const extra: Record<string, string> = {};
   return {
+    extra,
     name: `nf4 matmul ${backward ? 'dX ' : ''}M${M} ${K}→${N}`,
     shape: backward ? `dY[${M}×${outF}]·W[${outF}×${inF}]` : `x[${M}×${K}]·W[${N}×${K}]ᵀ`,
     flops: matmulFlops(M, N, K),
@@ -98,6 +110,9 @@ function matmulCase(M: number, K: number, N: number, backward: boolean, heavy: b
       const w = await nf4Weight(gpu, outF, inF);
       const a = uploadTensor(gpu, filled(M * K, 1), tensorSpec('f32', [M, K], 'activations', 'A'));
       const c = createTensor(gpu, tensorSpec('f32', [M, N], 'activations', 'C'));
+      const shape = { M, N, K, transB: !backward, weight: 'nf4' };
+      await tuneMatmul(gpu, [shape]);
+      extra.chosen = gpu.kernels.pick('matmul', matmulShapeClass(shape), MATMUL_VARIANT_NAMES, MATMUL_UNTUNED);
       return {
         record: (rec) => matmul(rec, { a, b: w, c, M, N, K, transB: !backward }),
         cleanup: () => {
