@@ -42,6 +42,38 @@ fn xQuad(m: u32, k: u32) -> vec4<f32> {
   return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
 }
 
+// The rows are written out (rows m0..m0+3 in one vec4, the ones past ROWS left at zero) instead of
+// looping over a private array: compilers that keep such arrays in memory (SwiftShader's) made the
+// one-token step several times slower. ROWS is a constant, so the branches fold away.
+fn xColumn(m0: u32, k: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  if (m0 < ROWS) { v.x = xAt(m0, k); }
+  if (m0 + 1u < ROWS) { v.y = xAt(m0 + 1u, k); }
+  if (m0 + 2u < ROWS) { v.z = xAt(m0 + 2u, k); }
+  if (m0 + 3u < ROWS) { v.w = xAt(m0 + 3u, k); }
+  return v;
+}
+
+fn octetDot(m: u32, k: u32, w: Octet) -> f32 {
+  return dot(xQuad(m, k), w.lo) + dot(xQuad(m, k + 4u), w.hi);
+}
+
+fn octetColumn(m0: u32, k: u32, w: Octet) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  if (m0 < ROWS) { v.x = octetDot(m0, k, w); }
+  if (m0 + 1u < ROWS) { v.y = octetDot(m0 + 1u, k, w); }
+  if (m0 + 2u < ROWS) { v.z = octetDot(m0 + 2u, k, w); }
+  if (m0 + 3u < ROWS) { v.w = octetDot(m0 + 3u, k, w); }
+  return v;
+}
+
+fn storePartials(m0: u32, t: u32, acc: vec4<f32>) {
+  if (m0 < ROWS) { partial[m0 * WG + t] = acc.x; }
+  if (m0 + 1u < ROWS) { partial[(m0 + 1u) * WG + t] = acc.y; }
+  if (m0 + 2u < ROWS) { partial[(m0 + 2u) * WG + t] = acc.z; }
+  if (m0 + 3u < ROWS) { partial[(m0 + 3u) * WG + t] = acc.w; }
+}
+
 @compute @workgroup_size(WG)
 fn matvec(
   @builtin(workgroup_id) wg: vec3<u32>,
@@ -51,7 +83,9 @@ fn matvec(
   let out = t / LANES;
   let lane = t % LANES;
   let n = (wg.y * nwg.x + wg.x) * OUTS + out;
-  var acc: array<f32, ROWS>;
+  // Rows 0-3 and 4-7.
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
   if (n < p.N) {
     let s = n * p.K;
     let e = s + p.K;
@@ -59,22 +93,24 @@ fn matvec(
     let a0 = min((s + 7u) & ~7u, e);
     let a1 = max(e & ~7u, a0);
     for (var i = s + lane; i < a0; i += LANES) {
-      let w = weightAt(i);
-      for (var m = 0u; m < ROWS; m++) { acc[m] = fma(xAt(m, i - s), w, acc[m]); }
+      let w = vec4<f32>(weightAt(i));
+      acc0 = fma(xColumn(0u, i - s), w, acc0);
+      if (ROWS > 4u) { acc1 = fma(xColumn(4u, i - s), w, acc1); }
     }
     for (var c = a0 / 8u + lane; c < a1 / 8u; c += LANES) {
       let w = weightOctet(c);
       let k = c * 8u - s;
-      for (var m = 0u; m < ROWS; m++) {
-        acc[m] += dot(xQuad(m, k), w[0]) + dot(xQuad(m, k + 4u), w[1]);
-      }
+      acc0 += octetColumn(0u, k, w);
+      if (ROWS > 4u) { acc1 += octetColumn(4u, k, w); }
     }
     for (var i = a1 + lane; i < e; i += LANES) {
-      let w = weightAt(i);
-      for (var m = 0u; m < ROWS; m++) { acc[m] = fma(xAt(m, i - s), w, acc[m]); }
+      let w = vec4<f32>(weightAt(i));
+      acc0 = fma(xColumn(0u, i - s), w, acc0);
+      if (ROWS > 4u) { acc1 = fma(xColumn(4u, i - s), w, acc1); }
     }
   }
-  for (var m = 0u; m < ROWS; m++) { partial[m * WG + t] = acc[m]; }
+  storePartials(0u, t, acc0);
+  storePartials(4u, t, acc1);
   workgroupBarrier();
   // ROWS·OUTS sums; fewer threads than that (many rows, few lanes) take several each.
   for (var r = t; r < ROWS * OUTS; r += WG) {
