@@ -1,11 +1,12 @@
 // C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b], f32 math, any M/N/K.
 //   op(A) is M×K: A stored [M,K], or [K,M] when TRANS_A.
 //   op(B) is K×N: B stored [K,N], or [N,K] when TRANS_B (the nn.Linear case y = x·Wᵀ).
-// B comes through the weight decoder the constants select (`weightAt(i)`): weight_dense (f32, bf16,
-// f16; 16-bit pairs unpacked here, never widened in memory) or weight_nf4 (4-bit codes decoded per
-// element, so a quantized W is never materialised). Decoders own binding 2 and 4+.
+// B comes through the weight decoder the constants select (`weightAt(i)`, `weightOctet(c)`):
+// weight_dense_octet (f32, bf16, f16; 16-bit pairs unpacked here, never widened in memory) or
+// weight_nf4_octet (4-bit codes decoded in registers, so a quantized W is never materialised).
+// Decoders own binding 2 and 4+.
 //
-// Three entry points compute the same product; which is fastest depends on the adapter (GPUs with
+// Four entry points compute the same product; which is fastest depends on the adapter (GPUs with
 // fast workgroup memory favour the tiled ones, CPU-emulated adapters pay dearly for every barrier),
 // so src/engine/ops/matmul.ts picks one per shape class by timing them (src/engine/ops/tuner.ts):
 //   tiled64       64×64 outputs per 16×16 workgroup, 4×4 per thread strided by 16 (conflict-free
@@ -14,7 +15,9 @@
 //                 vec4 workgroup tiles, K in slices of 8 (more reuse per load for big GPUs);
 //   register8x8   no workgroup memory and no barriers: each thread of an 8×8 workgroup walks K
 //                 alone for an 8×8 block of C, reading A and B straight from storage (caches do
-//                 the sharing), with no bounds checks inside the K loop.
+//                 the sharing), with no bounds checks inside the K loop;
+//   octet8x8      register8x8 decoding B eight weights at a time where the octets line up.
+// All four accumulate each output with one fma per k in increasing k: their results are identical.
 #include "{{B_DECODE}}"
 
 const TRANS_A: bool = {{TRANS_A}};
@@ -151,10 +154,36 @@ fn tiled128(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
   }
 }
 
-// ---- register8x8 ----
-// Written out by hand, without private arrays or inner loops: a compiler that keeps dynamically
-// indexed private arrays in memory (SwiftShader's does) would otherwise spill all 64 accumulators
-// on every step — this form ran 4.5× faster there (npm run bench, matmul [register8x8]).
+// ---- register8x8 and octet8x8 ----
+// Written out without private arrays or inner loops over them: a compiler that keeps dynamically
+// indexed private arrays in memory (SwiftShader's) would spill all 64 accumulators on every step
+// (this form ran 4.5× faster there). Rows/columns past the edge are clamped onto the last one
+// (always readable, never stored), so the K loops have no bounds checks.
+
+// C block of one thread: row i's columns n0..n0+3 in c<i>lo, n0+4..n0+7 in c<i>hi.
+struct Block8 {
+  c0lo: vec4<f32>, c0hi: vec4<f32>,
+  c1lo: vec4<f32>, c1hi: vec4<f32>,
+  c2lo: vec4<f32>, c2hi: vec4<f32>,
+  c3lo: vec4<f32>, c3hi: vec4<f32>,
+  c4lo: vec4<f32>, c4hi: vec4<f32>,
+  c5lo: vec4<f32>, c5hi: vec4<f32>,
+  c6lo: vec4<f32>, c6hi: vec4<f32>,
+  c7lo: vec4<f32>, c7hi: vec4<f32>,
+}
+
+// Start of row m0+i of op(A) in a, and of column n0+i of op(B) in the weight.
+struct Starts8 {
+  i0: u32, i1: u32, i2: u32, i3: u32, i4: u32, i5: u32, i6: u32, i7: u32,
+}
+
+fn aRowStarts(batch: u32, m0: u32) -> Starts8 {
+  return Starts8(aRowStart(batch, m0 + 0u), aRowStart(batch, m0 + 1u), aRowStart(batch, m0 + 2u), aRowStart(batch, m0 + 3u), aRowStart(batch, m0 + 4u), aRowStart(batch, m0 + 5u), aRowStart(batch, m0 + 6u), aRowStart(batch, m0 + 7u));
+}
+
+fn bColStarts(batch: u32, n0: u32) -> Starts8 {
+  return Starts8(bColStart(batch, n0 + 0u), bColStart(batch, n0 + 1u), bColStart(batch, n0 + 2u), bColStart(batch, n0 + 3u), bColStart(batch, n0 + 4u), bColStart(batch, n0 + 5u), bColStart(batch, n0 + 6u), bColStart(batch, n0 + 7u));
+}
 
 fn aRowStart(batch: u32, m: u32) -> u32 {
   let row = min(m, p.M - 1u);
@@ -166,6 +195,49 @@ fn bColStart(batch: u32, n: u32) -> u32 {
   return bBase(batch) + select(col, col * p.K, TRANS_B);
 }
 
+// One step of K: acc += op(A)[rows, k] ⊗ op(B)[k, n0..n0+7], with ka the step's offset from the row starts.
+fn fmaStep(rows: Starts8, ka: u32, bLo: vec4<f32>, bHi: vec4<f32>, acc: ptr<function, Block8>) {
+  let x0 = vec4<f32>(a[rows.i0 + ka]);
+  (*acc).c0lo = fma(x0, bLo, (*acc).c0lo);
+  (*acc).c0hi = fma(x0, bHi, (*acc).c0hi);
+  let x1 = vec4<f32>(a[rows.i1 + ka]);
+  (*acc).c1lo = fma(x1, bLo, (*acc).c1lo);
+  (*acc).c1hi = fma(x1, bHi, (*acc).c1hi);
+  let x2 = vec4<f32>(a[rows.i2 + ka]);
+  (*acc).c2lo = fma(x2, bLo, (*acc).c2lo);
+  (*acc).c2hi = fma(x2, bHi, (*acc).c2hi);
+  let x3 = vec4<f32>(a[rows.i3 + ka]);
+  (*acc).c3lo = fma(x3, bLo, (*acc).c3lo);
+  (*acc).c3hi = fma(x3, bHi, (*acc).c3hi);
+  let x4 = vec4<f32>(a[rows.i4 + ka]);
+  (*acc).c4lo = fma(x4, bLo, (*acc).c4lo);
+  (*acc).c4hi = fma(x4, bHi, (*acc).c4hi);
+  let x5 = vec4<f32>(a[rows.i5 + ka]);
+  (*acc).c5lo = fma(x5, bLo, (*acc).c5lo);
+  (*acc).c5hi = fma(x5, bHi, (*acc).c5hi);
+  let x6 = vec4<f32>(a[rows.i6 + ka]);
+  (*acc).c6lo = fma(x6, bLo, (*acc).c6lo);
+  (*acc).c6hi = fma(x6, bHi, (*acc).c6hi);
+  let x7 = vec4<f32>(a[rows.i7 + ka]);
+  (*acc).c7lo = fma(x7, bLo, (*acc).c7lo);
+  (*acc).c7hi = fma(x7, bHi, (*acc).c7hi);
+}
+
+// Steps k0..k1-1 with B read element by element.
+fn elementSteps(rows: Starts8, cols: Starts8, k0: u32, k1: u32, acc: ptr<function, Block8>) {
+  let aStep = select(1u, p.M, TRANS_A);
+  let bStep = select(p.N, 1u, TRANS_B);
+  var ka = k0 * aStep;
+  var kb = k0 * bStep;
+  for (var k = k0; k < k1; k++) {
+    let bLo = vec4<f32>(weightAt(cols.i0 + kb), weightAt(cols.i1 + kb), weightAt(cols.i2 + kb), weightAt(cols.i3 + kb));
+    let bHi = vec4<f32>(weightAt(cols.i4 + kb), weightAt(cols.i5 + kb), weightAt(cols.i6 + kb), weightAt(cols.i7 + kb));
+    fmaStep(rows, ka, bLo, bHi, acc);
+    ka += aStep;
+    kb += bStep;
+  }
+}
+
 fn storeRow8(batch: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
   for (var j = 0u; j < 4u; j++) {
     storeC(batch, m, n0 + j, lo[j]);
@@ -173,85 +245,82 @@ fn storeRow8(batch: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
   }
 }
 
+fn storeBlock8(batch: u32, m0: u32, n0: u32, acc: Block8) {
+  storeRow8(batch, m0 + 0u, n0, acc.c0lo, acc.c0hi);
+  storeRow8(batch, m0 + 1u, n0, acc.c1lo, acc.c1hi);
+  storeRow8(batch, m0 + 2u, n0, acc.c2lo, acc.c2hi);
+  storeRow8(batch, m0 + 3u, n0, acc.c3lo, acc.c3hi);
+  storeRow8(batch, m0 + 4u, n0, acc.c4lo, acc.c4hi);
+  storeRow8(batch, m0 + 5u, n0, acc.c5lo, acc.c5hi);
+  storeRow8(batch, m0 + 6u, n0, acc.c6lo, acc.c6hi);
+  storeRow8(batch, m0 + 7u, n0, acc.c7lo, acc.c7hi);
+}
+
 @compute @workgroup_size(8, 8, 1)
 fn register8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.y * 8u;
   let n0 = gid.x * 8u;
   if (m0 >= p.M || n0 >= p.N) { return; }
-  // Rows/columns past the edge are clamped onto the last one (always readable, never stored), so
-  // the K loop has no bounds checks: each step is 16 loads feeding 64 FMAs.
-  let a0 = aRowStart(gid.z, m0 + 0u);
-  let a1 = aRowStart(gid.z, m0 + 1u);
-  let a2 = aRowStart(gid.z, m0 + 2u);
-  let a3 = aRowStart(gid.z, m0 + 3u);
-  let a4 = aRowStart(gid.z, m0 + 4u);
-  let a5 = aRowStart(gid.z, m0 + 5u);
-  let a6 = aRowStart(gid.z, m0 + 6u);
-  let a7 = aRowStart(gid.z, m0 + 7u);
-  let b0 = bColStart(gid.z, n0 + 0u);
-  let b1 = bColStart(gid.z, n0 + 1u);
-  let b2 = bColStart(gid.z, n0 + 2u);
-  let b3 = bColStart(gid.z, n0 + 3u);
-  let b4 = bColStart(gid.z, n0 + 4u);
-  let b5 = bColStart(gid.z, n0 + 5u);
-  let b6 = bColStart(gid.z, n0 + 6u);
-  let b7 = bColStart(gid.z, n0 + 7u);
-  var c0lo = vec4<f32>(0.0);
-  var c0hi = vec4<f32>(0.0);
-  var c1lo = vec4<f32>(0.0);
-  var c1hi = vec4<f32>(0.0);
-  var c2lo = vec4<f32>(0.0);
-  var c2hi = vec4<f32>(0.0);
-  var c3lo = vec4<f32>(0.0);
-  var c3hi = vec4<f32>(0.0);
-  var c4lo = vec4<f32>(0.0);
-  var c4hi = vec4<f32>(0.0);
-  var c5lo = vec4<f32>(0.0);
-  var c5hi = vec4<f32>(0.0);
-  var c6lo = vec4<f32>(0.0);
-  var c6hi = vec4<f32>(0.0);
-  var c7lo = vec4<f32>(0.0);
-  var c7hi = vec4<f32>(0.0);
+  var acc: Block8;
+  elementSteps(aRowStarts(gid.z, m0), bColStarts(gid.z, n0), 0u, p.K, &acc);
+  storeBlock8(gid.z, m0, n0, acc);
+}
+
+// octet8x8: register8x8 reading B eight weights at a time (weightOctet: one word of NF4 codes and
+// one block scale, or four words of 16-bit pairs) where the octets line up: op(B)'s row k holds
+// columns n0..n0+7 in one octet (B stored [K,N], N and the offset multiples of 8: the dX = dY·W
+// products), or each column's K run is whole octets (B stored [N,K], K and the offset multiples of
+// 8: y = x·Wᵀ). The FMAs are register8x8's, in the same order: the same sums to the bit.
+@compute @workgroup_size(8, 8, 1)
+fn octet8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.y * 8u;
+  let n0 = gid.x * 8u;
+  if (m0 >= p.M || n0 >= p.N) { return; }
+  let rows = aRowStarts(gid.z, m0);
+  let cols = bColStarts(gid.z, n0);
+  let bb = bBase(gid.z);
   let aStep = select(1u, p.M, TRANS_A);
-  let bStep = select(p.N, 1u, TRANS_B);
-  var ka = 0u;
-  var kb = 0u;
-  for (var k = 0u; k < p.K; k++) {
-    let bLo = vec4<f32>(weightAt(b0 + kb), weightAt(b1 + kb), weightAt(b2 + kb), weightAt(b3 + kb));
-    let bHi = vec4<f32>(weightAt(b4 + kb), weightAt(b5 + kb), weightAt(b6 + kb), weightAt(b7 + kb));
-    let x0 = vec4<f32>(a[a0 + ka]);
-    c0lo = fma(x0, bLo, c0lo);
-    c0hi = fma(x0, bHi, c0hi);
-    let x1 = vec4<f32>(a[a1 + ka]);
-    c1lo = fma(x1, bLo, c1lo);
-    c1hi = fma(x1, bHi, c1hi);
-    let x2 = vec4<f32>(a[a2 + ka]);
-    c2lo = fma(x2, bLo, c2lo);
-    c2hi = fma(x2, bHi, c2hi);
-    let x3 = vec4<f32>(a[a3 + ka]);
-    c3lo = fma(x3, bLo, c3lo);
-    c3hi = fma(x3, bHi, c3hi);
-    let x4 = vec4<f32>(a[a4 + ka]);
-    c4lo = fma(x4, bLo, c4lo);
-    c4hi = fma(x4, bHi, c4hi);
-    let x5 = vec4<f32>(a[a5 + ka]);
-    c5lo = fma(x5, bLo, c5lo);
-    c5hi = fma(x5, bHi, c5hi);
-    let x6 = vec4<f32>(a[a6 + ka]);
-    c6lo = fma(x6, bLo, c6lo);
-    c6hi = fma(x6, bHi, c6hi);
-    let x7 = vec4<f32>(a[a7 + ka]);
-    c7lo = fma(x7, bLo, c7lo);
-    c7hi = fma(x7, bHi, c7hi);
-    ka += aStep;
-    kb += bStep;
+  var acc: Block8;
+  if (!TRANS_B && (p.N & 7u) == 0u && (bb & 7u) == 0u) {
+    var ka = 0u;
+    var octet = (bb + n0) >> 3u;
+    for (var k = 0u; k < p.K; k++) {
+      let o = weightOctet(octet);
+      fmaStep(rows, ka, o.lo, o.hi, &acc);
+      ka += aStep;
+      octet += p.N >> 3u;
+    }
+  } else if (TRANS_B && (p.K & 7u) == 0u && (bb & 7u) == 0u) {
+    var ka = 0u;
+    let octets = p.K >> 3u;
+    for (var j = 0u; j < octets; j++) {
+      let o0 = weightOctet((cols.i0 >> 3u) + j);
+      let o1 = weightOctet((cols.i1 >> 3u) + j);
+      let o2 = weightOctet((cols.i2 >> 3u) + j);
+      let o3 = weightOctet((cols.i3 >> 3u) + j);
+      let o4 = weightOctet((cols.i4 >> 3u) + j);
+      let o5 = weightOctet((cols.i5 >> 3u) + j);
+      let o6 = weightOctet((cols.i6 >> 3u) + j);
+      let o7 = weightOctet((cols.i7 >> 3u) + j);
+      fmaStep(rows, ka, vec4<f32>(o0.lo.x, o1.lo.x, o2.lo.x, o3.lo.x), vec4<f32>(o4.lo.x, o5.lo.x, o6.lo.x, o7.lo.x), &acc);
+      ka += aStep;
+      fmaStep(rows, ka, vec4<f32>(o0.lo.y, o1.lo.y, o2.lo.y, o3.lo.y), vec4<f32>(o4.lo.y, o5.lo.y, o6.lo.y, o7.lo.y), &acc);
+      ka += aStep;
+      fmaStep(rows, ka, vec4<f32>(o0.lo.z, o1.lo.z, o2.lo.z, o3.lo.z), vec4<f32>(o4.lo.z, o5.lo.z, o6.lo.z, o7.lo.z), &acc);
+      ka += aStep;
+      fmaStep(rows, ka, vec4<f32>(o0.lo.w, o1.lo.w, o2.lo.w, o3.lo.w), vec4<f32>(o4.lo.w, o5.lo.w, o6.lo.w, o7.lo.w), &acc);
+      ka += aStep;
+      fmaStep(rows, ka, vec4<f32>(o0.hi.x, o1.hi.x, o2.hi.x, o3.hi.x), vec4<f32>(o4.hi.x, o5.hi.x, o6.hi.x, o7.hi.x), &acc);
+      ka += aStep;
+      fmaStep(rows, ka, vec4<f32>(o0.hi.y, o1.hi.y, o2.hi.y, o3.hi.y), vec4<f32>(o4.hi.y, o5.hi.y, o6.hi.y, o7.hi.y), &acc);
+      ka += aStep;
+      fmaStep(rows, ka, vec4<f32>(o0.hi.z, o1.hi.z, o2.hi.z, o3.hi.z), vec4<f32>(o4.hi.z, o5.hi.z, o6.hi.z, o7.hi.z), &acc);
+      ka += aStep;
+      fmaStep(rows, ka, vec4<f32>(o0.hi.w, o1.hi.w, o2.hi.w, o3.hi.w), vec4<f32>(o4.hi.w, o5.hi.w, o6.hi.w, o7.hi.w), &acc);
+      ka += aStep;
+    }
+  } else {
+    elementSteps(rows, cols, 0u, p.K, &acc);
   }
-  storeRow8(gid.z, m0 + 0u, n0, c0lo, c0hi);
-  storeRow8(gid.z, m0 + 1u, n0, c1lo, c1hi);
-  storeRow8(gid.z, m0 + 2u, n0, c2lo, c2hi);
-  storeRow8(gid.z, m0 + 3u, n0, c3lo, c3hi);
-  storeRow8(gid.z, m0 + 4u, n0, c4lo, c4hi);
-  storeRow8(gid.z, m0 + 5u, n0, c5lo, c5hi);
-  storeRow8(gid.z, m0 + 6u, n0, c6lo, c6hi);
-  storeRow8(gid.z, m0 + 7u, n0, c7lo, c7hi);
+  storeBlock8(gid.z, m0, n0, acc);
 }

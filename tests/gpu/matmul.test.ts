@@ -57,6 +57,7 @@ async function runCase(c: Case, variant: MatmulVariant) {
   for (const t of [a, b, out]) releaseTensor(gpu, t);
   const want = matmulRef(aHost, bHost, c.M, c.N, c.K, { ...c, alpha: 0.5, beta: c.beta ?? 0, c: cInit });
   expectClose(got, want, { rtol: 1e-4, atol: 1e-4 * Math.sqrt(c.K) }, `matmul ${variant} ${JSON.stringify(c)}`);
+  return got;
 }
 
 describe(`matmul (${runtime})`, () => {
@@ -73,11 +74,32 @@ describe(`matmul (${runtime})`, () => {
     { M: 3, N: 200, K: 33, transB: true, beta: 1 },
     { M: 33, N: 47, K: 31, bType: 'f16' },
     { M: 21, N: 35, K: 19, transB: true, bType: 'f16', beta: 1 },
+    // Octet-aligned B (octet8x8 reads whole octets): rows of 8·j columns, or K runs of 8·j.
+    { M: 37, N: 24, K: 40 },
+    { M: 37, N: 24, K: 40, bType: 'bf16', transA: true },
+    { M: 19, N: 70, K: 48, transB: true, bType: 'bf16' },
+    { M: 19, N: 70, K: 48, transB: true, bType: 'f16', beta: 1 },
+    { M: 9, N: 16, K: 24, batch: 3, transB: true },
+    { M: 9, N: 16, K: 23, batch: 2 },
   ];
   // Every variant meets the same reference at the same odd shapes (partial tiles on every edge).
   for (const variant of MATMUL_VARIANT_NAMES) {
-    for (const c of cases) it(`${variant} M=${c.M} N=${c.N} K=${c.K} ${JSON.stringify(c)}`, () => runCase(c, variant));
+    for (const c of cases)
+      it(`${variant} M=${c.M} N=${c.N} K=${c.K} ${JSON.stringify(c)}`, async () => void (await runCase(c, variant)));
   }
+
+  // Every variant adds one fma per k in increasing k, so a run's numbers do not depend on which
+  // one the tuner picked on this adapter.
+  it('every variant gives bit-identical results', async () => {
+    for (const c of cases) {
+      const [first, ...rest] = await Promise.all(MATMUL_VARIANT_NAMES.map((v) => runCase(c, v)));
+      const bits = (x: Float32Array) => new Uint32Array(x.buffer, x.byteOffset, x.length);
+      for (const [i, got] of rest.entries()) {
+        const differing = bits(got).findIndex((w, j) => w !== bits(first)[j]);
+        expect(differing, `${MATMUL_VARIANT_NAMES[i + 1]} vs ${MATMUL_VARIANT_NAMES[0]} ${JSON.stringify(c)}`).toBe(-1);
+      }
+    }
+  });
 
   it('matches PyTorch: linear y = x·Wᵀ with f32 and bf16 W', async () => {
     const gpu = await testGpu();

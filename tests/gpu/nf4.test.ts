@@ -211,7 +211,7 @@ describe(`nf4 (${runtime})`, () => {
     expect(() => nf4FromBnb(badJson, q)).toThrow(/quant state is not JSON/);
   });
 
-  it('fused NF4 matmul matches PyTorch: y = x·dequant(W)ᵀ and dX = dY·dequant(W) (double quant)', async () => {
+  it('fused NF4 matmul matches PyTorch on every variant: y = x·dequant(W)ᵀ and dX = dY·dequant(W) (double quant)', async () => {
     const gpu = await testGpu();
     const fx = await loadFixture('nf4_matmul');
     const { M, N, K } = fx.meta;
@@ -229,17 +229,19 @@ describe(`nf4 (${runtime})`, () => {
     const rec0 = new Recorder(gpu);
     const q = await quantizeNf4(rec0, { src, doubleQuant: true, label: 'Wq' });
     await rec0.submit();
-    for (const w of [fromFixture, q.weight]) {
+    for (const [w, variant] of [fromFixture, q.weight].flatMap((w) =>
+      MATMUL_VARIANT_NAMES.map((v) => [w, v] as const),
+    )) {
       const x = uploadTensor(gpu, fx.f32('x'), tensorSpec('f32', [M, K], 'activations', 'x'));
       const dy = uploadTensor(gpu, fx.f32('dy'), tensorSpec('f32', [M, N], 'activations', 'dy'));
       const y = uploadTensor(gpu, new Float32Array(M * N), tensorSpec('f32', [M, N], 'activations', 'y'));
       const dx = uploadTensor(gpu, new Float32Array(M * K), tensorSpec('f32', [M, K], 'gradients', 'dx'));
       const rec = new Recorder(gpu);
-      await matmul(rec, { a: x, b: w, c: y, M, N, K, transB: true });
-      await matmul(rec, { a: dy, b: w, c: dx, M, N: K, K: N });
+      await matmul(rec, { a: x, b: w, c: y, M, N, K, transB: true, variant });
+      await matmul(rec, { a: dy, b: w, c: dx, M, N: K, K: N, variant });
       await rec.submit();
-      expect(relError(await readF32(gpu, y), fx.f32('y'))).toBeLessThan(1e-5);
-      expect(relError(await readF32(gpu, dx), fx.f32('dx'))).toBeLessThan(1e-5);
+      expect(relError(await readF32(gpu, y), fx.f32('y')), `y ${variant}`).toBeLessThan(1e-5);
+      expect(relError(await readF32(gpu, dx), fx.f32('dx')), `dx ${variant}`).toBeLessThan(1e-5);
       [x, dy, y, dx].forEach((t) => releaseTensor(gpu, t));
     }
     [src, ...q.scratch].forEach((t) => releaseTensor(gpu, t));
@@ -253,8 +255,10 @@ describe(`nf4 (${runtime})`, () => {
       { M: 1, N: 5, K: 64, blocksize: 64 },
       { M: 17, N: 33, K: 130, blocksize: 32 },
       { M: 70, N: 65, K: 96, blocksize: 128 },
+      // N and K multiples of 8: octet8x8 reads whole octets in both orientations.
+      { M: 19, N: 40, K: 96, blocksize: 32 },
     ].entries()) {
-      // Each case through a different variant (all three are covered without tripling the time).
+      // Each case through a different variant (all are covered without multiplying the time).
       const variant = MATMUL_VARIANT_NAMES[i % MATMUL_VARIANT_NAMES.length];
       const w = randn(c.N * c.K, c.N + c.K, 0.2);
       const src = uploadTensor(gpu, w, tensorSpec('f32', [c.N, c.K], 'weights', 'w'));

@@ -42,6 +42,7 @@ export const MATMUL_VARIANTS = {
   tiled64: { blockM: 64, blockN: 64 },
   tiled128: { blockM: 128, blockN: 128 },
   register8x8: { blockM: 64, blockN: 64 },
+  octet8x8: { blockM: 64, blockN: 64 },
 } as const;
 export type MatmulVariant = keyof typeof MATMUL_VARIANTS;
 export const MATMUL_VARIANT_NAMES = Object.keys(MATMUL_VARIANTS) as MatmulVariant[];
@@ -83,10 +84,10 @@ function checkMatmul(
     { name: 'B', tensor: dense, dtype: WEIGHT_DTYPES, min: extent('b', K * N) },
     { name: 'C', tensor: args.c, dtype: 'f32', min: extent('c', M * N) },
   ]);
-  if (dense) return { B_DECODE: 'weight_dense', W_KIND: `${weightKind(what, 'B', dense)}u` };
+  if (dense) return { B_DECODE: 'weight_dense_octet', W_KIND: `${weightKind(what, 'B', dense)}u` };
   const need = extent('b', K * N);
   check(what, need <= nf4Numel(nf4!), `B needs ${need} elements but holds ${nf4Numel(nf4!)}`);
-  return { B_DECODE: 'weight_nf4', ...nf4DecoderConstants(nf4!) };
+  return { B_DECODE: 'weight_nf4_octet', ...nf4DecoderConstants(nf4!) };
 }
 
 /** Records C = alpha·op(A)·op(B) + beta·C; see shaders/matmul.wgsl. */
