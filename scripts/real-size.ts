@@ -154,7 +154,7 @@ async function main(): Promise<void> {
         store: nodeKernelStore(),
       });
       row.tuning = { seconds: (performance.now() - tuneT0) / 1000, chosen: summariseTuning(tuned) };
-      say(`loaded ${name} (${method}); decoding ${DECODE_NEW} greedy tokens`);
+      say(`loaded ${name} (${method})${args.includes('--no-decode') ? '' : `; decoding ${DECODE_NEW} greedy tokens`}`);
       // Greedy decode first: the step below moves the adapters, and PyTorch decodes with them as written.
       let greedy: number[] = [];
       if (!args.includes('--no-decode')) {
