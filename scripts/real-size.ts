@@ -21,7 +21,7 @@ import { attachLora } from '../src/engine/model/model.ts';
 import { nodeGpu } from '../src/engine/node-gpu.ts';
 import { nodeKernelStore } from '../src/engine/node-kernel-store.ts';
 import { modelMatmulShapes } from '../src/engine/model/matmul-shapes.ts';
-import { summariseTuning, tuneMatmul } from '../src/engine/ops/tuner.ts';
+import { summariseTuning, tuneLora, tuneMatmul } from '../src/engine/ops/tuner.ts';
 import { KNOWN_CONFIGS } from '../src/engine/plan/known-configs.ts';
 import { planMemory, SMALL_LOSS_CHUNK_ROWS } from '../src/engine/plan/plan.ts';
 import { nodeShaders } from '../src/engine/shaders.node.ts';
@@ -153,7 +153,12 @@ async function main(): Promise<void> {
       const tuned = await tuneMatmul(gpu, [...modelMatmulShapes(model, step), ...modelMatmulShapes(model, prefill)], {
         store: nodeKernelStore(),
       });
-      row.tuning = { seconds: (performance.now() - tuneT0) / 1000, chosen: summariseTuning(tuned) };
+      const loraForm = (await tuneLora(gpu, { store: nodeKernelStore() }))?.chosen;
+      row.tuning = {
+        seconds: (performance.now() - tuneT0) / 1000,
+        chosen: summariseTuning(tuned),
+        ...(loraForm ? { lora: loraForm } : {}),
+      };
       say(`loaded ${name} (${method})${args.includes('--no-decode') ? '' : `; decoding ${DECODE_NEW} greedy tokens`}`);
       // Greedy decode first: the step below moves the adapters, and PyTorch decodes with them as written.
       let greedy: number[] = [];

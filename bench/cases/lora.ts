@@ -7,12 +7,16 @@ import {
   loraForward,
   loraScale,
   releaseLoraWorkspace,
+  LORA_CLASS,
+  LORA_FAMILY,
+  LORA_VARIANT_NAMES,
   type LoraAdapter,
 } from '../../src/engine/ops/lora.ts';
+import { tuneLora, tuneMatmul } from '../../src/engine/ops/tuner.ts';
 import type { BenchCase } from '../types.ts';
 
 // LoRA on Qwen2.5-0.5B's q_proj (896 → 896): forward + backward of the adapter alone (the base
-// matmul is benchmarked by the matmul/nf4 cases).
+// matmul is benchmarked by the matmul/nf4 cases), on the forms the tuner picks (named in the row).
 function filled(n: number, scale = 1): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = scale * (((i * 2654435761) % 1000) / 500 - 1);
@@ -27,13 +31,22 @@ function loraCase(N: number, r: number, p: number, heavy: boolean): BenchCase {
   // the dropout mask is recomputed from counters, so it moves no bytes.
   const bytes =
     4 * (2 * N * inF + 2 * N * outF + 2 * N * outF + 2 * N * inF + 2 * (r * inF + outF * r) * 2 + 4 * N * r);
+  const extra: Record<string, string> = {};
   return {
+    extra,
     name: `lora fwd+bwd q_proj r${r} N${N}${p > 0 ? ` p${p}` : ''}`,
     shape: `N${N} ${inF}→${outF} r${r}`,
     flops: fl.forward + fl.backward,
     bytesMoved: bytes,
     heavy,
     async setup(gpu) {
+      await tuneLora(gpu);
+      // The wide products (y += s·t·Bᵀ, dX += g·A) on their measured matmul variant too.
+      await tuneMatmul(gpu, [
+        { M: N, N: outF, K: r, transB: true, weight: 'f32' },
+        { M: N, N: inF, K: r, weight: 'f32' },
+      ]);
+      extra.form = gpu.kernels.pick(LORA_FAMILY, LORA_CLASS, LORA_VARIANT_NAMES, 'skinny');
       const ts: Tensor[] = [];
       const up = (d: Float32Array, shape: number[], cat: 'activations' | 'adapters' | 'gradients', label: string) => {
         const t = uploadTensor(gpu, d, tensorSpec('f32', shape, cat, label));

@@ -32,7 +32,7 @@ import {
   MATMUL_VARIANT_NAMES,
   type MatmulVariant,
 } from '../../src/engine/ops/matmul.ts';
-import { summariseTuning, tuneMatmul } from '../../src/engine/ops/tuner.ts';
+import { summariseTuning, tuneLora, tuneMatmul } from '../../src/engine/ops/tuner.ts';
 import { planMemory } from '../../src/engine/plan/plan.ts';
 import { nodeShaders } from '../../src/engine/shaders.node.ts';
 import { Trainer } from '../../src/engine/train/trainer.ts';
@@ -310,6 +310,7 @@ async function trainSection(): Promise<void> {
         modelMatmulShapes(model, { tokens: seq, backward: true, loraRank: LORA_RANK }),
         { log },
       );
+      await tuneLora(gpu, { log });
       report.tuning = process.env.TABTUNE_KERNELS
         ? { pinned: process.env.TABTUNE_KERNELS }
         : { seconds: round((performance.now() - tuneT0) / 1000, 1), chosen: summariseTuning(tuned) };

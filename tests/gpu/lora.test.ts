@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { readF32, Recorder, releaseTensor, tensorSpec, uploadTensor, type Tensor } from '../../src/engine/gpu/index.ts';
 import {
   createLoraWorkspace,
@@ -10,9 +10,13 @@ import {
   loraForward,
   loraForwardParts,
   loraScale,
+  LORA_CLASS,
+  LORA_FAMILY,
+  LORA_VARIANT_NAMES,
   releaseLoraWorkspace,
   type LoraAdapter,
   type LoraDropout,
+  type LoraVariant,
 } from '../../src/engine/ops/lora.ts';
 import { matmul } from '../../src/engine/ops/matmul.ts';
 import { releaseNf4, uploadNf4, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
@@ -122,7 +126,41 @@ function refInput(pr: Problem, wHost: ArrayLike<number> | null): LoraRefInput {
   };
 }
 
-describe(`lora (${runtime})`, () => {
+// Every test below runs on each form of the skinny products (bit-identical by construction).
+for (const variant of LORA_VARIANT_NAMES) describe(`lora (${runtime}, ${variant})`, () => loraSuite(variant));
+
+describe(`lora forms (${runtime})`, () => {
+  it('skinny and skinny4x4 give bit-identical outputs and gradients (odd shapes, dropout)', async () => {
+    const gpu = await testGpu();
+    const pr = oddProblem();
+    const bits = (x: Float32Array) => Array.from(new Uint32Array(x.buffer, x.byteOffset, x.length));
+    const runs = [];
+    for (const v of LORA_VARIANT_NAMES) {
+      gpu.kernels.set(LORA_FAMILY, LORA_CLASS, v);
+      runs.push(await runGpu(pr));
+    }
+    for (const k of ['y', 'dX', 'dA', 'dB'] as const) expect(bits(runs[1][k]), k).toEqual(bits(runs[0][k]));
+  });
+});
+
+function oddProblem(): Problem {
+  return {
+    N: 13,
+    fin: 70,
+    fout: 19,
+    r: 16,
+    scale: loraScale(32, 16),
+    w: null,
+    a: initLoraA(16, 70, 5, 3),
+    b: randn(19 * 16, 2, 0.1),
+    x: randn(13 * 70, 3),
+    dy: randn(13 * 19, 4),
+    dropout: { p: 0.3, seed: 1234, step: 7, moduleId: 3 },
+  };
+}
+
+function loraSuite(variant: LoraVariant): void {
+  beforeEach(async () => (await testGpu()).kernels.set(LORA_FAMILY, LORA_CLASS, variant));
   for (const name of ['lora_f32', 'lora_rslora', 'lora_nf4']) {
     it(`matches PyTorch autograd (PEFT formula): ${name}`, async () => {
       const gpu = await testGpu();
@@ -164,19 +202,7 @@ describe(`lora (${runtime})`, () => {
   }
 
   it('dropout > 0 equals the CPU reference with the same hash mask (odd shapes, no base)', async () => {
-    const pr: Problem = {
-      N: 13,
-      fin: 70,
-      fout: 19,
-      r: 16,
-      scale: loraScale(32, 16),
-      w: null,
-      a: initLoraA(16, 70, 5, 3),
-      b: randn(19 * 16, 2, 0.1),
-      x: randn(13 * 70, 3),
-      dy: randn(13 * 19, 4),
-      dropout: { p: 0.3, seed: 1234, step: 7, moduleId: 3 },
-    };
+    const pr = oddProblem();
     const got = await runGpu(pr);
     const ref = refInput(pr, null);
     const want = loraForwardRef(ref);
@@ -440,4 +466,4 @@ describe(`lora (${runtime})`, () => {
     releaseLoraWorkspace(gpu, small);
     releaseLoraWorkspace(gpu, ws);
   });
-});
+}

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { KernelChoiceStore } from '../../src/engine/gpu/index.ts';
 import { MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape } from '../../src/engine/ops/matmul.ts';
-import { adapterKey, tuneMatmul, tuneReductions } from '../../src/engine/ops/tuner.ts';
+import { adapterKey, tuneLora, tuneMatmul, tuneReductions } from '../../src/engine/ops/tuner.ts';
+import { LORA_CLASS, LORA_FAMILY, LORA_VARIANT_NAMES } from '../../src/engine/ops/lora.ts';
 import { REDUCE_CLASS, REDUCE_FAMILY, reduceVariant, reduceVariants } from '../../src/engine/ops/reduce.ts';
 import { runtime, testGpu } from './context.ts';
 
@@ -61,5 +62,20 @@ describe(`matmul tuner (${runtime})`, () => {
     expect(store.saved.get(adapterKey(gpu))![`${REDUCE_FAMILY}:${REDUCE_CLASS}`]).toBe(r!.chosen);
     console.log(`reductions on ${runtime}: ${JSON.stringify(r!.ms)} → ${r!.chosen}`);
     expect(await tuneReductions(gpu, { store })).toBeNull(); // measured once
+  });
+
+  it('times both forms of the skinny LoRA products and keeps the faster', async () => {
+    const gpu = await testGpu();
+    if (gpu.kernels.isForced(LORA_FAMILY)) return;
+    const store = memoryStore();
+    const known = gpu.kernels.has(LORA_FAMILY, LORA_CLASS);
+    const r = await tuneLora(gpu, { store });
+    if (known) return expect(r).toBeNull(); // another test file measured it in this process
+    expect(Object.keys(r!.ms).sort()).toEqual([...LORA_VARIANT_NAMES].sort());
+    expect(r!.ms[r!.chosen]!).toBeLessThanOrEqual(Math.min(...Object.values(r!.ms)));
+    expect(gpu.kernels.pick(LORA_FAMILY, LORA_CLASS, LORA_VARIANT_NAMES, 'skinny')).toBe(r!.chosen);
+    expect(store.saved.get(adapterKey(gpu))![`${LORA_FAMILY}:${LORA_CLASS}`]).toBe(r!.chosen);
+    console.log(`LoRA products on ${runtime}: ${JSON.stringify(r!.ms)} → ${r!.chosen}`);
+    expect(await tuneLora(gpu, { store })).toBeNull(); // measured once
   });
 });

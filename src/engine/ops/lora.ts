@@ -1,7 +1,7 @@
 // LoRA adapters with PEFT semantics (peft src/peft/tuners/lora/layer.py, config.py):
 //   y = base(x) + s·(dropout(x)·Aᵀ)·Bᵀ,  A [r, in], B [out, r],  s = α/r (or α/√r with rsLoRA).
 // The wide products (y += s·t·Bᵀ, dX += g·A) use the matmul op; the products with an r-sized side
-// use the barrier-free `skinny` kernel of shaders/lora.wgsl, which also applies the dropout mask
+// use the barrier-free skinny kernels of shaders/lora.wgsl, which also apply the dropout mask
 // while loading x (forward, dA) or on the result (dX). The mask is a hash of (seed, step, module,
 // element), regenerated in the backward: nothing of size N·in is stored or written for dropout.
 // Not fused with the base matmul: the adapter costs its own 2 dispatches forward and 4 backward.
@@ -138,7 +138,24 @@ function checkAdapter(
   );
 }
 
-interface Skinny {
+/**
+ * The verified forms of the skinny product (shaders/lora.wgsl), the same sums to the bit; which is
+ * faster depends on the adapter, so tuneLora (ops/tuner.ts) measures them once:
+ *   skinny     one thread per output: the most threads in flight, for GPUs;
+ *   skinny4x4  a 4×4 block of outputs per thread: a quarter of the loads per FMA, for adapters
+ *              where every load costs (CPU-emulated ones).
+ */
+export const LORA_VARIANTS = {
+  skinny: { block: 1, workgroup: 256 },
+  skinny4x4: { block: 4, workgroup: 64 },
+} as const;
+export type LoraVariant = keyof typeof LORA_VARIANTS;
+export const LORA_VARIANT_NAMES = Object.keys(LORA_VARIANTS) as LoraVariant[];
+export const LORA_FAMILY = 'lora';
+/** One class: the products differ in shape far less than the adapters do. */
+export const LORA_CLASS = 'skinny';
+
+export interface Skinny {
   a: Tensor;
   b: Tensor;
   c: Tensor;
@@ -155,10 +172,12 @@ interface Skinny {
   /** 0 none, 1 mask A's loads, 2 mask B's loads, 3 mask the result (see shaders/lora.wgsl). */
   drop?: 0 | 1 | 2 | 3;
   dropout?: LoraDropout | null;
+  /** Pins a form (the tuner); otherwise the adapter's measured choice. */
+  variant?: LoraVariant;
 }
 
-/** C = alpha·A·Bᵀ + beta·C with an r-sized side, one thread per output; see shaders/lora.wgsl. */
-async function skinny(rec: Recorder, s: Skinny, what: string): Promise<void> {
+/** C = alpha·A·Bᵀ + beta·C with an r-sized side; see shaders/lora.wgsl. */
+export async function skinny(rec: Recorder, s: Skinny, what: string): Promise<void> {
   const drop = s.dropout ? (s.drop ?? 0) : 0;
   const d = s.dropout ?? { p: 0, seed: 0, step: 0, moduleId: 0 };
   const params = new Params(16)
@@ -178,14 +197,16 @@ async function skinny(rec: Recorder, s: Skinny, what: string): Promise<void> {
     .u32(dropThreshold(d.p))
     .f32(dropScale(d.p))
     .u32(0);
+  const variant = s.variant ?? rec.gpu.kernels.pick(LORA_FAMILY, LORA_CLASS, LORA_VARIANT_NAMES, 'skinny');
+  const { block, workgroup } = LORA_VARIANTS[variant];
   await launch(rec, {
     shader: 'lora',
-    entry: 'skinny',
+    entry: variant,
     constants: { DROP: `${drop}u` },
     what,
     params,
     bindings: [s.a, s.b, s.c],
-    grid: threadGrid(rec, s.M * s.N, 256),
+    grid: threadGrid(rec, Math.ceil(s.M / block) * Math.ceil(s.N / block), workgroup),
   });
 }
 

@@ -14,6 +14,7 @@ import { toBf16, toF16 } from '../numeric/half.ts';
 import { matmul, MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape, type MatmulVariant } from './matmul.ts';
 import { quantizeNf4, releaseNf4, type Nf4Weight } from './nf4.ts';
 import { crossEntropy } from './cross_entropy.ts';
+import { LORA_CLASS, LORA_FAMILY, LORA_VARIANT_NAMES, skinny, type LoraVariant } from './lora.ts';
 import { REDUCE_CLASS, REDUCE_FAMILY, reduceVariants, type ReduceVariant } from './reduce.ts';
 import { rmsnormForward } from './rmsnorm.ts';
 
@@ -153,6 +154,59 @@ export async function tuneReductions(gpu: Gpu, opts: TuneOptions = {}): Promise<
   opts.log?.(`tabtune: reductions → ${chosen} (${describeTimes(ms)})`);
   if (opts.store) await opts.store.save(key, gpu.kernels.toRecord());
   return { family: 'reduce', chosen, ms };
+}
+
+export interface LoraTuneResult {
+  family: 'lora';
+  chosen: LoraVariant;
+  /** ms of the probe (t = x·Aᵀ and dA = gᵀ·x at 256 tokens, 896 wide, rank 8) per form. */
+  ms: Partial<Record<LoraVariant, number>>;
+}
+
+/** Times the skinny LoRA products' forms once per adapter (the store remembers); null when known or forced. */
+export async function tuneLora(gpu: Gpu, opts: TuneOptions = {}): Promise<LoraTuneResult | null> {
+  if (gpu.kernels.isForced(LORA_FAMILY)) return null;
+  const key = adapterKey(gpu);
+  if (opts.store) gpu.kernels.restore((await opts.store.load(key)) ?? {});
+  if (gpu.kernels.has(LORA_FAMILY, LORA_CLASS)) return null;
+  const [T, width, r] = [256, 896, 8];
+  const spec = (n: number, label: string) => tensorSpec('f32', [n], 'scratch', label);
+  const x = uploadTensor(gpu, filled(T * width, 6), spec(T * width, 'tune.lora.x'));
+  const a = uploadTensor(gpu, filled(r * width, 7), spec(r * width, 'tune.lora.A'));
+  const t = uploadTensor(gpu, filled(T * r, 8), spec(T * r, 'tune.lora.t'));
+  const dA = uploadTensor(gpu, new Float32Array(r * width), spec(r * width, 'tune.lora.dA'));
+  const ms: Partial<Record<LoraVariant, number>> = {};
+  try {
+    const run = async (variant: LoraVariant, reps: number) => {
+      const rec = new Recorder(gpu, `tune.lora.${variant}`);
+      for (let i = 0; i < reps; i++) {
+        const common = { variant, aRow: width, aCol: 1 } as const;
+        await skinny(rec, { ...common, a: x, b: a, c: t, M: T, N: r, K: width, bRow: width, bCol: 1 }, 'tune t');
+        await skinny(
+          rec,
+          { variant, a: t, b: x, c: dA, M: r, N: width, K: T, aRow: 1, aCol: r, bRow: 1, bCol: width },
+          'tune dA',
+        );
+      }
+      const t0 = performance.now();
+      await rec.submit();
+      await gpu.device.queue.onSubmittedWorkDone();
+      return (performance.now() - t0) / reps;
+    };
+    for (const v of LORA_VARIANT_NAMES) {
+      const once = await run(v, 1); // compiles
+      const again = await run(v, 1);
+      const reps = Math.max(1, Math.min(MAX_REPS, Math.floor(TARGET_MS / Math.max(again, 1e-3))));
+      ms[v] = reps === 1 ? Math.min(once, again) : await run(v, reps);
+    }
+  } finally {
+    [x, a, t, dA].forEach((z) => releaseTensor(gpu, z));
+  }
+  const chosen = LORA_VARIANT_NAMES.reduce((p, q) => (ms[q]! < ms[p]! ? q : p));
+  gpu.kernels.set(LORA_FAMILY, LORA_CLASS, chosen);
+  opts.log?.(`tabtune: LoRA products → ${chosen} (${describeTimes(ms)})`);
+  if (opts.store) await opts.store.save(key, gpu.kernels.toRecord());
+  return { family: 'lora', chosen, ms };
 }
 
 /** Halves the largest extent until the product is at most `flops` (the class's character kept: transposes, format). */

@@ -9,7 +9,7 @@ import type { MicroBatch } from '../model/batch.ts';
 import type { LoadOptions } from '../model/load.ts';
 import { modelMatmulShapes } from '../model/matmul-shapes.ts';
 import { attachLora, type LoraConfig, type LoraSet, type Model } from '../model/model.ts';
-import { tuneMatmul, tuneReductions, type TuneOptions, type TuneResult } from '../ops/tuner.ts';
+import { tuneLora, tuneMatmul, tuneReductions, type TuneOptions, type TuneResult } from '../ops/tuner.ts';
 import type { TrainPlanConfig } from '../plan/plan.ts';
 import { DataLoader } from './data.ts';
 import type { TrainConfig } from './llamafactory-config.ts';
@@ -217,5 +217,6 @@ export async function tuneKernelsForRun(
     lossChunkRows: plan.optimizer.lossChunkRows,
   });
   await tuneReductions(model.gpu, opts);
+  if (plan.lora) await tuneLora(model.gpu, opts);
   return tuneMatmul(model.gpu, shapes, opts);
 }
