@@ -237,7 +237,7 @@ describe('Phi-3 config.json', () => {
   it("the kernel tuner is told the products a Phi-3 step issues: one per fused part, LoRA's part-wise ones too", () => {
     const c = knownConfig(PHI4);
     const dense = { dtype: 'bf16', shape: [1, 1] };
-    const model = { config: c, linear: () => dense, lmHead: dense } as unknown as Model;
+    const model = { config: c, linear: () => dense, bias: () => null, lmHead: dense } as unknown as Model;
     const shapes = modelMatmulShapes(model, { tokens: 256, backward: true, loraRank: 8 });
     const key = (s: { M: number; N: number; K: number; transA?: boolean; transB?: boolean }) =>
       `${s.transA ? 'T' : 'N'}${s.transB ? 'T' : 'N'} ${s.M}×${s.N}×${s.K}`;
