@@ -126,30 +126,17 @@ export async function tuneReductions(gpu: Gpu, opts: TuneOptions = {}): Promise<
     },
   );
   const rowLoss = uploadTensor(gpu, new Float32Array(ceRows), spec(ceRows, 'tune.rowLoss'));
-  const ms: Partial<Record<ReduceVariant, number>> = {};
+  let ms: Record<ReduceVariant, number>;
   try {
-    const run = async (variant: ReduceVariant, reps: number) => {
+    ms = await timeForms(gpu, variants, 'tune.reduce', async (rec, variant) => {
       gpu.kernels.set(REDUCE_FAMILY, REDUCE_CLASS, variant);
-      const rec = new Recorder(gpu, `tune.reduce.${variant}`);
-      for (let r = 0; r < reps; r++) {
-        await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps: 1e-6 });
-        await crossEntropy(rec, { logits, labels, rowLoss, lossScale: 1, rows: ceRows, vocab, writeGrad: false });
-      }
-      const t0 = performance.now();
-      await rec.submit();
-      await gpu.device.queue.onSubmittedWorkDone();
-      return (performance.now() - t0) / reps;
-    };
-    for (const v of variants) {
-      const once = await run(v, 1); // compiles
-      const again = await run(v, 1);
-      const reps = Math.max(1, Math.min(MAX_REPS, Math.floor(TARGET_MS / Math.max(again, 1e-3))));
-      ms[v] = reps === 1 ? Math.min(once, again) : await run(v, reps);
-    }
+      await rmsnormForward(rec, { x, weight: w, y, rstd, rows, width, eps: 1e-6 });
+      await crossEntropy(rec, { logits, labels, rowLoss, lossScale: 1, rows: ceRows, vocab, writeGrad: false });
+    });
   } finally {
     [x, w, y, rstd, logits, labels, rowLoss].forEach((t) => releaseTensor(gpu, t));
   }
-  const chosen = variants.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
+  const chosen = variants.reduce((a, b) => (ms[b] < ms[a] ? b : a));
   gpu.kernels.set(REDUCE_FAMILY, REDUCE_CLASS, chosen);
   opts.log?.(`tabtune: reductions → ${chosen} (${describeTimes(ms)})`);
   if (opts.store) await opts.store.save(key, gpu.kernels.toRecord());
@@ -175,38 +162,50 @@ export async function tuneLora(gpu: Gpu, opts: TuneOptions = {}): Promise<LoraTu
   const a = uploadTensor(gpu, filled(r * width, 7), spec(r * width, 'tune.lora.A'));
   const t = uploadTensor(gpu, filled(T * r, 8), spec(T * r, 'tune.lora.t'));
   const dA = uploadTensor(gpu, new Float32Array(r * width), spec(r * width, 'tune.lora.dA'));
-  const ms: Partial<Record<LoraVariant, number>> = {};
+  let ms: Record<LoraVariant, number>;
   try {
-    const run = async (variant: LoraVariant, reps: number) => {
-      const rec = new Recorder(gpu, `tune.lora.${variant}`);
-      for (let i = 0; i < reps; i++) {
-        const common = { variant, aRow: width, aCol: 1 } as const;
-        await skinny(rec, { ...common, a: x, b: a, c: t, M: T, N: r, K: width, bRow: width, bCol: 1 }, 'tune t');
-        await skinny(
-          rec,
-          { variant, a: t, b: x, c: dA, M: r, N: width, K: T, aRow: 1, aCol: r, bRow: 1, bCol: width },
-          'tune dA',
-        );
-      }
-      const t0 = performance.now();
-      await rec.submit();
-      await gpu.device.queue.onSubmittedWorkDone();
-      return (performance.now() - t0) / reps;
-    };
-    for (const v of LORA_VARIANT_NAMES) {
-      const once = await run(v, 1); // compiles
-      const again = await run(v, 1);
-      const reps = Math.max(1, Math.min(MAX_REPS, Math.floor(TARGET_MS / Math.max(again, 1e-3))));
-      ms[v] = reps === 1 ? Math.min(once, again) : await run(v, reps);
-    }
+    ms = await timeForms(gpu, LORA_VARIANT_NAMES, 'tune.lora', async (rec, variant) => {
+      const tShape = { M: T, N: r, K: width, aRow: width, aCol: 1, bRow: width, bCol: 1 };
+      await skinny(rec, { variant, a: x, b: a, c: t, ...tShape }, 'tune t');
+      const dAShape = { M: r, N: width, K: T, aRow: 1, aCol: r, bRow: 1, bCol: width };
+      await skinny(rec, { variant, a: t, b: x, c: dA, ...dAShape }, 'tune dA');
+    });
   } finally {
     [x, a, t, dA].forEach((z) => releaseTensor(gpu, z));
   }
-  const chosen = LORA_VARIANT_NAMES.reduce((p, q) => (ms[q]! < ms[p]! ? q : p));
+  const chosen = LORA_VARIANT_NAMES.reduce((p, q) => (ms[q] < ms[p] ? q : p));
   gpu.kernels.set(LORA_FAMILY, LORA_CLASS, chosen);
   opts.log?.(`tabtune: LoRA products → ${chosen} (${describeTimes(ms)})`);
   if (opts.store) await opts.store.save(key, gpu.kernels.toRecord());
   return { family: 'lora', chosen, ms };
+}
+
+/**
+ * ms per repetition of `record` for each form: one run compiles, a second sizes the repetitions
+ * (as many as fit in TARGET_MS, in one submission), a third times them.
+ */
+async function timeForms<V extends string>(
+  gpu: Gpu,
+  forms: readonly V[],
+  label: string,
+  record: (rec: Recorder, form: V) => Promise<void>,
+): Promise<Record<V, number>> {
+  const run = async (form: V, reps: number) => {
+    const rec = new Recorder(gpu, `${label}.${form}`);
+    for (let i = 0; i < reps; i++) await record(rec, form);
+    const t0 = performance.now();
+    await rec.submit();
+    await gpu.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / reps;
+  };
+  const ms = {} as Record<V, number>;
+  for (const f of forms) {
+    const once = await run(f, 1); // compiles
+    const again = await run(f, 1);
+    const reps = Math.max(1, Math.min(MAX_REPS, Math.floor(TARGET_MS / Math.max(again, 1e-3))));
+    ms[f] = reps === 1 ? Math.min(once, again) : await run(f, reps);
+  }
+  return ms;
 }
 
 /** Halves the largest extent until the product is at most `flops` (the class's character kept: transposes, format). */
