@@ -5,9 +5,10 @@
 // merges them into bench/results.json under "real".
 //
 //   npm run real-size -- [--model 0.5b|1.5b] [--method lora|qlora] [--ckpt on|off] [--seq 128]
-//                        [--layers N] [--no-torch] [--no-decode] [--memory-options]
+//                        [--layers N] [--no-torch] [--no-decode] [--memory-options] [--profile]
 // --memory-options: NF4 output head, bf16 checkpoints and 16-row loss chunks (planMemory's options;
 // lossy, so compare the ledger with the plan and leave PyTorch out with --no-torch).
+// --profile prints the step's GPU time per kernel (each dispatch in a pass of its own).
 // --layers N keeps the real widths (hidden, heads, vocabulary) with fewer layers (labelled in the row).
 import { execFileSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -28,6 +29,7 @@ import { nodeShaders } from '../src/engine/shaders.node.ts';
 import { Trainer } from '../src/engine/train/trainer.ts';
 import { writeSafetensors, type TensorToWrite } from '../src/io/safetensors-writer.ts';
 import { MEMORY_CATEGORIES } from '../src/engine/gpu/ledger.ts';
+import type { KernelTime } from '../src/engine/gpu/profiler.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -163,6 +165,7 @@ async function main(): Promise<void> {
       // Greedy decode first: the step below moves the adapters, and PyTorch decodes with them as written.
       let greedy: number[] = [];
       if (!args.includes('--no-decode')) {
+        const decodeProfiler = args.includes('--profile') ? gpu.startProfiling() : null;
         const d = await generateAll(model, lora, ids.subarray(0, DECODE_PROMPT), {
           ...DEFAULT_SAMPLING, // greedy
           maxNewTokens: DECODE_NEW,
@@ -171,6 +174,10 @@ async function main(): Promise<void> {
         greedy = [...d.tokens];
         row.decodeMsPerToken = +(d.decodeMs / Math.max(1, d.tokens.length - 1)).toFixed(1);
         row.prefillMs = Math.round(d.prefillMs);
+        if (decodeProfiler) {
+          gpu.profiler = null;
+          printProfile(await decodeProfiler.report(), d.prefillMs + d.decodeMs, 'prefill and decode');
+        }
       }
       const trainer = new Trainer(model, lora, {
         learningRate: 1e-4,
@@ -183,9 +190,14 @@ async function main(): Promise<void> {
       });
       say(`one training step, batch 1 × ${seq}, gradient checkpointing ${ckpt ? 'on' : 'off'}`);
       gpu.ledger.resetPeaks();
+      const profiler = args.includes('--profile') ? gpu.startProfiling() : null;
       const s0 = performance.now();
       const r = await trainer.step([{ batch: 1, seqLen: seq, inputIds: ids, labels: ids }]);
       const stepMs = performance.now() - s0;
+      if (profiler) {
+        gpu.profiler = null;
+        printProfile(await profiler.report(), stepMs, 'step');
+      }
       const ledger = gpu.ledger.report();
       const plan = planMemory(model.config, {
         method,
@@ -289,6 +301,7 @@ async function main(): Promise<void> {
     close();
   }
   row.modelWriteS = +writeS.toFixed(1);
+  row.rowS = Math.round((performance.now() - t0) / 1000);
   row.date = new Date().toISOString().slice(0, 10);
   row.adapter = 'see bench/results.json runtime';
   console.log(JSON.stringify(row));
@@ -300,6 +313,15 @@ async function main(): Promise<void> {
   all.real = [...real.filter((x) => key(x) !== key(row)), row];
   writeFileSync(resultsPath, JSON.stringify(all, null, 2) + '\n');
   if (row.agree === false) process.exitCode = 1;
+}
+
+/** The kernels that took 1 % of the step or more, longest first. */
+function printProfile(times: KernelTime[], wallMs: number, what: string): void {
+  const gpuMs = times.reduce((a, t) => a + t.ms, 0);
+  say(`GPU time ${(gpuMs / 1000).toFixed(1)} s of the ${(wallMs / 1000).toFixed(1)} s ${what}, by kernel:`);
+  for (const t of times.filter((t) => t.ms >= gpuMs / 100)) {
+    say(`  ${(t.ms / 1000).toFixed(1).padStart(7)} s ${String(t.count).padStart(5)}× ${t.kernel.slice(0, 160)}`);
+  }
 }
 
 await main();

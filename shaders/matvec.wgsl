@@ -128,3 +128,92 @@ fn matvec(
   }
 }
 
+
+// ---- quad: four outputs per thread, each thread walking its whole K alone ----
+// No workgroup memory and no barrier (CPU-emulated adapters pay dearly for both), and every x
+// element read serves four weight rows instead of one. The x rows are written out like the
+// accumulators above: q<m> holds row m's outputs n0..n0+3.
+struct Quad8 {
+  q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>,
+  q4: vec4<f32>, q5: vec4<f32>, q6: vec4<f32>, q7: vec4<f32>,
+}
+
+// Row m of x against octet k/8 of four weight rows.
+fn quadDots(m: u32, k: u32, w0: Octet, w1: Octet, w2: Octet, w3: Octet) -> vec4<f32> {
+  let lo = xQuad(m, k);
+  let hi = xQuad(m, k + 4u);
+  return vec4<f32>(
+    dot(lo, w0.lo) + dot(hi, w0.hi), dot(lo, w1.lo) + dot(hi, w1.hi),
+    dot(lo, w2.lo) + dot(hi, w2.hi), dot(lo, w3.lo) + dot(hi, w3.hi));
+}
+
+fn quadOctetStep(k: u32, w0: Octet, w1: Octet, w2: Octet, w3: Octet, acc: ptr<function, Quad8>) {
+  (*acc).q0 += quadDots(0u, k, w0, w1, w2, w3);
+  if (ROWS > 1u) { (*acc).q1 += quadDots(1u, k, w0, w1, w2, w3); }
+  if (ROWS > 2u) { (*acc).q2 += quadDots(2u, k, w0, w1, w2, w3); }
+  if (ROWS > 3u) { (*acc).q3 += quadDots(3u, k, w0, w1, w2, w3); }
+  if (ROWS > 4u) { (*acc).q4 += quadDots(4u, k, w0, w1, w2, w3); }
+  if (ROWS > 5u) { (*acc).q5 += quadDots(5u, k, w0, w1, w2, w3); }
+  if (ROWS > 6u) { (*acc).q6 += quadDots(6u, k, w0, w1, w2, w3); }
+  if (ROWS > 7u) { (*acc).q7 += quadDots(7u, k, w0, w1, w2, w3); }
+}
+
+fn quadElementStep(k: u32, w: vec4<f32>, acc: ptr<function, Quad8>) {
+  (*acc).q0 = fma(vec4<f32>(xAt(0u, k)), w, (*acc).q0);
+  if (ROWS > 1u) { (*acc).q1 = fma(vec4<f32>(xAt(1u, k)), w, (*acc).q1); }
+  if (ROWS > 2u) { (*acc).q2 = fma(vec4<f32>(xAt(2u, k)), w, (*acc).q2); }
+  if (ROWS > 3u) { (*acc).q3 = fma(vec4<f32>(xAt(3u, k)), w, (*acc).q3); }
+  if (ROWS > 4u) { (*acc).q4 = fma(vec4<f32>(xAt(4u, k)), w, (*acc).q4); }
+  if (ROWS > 5u) { (*acc).q5 = fma(vec4<f32>(xAt(5u, k)), w, (*acc).q5); }
+  if (ROWS > 6u) { (*acc).q6 = fma(vec4<f32>(xAt(6u, k)), w, (*acc).q6); }
+  if (ROWS > 7u) { (*acc).q7 = fma(vec4<f32>(xAt(7u, k)), w, (*acc).q7); }
+}
+
+fn storeQuadRow(m: u32, n0: u32, v: vec4<f32>) {
+  if (m >= ROWS) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    let n = n0 + j;
+    if (n >= p.N) { return; }
+    let yi = p.yOffset + m * p.yRowStride + n;
+    var out = p.alpha * v[j];
+    if (p.beta != 0.0) { out += p.beta * y[yi]; }
+    y[yi] = out;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn matvecQuad(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) t: u32,
+) {
+  let n0 = ((wg.y * nwg.x + wg.x) * WG + t) * 4u;
+  if (n0 >= p.N) { return; }
+  // Rows past the last output read the last one (always in bounds) and are never stored.
+  let s0 = min(n0, p.N - 1u) * p.K;
+  let s1 = min(n0 + 1u, p.N - 1u) * p.K;
+  let s2 = min(n0 + 2u, p.N - 1u) * p.K;
+  let s3 = min(n0 + 3u, p.N - 1u) * p.K;
+  var acc: Quad8;
+  if ((p.K & 7u) == 0u) {
+    // Every row starts on an octet: whole octets only.
+    let octets = p.K >> 3u;
+    for (var j = 0u; j < octets; j++) {
+      quadOctetStep(j * 8u, weightOctet((s0 >> 3u) + j), weightOctet((s1 >> 3u) + j),
+        weightOctet((s2 >> 3u) + j), weightOctet((s3 >> 3u) + j), &acc);
+    }
+  } else {
+    for (var k = 0u; k < p.K; k++) {
+      let w = vec4<f32>(weightAt(s0 + k), weightAt(s1 + k), weightAt(s2 + k), weightAt(s3 + k));
+      quadElementStep(k, w, &acc);
+    }
+  }
+  storeQuadRow(0u, n0, acc.q0);
+  storeQuadRow(1u, n0, acc.q1);
+  storeQuadRow(2u, n0, acc.q2);
+  storeQuadRow(3u, n0, acc.q3);
+  storeQuadRow(4u, n0, acc.q4);
+  storeQuadRow(5u, n0, acc.q5);
+  storeQuadRow(6u, n0, acc.q6);
+  storeQuadRow(7u, n0, acc.q7);
+}

@@ -1,16 +1,11 @@
 // shaders/matvec.wgsl against the CPU reference written from the definition: dense f32/bf16/f16
 // and NF4 (plain and double-quantized block scales) weights, odd N and K (rows of the flattened
 // weight start off the 8-element octets), K = 1, up to 8 rows, offsets / row stride (a row-split
-// head part), alpha/beta, every split (variant), and the 151,936-wide head with small K.
+// head part), alpha/beta, every form (variant) on every case, and the 151,936-wide head with small K.
 import { describe, expect, it } from 'vitest';
 import { Recorder, type DType } from '../../src/engine/gpu/index.ts';
-import {
-  matvec,
-  MATVEC_CLASS,
-  MATVEC_VARIANT_NAMES,
-  tuneMatvec,
-  type MatvecVariant,
-} from '../../src/engine/ops/matvec.ts';
+import { matvec, MATVEC_CLASS, MATVEC_VARIANT_NAMES, type MatvecVariant } from '../../src/engine/ops/matvec.ts';
+import { tuneMatvec } from '../../src/engine/ops/tuner.ts';
 import { dynamicMap8, releaseNf4, uploadNf4, type Nf4Host, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
 import { expectClose } from '../cpu/compare.ts';
 import { matvecRef } from '../cpu/matvec.ts';
@@ -104,20 +99,28 @@ describe(`matvec (${runtime})`, () => {
     { rows: 1, N: 23, K: 131, w: 'bf16' },
     { rows: 8, N: 45, K: 77, w: 'f16', alpha: -2 },
     { rows: 2, N: 19, K: 1000, w: 'bf16', beta: 0.5 },
-    { rows: 5, N: 29, K: 13, w: 'f32', variant: 'split32' },
-    { rows: 1, N: 70, K: 333, w: 'f16', variant: 'split32' },
+    { rows: 5, N: 29, K: 13, w: 'f32' },
+    { rows: 1, N: 70, K: 333, w: 'f16' },
+    // K a multiple of 8 (every row on whole octets) with N not one of 4.
+    { rows: 3, N: 31, K: 64, w: 'bf16', beta: 1 },
+    { rows: 8, N: 6, K: 24, w: 'f32', alpha: 0.5 },
     { rows: 2, N: 11, K: 21, w: 'f32', xOffset: 7, yOffset: 5, yRowStride: 40, beta: 1 },
     { rows: 1, N: 5, K: 64, w: 'nf4', blocksize: 64 },
     { rows: 4, N: 33, K: 130, w: 'nf4', blocksize: 32, beta: 1 },
     { rows: 7, N: 19, K: 201, w: 'nf4+dq', blocksize: 64, alpha: 0.25 },
-    { rows: 1, N: 300, K: 3, w: 'nf4+dq', blocksize: 128, variant: 'split32' },
+    { rows: 1, N: 300, K: 3, w: 'nf4+dq', blocksize: 128 },
+    { rows: 2, N: 13, K: 128, w: 'nf4+dq', blocksize: 64, beta: 1 },
     // The Qwen2.5 vocabulary as N (the output head): more workgroups than one grid dimension holds.
     { rows: 1, N: 151936, K: 3, w: 'bf16' },
     { rows: 2, N: 151936, K: 2, w: 'f32', beta: 1 },
     { rows: 1, N: 151936, K: 5, w: 'nf4', blocksize: 64 },
     { rows: 8, N: 151936, K: 9, w: 'bf16' },
   ];
-  for (const c of cases) it(`${c.w} rows=${c.rows} N=${c.N} K=${c.K}`, () => runCase(c));
+  for (const c of cases) {
+    for (const variant of c.variant ? [c.variant] : MATVEC_VARIANT_NAMES) {
+      it(`${c.w} rows=${c.rows} N=${c.N} K=${c.K} [${variant}]`, () => runCase({ ...c, variant }));
+    }
+  }
 
   it('tuneMatvec times every split on this adapter and serves the fastest', async () => {
     const gpu = await testGpu();

@@ -2,6 +2,7 @@ import { GpuError } from './errors.ts';
 import { KernelChoices, type ForcedKernels } from './kernel-choices.ts';
 import { PipelineCache } from './pipelines.ts';
 import { BufferPool } from './pool.ts';
+import { DispatchProfiler } from './profiler.ts';
 import type { ShaderSources } from './shader-library.ts';
 
 export interface AdapterReport {
@@ -86,6 +87,8 @@ export class Gpu {
   readonly pool: BufferPool;
   readonly lost: Promise<GPUDeviceLostInfo>;
   readonly kernels: KernelChoices;
+  /** Set while kernels are being timed one by one (startProfiling). */
+  profiler: DispatchProfiler | null = null;
   private destroyed = false;
 
   constructor(
@@ -110,6 +113,14 @@ export class Gpu {
 
   hasFeature(name: string): boolean {
     return this.device.features.has(name);
+  }
+
+  /** Times every dispatch from now on (each in a pass of its own: slower, for development only). */
+  startProfiling(): DispatchProfiler {
+    if (!this.hasFeature('timestamp-query')) {
+      throw new Error('profiling needs timestamp queries, which this adapter does not offer');
+    }
+    return (this.profiler = new DispatchProfiler(this.device));
   }
 
   get isDestroyed(): boolean {

@@ -1,6 +1,7 @@
 import type { Gpu } from './device.ts';
 import { GpuError, withErrorScopes } from './errors.ts';
 import type { PooledBuffer } from './pool.ts';
+import type { PassStamps } from './profiler.ts';
 import { tensorBytes, type Tensor } from './tensor.ts';
 import { BUF } from './usage.ts';
 
@@ -41,6 +42,7 @@ export class Recorder {
   private pass: GPUComputePassEncoder | null = null;
   private readonly arenas: { buf: PooledBuffer; host: Uint8Array<ArrayBuffer>; used: number }[] = [];
   private readonly whats: string[] = [];
+  private readonly stamps: PassStamps[] = [];
   private readonly align: number;
   dispatchCount = 0;
 
@@ -74,10 +76,17 @@ export class Recorder {
       entries,
       label: kernel.what,
     });
+    const profiler = this.gpu.profiler;
+    if (profiler) {
+      this.endPass();
+      const timestampWrites = profiler.passStamps(this.stamps, kernel.what);
+      this.pass = this.encoder.beginComputePass({ label: this.label, timestampWrites });
+    }
     const pass = (this.pass ??= this.encoder.beginComputePass({ label: this.label }));
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
+    if (profiler) this.endPass();
     this.whats.push(kernel.what);
     this.dispatchCount++;
   }
@@ -109,10 +118,12 @@ export class Recorder {
     this.endPass();
     const what = `${this.label} (${this.whats.length} dispatches: ${summarise(this.whats)})`;
     await this.gpu.pool.checkAllocations();
+    const afterSubmit = this.stamps.length ? this.gpu.profiler?.resolve(this.encoder, this.stamps) : undefined;
     await withErrorScopes(this.gpu.device, what, () => {
       for (const a of this.arenas) this.gpu.device.queue.writeBuffer(a.buf.buffer, 0, a.host, 0, a.used);
       this.gpu.device.queue.submit([this.encoder.finish({ label: this.label })]);
     });
+    afterSubmit?.();
     // The queue runs a later writeBuffer after this submit, so the arenas are reusable now.
     const spare = spareArenas(this.gpu);
     for (const a of this.arenas) spare.push(a.buf);

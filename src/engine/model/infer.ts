@@ -1,8 +1,8 @@
 // Generation forward: prefill + KV-cache decode, adapter on or off (for A/B chat).
 import { readF32 } from '../gpu/transfer.ts';
 import type { Tensor } from '../gpu/tensor.ts';
-import { MATVEC_MAX_ROWS, tuneMatvec } from '../ops/matvec.ts';
-import { tuneMatmul } from '../ops/tuner.ts';
+import { MATVEC_MAX_ROWS } from '../ops/matvec.ts';
+import { tuneMatmul, tuneMatvec } from '../ops/tuner.ts';
 import { createTensor, releaseTensor, tensorSpec } from '../gpu/transfer.ts';
 import { prepareBatch } from './batch.ts';
 import { Decoder, type PassInputs } from './decoder.ts';

@@ -1,11 +1,9 @@
 // Matrix-vector products for one-token steps (KV-cache decode): y = alpha·x·Wᵀ + beta·y for a
 // few rows of x, W stored [N, K] like nn.Linear.weight, dense (f32/bf16/f16) or NF4. See
 // shaders/matvec.wgsl; training keeps the tiled matmul (ops/matmul.ts).
-import type { Gpu } from '../gpu/device.ts';
 import { Params, Recorder } from '../gpu/recorder.ts';
 import type { ShaderConstants } from '../gpu/shader-library.ts';
 import { describe, type Tensor } from '../gpu/tensor.ts';
-import { releaseTensor, tensorSpec, uploadTensor } from '../gpu/transfer.ts';
 import { check, checkInteger, checkOperands, foldGrid, launch, WEIGHT_DTYPES, weightKind } from './kernel.ts';
 import { isNf4, nf4DecoderConstants, nf4Describe, nf4ExtraBindings, nf4Numel, type Nf4Weight } from './nf4.ts';
 
@@ -13,17 +11,21 @@ import { isNf4, nf4DecoderConstants, nf4Describe, nf4ExtraBindings, nf4Numel, ty
 export const MATVEC_MAX_ROWS = 8;
 
 /**
- * The verified splits of shaders/matvec.wgsl: threads per output (lanes, splitting K) and threads
- * per workgroup. Which is fastest depends on the adapter, so it is measured (tuneMatvec):
+ * The verified forms of shaders/matvec.wgsl: entry point, threads per output (lanes, splitting K),
+ * outputs per lane group and threads per workgroup. Which is fastest depends on the adapter, so it
+ * is measured (tuneMatvec in ops/tuner.ts):
  *   split4   4 lanes read 4 consecutive octets of a weight row (64 contiguous bytes of bf16), 16
  *            outputs per 64-thread workgroup: long per-thread loops, few invocations; on
  *            SwiftShader 5-8× faster than split32 on the 4864×896 bf16 product.
  *   split32  32 lanes read 512 contiguous bytes of a row per step, 8 outputs per 256 threads:
  *            8× the threads for the 896-wide projections, for GPUs that need many loads in flight.
+ *   quad     one thread per 4 outputs walking all of K, no workgroup memory or barrier: a quarter
+ *            of the x reads per weight (for CPU-emulated adapters, where every load is costly).
  */
 export const MATVEC_VARIANTS = {
-  split4: { lanes: 4, workgroup: 64 },
-  split32: { lanes: 32, workgroup: 256 },
+  split4: { entry: 'matvec', lanes: 4, outputs: 1, workgroup: 64 },
+  split32: { entry: 'matvec', lanes: 32, outputs: 1, workgroup: 256 },
+  quad: { entry: 'matvecQuad', lanes: 1, outputs: 4, workgroup: 64 },
 } as const;
 export type MatvecVariant = keyof typeof MATVEC_VARIANTS;
 export const MATVEC_VARIANT_NAMES = Object.keys(MATVEC_VARIANTS) as MatvecVariant[];
@@ -89,10 +91,10 @@ export async function matvec(rec: Recorder, args: MatvecArgs): Promise<void> {
     .f32(args.alpha ?? 1)
     .f32(args.beta ?? 0)
     .u32(0);
-  const outsPerGroup = layout.workgroup / layout.lanes;
+  const outsPerGroup = (layout.workgroup / layout.lanes) * layout.outputs;
   await launch(rec, {
     shader: 'matvec',
-    entry: 'matvec',
+    entry: layout.entry,
     constants: { ROWS: `${rows}u`, LANES: `${layout.lanes}u`, WG: `${layout.workgroup}u`, ...decoder },
     what,
     params,
@@ -104,53 +106,4 @@ export async function matvec(rec: Recorder, args: MatvecArgs): Promise<void> {
 /** FLOPs of one call, for benchmarks. */
 export function matvecFlops(rows: number, N: number, K: number): number {
   return 2 * rows * N * K;
-}
-
-/** A bf16 product of decode size (a 0.5B model's gate projection, cut to 1024 outputs). */
-const TUNE_SHAPE = { N: 1024, K: 896 };
-/** Repetitions per timed submission: enough to fill TUNE_TARGET_MS, at most TUNE_MAX_REPS. */
-const TUNE_TARGET_MS = 20;
-const TUNE_MAX_REPS = 64;
-
-export interface MatvecTuning {
-  chosen: MatvecVariant;
-  /** ms per product at TUNE_SHAPE. */
-  ms: Record<MatvecVariant, number>;
-}
-
-/**
- * Times every split on this adapter once (a few ms on a GPU, about a second on SwiftShader) and
- * serves the fastest from then on. Null when already measured, or when TABTUNE_KERNELS forces one.
- */
-export async function tuneMatvec(gpu: Gpu): Promise<MatvecTuning | null> {
-  if (gpu.kernels.isForced('matvec') || gpu.kernels.has('matvec', MATVEC_CLASS)) return null;
-  const { N, K } = TUNE_SHAPE;
-  const words = new Uint32Array((N * K) / 2);
-  // bf16 pairs of small values (exponent 0x3c, varying mantissa): no NaN, no denormal.
-  for (let i = 0; i < words.length; i++) words[i] = (0x3c00 + (i % 127)) * 0x10001;
-  const w = uploadTensor(gpu, new Uint16Array(words.buffer), tensorSpec('bf16', [N, K], 'scratch', 'tune.matvec.W'));
-  const x = uploadTensor(gpu, new Float32Array(K).fill(0.5), tensorSpec('f32', [1, K], 'scratch', 'tune.matvec.x'));
-  const y = uploadTensor(gpu, new Float32Array(N), tensorSpec('f32', [1, N], 'scratch', 'tune.matvec.y'));
-  const run = async (variant: MatvecVariant, reps: number): Promise<number> => {
-    const rec = new Recorder(gpu, `tune.matvec.${variant}`);
-    for (let r = 0; r < reps; r++) await matvec(rec, { x, w, y, rows: 1, N, K, variant });
-    const t0 = performance.now();
-    await rec.submit();
-    await gpu.device.queue.onSubmittedWorkDone();
-    return (performance.now() - t0) / reps;
-  };
-  try {
-    const ms = {} as Record<MatvecVariant, number>;
-    for (const v of MATVEC_VARIANT_NAMES) {
-      await run(v, 1); // compiles the pipeline and warms the caches
-      const once = await run(v, 1);
-      const reps = Math.max(1, Math.min(TUNE_MAX_REPS, Math.floor(TUNE_TARGET_MS / Math.max(once, 1e-3))));
-      ms[v] = reps === 1 ? once : await run(v, reps);
-    }
-    const chosen = MATVEC_VARIANT_NAMES.reduce((a, b) => (ms[b] < ms[a] ? b : a));
-    gpu.kernels.set('matvec', MATVEC_CLASS, chosen);
-    return { chosen, ms };
-  } finally {
-    for (const t of [w, x, y]) releaseTensor(gpu, t);
-  }
 }

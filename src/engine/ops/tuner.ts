@@ -4,7 +4,7 @@
 // (which also compiles each pipeline) drops variants more than PROBE_MARGIN× slower than the
 // best, then the survivors are timed at the class's own shape (capped at TIMED_FLOPS: big enough
 // to fill a GPU, small enough to take well under a second on a CPU-emulated adapter), as many
-// repetitions in one submission as fit in TARGET_MS.
+// repetitions in one submission as fit in TARGET_MS, in TIMED_ROUNDS interleaved rounds.
 import type { Gpu } from '../gpu/device.ts';
 import type { KernelChoiceStore } from '../gpu/kernel-choices.ts';
 import { Recorder } from '../gpu/recorder.ts';
@@ -14,6 +14,7 @@ import { toBf16, toF16 } from '../numeric/half.ts';
 import { matmul, MATMUL_VARIANT_NAMES, matmulShapeClass, type MatmulShape, type MatmulVariant } from './matmul.ts';
 import { quantizeNf4, releaseNf4, type Nf4Weight } from './nf4.ts';
 import { crossEntropy } from './cross_entropy.ts';
+import { matvec, MATVEC_CLASS, MATVEC_VARIANT_NAMES, type MatvecVariant } from './matvec.ts';
 import { LORA_CLASS, LORA_FAMILY, LORA_VARIANT_NAMES, skinny, type LoraVariant } from './lora.ts';
 import { REDUCE_CLASS, REDUCE_FAMILY, reduceVariants, type ReduceVariant } from './reduce.ts';
 import { rmsnormForward } from './rmsnorm.ts';
@@ -22,6 +23,7 @@ const PROBE_FLOPS = 2 ** 22;
 const TIMED_FLOPS = 2 ** 27;
 const PROBE_MARGIN = 2;
 const TARGET_MS = 20;
+const TIMED_ROUNDS = 3;
 const MAX_REPS = 64;
 
 export interface TuneResult {
@@ -92,7 +94,14 @@ async function tuneClass(gpu: Gpu, shapeClass: string, shape: MatmulShape): Prom
   if (survivors.length > 1) {
     const full = await Problem.create(gpu, timed);
     try {
-      for (const v of survivors) ms[v] = await full.time(v);
+      // Interleaved rounds, each variant's best kept: a burst of other work on the machine then
+      // slows one round of every variant rather than deciding the pick.
+      for (let round = 0; round < TIMED_ROUNDS; round++) {
+        for (const v of survivors) {
+          const t = await full.time(v);
+          ms[v] = round === 0 ? t : Math.min(ms[v]!, t);
+        }
+      }
     } finally {
       full.release();
     }
@@ -178,6 +187,39 @@ export async function tuneLora(gpu: Gpu, opts: TuneOptions = {}): Promise<LoraTu
   opts.log?.(`tabtune: LoRA products → ${chosen} (${describeTimes(ms)})`);
   if (opts.store) await opts.store.save(key, gpu.kernels.toRecord());
   return { family: 'lora', chosen, ms };
+}
+
+export interface MatvecTuneResult {
+  family: 'matvec';
+  chosen: MatvecVariant;
+  /** ms per product at the probe shape (a 0.5B model's gate projection cut to 1024 outputs, bf16). */
+  ms: Record<MatvecVariant, number>;
+}
+
+/**
+ * Times the decode matrix-vector forms once per process (about a second on SwiftShader) and serves
+ * the fastest from then on; null when already measured, or when TABTUNE_KERNELS forces one.
+ */
+export async function tuneMatvec(gpu: Gpu): Promise<MatvecTuneResult | null> {
+  if (gpu.kernels.isForced('matvec') || gpu.kernels.has('matvec', MATVEC_CLASS)) return null;
+  const [N, K] = [1024, 896];
+  const words = new Uint32Array((N * K) / 2);
+  // bf16 pairs of small values (exponent 0x3c, varying mantissa): no NaN, no denormal.
+  for (let i = 0; i < words.length; i++) words[i] = (0x3c00 + (i % 127)) * 0x10001;
+  const w = uploadTensor(gpu, new Uint16Array(words.buffer), tensorSpec('bf16', [N, K], 'scratch', 'tune.matvec.W'));
+  const x = uploadTensor(gpu, new Float32Array(K).fill(0.5), tensorSpec('f32', [1, K], 'scratch', 'tune.matvec.x'));
+  const y = uploadTensor(gpu, new Float32Array(N), tensorSpec('f32', [1, N], 'scratch', 'tune.matvec.y'));
+  let ms: Record<MatvecVariant, number>;
+  try {
+    ms = await timeForms(gpu, MATVEC_VARIANT_NAMES, 'tune.matvec', (rec, variant) =>
+      matvec(rec, { x, w, y, rows: 1, N, K, variant }),
+    );
+  } finally {
+    [w, x, y].forEach((t) => releaseTensor(gpu, t));
+  }
+  const chosen = MATVEC_VARIANT_NAMES.reduce((a, b) => (ms[b] < ms[a] ? b : a));
+  gpu.kernels.set('matvec', MATVEC_CLASS, chosen);
+  return { family: 'matvec', chosen, ms };
 }
 
 /**
