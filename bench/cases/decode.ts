@@ -15,7 +15,13 @@ import { loadModel } from '../../src/engine/model/load.ts';
 import type { WeightSource } from '../../src/engine/model/weights.ts';
 import { mix32 } from '../../src/engine/ops/lora.ts';
 import { matmul, matmulFlops } from '../../src/engine/ops/matmul.ts';
-import { matvec, matvecFlops } from '../../src/engine/ops/matvec.ts';
+import {
+  matvec,
+  MATVEC_CLASS,
+  MATVEC_UNTUNED,
+  MATVEC_VARIANT_NAMES,
+  matvecFlops,
+} from '../../src/engine/ops/matvec.ts';
 import { tuneMatvec } from '../../src/engine/ops/tuner.ts';
 import { quantizeNf4, releaseNf4, type Nf4Weight } from '../../src/engine/ops/nf4.ts';
 import { Recorder } from '../../src/engine/gpu/recorder.ts';
@@ -163,8 +169,10 @@ const PRODUCTS: Product[] = [
 /** One decode-step product y[1,N] = x·Wᵀ through `op` (the matrix-vector kernel or the tiled matmul). */
 function productCase(p: Product, weights: Weights, op: 'matvec' | 'matmul'): BenchCase {
   const bytes = p.N * p.K * (weights === 'nf4' ? 0.5 + 1 / 64 : 2) + 4 * (p.K + p.N);
+  const extra: Record<string, string> = {};
   return {
     name: `decode ${op} ${p.name} ${weights}`,
+    extra,
     shape: `1×${p.N}×${p.K}`,
     flops: op === 'matvec' ? matvecFlops(1, p.N, p.K) : matmulFlops(1, p.N, p.K),
     bytesMoved: bytes,
@@ -172,7 +180,10 @@ function productCase(p: Product, weights: Weights, op: 'matvec' | 'matmul'): Ben
     heavy: op === 'matmul' && p.N * p.K > 1e8,
     async setup(gpu) {
       // The split a decode step would use on this adapter (forwardLogits measures it the same way).
-      if (op === 'matvec') await tuneMatvec(gpu);
+      if (op === 'matvec') {
+        await tuneMatvec(gpu);
+        extra.form = gpu.kernels.pick('matvec', MATVEC_CLASS, MATVEC_VARIANT_NAMES, MATVEC_UNTUNED);
+      }
       const wBits = randomBf16(p.N * p.K, p.N + p.K, 1 / Math.sqrt(p.K));
       const dense = uploadTensor(gpu, wBits, tensorSpec('bf16', [p.N, p.K], 'weights', `W ${p.name}`));
       let w: Tensor | Nf4Weight = dense;
