@@ -81,6 +81,9 @@ describe(`matmul (${runtime})`, () => {
     { M: 19, N: 70, K: 48, transB: true, bType: 'f16', beta: 1 },
     { M: 9, N: 16, K: 24, batch: 3, transB: true },
     { M: 9, N: 16, K: 23, batch: 2 },
+    // Octet-aligned K in whole 64-element stretches, N not a multiple of 8.
+    { M: 19, N: 21, K: 128, transB: true, bType: 'bf16' },
+    { M: 10, N: 5, K: 64, batch: 2, transB: true, beta: 1 },
   ];
   // Every variant meets the same reference at the same odd shapes (partial tiles on every edge).
   for (const variant of MATMUL_VARIANT_NAMES) {

@@ -249,17 +249,17 @@ describe(`nf4 (${runtime})`, () => {
     releaseNf4(gpu, q.weight);
   });
 
-  it('fused NF4 matmul at odd shapes, plain absmax, beta accumulation, both orientations, every variant', async () => {
+  it('fused NF4 matmul at odd shapes, plain absmax, beta accumulation, both orientations: every variant, bit-identical', async () => {
     const gpu = await testGpu();
-    for (const [i, c] of [
+    const bits = (x: Float32Array) => new Uint32Array(x.buffer, x.byteOffset, x.length);
+    for (const c of [
       { M: 1, N: 5, K: 64, blocksize: 64 },
       { M: 17, N: 33, K: 130, blocksize: 32 },
       { M: 70, N: 65, K: 96, blocksize: 128 },
       // N and K multiples of 8: octet8x8 reads whole octets in both orientations.
       { M: 19, N: 40, K: 96, blocksize: 32 },
-    ].entries()) {
-      // Each case through a different variant (all are covered without multiplying the time).
-      const variant = MATMUL_VARIANT_NAMES[i % MATMUL_VARIANT_NAMES.length];
+      { M: 9, N: 13, K: 256, blocksize: 128 },
+    ]) {
       const w = randn(c.N * c.K, c.N + c.K, 0.2);
       const src = uploadTensor(gpu, w, tensorSpec('f32', [c.N, c.K], 'weights', 'w'));
       const rec0 = new Recorder(gpu);
@@ -272,26 +272,31 @@ describe(`nf4 (${runtime})`, () => {
       const yInit = randn(c.M * c.N, 9);
       const tx = uploadTensor(gpu, x, tensorSpec('f32', [c.M, c.K], 'activations', 'x'));
       const tdy = uploadTensor(gpu, dy, tensorSpec('f32', [c.M, c.N], 'activations', 'dy'));
-      const ty = uploadTensor(gpu, yInit, tensorSpec('f32', [c.M, c.N], 'activations', 'y'));
-      const tdx = uploadTensor(gpu, new Float32Array(c.M * c.K), tensorSpec('f32', [c.M, c.K], 'gradients', 'dx'));
-      const rec = new Recorder(gpu);
-      await matmul(rec, { a: tx, b: weight, c: ty, M: c.M, N: c.N, K: c.K, transB: true, beta: 1, variant });
-      await matmul(rec, { a: tdy, b: weight, c: tdx, M: c.M, N: c.K, K: c.N, alpha: 0.5, variant });
-      await rec.submit();
-      const tol = { rtol: 1e-4, atol: 1e-4 };
-      expectClose(
-        await readF32(gpu, ty),
-        matmulRef(x, wq, c.M, c.N, c.K, { transB: true, beta: 1, c: yInit }),
-        tol,
-        `y ${variant} ${JSON.stringify(c)}`,
-      );
-      expectClose(
-        await readF32(gpu, tdx),
-        matmulRef(dy, wq, c.M, c.K, c.N, { alpha: 0.5 }),
-        tol,
-        `dx ${variant} ${JSON.stringify(c)}`,
-      );
-      [src, tx, tdy, ty, tdx].forEach((t) => releaseTensor(gpu, t));
+      let first: { y: Float32Array; dx: Float32Array } | null = null;
+      for (const variant of MATMUL_VARIANT_NAMES) {
+        const ty = uploadTensor(gpu, yInit, tensorSpec('f32', [c.M, c.N], 'activations', 'y'));
+        const tdx = uploadTensor(gpu, new Float32Array(c.M * c.K), tensorSpec('f32', [c.M, c.K], 'gradients', 'dx'));
+        const rec = new Recorder(gpu);
+        await matmul(rec, { a: tx, b: weight, c: ty, M: c.M, N: c.N, K: c.K, transB: true, beta: 1, variant });
+        await matmul(rec, { a: tdy, b: weight, c: tdx, M: c.M, N: c.K, K: c.N, alpha: 0.5, variant });
+        await rec.submit();
+        const got = { y: await readF32(gpu, ty), dx: await readF32(gpu, tdx) };
+        [ty, tdx].forEach((t) => releaseTensor(gpu, t));
+        const tol = { rtol: 1e-4, atol: 1e-4 };
+        const what = `${variant} ${JSON.stringify(c)}`;
+        expectClose(got.y, matmulRef(x, wq, c.M, c.N, c.K, { transB: true, beta: 1, c: yInit }), tol, `y ${what}`);
+        expectClose(got.dx, matmulRef(dy, wq, c.M, c.K, c.N, { alpha: 0.5 }), tol, `dx ${what}`);
+        first ??= got;
+        expect(
+          bits(got.y).findIndex((v, j) => v !== bits(first!.y)[j]),
+          `y bits ${what}`,
+        ).toBe(-1);
+        expect(
+          bits(got.dx).findIndex((v, j) => v !== bits(first!.dx)[j]),
+          `dx bits ${what}`,
+        ).toBe(-1);
+      }
+      [src, tx, tdy].forEach((t) => releaseTensor(gpu, t));
       releaseNf4(gpu, weight);
     }
   });
