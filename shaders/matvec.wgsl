@@ -74,6 +74,15 @@ fn storePartials(m0: u32, t: u32, acc: vec4<f32>) {
   if (m0 + 3u < ROWS) { partial[(m0 + 3u) * WG + t] = acc.w; }
 }
 
+// y[m, n] = alpha·sum + beta·y[m, n].
+fn storeY(m: u32, n: u32, sum: f32) {
+  let yi = p.yOffset + m * p.yRowStride + n;
+  var v = p.alpha * sum;
+  // beta == 0 must not read y: a fresh pooled buffer may hold NaN bit patterns.
+  if (p.beta != 0.0) { v += p.beta * y[yi]; }
+  y[yi] = v;
+}
+
 @compute @workgroup_size(WG)
 fn matvec(
   @builtin(workgroup_id) wg: vec3<u32>,
@@ -120,11 +129,7 @@ fn matvec(
     if (no >= p.N) { continue; }
     var sum = 0.0;
     for (var l = 0u; l < LANES; l++) { sum += partial[m * WG + o * LANES + l]; }
-    let yi = p.yOffset + m * p.yRowStride + no;
-    var v = p.alpha * sum;
-    // beta == 0 must not read y: a fresh pooled buffer may hold NaN bit patterns.
-    if (p.beta != 0.0) { v += p.beta * y[yi]; }
-    y[yi] = v;
+    storeY(m, no, sum);
   }
 }
 
@@ -172,12 +177,8 @@ fn quadElementStep(k: u32, w: vec4<f32>, acc: ptr<function, Quad8>) {
 fn storeQuadRow(m: u32, n0: u32, v: vec4<f32>) {
   if (m >= ROWS) { return; }
   for (var j = 0u; j < 4u; j++) {
-    let n = n0 + j;
-    if (n >= p.N) { return; }
-    let yi = p.yOffset + m * p.yRowStride + n;
-    var out = p.alpha * v[j];
-    if (p.beta != 0.0) { out += p.beta * y[yi]; }
-    y[yi] = out;
+    if (n0 + j >= p.N) { return; }
+    storeY(m, n0 + j, v[j]);
   }
 }
 
